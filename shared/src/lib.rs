@@ -1,0 +1,11 @@
+//! The popularity reports library: everything the Lambda functions and the
+//! operator CLI do, behind narrow ports so the same code runs against S3 (or
+//! moto's server) and against a local directory.
+//!
+//! Layout:
+//! - [`domain`]: report kinds, run ids, formats — the vocabulary of DESIGN.md.
+//! - [`store`]: the `ObjectStore` port with its S3 and local-directory adapters.
+
+pub mod domain;
+pub mod store;
+pub mod sample;

@@ -1,0 +1,1 @@
+//! placeholder: the sample-data generator is being written.

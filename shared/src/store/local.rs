@@ -1,0 +1,218 @@
+//! A local directory as an [`ObjectStore`]: keys are relative paths below the
+//! root. Uploads go to a hidden temporary file beside the target and are
+//! renamed into place on `finish`, so readers never see a partial file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use super::{ObjectEntry, ObjectStore, ObjectUpload, StoreError};
+
+/// Objects stored as files under `root`.
+#[derive(Debug, Clone)]
+pub struct LocalDirStore {
+    root: PathBuf,
+}
+
+impl LocalDirStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn io_error(&self, operation: &'static str, key: &str, source: std::io::Error) -> StoreError {
+        if source.kind() == std::io::ErrorKind::NotFound && operation == "read" {
+            return StoreError::NotFound { location: self.describe(key) };
+        }
+        StoreError::Io { operation, location: self.describe(key), source }
+    }
+}
+
+/// A unique suffix for temporary files of concurrent uploads.
+fn temporary_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(".{}.{}.partial", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn temporary_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(temporary_suffix());
+    target.with_file_name(format!(".{}", name.to_string_lossy()))
+}
+
+impl ObjectStore for LocalDirStore {
+    type Upload = LocalUpload;
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
+        // Walk only the deepest directory the prefix names, then filter.
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let mut pending = vec![self.root.join(dir_part)];
+        let mut found = Vec::new();
+        while let Some(dir) = pending.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error("list", dir_part, e)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(|e| self.io_error("list", dir_part, e))? {
+                let path = entry.path();
+                let file_type = entry.file_type().await.map_err(|e| self.io_error("list", dir_part, e))?;
+                let Ok(relative) = path.strip_prefix(&self.root) else { continue };
+                let key = relative.to_string_lossy().replace('\\', "/");
+                if file_type.is_dir() {
+                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                        pending.push(path);
+                    }
+                } else if key.starts_with(prefix) && !is_temporary(&key) {
+                    let size = entry.metadata().await.map_err(|e| self.io_error("list", &key, e))?.len();
+                    found.push(ObjectEntry { key, size });
+                }
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        tokio::fs::read(self.path_of(key)).await.map(Bytes::from).map_err(|e| self.io_error("read", key, e))
+    }
+
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+        let mut upload = self.start_upload(key, content_type).await?;
+        upload.write(body).await?;
+        upload.finish().await
+    }
+
+    async fn start_upload(&self, key: &str, _content_type: &str) -> Result<LocalUpload, StoreError> {
+        let target = self.path_of(key);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("create directory for", key, e))?;
+        }
+        let temporary = temporary_path(&target);
+        let file = tokio::fs::File::create(&temporary).await.map_err(|e| self.io_error("create", key, e))?;
+        Ok(LocalUpload { file: Some(file), temporary, target, location: self.describe(key) })
+    }
+
+    fn describe(&self, key: &str) -> String {
+        self.path_of(key).display().to_string()
+    }
+}
+
+fn is_temporary(key: &str) -> bool {
+    key.rsplit('/').next().is_some_and(|name| name.starts_with('.') && name.ends_with(".partial"))
+}
+
+/// An upload into a temporary file, renamed into place on `finish`.
+#[derive(Debug)]
+pub struct LocalUpload {
+    file: Option<tokio::fs::File>,
+    temporary: PathBuf,
+    target: PathBuf,
+    location: String,
+}
+
+impl LocalUpload {
+    fn error(&self, operation: &'static str, source: std::io::Error) -> StoreError {
+        StoreError::Io { operation, location: self.location.clone(), source }
+    }
+}
+
+impl ObjectUpload for LocalUpload {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        let file = self.file.as_mut().expect("write after finish");
+        let result = file.write_all(&chunk).await;
+        result.map_err(|e| self.error("write", e))
+    }
+
+    async fn finish(mut self) -> Result<(), StoreError> {
+        let mut file = self.file.take().expect("finish twice");
+        if let Err(e) = file.flush().await {
+            let _ = tokio::fs::remove_file(&self.temporary).await;
+            return Err(self.error("write", e));
+        }
+        drop(file);
+        if let Err(e) = tokio::fs::rename(&self.temporary, &self.target).await {
+            let _ = tokio::fs::remove_file(&self.temporary).await;
+            return Err(self.error("publish", e));
+        }
+        Ok(())
+    }
+
+    async fn abort(mut self) -> Result<(), StoreError> {
+        drop(self.file.take());
+        match tokio::fs::remove_file(&self.temporary).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("remove partial", e)),
+        }
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        // An upload dropped without finish (an error path, a cancelled task)
+        // must not leave its temporary file behind.
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("local-store-{}{}", std::process::id(), temporary_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_invisible_until_finished_and_gone_when_aborted() {
+        let store = LocalDirStore::new(scratch());
+        let mut upload = store.start_upload("reports/a/part-001.json", "application/json").await.unwrap();
+        upload.write(Bytes::from_static(b"[\n")).await.unwrap();
+        assert!(store.list("reports/").await.unwrap().is_empty());
+        upload.abort().await.unwrap();
+        assert!(store.list("reports/").await.unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(store.root().join("reports/a")).unwrap().count(), 0);
+
+        let mut upload = store.start_upload("reports/a/part-001.json", "application/json").await.unwrap();
+        upload.write(Bytes::from_static(b"[\n")).await.unwrap();
+        upload.write(Bytes::from_static(b"]\n")).await.unwrap();
+        upload.finish().await.unwrap();
+        let listed = store.list("reports/").await.unwrap();
+        assert_eq!(listed, vec![ObjectEntry { key: "reports/a/part-001.json".into(), size: 4 }]);
+        assert_eq!(&store.get("reports/a/part-001.json").await.unwrap()[..], b"[\n]\n");
+    }
+
+    #[tokio::test]
+    async fn listing_matches_key_prefixes_not_only_directories() {
+        let store = LocalDirStore::new(scratch());
+        for key in ["plays/date=2026-01-01/a.parquet", "plays/date=2026-01-02/b.parquet", "catalogue/c.parquet"] {
+            store.put(key, Bytes::from_static(b"x"), "application/octet-stream").await.unwrap();
+        }
+        let keys: Vec<_> = store.list("plays/date=2026-01-0").await.unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["plays/date=2026-01-01/a.parquet", "plays/date=2026-01-02/b.parquet"]);
+        assert_eq!(store.list("").await.unwrap().len(), 3);
+        assert!(store.list("missing/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reading_a_missing_object_names_it() {
+        let store = LocalDirStore::new(scratch());
+        let err = store.get("nope.json").await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }));
+        assert!(err.to_string().contains("nope.json"), "{err}");
+    }
+}

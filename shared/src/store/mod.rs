@@ -1,0 +1,98 @@
+//! Object storage ports: the narrow interface through which every stage reads
+//! its inputs and publishes its outputs, whether the objects live in an S3
+//! bucket (under an optional key prefix) or in a local directory.
+//!
+//! Keys passed to a store are relative to its root (bucket + prefix, or
+//! directory) and always use `/`. A store never makes an object visible until
+//! it is whole: `put` is atomic, and an [`ObjectUpload`] publishes nothing
+//! until [`ObjectUpload::finish`] succeeds; [`ObjectUpload::abort`] (or an
+//! error) leaves no object and no open multipart upload behind.
+
+mod local;
+mod location;
+mod s3;
+mod streaming;
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+pub use local::LocalDirStore;
+pub use location::{StoreLocation, StoreLocationError};
+pub use s3::S3Store;
+pub use streaming::{upload_from_blocking, ChunkWriter, StreamedUploadError};
+
+/// Size of the chunks report writers hand to an upload, and of the parts of
+/// an S3 multipart upload (S3 needs at least 5 MiB for all but the last).
+pub const UPLOAD_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// One object found by [`ObjectStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    /// Key relative to the store root.
+    pub key: String,
+    pub size: u64,
+}
+
+/// A place objects are read from and written to.
+pub trait ObjectStore: Send + Sync {
+    type Upload: ObjectUpload;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str)
+        -> impl Future<Output = Result<Vec<ObjectEntry>, StoreError>> + Send;
+
+    /// The whole object.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+
+    /// Writes a small object in one request, replacing any object at `key`.
+    fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Starts a streamed upload of an object of any size.
+    fn start_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> impl Future<Output = Result<Self::Upload, StoreError>> + Send;
+
+    /// A human-readable name of `key` in this store (`s3://bucket/prefix/key`
+    /// or a file path), for messages and manifests.
+    fn describe(&self, key: &str) -> String;
+}
+
+/// A streamed upload: chunks in order, then `finish` or `abort`.
+pub trait ObjectUpload: Send {
+    /// Appends bytes. Chunks may have any size; the store buffers as needed.
+    fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Publishes the object. Nothing is visible at the key before this returns.
+    fn finish(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Discards everything written; leaves no object and no open upload.
+    fn abort(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Why a storage operation failed. Messages name the object.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{location} does not exist")]
+    NotFound { location: String },
+    #[error("{operation} {location} failed: {source}")]
+    Io {
+        operation: &'static str,
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An S3 call failed; `detail` is the SDK error rendered with its context
+    /// (error code, message, request id).
+    #[error("S3 {operation} {location} failed: {detail}")]
+    S3 {
+        operation: &'static str,
+        location: String,
+        detail: String,
+    },
+}
