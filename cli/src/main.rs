@@ -1,1 +1,40 @@
-fn main() {}
+//! `popularity`: the operator's command line. Generates sample data, runs
+//! the same ranking core as the `rank` Lambda against a directory or a
+//! bucket, and benchmarks it. Arguments and output only; the work is done
+//! by `popularity_reports`.
+
+mod bench;
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "popularity", version, about = "Popularity reports: sample data, ranking, benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a deterministic synthetic catalogue and daily plays as Parquet.
+    Generate(commands::GenerateArgs),
+    /// Rank the catalogue into the three reports and the run manifest.
+    Rank(commands::RankArgs),
+    /// Benchmark `rank` on local files (generated once, then reused).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Generate(args) => runtime.block_on(commands::generate(args)),
+        Command::Rank(args) => runtime.block_on(commands::rank(args)),
+        Command::Bench(args) => bench::run(args),
+    }
+}

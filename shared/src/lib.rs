@@ -9,3 +9,12 @@
 pub mod domain;
 pub mod store;
 pub mod sample;
+pub mod input;
+pub mod manifest;
+pub mod rank;
+pub mod ranking;
+pub mod report_writer;
+pub mod scoring;
+pub mod config;
+pub mod handlers;
+pub mod metrics;

@@ -1,0 +1,142 @@
+//! Test harness for the integration tests: finds the moto server the tests
+//! run against, builds SDK configuration for it, and hands out buckets that no
+//! other test shares. It must not reset or otherwise touch state other tests
+//! may be using: the tests of every target run in parallel against one
+//! server, so isolation comes from unique bucket names, not from resets.
+//!
+//! Layout:
+//! - this file: the emulator endpoint, SDK configuration, fresh buckets;
+//! - [`parquet_fixtures`]: small Parquet inputs, valid and malformed;
+//! - [`reference`]: a slow, obviously correct ranking to compare against;
+//! - [`reports`]: reading published reports back and checking invariants.
+//!
+//! Build S3 clients with `popularity_reports::store::s3_client`, which turns
+//! on the path-style addressing moto needs.
+
+pub mod parquet_fixtures;
+pub mod reference;
+pub mod reports;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_s3::config::Credentials;
+use aws_sdk_s3::error::DisplayErrorContext;
+
+/// S3 bucket names are at most 63 characters.
+const MAX_BUCKET_NAME: usize = 63;
+
+/// The moto server's endpoint, from `MOTO_ENDPOINT`.
+///
+/// # Panics
+/// When `MOTO_ENDPOINT` is unset or empty, with a message saying how to start
+/// the emulator.
+pub fn moto_endpoint() -> String {
+    match std::env::var("MOTO_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => {
+            endpoint.trim().trim_end_matches('/').to_owned()
+        }
+        _ => panic!(
+            "MOTO_ENDPOINT is not set: these tests need moto's server. \
+             Start the emulator with scripts/test.sh, or \
+             export MOTO_ENDPOINT=$(scripts/emulator.sh start)"
+        ),
+    }
+}
+
+/// SDK configuration for the emulator at `endpoint`: static test credentials
+/// (`testing`/`testing`) and region `us-east-1`, so nothing from the
+/// developer's own AWS profile is used.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "integration-tests",
+        ))
+        .load()
+        .await
+}
+
+/// A bucket name no other test (in this or another process) uses: the hint,
+/// then process id, a per-process counter and the clock's nanoseconds.
+pub fn unique_bucket_name(name_hint: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let suffix = format!(
+        "-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+
+    let mut hint: String = name_hint
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    hint.truncate(MAX_BUCKET_NAME - suffix.len());
+    let hint = hint.trim_matches('-');
+    let hint = if hint.is_empty() { "test" } else { hint };
+    format!("{hint}{suffix}")
+}
+
+/// Creates a bucket named after `name_hint` and unique to this call, and
+/// returns its name.
+///
+/// # Panics
+/// When the emulator refuses to create it.
+pub async fn fresh_bucket(client: &aws_sdk_s3::Client, name_hint: &str) -> String {
+    let bucket = unique_bucket_name(name_hint);
+    if let Err(e) = client.create_bucket().bucket(&bucket).send().await {
+        panic!(
+            "could not create bucket {bucket} in the emulator: {}",
+            DisplayErrorContext(&e)
+        );
+    }
+    bucket
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_valid_bucket_name(name: &str) -> bool {
+        (3..=MAX_BUCKET_NAME).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+    }
+
+    #[test]
+    fn bucket_names_are_valid_and_unique_whatever_the_hint() {
+        let long_hint = "Upload_Aborted Part-Way ".repeat(10);
+        let names: Vec<_> = ["s3-store", "", "--", "UPPER case!", long_hint.as_str()]
+            .into_iter()
+            .chain(std::iter::repeat_n("same", 50))
+            .map(unique_bucket_name)
+            .collect();
+        for name in &names {
+            assert!(is_valid_bucket_name(name), "{name:?}");
+        }
+        let mut distinct = names.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), names.len());
+        assert!(names[0].starts_with("s3-store-"), "{}", names[0]);
+    }
+}

@@ -1,1 +1,27 @@
-fn main() {}
+//! The `rank` Lambda: reads the catalogue and plays from `DATA_BUCKET`,
+//! publishes the three reports and the run manifest into `STAGING_BUCKET`.
+//! Wiring only; the handler lives in `popularity_reports::handlers::rank`.
+
+use aws_config::BehaviorVersion;
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use popularity_reports::config::RankConfig;
+use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
+use popularity_reports::store::{s3_client, S3Store};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = RankConfig::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let s3 = s3_client(&aws);
+    let deps = RankDeps {
+        data: S3Store::new(s3.clone(), config.data_bucket.clone(), &config.data_prefix),
+        staging: S3Store::new(s3, config.staging_bucket.clone(), ""),
+        settings: config.settings(),
+    };
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let deps = &deps;
+        async move { handle_schedule_event(deps, serde_json::from_value(event.payload)?).await.map_err(Error::from) }
+    }))
+    .await
+}

@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 pub use local::LocalDirStore;
 pub use location::{StoreLocation, StoreLocationError};
-pub use s3::S3Store;
+pub use s3::{s3_client, S3Store};
 pub use streaming::{upload_from_blocking, ChunkWriter, StreamedUploadError};
 
 /// Size of the chunks report writers hand to an upload, and of the parts of

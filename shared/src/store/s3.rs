@@ -1,3 +1,679 @@
-//! placeholder: the S3 adapter is being written.
-use super::*;
-#[derive(Debug, Clone)] pub struct S3Store;
+//! An S3 bucket, under an optional key prefix, as an [`ObjectStore`]. Small
+//! objects go up in one PutObject; streamed uploads buffer chunks into 8 MiB
+//! parts and switch to a multipart upload only once there is more than one
+//! part, so every object is published whole or not at all. This module must
+//! not leave an open multipart upload behind: any failure inside an upload
+//! aborts it before the error is returned. It never reads the environment:
+//! callers hand it a client built from their own configuration.
+
+use std::collections::VecDeque;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+
+use super::location::normalise_prefix;
+use super::{ObjectEntry, ObjectStore, ObjectUpload, StoreError, UPLOAD_CHUNK_BYTES};
+
+/// S3 numbers parts 1..=10,000; with 8 MiB parts an object may reach ~78 GiB.
+const MAX_PARTS: i32 = 10_000;
+
+/// Builds an S3 client from the shared configuration. An endpoint override
+/// (`AWS_ENDPOINT_URL`, or `endpoint_url` on the loader) means a local
+/// emulator such as moto, which only understands path-style addressing
+/// (`http://host/bucket/key`), so path style is forced then. A service-specific
+/// `AWS_ENDPOINT_URL_S3` alone is not seen here.
+pub fn s3_client(config: &aws_config::SdkConfig) -> Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(config);
+    if config.endpoint_url().is_some() {
+        builder = builder.force_path_style(true);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// Objects stored in `bucket` under `prefix`.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// A store rooted at `s3://bucket/prefix`. The prefix is normalised to be
+    /// empty or end with exactly one `/`.
+    pub fn new(client: Client, bucket: impl Into<String>, prefix: &str) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+            prefix: normalise_prefix(prefix),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn error<E>(&self, operation: &'static str, key: &str, error: SdkError<E>) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        sdk_error(operation, self.describe(key), error)
+    }
+}
+
+/// A failed SDK call as a [`StoreError`]. Plain `Display` of an SDK error says
+/// only "service error"; the context form carries code, message and request id.
+fn sdk_error<E>(operation: &'static str, location: String, error: SdkError<E>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::S3 {
+        operation,
+        location,
+        detail: DisplayErrorContext(&error).to_string(),
+    }
+}
+
+/// Whether a failed GetObject means "no object at that key". A missing bucket
+/// is also a 404, but it is a misconfiguration, not an absent object.
+fn is_missing_key(error: &SdkError<GetObjectError>) -> bool {
+    let Some(service_error) = error.as_service_error() else {
+        return false;
+    };
+    if service_error.is_no_such_key() {
+        return true;
+    }
+    let status_is_404 = error
+        .raw_response()
+        .is_some_and(|response| response.status().as_u16() == 404);
+    status_is_404 && service_error.code() != Some("NoSuchBucket")
+}
+
+async fn put_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: Bytes,
+    content_type: &str,
+) -> Result<(), SdkError<aws_sdk_s3::operation::put_object::PutObjectError>> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map(|_| ())
+}
+
+impl ObjectStore for S3Store {
+    type Upload = S3Upload;
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                // A zero-byte "folder" object named exactly like the store's
+                // prefix is the root itself, not an object in it.
+                if key.is_empty() {
+                    continue;
+                }
+                let size = object
+                    .size()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(0);
+                found.push(ObjectEntry {
+                    key: key.to_owned(),
+                    size,
+                });
+            }
+        }
+        // S3 already lists in UTF-8 byte order; sorting keeps the port's
+        // promise whatever an emulator does.
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if is_missing_key(&e) => {
+                return Err(StoreError::NotFound {
+                    location: self.describe(key),
+                })
+            }
+            Err(e) => return Err(self.error("GetObject", key, e)),
+        };
+        let body = output.body.collect().await.map_err(|e| StoreError::S3 {
+            operation: "GetObject",
+            location: self.describe(key),
+            detail: DisplayErrorContext(&e).to_string(),
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+        put_object(
+            &self.client,
+            &self.bucket,
+            &self.full_key(key),
+            body,
+            content_type,
+        )
+        .await
+        .map_err(|e| self.error("PutObject", key, e))
+    }
+
+    async fn start_upload(&self, key: &str, content_type: &str) -> Result<S3Upload, StoreError> {
+        Ok(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.full_key(key),
+            location: self.describe(key),
+            content_type: content_type.to_owned(),
+            pending: PartBuffer::default(),
+            multipart: None,
+            failed: false,
+        })
+    }
+
+    fn describe(&self, key: &str) -> String {
+        format!("s3://{}/{}{key}", self.bucket, self.prefix)
+    }
+}
+
+/// Bytes written but not yet uploaded. Chunks are kept as they came, so a
+/// chunk of exactly one part size (what `ChunkWriter` sends) becomes a part
+/// without being copied.
+#[derive(Debug, Default)]
+struct PartBuffer {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl PartBuffer {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first `size` bytes (or all, if fewer) as one contiguous buffer.
+    fn take(&mut self, size: usize) -> Bytes {
+        let size = size.min(self.len);
+        self.len -= size;
+        if let Some(front) = self.chunks.front_mut() {
+            if front.len() >= size {
+                let part = front.split_to(size);
+                if front.is_empty() {
+                    self.chunks.pop_front();
+                }
+                return part;
+            }
+        }
+        let mut part = BytesMut::with_capacity(size);
+        while part.len() < size {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let wanted = size - part.len();
+            if front.len() <= wanted {
+                part.extend_from_slice(front);
+                self.chunks.pop_front();
+            } else {
+                part.extend_from_slice(&front.split_to(wanted));
+            }
+        }
+        part.freeze()
+    }
+
+    fn take_all(&mut self) -> Bytes {
+        self.take(self.len)
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+}
+
+/// A multipart upload that has been created and not yet completed or aborted.
+#[derive(Debug)]
+struct OpenMultipart {
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+/// A streamed upload to S3, created by [`S3Store::start_upload`].
+///
+/// At most one part plus one incoming chunk is held in memory. Nothing is
+/// sent until more than one part has been written; an object that fits in
+/// one part goes up as a single PutObject on [`ObjectUpload::finish`].
+#[derive(Debug)]
+pub struct S3Upload {
+    client: Client,
+    bucket: String,
+    /// Full key, prefix included.
+    key: String,
+    location: String,
+    content_type: String,
+    pending: PartBuffer,
+    multipart: Option<OpenMultipart>,
+    /// Set once an operation failed and the upload was aborted.
+    failed: bool,
+}
+
+impl S3Upload {
+    fn error<E>(&self, operation: &'static str, error: SdkError<E>) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        sdk_error(operation, self.location.clone(), error)
+    }
+
+    fn refuse_after_failure(&self, operation: &'static str) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::S3 {
+                operation,
+                location: self.location.clone(),
+                detail: "the upload was already aborted after an earlier failure".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_multipart(&self) -> Result<OpenMultipart, StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type(&self.content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.error("CreateMultipartUpload", e))?;
+        match created.upload_id() {
+            Some(upload_id) => Ok(OpenMultipart {
+                upload_id: upload_id.to_owned(),
+                parts: Vec::new(),
+            }),
+            None => Err(StoreError::S3 {
+                operation: "CreateMultipartUpload",
+                location: self.location.clone(),
+                detail: "the response carried no upload id".to_owned(),
+            }),
+        }
+    }
+
+    /// Uploads the next part, creating the multipart upload on first use.
+    async fn upload_part(&mut self, body: Bytes) -> Result<(), StoreError> {
+        let multipart = match self.multipart.take() {
+            Some(open) => open,
+            None => self.create_multipart().await?,
+        };
+        let multipart = self.multipart.insert(multipart);
+        let part_number = i32::try_from(multipart.parts.len() + 1).unwrap_or(i32::MAX);
+        if part_number > MAX_PARTS {
+            return Err(StoreError::S3 {
+                operation: "UploadPart",
+                location: self.location.clone(),
+                detail: format!(
+                    "the object needs more than {MAX_PARTS} parts of {UPLOAD_CHUNK_BYTES} bytes"
+                ),
+            });
+        }
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&multipart.upload_id)
+            .part_number(part_number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UploadPart", self.location.clone(), e))?;
+        let mut part = CompletedPart::builder().part_number(part_number);
+        if let Some(etag) = uploaded.e_tag() {
+            part = part.e_tag(etag);
+        }
+        if let Some(checksum) = uploaded.checksum_crc32() {
+            part = part.checksum_crc32(checksum);
+        }
+        multipart.parts.push(part.build());
+        Ok(())
+    }
+
+    /// Sends every full part while more than one part is buffered, so the
+    /// last part (which may be small) is always kept for `finish`.
+    async fn upload_full_parts(&mut self) -> Result<(), StoreError> {
+        while self.pending.len() > UPLOAD_CHUNK_BYTES {
+            let part = self.pending.take(UPLOAD_CHUNK_BYTES);
+            self.upload_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<(), StoreError> {
+        if self.multipart.is_none() {
+            let body = self.pending.take_all();
+            return put_object(
+                &self.client,
+                &self.bucket,
+                &self.key,
+                body,
+                &self.content_type,
+            )
+            .await
+            .map_err(|e| self.error("PutObject", e));
+        }
+        let last = self.pending.take_all();
+        if !last.is_empty() {
+            self.upload_part(last).await?;
+        }
+        let Some(multipart) = self.multipart.as_ref() else {
+            return Ok(());
+        };
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&multipart.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(multipart.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error("CompleteMultipartUpload", e))?;
+        self.multipart = None;
+        Ok(())
+    }
+
+    /// Aborts the multipart upload, if one was created.
+    async fn abort_multipart(&mut self) -> Result<(), StoreError> {
+        self.pending.clear();
+        let Some(multipart) = self.multipart.take() else {
+            return Ok(());
+        };
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&multipart.upload_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("AbortMultipartUpload", e))
+    }
+
+    /// Cleans up after `error` and returns it: the caller's failure is what
+    /// matters, an abort that also fails is only logged.
+    async fn fail(&mut self, error: StoreError) -> StoreError {
+        self.failed = true;
+        if let Err(abort_error) = self.abort_multipart().await {
+            tracing::warn!(
+                bucket = %self.bucket,
+                key = %self.key,
+                error = %abort_error,
+                "could not abort the multipart upload after a failure"
+            );
+        }
+        error
+    }
+}
+
+impl ObjectUpload for S3Upload {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.refuse_after_failure("UploadPart")?;
+        self.pending.push(chunk);
+        match self.upload_full_parts().await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.fail(error).await),
+        }
+    }
+
+    async fn finish(mut self) -> Result<(), StoreError> {
+        self.refuse_after_failure("CompleteMultipartUpload")?;
+        match self.complete().await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.fail(error).await),
+        }
+    }
+
+    async fn abort(mut self) -> Result<(), StoreError> {
+        self.abort_multipart().await
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        // Dropped without finish or abort (a cancelled task, a panic): abort
+        // in the background so the bucket is not billed for orphaned parts.
+        let Some(multipart) = self.multipart.take() else {
+            return;
+        };
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(multipart.upload_id);
+        let (bucket, key) = (self.bucket.clone(), self.key.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = request.send().await {
+                        tracing::warn!(%bucket, %key, error = %DisplayErrorContext(&e),
+                            "could not abort a dropped multipart upload");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(%bucket, %key,
+                "a multipart upload was dropped outside a runtime and stays open"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::presigning::PresigningConfig;
+    use aws_sdk_s3::primitives::SdkBody;
+    use aws_sdk_s3::types::error::NoSuchKey;
+
+    use super::*;
+
+    fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+        let mut builder = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "unit-test",
+            )));
+        if let Some(endpoint) = endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        builder.build()
+    }
+
+    async fn presigned_get_url(client: &Client) -> String {
+        let config = PresigningConfig::expires_in(Duration::from_secs(60)).unwrap();
+        let request = client
+            .get_object()
+            .bucket("reports-bucket")
+            .key("a/b.json")
+            .presigned(config)
+            .await
+            .unwrap();
+        request.uri().to_owned()
+    }
+
+    fn store(prefix: &str) -> S3Store {
+        S3Store::new(s3_client(&sdk_config(None)), "bucket", prefix)
+    }
+
+    fn get_failure(error: GetObjectError, status: u16) -> SdkError<GetObjectError> {
+        let response = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(error, response)
+    }
+
+    fn chunks(sizes: &[usize]) -> PartBuffer {
+        let mut buffer = PartBuffer::default();
+        let mut next = 0u8;
+        for &size in sizes {
+            let chunk: Vec<u8> = (0..size)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect();
+            buffer.push(Bytes::from(chunk));
+        }
+        buffer
+    }
+
+    #[tokio::test]
+    async fn with_an_endpoint_override_the_client_addresses_buckets_by_path() {
+        let client = s3_client(&sdk_config(Some("http://127.0.0.1:5000")));
+        let url = presigned_get_url(&client).await;
+        assert!(
+            url.starts_with("http://127.0.0.1:5000/reports-bucket/a/b.json?"),
+            "{url}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_endpoint_override_the_client_uses_virtual_hosted_buckets() {
+        let client = s3_client(&sdk_config(None));
+        let url = presigned_get_url(&client).await;
+        assert!(url.starts_with("https://reports-bucket.s3."), "{url}");
+    }
+
+    #[test]
+    fn prefixes_are_normalised_and_described_keys_include_them() {
+        let nested = store("/raw/music");
+        assert_eq!(nested.bucket(), "bucket");
+        assert_eq!(nested.prefix(), "raw/music/");
+        assert_eq!(
+            nested.describe("a/b.json"),
+            "s3://bucket/raw/music/a/b.json"
+        );
+        assert_eq!(nested.full_key("a/b.json"), "raw/music/a/b.json");
+
+        let bare = store("");
+        assert_eq!(bare.prefix(), "");
+        assert_eq!(bare.describe("a.json"), "s3://bucket/a.json");
+    }
+
+    #[test]
+    fn no_such_key_and_anonymous_404s_mean_the_object_is_missing() {
+        let no_such_key = GetObjectError::NoSuchKey(NoSuchKey::builder().build());
+        assert!(is_missing_key(&get_failure(no_such_key, 404)));
+        let bare_404 = GetObjectError::generic(ErrorMetadata::builder().build());
+        assert!(is_missing_key(&get_failure(bare_404, 404)));
+    }
+
+    #[test]
+    fn a_missing_bucket_or_a_denied_read_is_not_a_missing_object() {
+        let no_bucket =
+            GetObjectError::generic(ErrorMetadata::builder().code("NoSuchBucket").build());
+        assert!(!is_missing_key(&get_failure(no_bucket, 404)));
+        let denied = GetObjectError::generic(ErrorMetadata::builder().code("AccessDenied").build());
+        assert!(!is_missing_key(&get_failure(denied, 403)));
+    }
+
+    #[test]
+    fn sdk_errors_are_rendered_with_their_code_and_message() {
+        let denied = GetObjectError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("no read for you")
+                .build(),
+        );
+        let error = sdk_error("GetObject", "s3://b/k".to_owned(), get_failure(denied, 403));
+        let message = error.to_string();
+        assert!(
+            message.starts_with("S3 GetObject s3://b/k failed: "),
+            "{message}"
+        );
+        assert!(message.contains("AccessDenied"), "{message}");
+        assert!(message.contains("no read for you"), "{message}");
+    }
+
+    #[test]
+    fn a_part_of_exactly_one_chunk_is_taken_whole() {
+        let mut buffer = chunks(&[UPLOAD_CHUNK_BYTES, 10]);
+        let first_chunk_start = buffer.chunks[0].as_ptr();
+        let part = buffer.take(UPLOAD_CHUNK_BYTES);
+        assert_eq!(part.len(), UPLOAD_CHUNK_BYTES);
+        assert_eq!(part.as_ptr(), first_chunk_start, "the chunk was copied");
+        assert_eq!(buffer.len(), 10);
+    }
+
+    #[test]
+    fn parts_span_uneven_chunks_in_order() {
+        let sizes = [3, 1, 7, 0, 12, 5];
+        let mut expected = chunks(&sizes);
+        let expected = expected.take_all();
+        let mut buffer = chunks(&sizes);
+        assert_eq!(buffer.len(), 28);
+        let mut rebuilt = Vec::new();
+        for size in [4, 10, 1, 20] {
+            let part = buffer.take(size);
+            assert_eq!(part.len(), size.min(28 - rebuilt.len()));
+            rebuilt.extend_from_slice(&part);
+        }
+        assert_eq!(rebuilt, expected);
+        assert_eq!(buffer.len(), 0);
+        assert!(buffer.take_all().is_empty());
+    }
+}

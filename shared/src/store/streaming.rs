@@ -78,7 +78,11 @@ where
     let producer = tokio::task::spawn_blocking(move || {
         let mut writer = ChunkWriter { buffer: Vec::with_capacity(UPLOAD_CHUNK_BYTES), sender };
         let produced = produce(&mut writer)?;
-        Ok::<_, ProducerFailure<E>>((produced, writer))
+        // Dropping the sender ends the upload loop; the last, partly filled
+        // chunk goes back to it directly.
+        let ChunkWriter { buffer, sender } = writer;
+        drop(sender);
+        Ok::<_, ProducerFailure<E>>((produced, buffer))
     });
 
     let mut store_failure = None;
@@ -97,9 +101,7 @@ where
         return Err(StreamedUploadError::Store(error));
     }
     match produced {
-        Ok((value, writer)) => {
-            // The last, partly filled chunk never went through the channel.
-            let ChunkWriter { buffer, .. } = writer;
+        Ok((value, buffer)) => {
             if !buffer.is_empty() {
                 if let Err(e) = upload.write(Bytes::from(buffer)).await {
                     let _ = upload.abort().await;

@@ -1,0 +1,103 @@
+//! `popularity bench`: the ranking benchmark of docs/benchmarks.md. Generates
+//! the sample data once (kept for later runs), then runs `popularity rank`
+//! on local files in a child process several times and reports wall time,
+//! input rows per second and the child's peak resident memory (from
+//! `wait4`'s rusage, so the generator's memory is not counted).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 10_000_000)]
+    pub tracks: u64,
+    #[arg(long, default_value_t = 14)]
+    pub days: u32,
+    /// Where sample data sets are kept between runs.
+    #[arg(long, default_value = "target/bench-data")]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Passed to `rank --threads`.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Passed to `rank --format`.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+}
+
+const END_DATE: &str = "2026-11-18";
+const RUN_TIME: &str = "2026-11-19T03:00:00Z";
+
+struct Measured {
+    seconds: f64,
+    peak_rss_bytes: u64,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the popularity binary")?;
+    let data = args.dir.join(format!("tracks-{}-days-{}", args.tracks, args.days));
+    let ready_marker = data.join(".complete");
+    if !ready_marker.exists() {
+        eprintln!("generating {} tracks x {} days into {} (once)", args.tracks, args.days, data.display());
+        let status = Command::new(&exe)
+            .args(["generate", "--tracks", &args.tracks.to_string(), "--days", &args.days.to_string()])
+            .args(["--end-date", END_DATE, "--seed", "42", "--out"])
+            .arg(&data)
+            .status()?;
+        if !status.success() {
+            bail!("generating the sample data failed");
+        }
+        std::fs::write(&ready_marker, b"")?;
+    }
+    let out = args.dir.join("rank-output");
+    let mut results = Vec::new();
+    for run in 1..=args.runs {
+        let _ = std::fs::remove_dir_all(&out);
+        let mut command = Command::new(&exe);
+        command.args(["rank", "--time", RUN_TIME, "--format", &args.format, "--data"]).arg(&data).arg("--out").arg(&out);
+        if let Some(threads) = args.threads {
+            command.args(["--threads", &threads.to_string()]);
+        }
+        let measured = run_measured(&mut command)?;
+        eprintln!("run {run}: {:.2} s, peak RSS {} MB", measured.seconds, measured.peak_rss_bytes / 1_000_000);
+        results.push(measured);
+    }
+    let manifest_path = out.join("manifests").join("20261119030000.json");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path)?)?;
+    let input_rows = manifest["inputs"]["catalogueRows"].as_u64().unwrap_or(0) + manifest["inputs"]["playRows"].as_u64().unwrap_or(0);
+    results.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let median = &results[results.len() / 2];
+    let peak = results.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0);
+    println!("tracks:           {}", args.tracks);
+    println!("input rows:       {input_rows} (catalogue + plays)");
+    println!("runs:             {}", results.len());
+    println!("wall time:        best {:.2} s, median {:.2} s", results[0].seconds, median.seconds);
+    println!("throughput:       {:.1} M input rows/s (median)", input_rows as f64 / median.seconds / 1e6);
+    println!("peak RSS:         {} MB ({:.0} bytes/track)", peak / 1_000_000, peak as f64 / args.tracks as f64);
+    Ok(())
+}
+
+/// Runs the command to completion and measures its wall time and peak RSS.
+fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let child = command.stdout(std::process::Stdio::null()).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    if waited != pid {
+        bail!("waiting for the rank process failed: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("rank failed (wait status {status})");
+    }
+    // ru_maxrss is in kilobytes on Linux.
+    Ok(Measured { seconds, peak_rss_bytes: usage.ru_maxrss as u64 * 1024 })
+}

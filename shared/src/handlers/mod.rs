@@ -1,0 +1,5 @@
+//! Lambda handlers: plain async functions taking their dependencies and the
+//! typed event, so tests call them directly. `functions/*/src/main.rs` only
+//! wires configuration, clients and these handlers.
+
+pub mod rank;

@@ -1,0 +1,307 @@
+//! Reads the ranking inputs of DESIGN §3: decodes named INT64 columns of one
+//! Parquet row group straight into contiguous vectors (no Arrow arrays, no
+//! per-row allocation), and finds the catalogue and the plays partitions of a
+//! look-back window in a store.
+//!
+//! It validates what it reads — column presence and type, nulls, folder names
+//! — and every error names the object, and the row group and column where
+//! they apply. It does not interpret values (that is the ranking's job).
+
+use std::fmt;
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use parquet::basic::Type as PhysicalType;
+use parquet::column::reader::ColumnReader;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+use crate::store::{ObjectEntry, ObjectStore, StoreError};
+
+pub const CATALOGUE_PREFIX: &str = "catalogue/";
+pub const PLAYS_PREFIX: &str = "plays/";
+pub const CATALOGUE_COLUMNS: [&str; 3] = ["trackId", "masterArtistId", "productId"];
+pub const PLAYS_COLUMNS: [&str; 2] = ["trackId", "plays"];
+
+/// Where in the input a problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPlace {
+    pub file: String,
+    pub row_group: Option<usize>,
+    pub column: Option<String>,
+}
+
+impl fmt::Display for InputPlace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(row_group) = self.row_group {
+            write!(f, ", row group {row_group}")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, ", column {column}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A problem with the input data. Messages say what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{place}: not a readable Parquet file ({detail}); rewrite or remove it")]
+    Unreadable { place: InputPlace, detail: String },
+    #[error("{place}: missing column {column}; the file has columns [{found}]")]
+    MissingColumn { place: InputPlace, column: String, found: String },
+    #[error("{place}: has type {found}, expected INT64")]
+    WrongType { place: InputPlace, found: String },
+    #[error("{place}: column is repeated (a list); expected one INT64 value per row")]
+    Repeated { place: InputPlace },
+    #[error("{place}: {nulls} null value(s); every row needs a value")]
+    Nulls { place: InputPlace, nulls: usize },
+    #[error("{place}: could not decode ({detail})")]
+    Decode { place: InputPlace, detail: String },
+    #[error("{place}: negative plays {plays} for trackId {track_id}")]
+    NegativePlays { place: InputPlace, track_id: i64, plays: i64 },
+    #[error("{place}: folder {folder:?} is not named date=YYYY-MM-DD; plays must be partitioned by UTC day")]
+    BadPlaysFolder { place: InputPlace, folder: String },
+    #[error("{location}: no catalogue files (catalogue/*.parquet); the catalogue must list every track")]
+    NoCatalogue { location: String },
+    #[error("the catalogue ({files}) has no rows; the catalogue must list every track")]
+    EmptyCatalogue { files: String },
+    #[error("duplicate trackId {track_id} in the catalogue: in {first} and {second}")]
+    DuplicateTrack { track_id: i64, first: String, second: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Decodes `columns` (in that order) of row group `row_group` of a Parquet
+/// file held in memory. INT32 columns are widened; any other type, a missing
+/// column, or a null is an error naming the place.
+pub fn read_int64_columns(
+    file: &str,
+    bytes: Bytes,
+    row_group: usize,
+    columns: &[&str],
+) -> Result<Vec<Vec<i64>>, InputError> {
+    let place = |column: Option<&str>| InputPlace {
+        file: file.to_owned(),
+        row_group: Some(row_group),
+        column: column.map(str::to_owned),
+    };
+    let reader = open(file, bytes)?;
+    let column_indices = locate_columns(file, &reader, columns)?;
+    let group = reader
+        .get_row_group(row_group)
+        .map_err(|e| InputError::Decode { place: place(None), detail: e.to_string() })?;
+    let rows = usize::try_from(group.metadata().num_rows()).unwrap_or(0);
+    let mut decoded = Vec::with_capacity(columns.len());
+    for (&name, &index) in columns.iter().zip(&column_indices) {
+        let column_reader = group
+            .get_column_reader(index)
+            .map_err(|e| InputError::Decode { place: place(Some(name)), detail: e.to_string() })?;
+        let values = decode_column(column_reader, rows).map_err(|problem| match problem {
+            ColumnProblem::Nulls(nulls) => InputError::Nulls { place: place(Some(name)), nulls },
+            ColumnProblem::Decode(detail) => InputError::Decode { place: place(Some(name)), detail },
+        })?;
+        decoded.push(values);
+    }
+    Ok(decoded)
+}
+
+/// The number of row groups of a Parquet file, after checking that it has
+/// the named columns with usable types.
+pub fn inspect(file: &str, bytes: Bytes, columns: &[&str]) -> Result<usize, InputError> {
+    let reader = open(file, bytes)?;
+    locate_columns(file, &reader, columns)?;
+    Ok(reader.num_row_groups())
+}
+
+fn open(file: &str, bytes: Bytes) -> Result<SerializedFileReader<Bytes>, InputError> {
+    SerializedFileReader::new(bytes).map_err(|e| InputError::Unreadable {
+        place: InputPlace { file: file.to_owned(), row_group: None, column: None },
+        detail: e.to_string(),
+    })
+}
+
+fn locate_columns(
+    file: &str,
+    reader: &SerializedFileReader<Bytes>,
+    columns: &[&str],
+) -> Result<Vec<usize>, InputError> {
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let place = |column: &str| InputPlace { file: file.to_owned(), row_group: None, column: Some(column.to_owned()) };
+    columns
+        .iter()
+        .map(|&name| {
+            let Some(index) = schema.columns().iter().position(|c| c.path().parts() == [name]) else {
+                let found = schema.columns().iter().map(|c| c.path().string()).collect::<Vec<_>>().join(", ");
+                return Err(InputError::MissingColumn { place: place(name).without_column(), column: name.to_owned(), found });
+            };
+            let descriptor = schema.column(index);
+            if descriptor.max_rep_level() > 0 {
+                return Err(InputError::Repeated { place: place(name) });
+            }
+            match descriptor.physical_type() {
+                PhysicalType::INT64 | PhysicalType::INT32 => Ok(index),
+                other => {
+                    let logical = descriptor.logical_type_ref().map(|t| format!(" ({t:?})")).unwrap_or_default();
+                    Err(InputError::WrongType { place: place(name), found: format!("{other}{logical}") })
+                }
+            }
+        })
+        .collect()
+}
+
+impl InputPlace {
+    fn without_column(mut self) -> Self {
+        self.column = None;
+        self
+    }
+}
+
+enum ColumnProblem {
+    Nulls(usize),
+    Decode(String),
+}
+
+fn decode_column(column: ColumnReader, rows: usize) -> Result<Vec<i64>, ColumnProblem> {
+    let decode = |e: parquet::errors::ParquetError| ColumnProblem::Decode(e.to_string());
+    let mut definition_levels = Vec::new();
+    match column {
+        ColumnReader::Int64ColumnReader(mut reader) => {
+            let mut values = Vec::with_capacity(rows);
+            let mut records = 0;
+            while records < rows {
+                let (read, _, _) = reader
+                    .read_records(rows - records, Some(&mut definition_levels), None, &mut values)
+                    .map_err(decode)?;
+                if read == 0 {
+                    return Err(ColumnProblem::Decode(format!("ended after {records} of {rows} rows")));
+                }
+                records += read;
+            }
+            check_no_nulls(rows, values.len())?;
+            Ok(values)
+        }
+        ColumnReader::Int32ColumnReader(mut reader) => {
+            let mut narrow: Vec<i32> = Vec::with_capacity(rows);
+            let mut records = 0;
+            while records < rows {
+                let (read, _, _) = reader
+                    .read_records(rows - records, Some(&mut definition_levels), None, &mut narrow)
+                    .map_err(decode)?;
+                if read == 0 {
+                    return Err(ColumnProblem::Decode(format!("ended after {records} of {rows} rows")));
+                }
+                records += read;
+            }
+            check_no_nulls(rows, narrow.len())?;
+            Ok(narrow.into_iter().map(i64::from).collect())
+        }
+        _ => Err(ColumnProblem::Decode("unexpected physical type".into())),
+    }
+}
+
+fn check_no_nulls(rows: usize, values: usize) -> Result<(), ColumnProblem> {
+    if values < rows {
+        Err(ColumnProblem::Nulls(rows - values))
+    } else {
+        Ok(())
+    }
+}
+
+/// A Parquet object of the input with what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    pub key: String,
+    pub size: u64,
+}
+
+/// The `catalogue/*.parquet` objects, sorted by key.
+pub async fn find_catalogue<S: ObjectStore>(store: &S) -> Result<Vec<InputFile>, InputError> {
+    let files: Vec<InputFile> = store
+        .list(CATALOGUE_PREFIX)
+        .await?
+        .into_iter()
+        .filter(is_parquet_data_file)
+        .map(|ObjectEntry { key, size }| InputFile { key, size })
+        .collect();
+    if files.is_empty() {
+        return Err(InputError::NoCatalogue { location: store.describe(CATALOGUE_PREFIX) });
+    }
+    Ok(files)
+}
+
+/// The plays files of the given days, grouped by day (days without files are
+/// absent). Every folder under `plays/` must be named `date=YYYY-MM-DD`, in
+/// the window or not: a misnamed folder would otherwise be silently ignored.
+pub async fn find_plays<S: ObjectStore>(
+    store: &S,
+    days: &[NaiveDate],
+) -> Result<Vec<(NaiveDate, Vec<InputFile>)>, InputError> {
+    let mut by_day: Vec<(NaiveDate, Vec<InputFile>)> = days.iter().map(|&d| (d, Vec::new())).collect();
+    for entry in store.list(PLAYS_PREFIX).await? {
+        let relative = &entry.key[PLAYS_PREFIX.len()..];
+        let Some((folder, _rest)) = relative.split_once('/') else {
+            if is_hidden(relative) || relative.is_empty() {
+                continue;
+            }
+            return Err(InputError::BadPlaysFolder {
+                place: InputPlace { file: store.describe(&entry.key), row_group: None, column: None },
+                folder: String::new(),
+            });
+        };
+        let Some(day) = parse_date_folder(folder) else {
+            return Err(InputError::BadPlaysFolder {
+                place: InputPlace { file: store.describe(&entry.key), row_group: None, column: None },
+                folder: folder.to_owned(),
+            });
+        };
+        if !is_parquet_data_file(&entry) {
+            continue;
+        }
+        if let Some((_, files)) = by_day.iter_mut().find(|(d, _)| *d == day) {
+            files.push(InputFile { key: entry.key, size: entry.size });
+        }
+    }
+    by_day.retain(|(_, files)| !files.is_empty());
+    Ok(by_day)
+}
+
+fn parse_date_folder(folder: &str) -> Option<NaiveDate> {
+    let date = folder.strip_prefix("date=")?;
+    if date.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()
+}
+
+/// `*.parquet`, not a Hadoop/Spark hidden or marker file (`_SUCCESS`, `.crc`).
+fn is_parquet_data_file(entry: &ObjectEntry) -> bool {
+    let name = entry.key.rsplit('/').next().unwrap_or("");
+    !is_hidden(name) && name.ends_with(".parquet")
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_folders_must_be_exactly_iso_dates() {
+        assert_eq!(parse_date_folder("date=2026-11-02"), NaiveDate::from_ymd_opt(2026, 11, 2));
+        for bad in ["date=2026-11-2", "day=2026-11-02", "date=2026-13-01", "2026-11-02", "date=20261102"] {
+            assert_eq!(parse_date_folder(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn marker_files_are_not_data() {
+        let entry = |key: &str| ObjectEntry { key: key.into(), size: 1 };
+        assert!(is_parquet_data_file(&entry("plays/date=2026-01-01/part-0.parquet")));
+        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/_SUCCESS")));
+        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/.part-0.parquet.crc")));
+        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/notes.csv")));
+    }
+}

@@ -1,0 +1,406 @@
+//! One ranking run from input store to staging store (DESIGN §3–§5): find
+//! the catalogue and the plays of the window, decode them on every core,
+//! score and rank, write each report in parts, then the run manifest last.
+//!
+//! A run is all or nothing: every input is validated before anything is
+//! written, and the manifest — the only thing that starts deliveries — is
+//! written only after every part is stored. Re-running the same time writes
+//! the same keys with the same part bytes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt};
+use tracing::{info, warn};
+
+use crate::domain::{part_key, Encoding, ReportKind, RunId};
+use crate::input::{self, InputError, InputFile, InputPlace, CATALOGUE_COLUMNS, PLAYS_COLUMNS};
+use crate::manifest::{
+    run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary,
+    MANIFEST_SCHEMA_VERSION, REPORTS_PREFIX,
+};
+use crate::ranking::{group_scores, rank_order, BatchCounts, Catalogue, IdIndex, ScoreAccumulator};
+use crate::report_writer::{PartSummary, PartWriter, ReportItem};
+use crate::scoring::{modifier_hundredths, ScoringRules};
+use crate::store::{upload_from_blocking, ObjectStore, StoreError, StreamedUploadError};
+
+/// Everything a run needs besides its stores and time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankSettings {
+    pub rules: ScoringRules,
+    /// At most this many items per part.
+    pub part_rows: u64,
+    pub encoding: Encoding,
+    /// Decoding and writing threads.
+    pub threads: usize,
+}
+
+impl Default for RankSettings {
+    fn default() -> Self {
+        Self {
+            rules: ScoringRules::default(),
+            part_rows: 5_000_000,
+            encoding: Encoding::default(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Why a run published nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RankError {
+    #[error("bad input, nothing published: {0}")]
+    Input(#[from] InputError),
+    #[error("could not write report part {key}: {source}")]
+    WritePart {
+        key: String,
+        #[source]
+        source: StreamedUploadError<std::io::Error>,
+    },
+    #[error("could not write the run manifest: {0}")]
+    WriteManifest(#[source] StoreError),
+}
+
+/// Ranks the catalogue in `input` as of `run_time` and publishes the reports
+/// and the run manifest into `output`.
+pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
+    input: &I,
+    output: &O,
+    settings: &RankSettings,
+    run_time: DateTime<Utc>,
+) -> Result<RunManifest, RankError> {
+    let run = RunId::from_time(run_time);
+    let window = settings.rules.window(run_time);
+    let days: Vec<_> = window.iter().map(|d| d.day).collect();
+    // List everything first: a misnamed folder fails the run before any work.
+    let catalogue_files = input::find_catalogue(input).await?;
+    let plays_by_day = input::find_plays(input, &days).await?;
+
+    let threads = settings.threads.max(1);
+    let catalogue = Arc::new(read_catalogue(input, &catalogue_files, threads).await?);
+    info!(run_id = %run, tracks = catalogue.tracks.len(), artists = catalogue.artist_ids.len(),
+          products = catalogue.product_ids.len(), "catalogue read");
+
+    let mut play_files = Vec::new();
+    for (day, files) in &plays_by_day {
+        let weight = window.iter().find(|w| w.day == *day).expect("day of the window").weight;
+        play_files.extend(files.iter().map(|f| (f.clone(), weight)));
+    }
+    let (track_scores, counts) = read_plays(input, &play_files, Arc::clone(&catalogue), threads).await?;
+    if counts.unknown_track_rows > 0 {
+        warn!(run_id = %run, unknown_track_play_rows = counts.unknown_track_rows,
+              unknown_track_plays = counts.unknown_track_plays as u64, "plays of tracks not in the catalogue were ignored");
+    }
+    info!(run_id = %run, play_rows = counts.rows, "plays scored");
+
+    let catalogue = Arc::into_inner(catalogue).expect("no reader holds the catalogue any more");
+    let reports = tokio::task::spawn_blocking(move || rank_reports(catalogue, track_scores))
+        .await
+        .expect("ranking panicked");
+
+    let mut report_manifests = Vec::new();
+    for report in reports {
+        let report = Arc::new(report);
+        let parts = write_report(output, run, Arc::clone(&report), settings, threads).await?;
+        report_manifests.push(ReportManifest {
+            data_type: report.kind.data_type().to_owned(),
+            id_field: report.kind.id_field().to_owned(),
+            rows: report.order.len() as u64,
+            parts,
+        });
+    }
+
+    let manifest = RunManifest {
+        schema_version: MANIFEST_SCHEMA_VERSION,
+        run_id: run,
+        run_time,
+        generated_at: Utc::now(),
+        mode: DeliveryMode::Full,
+        format: settings.encoding.format,
+        compression: settings.encoding.compression,
+        scoring: ScoringSummary {
+            lookback_days: settings.rules.lookback_days,
+            half_life_days: settings.rules.half_life_days,
+            first_day: days.first().copied().unwrap_or(run_time.date_naive()),
+            last_day: days.last().copied().unwrap_or(run_time.date_naive()),
+            days_with_plays: plays_by_day.iter().map(|(d, _)| *d).collect(),
+        },
+        inputs: InputSummary {
+            catalogue_files: catalogue_files.len() as u64,
+            catalogue_rows: report_manifests[0].rows,
+            play_files: play_files.len() as u64,
+            play_rows: counts.rows,
+            unknown_track_play_rows: counts.unknown_track_rows,
+            unknown_track_plays: u64::try_from(counts.unknown_track_plays).unwrap_or(u64::MAX),
+        },
+        reports: report_manifests,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    output
+        .put(&run_manifest_key(run), Bytes::from(body), "application/json")
+        .await
+        .map_err(RankError::WriteManifest)?;
+    info!(run_id = %run, key = %output.describe(&run_manifest_key(run)), "run manifest published");
+    Ok(manifest)
+}
+
+/// A report ready to write: `order[r]` is the position of rank `r + 1`.
+#[derive(Debug)]
+pub struct RankedReport {
+    pub kind: ReportKind,
+    pub ids: Vec<i64>,
+    pub scores: Vec<u128>,
+    pub order: Vec<u32>,
+    pub max_score: u128,
+}
+
+impl RankedReport {
+    fn new(kind: ReportKind, ids: Vec<i64>, scores: Vec<u128>) -> Self {
+        let order = rank_order(&scores);
+        let max_score = order.first().map_or(0, |&p| scores[p as usize]);
+        Self { kind, ids, scores, order, max_score }
+    }
+
+    /// Calls `emit` for ranks `first..last` (0-based, exclusive end) in order.
+    pub fn for_each_item(
+        &self,
+        ranks: std::ops::Range<usize>,
+        mut emit: impl FnMut(ReportItem) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        // Neighbouring ranks often share a score; the logarithm is computed
+        // once per distinct score.
+        let mut last_score = None;
+        let mut hundredths = 0;
+        for rank in ranks {
+            let position = self.order[rank] as usize;
+            let score = self.scores[position];
+            if last_score != Some(score) {
+                hundredths = modifier_hundredths(score, self.max_score);
+                last_score = Some(score);
+            }
+            emit(ReportItem { id: self.ids[position], search_rank: rank as u64 + 1, modifier_hundredths: hundredths })?;
+        }
+        Ok(())
+    }
+}
+
+/// Aggregates artist and product scores and orders all three reports.
+pub fn rank_reports(catalogue: Catalogue, track_scores: Vec<u128>) -> Vec<RankedReport> {
+    let Catalogue { tracks, artist_of_track, product_of_track, artist_ids, product_ids } = catalogue;
+    let artist_scores = group_scores(&track_scores, &artist_of_track, artist_ids.len());
+    drop(artist_of_track);
+    let product_scores = group_scores(&track_scores, &product_of_track, product_ids.len());
+    drop(product_of_track);
+    let (track_report, (artist_report, product_report)) = std::thread::scope(|scope| {
+        let groups = scope.spawn(|| {
+            (
+                RankedReport::new(ReportKind::Artist, artist_ids, artist_scores),
+                RankedReport::new(ReportKind::Product, product_ids, product_scores),
+            )
+        });
+        let track = RankedReport::new(ReportKind::Track, tracks.into_ids(), track_scores);
+        (track, groups.join().expect("ranking panicked"))
+    });
+    vec![track_report, artist_report, product_report]
+}
+
+/// One row group of one input file, queued for a decoding thread.
+struct DecodeUnit {
+    file: Arc<str>,
+    file_index: usize,
+    bytes: Bytes,
+    row_group: usize,
+    weight: u64,
+}
+
+/// Fetches `files` one after another (the next while the current decodes)
+/// and runs `decode` on `threads` threads, one row group at a time. Stops at
+/// the first error, from the store or from `decode`.
+async fn decode_in_parallel<S, T, D>(
+    store: &S,
+    files: &[(InputFile, u64)],
+    columns: &'static [&'static str],
+    threads: usize,
+    decode: D,
+) -> Result<Vec<T>, InputError>
+where
+    S: ObjectStore,
+    T: Send + 'static,
+    D: Fn(&DecodeUnit, Vec<Vec<i64>>) -> Result<T, InputError> + Send + Sync + 'static,
+{
+    let (sender, receiver) = flume::bounded::<DecodeUnit>(threads * 2);
+    let failed = Arc::new(AtomicBool::new(false));
+    let workers_failed = Arc::clone(&failed);
+    let workers = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let receiver = receiver.clone();
+                    let (decode, failed) = (&decode, &workers_failed);
+                    scope.spawn(move || {
+                        let mut results = Vec::new();
+                        for unit in receiver.iter() {
+                            if failed.load(Ordering::Relaxed) {
+                                continue;
+                            }
+                            let outcome = input::read_int64_columns(&unit.file, unit.bytes.clone(), unit.row_group, columns)
+                                .and_then(|columns| decode(&unit, columns));
+                            match outcome {
+                                Ok(value) => results.push(value),
+                                Err(error) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err(error);
+                                }
+                            }
+                        }
+                        Ok(results)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            let mut first_error = None;
+            for handle in handles {
+                match handle.join().expect("decoding thread panicked") {
+                    Ok(results) => all.extend(results),
+                    Err(error) => first_error = first_error.or(Some(error)),
+                }
+            }
+            first_error.map_or(Ok(all), Err)
+        })
+    });
+
+    let produced = async {
+        for (file_index, (file, weight)) in files.iter().enumerate() {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let bytes = store.get(&file.key).await?;
+            let name: Arc<str> = store.describe(&file.key).into();
+            let row_groups = input::inspect(&name, bytes.clone(), columns)?;
+            for row_group in 0..row_groups {
+                let unit = DecodeUnit { file: Arc::clone(&name), file_index, bytes: bytes.clone(), row_group, weight: *weight };
+                if sender.send_async(unit).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok::<_, InputError>(())
+    }
+    .await;
+    drop(sender);
+    let decoded = workers.await.expect("decoding pool panicked");
+    produced?;
+    decoded
+}
+
+async fn read_catalogue<S: ObjectStore>(store: &S, files: &[InputFile], threads: usize) -> Result<Catalogue, InputError> {
+    let files: Vec<(InputFile, u64)> = files.iter().map(|f| (f.clone(), 0)).collect();
+    let mut chunks = decode_in_parallel(store, &files, &CATALOGUE_COLUMNS, threads, |unit, columns| {
+        Ok((unit.file_index, unit.row_group, columns))
+    })
+    .await?;
+    chunks.sort_unstable_by_key(|&(file, row_group, _)| (file, row_group));
+    let rows: usize = chunks.iter().map(|(_, _, c)| c[0].len()).sum();
+    let names: Vec<String> = files.iter().map(|(f, _)| store.describe(&f.key)).collect();
+    if rows == 0 {
+        return Err(InputError::EmptyCatalogue { files: names.join(", ") });
+    }
+    // Where each file's rows start, to name the file of a duplicate.
+    let mut file_starts = vec![usize::MAX; names.len()];
+    let mut next_row = 0;
+    for (file, _, columns) in &chunks {
+        file_starts[*file] = file_starts[*file].min(next_row);
+        next_row += columns[0].len();
+    }
+    let mut columns: [Vec<i64>; 3] = Default::default();
+    for (index, column) in columns.iter_mut().enumerate() {
+        column.reserve_exact(rows);
+        for chunk in &mut chunks {
+            column.extend_from_slice(&std::mem::take(&mut chunk.2[index]));
+        }
+    }
+    drop(chunks);
+    let [track_ids, artist_ids, product_ids] = columns;
+    let place_of_row = move |row: usize| {
+        let file = file_starts.iter().enumerate().filter(|(_, &start)| start <= row).max_by_key(|(_, &start)| start).map_or(0, |(f, _)| f);
+        format!("{} (row {})", names[file], row - file_starts[file])
+    };
+    tokio::task::spawn_blocking(move || {
+        Catalogue::build(&track_ids, artist_ids, product_ids).map_err(|duplicate| InputError::DuplicateTrack {
+            track_id: duplicate.id,
+            first: place_of_row(duplicate.first_row),
+            second: place_of_row(duplicate.second_row),
+        })
+    })
+    .await
+    .expect("catalogue build panicked")
+}
+
+async fn read_plays<S: ObjectStore>(
+    store: &S,
+    files: &[(InputFile, u64)],
+    catalogue: Arc<Catalogue>,
+    threads: usize,
+) -> Result<(Vec<u128>, BatchCounts), InputError> {
+    let accumulator = Arc::new(ScoreAccumulator::new(catalogue.tracks.len()));
+    let sink = Arc::clone(&accumulator);
+    let batches = decode_in_parallel(store, files, &PLAYS_COLUMNS, threads, move |unit, columns| {
+        let (track_ids, plays) = (&columns[0], &columns[1]);
+        if let Some(row) = plays.iter().position(|&p| p < 0) {
+            return Err(InputError::NegativePlays {
+                place: InputPlace { file: unit.file.to_string(), row_group: Some(unit.row_group), column: Some("plays".into()) },
+                track_id: track_ids[row],
+                plays: plays[row],
+            });
+        }
+        let tracks: &IdIndex = &catalogue.tracks;
+        Ok(sink.add_batch(tracks, track_ids, plays, unit.weight))
+    })
+    .await?;
+    let mut counts = BatchCounts::default();
+    for batch in batches {
+        counts.add(batch);
+    }
+    let scores = Arc::into_inner(accumulator).expect("decoders finished").into_scores();
+    Ok((scores, counts))
+}
+
+/// Writes a report's parts, `threads` at a time, and returns their summaries
+/// in part order.
+async fn write_report<O: ObjectStore>(
+    output: &O,
+    run: RunId,
+    report: Arc<RankedReport>,
+    settings: &RankSettings,
+    threads: usize,
+) -> Result<Vec<PartSummary>, RankError> {
+    let rows = report.order.len();
+    let part_rows = settings.part_rows.max(1) as usize;
+    let part_count = rows.div_ceil(part_rows).max(1);
+    let encoding = settings.encoding;
+    futures_util::stream::iter(0..part_count)
+        .map(|part| {
+            let report = Arc::clone(&report);
+            let key = format!("{REPORTS_PREFIX}{}", part_key(report.kind, run, part + 1, encoding));
+            async move {
+                let ranks = part * part_rows..((part + 1) * part_rows).min(rows);
+                let kind = report.kind;
+                let written = upload_from_blocking(output, &key, encoding.content_type(), move |sink| {
+                    let mut writer = PartWriter::new(kind, encoding, sink)?;
+                    report.for_each_item(ranks, |item| writer.push(item))?;
+                    let (rows, bytes, sha256, _) = writer.finish()?;
+                    Ok::<_, std::io::Error>((rows, bytes, sha256))
+                })
+                .await;
+                match written {
+                    Ok((rows, bytes, sha256)) => Ok(PartSummary { key, rows, bytes, sha256 }),
+                    Err(source) => Err(RankError::WritePart { key, source }),
+                }
+            }
+        })
+        .buffered(threads)
+        .try_collect()
+        .await
+}

@@ -1,0 +1,376 @@
+//! The hot path: joins plays to the catalogue, sums exact integer scores and
+//! orders each report by score descending, then id ascending (DESIGN §4).
+//!
+//! Built for one job at 100M-track scale: ids are mapped to dense positions
+//! (a direct table when ids are compact, else a sorted array with a bucket
+//! directory — never a general hash map), positions are assigned in id order
+//! so that a stable LSD radix sort on the score alone gives the id-ascending
+//! tie-break for free, and every array is a contiguous vector indexed by
+//! position. Nothing here does I/O.
+
+use std::sync::Mutex;
+
+/// Maps ids to their positions in a sorted array of unique ids.
+#[derive(Debug)]
+enum IdLookup {
+    /// `slots[id - min]` is the position, or `EMPTY`.
+    Dense { min: i64, slots: Vec<u32> },
+    /// Positions of ids whose `(id - min) >> shift` is `b` are
+    /// `starts[b]..starts[b + 1]` in the sorted id array.
+    Bucketed { min: i64, shift: u32, starts: Vec<u32> },
+}
+
+const EMPTY: u32 = u32::MAX;
+
+/// A sorted set of unique ids with a fast id → position lookup.
+#[derive(Debug)]
+pub struct IdIndex {
+    ids: Vec<i64>,
+    lookup: IdLookup,
+}
+
+/// Two rows carry the same id where ids must be unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateId {
+    pub id: i64,
+    pub first_row: usize,
+    pub second_row: usize,
+}
+
+/// A direct table is used when it costs at most this many slots per id.
+const DENSE_SLOTS_PER_ID: u64 = 2;
+
+impl IdIndex {
+    /// Builds the index of the distinct values. With `unique`, a repeated
+    /// value is an error naming both rows.
+    pub fn build(values: &[i64], unique: bool) -> Result<Self, DuplicateId> {
+        assert!(values.len() < EMPTY as usize, "more than 4 billion ids");
+        let Some((&min, &max)) = values.iter().min().zip(values.iter().max()) else {
+            return Ok(Self { ids: Vec::new(), lookup: IdLookup::Dense { min: 0, slots: Vec::new() } });
+        };
+        let range = (max as i128 - min as i128 + 1) as u128;
+        if range <= (values.len() as u128 * DENSE_SLOTS_PER_ID as u128).max(1024) {
+            Self::build_dense(values, min, range as usize, unique)
+        } else {
+            Self::build_sorted(values, min, max, unique)
+        }
+    }
+
+    fn build_dense(values: &[i64], min: i64, range: usize, unique: bool) -> Result<Self, DuplicateId> {
+        // First pass marks each slot with the first row holding it.
+        let mut slots = vec![EMPTY; range];
+        for (row, &id) in values.iter().enumerate() {
+            let slot = &mut slots[id.wrapping_sub(min) as u64 as usize];
+            if *slot == EMPTY {
+                *slot = row as u32;
+            } else if unique {
+                return Err(DuplicateId { id, first_row: *slot as usize, second_row: row });
+            }
+        }
+        // Second pass turns rows into positions in id order.
+        let mut ids = Vec::with_capacity(values.len());
+        for (offset, slot) in slots.iter_mut().enumerate() {
+            if *slot != EMPTY {
+                *slot = ids.len() as u32;
+                ids.push(min.wrapping_add(offset as i64));
+            }
+        }
+        Ok(Self { ids, lookup: IdLookup::Dense { min, slots } })
+    }
+
+    fn build_sorted(values: &[i64], min: i64, max: i64, unique: bool) -> Result<Self, DuplicateId> {
+        let mut rows: Vec<(i64, u32)> = values.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect();
+        rows.sort_unstable();
+        let mut ids: Vec<i64> = Vec::with_capacity(values.len());
+        for window in rows.windows(2) {
+            if unique && window[0].0 == window[1].0 {
+                let (first, second) = (window[0].1.min(window[1].1), window[0].1.max(window[1].1));
+                return Err(DuplicateId { id: window[0].0, first_row: first as usize, second_row: second as usize });
+            }
+        }
+        ids.extend(rows.iter().map(|&(id, _)| id));
+        drop(rows);
+        ids.dedup();
+        // About one bucket per id keeps each probe to a couple of entries.
+        let span = (max as i128 - min as i128) as u128;
+        let buckets_wanted = (ids.len() as u128).next_power_of_two().max(1);
+        let mut shift = 0u32;
+        while (span >> shift) + 1 > buckets_wanted {
+            shift += 1;
+        }
+        let bucket_count = ((span >> shift) + 1) as usize;
+        let mut starts = vec![0u32; bucket_count + 1];
+        for &id in &ids {
+            starts[bucket_of(id, min, shift) + 1] += 1;
+        }
+        for b in 0..bucket_count {
+            starts[b + 1] += starts[b];
+        }
+        Ok(Self { ids, lookup: IdLookup::Bucketed { min, shift, starts } })
+    }
+
+    /// The distinct ids, ascending; position `p` holds `ids()[p]`.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The position of `id`, if present.
+    #[inline]
+    pub fn position(&self, id: i64) -> Option<u32> {
+        match &self.lookup {
+            IdLookup::Dense { min, slots } => {
+                let offset = id.wrapping_sub(*min) as u64;
+                match slots.get(offset as usize) {
+                    Some(&p) if p != EMPTY && id >= *min => Some(p),
+                    _ => None,
+                }
+            }
+            IdLookup::Bucketed { min, shift, starts } => {
+                if id < *min {
+                    return None;
+                }
+                let bucket = bucket_of(id, *min, *shift);
+                let (&start, &end) = (starts.get(bucket)?, starts.get(bucket + 1)?);
+                let candidates = &self.ids[start as usize..end as usize];
+                candidates.binary_search(&id).ok().map(|i| start + i as u32)
+            }
+        }
+    }
+
+    /// Frees the lookup structure, keeping only the sorted ids.
+    pub fn into_ids(self) -> Vec<i64> {
+        self.ids
+    }
+}
+
+#[inline]
+fn bucket_of(id: i64, min: i64, shift: u32) -> usize {
+    ((id as i128 - min as i128) as u128 >> shift) as usize
+}
+
+/// The catalogue in track-id order: artist and product of each track as
+/// positions into their own sorted id arrays.
+#[derive(Debug)]
+pub struct Catalogue {
+    pub tracks: IdIndex,
+    pub artist_of_track: Vec<u32>,
+    pub product_of_track: Vec<u32>,
+    pub artist_ids: Vec<i64>,
+    pub product_ids: Vec<i64>,
+}
+
+impl Catalogue {
+    /// Builds the catalogue from its three columns (row-aligned, any order).
+    /// Duplicate track ids are an error naming the two rows.
+    pub fn build(track_ids: &[i64], artist_ids: Vec<i64>, product_ids: Vec<i64>) -> Result<Self, DuplicateId> {
+        let tracks = IdIndex::build(track_ids, true)?;
+        let (artist_of_track, artist_ids) = positions_in_track_order(&tracks, track_ids, artist_ids);
+        let (product_of_track, product_ids) = positions_in_track_order(&tracks, track_ids, product_ids);
+        Ok(Self { tracks, artist_of_track, product_of_track, artist_ids, product_ids })
+    }
+}
+
+/// For a grouping column (artist or product): the group position of every
+/// track position, and the sorted distinct group ids.
+fn positions_in_track_order(tracks: &IdIndex, track_ids: &[i64], group_ids: Vec<i64>) -> (Vec<u32>, Vec<i64>) {
+    let groups = IdIndex::build(&group_ids, false).expect("duplicates allowed");
+    let mut group_of_track = vec![0u32; tracks.len()];
+    for (&track, &group) in track_ids.iter().zip(&group_ids) {
+        let track_position = tracks.position(track).expect("every catalogue track is indexed");
+        group_of_track[track_position as usize] = groups.position(group).expect("every group is indexed");
+    }
+    (group_of_track, groups.into_ids())
+}
+
+/// Exact track scores being summed from batches of plays by several threads.
+#[derive(Debug)]
+pub struct ScoreAccumulator {
+    scores: Mutex<Vec<u128>>,
+}
+
+/// Counts of what a batch contributed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub rows: u64,
+    pub unknown_track_rows: u64,
+    pub unknown_track_plays: u128,
+}
+
+impl BatchCounts {
+    pub fn add(&mut self, other: BatchCounts) {
+        self.rows += other.rows;
+        self.unknown_track_rows += other.unknown_track_rows;
+        self.unknown_track_plays += other.unknown_track_plays;
+    }
+}
+
+impl ScoreAccumulator {
+    pub fn new(tracks: usize) -> Self {
+        Self { scores: Mutex::new(vec![0u128; tracks]) }
+    }
+
+    /// Adds `plays * weight` to each track of a batch (plays must be
+    /// non-negative). The id lookup runs outside the lock, so threads decoding
+    /// other batches contend only for the short summing loop.
+    pub fn add_batch(&self, tracks: &IdIndex, track_ids: &[i64], plays: &[i64], weight: u64) -> BatchCounts {
+        let mut counts = BatchCounts { rows: track_ids.len() as u64, ..BatchCounts::default() };
+        let mut positions = Vec::with_capacity(track_ids.len());
+        let mut known_plays = Vec::with_capacity(track_ids.len());
+        for (&id, &count) in track_ids.iter().zip(plays) {
+            match tracks.position(id) {
+                Some(position) => {
+                    positions.push(position);
+                    known_plays.push(count as u64);
+                }
+                None => {
+                    counts.unknown_track_rows += 1;
+                    counts.unknown_track_plays += count as u128;
+                }
+            }
+        }
+        let weight = u128::from(weight);
+        let mut scores = self.scores.lock().expect("a scoring thread panicked");
+        for (&position, &count) in positions.iter().zip(&known_plays) {
+            scores[position as usize] += u128::from(count) * weight;
+        }
+        counts
+    }
+
+    pub fn into_scores(self) -> Vec<u128> {
+        self.scores.into_inner().expect("a scoring thread panicked")
+    }
+}
+
+/// Sums track scores into their groups (artists or products).
+pub fn group_scores(track_scores: &[u128], group_of_track: &[u32], groups: usize) -> Vec<u128> {
+    let mut scores = vec![0u128; groups];
+    for (&score, &group) in track_scores.iter().zip(group_of_track) {
+        scores[group as usize] += score;
+    }
+    scores
+}
+
+/// Positions ordered by score descending, then position ascending — which is
+/// id ascending, since positions follow id order.
+pub fn rank_order(scores: &[u128]) -> Vec<u32> {
+    assert!(scores.len() < u32::MAX as usize);
+    let max = scores.iter().copied().max().unwrap_or(0);
+    if max <= u64::MAX as u128 {
+        // Complementing turns "descending score" into an ascending key, and a
+        // stable LSD radix sort keeps positions ascending among equal keys.
+        let keys: Vec<u64> = scores.iter().map(|&s| !(s as u64)).collect();
+        radix_sort_positions(keys)
+    } else {
+        let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+        order.sort_by(|&a, &b| scores[b as usize].cmp(&scores[a as usize]).then(a.cmp(&b)));
+        order
+    }
+}
+
+/// Stable LSD radix sort of positions `0..keys.len()` by `keys`, 8 bits a
+/// pass, skipping passes in which every key has the same digit.
+fn radix_sort_positions(mut keys: Vec<u64>) -> Vec<u32> {
+    let n = keys.len();
+    let mut histograms = [[0usize; 256]; 8];
+    for &key in &keys {
+        for (digit, histogram) in histograms.iter_mut().enumerate() {
+            histogram[((key >> (digit * 8)) & 0xFF) as usize] += 1;
+        }
+    }
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut keys_out = vec![0u64; n];
+    let mut order_out = vec![0u32; n];
+    for (digit, histogram) in histograms.iter().enumerate() {
+        if histogram.iter().any(|&count| count == n) {
+            continue;
+        }
+        let mut offsets = [0usize; 256];
+        let mut total = 0;
+        for (offset, &count) in offsets.iter_mut().zip(histogram.iter()) {
+            *offset = total;
+            total += count;
+        }
+        let shift = digit * 8;
+        for (&key, &position) in keys.iter().zip(&order) {
+            let bucket = ((key >> shift) & 0xFF) as usize;
+            let slot = offsets[bucket];
+            offsets[bucket] += 1;
+            keys_out[slot] = key;
+            order_out[slot] = position;
+        }
+        std::mem::swap(&mut keys, &mut keys_out);
+        std::mem::swap(&mut order, &mut order_out);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_and_sorted_indexes_agree_on_every_lookup() {
+        let compact = [15, 11, 13, 12, 19, 10];
+        let sparse = [15, -7_000_000_000_000, 13, i64::MAX, 19, i64::MIN];
+        for values in [&compact[..], &sparse[..]] {
+            let index = IdIndex::build(values, true).unwrap();
+            let mut sorted = values.to_vec();
+            sorted.sort();
+            assert_eq!(index.ids(), &sorted[..]);
+            for (position, &id) in sorted.iter().enumerate() {
+                assert_eq!(index.position(id), Some(position as u32), "{id}");
+            }
+            for absent in [14, 16, 9, 20, 0, i64::MAX - 1, i64::MIN + 1] {
+                assert_eq!(index.position(absent), None, "{absent}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_track_id_names_both_rows() {
+        for values in [&[5, 6, 7, 6][..], &[5, 6_000_000_000, 7, 6_000_000_000][..]] {
+            let err = IdIndex::build(values, true).unwrap_err();
+            assert_eq!((err.id, err.first_row, err.second_row), (values[1], 1, 3));
+        }
+    }
+
+    #[test]
+    fn groups_are_deduplicated_and_mapped_in_track_order() {
+        let catalogue = Catalogue::build(&[30, 10, 20], vec![7, 5, 7], vec![100, 200, 100]).unwrap();
+        assert_eq!(catalogue.tracks.ids(), &[10, 20, 30]);
+        assert_eq!(catalogue.artist_ids, vec![5, 7]);
+        assert_eq!(catalogue.artist_of_track, vec![0, 1, 1]);
+        assert_eq!(catalogue.product_ids, vec![100, 200]);
+        assert_eq!(catalogue.product_of_track, vec![1, 0, 0]);
+    }
+
+    #[test]
+    fn equal_scores_rank_by_position_ascending() {
+        let order = rank_order(&[5, 9, 5, 0, 9, 5]);
+        assert_eq!(order, vec![1, 4, 0, 2, 5, 3]);
+    }
+
+    #[test]
+    fn scores_beyond_64_bits_are_ordered_exactly() {
+        let huge = 1u128 << 100;
+        let order = rank_order(&[huge, huge + 1, 3, huge]);
+        assert_eq!(order, vec![1, 0, 3, 2]);
+    }
+
+    #[test]
+    fn unknown_tracks_are_counted_not_scored() {
+        let tracks = IdIndex::build(&[1, 2, 3], true).unwrap();
+        let accumulator = ScoreAccumulator::new(3);
+        let counts = accumulator.add_batch(&tracks, &[2, 99, 3, 2], &[4, 7, 1, 1], 10);
+        assert_eq!(counts, BatchCounts { rows: 4, unknown_track_rows: 1, unknown_track_plays: 7 });
+        assert_eq!(accumulator.into_scores(), vec![0, 50, 10]);
+    }
+}
