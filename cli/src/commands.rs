@@ -59,6 +59,15 @@ pub struct RankArgs {
     pub threads: Option<usize>,
 }
 
+#[derive(Args)]
+pub struct ListArgs {
+    /// A directory, or s3://bucket[/prefix].
+    pub location: StoreLocation,
+    /// Only keys starting with this (relative to the location).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+}
+
 /// A store of either kind, so one code path serves both.
 pub enum AnyStore {
     Directory(LocalDirStore),
@@ -152,5 +161,16 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     if manifest.inputs.unknown_track_play_rows > 0 {
         println!("ignored {} play rows of tracks not in the catalogue", manifest.inputs.unknown_track_play_rows);
     }
+    Ok(())
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let store = AnyStore::open(&args.location).await;
+    let entries = with_store!(&store, s => s.list(&args.prefix).await)?;
+    for entry in &entries {
+        let described = with_store!(&store, s => s.describe(&entry.key));
+        println!("{:>14}  {described}", entry.size);
+    }
+    println!("{} object(s)", entries.len());
     Ok(())
 }

@@ -21,6 +21,8 @@ enum Command {
     Generate(commands::GenerateArgs),
     /// Rank the catalogue into the three reports and the run manifest.
     Rank(commands::RankArgs),
+    /// List the objects under a directory or s3://bucket[/prefix], with sizes.
+    List(commands::ListArgs),
     /// Benchmark `rank` on local files (generated once, then reused).
     Bench(bench::BenchArgs),
 }
@@ -35,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => runtime.block_on(commands::generate(args)),
         Command::Rank(args) => runtime.block_on(commands::rank(args)),
+        Command::List(args) => runtime.block_on(commands::list(args)),
         Command::Bench(args) => bench::run(args),
     }
 }
