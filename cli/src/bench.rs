@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Passed to `rank --threads`.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where each run writes its reports (default: <dir>/rank-output).
+    /// A tmpfs such as /dev/shm takes the machine's disk out of the measure.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Passed to `rank --format`.
     #[arg(long, default_value = "json")]
     pub format: String,
@@ -54,12 +58,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         std::fs::write(&ready_marker, b"")?;
     }
-    let out = args.dir.join("rank-output");
+    let out = args.out.clone().unwrap_or_else(|| args.dir.join("rank-output"));
     let mut results = Vec::new();
     for run in 1..=args.runs {
         let _ = std::fs::remove_dir_all(&out);
         let mut command = Command::new(&exe);
-        command.args(["rank", "--time", RUN_TIME, "--format", &args.format, "--data"]).arg(&data).arg("--out").arg(&out);
+        command
+            .args(["rank", "--time", RUN_TIME, "--format", &args.format, "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
         if let Some(threads) = args.threads {
             command.args(["--threads", &threads.to_string()]);
         }
@@ -69,7 +77,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let manifest_path = out.join("manifests").join("20261119030000.json");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path)?)?;
-    let input_rows = manifest["inputs"]["catalogueRows"].as_u64().unwrap_or(0) + manifest["inputs"]["playRows"].as_u64().unwrap_or(0);
+    let input_rows = manifest["inputs"]["catalogueRows"].as_u64().unwrap_or(0)
+        + manifest["inputs"]["playRows"].as_u64().unwrap_or(0);
     results.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let median = &results[results.len() / 2];
     let peak = results.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0);

@@ -102,7 +102,13 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let interactive = std::io::stderr().is_terminal();
     let progress = move |p: SampleProgress| {
-        let line = format!("  {}/{} files, {} rows, {:.1} s", p.files_done, p.files_total, p.rows_written, started.elapsed().as_secs_f64());
+        let line = format!(
+            "  {}/{} files, {} rows, {:.1} s",
+            p.files_done,
+            p.files_total,
+            p.rows_written,
+            started.elapsed().as_secs_f64()
+        );
         if interactive {
             eprint!("\r{line}");
         } else {
@@ -130,7 +136,10 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     let mut settings = RankSettings {
         rules: ScoringRules { lookback_days: args.lookback_days, half_life_days: args.half_life_days },
         part_rows: args.part_rows,
-        encoding: Encoding { format: args.format, compression: if args.gzip { Compression::Gzip } else { Compression::None } },
+        encoding: Encoding {
+            format: args.format,
+            compression: if args.gzip { Compression::Gzip } else { Compression::None },
+        },
         ..RankSettings::default()
     };
     if let Some(threads) = args.threads {
@@ -141,12 +150,19 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     let data = AnyStore::open(&args.data).await;
     let out = AnyStore::open(&args.out).await;
     let started = Instant::now();
-    let manifest = with_store!(&data, input => with_store!(&out, output => rank_run(input, output, &settings, args.time).await))
-        .context("ranking failed")?;
+    let manifest =
+        with_store!(&data, input => with_store!(&out, output => rank_run(input, output, &settings, args.time).await))
+            .context("ranking failed")?;
     let elapsed = started.elapsed().as_secs_f64();
     for report in &manifest.reports {
         let bytes: u64 = report.parts.iter().map(|p| p.bytes).sum();
-        println!("{:<20} {:>12} rows {:>4} part(s) {:>14} bytes", report.data_type, report.rows, report.parts.len(), bytes);
+        println!(
+            "{:<20} {:>12} rows {:>4} part(s) {:>14} bytes",
+            report.data_type,
+            report.rows,
+            report.parts.len(),
+            bytes
+        );
     }
     let manifest_key = popularity_reports::manifest::run_manifest_key(manifest.run_id);
     let described = with_store!(&out, s => s.describe(&manifest_key));

@@ -68,10 +68,14 @@ impl RankConfig {
             data_bucket: vars.required("DATA_BUCKET", "name the bucket holding catalogue/ and plays/")?,
             data_prefix: vars.optional("DATA_PREFIX").unwrap_or_default(),
             rules: ScoringRules {
-                lookback_days: vars.parsed("LOOKBACK_DAYS", 28, "a whole number of days from 1 to 366", |d| (1..=366).contains(d))?,
-                half_life_days: vars.parsed("HALF_LIFE_DAYS", 7.0, "a positive number of days", |h: &f64| h.is_finite() && *h > 0.0)?,
+                lookback_days: vars
+                    .parsed("LOOKBACK_DAYS", 28, "a whole number of days from 1 to 366", |d| (1..=366).contains(d))?,
+                half_life_days: vars
+                    .parsed("HALF_LIFE_DAYS", 7.0, "a positive number of days", |h: &f64| h.is_finite() && *h > 0.0)?,
             },
-            part_rows: vars.parsed("PART_ROWS", 5_000_000, "a whole number of items from 1 to 4000000000", |n| (1..=4_000_000_000).contains(n))?,
+            part_rows: vars.parsed("PART_ROWS", 5_000_000, "a whole number of items from 1 to 4000000000", |n| {
+                (1..=4_000_000_000).contains(n)
+            })?,
         })
     }
 
@@ -93,7 +97,8 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_buckets_are_set() {
-        let config = RankConfig::from_lookup(lookup(&[("STAGING_BUCKET", "staging"), ("DATA_BUCKET", "data")])).unwrap();
+        let config =
+            RankConfig::from_lookup(lookup(&[("STAGING_BUCKET", "staging"), ("DATA_BUCKET", "data")])).unwrap();
         assert_eq!(config.data_prefix, "");
         assert_eq!(config.rules, ScoringRules { lookback_days: 28, half_life_days: 7.0 });
         assert_eq!(config.part_rows, 5_000_000);
@@ -108,8 +113,11 @@ mod tests {
 
     #[test]
     fn when_a_number_is_malformed_the_error_names_variable_and_value() {
-        for (name, value) in [("LOOKBACK_DAYS", "0"), ("LOOKBACK_DAYS", "four"), ("HALF_LIFE_DAYS", "-1"), ("PART_ROWS", "0")] {
-            let err = RankConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("DATA_BUCKET", "d"), (name, value)])).unwrap_err();
+        for (name, value) in
+            [("LOOKBACK_DAYS", "0"), ("LOOKBACK_DAYS", "four"), ("HALF_LIFE_DAYS", "-1"), ("PART_ROWS", "0")]
+        {
+            let err = RankConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("DATA_BUCKET", "d"), (name, value)]))
+                .unwrap_err();
             let text = err.to_string();
             assert!(text.contains(name) && text.contains(value), "{text}");
         }

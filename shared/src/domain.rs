@@ -188,13 +188,7 @@ impl<'de> Deserialize<'de> for RunId {
 /// Key of part `number` (1-based) of a report in the canonical layout:
 /// `<data_type>/<runId>/part-NNN.<ext>`, without any leading prefix.
 pub fn part_key(kind: ReportKind, run: RunId, number: usize, encoding: Encoding) -> String {
-    format!(
-        "{}/{}/part-{:03}.{}",
-        kind.data_type(),
-        run,
-        number,
-        encoding.extension()
-    )
+    format!("{}/{}/part-{:03}.{}", kind.data_type(), run, number, encoding.extension())
 }
 
 #[cfg(test)]
@@ -219,9 +213,6 @@ mod tests {
     fn part_keys_are_numbered_from_one_with_three_digits() {
         let run: RunId = "20261119030000".parse().unwrap();
         let gz = Encoding { format: Format::Tsv, compression: Compression::Gzip };
-        assert_eq!(
-            part_key(ReportKind::Artist, run, 7, gz),
-            "artist_popularity/20261119030000/part-007.tsv.gz"
-        );
+        assert_eq!(part_key(ReportKind::Artist, run, 7, gz), "artist_popularity/20261119030000/part-007.tsv.gz");
     }
 }

@@ -133,7 +133,11 @@ fn locate_columns(
         .map(|&name| {
             let Some(index) = schema.columns().iter().position(|c| c.path().parts() == [name]) else {
                 let found = schema.columns().iter().map(|c| c.path().string()).collect::<Vec<_>>().join(", ");
-                return Err(InputError::MissingColumn { place: place(name).without_column(), column: name.to_owned(), found });
+                return Err(InputError::MissingColumn {
+                    place: place(name).without_column(),
+                    column: name.to_owned(),
+                    found,
+                });
             };
             let descriptor = schema.column(index);
             if descriptor.max_rep_level() > 0 {

@@ -6,15 +6,15 @@
 //! - [`domain`]: report kinds, run ids, formats — the vocabulary of DESIGN.md.
 //! - [`store`]: the `ObjectStore` port with its S3 and local-directory adapters.
 
+pub mod config;
 pub mod domain;
-pub mod store;
-pub mod sample;
+pub mod handlers;
 pub mod input;
 pub mod manifest;
+pub mod metrics;
 pub mod rank;
 pub mod ranking;
 pub mod report_writer;
+pub mod sample;
 pub mod scoring;
-pub mod config;
-pub mod handlers;
-pub mod metrics;
+pub mod store;

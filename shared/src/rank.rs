@@ -18,10 +18,10 @@ use tracing::{info, warn};
 use crate::domain::{part_key, Encoding, ReportKind, RunId};
 use crate::input::{self, InputError, InputFile, InputPlace, CATALOGUE_COLUMNS, PLAYS_COLUMNS};
 use crate::manifest::{
-    run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary,
-    MANIFEST_SCHEMA_VERSION, REPORTS_PREFIX,
+    run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary, MANIFEST_SCHEMA_VERSION,
+    REPORTS_PREFIX,
 };
-use crate::ranking::{group_scores, rank_order, BatchCounts, Catalogue, IdIndex, ScoreAccumulator};
+use crate::ranking::{group_scores, rank_by_score, BatchCounts, Catalogue, IdIndex, RankedItems, ScoreAccumulator};
 use crate::report_writer::{PartSummary, PartWriter, ReportItem};
 use crate::scoring::{modifier_hundredths, ScoringRules};
 use crate::store::{upload_from_blocking, ObjectStore, StoreError, StreamedUploadError};
@@ -71,17 +71,20 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
     settings: &RankSettings,
     run_time: DateTime<Utc>,
 ) -> Result<RunManifest, RankError> {
+    let started = std::time::Instant::now();
+    let elapsed_ms = || started.elapsed().as_millis() as u64;
     let run = RunId::from_time(run_time);
     let window = settings.rules.window(run_time);
     let days: Vec<_> = window.iter().map(|d| d.day).collect();
     // List everything first: a misnamed folder fails the run before any work.
     let catalogue_files = input::find_catalogue(input).await?;
     let plays_by_day = input::find_plays(input, &days).await?;
+    info!(run_id = %run, elapsed_ms = elapsed_ms(), "inputs listed");
 
     let threads = settings.threads.max(1);
     let catalogue = Arc::new(read_catalogue(input, &catalogue_files, threads).await?);
     info!(run_id = %run, tracks = catalogue.tracks.len(), artists = catalogue.artist_ids.len(),
-          products = catalogue.product_ids.len(), "catalogue read");
+          products = catalogue.product_ids.len(), elapsed_ms = elapsed_ms(), "catalogue read");
 
     let mut play_files = Vec::new();
     for (day, files) in &plays_by_day {
@@ -93,24 +96,17 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
         warn!(run_id = %run, unknown_track_play_rows = counts.unknown_track_rows,
               unknown_track_plays = counts.unknown_track_plays as u64, "plays of tracks not in the catalogue were ignored");
     }
-    info!(run_id = %run, play_rows = counts.rows, "plays scored");
+    info!(run_id = %run, play_rows = counts.rows, elapsed_ms = elapsed_ms(), "plays scored");
 
     let catalogue = Arc::into_inner(catalogue).expect("no reader holds the catalogue any more");
-    let reports = tokio::task::spawn_blocking(move || rank_reports(catalogue, track_scores))
-        .await
-        .expect("ranking panicked");
+    let reports =
+        tokio::task::spawn_blocking(move || rank_reports(catalogue, track_scores)).await.expect("ranking panicked");
+    info!(run_id = %run, elapsed_ms = elapsed_ms(), "reports ranked");
 
-    let mut report_manifests = Vec::new();
-    for report in reports {
-        let report = Arc::new(report);
-        let parts = write_report(output, run, Arc::clone(&report), settings, threads).await?;
-        report_manifests.push(ReportManifest {
-            data_type: report.kind.data_type().to_owned(),
-            id_field: report.kind.id_field().to_owned(),
-            rows: report.order.len() as u64,
-            parts,
-        });
-    }
+    let reports: Vec<Arc<RankedReport>> = reports.into_iter().map(Arc::new).collect();
+    let report_manifests = write_reports(output, run, &reports, settings, threads).await?;
+    drop(reports);
+    info!(run_id = %run, elapsed_ms = elapsed_ms(), "report parts written");
 
     let manifest = RunManifest {
         schema_version: MANIFEST_SCHEMA_VERSION,
@@ -142,25 +138,36 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
         .put(&run_manifest_key(run), Bytes::from(body), "application/json")
         .await
         .map_err(RankError::WriteManifest)?;
-    info!(run_id = %run, key = %output.describe(&run_manifest_key(run)), "run manifest published");
+    info!(run_id = %run, key = %output.describe(&run_manifest_key(run)), elapsed_ms = elapsed_ms(), "run manifest published");
     Ok(manifest)
 }
 
-/// A report ready to write: `order[r]` is the position of rank `r + 1`.
+/// A report ready to write: rank `r + 1` is `items.get(r)`.
 #[derive(Debug)]
 pub struct RankedReport {
     pub kind: ReportKind,
-    pub ids: Vec<i64>,
-    pub scores: Vec<u128>,
-    pub order: Vec<u32>,
-    pub max_score: u128,
+    pub items: RankedItems,
+    max_score: u128,
 }
 
 impl RankedReport {
-    fn new(kind: ReportKind, ids: Vec<i64>, scores: Vec<u128>) -> Self {
-        let order = rank_order(&scores);
-        let max_score = order.first().map_or(0, |&p| scores[p as usize]);
-        Self { kind, ids, scores, order, max_score }
+    /// Ranks items given in id order (`ids` ascending) with their scores.
+    pub fn new(kind: ReportKind, ids: Vec<i64>, scores: Vec<u128>) -> Self {
+        let items = rank_by_score(ids, scores);
+        let max_score = items.max();
+        Self { kind, items, max_score }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn hundredths_at(&self, rank: usize) -> u8 {
+        modifier_hundredths(self.items.get(rank).0, self.max_score)
     }
 
     /// Calls `emit` for ranks `first..last` (0-based, exclusive end) in order.
@@ -169,30 +176,59 @@ impl RankedReport {
         ranks: std::ops::Range<usize>,
         mut emit: impl FnMut(ReportItem) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        // Neighbouring ranks often share a score; the logarithm is computed
-        // once per distinct score.
-        let mut last_score = None;
-        let mut hundredths = 0;
-        for rank in ranks {
-            let position = self.order[rank] as usize;
-            let score = self.scores[position];
-            if last_score != Some(score) {
-                hundredths = modifier_hundredths(score, self.max_score);
-                last_score = Some(score);
+        // The modifier never increases along the rank order (every step of
+        // its formula is monotone, in f64 too), so it is constant on at most
+        // 101 runs of ranks. Each run's end is found by binary search: a few
+        // thousand logarithms per report instead of one per item.
+        let mut rank = ranks.start;
+        while rank < ranks.end {
+            let hundredths = self.hundredths_at(rank);
+            let run_length = (rank..ranks.end).collect_run_length(|r| self.hundredths_at(r) == hundredths);
+            for r in rank..rank + run_length {
+                emit(ReportItem {
+                    id: self.items.get(r).1,
+                    search_rank: r as u64 + 1,
+                    modifier_hundredths: hundredths,
+                })?;
             }
-            emit(ReportItem { id: self.ids[position], search_rank: rank as u64 + 1, modifier_hundredths: hundredths })?;
+            rank += run_length;
         }
         Ok(())
     }
 }
 
+/// Length of the prefix of a range on which a predicate holds, for a
+/// predicate that holds on a prefix and fails after it.
+trait RunLength {
+    fn collect_run_length(self, holds: impl Fn(usize) -> bool) -> usize;
+}
+
+impl RunLength for std::ops::Range<usize> {
+    fn collect_run_length(self, holds: impl Fn(usize) -> bool) -> usize {
+        let (mut low, mut high) = (self.start, self.end);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if holds(middle) {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low - self.start
+    }
+}
+
 /// Aggregates artist and product scores and orders all three reports.
 pub fn rank_reports(catalogue: Catalogue, track_scores: Vec<u128>) -> Vec<RankedReport> {
+    let t = std::time::Instant::now();
     let Catalogue { tracks, artist_of_track, product_of_track, artist_ids, product_ids } = catalogue;
-    let artist_scores = group_scores(&track_scores, &artist_of_track, artist_ids.len());
-    drop(artist_of_track);
-    let product_scores = group_scores(&track_scores, &product_of_track, product_ids.len());
-    drop(product_of_track);
+    let (artist_scores, product_scores) = std::thread::scope(|scope| {
+        let artists = scope.spawn(|| group_scores(&track_scores, &artist_of_track, artist_ids.len()));
+        let products = group_scores(&track_scores, &product_of_track, product_ids.len());
+        (artists.join().expect("grouping panicked"), products)
+    });
+    drop((artist_of_track, product_of_track));
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "grouped");
     let (track_report, (artist_report, product_report)) = std::thread::scope(|scope| {
         let groups = scope.spawn(|| {
             (
@@ -200,8 +236,13 @@ pub fn rank_reports(catalogue: Catalogue, track_scores: Vec<u128>) -> Vec<Ranked
                 RankedReport::new(ReportKind::Product, product_ids, product_scores),
             )
         });
-        let track = RankedReport::new(ReportKind::Track, tracks.into_ids(), track_scores);
-        (track, groups.join().expect("ranking panicked"))
+        let ids = tracks.into_ids();
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "index freed");
+        let track = RankedReport::new(ReportKind::Track, ids, track_scores);
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "tracks sorted");
+        let groups = groups.join().expect("ranking panicked");
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "groups sorted");
+        (track, groups)
     });
     vec![track_report, artist_report, product_report]
 }
@@ -245,8 +286,9 @@ where
                             if failed.load(Ordering::Relaxed) {
                                 continue;
                             }
-                            let outcome = input::read_int64_columns(&unit.file, unit.bytes.clone(), unit.row_group, columns)
-                                .and_then(|columns| decode(&unit, columns));
+                            let outcome =
+                                input::read_int64_columns(&unit.file, unit.bytes.clone(), unit.row_group, columns)
+                                    .and_then(|columns| decode(&unit, columns));
                             match outcome {
                                 Ok(value) => results.push(value),
                                 Err(error) => {
@@ -280,7 +322,13 @@ where
             let name: Arc<str> = store.describe(&file.key).into();
             let row_groups = input::inspect(&name, bytes.clone(), columns)?;
             for row_group in 0..row_groups {
-                let unit = DecodeUnit { file: Arc::clone(&name), file_index, bytes: bytes.clone(), row_group, weight: *weight };
+                let unit = DecodeUnit {
+                    file: Arc::clone(&name),
+                    file_index,
+                    bytes: bytes.clone(),
+                    row_group,
+                    weight: *weight,
+                };
                 if sender.send_async(unit).await.is_err() {
                     break;
                 }
@@ -295,7 +343,11 @@ where
     decoded
 }
 
-async fn read_catalogue<S: ObjectStore>(store: &S, files: &[InputFile], threads: usize) -> Result<Catalogue, InputError> {
+async fn read_catalogue<S: ObjectStore>(
+    store: &S,
+    files: &[InputFile],
+    threads: usize,
+) -> Result<Catalogue, InputError> {
     let files: Vec<(InputFile, u64)> = files.iter().map(|f| (f.clone(), 0)).collect();
     let mut chunks = decode_in_parallel(store, &files, &CATALOGUE_COLUMNS, threads, |unit, columns| {
         Ok((unit.file_index, unit.row_group, columns))
@@ -324,7 +376,12 @@ async fn read_catalogue<S: ObjectStore>(store: &S, files: &[InputFile], threads:
     drop(chunks);
     let [track_ids, artist_ids, product_ids] = columns;
     let place_of_row = move |row: usize| {
-        let file = file_starts.iter().enumerate().filter(|(_, &start)| start <= row).max_by_key(|(_, &start)| start).map_or(0, |(f, _)| f);
+        let file = file_starts
+            .iter()
+            .enumerate()
+            .filter(|(_, &start)| start <= row)
+            .max_by_key(|(_, &start)| start)
+            .map_or(0, |(f, _)| f);
         format!("{} (row {})", names[file], row - file_starts[file])
     };
     tokio::task::spawn_blocking(move || {
@@ -350,7 +407,11 @@ async fn read_plays<S: ObjectStore>(
         let (track_ids, plays) = (&columns[0], &columns[1]);
         if let Some(row) = plays.iter().position(|&p| p < 0) {
             return Err(InputError::NegativePlays {
-                place: InputPlace { file: unit.file.to_string(), row_group: Some(unit.row_group), column: Some("plays".into()) },
+                place: InputPlace {
+                    file: unit.file.to_string(),
+                    row_group: Some(unit.row_group),
+                    column: Some("plays".into()),
+                },
                 track_id: track_ids[row],
                 plays: plays[row],
             });
@@ -367,25 +428,29 @@ async fn read_plays<S: ObjectStore>(
     Ok((scores, counts))
 }
 
-/// Writes a report's parts, `threads` at a time, and returns their summaries
-/// in part order.
-async fn write_report<O: ObjectStore>(
+/// Writes the parts of every report, `threads` at a time (all parts of all
+/// reports share one pool, so a large report does not leave cores idle
+/// while small ones wait), and returns each report's manifest entry.
+async fn write_reports<O: ObjectStore>(
     output: &O,
     run: RunId,
-    report: Arc<RankedReport>,
+    reports: &[Arc<RankedReport>],
     settings: &RankSettings,
     threads: usize,
-) -> Result<Vec<PartSummary>, RankError> {
-    let rows = report.order.len();
+) -> Result<Vec<ReportManifest>, RankError> {
     let part_rows = settings.part_rows.max(1) as usize;
-    let part_count = rows.div_ceil(part_rows).max(1);
     let encoding = settings.encoding;
-    futures_util::stream::iter(0..part_count)
-        .map(|part| {
-            let report = Arc::clone(&report);
+    let jobs: Vec<(usize, usize)> = reports
+        .iter()
+        .enumerate()
+        .flat_map(|(index, report)| (0..report.len().div_ceil(part_rows).max(1)).map(move |part| (index, part)))
+        .collect();
+    let parts: Vec<(usize, PartSummary)> = futures_util::stream::iter(jobs)
+        .map(|(index, part)| {
+            let report = Arc::clone(&reports[index]);
             let key = format!("{REPORTS_PREFIX}{}", part_key(report.kind, run, part + 1, encoding));
             async move {
-                let ranks = part * part_rows..((part + 1) * part_rows).min(rows);
+                let ranks = part * part_rows..((part + 1) * part_rows).min(report.len());
                 let kind = report.kind;
                 let written = upload_from_blocking(output, &key, encoding.content_type(), move |sink| {
                     let mut writer = PartWriter::new(kind, encoding, sink)?;
@@ -395,12 +460,52 @@ async fn write_report<O: ObjectStore>(
                 })
                 .await;
                 match written {
-                    Ok((rows, bytes, sha256)) => Ok(PartSummary { key, rows, bytes, sha256 }),
+                    Ok((rows, bytes, sha256)) => Ok((index, PartSummary { key, rows, bytes, sha256 })),
                     Err(source) => Err(RankError::WritePart { key, source }),
                 }
             }
         })
         .buffered(threads)
         .try_collect()
-        .await
+        .await?;
+    Ok(reports
+        .iter()
+        .enumerate()
+        .map(|(index, report)| ReportManifest {
+            data_type: report.kind.data_type().to_owned(),
+            id_field: report.kind.id_field().to_owned(),
+            rows: report.len() as u64,
+            parts: parts.iter().filter(|(i, _)| *i == index).map(|(_, p)| p.clone()).collect(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modifier_runs_give_the_same_items_as_computing_each_one() {
+        let scores: Vec<u128> = (0..3000u128).map(|i| ((i * i * 7919) % 100_003) << 20).collect();
+        let ids: Vec<i64> = (0..3000).collect();
+        let report = RankedReport::new(ReportKind::Track, ids, scores.clone());
+        let max = scores.iter().copied().max().unwrap();
+        for ranks in [0..3000, 17..2500, 2999..3000, 5..5] {
+            let mut items = Vec::new();
+            report
+                .for_each_item(ranks.clone(), |item| {
+                    items.push(item);
+                    Ok(())
+                })
+                .unwrap();
+            let expected: Vec<ReportItem> = ranks
+                .map(|r| {
+                    let id = report.items.get(r).1;
+                    let hundredths = modifier_hundredths(scores[id as usize], max);
+                    ReportItem { id, search_rank: r as u64 + 1, modifier_hundredths: hundredths }
+                })
+                .collect();
+            assert_eq!(items, expected);
+        }
+    }
 }

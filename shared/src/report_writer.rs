@@ -47,17 +47,16 @@ pub struct PartSummary {
 /// "0.0", "0.07", "0.5", "1.0".
 fn modifier_text(hundredths: u8) -> &'static [u8] {
     static TABLE: OnceLock<Vec<String>> = OnceLock::new();
-    TABLE
-        .get_or_init(|| {
-            (0..=100u8)
-                .map(|h| {
-                    let value = f64::from(h) / 100.0;
-                    let text = format!("{value:?}");
-                    debug_assert!(text.contains('.'), "{text}");
-                    text
-                })
-                .collect()
-        })[usize::from(hundredths)]
+    TABLE.get_or_init(|| {
+        (0..=100u8)
+            .map(|h| {
+                let value = f64::from(h) / 100.0;
+                let text = format!("{value:?}");
+                debug_assert!(text.contains('.'), "{text}");
+                text
+            })
+            .collect()
+    })[usize::from(hundredths)]
     .as_bytes()
 }
 
@@ -204,7 +203,11 @@ mod tests {
 
     fn sample_items() -> Vec<ReportItem> {
         (0..=100u8)
-            .map(|h| ReportItem { id: i64::from(h) * 7919 - 300, search_rank: 101 - u64::from(h), modifier_hundredths: h })
+            .map(|h| ReportItem {
+                id: i64::from(h) * 7919 - 300,
+                search_rank: 101 - u64::from(h),
+                modifier_hundredths: h,
+            })
             .chain([ReportItem { id: i64::MAX, search_rank: u64::MAX, modifier_hundredths: 0 }])
             .chain([ReportItem { id: i64::MIN, search_rank: 1, modifier_hundredths: 100 }])
             .collect()
@@ -230,7 +233,8 @@ mod tests {
     fn json_lines_are_byte_identical_to_serde_json() {
         let items = sample_items();
         for kind in ReportKind::ALL {
-            let (out, rows, _, _) = write_part(kind, Encoding { format: Format::Jsonl, compression: Compression::None }, &items);
+            let (out, rows, _, _) =
+                write_part(kind, Encoding { format: Format::Jsonl, compression: Compression::None }, &items);
             assert_eq!(rows, items.len() as u64);
             let expected: String = items.iter().map(|i| serde_object(kind, i) + "\n").collect();
             assert_eq!(String::from_utf8(out).unwrap(), expected);
@@ -263,8 +267,12 @@ mod tests {
 
     #[test]
     fn tsv_has_a_header_with_the_three_field_names() {
-        let items = [ReportItem { id: 42, search_rank: 1, modifier_hundredths: 100 }, ReportItem { id: 7, search_rank: 2, modifier_hundredths: 5 }];
-        let (out, _, _, _) = write_part(ReportKind::Product, Encoding { format: Format::Tsv, compression: Compression::None }, &items);
+        let items = [
+            ReportItem { id: 42, search_rank: 1, modifier_hundredths: 100 },
+            ReportItem { id: 7, search_rank: 2, modifier_hundredths: 5 },
+        ];
+        let (out, _, _, _) =
+            write_part(ReportKind::Product, Encoding { format: Format::Tsv, compression: Compression::None }, &items);
         assert_eq!(String::from_utf8(out).unwrap(), "productId\tsearchRank\tsearchModifier\n42\t1\t1.0\n7\t2\t0.05\n");
     }
 
@@ -279,8 +287,10 @@ mod tests {
     #[test]
     fn gzip_parts_decompress_to_the_plain_part_and_hash_the_stored_bytes() {
         let items = sample_items();
-        let (plain, _, _, _) = write_part(ReportKind::Track, Encoding { format: Format::Tsv, compression: Compression::None }, &items);
-        let (gz, rows, bytes, sha) = write_part(ReportKind::Track, Encoding { format: Format::Tsv, compression: Compression::Gzip }, &items);
+        let (plain, _, _, _) =
+            write_part(ReportKind::Track, Encoding { format: Format::Tsv, compression: Compression::None }, &items);
+        let (gz, rows, bytes, sha) =
+            write_part(ReportKind::Track, Encoding { format: Format::Tsv, compression: Compression::Gzip }, &items);
         assert_eq!(rows, items.len() as u64);
         assert_eq!(bytes, gz.len() as u64);
         assert_eq!(sha, hex::encode(Sha256::digest(&gz)));

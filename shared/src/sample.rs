@@ -13,10 +13,10 @@
 //! - `plays/date=YYYY-MM-DD/part-NNNNN.parquet`: `trackId`, `plays` (INT64,
 //!   required) for each of the `days` UTC days ending at `end_date`, only
 //!   tracks played that day, in trackId order. A day is split into one part
-//!   per [`PLAYS_PART_TRACKS`] tracks of the catalogue (one part below 50M
+//!   per [`PLAYS_PART_TRACKS`] tracks of the catalogue (one part up to 50M
 //!   tracks), which keeps a part near 15M rows.
 //!
-//! Row groups hold [`ROW_GROUP_ROWS`] rows; pages are SNAPPY-compressed with
+//! Row groups hold at most [`ROW_GROUP_ROWS`] rows; pages are SNAPPY-compressed with
 //! the writer's default encodings, as Athena or Spark would write them.
 //!
 //! # The distribution
@@ -36,9 +36,11 @@
 //! - **Plays** of track `i` on day `d` are Poisson(λ) with
 //!   `λ = base_i × weekday_d × wave_i(d) × noise_{i,d}`:
 //!   - `base_i = 0.14 × u^(-1/1.2)`, `u` uniform in (0, 1]: a Pareto tail
-//!     (α = 1.2), the continuous form of Zipf's law. The top of N tracks has
-//!     about `0.14 × N^0.83` plays a day: ~14 thousand among 1M tracks,
-//!     ~95 thousand among 10M.
+//!     (α = 1.2), the continuous form of Zipf's law: the k-th most played
+//!     of N tracks has a rate near `0.14 × (N / k)^0.83`: the most played
+//!     of 1M tracks gets some 10–25 thousand plays a day, of 10M some
+//!     100–500 thousand (it varies several-fold with the seed), and the
+//!     tenth about a seventh of the first.
 //!   - `weekday_d`: 0.93–0.98 Monday to Thursday, 1.07 Friday, 1.12
 //!     Saturday, 1.01 Sunday.
 //!   - `wave_i(d) = exp(0.3 × sin(2π (d / 91 + phase_i)))`: each track rises
@@ -134,8 +136,7 @@ impl SampleSpec {
 
     /// The first day with plays: `end_date - days + 1`.
     pub fn first_date(&self) -> Option<NaiveDate> {
-        self.end_date
-            .checked_sub_days(chrono::Days::new(u64::from(self.days.max(1)) - 1))
+        self.end_date.checked_sub_days(chrono::Days::new(u64::from(self.days.max(1)) - 1))
     }
 }
 
@@ -166,11 +167,7 @@ pub struct SampleSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     #[error("invalid sample spec: {field} is {value}, expected {expected}")]
-    InvalidSpec {
-        field: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidSpec { field: &'static str, value: String, expected: &'static str },
     #[error(
         "{location} already exists and this sample would not replace it, so the data set \
          would mix two samples; generate into an empty location, or remove catalogue/ and \
@@ -208,13 +205,12 @@ pub async fn generate<S: ObjectStore>(
         }
     };
     refuse_stale_objects(store, &plan).await?;
-    tracing::info!(
-        tracks = spec.tracks,
-        days = spec.days,
-        files = plan.jobs.len(),
-        "generating sample data"
-    );
+    tracing::info!(tracks = spec.tracks, days = spec.days, files = plan.jobs.len(), "generating sample data");
 
+    // Two workers take files in turn. Each file's CPU work runs on its own
+    // blocking thread inside `upload_from_blocking`, so polling both workers
+    // from this one task keeps both cores busy while memory stays at two
+    // files' row groups and streaming buffers.
     let next_job = AtomicUsize::new(0);
     let tally = Mutex::new(Tally::default());
     let files_total = plan.jobs.len();
@@ -241,10 +237,7 @@ pub async fn generate<S: ObjectStore>(
             progress(report);
         }
     };
-    const _: () = assert!(
-        CONCURRENT_FILES == 2,
-        "one worker future per concurrent file"
-    );
+    const _: () = assert!(CONCURRENT_FILES == 2, "one worker future per concurrent file");
     tokio::try_join!(worker(), worker())?;
 
     let tally = tally.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -264,21 +257,11 @@ struct Tally {
     play_rows: u64,
 }
 
-async fn refuse_stale_objects<S: ObjectStore>(
-    store: &S,
-    plan: &SamplePlan,
-) -> Result<(), SampleError> {
+async fn refuse_stale_objects<S: ObjectStore>(store: &S, plan: &SamplePlan) -> Result<(), SampleError> {
     let planned: HashSet<&str> = plan.jobs.iter().map(|job| job.key.as_str()).collect();
     for prefix in ["catalogue/", "plays/"] {
-        if let Some(stale) = store
-            .list(prefix)
-            .await?
-            .into_iter()
-            .find(|entry| !planned.contains(entry.key.as_str()))
-        {
-            return Err(SampleError::StaleObject {
-                location: store.describe(&stale.key),
-            });
+        if let Some(stale) = store.list(prefix).await?.into_iter().find(|entry| !planned.contains(entry.key.as_str())) {
+            return Err(SampleError::StaleObject { location: store.describe(&stale.key) });
         }
     }
     Ok(())
@@ -286,17 +269,12 @@ async fn refuse_stale_objects<S: ObjectStore>(
 
 async fn write_file<S: ObjectStore>(store: &S, job: &FileJob) -> Result<u64, SampleError> {
     let content = job.content.clone();
-    upload_from_blocking(store, &job.key, PARQUET_CONTENT_TYPE, move |out| {
-        content.write_parquet(out)
-    })
-    .await
-    .map_err(|e| match e {
-        StreamedUploadError::Produce(source) => SampleError::Parquet {
-            location: store.describe(&job.key),
-            source,
+    upload_from_blocking(store, &job.key, PARQUET_CONTENT_TYPE, move |out| content.write_parquet(out)).await.map_err(
+        |e| match e {
+            StreamedUploadError::Produce(source) => SampleError::Parquet { location: store.describe(&job.key), source },
+            StreamedUploadError::Store(e) => SampleError::Store(e),
         },
-        StreamedUploadError::Store(e) => SampleError::Store(e),
-    })
+    )
 }
 
 /// Every file to write, in summary order, with the catalogue state each
@@ -314,15 +292,8 @@ struct FileJob {
 
 #[derive(Clone)]
 enum FileContent {
-    Catalogue {
-        start: CatalogueCursor,
-        rows: u64,
-    },
-    Plays {
-        start: CatalogueCursor,
-        tracks: u64,
-        day: PlayDay,
-    },
+    Catalogue { start: CatalogueCursor, rows: u64 },
+    Plays { start: CatalogueCursor, tracks: u64, day: PlayDay },
 }
 
 impl SamplePlan {
@@ -333,10 +304,7 @@ impl SamplePlan {
             let rows = (spec.tracks - start.next_index).min(CATALOGUE_PART_ROWS);
             jobs.push(FileJob {
                 key: format!("catalogue/part-{part:05}.parquet"),
-                content: FileContent::Catalogue {
-                    start: start.clone(),
-                    rows,
-                },
+                content: FileContent::Catalogue { start: start.clone(), rows },
             });
         }
         let first_date = spec.first_date().expect("validated spec");
@@ -346,33 +314,18 @@ impl SamplePlan {
             for (part, start) in starts.iter().step_by(per_plays_part).enumerate() {
                 let tracks = (spec.tracks - start.next_index).min(PLAYS_PART_TRACKS);
                 jobs.push(FileJob {
-                    key: format!(
-                        "plays/date={}/part-{part:05}.parquet",
-                        date.format("%Y-%m-%d")
-                    ),
-                    content: FileContent::Plays {
-                        start: start.clone(),
-                        tracks,
-                        day,
-                    },
+                    key: format!("plays/date={}/part-{part:05}.parquet", date.format("%Y-%m-%d")),
+                    content: FileContent::Plays { start: start.clone(), tracks, day },
                 });
             }
         }
-        SamplePlan {
-            jobs,
-            artists: end.artists,
-            products: end.products,
-        }
+        SamplePlan { jobs, artists: end.artists, products: end.products }
     }
 }
 
 /// The cursor at tracks 0, `every`, 2 × `every`, … below `tracks`, and after
 /// the last track.
-fn catalogue_checkpoints(
-    seed: u64,
-    tracks: u64,
-    every: u64,
-) -> (Vec<CatalogueCursor>, CatalogueCursor) {
+fn catalogue_checkpoints(seed: u64, tracks: u64, every: u64) -> (Vec<CatalogueCursor>, CatalogueCursor) {
     let mut cursor = CatalogueCursor::new(seed);
     let mut starts = Vec::new();
     while cursor.next_index < tracks {
@@ -390,26 +343,16 @@ impl FileContent {
     fn write_parquet(&self, out: impl Write + Send) -> Result<u64, ParquetError> {
         match self {
             FileContent::Catalogue { start, rows } => write_catalogue(out, start.clone(), *rows),
-            FileContent::Plays { start, tracks, day } => {
-                write_plays(out, start.clone(), *tracks, day)
-            }
+            FileContent::Plays { start, tracks, day } => write_plays(out, start.clone(), *tracks, day),
         }
     }
 }
 
 fn writer_properties() -> WriterPropertiesPtr {
-    Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build(),
-    )
+    Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build())
 }
 
-fn write_catalogue(
-    out: impl Write + Send,
-    mut cursor: CatalogueCursor,
-    rows: u64,
-) -> Result<u64, ParquetError> {
+fn write_catalogue(out: impl Write + Send, mut cursor: CatalogueCursor, rows: u64) -> Result<u64, ParquetError> {
     let schema = Arc::new(parse_message_type(CATALOGUE_SCHEMA)?);
     let mut writer = SerializedFileWriter::new(out, schema, writer_properties())?;
     let capacity = (rows as usize).min(ROW_GROUP_ROWS);
@@ -478,12 +421,10 @@ fn write_row_group<W: Write + Send>(
 ) -> Result<(), ParquetError> {
     let mut row_group = writer.next_row_group()?;
     for values in columns {
-        let mut column = row_group.next_column()?.ok_or_else(|| {
-            ParquetError::General("the schema has fewer columns than the sample writes".into())
-        })?;
-        column
-            .typed::<Int64Type>()
-            .write_batch(values, None, None)?;
+        let mut column = row_group
+            .next_column()?
+            .ok_or_else(|| ParquetError::General("the schema has fewer columns than the sample writes".into()))?;
+        column.typed::<Int64Type>().write_batch(values, None, None)?;
         column.close()?;
     }
     row_group.close()?;
@@ -548,23 +489,17 @@ impl CatalogueCursor {
         let track_id = self.next_track_id();
         if self.product_tracks_left == 0 {
             if self.artist_products_left == 0 {
-                self.artist_products_left =
-                    1 + hash(self.seed, Stream::ArtistRun, self.artists, 0) % 3;
+                self.artist_products_left = 1 + hash(self.seed, Stream::ArtistRun, self.artists, 0) % 3;
                 self.artists += 1;
                 self.artist_id += 1;
             }
             self.artist_products_left -= 1;
-            self.product_tracks_left =
-                1 + hash(self.seed, Stream::ProductRun, self.products, 0) % 19;
+            self.product_tracks_left = 1 + hash(self.seed, Stream::ProductRun, self.products, 0) % 19;
             self.products += 1;
             self.product_id += 1;
         }
         self.product_tracks_left -= 1;
-        CatalogueRow {
-            track_id,
-            artist_id: self.artist_id,
-            product_id: self.product_id,
-        }
+        CatalogueRow { track_id, artist_id: self.artist_id, product_id: self.product_id }
     }
 }
 
@@ -602,13 +537,10 @@ impl PlayDay {
 
     /// Plays of the track at `index` on this day.
     fn plays(&self, seed: u64, index: u64) -> i64 {
-        let base = (RATE_SCALE
-            * (-unit_open(hash(seed, Stream::Rate, index, 0)).ln() / RATE_TAIL).exp())
-        .min(MAX_RATE);
+        let base = (RATE_SCALE * (-unit_open(hash(seed, Stream::Rate, index, 0)).ln() / RATE_TAIL).exp()).min(MAX_RATE);
         let phase = unit(hash(seed, Stream::Phase, index, 0));
-        let wave = (WAVE_AMPLITUDE
-            * (std::f64::consts::TAU * (self.epoch_day as f64 / WAVE_PERIOD_DAYS + phase)).sin())
-        .exp();
+        let wave =
+            (WAVE_AMPLITUDE * (std::f64::consts::TAU * (self.epoch_day as f64 / WAVE_PERIOD_DAYS + phase)).sin()).exp();
         let daily = hash(seed, Stream::Daily, index, self.epoch_day as u64);
         let noise = 0.8 + 0.4 * unit(daily);
         let rate = base * self.weekday_factor * wave * noise;
@@ -714,12 +646,7 @@ mod tests {
     }
 
     fn spec(tracks: u64, days: u32, seed: u64) -> SampleSpec {
-        SampleSpec {
-            tracks,
-            days,
-            end_date: NaiveDate::from_ymd_opt(2024, 3, 10).unwrap(),
-            seed,
-        }
+        SampleSpec { tracks, days, end_date: NaiveDate::from_ymd_opt(2024, 3, 10).unwrap(), seed }
     }
 
     fn no_progress(_: SampleProgress) {}
@@ -738,15 +665,12 @@ mod tests {
         let mut values = Vec::new();
         for group in 0..reader.num_row_groups() {
             let row_group = reader.get_row_group(group).unwrap();
-            let ColumnReader::Int64ColumnReader(mut column_reader) =
-                row_group.get_column_reader(column).unwrap()
+            let ColumnReader::Int64ColumnReader(mut column_reader) = row_group.get_column_reader(column).unwrap()
             else {
                 panic!("column {column} is not INT64");
             };
             loop {
-                let (records, _, _) = column_reader
-                    .read_records(usize::MAX, None, None, &mut values)
-                    .unwrap();
+                let (records, _, _) = column_reader.read_records(usize::MAX, None, None, &mut values).unwrap();
                 if records == 0 {
                     break;
                 }
@@ -762,18 +686,8 @@ mod tests {
         (0..schema.num_columns())
             .map(|i| {
                 let column = schema.column(i);
-                assert_eq!(
-                    column.physical_type(),
-                    PhysicalType::INT64,
-                    "{}",
-                    column.name()
-                );
-                assert_eq!(
-                    column.self_type().get_basic_info().repetition(),
-                    Repetition::REQUIRED,
-                    "{}",
-                    column.name()
-                );
+                assert_eq!(column.physical_type(), PhysicalType::INT64, "{}", column.name());
+                assert_eq!(column.self_type().get_basic_info().repetition(), Repetition::REQUIRED, "{}", column.name());
                 column.name().to_string()
             })
             .collect()
@@ -795,14 +709,7 @@ mod tests {
             "plays/date=2024-03-10/part-00000.parquet",
         ];
         assert_eq!(summary.files, expected);
-        let listed: Vec<String> = dir
-            .store()
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|entry| entry.key)
-            .collect();
+        let listed: Vec<String> = dir.store().list("").await.unwrap().into_iter().map(|entry| entry.key).collect();
         assert_eq!(listed, expected);
     }
 
@@ -811,10 +718,7 @@ mod tests {
         let dir = Scratch::new("schema");
         let summary = generate_into(&dir, &spec(3_000, 2, 7)).await;
         let catalogue = read_file(&dir, &summary.files[0]);
-        assert_eq!(
-            required_int64_columns(&catalogue),
-            ["trackId", "masterArtistId", "productId"]
-        );
+        assert_eq!(required_int64_columns(&catalogue), ["trackId", "masterArtistId", "productId"]);
         assert_eq!(row_count(&catalogue), 3_000);
         assert_eq!(summary.catalogue_rows, 3_000);
         let mut play_rows = 0;
@@ -860,25 +764,16 @@ mod tests {
         let tracks = 20_000;
         let summary = generate_into(&dir, &spec(tracks, 1, 3)).await;
         let catalogue = read_file(&dir, &summary.files[0]);
-        let (track_ids, artist_ids, product_ids) = (
-            read_column(&catalogue, 0),
-            read_column(&catalogue, 1),
-            read_column(&catalogue, 2),
-        );
+        let (track_ids, artist_ids, product_ids) =
+            (read_column(&catalogue, 0), read_column(&catalogue, 1), read_column(&catalogue, 2));
         assert_eq!(track_ids.len() as u64, tracks);
         assert_eq!(track_ids[0], FIRST_TRACK_ID);
         assert_eq!(product_ids[0], FIRST_PRODUCT_ID);
         assert_eq!(artist_ids[0], FIRST_ARTIST_ID);
         let steps: Vec<i64> = track_ids.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(
-            steps.iter().all(|step| (1..=4).contains(step)),
-            "ascending, unique ids"
-        );
+        assert!(steps.iter().all(|step| (1..=4).contains(step)), "ascending, unique ids");
         let gaps = steps.iter().filter(|&&step| step > 1).count() as f64 / steps.len() as f64;
-        assert!(
-            (0.10..0.15).contains(&gaps),
-            "about 1 in 8 tracks after a gap: {gaps}"
-        );
+        assert!((0.10..0.15).contains(&gaps), "about 1 in 8 tracks after a gap: {gaps}");
 
         // Products and artists are consecutive runs with ascending ids.
         for ids in [&product_ids, &artist_ids] {
@@ -889,14 +784,8 @@ mod tests {
         assert_eq!((summary.products, summary.artists), (products, artists));
         let tracks_per_product = tracks as f64 / products as f64;
         let tracks_per_artist = tracks as f64 / artists as f64;
-        assert!(
-            (9.0..11.0).contains(&tracks_per_product),
-            "{tracks_per_product}"
-        );
-        assert!(
-            (18.0..22.0).contains(&tracks_per_artist),
-            "{tracks_per_artist}"
-        );
+        assert!((9.0..11.0).contains(&tracks_per_product), "{tracks_per_product}");
+        assert!((18.0..22.0).contains(&tracks_per_artist), "{tracks_per_artist}");
         let mut run = 1;
         for w in product_ids.windows(2) {
             run = if w[1] == w[0] { run + 1 } else { 1 };
@@ -905,10 +794,7 @@ mod tests {
         // Every product belongs to one artist.
         let mut artist_of_product = std::collections::HashMap::new();
         for (product, artist) in product_ids.iter().zip(&artist_ids) {
-            assert_eq!(
-                *artist_of_product.entry(*product).or_insert(*artist),
-                *artist
-            );
+            assert_eq!(*artist_of_product.entry(*product).or_insert(*artist), *artist);
         }
     }
 
@@ -917,18 +803,13 @@ mod tests {
         let dir = Scratch::new("share");
         let tracks = 20_000;
         let summary = generate_into(&dir, &spec(tracks, 7, 11)).await;
-        let catalogue: HashSet<i64> = read_column(&read_file(&dir, &summary.files[0]), 0)
-            .into_iter()
-            .collect();
+        let catalogue: HashSet<i64> = read_column(&read_file(&dir, &summary.files[0]), 0).into_iter().collect();
         for key in &summary.files[1..] {
             let file = read_file(&dir, key);
             let (track_ids, plays) = (read_column(&file, 0), read_column(&file, 1));
             let share = track_ids.len() as f64 / tracks as f64;
             assert!((0.25..=0.35).contains(&share), "{key}: {share}");
-            assert!(
-                track_ids.windows(2).all(|w| w[0] < w[1]),
-                "{key}: in trackId order"
-            );
+            assert!(track_ids.windows(2).all(|w| w[0] < w[1]), "{key}: in trackId order");
             assert!(track_ids.iter().all(|id| catalogue.contains(id)), "{key}");
             assert!(plays.iter().all(|&p| p > 0), "{key}: only played tracks");
             // The Pareto tail: the top track far above the typical one.
@@ -942,12 +823,7 @@ mod tests {
         let tracks = ROW_GROUP_ROWS as u64 + 1_000;
         let summary = generate_into(&dir, &spec(tracks, 1, 5)).await;
         let reader = SerializedFileReader::new(read_file(&dir, &summary.files[0])).unwrap();
-        let groups: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|group| group.num_rows())
-            .collect();
+        let groups: Vec<i64> = reader.metadata().row_groups().iter().map(|group| group.num_rows()).collect();
         assert_eq!(groups, [ROW_GROUP_ROWS as i64, 1_000]);
     }
 
@@ -956,18 +832,13 @@ mod tests {
         let dir = Scratch::new("progress");
         let reports = Mutex::new(Vec::new());
         let record = |report: SampleProgress| reports.lock().unwrap().push(report);
-        let summary = generate(&dir.store(), &spec(2_000, 4, 9), &record)
-            .await
-            .unwrap();
+        let summary = generate(&dir.store(), &spec(2_000, 4, 9), &record).await.unwrap();
         let reports = reports.into_inner().unwrap();
         assert_eq!(reports.len(), 5);
         for (i, report) in reports.iter().enumerate() {
             assert_eq!((report.files_done, report.files_total), (i + 1, 5));
         }
-        assert_eq!(
-            reports.last().unwrap().rows_written,
-            summary.catalogue_rows + summary.play_rows
-        );
+        assert_eq!(reports.last().unwrap().rows_written, summary.catalogue_rows + summary.play_rows);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -979,13 +850,8 @@ mod tests {
             (spec(1_000, 0, 0), "days"),
             (spec(1_000, 367, 0), "days"),
         ] {
-            let err = generate(&dir.store(), &bad, &no_progress)
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(&err, SampleError::InvalidSpec { field: f, .. } if *f == field),
-                "{err}"
-            );
+            let err = generate(&dir.store(), &bad, &no_progress).await.unwrap_err();
+            assert!(matches!(&err, SampleError::InvalidSpec { field: f, .. } if *f == field), "{err}");
             assert!(err.to_string().contains(field), "{err}");
         }
         assert!(dir.store().list("").await.unwrap().is_empty());
@@ -999,9 +865,7 @@ mod tests {
         generate_into(&dir, &spec(1_000, 3, 1)).await;
         let mut shorter = spec(1_000, 2, 1);
         shorter.end_date = NaiveDate::from_ymd_opt(2024, 3, 9).unwrap();
-        let err = generate(&dir.store(), &shorter, &no_progress)
-            .await
-            .unwrap_err();
+        let err = generate(&dir.store(), &shorter, &no_progress).await.unwrap_err();
         assert!(matches!(err, SampleError::StaleObject { .. }), "{err}");
         assert!(err.to_string().contains("date=2024-03-10"), "{err}");
     }
@@ -1017,9 +881,7 @@ mod tests {
         for start in starts {
             let from = start.next_index as usize;
             let mut resumed = start.clone();
-            let resumed_rows: Vec<CatalogueRow> = (0..tracks as usize - from)
-                .map(|_| resumed.next_row())
-                .collect();
+            let resumed_rows: Vec<CatalogueRow> = (0..tracks as usize - from).map(|_| resumed.next_row()).collect();
             assert_eq!(resumed_rows, rows[from..]);
         }
     }
@@ -1040,10 +902,7 @@ mod tests {
             let n = 20_000;
             let total: i64 = (0..n).map(|i| poisson(rate, splitmix64(i))).sum();
             let mean = total as f64 / n as f64;
-            assert!(
-                (mean - rate).abs() < 0.05 * rate + 0.02,
-                "rate {rate}: mean {mean}"
-            );
+            assert!((mean - rate).abs() < 0.05 * rate + 0.02, "rate {rate}: mean {mean}");
         }
     }
 
@@ -1062,15 +921,8 @@ mod tests {
             let summary = generate_into(&dir, &spec(tracks, 14, 1)).await;
             let elapsed = started.elapsed().as_secs_f64();
             let rows = summary.catalogue_rows + summary.play_rows;
-            let top = read_column(&read_file(&dir, summary.files.last().unwrap()), 1)
-                .into_iter()
-                .max()
-                .unwrap();
-            let bytes: u64 = summary
-                .files
-                .iter()
-                .map(|key| std::fs::metadata(dir.0.join(key)).unwrap().len())
-                .sum();
+            let top = read_column(&read_file(&dir, summary.files.last().unwrap()), 1).into_iter().max().unwrap();
+            let bytes: u64 = summary.files.iter().map(|key| std::fs::metadata(dir.0.join(key)).unwrap().len()).sum();
             println!(
                 "{tracks} tracks x 14 days: {elapsed:.1} s, {rows} rows ({:.1} M rows/s), \
                  played share {:.3}, top plays {top}, {:.0} MB",

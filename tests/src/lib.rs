@@ -34,9 +34,7 @@ const MAX_BUCKET_NAME: usize = 63;
 /// the emulator.
 pub fn moto_endpoint() -> String {
     match std::env::var("MOTO_ENDPOINT") {
-        Ok(endpoint) if !endpoint.trim().is_empty() => {
-            endpoint.trim().trim_end_matches('/').to_owned()
-        }
+        Ok(endpoint) if !endpoint.trim().is_empty() => endpoint.trim().trim_end_matches('/').to_owned(),
         _ => panic!(
             "MOTO_ENDPOINT is not set: these tests need moto's server. \
              Start the emulator with scripts/test.sh, or \
@@ -52,13 +50,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "integration-tests",
-        ))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "integration-tests"))
         .load()
         .await
 }
@@ -67,25 +59,13 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 /// then process id, a per-process counter and the clock's nanoseconds.
 pub fn unique_bucket_name(name_hint: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let suffix = format!(
-        "-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let suffix = format!("-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
 
     let mut hint: String = name_hint
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
         .collect();
     hint.truncate(MAX_BUCKET_NAME - suffix.len());
     let hint = hint.trim_matches('-');
@@ -101,10 +81,7 @@ pub fn unique_bucket_name(name_hint: &str) -> String {
 pub async fn fresh_bucket(client: &aws_sdk_s3::Client, name_hint: &str) -> String {
     let bucket = unique_bucket_name(name_hint);
     if let Err(e) = client.create_bucket().bucket(&bucket).send().await {
-        panic!(
-            "could not create bucket {bucket} in the emulator: {}",
-            DisplayErrorContext(&e)
-        );
+        panic!("could not create bucket {bucket} in the emulator: {}", DisplayErrorContext(&e));
     }
     bucket
 }
@@ -115,9 +92,7 @@ mod tests {
 
     fn is_valid_bucket_name(name: &str) -> bool {
         (3..=MAX_BUCKET_NAME).contains(&name.len())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !name.starts_with('-')
             && !name.ends_with('-')
     }

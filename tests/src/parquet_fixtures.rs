@@ -44,7 +44,8 @@ impl Column {
 pub fn parquet_file(columns: &[Column], row_group_rows: usize) -> Vec<u8> {
     let rows = columns.first().map_or(0, Column::len);
     assert!(columns.iter().all(|c| c.len() == rows), "columns differ in length");
-    let schema = format!("message schema {{ {} }}", columns.iter().map(Column::schema_line).collect::<Vec<_>>().join(" "));
+    let schema =
+        format!("message schema {{ {} }}", columns.iter().map(Column::schema_line).collect::<Vec<_>>().join(" "));
     let schema = Arc::new(parse_message_type(&schema).unwrap());
     let properties = Arc::new(WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY).build());
     let mut out = Vec::new();
@@ -100,7 +101,10 @@ pub fn catalogue_file(rows: &[(i64, i64, i64)], row_group_rows: usize) -> Vec<u8
 /// A plays file from (trackId, plays) rows.
 pub fn plays_file(rows: &[(i64, i64)], row_group_rows: usize) -> Vec<u8> {
     parquet_file(
-        &[Column::Int64("trackId", rows.iter().map(|r| r.0).collect()), Column::Int64("plays", rows.iter().map(|r| r.1).collect())],
+        &[
+            Column::Int64("trackId", rows.iter().map(|r| r.0).collect()),
+            Column::Int64("plays", rows.iter().map(|r| r.1).collect()),
+        ],
         row_group_rows,
     )
 }

@@ -14,7 +14,8 @@ const DAY: &str = "2026-11-18";
 fn scratch() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("bad-input-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let dir =
+        std::env::temp_dir().join(format!("bad-input-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -28,7 +29,8 @@ impl Fixture {
     /// A valid catalogue of 3 tracks and one day of plays.
     async fn valid() -> Self {
         let dir = scratch();
-        let fixture = Fixture { data: LocalDirStore::new(dir.join("data")), staging: LocalDirStore::new(dir.join("staging")) };
+        let fixture =
+            Fixture { data: LocalDirStore::new(dir.join("data")), staging: LocalDirStore::new(dir.join("staging")) };
         fixture.put("catalogue/part-0.parquet", catalogue_file(&[(1, 10, 100), (2, 10, 100), (3, 11, 101)], 2)).await;
         fixture.put(&format!("plays/date={DAY}/part-0.parquet"), plays_file(&[(1, 5), (3, 9)], 10)).await;
         fixture
@@ -73,7 +75,14 @@ async fn a_column_of_the_wrong_type_is_rejected_naming_file_and_column() {
     let fixture = Fixture::valid().await;
     let file = parquet_file(&[Column::Utf8("trackId", vec!["1".into()]), Column::Int64("plays", vec![3])], 10);
     fixture.put(&format!("plays/date={DAY}/part-0.parquet"), file).await;
-    fixture.assert_rejected(&[&format!("plays/date={DAY}/part-0.parquet"), "column trackId", "BYTE_ARRAY", "expected INT64"]).await;
+    fixture
+        .assert_rejected(&[
+            &format!("plays/date={DAY}/part-0.parquet"),
+            "column trackId",
+            "BYTE_ARRAY",
+            "expected INT64",
+        ])
+        .await;
 }
 
 #[tokio::test]
@@ -130,7 +139,13 @@ async fn a_missing_catalogue_is_rejected() {
 async fn duplicate_track_ids_are_rejected_naming_both_places() {
     let fixture = Fixture::valid().await;
     fixture.put("catalogue/part-1.parquet", catalogue_file(&[(7, 1, 1), (3, 1, 1)], 10)).await;
-    fixture.assert_rejected(&["duplicate trackId 3", "catalogue/part-0.parquet (row 2)", "catalogue/part-1.parquet (row 1)"]).await;
+    fixture
+        .assert_rejected(&[
+            "duplicate trackId 3",
+            "catalogue/part-0.parquet (row 2)",
+            "catalogue/part-1.parquet (row 1)",
+        ])
+        .await;
 }
 
 #[tokio::test]
@@ -138,13 +153,20 @@ async fn negative_plays_are_rejected_naming_file_row_group_and_track() {
     let fixture = Fixture::valid().await;
     let rows: Vec<(i64, i64)> = (0..30).map(|i| (i, if i == 25 { -4 } else { 1 })).collect();
     fixture.put(&format!("plays/date={DAY}/part-0.parquet"), plays_file(&rows, 10)).await;
-    fixture.assert_rejected(&[&format!("plays/date={DAY}/part-0.parquet"), "row group 2", "negative plays -4 for trackId 25"]).await;
+    fixture
+        .assert_rejected(&[
+            &format!("plays/date={DAY}/part-0.parquet"),
+            "row group 2",
+            "negative plays -4 for trackId 25",
+        ])
+        .await;
 }
 
 #[tokio::test]
 async fn null_values_are_rejected_naming_file_row_group_and_column() {
     let fixture = Fixture::valid().await;
-    let file = parquet_file(&[Column::Int64("trackId", vec![1, 2]), Column::OptionalInt64("plays", vec![Some(1), None])], 10);
+    let file =
+        parquet_file(&[Column::Int64("trackId", vec![1, 2]), Column::OptionalInt64("plays", vec![Some(1), None])], 10);
     fixture.put(&format!("plays/date={DAY}/part-0.parquet"), file).await;
     fixture.assert_rejected(&["row group 0", "column plays", "1 null value"]).await;
 }

@@ -50,7 +50,8 @@ async fn load_inputs(data: &S3Store) -> (Vec<(i64, i64, i64)>, Vec<(NaiveDate, i
     }
     let mut plays = Vec::new();
     for entry in data.list("plays/").await.unwrap() {
-        let day = NaiveDate::parse_from_str(&entry.key["plays/date=".len().."plays/date=YYYY-MM-DD".len()], "%Y-%m-%d").unwrap();
+        let day = NaiveDate::parse_from_str(&entry.key["plays/date=".len().."plays/date=YYYY-MM-DD".len()], "%Y-%m-%d")
+            .unwrap();
         let bytes = data.get(&entry.key).await.unwrap();
         for group in 0..input::inspect(&entry.key, bytes.clone(), &PLAYS_COLUMNS).unwrap() {
             let c = input::read_int64_columns(&entry.key, bytes.clone(), group, &PLAYS_COLUMNS).unwrap();
@@ -67,7 +68,8 @@ async fn each_rank_event_publishes_reports_equal_to_the_reference() {
     let data_bucket = fresh_bucket(&s3, "data").await;
     let staging_bucket = fresh_bucket(&s3, "staging").await;
     let data = S3Store::new(s3.clone(), data_bucket, DATA_PREFIX);
-    let spec = SampleSpec { tracks: 3_000, days: 35, end_date: NaiveDate::from_ymd_opt(2026, 11, 18).unwrap(), seed: 11 };
+    let spec =
+        SampleSpec { tracks: 3_000, days: 35, end_date: NaiveDate::from_ymd_opt(2026, 11, 18).unwrap(), seed: 11 };
     sample::generate(&data, &spec, &|_| {}).await.unwrap();
     let (catalogue, plays) = load_inputs(&data).await;
     let deps = RankDeps {
@@ -90,7 +92,10 @@ async fn each_rank_event_publishes_reports_equal_to_the_reference() {
             let report = manifest.report(kind).unwrap();
             let mut lines = Vec::new();
             for (number, part) in report.parts.iter().enumerate() {
-                assert_eq!(part.key, format!("reports/{}/{}/part-{:03}.json", kind.data_type(), manifest.run_id, number + 1));
+                assert_eq!(
+                    part.key,
+                    format!("reports/{}/{}/part-{:03}.json", kind.data_type(), manifest.run_id, number + 1)
+                );
                 let bytes = deps.staging.get(&part.key).await.unwrap();
                 assert_eq!(part.sha256, sha256_hex(&bytes), "{name}: {}", part.key);
                 assert_eq!(part.bytes, bytes.len() as u64);
@@ -104,12 +109,17 @@ async fn each_rank_event_publishes_reports_equal_to_the_reference() {
             assert_eq!(lines, expected[kind.data_type()], "{name}: {} differs from the reference", kind.data_type());
         }
         assert_eq!(manifest.report(ReportKind::Track).unwrap().rows, catalogue.len() as u64);
-        assert_eq!(manifest.inputs.play_rows as usize, plays.iter().filter(|p| manifest.scoring.days_with_plays.contains(&p.0)).count());
+        assert_eq!(
+            manifest.inputs.play_rows as usize,
+            plays.iter().filter(|p| manifest.scoring.days_with_plays.contains(&p.0)).count()
+        );
         assert_eq!(manifest.scoring.days_with_plays.len(), 28, "{name}: the window holds 28 days of plays");
 
         // The manifest was written after every part.
         let listed = s3.list_objects_v2().bucket(&staging_bucket).send().await.unwrap();
-        let modified = |key: &str| listed.contents().iter().find(|o| o.key() == Some(key)).and_then(|o| o.last_modified().cloned()).unwrap();
+        let modified = |key: &str| {
+            listed.contents().iter().find(|o| o.key() == Some(key)).and_then(|o| o.last_modified().cloned()).unwrap()
+        };
         let manifest_time = modified(&manifest_key);
         for key in part_shas.keys() {
             assert!(modified(key) <= manifest_time, "{key} is newer than the manifest");
@@ -131,11 +141,20 @@ async fn bad_input_in_the_bucket_publishes_nothing() {
     let data = S3Store::new(s3.clone(), fresh_bucket(&s3, "data").await, DATA_PREFIX);
     let spec = SampleSpec { tracks: 1_000, days: 3, end_date: NaiveDate::from_ymd_opt(2026, 11, 18).unwrap(), seed: 3 };
     sample::generate(&data, &spec, &|_| {}).await.unwrap();
-    data.put("plays/2026-11-18/extra.parquet", bytes::Bytes::from_static(b"x"), "application/octet-stream").await.unwrap();
-    let deps = RankDeps { data, staging: S3Store::new(s3.clone(), fresh_bucket(&s3, "staging").await, ""), settings: RankSettings::default() };
+    data.put("plays/2026-11-18/extra.parquet", bytes::Bytes::from_static(b"x"), "application/octet-stream")
+        .await
+        .unwrap();
+    let deps = RankDeps {
+        data,
+        staging: S3Store::new(s3.clone(), fresh_bucket(&s3, "staging").await, ""),
+        settings: RankSettings::default(),
+    };
     let (_, event) = rank_events().remove(0);
     let error = handle_schedule_event(&deps, event).await.unwrap_err().to_string();
-    assert!(error.contains(&format!("{DATA_PREFIX}plays/2026-11-18/extra.parquet")) && error.contains("date=YYYY-MM-DD"), "{error}");
+    assert!(
+        error.contains(&format!("{DATA_PREFIX}plays/2026-11-18/extra.parquet")) && error.contains("date=YYYY-MM-DD"),
+        "{error}"
+    );
     assert!(deps.staging.list("").await.unwrap().is_empty());
 }
 

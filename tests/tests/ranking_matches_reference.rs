@@ -47,45 +47,62 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     (track_id_strategy(), 1u32..10, 0i64..86_400, 0usize..3, 1u64..40, 0usize..6, 1usize..4, 1usize..25, 1usize..4)
         .prop_flat_map(|(tracks, lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files)| {
             let n = tracks.len();
-            let catalogue = (prop::collection::vec(0i64..6, n), prop::collection::vec(0i64..9, n))
-                .prop_map(move |(artists, products)| {
-                    tracks.iter().zip(artists.iter().zip(&products)).map(|(&t, (&a, &p))| (t, a * 1000, p * 7 - 20)).collect::<Vec<_>>()
-                });
+            let catalogue = (prop::collection::vec(0i64..6, n), prop::collection::vec(0i64..9, n)).prop_map(
+                move |(artists, products)| {
+                    tracks
+                        .iter()
+                        .zip(artists.iter().zip(&products))
+                        .map(|(&t, (&a, &p))| (t, a * 1000, p * 7 - 20))
+                        .collect::<Vec<_>>()
+                },
+            );
             (catalogue, Just((lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files)))
         })
-        .prop_flat_map(|(catalogue, (lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files))| {
-            let known: Vec<i64> = catalogue.iter().map(|c| c.0).collect();
-            let track = prop_oneof![9 => prop::sample::select(known), 1 => any::<i64>()];
-            // Days from before the window to the run day itself.
-            let plays = prop::collection::vec((0i64..(lookback as i64 + 3), track, plays_count()), 0..120);
-            (Just(catalogue), plays, Just((lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files)))
-        })
-        .prop_map(|(catalogue, plays, (lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files))| {
-            let run_day = NaiveDate::from_ymd_opt(2026, 11, 19).unwrap();
-            let run_time = run_day.and_hms_opt(0, 0, 0).unwrap().and_utc() + Duration::seconds(second);
-            let encodings = [Format::Json, Format::Jsonl, Format::Tsv];
-            Case {
-                catalogue,
-                plays: plays.into_iter().map(|(back, t, p)| (run_day - Duration::days(back), t, p)).collect(),
-                run_time,
-                lookback_days: lookback,
-                half_life_days: [7.0, 1.0, 2.5][half_life],
-                part_rows,
-                encoding: Encoding {
-                    format: encodings[encoding % 3],
-                    compression: if encoding >= 3 { Compression::Gzip } else { Compression::None },
-                },
-                threads,
-                row_group_rows,
-                catalogue_files: files,
-            }
-        })
+        .prop_flat_map(
+            |(catalogue, (lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files))| {
+                let known: Vec<i64> = catalogue.iter().map(|c| c.0).collect();
+                let track = prop_oneof![9 => prop::sample::select(known), 1 => any::<i64>()];
+                // Days from before the window to the run day itself.
+                let plays = prop::collection::vec((0i64..(lookback as i64 + 3), track, plays_count()), 0..120);
+                (
+                    Just(catalogue),
+                    plays,
+                    Just((lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files)),
+                )
+            },
+        )
+        .prop_map(
+            |(catalogue, plays, (lookback, second, half_life, part_rows, encoding, threads, row_group_rows, files))| {
+                let run_day = NaiveDate::from_ymd_opt(2026, 11, 19).unwrap();
+                let run_time = run_day.and_hms_opt(0, 0, 0).unwrap().and_utc() + Duration::seconds(second);
+                let encodings = [Format::Json, Format::Jsonl, Format::Tsv];
+                Case {
+                    catalogue,
+                    plays: plays.into_iter().map(|(back, t, p)| (run_day - Duration::days(back), t, p)).collect(),
+                    run_time,
+                    lookback_days: lookback,
+                    half_life_days: [7.0, 1.0, 2.5][half_life],
+                    part_rows,
+                    encoding: Encoding {
+                        format: encodings[encoding % 3],
+                        compression: if encoding >= 3 { Compression::Gzip } else { Compression::None },
+                    },
+                    threads,
+                    row_group_rows,
+                    catalogue_files: files,
+                }
+            },
+        )
 }
 
 fn scratch_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("ranking-reference-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "ranking-reference-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -123,7 +140,8 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
         threads: case.threads,
     };
     let manifest = rank_run(&input, &output, &settings, case.run_time).await.unwrap();
-    let expected = reference_reports(&case.catalogue, &case.plays, case.run_time, case.lookback_days, case.half_life_days);
+    let expected =
+        reference_reports(&case.catalogue, &case.plays, case.run_time, case.lookback_days, case.half_life_days);
     for kind in ReportKind::ALL {
         let report = manifest.report(kind).unwrap();
         let mut lines = Vec::new();

@@ -20,8 +20,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
 use popularity_reports::store::{
-    s3_client, upload_from_blocking, ObjectEntry, ObjectStore, ObjectUpload, S3Store, StoreError,
-    UPLOAD_CHUNK_BYTES,
+    s3_client, upload_from_blocking, ObjectEntry, ObjectStore, ObjectUpload, S3Store, StoreError, UPLOAD_CHUNK_BYTES,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -45,12 +44,7 @@ async fn open_uploads(client: &Client, bucket: &str) -> Vec<String> {
         .send()
         .await
         .unwrap_or_else(|e| panic!("ListMultipartUploads {bucket}: {}", DisplayErrorContext(&e)));
-    listed
-        .uploads()
-        .iter()
-        .filter_map(|u| u.key())
-        .map(str::to_owned)
-        .collect()
+    listed.uploads().iter().filter_map(|u| u.key()).map(str::to_owned).collect()
 }
 
 /// Every key in `bucket`, prefix included, as S3 itself reports it.
@@ -61,12 +55,7 @@ async fn raw_keys(client: &Client, bucket: &str) -> Vec<String> {
         .send()
         .await
         .unwrap_or_else(|e| panic!("ListObjectsV2 {bucket}: {}", DisplayErrorContext(&e)));
-    listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key())
-        .map(str::to_owned)
-        .collect()
+    listed.contents().iter().filter_map(|o| o.key()).map(str::to_owned).collect()
 }
 
 async fn etag(client: &Client, bucket: &str, key: &str) -> String {
@@ -77,18 +66,13 @@ async fn etag(client: &Client, bucket: &str, key: &str) -> String {
         .send()
         .await
         .unwrap_or_else(|e| panic!("HeadObject {bucket}/{key}: {}", DisplayErrorContext(&e)));
-    head.e_tag()
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_owned()
+    head.e_tag().unwrap_or_default().trim_matches('"').to_owned()
 }
 
 /// Deterministic bytes that differ from part to part, so a reordered or
 /// repeated part cannot go unnoticed.
 fn patterned(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i / 7) % 251) as u8 ^ (i >> 20) as u8)
-        .collect()
+    (0..len).map(|i| ((i / 7) % 251) as u8 ^ (i >> 20) as u8).collect()
 }
 
 fn keys(entries: &[ObjectEntry]) -> Vec<&str> {
@@ -109,53 +93,16 @@ fn assert_not_found(result: Result<Bytes, StoreError>, location: &str) {
 async fn objects_put_without_a_prefix_read_back_and_list_under_a_key_prefix() {
     let (store, _) = fresh_store("plain", "").await;
     assert_eq!(store.prefix(), "");
-    store
-        .put(
-            "reports/a/part-001.json",
-            Bytes::from_static(b"[1]"),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    store
-        .put(
-            "reports/b/part-001.json",
-            Bytes::from_static(b"[22]"),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    store
-        .put(
-            "manifests/x.json",
-            Bytes::from_static(b"{}"),
-            "application/json",
-        )
-        .await
-        .unwrap();
+    store.put("reports/a/part-001.json", Bytes::from_static(b"[1]"), "application/json").await.unwrap();
+    store.put("reports/b/part-001.json", Bytes::from_static(b"[22]"), "application/json").await.unwrap();
+    store.put("manifests/x.json", Bytes::from_static(b"{}"), "application/json").await.unwrap();
 
-    assert_eq!(
-        &store.get("reports/b/part-001.json").await.unwrap()[..],
-        b"[22]"
-    );
+    assert_eq!(&store.get("reports/b/part-001.json").await.unwrap()[..], b"[22]");
     let all = store.list("").await.unwrap();
-    assert_eq!(
-        keys(&all),
-        [
-            "manifests/x.json",
-            "reports/a/part-001.json",
-            "reports/b/part-001.json"
-        ]
-    );
+    assert_eq!(keys(&all), ["manifests/x.json", "reports/a/part-001.json", "reports/b/part-001.json"]);
     assert_eq!(all[2].size, 4);
     let reports = store.list("reports/a").await.unwrap();
-    assert_eq!(
-        reports,
-        vec![ObjectEntry {
-            key: "reports/a/part-001.json".into(),
-            size: 3
-        }]
-    );
+    assert_eq!(reports, vec![ObjectEntry { key: "reports/a/part-001.json".into(), size: 3 }]);
     assert!(store.list("nothing/").await.unwrap().is_empty());
 }
 
@@ -164,53 +111,18 @@ async fn keys_and_listings_are_relative_to_the_store_prefix() {
     let (store, client) = fresh_store("prefixed", "/tenants/acme").await;
     let bucket = store.bucket().to_owned();
     assert_eq!(store.prefix(), "tenants/acme/");
-    store
-        .put(
-            "track/part-001.tsv",
-            Bytes::from_static(b"trackId\n"),
-            "text/tab-separated-values",
-        )
-        .await
-        .unwrap();
+    store.put("track/part-001.tsv", Bytes::from_static(b"trackId\n"), "text/tab-separated-values").await.unwrap();
     // Neighbours that share the prefix's text but are not below it.
-    for outside in [
-        "tenants/acme-other/track.tsv",
-        "tenants/acme.tsv",
-        "track/part-001.tsv",
-    ] {
-        client
-            .put_object()
-            .bucket(&bucket)
-            .key(outside)
-            .body(ByteStream::from_static(b"no"))
-            .send()
-            .await
-            .unwrap();
+    for outside in ["tenants/acme-other/track.tsv", "tenants/acme.tsv", "track/part-001.tsv"] {
+        client.put_object().bucket(&bucket).key(outside).body(ByteStream::from_static(b"no")).send().await.unwrap();
     }
 
-    assert!(raw_keys(&client, &bucket)
-        .await
-        .contains(&"tenants/acme/track/part-001.tsv".to_owned()));
+    assert!(raw_keys(&client, &bucket).await.contains(&"tenants/acme/track/part-001.tsv".to_owned()));
     let listed = store.list("").await.unwrap();
-    assert_eq!(
-        listed,
-        vec![ObjectEntry {
-            key: "track/part-001.tsv".into(),
-            size: 8
-        }]
-    );
-    assert_eq!(
-        keys(&store.list("track/").await.unwrap()),
-        ["track/part-001.tsv"]
-    );
-    assert_eq!(
-        &store.get("track/part-001.tsv").await.unwrap()[..],
-        b"trackId\n"
-    );
-    assert_eq!(
-        store.describe("track/part-001.tsv"),
-        format!("s3://{bucket}/tenants/acme/track/part-001.tsv")
-    );
+    assert_eq!(listed, vec![ObjectEntry { key: "track/part-001.tsv".into(), size: 8 }]);
+    assert_eq!(keys(&store.list("track/").await.unwrap()), ["track/part-001.tsv"]);
+    assert_eq!(&store.get("track/part-001.tsv").await.unwrap()[..], b"trackId\n");
+    assert_eq!(store.describe("track/part-001.tsv"), format!("s3://{bucket}/tenants/acme/track/part-001.tsv"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -224,22 +136,13 @@ async fn listing_more_than_one_page_returns_every_object_in_key_order() {
         puts.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore closed");
             let body = Bytes::from(i.to_string());
-            store
-                .put(&format!("p/{i:05}.txt"), body, "text/plain")
-                .await
+            store.put(&format!("p/{i:05}.txt"), body, "text/plain").await
         });
     }
     while let Some(put) = puts.join_next().await {
         put.expect("put task panicked").unwrap();
     }
-    store
-        .put(
-            "q/outside-the-listed-prefix.txt",
-            Bytes::from_static(b"q"),
-            "text/plain",
-        )
-        .await
-        .unwrap();
+    store.put("q/outside-the-listed-prefix.txt", Bytes::from_static(b"q"), "text/plain").await.unwrap();
 
     // ListObjectsV2 answers at most 1,000 keys a page.
     let listed = store.list("p/").await.unwrap();
@@ -262,21 +165,9 @@ async fn reading_a_missing_key_is_not_found_and_names_the_key() {
 async fn reading_from_a_bucket_that_does_not_exist_is_an_s3_error_not_a_missing_object() {
     let store = S3Store::new(moto_client().await, "no-such-bucket-for-s3-store-tests", "");
     let err = store.get("a.json").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::S3 {
-                operation: "GetObject",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::S3 { operation: "GetObject", .. }), "{err}");
     let message = err.to_string();
-    assert!(
-        message.contains("s3://no-such-bucket-for-s3-store-tests/a.json"),
-        "{message}"
-    );
+    assert!(message.contains("s3://no-such-bucket-for-s3-store-tests/a.json"), "{message}");
     assert!(message.contains("NoSuchBucket"), "{message}");
 }
 
@@ -284,63 +175,36 @@ async fn reading_from_a_bucket_that_does_not_exist_is_an_s3_error_not_a_missing_
 async fn a_small_upload_is_published_by_one_put_object_on_finish() {
     let (store, client) = fresh_store("small", "").await;
     let body = patterned(3 * MIB + 17);
-    let mut upload = store
-        .start_upload("small.bin", "application/octet-stream")
-        .await
-        .unwrap();
+    let mut upload = store.start_upload("small.bin", "application/octet-stream").await.unwrap();
     for piece in body.chunks(MIB) {
         upload.write(Bytes::copy_from_slice(piece)).await.unwrap();
     }
-    assert!(
-        open_uploads(&client, store.bucket()).await.is_empty(),
-        "a small upload started a multipart upload"
-    );
+    assert!(open_uploads(&client, store.bucket()).await.is_empty(), "a small upload started a multipart upload");
     assert_not_found(store.get("small.bin").await, "small.bin");
     upload.finish().await.unwrap();
 
     assert_eq!(store.get("small.bin").await.unwrap(), body);
     // A multipart object's ETag ends in "-<parts>"; a PutObject's does not.
     let tag = etag(&client, store.bucket(), "small.bin").await;
-    assert!(
-        !tag.contains('-'),
-        "ETag {tag} says the object was uploaded in parts"
-    );
+    assert!(!tag.contains('-'), "ETag {tag} says the object was uploaded in parts");
 }
 
 #[tokio::test]
 async fn an_empty_upload_publishes_an_empty_object() {
     let (store, _) = fresh_store("empty", "").await;
-    let upload = store
-        .start_upload("empty.json", "application/json")
-        .await
-        .unwrap();
+    let upload = store.start_upload("empty.json", "application/json").await.unwrap();
     upload.finish().await.unwrap();
     assert!(store.get("empty.json").await.unwrap().is_empty());
-    assert_eq!(
-        store.list("").await.unwrap(),
-        vec![ObjectEntry {
-            key: "empty.json".into(),
-            size: 0
-        }]
-    );
+    assert_eq!(store.list("").await.unwrap(), vec![ObjectEntry { key: "empty.json".into(), size: 0 }]);
 }
 
 #[tokio::test]
 async fn an_upload_of_exactly_one_part_is_still_a_single_put_object() {
     let (store, client) = fresh_store("one-part", "").await;
-    let mut upload = store
-        .start_upload("one.bin", "application/octet-stream")
-        .await
-        .unwrap();
-    upload
-        .write(Bytes::from(patterned(UPLOAD_CHUNK_BYTES)))
-        .await
-        .unwrap();
+    let mut upload = store.start_upload("one.bin", "application/octet-stream").await.unwrap();
+    upload.write(Bytes::from(patterned(UPLOAD_CHUNK_BYTES))).await.unwrap();
     upload.finish().await.unwrap();
-    assert_eq!(
-        store.get("one.bin").await.unwrap().len(),
-        UPLOAD_CHUNK_BYTES
-    );
+    assert_eq!(store.get("one.bin").await.unwrap().len(), UPLOAD_CHUNK_BYTES);
     assert!(!etag(&client, store.bucket(), "one.bin").await.contains('-'));
 }
 
@@ -348,53 +212,27 @@ async fn an_upload_of_exactly_one_part_is_still_a_single_put_object() {
 async fn a_twenty_mib_upload_in_uneven_chunks_round_trips_byte_for_byte() {
     let (store, client) = fresh_store("large", "deliveries").await;
     let body = patterned(20 * MIB);
-    let mut upload = store
-        .start_upload("track/part-001.json", "application/json")
-        .await
-        .unwrap();
-    let uneven = [
-        1,
-        3 * MIB - 1,
-        5 * MIB + 13,
-        7,
-        4 * MIB + 999,
-        MIB / 3,
-        2 * MIB,
-    ];
+    let mut upload = store.start_upload("track/part-001.json", "application/json").await.unwrap();
+    let uneven = [1, 3 * MIB - 1, 5 * MIB + 13, 7, 4 * MIB + 999, MIB / 3, 2 * MIB];
     let mut offset = 0;
     for size in uneven.iter().cycle() {
         if offset == body.len() {
             break;
         }
         let end = (offset + size).min(body.len());
-        upload
-            .write(Bytes::copy_from_slice(&body[offset..end]))
-            .await
-            .unwrap();
+        upload.write(Bytes::copy_from_slice(&body[offset..end])).await.unwrap();
         offset = end;
     }
-    assert_eq!(
-        open_uploads(&client, store.bucket()).await,
-        ["deliveries/track/part-001.json"]
-    );
-    assert_not_found(
-        store.get("track/part-001.json").await,
-        "track/part-001.json",
-    );
+    assert_eq!(open_uploads(&client, store.bucket()).await, ["deliveries/track/part-001.json"]);
+    assert_not_found(store.get("track/part-001.json").await, "track/part-001.json");
     upload.finish().await.unwrap();
 
     let stored = store.get("track/part-001.json").await.unwrap();
     assert_eq!(stored.len(), body.len());
-    assert!(
-        stored == body,
-        "the stored bytes differ from the uploaded ones"
-    );
+    assert!(stored == body, "the stored bytes differ from the uploaded ones");
     // 20 MiB in 8 MiB parts: 8 + 8 + 4.
     let tag = etag(&client, store.bucket(), "deliveries/track/part-001.json").await;
-    assert!(
-        tag.ends_with("-3"),
-        "ETag {tag}: expected a three-part object"
-    );
+    assert!(tag.ends_with("-3"), "ETag {tag}: expected a three-part object");
     assert!(open_uploads(&client, store.bucket()).await.is_empty());
 }
 
@@ -402,21 +240,16 @@ async fn a_twenty_mib_upload_in_uneven_chunks_round_trips_byte_for_byte() {
 async fn a_blocking_producer_streams_into_s3_through_the_chunk_writer() {
     let (store, _) = fresh_store("producer", "").await;
     let total = 2 * UPLOAD_CHUNK_BYTES + 4321;
-    let written = upload_from_blocking(
-        &store,
-        "produced.bin",
-        "application/octet-stream",
-        move |out| {
-            let block = patterned(64 * 1024);
-            let mut left = total;
-            while left > 0 {
-                let n = left.min(block.len());
-                out.write_all(&block[..n])?;
-                left -= n;
-            }
-            Ok::<_, std::io::Error>(total)
-        },
-    )
+    let written = upload_from_blocking(&store, "produced.bin", "application/octet-stream", move |out| {
+        let block = patterned(64 * 1024);
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(block.len());
+            out.write_all(&block[..n])?;
+            left -= n;
+        }
+        Ok::<_, std::io::Error>(total)
+    })
     .await
     .unwrap();
     assert_eq!(store.get("produced.bin").await.unwrap().len(), written);
@@ -425,14 +258,8 @@ async fn a_blocking_producer_streams_into_s3_through_the_chunk_writer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_upload_leaves_no_object_and_no_open_upload() {
     let (store, client) = fresh_store("aborted", "").await;
-    let mut upload = store
-        .start_upload("half.bin", "application/octet-stream")
-        .await
-        .unwrap();
-    upload
-        .write(Bytes::from(patterned(12 * MIB)))
-        .await
-        .unwrap();
+    let mut upload = store.start_upload("half.bin", "application/octet-stream").await.unwrap();
+    upload.write(Bytes::from(patterned(12 * MIB))).await.unwrap();
     assert_eq!(open_uploads(&client, store.bucket()).await, ["half.bin"]);
 
     upload.abort().await.unwrap();
@@ -484,57 +311,23 @@ async fn an_upload_that_loses_the_network_part_way_fails_naming_the_key_and_is_a
     let client = moto_client().await;
     let bucket = fresh_bucket(&client, "cut-off").await;
     let cut = Arc::new(AtomicBool::new(false));
-    let interceptor = CutOffUploadParts {
-        cut: cut.clone(),
-        endpoint: endpoint.clone(),
-        unreachable: closed_local_endpoint(),
-    };
-    let flaky_config = client
-        .config()
-        .to_builder()
-        .interceptor(interceptor)
-        .retry_config(RetryConfig::disabled())
-        .build();
+    let interceptor =
+        CutOffUploadParts { cut: cut.clone(), endpoint: endpoint.clone(), unreachable: closed_local_endpoint() };
+    let flaky_config =
+        client.config().to_builder().interceptor(interceptor).retry_config(RetryConfig::disabled()).build();
     let store = S3Store::new(Client::from_conf(flaky_config), bucket.clone(), "out");
 
-    let mut upload = store
-        .start_upload("track/part-001.json", "application/json")
-        .await
-        .unwrap();
-    upload
-        .write(Bytes::from(patterned(10 * MIB)))
-        .await
-        .unwrap();
-    assert_eq!(
-        open_uploads(&client, &bucket).await,
-        ["out/track/part-001.json"]
-    );
+    let mut upload = store.start_upload("track/part-001.json", "application/json").await.unwrap();
+    upload.write(Bytes::from(patterned(10 * MIB))).await.unwrap();
+    assert_eq!(open_uploads(&client, &bucket).await, ["out/track/part-001.json"]);
 
     cut.store(true, Ordering::SeqCst);
-    let err = upload
-        .write(Bytes::from(patterned(10 * MIB)))
-        .await
-        .unwrap_err();
+    let err = upload.write(Bytes::from(patterned(10 * MIB))).await.unwrap_err();
     let message = err.to_string();
-    assert!(
-        matches!(
-            err,
-            StoreError::S3 {
-                operation: "UploadPart",
-                ..
-            }
-        ),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("s3://{bucket}/out/track/part-001.json")),
-        "{message}"
-    );
+    assert!(matches!(err, StoreError::S3 { operation: "UploadPart", .. }), "{message}");
+    assert!(message.contains(&format!("s3://{bucket}/out/track/part-001.json")), "{message}");
 
-    assert!(
-        open_uploads(&client, &bucket).await.is_empty(),
-        "the failed upload was left open"
-    );
+    assert!(open_uploads(&client, &bucket).await.is_empty(), "the failed upload was left open");
     assert!(raw_keys(&client, &bucket).await.is_empty());
     // The upload is spent: finishing it now must not publish anything.
     cut.store(false, Ordering::SeqCst);
@@ -549,32 +342,14 @@ async fn an_upload_that_loses_the_network_part_way_fails_naming_the_key_and_is_a
 async fn an_upload_whose_bucket_is_deleted_part_way_fails_naming_the_key() {
     let (store, client) = fresh_store("deleted", "").await;
     let bucket = store.bucket().to_owned();
-    let mut upload = store
-        .start_upload("artist/part-001.json", "application/json")
-        .await
-        .unwrap();
-    upload
-        .write(Bytes::from(patterned(10 * MIB)))
-        .await
-        .unwrap();
+    let mut upload = store.start_upload("artist/part-001.json", "application/json").await.unwrap();
+    upload.write(Bytes::from(patterned(10 * MIB))).await.unwrap();
     client.delete_bucket().bucket(&bucket).send().await.unwrap();
 
     let err = upload.finish().await.unwrap_err();
     let message = err.to_string();
-    assert!(
-        matches!(
-            err,
-            StoreError::S3 {
-                operation: "UploadPart",
-                ..
-            }
-        ),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("s3://{bucket}/artist/part-001.json")),
-        "{message}"
-    );
+    assert!(matches!(err, StoreError::S3 { operation: "UploadPart", .. }), "{message}");
+    assert!(message.contains(&format!("s3://{bucket}/artist/part-001.json")), "{message}");
     assert!(message.contains("NoSuchBucket"), "{message}");
 
     client.create_bucket().bucket(&bucket).send().await.unwrap();
@@ -584,53 +359,15 @@ async fn an_upload_whose_bucket_is_deleted_part_way_fails_naming_the_key() {
 
 #[tokio::test]
 async fn an_upload_into_a_bucket_that_does_not_exist_fails_naming_the_key() {
-    let store = S3Store::new(
-        moto_client().await,
-        "no-such-bucket-for-s3-store-tests",
-        "x",
-    );
-    let mut upload = store
-        .start_upload("big.bin", "application/octet-stream")
-        .await
-        .unwrap();
-    let err = upload
-        .write(Bytes::from(patterned(9 * MIB)))
-        .await
-        .unwrap_err();
+    let store = S3Store::new(moto_client().await, "no-such-bucket-for-s3-store-tests", "x");
+    let mut upload = store.start_upload("big.bin", "application/octet-stream").await.unwrap();
+    let err = upload.write(Bytes::from(patterned(9 * MIB))).await.unwrap_err();
     let message = err.to_string();
-    assert!(
-        matches!(
-            err,
-            StoreError::S3 {
-                operation: "CreateMultipartUpload",
-                ..
-            }
-        ),
-        "{message}"
-    );
-    assert!(
-        message.contains("s3://no-such-bucket-for-s3-store-tests/x/big.bin"),
-        "{message}"
-    );
+    assert!(matches!(err, StoreError::S3 { operation: "CreateMultipartUpload", .. }), "{message}");
+    assert!(message.contains("s3://no-such-bucket-for-s3-store-tests/x/big.bin"), "{message}");
 
-    let small = store
-        .start_upload("small.bin", "application/octet-stream")
-        .await
-        .unwrap();
+    let small = store.start_upload("small.bin", "application/octet-stream").await.unwrap();
     let err = small.finish().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::S3 {
-                operation: "PutObject",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("s3://no-such-bucket-for-s3-store-tests/x/small.bin"),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::S3 { operation: "PutObject", .. }), "{err}");
+    assert!(err.to_string().contains("s3://no-such-bucket-for-s3-store-tests/x/small.bin"), "{err}");
 }

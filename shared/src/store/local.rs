@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 use super::{ObjectEntry, ObjectStore, ObjectUpload, StoreError};
 
@@ -98,7 +98,8 @@ impl ObjectStore for LocalDirStore {
             tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("create directory for", key, e))?;
         }
         let temporary = temporary_path(&target);
-        let file = tokio::fs::File::create(&temporary).await.map_err(|e| self.io_error("create", key, e))?;
+        let file =
+            tokio::fs::File::create(&temporary).await.map_err(|e| self.io_error("create", key, e))?.into_std().await;
         Ok(LocalUpload { file: Some(file), temporary, target, location: self.describe(key) })
     }
 
@@ -111,10 +112,11 @@ fn is_temporary(key: &str) -> bool {
     key.rsplit('/').next().is_some_and(|name| name.starts_with('.') && name.ends_with(".partial"))
 }
 
-/// An upload into a temporary file, renamed into place on `finish`.
+/// An upload into a temporary file, renamed into place on `finish`. Each
+/// chunk is written by one blocking `write_all` (no re-buffering).
 #[derive(Debug)]
 pub struct LocalUpload {
-    file: Option<tokio::fs::File>,
+    file: Option<std::fs::File>,
     temporary: PathBuf,
     target: PathBuf,
     location: String,
@@ -128,18 +130,19 @@ impl LocalUpload {
 
 impl ObjectUpload for LocalUpload {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        let file = self.file.as_mut().expect("write after finish");
-        let result = file.write_all(&chunk).await;
+        let mut file = self.file.take().expect("write after finish");
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = file.write_all(&chunk);
+            (file, result)
+        })
+        .await
+        .expect("file writer panicked");
+        self.file = Some(file);
         result.map_err(|e| self.error("write", e))
     }
 
     async fn finish(mut self) -> Result<(), StoreError> {
-        let mut file = self.file.take().expect("finish twice");
-        if let Err(e) = file.flush().await {
-            let _ = tokio::fs::remove_file(&self.temporary).await;
-            return Err(self.error("write", e));
-        }
-        drop(file);
+        drop(self.file.take().expect("finish twice"));
         if let Err(e) = tokio::fs::rename(&self.temporary, &self.target).await {
             let _ = tokio::fs::remove_file(&self.temporary).await;
             return Err(self.error("publish", e));

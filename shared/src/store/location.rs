@@ -21,10 +21,7 @@ impl std::str::FromStr for StoreLocation {
     type Err = StoreLocationError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let fail = |reason| StoreLocationError {
-            input: input.to_owned(),
-            reason,
-        };
+        let fail = |reason| StoreLocationError { input: input.to_owned(), reason };
         match input.strip_prefix("s3://") {
             None if input.is_empty() => Err(fail("it is empty")),
             None => Ok(Self::Directory(PathBuf::from(input))),
@@ -33,10 +30,7 @@ impl std::str::FromStr for StoreLocation {
                 if bucket.is_empty() {
                     return Err(fail("the bucket name is empty"));
                 }
-                Ok(Self::S3 {
-                    bucket: bucket.to_owned(),
-                    prefix: normalise_prefix(prefix),
-                })
+                Ok(Self::S3 { bucket: bucket.to_owned(), prefix: normalise_prefix(prefix) })
             }
         }
     }
@@ -59,21 +53,9 @@ mod tests {
     #[test]
     fn s3_urls_split_into_bucket_and_normalised_prefix() {
         let parsed: StoreLocation = "s3://data/raw/music".parse().unwrap();
-        assert_eq!(
-            parsed,
-            StoreLocation::S3 {
-                bucket: "data".into(),
-                prefix: "raw/music/".into()
-            }
-        );
+        assert_eq!(parsed, StoreLocation::S3 { bucket: "data".into(), prefix: "raw/music/".into() });
         let bare: StoreLocation = "s3://data".parse().unwrap();
-        assert_eq!(
-            bare,
-            StoreLocation::S3 {
-                bucket: "data".into(),
-                prefix: String::new()
-            }
-        );
+        assert_eq!(bare, StoreLocation::S3 { bucket: "data".into(), prefix: String::new() });
     }
 
     #[test]

@@ -39,19 +39,13 @@ pub trait ObjectStore: Send + Sync {
     type Upload: ObjectUpload;
 
     /// Every object whose key starts with `prefix`, sorted by key.
-    fn list(&self, prefix: &str)
-        -> impl Future<Output = Result<Vec<ObjectEntry>, StoreError>> + Send;
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectEntry>, StoreError>> + Send;
 
     /// The whole object.
     fn get(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
 
     /// Writes a small object in one request, replacing any object at `key`.
-    fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        content_type: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put(&self, key: &str, body: Bytes, content_type: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Starts a streamed upload of an object of any size.
     fn start_upload(
@@ -90,9 +84,5 @@ pub enum StoreError {
     /// An S3 call failed; `detail` is the SDK error rendered with its context
     /// (error code, message, request id).
     #[error("S3 {operation} {location} failed: {detail}")]
-    S3 {
-        operation: &'static str,
-        location: String,
-        detail: String,
-    },
+    S3 { operation: &'static str, location: String, detail: String },
 }

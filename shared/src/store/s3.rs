@@ -46,11 +46,7 @@ impl S3Store {
     /// A store rooted at `s3://bucket/prefix`. The prefix is normalised to be
     /// empty or end with exactly one `/`.
     pub fn new(client: Client, bucket: impl Into<String>, prefix: &str) -> Self {
-        Self {
-            client,
-            bucket: bucket.into(),
-            prefix: normalise_prefix(prefix),
-        }
+        Self { client, bucket: bucket.into(), prefix: normalise_prefix(prefix) }
     }
 
     pub fn bucket(&self) -> &str {
@@ -79,11 +75,7 @@ fn sdk_error<E>(operation: &'static str, location: String, error: SdkError<E>) -
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    StoreError::S3 {
-        operation,
-        location,
-        detail: DisplayErrorContext(&error).to_string(),
-    }
+    StoreError::S3 { operation, location, detail: DisplayErrorContext(&error).to_string() }
 }
 
 /// Whether a failed GetObject means "no object at that key". A missing bucket
@@ -95,9 +87,7 @@ fn is_missing_key(error: &SdkError<GetObjectError>) -> bool {
     if service_error.is_no_such_key() {
         return true;
     }
-    let status_is_404 = error
-        .raw_response()
-        .is_some_and(|response| response.status().as_u16() == 404);
+    let status_is_404 = error.raw_response().is_some_and(|response| response.status().as_u16() == 404);
     status_is_404 && service_error.code() != Some("NoSuchBucket")
 }
 
@@ -124,13 +114,8 @@ impl ObjectStore for S3Store {
     type Upload = S3Upload;
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.full_key(prefix))
-            .into_paginator()
-            .send();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(self.full_key(prefix)).into_paginator().send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
@@ -143,14 +128,8 @@ impl ObjectStore for S3Store {
                 if key.is_empty() {
                     continue;
                 }
-                let size = object
-                    .size()
-                    .and_then(|s| u64::try_from(s).ok())
-                    .unwrap_or(0);
-                found.push(ObjectEntry {
-                    key: key.to_owned(),
-                    size,
-                });
+                let size = object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                found.push(ObjectEntry { key: key.to_owned(), size });
             }
         }
         // S3 already lists in UTF-8 byte order; sorting keeps the port's
@@ -160,20 +139,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let output = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
+        let output = match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
             Ok(output) => output,
-            Err(e) if is_missing_key(&e) => {
-                return Err(StoreError::NotFound {
-                    location: self.describe(key),
-                })
-            }
+            Err(e) if is_missing_key(&e) => return Err(StoreError::NotFound { location: self.describe(key) }),
             Err(e) => return Err(self.error("GetObject", key, e)),
         };
         let body = output.body.collect().await.map_err(|e| StoreError::S3 {
@@ -185,15 +153,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
-        put_object(
-            &self.client,
-            &self.bucket,
-            &self.full_key(key),
-            body,
-            content_type,
-        )
-        .await
-        .map_err(|e| self.error("PutObject", key, e))
+        put_object(&self.client, &self.bucket, &self.full_key(key), body, content_type)
+            .await
+            .map_err(|e| self.error("PutObject", key, e))
     }
 
     async fn start_upload(&self, key: &str, content_type: &str) -> Result<S3Upload, StoreError> {
@@ -331,10 +293,7 @@ impl S3Upload {
             .await
             .map_err(|e| self.error("CreateMultipartUpload", e))?;
         match created.upload_id() {
-            Some(upload_id) => Ok(OpenMultipart {
-                upload_id: upload_id.to_owned(),
-                parts: Vec::new(),
-            }),
+            Some(upload_id) => Ok(OpenMultipart { upload_id: upload_id.to_owned(), parts: Vec::new() }),
             None => Err(StoreError::S3 {
                 operation: "CreateMultipartUpload",
                 location: self.location.clone(),
@@ -355,9 +314,7 @@ impl S3Upload {
             return Err(StoreError::S3 {
                 operation: "UploadPart",
                 location: self.location.clone(),
-                detail: format!(
-                    "the object needs more than {MAX_PARTS} parts of {UPLOAD_CHUNK_BYTES} bytes"
-                ),
+                detail: format!("the object needs more than {MAX_PARTS} parts of {UPLOAD_CHUNK_BYTES} bytes"),
             });
         }
         let uploaded = self
@@ -396,15 +353,9 @@ impl S3Upload {
     async fn complete(&mut self) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             let body = self.pending.take_all();
-            return put_object(
-                &self.client,
-                &self.bucket,
-                &self.key,
-                body,
-                &self.content_type,
-            )
-            .await
-            .map_err(|e| self.error("PutObject", e));
+            return put_object(&self.client, &self.bucket, &self.key, body, &self.content_type)
+                .await
+                .map_err(|e| self.error("PutObject", e));
         }
         let last = self.pending.take_all();
         if !last.is_empty() {
@@ -418,11 +369,7 @@ impl S3Upload {
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(&multipart.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(multipart.parts.clone()))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(multipart.parts.clone())).build())
             .send()
             .await
             .map_err(|e| self.error("CompleteMultipartUpload", e))?;
@@ -493,12 +440,8 @@ impl Drop for S3Upload {
         let Some(multipart) = self.multipart.take() else {
             return;
         };
-        let request = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(multipart.upload_id);
+        let request =
+            self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(multipart.upload_id);
         let (bucket, key) = (self.bucket.clone(), self.key.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -547,13 +490,7 @@ mod tests {
 
     async fn presigned_get_url(client: &Client) -> String {
         let config = PresigningConfig::expires_in(Duration::from_secs(60)).unwrap();
-        let request = client
-            .get_object()
-            .bucket("reports-bucket")
-            .key("a/b.json")
-            .presigned(config)
-            .await
-            .unwrap();
+        let request = client.get_object().bucket("reports-bucket").key("a/b.json").presigned(config).await.unwrap();
         request.uri().to_owned()
     }
 
@@ -585,10 +522,7 @@ mod tests {
     async fn with_an_endpoint_override_the_client_addresses_buckets_by_path() {
         let client = s3_client(&sdk_config(Some("http://127.0.0.1:5000")));
         let url = presigned_get_url(&client).await;
-        assert!(
-            url.starts_with("http://127.0.0.1:5000/reports-bucket/a/b.json?"),
-            "{url}"
-        );
+        assert!(url.starts_with("http://127.0.0.1:5000/reports-bucket/a/b.json?"), "{url}");
     }
 
     #[tokio::test]
@@ -603,10 +537,7 @@ mod tests {
         let nested = store("/raw/music");
         assert_eq!(nested.bucket(), "bucket");
         assert_eq!(nested.prefix(), "raw/music/");
-        assert_eq!(
-            nested.describe("a/b.json"),
-            "s3://bucket/raw/music/a/b.json"
-        );
+        assert_eq!(nested.describe("a/b.json"), "s3://bucket/raw/music/a/b.json");
         assert_eq!(nested.full_key("a/b.json"), "raw/music/a/b.json");
 
         let bare = store("");
@@ -624,8 +555,7 @@ mod tests {
 
     #[test]
     fn a_missing_bucket_or_a_denied_read_is_not_a_missing_object() {
-        let no_bucket =
-            GetObjectError::generic(ErrorMetadata::builder().code("NoSuchBucket").build());
+        let no_bucket = GetObjectError::generic(ErrorMetadata::builder().code("NoSuchBucket").build());
         assert!(!is_missing_key(&get_failure(no_bucket, 404)));
         let denied = GetObjectError::generic(ErrorMetadata::builder().code("AccessDenied").build());
         assert!(!is_missing_key(&get_failure(denied, 403)));
@@ -633,18 +563,11 @@ mod tests {
 
     #[test]
     fn sdk_errors_are_rendered_with_their_code_and_message() {
-        let denied = GetObjectError::generic(
-            ErrorMetadata::builder()
-                .code("AccessDenied")
-                .message("no read for you")
-                .build(),
-        );
+        let denied =
+            GetObjectError::generic(ErrorMetadata::builder().code("AccessDenied").message("no read for you").build());
         let error = sdk_error("GetObject", "s3://b/k".to_owned(), get_failure(denied, 403));
         let message = error.to_string();
-        assert!(
-            message.starts_with("S3 GetObject s3://b/k failed: "),
-            "{message}"
-        );
+        assert!(message.starts_with("S3 GetObject s3://b/k failed: "), "{message}");
         assert!(message.contains("AccessDenied"), "{message}");
         assert!(message.contains("no read for you"), "{message}");
     }
