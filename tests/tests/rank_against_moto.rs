@@ -113,7 +113,17 @@ async fn each_rank_event_publishes_reports_equal_to_the_reference() {
             manifest.inputs.play_rows as usize,
             plays.iter().filter(|p| manifest.scoring.days_with_plays.contains(&p.0)).count()
         );
-        assert_eq!(manifest.scoring.days_with_plays.len(), 28, "{name}: the window holds 28 days of plays");
+        // The window is the run's day and the 27 before it; the sample has
+        // plays up to its end date only.
+        let window_days_with_data = (0..28)
+            .map(|back| run_time.date_naive() - chrono::Duration::days(back))
+            .filter(|day| *day <= spec.end_date && *day > spec.end_date - chrono::Duration::days(spec.days as i64))
+            .count();
+        assert_eq!(
+            manifest.scoring.days_with_plays.len(),
+            window_days_with_data,
+            "{name}: days of the window with plays"
+        );
 
         // The manifest was written after every part.
         let listed = s3.list_objects_v2().bucket(&staging_bucket).send().await.unwrap();
