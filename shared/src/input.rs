@@ -12,7 +12,8 @@ use std::fmt;
 use bytes::Bytes;
 use chrono::NaiveDate;
 use parquet::basic::Type as PhysicalType;
-use parquet::column::reader::ColumnReader;
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::DataType;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::store::{ObjectEntry, ObjectStore, StoreError};
@@ -167,41 +168,31 @@ enum ColumnProblem {
 }
 
 fn decode_column(column: ColumnReader, rows: usize) -> Result<Vec<i64>, ColumnProblem> {
-    let decode = |e: parquet::errors::ParquetError| ColumnProblem::Decode(e.to_string());
-    let mut definition_levels = Vec::new();
     match column {
-        ColumnReader::Int64ColumnReader(mut reader) => {
-            let mut values = Vec::with_capacity(rows);
-            let mut records = 0;
-            while records < rows {
-                let (read, _, _) = reader
-                    .read_records(rows - records, Some(&mut definition_levels), None, &mut values)
-                    .map_err(decode)?;
-                if read == 0 {
-                    return Err(ColumnProblem::Decode(format!("ended after {records} of {rows} rows")));
-                }
-                records += read;
-            }
-            check_no_nulls(rows, values.len())?;
-            Ok(values)
-        }
-        ColumnReader::Int32ColumnReader(mut reader) => {
-            let mut narrow: Vec<i32> = Vec::with_capacity(rows);
-            let mut records = 0;
-            while records < rows {
-                let (read, _, _) = reader
-                    .read_records(rows - records, Some(&mut definition_levels), None, &mut narrow)
-                    .map_err(decode)?;
-                if read == 0 {
-                    return Err(ColumnProblem::Decode(format!("ended after {records} of {rows} rows")));
-                }
-                records += read;
-            }
-            check_no_nulls(rows, narrow.len())?;
-            Ok(narrow.into_iter().map(i64::from).collect())
+        ColumnReader::Int64ColumnReader(reader) => read_whole_column(reader, rows),
+        ColumnReader::Int32ColumnReader(reader) => {
+            read_whole_column(reader, rows).map(|narrow| narrow.into_iter().map(i64::from).collect())
         }
         _ => Err(ColumnProblem::Decode("unexpected physical type".into())),
     }
+}
+
+/// All `rows` values of one column chunk, which must have no nulls.
+fn read_whole_column<T: DataType>(mut reader: ColumnReaderImpl<T>, rows: usize) -> Result<Vec<T::T>, ColumnProblem> {
+    let mut values = Vec::with_capacity(rows);
+    let mut definition_levels = Vec::new();
+    let mut records = 0;
+    while records < rows {
+        let (read, _, _) = reader
+            .read_records(rows - records, Some(&mut definition_levels), None, &mut values)
+            .map_err(|e| ColumnProblem::Decode(e.to_string()))?;
+        if read == 0 {
+            return Err(ColumnProblem::Decode(format!("ended after {records} of {rows} rows")));
+        }
+        records += read;
+    }
+    check_no_nulls(rows, values.len())?;
+    Ok(values)
 }
 
 fn check_no_nulls(rows: usize, values: usize) -> Result<(), ColumnProblem> {

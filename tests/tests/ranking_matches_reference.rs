@@ -171,3 +171,64 @@ proptest! {
         runtime.block_on(check(case))?;
     }
 }
+
+async fn rank_small(
+    catalogue: &[(i64, i64, i64)],
+    plays: &[(i64, i64)],
+    part_rows: u64,
+) -> (LocalDirStore, popularity_reports::manifest::RunManifest) {
+    let dir = scratch_dir();
+    let input = LocalDirStore::new(dir.join("data"));
+    let output = LocalDirStore::new(dir.join("staging"));
+    input
+        .put("catalogue/part-0.parquet", catalogue_file(catalogue, 2).into(), "application/octet-stream")
+        .await
+        .unwrap();
+    if !plays.is_empty() {
+        input
+            .put("plays/date=2026-11-18/part-0.parquet", plays_file(plays, 2).into(), "application/octet-stream")
+            .await
+            .unwrap();
+    }
+    let settings = RankSettings { part_rows, ..RankSettings::default() };
+    let manifest = rank_run(&input, &output, &settings, "2026-11-19T03:00:00Z".parse().unwrap()).await.unwrap();
+    (output, manifest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_nobody_played_ranks_by_id_with_zero_modifiers() {
+    let (output, manifest) = rank_small(&[(30, 2, 9), (10, 1, 9), (20, 2, 8)], &[], 100).await;
+    let part = &manifest.report(ReportKind::Track).unwrap().parts[0];
+    let lines = parse_part(&output.get(&part.key).await.unwrap(), Encoding::default(), ReportKind::Track);
+    assert_eq!(lines, vec![(10, 1, 0.0), (20, 2, 0.0), (30, 3, 0.0)]);
+    let artists = &manifest.report(ReportKind::Artist).unwrap().parts[0];
+    let lines = parse_part(&output.get(&artists.key).await.unwrap(), Encoding::default(), ReportKind::Artist);
+    assert_eq!(lines, vec![(1, 1, 0.0), (2, 2, 0.0)]);
+    assert_eq!(manifest.inputs.play_rows, 0);
+    assert!(manifest.scoring.days_with_plays.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_split_into_numbered_parts_of_at_most_part_rows() {
+    let catalogue: Vec<(i64, i64, i64)> = (1..=5).map(|t| (t, 100 + t, 200)).collect();
+    let (output, manifest) = rank_small(&catalogue, &[(3, 10), (5, 7), (1, 7)], 2).await;
+    let tracks = manifest.report(ReportKind::Track).unwrap();
+    let keys: Vec<&str> = tracks.parts.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "reports/track_popularity/20261119030000/part-001.json",
+            "reports/track_popularity/20261119030000/part-002.json",
+            "reports/track_popularity/20261119030000/part-003.json"
+        ]
+    );
+    assert_eq!(tracks.parts.iter().map(|p| p.rows).collect::<Vec<_>>(), [2, 2, 1]);
+    let mut lines = Vec::new();
+    for part in &tracks.parts {
+        lines.extend(parse_part(&output.get(&part.key).await.unwrap(), Encoding::default(), ReportKind::Track));
+    }
+    // Track 3 leads; 1 and 5 tie and rank by id; 2 and 4 were not played.
+    let order: Vec<i64> = lines.iter().map(|l| l.0).collect();
+    assert_eq!(order, [3, 1, 5, 2, 4]);
+    assert_eq!(manifest.report(ReportKind::Product).unwrap().parts.len(), 1);
+}
