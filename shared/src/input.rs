@@ -82,6 +82,22 @@ pub fn read_int64_columns(
     row_group: usize,
     columns: &[&str],
 ) -> Result<Vec<Vec<i64>>, InputError> {
+    let mut decoded = vec![Vec::new(); columns.len()];
+    read_int64_columns_into(file, bytes, row_group, columns, &mut decoded)?;
+    Ok(decoded)
+}
+
+/// Like [`read_int64_columns`], into caller-owned vectors (cleared first),
+/// so a decoding thread reuses its buffers from one row group to the next
+/// instead of faulting in fresh memory for each.
+pub fn read_int64_columns_into(
+    file: &str,
+    bytes: Bytes,
+    row_group: usize,
+    columns: &[&str],
+    decoded: &mut [Vec<i64>],
+) -> Result<(), InputError> {
+    assert_eq!(columns.len(), decoded.len());
     let place = |column: Option<&str>| InputPlace {
         file: file.to_owned(),
         row_group: Some(row_group),
@@ -93,18 +109,17 @@ pub fn read_int64_columns(
         .get_row_group(row_group)
         .map_err(|e| InputError::Decode { place: place(None), detail: e.to_string() })?;
     let rows = usize::try_from(group.metadata().num_rows()).unwrap_or(0);
-    let mut decoded = Vec::with_capacity(columns.len());
-    for (&name, &index) in columns.iter().zip(&column_indices) {
+    for ((&name, &index), values) in columns.iter().zip(&column_indices).zip(decoded.iter_mut()) {
         let column_reader = group
             .get_column_reader(index)
             .map_err(|e| InputError::Decode { place: place(Some(name)), detail: e.to_string() })?;
-        let values = decode_column(column_reader, rows).map_err(|problem| match problem {
+        values.clear();
+        decode_column(column_reader, rows, values).map_err(|problem| match problem {
             ColumnProblem::Nulls(nulls) => InputError::Nulls { place: place(Some(name)), nulls },
             ColumnProblem::Decode(detail) => InputError::Decode { place: place(Some(name)), detail },
         })?;
-        decoded.push(values);
     }
-    Ok(decoded)
+    Ok(())
 }
 
 /// The number of row groups of a Parquet file, after checking that it has
@@ -167,32 +182,38 @@ enum ColumnProblem {
     Decode(String),
 }
 
-fn decode_column(column: ColumnReader, rows: usize) -> Result<Vec<i64>, ColumnProblem> {
+fn decode_column(column: ColumnReader, rows: usize, values: &mut Vec<i64>) -> Result<(), ColumnProblem> {
     match column {
-        ColumnReader::Int64ColumnReader(reader) => read_whole_column(reader, rows),
+        ColumnReader::Int64ColumnReader(reader) => read_whole_column(reader, rows, values),
         ColumnReader::Int32ColumnReader(reader) => {
-            read_whole_column(reader, rows).map(|narrow| narrow.into_iter().map(i64::from).collect())
+            let mut narrow = Vec::new();
+            read_whole_column(reader, rows, &mut narrow)?;
+            values.extend(narrow.into_iter().map(i64::from));
+            Ok(())
         }
         _ => Err(ColumnProblem::Decode("unexpected physical type".into())),
     }
 }
 
-/// All `rows` values of one column chunk, which must have no nulls.
-fn read_whole_column<T: DataType>(mut reader: ColumnReaderImpl<T>, rows: usize) -> Result<Vec<T::T>, ColumnProblem> {
-    let mut values = Vec::with_capacity(rows);
+/// Appends all `rows` values of one column chunk, which must have no nulls.
+fn read_whole_column<T: DataType>(
+    mut reader: ColumnReaderImpl<T>,
+    rows: usize,
+    values: &mut Vec<T::T>,
+) -> Result<(), ColumnProblem> {
+    values.reserve(rows);
     let mut definition_levels = Vec::new();
     let mut records = 0;
     while records < rows {
         let (read, _, _) = reader
-            .read_records(rows - records, Some(&mut definition_levels), None, &mut values)
+            .read_records(rows - records, Some(&mut definition_levels), None, values)
             .map_err(|e| ColumnProblem::Decode(e.to_string()))?;
         if read == 0 {
             return Err(ColumnProblem::Decode(format!("ended after {records} of {rows} rows")));
         }
         records += read;
     }
-    check_no_nulls(rows, values.len())?;
-    Ok(values)
+    check_no_nulls(rows, values.len())
 }
 
 fn check_no_nulls(rows: usize, values: usize) -> Result<(), ColumnProblem> {

@@ -220,7 +220,7 @@ impl RunLength for std::ops::Range<usize> {
 
 /// Aggregates artist and product scores and orders all three reports.
 pub fn rank_reports(catalogue: Catalogue, track_scores: Vec<u128>) -> Vec<RankedReport> {
-    let t = std::time::Instant::now();
+    let started = std::time::Instant::now();
     let Catalogue { tracks, artist_of_track, product_of_track, artist_ids, product_ids } = catalogue;
     let (artist_scores, product_scores) = std::thread::scope(|scope| {
         let artists = scope.spawn(|| group_scores(&track_scores, &artist_of_track, artist_ids.len()));
@@ -228,7 +228,7 @@ pub fn rank_reports(catalogue: Catalogue, track_scores: Vec<u128>) -> Vec<Ranked
         (artists.join().expect("grouping panicked"), products)
     });
     drop((artist_of_track, product_of_track));
-    tracing::debug!(ms = t.elapsed().as_millis() as u64, "grouped");
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "grouped");
     let (track_report, (artist_report, product_report)) = std::thread::scope(|scope| {
         let groups = scope.spawn(|| {
             (
@@ -237,11 +237,11 @@ pub fn rank_reports(catalogue: Catalogue, track_scores: Vec<u128>) -> Vec<Ranked
             )
         });
         let ids = tracks.into_ids();
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "index freed");
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "index freed");
         let track = RankedReport::new(ReportKind::Track, ids, track_scores);
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "tracks sorted");
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "tracks sorted");
         let groups = groups.join().expect("ranking panicked");
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "groups sorted");
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "groups sorted");
         (track, groups)
     });
     vec![track_report, artist_report, product_report]
@@ -269,7 +269,7 @@ async fn decode_in_parallel<S, T, D>(
 where
     S: ObjectStore,
     T: Send + 'static,
-    D: Fn(&DecodeUnit, Vec<Vec<i64>>) -> Result<T, InputError> + Send + Sync + 'static,
+    D: Fn(&DecodeUnit, &mut Vec<Vec<i64>>) -> Result<T, InputError> + Send + Sync + 'static,
 {
     let (sender, receiver) = flume::bounded::<DecodeUnit>(threads * 2);
     let failed = Arc::new(AtomicBool::new(false));
@@ -282,13 +282,20 @@ where
                     let (decode, failed) = (&decode, &workers_failed);
                     scope.spawn(move || {
                         let mut results = Vec::new();
+                        // Reused across row groups: fresh memory costs page faults.
+                        let mut buffers = vec![Vec::new(); columns.len()];
                         for unit in receiver.iter() {
                             if failed.load(Ordering::Relaxed) {
                                 continue;
                             }
-                            let outcome =
-                                input::read_int64_columns(&unit.file, unit.bytes.clone(), unit.row_group, columns)
-                                    .and_then(|columns| decode(&unit, columns));
+                            let outcome = input::read_int64_columns_into(
+                                &unit.file,
+                                unit.bytes.clone(),
+                                unit.row_group,
+                                columns,
+                                &mut buffers,
+                            )
+                            .and_then(|()| decode(&unit, &mut buffers));
                             match outcome {
                                 Ok(value) => results.push(value),
                                 Err(error) => {
@@ -349,7 +356,9 @@ async fn read_catalogue<S: ObjectStore>(
     threads: usize,
 ) -> Result<Catalogue, InputError> {
     let files: Vec<(InputFile, u64)> = files.iter().map(|f| (f.clone(), 0)).collect();
-    let mut chunks = decode_in_parallel(store, &files, &CATALOGUE_COLUMNS, threads, |unit, columns| {
+    let mut chunks = decode_in_parallel(store, &files, &CATALOGUE_COLUMNS, threads, |unit, buffers| {
+        // The catalogue keeps every row group, so it takes the buffers.
+        let columns: Vec<Vec<i64>> = buffers.iter_mut().map(std::mem::take).collect();
         Ok((unit.file_index, unit.row_group, columns))
     })
     .await?;

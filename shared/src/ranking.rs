@@ -232,9 +232,28 @@ impl ScoreAccumulator {
     /// non-negative). The id lookup runs outside the lock, so threads decoding
     /// other batches contend only for the short summing loop.
     pub fn add_batch(&self, tracks: &IdIndex, track_ids: &[i64], plays: &[i64], weight: u64) -> BatchCounts {
+        thread_local! {
+            // Per decoding thread, reused from batch to batch.
+            static SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u64>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        SCRATCH.with_borrow_mut(|(positions, known_plays)| {
+            positions.clear();
+            known_plays.clear();
+            self.add_batch_with(tracks, track_ids, plays, weight, positions, known_plays)
+        })
+    }
+
+    fn add_batch_with(
+        &self,
+        tracks: &IdIndex,
+        track_ids: &[i64],
+        plays: &[i64],
+        weight: u64,
+        positions: &mut Vec<u32>,
+        known_plays: &mut Vec<u64>,
+    ) -> BatchCounts {
         let mut counts = BatchCounts { rows: track_ids.len() as u64, ..BatchCounts::default() };
-        let mut positions = Vec::with_capacity(track_ids.len());
-        let mut known_plays = Vec::with_capacity(track_ids.len());
         for (&id, &count) in track_ids.iter().zip(plays) {
             match tracks.position(id) {
                 Some(position) => {
@@ -249,7 +268,7 @@ impl ScoreAccumulator {
         }
         let weight = u128::from(weight);
         let mut scores = self.scores.lock().expect("a scoring thread panicked");
-        for (&position, &count) in positions.iter().zip(&known_plays) {
+        for (&position, &count) in positions.iter().zip(known_plays.iter()) {
             scores[position as usize] += u128::from(count) * weight;
         }
         counts
