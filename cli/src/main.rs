@@ -5,6 +5,7 @@
 
 mod bench;
 mod commands;
+mod tenant_command;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     List(commands::ListArgs),
     /// Benchmark `rank` on local files (generated once, then reused).
     Bench(bench::BenchArgs),
+    /// Work with tenant secrets (DESIGN §6): `tenant validate FILE`.
+    Tenant(tenant_command::TenantArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Rank(args) => runtime.block_on(commands::rank(args)),
         Command::List(args) => runtime.block_on(commands::list(args)),
         Command::Bench(args) => bench::run(args),
+        Command::Tenant(args) => tenant_command::run(args),
     }
 }

@@ -18,3 +18,4 @@ pub mod report_writer;
 pub mod sample;
 pub mod scoring;
 pub mod store;
+pub mod tenant;

@@ -1,0 +1,106 @@
+//! The `tenant` subcommands: check a tenant secret (DESIGN §6) on the
+//! operator's machine before it is stored. Reads a local file only; storing
+//! secrets in Secrets Manager is not done here.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use popularity_reports::tenant::{parse_tenant_document, parse_tenant_secret, TenantConfig};
+
+#[derive(Args)]
+pub struct TenantArgs {
+    #[command(subcommand)]
+    pub command: TenantCommand,
+}
+
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Check a tenant secret's JSON and print every problem, one per line
+    /// (exit status 1 when there is any). See docs/tenants.md.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The JSON file holding the secret's value.
+    pub file: PathBuf,
+    /// The tenant id the secret will be stored under (the suffix of its
+    /// name); when given, `tenantId` must equal it.
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+}
+
+pub fn run(args: TenantArgs) -> anyhow::Result<()> {
+    match args.command {
+        TenantCommand::Validate(args) => validate(args),
+    }
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<()> {
+    let file = args.file.display().to_string();
+    let json = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {file}"))?;
+    let parsed = match &args.tenant_id {
+        Some(tenant_id) => parse_tenant_secret(tenant_id, &json),
+        None => parse_tenant_document(&json),
+    };
+    match parsed {
+        Ok(config) => {
+            println!("{file}: {}", summary(&config));
+            Ok(())
+        }
+        Err(errors) => {
+            for error in &errors {
+                println!("{file}: {error}");
+            }
+            let count = errors.len();
+            anyhow::bail!("{file} is not a valid tenant secret ({count} problem{})", if count == 1 { "" } else { "s" })
+        }
+    }
+}
+
+/// `valid tenant acme (2 connectors, 2 feeds: all -> lake [s3-role], …)`.
+fn summary(config: &TenantConfig) -> String {
+    let feeds: Vec<String> = config
+        .feeds
+        .iter()
+        .map(|feed| match config.connector_of(feed) {
+            Some(connector) => format!("{} -> {} [{}]", feed.id, feed.connector, connector.kind()),
+            None => format!("{} -> {}", feed.id, feed.connector),
+        })
+        .collect();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut line = format!(
+        "valid tenant {} ({}, {}",
+        config.tenant_id,
+        plural(config.connectors.len(), "connector"),
+        plural(config.feeds.len(), "feed")
+    );
+    if !feeds.is_empty() {
+        line.push_str(": ");
+        line.push_str(&feeds.join(", "));
+    }
+    line.push(')');
+    line.push_str(&format!(", {} plan", config.plan));
+    if !config.enabled {
+        line.push_str(", disabled");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_every_feed_with_its_connector() {
+        let json = r#"{"schemaVersion": 1, "tenantId": "acme", "plan": "standard", "enabled": false,
+            "connectors": {"inbox": {"type": "email", "recipients": ["data@acme.example"]}},
+            "feeds": [{"id": "all", "connector": "inbox"}]}"#;
+        let config = parse_tenant_document(json).unwrap();
+        assert_eq!(
+            summary(&config),
+            "valid tenant acme (1 connector, 1 feed: all -> inbox [email]), standard plan, disabled"
+        );
+    }
+}
