@@ -7,12 +7,19 @@ use crate::rank::RankSettings;
 use crate::scoring::ScoringRules;
 
 /// A configuration variable is missing or malformed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("environment variable {name} is not set; {purpose}")]
     Missing { name: &'static str, purpose: &'static str },
     #[error("environment variable {name}={value:?} is malformed: expected {expected}")]
     Malformed { name: &'static str, value: String, expected: &'static str },
+}
+
+/// `main` returning this error prints its `Debug`: make that the message.
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Reads variables through `lookup` so tests need not touch the process

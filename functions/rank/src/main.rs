@@ -1,8 +1,12 @@
 //! The `rank` Lambda: reads the catalogue and plays from `DATA_BUCKET`,
 //! publishes the three reports and the run manifest into `STAGING_BUCKET`.
 //! Wiring only; the handler lives in `popularity_reports::handlers::rank`.
+// The handler's future (S3 SDK calls inside a streamed, buffered upload
+// pipeline) nests deeper than rustc's default layout query limit.
+#![recursion_limit = "256"]
 
 use aws_config::BehaviorVersion;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::RankConfig;
 use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
@@ -19,9 +23,5 @@ async fn main() -> Result<(), Error> {
         staging: S3Store::new(s3, config.staging_bucket.clone(), ""),
         settings: config.settings(),
     };
-    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let deps = &deps;
-        async move { handle_schedule_event(deps, serde_json::from_value(event.payload)?).await.map_err(Error::from) }
-    }))
-    .await
+    run(service_fn(|event: LambdaEvent<EventBridgeEvent>| handle_schedule_event(&deps, event.payload))).await
 }
