@@ -1,12 +1,16 @@
 //! The `tenant` subcommands: check a tenant secret (DESIGN §6) on the
-//! operator's machine before it is stored. Reads a local file only; storing
-//! secrets in Secrets Manager is not done here.
+//! operator's machine (`validate`) and store it in Secrets Manager (`add`,
+//! in [`tenant_add`]). Both run the same checks, so nothing invalid is ever
+//! stored; neither prints a secret value.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use popularity_reports::tenant::{parse_tenant_document, parse_tenant_secret, TenantConfig};
+
+#[path = "tenant_add.rs"]
+mod tenant_add;
 
 #[derive(Args)]
 pub struct TenantArgs {
@@ -19,6 +23,11 @@ pub enum TenantCommand {
     /// Check a tenant secret's JSON and print every problem, one per line
     /// (exit status 1 when there is any). See docs/tenants.md.
     Validate(ValidateArgs),
+    /// Validate a tenant secret's JSON (as `validate` does) and, only if it
+    /// is valid, store it as the secret `<prefix><tenantId>`, creating it or
+    /// writing a new version. AWS settings come from the usual environment
+    /// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for moto).
+    Add(tenant_add::AddArgs),
 }
 
 #[derive(Args)]
@@ -34,21 +43,29 @@ pub struct ValidateArgs {
 pub fn run(args: TenantArgs) -> anyhow::Result<()> {
     match args.command {
         TenantCommand::Validate(args) => validate(args),
+        TenantCommand::Add(args) => tenant_add::add(args),
     }
 }
 
 fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let file = args.file.display().to_string();
-    let json = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {file}"))?;
-    let parsed = match &args.tenant_id {
+    let (_, config) = read_tenant_file(&args.file, args.tenant_id.as_deref())?;
+    println!("{file}: {}", summary(&config));
+    Ok(())
+}
+
+/// Reads and checks a tenant secret file: its JSON text and parsed config,
+/// or an error after printing every problem, one per line. With `tenant_id`,
+/// the file's `tenantId` must equal it; without, it must merely be present.
+fn read_tenant_file(path: &Path, tenant_id: Option<&str>) -> anyhow::Result<(String, TenantConfig)> {
+    let file = path.display().to_string();
+    let json = std::fs::read_to_string(path).with_context(|| format!("cannot read {file}"))?;
+    let parsed = match tenant_id {
         Some(tenant_id) => parse_tenant_secret(tenant_id, &json),
         None => parse_tenant_document(&json),
     };
     match parsed {
-        Ok(config) => {
-            println!("{file}: {}", summary(&config));
-            Ok(())
-        }
+        Ok(config) => Ok((json, config)),
         Err(errors) => {
             for error in &errors {
                 println!("{file}: {error}");

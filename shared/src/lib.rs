@@ -19,3 +19,4 @@ pub mod sample;
 pub mod scoring;
 pub mod store;
 pub mod tenant;
+pub mod tenant_directory;

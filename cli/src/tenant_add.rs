@@ -1,0 +1,51 @@
+//! `popularity tenant add FILE`: onboards a tenant by storing its secret
+//! (DESIGN §6) as `<prefix><tenantId>` in Secrets Manager. The file goes
+//! through the same checks as `tenant validate` first and nothing is written
+//! unless it passes. Prints the secret's name, never its value.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use aws_config::BehaviorVersion;
+use clap::Args;
+use popularity_reports::tenant_directory::{put_tenant_secret, secrets_manager_client, DEFAULT_TENANT_SECRET_PREFIX};
+
+use super::read_tenant_file;
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// The JSON file holding the secret's value; its `tenantId` names the secret.
+    pub file: PathBuf,
+    /// The secret name prefix, ending with '/'.
+    #[arg(long, env = "TENANT_SECRET_PREFIX", default_value = DEFAULT_TENANT_SECRET_PREFIX)]
+    pub prefix: String,
+}
+
+pub fn add(args: AddArgs) -> anyhow::Result<()> {
+    let (json, config) = read_tenant_file(&args.file, None)?;
+    // Only this command needs a runtime; validation above stays synchronous.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime
+        .block_on(async {
+            let sdk_config = aws_config::load_defaults(BehaviorVersion::latest()).await;
+            put_tenant_secret(&secrets_manager_client(&sdk_config), &args.prefix, &json, &config.tenant_id).await
+        })
+        .with_context(|| format!("cannot store tenant {} from {}", config.tenant_id, args.file.display()))?;
+    println!("{} secret {}", if outcome.created { "created" } else { "updated" }, outcome.secret_name);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_file_is_invalid_add_refuses_before_reaching_aws() {
+        let path = std::env::temp_dir().join(format!("tenant-add-invalid-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"schemaVersion": 1, "plan": "gold"}"#).unwrap();
+        let result = add(AddArgs { file: path.clone(), prefix: DEFAULT_TENANT_SECRET_PREFIX.to_owned() });
+        std::fs::remove_file(&path).unwrap();
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("is not a valid tenant secret"), "{message}");
+    }
+}

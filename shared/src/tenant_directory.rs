@@ -1,0 +1,502 @@
+//! Where tenant secrets (DESIGN §6) live: the [`TenantDirectory`] port that
+//! lists every tenant under a secret-name prefix, its Secrets Manager adapter
+//! [`SecretsManagerTenants`], an in-memory one for tests of other code, and
+//! [`put_tenant_secret`] for onboarding. Reading is built for thousands of
+//! tenants: names come from `ListSecrets` (100 a page), values from
+//! `BatchGetSecretValue` by explicit id list (20 a call, a few calls at once).
+//! A filtered `BatchGetSecretValue` would be simpler but costs quadratic time
+//! on moto, and an explicit list behaves the same on real AWS. One broken
+//! secret never hides the others: each becomes a [`TenantEntry`] with its own
+//! result. This module must never let a secret value escape: values are
+//! parsed and dropped, `Debug` and errors carry names, field paths and SDK
+//! error codes only, and nothing here logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use aws_sdk_secretsmanager::Client;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+use crate::tenant::{parse_tenant_secret, FieldError, TenantConfig, TenantErrors};
+
+/// The prefix of tenant secret names when `TENANT_SECRET_PREFIX` is unset.
+pub const DEFAULT_TENANT_SECRET_PREFIX: &str = "popularity-reports/tenants/";
+/// The most names `ListSecrets` returns in one page.
+pub const LIST_PAGE_SIZE: i32 = 100;
+/// The most ids `BatchGetSecretValue` accepts in its `SecretIdList`.
+pub const BATCH_GET_SIZE: usize = 20;
+/// How many `BatchGetSecretValue` calls run at once: enough to hide latency,
+/// few enough to stay well under the API's request rate.
+pub const BATCH_GET_CONCURRENCY: usize = 8;
+
+/// The path [`FieldError`]s use for the secret as a whole.
+const ROOT: &str = "(root)";
+
+// ---------------------------------------------------------------------------
+// The port
+// ---------------------------------------------------------------------------
+
+/// Every tenant secret under one name prefix.
+pub trait TenantDirectory: Send + Sync {
+    /// One entry per secret whose name starts with the prefix, sorted by
+    /// name, each parsed on its own. `Err` only when the directory itself
+    /// cannot be read (listing or fetching failed).
+    fn load_tenants(&self) -> impl Future<Output = Result<Vec<TenantEntry>, DirectoryError>> + Send;
+}
+
+/// One tenant secret and what came of parsing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantEntry {
+    /// The full secret name, `<prefix><tenantId>`.
+    pub secret_name: String,
+    /// The name's suffix after the prefix: the tenant id the secret must hold.
+    pub tenant_id_from_name: String,
+    /// The validated config, or why this tenant cannot be delivered.
+    pub config: Result<TenantConfig, TenantEntryError>,
+}
+
+/// Why one tenant's secret gave no config. Both variants are lists of
+/// [`FieldError`]s, so callers can write status objects and log lines the
+/// same way whatever went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantEntryError {
+    /// The value was read but is not a valid tenant secret.
+    #[error("{0}")]
+    Invalid(TenantErrors),
+    /// The value could not be used at all: a binary secret, or Secrets
+    /// Manager reported an error for this one secret. The message names the
+    /// cause (an error code), never the value.
+    #[error("{0}")]
+    Unreadable(FieldError),
+}
+
+impl TenantEntryError {
+    /// Every problem found, in document order. Never empty.
+    pub fn errors(&self) -> &[FieldError] {
+        match self {
+            TenantEntryError::Invalid(errors) => errors.errors(),
+            TenantEntryError::Unreadable(error) => std::slice::from_ref(error),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.errors().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors().is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, FieldError> {
+        self.errors().iter()
+    }
+
+    fn unreadable(message: impl Into<String>) -> Self {
+        TenantEntryError::Unreadable(FieldError { path: ROOT.to_owned(), message: message.into() })
+    }
+}
+
+impl<'a> IntoIterator for &'a TenantEntryError {
+    type Item = &'a FieldError;
+    type IntoIter = std::slice::Iter<'a, FieldError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// The directory could not be read or written. Messages name the operation
+/// and the prefix or secret name; SDK errors are rendered with their context
+/// (code, message, request id), which never includes a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("Secrets Manager {operation} for tenant secrets under {prefix:?} failed: {detail}")]
+    Read { operation: &'static str, prefix: String, detail: String },
+    #[error("Secrets Manager {operation} of tenant secret {secret_name:?} failed: {detail}")]
+    Write { operation: &'static str, secret_name: String, detail: String },
+    #[error("tenant secret prefix {prefix:?} is not valid: it must be non-empty and end with '/'")]
+    InvalidPrefix { prefix: String },
+    #[error("refusing to store tenant secret {secret_name:?}: {errors}")]
+    InvalidSecret { secret_name: String, errors: TenantErrors },
+}
+
+/// The prefix must end with `/`: Secrets Manager matches name filters as
+/// prefixes, so without it `tenants` would also list `tenants-old/…`.
+fn check_prefix(prefix: &str) -> Result<(), DirectoryError> {
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        Ok(())
+    } else {
+        Err(DirectoryError::InvalidPrefix { prefix: prefix.to_owned() })
+    }
+}
+
+/// Parses one secret's value into its entry. The value is borrowed and
+/// dropped by the caller; only the parsed (credential-redacting) model stays.
+fn entry_from_value(prefix: &str, secret_name: String, value: Result<&str, TenantEntryError>) -> TenantEntry {
+    let tenant_id_from_name = secret_name.strip_prefix(prefix).unwrap_or(&secret_name).to_owned();
+    let config =
+        value.and_then(|json| parse_tenant_secret(&tenant_id_from_name, json).map_err(TenantEntryError::Invalid));
+    TenantEntry { secret_name, tenant_id_from_name, config }
+}
+
+// ---------------------------------------------------------------------------
+// Secrets Manager
+// ---------------------------------------------------------------------------
+
+/// A Secrets Manager client from the shared configuration (which honours
+/// `AWS_ENDPOINT_URL`, so the same code reaches moto's server), for callers
+/// that should not depend on the SDK crate themselves.
+pub fn secrets_manager_client(config: &aws_config::SdkConfig) -> Client {
+    Client::new(config)
+}
+
+/// The tenant secrets named `<prefix><tenantId>` in one account and region.
+#[derive(Debug, Clone)]
+pub struct SecretsManagerTenants {
+    client: Client,
+    prefix: String,
+    list_page_size: i32,
+}
+
+impl SecretsManagerTenants {
+    /// Tenants under `prefix` (e.g. `popularity-reports/tenants/`), which
+    /// must end with `/`.
+    pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, DirectoryError> {
+        let prefix = prefix.into();
+        check_prefix(&prefix)?;
+        Ok(Self { client, prefix, list_page_size: LIST_PAGE_SIZE })
+    }
+
+    /// Lists `size` names a page (1..=100) instead of 100; tests use a small
+    /// page to exercise pagination without creating hundreds of secrets.
+    pub fn with_list_page_size(mut self, size: i32) -> Self {
+        self.list_page_size = size.clamp(1, LIST_PAGE_SIZE);
+        self
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn read_error<E>(&self, operation: &'static str, error: SdkError<E>) -> DirectoryError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        DirectoryError::Read { operation, prefix: self.prefix.clone(), detail: DisplayErrorContext(&error).to_string() }
+    }
+
+    /// Every secret name that really starts with the prefix. The service's
+    /// name filter is a prefix match, case-insensitive on AWS and
+    /// case-sensitive on moto, so the names are filtered again here.
+    async fn list_names(&self) -> Result<BTreeSet<String>, DirectoryError> {
+        let filter = Filter::builder().key(FilterNameStringType::Name).values(&self.prefix).build();
+        let mut pages = self
+            .client
+            .list_secrets()
+            .filters(filter)
+            .max_results(self.list_page_size)
+            .into_paginator()
+            .page_size(self.list_page_size)
+            .send();
+        let mut names = BTreeSet::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.read_error("ListSecrets", e))?;
+            for secret in page.secret_list() {
+                if let Some(name) = secret.name().filter(|name| name.starts_with(&self.prefix)) {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// The entries of up to [`BATCH_GET_SIZE`] secrets, read in one call
+    /// (following `NextToken` should the service split the answer).
+    async fn fetch_batch(&self, names: Vec<String>) -> Result<Vec<TenantEntry>, DirectoryError> {
+        let mut wanted: BTreeSet<String> = names.iter().cloned().collect();
+        let mut entries = Vec::with_capacity(names.len());
+        let mut next_token: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(names.clone()))
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| self.read_error("BatchGetSecretValue", e))?;
+            for value in output.secret_values() {
+                let Some(name) = value.name() else { continue };
+                if !wanted.remove(name) {
+                    continue;
+                }
+                let json = value.secret_string().ok_or_else(|| {
+                    TenantEntryError::unreadable(if value.secret_binary().is_some() {
+                        "the secret holds a binary value (SecretBinary); a tenant secret must be a JSON SecretString"
+                    } else {
+                        "the secret has no SecretString value"
+                    })
+                });
+                entries.push(entry_from_value(&self.prefix, name.to_owned(), json));
+            }
+            for error in output.errors() {
+                // Errors name the secret by the id we sent, which is its name.
+                let Some(name) = error.secret_id().filter(|id| wanted.contains(*id)).map(str::to_owned) else {
+                    continue;
+                };
+                wanted.remove(&name);
+                let message = format!(
+                    "could not be read: {}: {}",
+                    error.error_code().unwrap_or("unknown error"),
+                    error.message().unwrap_or("no message")
+                );
+                entries.push(entry_from_value(&self.prefix, name, Err(TenantEntryError::unreadable(message))));
+            }
+            match output.next_token() {
+                Some(token) if !wanted.is_empty() => next_token = Some(token.to_owned()),
+                _ => break,
+            }
+        }
+        // A secret deleted between listing and reading may be missing from
+        // both lists; it still gets an entry rather than vanishing silently.
+        for name in wanted {
+            let missing = TenantEntryError::unreadable("listed but not returned by BatchGetSecretValue (deleted?)");
+            entries.push(entry_from_value(&self.prefix, name, Err(missing)));
+        }
+        Ok(entries)
+    }
+}
+
+impl TenantDirectory for SecretsManagerTenants {
+    async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
+        let names: Vec<String> = self.list_names().await?.into_iter().collect();
+        let batches: Vec<Vec<String>> = names.chunks(BATCH_GET_SIZE).map(<[String]>::to_vec).collect();
+        let mut entries: Vec<TenantEntry> = stream::iter(batches)
+            .map(|batch| self.fetch_batch(batch))
+            .buffer_unordered(BATCH_GET_CONCURRENCY)
+            .try_concat()
+            .await?;
+        entries.sort_by(|a, b| a.secret_name.cmp(&b.secret_name));
+        Ok(entries)
+    }
+}
+
+/// What [`put_tenant_secret`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// `true` when the secret did not exist before, `false` when a new
+    /// version of an existing secret was written.
+    pub created: bool,
+    pub secret_name: String,
+}
+
+/// Stores `config_json` as the secret `<prefix><tenant_id>`: creates it, or,
+/// when it already exists, writes a new current version. The value is
+/// validated first (including that its `tenantId` equals `tenant_id`), so an
+/// invalid secret is never stored.
+pub async fn put_tenant_secret(
+    client: &Client,
+    prefix: &str,
+    config_json: &str,
+    tenant_id: &str,
+) -> Result<PutOutcome, DirectoryError> {
+    check_prefix(prefix)?;
+    let secret_name = format!("{prefix}{tenant_id}");
+    if let Err(errors) = parse_tenant_secret(tenant_id, config_json) {
+        return Err(DirectoryError::InvalidSecret { secret_name, errors });
+    }
+
+    let write_error = |operation: &'static str, detail: String| DirectoryError::Write {
+        operation,
+        secret_name: secret_name.clone(),
+        detail,
+    };
+    let created = client
+        .create_secret()
+        .name(&secret_name)
+        .description("Popularity reports tenant configuration (docs/tenants.md)")
+        .secret_string(config_json)
+        .send()
+        .await;
+    match created {
+        Ok(_) => return Ok(PutOutcome { created: true, secret_name }),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {}
+        Err(e) => return Err(write_error("CreateSecret", DisplayErrorContext(&e).to_string())),
+    }
+    client
+        .put_secret_value()
+        .secret_id(&secret_name)
+        .secret_string(config_json)
+        .send()
+        .await
+        .map_err(|e| write_error("PutSecretValue", DisplayErrorContext(&e).to_string()))?;
+    Ok(PutOutcome { created: false, secret_name })
+}
+
+// ---------------------------------------------------------------------------
+// In memory
+// ---------------------------------------------------------------------------
+
+/// A [`TenantDirectory`] held in memory, for unit tests of code that reads
+/// tenants. Values are parsed exactly as the Secrets Manager adapter does;
+/// `Debug` shows secret names only.
+#[derive(Clone, Default)]
+pub struct InMemoryTenants {
+    prefix: String,
+    /// Secret name → value (`None` for a secret without a SecretString).
+    secrets: BTreeMap<String, Option<String>>,
+    failure: Option<DirectoryError>,
+}
+
+impl InMemoryTenants {
+    /// An empty directory under `prefix` (which should end with `/`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into(), ..Self::default() }
+    }
+
+    /// Adds (or replaces) the secret `<prefix><name_suffix>` with value `json`.
+    pub fn with_secret(mut self, name_suffix: &str, json: impl Into<String>) -> Self {
+        self.secrets.insert(format!("{}{name_suffix}", self.prefix), Some(json.into()));
+        self
+    }
+
+    /// Adds the secret `<prefix><name_suffix>` without a SecretString (as a
+    /// binary secret looks to the reader).
+    pub fn with_binary_secret(mut self, name_suffix: &str) -> Self {
+        self.secrets.insert(format!("{}{name_suffix}", self.prefix), None);
+        self
+    }
+
+    /// Makes every `load_tenants` fail with `error`, as an unreachable
+    /// Secrets Manager would.
+    pub fn failing_with(mut self, error: DirectoryError) -> Self {
+        self.failure = Some(error);
+        self
+    }
+}
+
+impl fmt::Debug for InMemoryTenants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryTenants")
+            .field("prefix", &self.prefix)
+            .field("secret_names", &self.secrets.keys().collect::<Vec<_>>())
+            .field("failure", &self.failure)
+            .finish()
+    }
+}
+
+impl TenantDirectory for InMemoryTenants {
+    async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
+        if let Some(error) = &self.failure {
+            return Err(error.clone());
+        }
+        Ok(self
+            .secrets
+            .iter()
+            .map(|(name, value)| {
+                let json = value
+                    .as_deref()
+                    .ok_or_else(|| TenantEntryError::unreadable("the secret has no SecretString value"));
+                entry_from_value(&self.prefix, name.clone(), json)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "popularity-reports/tenants/";
+    const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn email_tenant(tenant_id: &str) -> String {
+        serde_json::json!({
+            "schemaVersion": 1, "tenantId": tenant_id, "plan": "standard", "enabled": true,
+            "connectors": {"inbox": {"type": "email", "recipients": ["data@acme.example"]}},
+            "feeds": [{"id": "all", "connector": "inbox"}]
+        })
+        .to_string()
+    }
+
+    fn keys_tenant(tenant_id: &str) -> String {
+        serde_json::json!({
+            "schemaVersion": 1, "tenantId": tenant_id, "plan": "standard",
+            "connectors": {"keys": {"type": "s3-keys", "bucketArn": "arn:aws:s3:::acme-keys", "region": "us-east-1",
+                                    "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": SECRET_ACCESS_KEY}},
+            "feeds": [{"connector": "keys"}]
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn in_memory_directory_parses_every_secret_and_keeps_going_past_invalid_ones() {
+        let directory = InMemoryTenants::new(PREFIX)
+            .with_secret("acme", email_tenant("acme"))
+            .with_secret("globex", email_tenant("initech"))
+            .with_secret("broken", "{not json")
+            .with_binary_secret("binary")
+            .with_secret("keys", keys_tenant("keys"));
+        let entries = directory.load_tenants().await.unwrap();
+
+        let names: Vec<_> = entries.iter().map(|e| e.tenant_id_from_name.as_str()).collect();
+        assert_eq!(names, ["acme", "binary", "broken", "globex", "keys"]);
+        assert_eq!(entries[0].secret_name, "popularity-reports/tenants/acme");
+        assert_eq!(entries[0].config.as_ref().unwrap().tenant_id, "acme");
+        assert!(entries[4].config.is_ok());
+
+        let binary = entries[1].config.as_ref().unwrap_err();
+        assert!(matches!(binary, TenantEntryError::Unreadable(_)));
+        assert_eq!(binary.errors()[0].path, "(root)");
+        assert!(binary.to_string().contains("no SecretString"), "{binary}");
+
+        let broken = entries[2].config.as_ref().unwrap_err();
+        assert!(broken.to_string().starts_with("(root): not valid JSON"), "{broken}");
+
+        let mismatch = entries[3].config.as_ref().unwrap_err();
+        assert_eq!(mismatch.errors()[0].path, "tenantId");
+        assert!(mismatch.to_string().contains("does not match the secret name suffix \"globex\""), "{mismatch}");
+    }
+
+    #[tokio::test]
+    async fn when_directory_fails_load_tenants_returns_that_error() {
+        let error = DirectoryError::Read {
+            operation: "ListSecrets",
+            prefix: PREFIX.to_owned(),
+            detail: "dispatch failure".to_owned(),
+        };
+        let directory =
+            InMemoryTenants::new(PREFIX).with_secret("acme", email_tenant("acme")).failing_with(error.clone());
+        assert_eq!(directory.load_tenants().await.unwrap_err(), error);
+        assert_eq!(
+            error.to_string(),
+            "Secrets Manager ListSecrets for tenant secrets under \"popularity-reports/tenants/\" failed: dispatch failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn secret_values_never_appear_in_debug_output() {
+        let directory = InMemoryTenants::new(PREFIX).with_secret("keys", keys_tenant("keys"));
+        assert!(!format!("{directory:?}").contains(SECRET_ACCESS_KEY));
+        let entries = directory.load_tenants().await.unwrap();
+        assert!(entries[0].config.is_ok());
+        assert!(!format!("{entries:?}").contains(SECRET_ACCESS_KEY));
+    }
+
+    #[test]
+    fn prefixes_must_end_with_a_slash() {
+        for bad in ["", "/", "popularity-reports/tenants"] {
+            assert_eq!(check_prefix(bad), Err(DirectoryError::InvalidPrefix { prefix: bad.to_owned() }));
+        }
+        assert!(check_prefix(PREFIX).is_ok());
+    }
+
+    #[test]
+    fn entry_tenant_id_is_the_name_suffix() {
+        let entry = entry_from_value(PREFIX, format!("{PREFIX}acme"), Ok(&email_tenant("acme")));
+        assert_eq!(entry.tenant_id_from_name, "acme");
+        assert!(entry.config.is_ok());
+    }
+}
