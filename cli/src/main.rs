@@ -9,6 +9,9 @@ mod tenant_command;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: popularity_reports::memory::HugePageHintAllocator = popularity_reports::memory::HugePageHintAllocator;
+
 #[derive(Parser)]
 #[command(name = "popularity", version, about = "Popularity reports: sample data, ranking, benchmarks")]
 struct Cli {

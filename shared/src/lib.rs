@@ -11,6 +11,7 @@ pub mod domain;
 pub mod handlers;
 pub mod input;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod rank;
 pub mod ranking;

@@ -10,7 +10,11 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::RankConfig;
 use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
+use popularity_reports::memory::HugePageHintAllocator;
 use popularity_reports::store::{s3_client, S3Store};
+
+#[global_allocator]
+static ALLOCATOR: HugePageHintAllocator = HugePageHintAllocator;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
