@@ -414,16 +414,8 @@ pub fn is_safe_id(id: &str) -> bool {
         && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// A key prefix is empty or ends with exactly one `/` (the same rule as the
-/// store module's locations).
-pub fn normalise_prefix(prefix: &str) -> String {
-    let trimmed = prefix.trim_matches('/');
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("{trimmed}/")
-    }
-}
+/// A key prefix is empty or ends with exactly one `/`: the store's rule.
+pub use crate::store::normalise_prefix;
 
 const ROOT: &str = "(root)";
 const ROOT_FIELDS: &[&str] = &["schemaVersion", "tenantId", "plan", "enabled", "connectors", "feeds"];

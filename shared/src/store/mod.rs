@@ -18,7 +18,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 pub use local::LocalDirStore;
-pub use location::{StoreLocation, StoreLocationError};
+pub use location::{normalise_prefix, StoreLocation, StoreLocationError};
 pub use s3::{s3_client, S3Store};
 pub use streaming::{upload_from_blocking, ChunkWriter, StreamedUploadError};
 
