@@ -20,7 +20,8 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
 use popularity_reports::store::{
-    s3_client, upload_from_blocking, ObjectEntry, ObjectStore, ObjectUpload, S3Store, StoreError, UPLOAD_CHUNK_BYTES,
+    s3_client, upload_from_blocking, ObjectEntry, ObjectStore, ObjectUpload, PutOutcome, S3Store, StoreError,
+    UPLOAD_CHUNK_BYTES,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -152,6 +153,52 @@ async fn listing_more_than_one_page_returns_every_object_in_key_order() {
         assert_eq!(entry.size, i.to_string().len() as u64);
     }
     assert_eq!(store.list("").await.unwrap().len(), OBJECTS + 1);
+}
+
+#[tokio::test]
+async fn a_conditional_create_creates_once_and_never_replaces() {
+    let (store, client) = fresh_store("create-once", "jobs").await;
+    let key = "run-1/acme.json";
+    let first = store.put_if_absent(key, Bytes::from_static(b"{\"n\":1}"), "application/json").await.unwrap();
+    assert_eq!(first, PutOutcome::Created);
+    let tag = etag(&client, store.bucket(), "jobs/run-1/acme.json").await;
+    let second = store.put_if_absent(key, Bytes::from_static(b"{\"n\":2}"), "application/json").await.unwrap();
+    assert_eq!(second, PutOutcome::AlreadyExists);
+    assert_eq!(&store.get(key).await.unwrap()[..], b"{\"n\":1}");
+    assert_eq!(etag(&client, store.bucket(), "jobs/run-1/acme.json").await, tag, "the object was rewritten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_concurrent_conditional_creates_exactly_one_wins() {
+    let (store, _) = fresh_store("create-race", "").await;
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..8u8 {
+        let store = store.clone();
+        attempts.spawn(async move {
+            let outcome = store.put_if_absent("jobs/once.json", Bytes::from(vec![i; 64 * 1024]), "application/json");
+            (i, outcome.await.unwrap())
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(attempt) = attempts.join_next().await {
+        let (i, outcome) = attempt.expect("create task panicked");
+        if outcome == PutOutcome::Created {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    assert_eq!(store.get("jobs/once.json").await.unwrap(), vec![winners[0]; 64 * 1024]);
+    assert_eq!(store.list("").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_conditional_create_in_a_bucket_that_does_not_exist_is_an_s3_error() {
+    let store = S3Store::new(moto_client().await, "no-such-bucket-for-s3-store-tests", "x");
+    let err = store.put_if_absent("a.json", Bytes::from_static(b"{}"), "application/json").await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::S3 { operation: "PutObject", .. }), "{message}");
+    assert!(message.contains("s3://no-such-bucket-for-s3-store-tests/x/a.json"), "{message}");
+    assert!(message.contains("NoSuchBucket"), "{message}");
 }
 
 #[tokio::test]

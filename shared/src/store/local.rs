@@ -1,6 +1,9 @@
 //! A local directory as an [`ObjectStore`]: keys are relative paths below the
 //! root. Uploads go to a hidden temporary file beside the target and are
 //! renamed into place on `finish`, so readers never see a partial file.
+//! Conditional creates hard-link their temporary file to the target instead:
+//! a link, unlike a rename, fails when the target exists, so it never
+//! replaces an object and exactly one of several racing creators wins.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use std::io::Write;
 
-use super::{ObjectEntry, ObjectStore, ObjectUpload, StoreError};
+use super::{ObjectEntry, ObjectStore, ObjectUpload, PutOutcome, StoreError};
 
 /// Objects stored as files under `root`.
 #[derive(Debug, Clone)]
@@ -92,6 +95,19 @@ impl ObjectStore for LocalDirStore {
         upload.finish().await
     }
 
+    async fn put_if_absent(&self, key: &str, body: Bytes, _content_type: &str) -> Result<PutOutcome, StoreError> {
+        let target = self.path_of(key);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("create directory for", key, e))?;
+        }
+        // Blocking work runs to completion even if this future is dropped,
+        // so the temporary file is always removed.
+        tokio::task::spawn_blocking(move || create_by_link(&target, &body))
+            .await
+            .expect("conditional create panicked")
+            .map_err(|(operation, e)| self.io_error(operation, key, e))
+    }
+
     async fn start_upload(&self, key: &str, _content_type: &str) -> Result<LocalUpload, StoreError> {
         let target = self.path_of(key);
         if let Some(parent) = target.parent() {
@@ -106,6 +122,27 @@ impl ObjectStore for LocalDirStore {
     fn describe(&self, key: &str) -> String {
         self.path_of(key).display().to_string()
     }
+}
+
+/// Writes `body` to a temporary file beside `target`, then hard-links it to
+/// `target`, which fails atomically if `target` exists. The temporary file is
+/// removed whatever happens. An error names the step that failed.
+fn create_by_link(target: &Path, body: &[u8]) -> Result<PutOutcome, (&'static str, std::io::Error)> {
+    let temporary = temporary_path(target);
+    if let Err(e) = std::fs::write(&temporary, body) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(("write", e));
+    }
+    let linked = match std::fs::hard_link(&temporary, target) {
+        Ok(()) => Ok(PutOutcome::Created),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+        Err(e) => Err(("publish", e)),
+    };
+    if let Err(e) = std::fs::remove_file(&temporary) {
+        // The outcome stands: a leftover temporary file is hidden from listings.
+        tracing::warn!(path = %temporary.display(), error = %e, "could not remove a temporary file");
+    }
+    linked
 }
 
 fn is_temporary(key: &str) -> bool {
@@ -209,6 +246,46 @@ mod tests {
         assert_eq!(keys, ["plays/date=2026-01-01/a.parquet", "plays/date=2026-01-02/b.parquet"]);
         assert_eq!(store.list("").await.unwrap().len(), 3);
         assert!(store.list("missing/").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_conditional_create_creates_once_and_never_replaces() {
+        let store = LocalDirStore::new(scratch());
+        let key = "jobs/run-1/acme.json";
+        let first = store.put_if_absent(key, Bytes::from_static(b"{\"n\":1}"), "application/json").await.unwrap();
+        assert_eq!(first, PutOutcome::Created);
+        let second = store.put_if_absent(key, Bytes::from_static(b"{\"n\":2}"), "application/json").await.unwrap();
+        assert_eq!(second, PutOutcome::AlreadyExists);
+        assert_eq!(&store.get(key).await.unwrap()[..], b"{\"n\":1}");
+        // No temporary file is left beside the object.
+        let names: Vec<_> = std::fs::read_dir(store.root().join("jobs/run-1"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["acme.json"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn of_concurrent_conditional_creates_exactly_one_wins() {
+        let store = LocalDirStore::new(scratch());
+        let mut attempts = tokio::task::JoinSet::new();
+        for i in 0..8u8 {
+            let store = store.clone();
+            attempts.spawn(async move {
+                let outcome = store.put_if_absent("jobs/once.json", Bytes::from(vec![i; 64 * 1024]), "x").await;
+                (i, outcome.unwrap())
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(attempt) = attempts.join_next().await {
+            let (i, outcome) = attempt.unwrap();
+            if outcome == PutOutcome::Created {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "winners: {winners:?}");
+        assert_eq!(store.get("jobs/once.json").await.unwrap(), vec![winners[0]; 64 * 1024]);
+        assert_eq!(std::fs::read_dir(store.root().join("jobs")).unwrap().count(), 1);
     }
 
     #[tokio::test]

@@ -34,6 +34,15 @@ pub struct ObjectEntry {
     pub size: u64,
 }
 
+/// What [`ObjectStore::put_if_absent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object did not exist and now holds the given bytes.
+    Created,
+    /// An object already existed at the key; it was left untouched.
+    AlreadyExists,
+}
+
 /// A place objects are read from and written to.
 pub trait ObjectStore: Send + Sync {
     type Upload: ObjectUpload;
@@ -46,6 +55,19 @@ pub trait ObjectStore: Send + Sync {
 
     /// Writes a small object in one request, replacing any object at `key`.
     fn put(&self, key: &str, body: Bytes, content_type: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes a small object in one request only if nothing exists at `key`
+    /// (a conditional create, S3's `If-None-Match: *`). Atomic: of any number
+    /// of concurrent callers at most one gets [`PutOutcome::Created`]; the
+    /// others get [`PutOutcome::AlreadyExists`] and the object keeps the
+    /// winner's bytes. An existing object is never replaced. This is how
+    /// at-least-once event handlers create an object exactly once.
+    fn put_if_absent(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 
     /// Starts a streamed upload of an object of any size.
     fn start_upload(

@@ -10,13 +10,14 @@ use std::collections::VecDeque;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 
 use super::location::normalise_prefix;
-use super::{ObjectEntry, ObjectStore, ObjectUpload, StoreError, UPLOAD_CHUNK_BYTES};
+use super::{ObjectEntry, ObjectStore, ObjectUpload, PutOutcome, StoreError, UPLOAD_CHUNK_BYTES};
 
 /// S3 numbers parts 1..=10,000; with 8 MiB parts an object may reach ~78 GiB.
 const MAX_PARTS: i32 = 10_000;
@@ -91,18 +92,39 @@ fn is_missing_key(error: &SdkError<GetObjectError>) -> bool {
     status_is_404 && service_error.code() != Some("NoSuchBucket")
 }
 
+/// Whether a failed conditional PutObject (`If-None-Match: *`) means "an
+/// object already exists at that key". S3 answers 412 `PreconditionFailed`
+/// once the object exists, and 409 `ConditionalRequestConflict` while a
+/// competing conditional write of the same key is in flight (that writer is
+/// the one creating the object). Neither is a modelled error variant, so the
+/// code and the raw status are what can be matched.
+fn is_already_existing(error: &SdkError<PutObjectError>) -> bool {
+    let Some(service_error) = error.as_service_error() else {
+        return false;
+    };
+    let status = error.raw_response().map(|response| response.status().as_u16());
+    match service_error.code() {
+        Some("PreconditionFailed" | "ConditionalRequestConflict") => true,
+        Some(_) => false,
+        None => status == Some(412),
+    }
+}
+
+/// Sends one PutObject; with `only_if_absent` it carries `If-None-Match: *`.
 async fn put_object(
     client: &Client,
     bucket: &str,
     key: &str,
     body: Bytes,
     content_type: &str,
-) -> Result<(), SdkError<aws_sdk_s3::operation::put_object::PutObjectError>> {
+    only_if_absent: bool,
+) -> Result<(), SdkError<PutObjectError>> {
     client
         .put_object()
         .bucket(bucket)
         .key(key)
         .content_type(content_type)
+        .set_if_none_match(only_if_absent.then(|| "*".to_owned()))
         .checksum_algorithm(ChecksumAlgorithm::Crc32)
         .body(ByteStream::from(body))
         .send()
@@ -153,9 +175,17 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
-        put_object(&self.client, &self.bucket, &self.full_key(key), body, content_type)
+        put_object(&self.client, &self.bucket, &self.full_key(key), body, content_type, false)
             .await
             .map_err(|e| self.error("PutObject", key, e))
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes, content_type: &str) -> Result<PutOutcome, StoreError> {
+        match put_object(&self.client, &self.bucket, &self.full_key(key), body, content_type, true).await {
+            Ok(()) => Ok(PutOutcome::Created),
+            Err(e) if is_already_existing(&e) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(self.error("PutObject", key, e)),
+        }
     }
 
     async fn start_upload(&self, key: &str, content_type: &str) -> Result<S3Upload, StoreError> {
@@ -353,7 +383,7 @@ impl S3Upload {
     async fn complete(&mut self) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             let body = self.pending.take_all();
-            return put_object(&self.client, &self.bucket, &self.key, body, &self.content_type)
+            return put_object(&self.client, &self.bucket, &self.key, body, &self.content_type, false)
                 .await
                 .map_err(|e| self.error("PutObject", e));
         }
@@ -559,6 +589,31 @@ mod tests {
         assert!(!is_missing_key(&get_failure(no_bucket, 404)));
         let denied = GetObjectError::generic(ErrorMetadata::builder().code("AccessDenied").build());
         assert!(!is_missing_key(&get_failure(denied, 403)));
+    }
+
+    fn put_failure(code: Option<&str>, status: u16) -> SdkError<PutObjectError> {
+        let mut metadata = ErrorMetadata::builder();
+        if let Some(code) = code {
+            metadata = metadata.code(code);
+        }
+        let response = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(PutObjectError::generic(metadata.build()), response)
+    }
+
+    #[test]
+    fn a_failed_precondition_or_a_conditional_conflict_means_the_object_exists() {
+        assert!(is_already_existing(&put_failure(Some("PreconditionFailed"), 412)));
+        assert!(is_already_existing(&put_failure(None, 412)));
+        assert!(is_already_existing(&put_failure(Some("ConditionalRequestConflict"), 409)));
+    }
+
+    #[test]
+    fn other_put_failures_do_not_mean_the_object_exists() {
+        assert!(!is_already_existing(&put_failure(Some("AccessDenied"), 403)));
+        assert!(!is_already_existing(&put_failure(Some("NoSuchBucket"), 404)));
+        assert!(!is_already_existing(&put_failure(Some("OperationAborted"), 409)));
+        assert!(!is_already_existing(&put_failure(None, 409)));
+        assert!(!is_already_existing(&put_failure(None, 500)));
     }
 
     #[test]
