@@ -7,6 +7,7 @@
 //! - [`store`]: the `ObjectStore` port with its S3 and local-directory adapters.
 
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod handlers;
 pub mod input;
