@@ -431,6 +431,17 @@ fn lsd_radix_sort(mut items: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
     items
 }
 
+/// A deterministic xorshift64 sequence for tests and measurements.
+#[cfg(test)]
+fn xorshift_sequence(mut state: u64, count: usize) -> impl Iterator<Item = u64> {
+    (0..count).map(move |_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,15 +503,10 @@ mod tests {
 
     #[test]
     fn radix_order_matches_a_comparison_sort_on_wide_keys() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let scores: Vec<u128> = (0..5000)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                // Every width from a few bits to 64, with many ties.
-                u128::from(state >> (i % 64)) & !0xF
-            })
+        // Every width from a few bits to 64, with many ties.
+        let scores: Vec<u128> = xorshift_sequence(0x9E37_79B9_7F4A_7C15, 5000)
+            .enumerate()
+            .map(|(i, state)| u128::from(state >> (i % 64)) & !0xF)
             .collect();
         assert_eq!(ranked(&scores), comparison_sorted(&scores));
         assert_eq!(ranked(&[u64::MAX as u128, 0, 1]), comparison_sorted(&[u64::MAX as u128, 0, 1]));
@@ -508,18 +514,9 @@ mod tests {
 
     #[test]
     fn the_two_thread_sort_orders_large_inputs_like_a_comparison_sort() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let scores: Vec<u128> = (0..PARALLEL_SORT_MIN + 12_345)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                if i % 3 == 0 {
-                    0
-                } else {
-                    u128::from(state >> 20)
-                }
-            })
+        let scores: Vec<u128> = xorshift_sequence(0x2545_F491_4F6C_DD1D, PARALLEL_SORT_MIN + 12_345)
+            .enumerate()
+            .map(|(i, state)| if i % 3 == 0 { 0 } else { u128::from(state >> 20) })
             .collect();
         assert_eq!(ranked(&scores), comparison_sorted(&scores));
     }
@@ -554,12 +551,8 @@ mod measure {
     #[test]
     #[ignore]
     fn time_rank_by_score_on_ten_million() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let scores: Vec<u128> = (0..10_000_000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
+        let scores: Vec<u128> = super::xorshift_sequence(0x2545_F491_4F6C_DD1D, 10_000_000)
+            .map(|state| {
                 // Zipf-like: most scores small, a few huge.
                 let u = (state >> 11) as f64 / (1u64 << 53) as f64;
                 ((1.0 / (u + 1e-9)) * 4294967296.0) as u128
