@@ -4,7 +4,10 @@
 //! by `popularity_reports`.
 
 mod bench;
+// `with_store!` is shared with the subcommands declared after this one.
+#[macro_use]
 mod commands;
+mod status_command;
 mod tenant_command;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +34,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Work with tenant secrets (DESIGN §6): `tenant validate FILE`.
     Tenant(tenant_command::TenantArgs),
+    /// Print every tenant × feed of a run: job, outcome, attempts, objects, last error.
+    Status(status_command::StatusArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::List(args) => runtime.block_on(commands::list(args)),
         Command::Bench(args) => bench::run(args),
         Command::Tenant(args) => tenant_command::run(args),
+        Command::Status(args) => runtime.block_on(status_command::run(args)),
     }
 }

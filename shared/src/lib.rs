@@ -19,6 +19,7 @@ pub mod ranking;
 pub mod report_writer;
 pub mod sample;
 pub mod scoring;
+pub mod status_report;
 pub mod store;
 pub mod tenant;
 pub mod tenant_directory;
