@@ -5,6 +5,7 @@
 
 use crate::rank::RankSettings;
 use crate::scoring::ScoringRules;
+use crate::tenant_directory::DEFAULT_TENANT_SECRET_PREFIX;
 
 /// A configuration variable is missing or malformed.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +93,83 @@ impl RankConfig {
     }
 }
 
+/// Longest validity S3 accepts for a presigned URL (SigV4): 7 days.
+pub const MAX_LINK_TTL_SECONDS: u64 = 604_800;
+
+/// Where tenant secrets live, read by fanout and both deliverers.
+fn tenant_secret_prefix<F: Fn(&str) -> Option<String>>(vars: &Variables<F>) -> Result<String, ConfigError> {
+    let prefix = vars.optional("TENANT_SECRET_PREFIX").unwrap_or_else(|| DEFAULT_TENANT_SECRET_PREFIX.to_owned());
+    if prefix.len() > 1 && prefix.ends_with('/') {
+        Ok(prefix)
+    } else {
+        Err(ConfigError::Malformed {
+            name: "TENANT_SECRET_PREFIX",
+            value: prefix,
+            expected: "a secret name prefix ending with '/', such as popularity-reports/tenants/",
+        })
+    }
+}
+
+/// Configuration of the `fanout` function and of `deliver-s3`: the staging
+/// bucket and where tenant secrets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    pub staging_bucket: String,
+    pub tenant_secret_prefix: String,
+}
+
+impl DeliveryConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Variables(lookup);
+        Ok(Self {
+            staging_bucket: vars
+                .required("STAGING_BUCKET", "name the bucket holding manifests/, reports/, jobs/ and status/")?,
+            tenant_secret_prefix: tenant_secret_prefix(&vars)?,
+        })
+    }
+}
+
+/// Configuration of the `deliver-email` function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailConfig {
+    pub delivery: DeliveryConfig,
+    /// The verified SES identity mail is sent from.
+    pub sender: String,
+    /// Name or ARN of the secret with the link-signing user's long-term keys.
+    pub link_signer_secret: Option<String>,
+    pub link_ttl_seconds: u64,
+}
+
+impl EmailConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let delivery = DeliveryConfig::from_lookup(&lookup)?;
+        let vars = Variables(lookup);
+        let sender = vars.required("SES_SENDER", "name the verified SES identity emails are sent from")?;
+        if !crate::tenant::is_email_address(&sender) {
+            return Err(ConfigError::Malformed { name: "SES_SENDER", value: sender, expected: "an email address" });
+        }
+        Ok(Self {
+            delivery,
+            sender,
+            link_signer_secret: vars.optional("LINK_SIGNER_SECRET"),
+            link_ttl_seconds: vars.parsed(
+                "LINK_TTL_SECONDS",
+                MAX_LINK_TTL_SECONDS,
+                "a whole number of seconds from 1 to 604800 (S3's limit for presigned URLs)",
+                |t| (1..=MAX_LINK_TTL_SECONDS).contains(t),
+            )?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +205,37 @@ mod tests {
                 .unwrap_err();
             let text = err.to_string();
             assert!(text.contains(name) && text.contains(value), "{text}");
+        }
+    }
+
+    #[test]
+    fn delivery_functions_default_the_prefix_and_the_link_lifetime() {
+        let config =
+            EmailConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("SES_SENDER", "reports@example.com")]))
+                .unwrap();
+        assert_eq!(config.delivery.tenant_secret_prefix, "popularity-reports/tenants/");
+        assert_eq!(config.link_ttl_seconds, 604_800);
+        assert_eq!(config.link_signer_secret, None);
+    }
+
+    #[test]
+    fn delivery_settings_that_cannot_work_are_refused_by_name() {
+        let cases = [
+            (vec![("SES_SENDER", "reports@example.com")], "STAGING_BUCKET"),
+            (vec![("STAGING_BUCKET", "s")], "SES_SENDER"),
+            (vec![("STAGING_BUCKET", "s"), ("SES_SENDER", "not an address")], "SES_SENDER"),
+            (
+                vec![("STAGING_BUCKET", "s"), ("SES_SENDER", "a@b.example"), ("LINK_TTL_SECONDS", "604801")],
+                "LINK_TTL_SECONDS",
+            ),
+            (
+                vec![("STAGING_BUCKET", "s"), ("SES_SENDER", "a@b.example"), ("TENANT_SECRET_PREFIX", "tenants")],
+                "TENANT_SECRET_PREFIX",
+            ),
+        ];
+        for (pairs, name) in cases {
+            let err = EmailConfig::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
         }
     }
 }

@@ -90,6 +90,33 @@ pub fn status_key(run_id: RunId, tenant_id: &str, feed_id: &str) -> String {
     format!("{STATUS_PREFIX}{run_id}/{tenant_id}/{feed_id}.json")
 }
 
+/// The feed id of the status object fanout writes for a tenant whose secret
+/// cannot be used at all (`status/<runId>/<tenantId>/_tenant.json`). No feed
+/// can have it: feed ids start with a letter or digit.
+pub const TENANT_STATUS_FEED_ID: &str = "_tenant";
+
+/// The `<tenantId>` segment of a key for a secret-name suffix that may not be
+/// a valid id (an invalid secret can be named anything): valid ids are kept,
+/// anything else has each byte outside `[a-z0-9-]` written as `%XX`, so the
+/// segment is one key segment and still readable.
+pub fn tenant_key_segment(tenant_id_from_name: &str) -> String {
+    if is_safe_id(tenant_id_from_name) {
+        return tenant_id_from_name.to_owned();
+    }
+    let mut segment = String::with_capacity(tenant_id_from_name.len() * 3);
+    for byte in tenant_id_from_name.bytes() {
+        if byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' {
+            segment.push(char::from(byte));
+        } else {
+            segment.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if segment.is_empty() {
+        segment.push_str("%00");
+    }
+    segment
+}
+
 /// The identifiers a job key is made of.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobKeyParts {
@@ -375,11 +402,25 @@ impl DeliveryStatus {
         finished_at: DateTime<Utc>,
         result: AttemptResult,
     ) -> DeliveryStatus {
+        DeliveryStatus::first_record(parts.run_id, &parts.tenant_id, &parts.feed_id, started_at, finished_at, result)
+    }
+
+    /// The status after the first attempt for a tenant and feed of a run,
+    /// also for outcomes fanout records without a job (invalid secret,
+    /// disabled tenant, connector not supported yet, feed not due).
+    pub fn first_record(
+        run_id: RunId,
+        tenant_id: &str,
+        feed_id: &str,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        result: AttemptResult,
+    ) -> DeliveryStatus {
         let mut status = DeliveryStatus {
             schema_version: DELIVERY_STATUS_SCHEMA_VERSION,
-            run_id: parts.run_id,
-            tenant_id: parts.tenant_id.clone(),
-            feed_id: parts.feed_id.clone(),
+            run_id,
+            tenant_id: tenant_id.to_owned(),
+            feed_id: feed_id.to_owned(),
             outcome: DeliveryOutcome::Failed,
             attempts: Vec::new(),
             objects: Vec::new(),

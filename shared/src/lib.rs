@@ -9,8 +9,10 @@
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod email;
 pub mod handlers;
 pub mod input;
+pub mod links;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
@@ -23,3 +25,4 @@ pub mod status_report;
 pub mod store;
 pub mod tenant;
 pub mod tenant_directory;
+pub mod transfer;

@@ -1334,8 +1334,9 @@ fn is_aws_region(region: &str) -> bool {
         && number.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A plain `local@domain.tld` address: no display names, no comments.
-fn is_email_address(address: &str) -> bool {
+/// A plain `local@domain.tld` address: no display names, no comments. Also
+/// checks `SES_SENDER`.
+pub fn is_email_address(address: &str) -> bool {
     let Some((local, domain)) = address.rsplit_once('@') else { return false };
     let local_ok = (1..=64).contains(&local.len())
         && !local.starts_with('.')

@@ -45,6 +45,10 @@ pub trait TenantDirectory: Send + Sync {
     /// name, each parsed on its own. `Err` only when the directory itself
     /// cannot be read (listing or fetching failed).
     fn load_tenants(&self) -> impl Future<Output = Result<Vec<TenantEntry>, DirectoryError>> + Send;
+
+    /// The secret `<prefix><tenant_id>` alone, as a deliverer re-reads it at
+    /// delivery time; `Ok(None)` when no such secret exists (any more).
+    fn load_tenant(&self, tenant_id: &str) -> impl Future<Output = Result<Option<TenantEntry>, DirectoryError>> + Send;
 }
 
 /// One tenant secret and what came of parsing it.
@@ -114,6 +118,8 @@ impl<'a> IntoIterator for &'a TenantEntryError {
 pub enum DirectoryError {
     #[error("Secrets Manager {operation} for tenant secrets under {prefix:?} failed: {detail}")]
     Read { operation: &'static str, prefix: String, detail: String },
+    #[error("Secrets Manager {operation} of tenant secret {secret_name:?} failed: {detail}")]
+    ReadOne { operation: &'static str, secret_name: String, detail: String },
     #[error("Secrets Manager {operation} of tenant secret {secret_name:?} failed: {detail}")]
     Write { operation: &'static str, secret_name: String, detail: String },
     #[error("tenant secret prefix {prefix:?} is not valid: it must be non-empty and end with '/'")]
@@ -270,6 +276,31 @@ impl SecretsManagerTenants {
 }
 
 impl TenantDirectory for SecretsManagerTenants {
+    async fn load_tenant(&self, tenant_id: &str) -> Result<Option<TenantEntry>, DirectoryError> {
+        let secret_name = format!("{}{tenant_id}", self.prefix);
+        let output = match self.client.get_secret_value().secret_id(&secret_name).send().await {
+            Ok(output) => output,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                return Ok(None);
+            }
+            Err(error) => {
+                return Err(DirectoryError::ReadOne {
+                    operation: "GetSecretValue",
+                    secret_name,
+                    detail: DisplayErrorContext(&error).to_string(),
+                })
+            }
+        };
+        let json = output.secret_string().ok_or_else(|| {
+            TenantEntryError::unreadable(if output.secret_binary().is_some() {
+                "the secret holds a binary value (SecretBinary); a tenant secret must be a JSON SecretString"
+            } else {
+                "the secret has no SecretString value"
+            })
+        });
+        Ok(Some(entry_from_value(&self.prefix, secret_name, json)))
+    }
+
     async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
         let names: Vec<String> = self.list_names().await?.into_iter().collect();
         let batches: Vec<Vec<String>> = names.chunks(BATCH_GET_SIZE).map(<[String]>::to_vec).collect();
@@ -388,6 +419,18 @@ impl fmt::Debug for InMemoryTenants {
 }
 
 impl TenantDirectory for InMemoryTenants {
+    async fn load_tenant(&self, tenant_id: &str) -> Result<Option<TenantEntry>, DirectoryError> {
+        if let Some(error) = &self.failure {
+            return Err(error.clone());
+        }
+        let name = format!("{}{tenant_id}", self.prefix);
+        Ok(self.secrets.get(&name).map(|value| {
+            let json =
+                value.as_deref().ok_or_else(|| TenantEntryError::unreadable("the secret has no SecretString value"));
+            entry_from_value(&self.prefix, name.clone(), json)
+        }))
+    }
+
     async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
         if let Some(error) = &self.failure {
             return Err(error.clone());

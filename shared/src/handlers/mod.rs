@@ -2,4 +2,8 @@
 //! typed event, so tests call them directly. `functions/*/src/main.rs` only
 //! wires configuration, clients and these handlers.
 
+pub mod deliver;
+pub mod deliver_email;
+pub mod deliver_s3;
+pub mod fanout;
 pub mod rank;

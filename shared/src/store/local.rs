@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use std::io::Write;
 
-use super::{ObjectEntry, ObjectStore, ObjectUpload, PutOutcome, StoreError};
+use super::{ObjectEntry, ObjectReader, ObjectStore, ObjectUpload, PutOutcome, StoreError};
 
 /// Objects stored as files under `root`.
 #[derive(Debug, Clone)]
@@ -54,6 +54,7 @@ fn temporary_path(target: &Path) -> PathBuf {
 
 impl ObjectStore for LocalDirStore {
     type Upload = LocalUpload;
+    type Reader = LocalReader;
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
         // Walk only the deepest directory the prefix names, then filter.
@@ -89,6 +90,11 @@ impl ObjectStore for LocalDirStore {
         tokio::fs::read(self.path_of(key)).await.map(Bytes::from).map_err(|e| self.io_error("read", key, e))
     }
 
+    async fn open(&self, key: &str) -> Result<LocalReader, StoreError> {
+        let file = tokio::fs::File::open(self.path_of(key)).await.map_err(|e| self.io_error("read", key, e))?;
+        Ok(LocalReader { file, location: self.describe(key) })
+    }
+
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
         let mut upload = self.start_upload(key, content_type).await?;
         upload.write(body).await?;
@@ -121,6 +127,34 @@ impl ObjectStore for LocalDirStore {
 
     fn describe(&self, key: &str) -> String {
         self.path_of(key).display().to_string()
+    }
+}
+
+/// Size of the chunks a [`LocalReader`] returns.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A file read in chunks of [`READ_CHUNK_BYTES`].
+#[derive(Debug)]
+pub struct LocalReader {
+    file: tokio::fs::File,
+    location: String,
+}
+
+impl ObjectReader for LocalReader {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = bytes::BytesMut::with_capacity(READ_CHUNK_BYTES);
+        while buffer.len() < READ_CHUNK_BYTES {
+            let read = self.file.read_buf(&mut buffer).await.map_err(|source| StoreError::Io {
+                operation: "read",
+                location: self.location.clone(),
+                source,
+            })?;
+            if read == 0 {
+                break;
+            }
+        }
+        Ok((!buffer.is_empty()).then(|| buffer.freeze()))
     }
 }
 

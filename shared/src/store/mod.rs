@@ -17,9 +17,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-pub use local::LocalDirStore;
+pub use local::{LocalDirStore, LocalReader};
 pub use location::{normalise_prefix, StoreLocation, StoreLocationError};
-pub use s3::{s3_client, S3Store};
+pub use s3::{s3_client, S3Reader, S3Store};
 pub use streaming::{upload_from_blocking, ChunkWriter, StreamedUploadError};
 
 /// Size of the chunks report writers hand to an upload, and of the parts of
@@ -46,12 +46,17 @@ pub enum PutOutcome {
 /// A place objects are read from and written to.
 pub trait ObjectStore: Send + Sync {
     type Upload: ObjectUpload;
+    type Reader: ObjectReader;
 
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectEntry>, StoreError>> + Send;
 
     /// The whole object.
     fn get(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+
+    /// Opens the object for reading in chunks, so that objects of any size
+    /// can be streamed with bounded memory.
+    fn open(&self, key: &str) -> impl Future<Output = Result<Self::Reader, StoreError>> + Send;
 
     /// Writes a small object in one request, replacing any object at `key`.
     fn put(&self, key: &str, body: Bytes, content_type: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -79,6 +84,13 @@ pub trait ObjectStore: Send + Sync {
     /// A human-readable name of `key` in this store (`s3://bucket/prefix/key`
     /// or a file path), for messages and manifests.
     fn describe(&self, key: &str) -> String;
+}
+
+/// A streamed read of one object, opened by [`ObjectStore::open`]. Owns
+/// everything it needs, so it can be moved to a task of its own.
+pub trait ObjectReader: Send + 'static {
+    /// The next chunk, or `None` at the end of the object.
+    fn next_chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
 }
 
 /// A streamed upload: chunks in order, then `finish` or `abort`.

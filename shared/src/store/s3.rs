@@ -17,7 +17,7 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 
 use super::location::normalise_prefix;
-use super::{ObjectEntry, ObjectStore, ObjectUpload, PutOutcome, StoreError, UPLOAD_CHUNK_BYTES};
+use super::{ObjectEntry, ObjectReader, ObjectStore, ObjectUpload, PutOutcome, StoreError, UPLOAD_CHUNK_BYTES};
 
 /// S3 numbers parts 1..=10,000; with 8 MiB parts an object may reach ~78 GiB.
 const MAX_PARTS: i32 = 10_000;
@@ -134,6 +134,7 @@ async fn put_object(
 
 impl ObjectStore for S3Store {
     type Upload = S3Upload;
+    type Reader = S3Reader;
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
         let mut pages =
@@ -174,6 +175,14 @@ impl ObjectStore for S3Store {
         Ok(body.into_bytes())
     }
 
+    async fn open(&self, key: &str) -> Result<S3Reader, StoreError> {
+        match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+            Ok(output) => Ok(S3Reader { body: output.body, location: self.describe(key) }),
+            Err(e) if is_missing_key(&e) => Err(StoreError::NotFound { location: self.describe(key) }),
+            Err(e) => Err(self.error("GetObject", key, e)),
+        }
+    }
+
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
         put_object(&self.client, &self.bucket, &self.full_key(key), body, content_type, false)
             .await
@@ -203,6 +212,23 @@ impl ObjectStore for S3Store {
 
     fn describe(&self, key: &str) -> String {
         format!("s3://{}/{}{key}", self.bucket, self.prefix)
+    }
+}
+
+/// The body of a GetObject, read as it arrives.
+#[derive(Debug)]
+pub struct S3Reader {
+    body: ByteStream,
+    location: String,
+}
+
+impl ObjectReader for S3Reader {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
+        self.body.try_next().await.map_err(|e| StoreError::S3 {
+            operation: "GetObject",
+            location: self.location.clone(),
+            detail: DisplayErrorContext(&e).to_string(),
+        })
     }
 }
 

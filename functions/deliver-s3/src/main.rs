@@ -1,0 +1,31 @@
+//! The `deliver-s3` Lambda: an S3 event for `jobs/s3/…` streams the run's
+//! reports into the tenant's bucket and records the outcome under
+//! `status/`. Wiring only; the logic lives in
+//! `popularity_reports::handlers::{deliver, deliver_s3}`.
+// The handler's future (SDK calls inside a streamed copy) nests deeper than
+// rustc's default layout query limit.
+#![recursion_limit = "256"]
+
+use aws_config::BehaviorVersion;
+use aws_lambda_events::s3::S3Event;
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use popularity_reports::config::DeliveryConfig;
+use popularity_reports::handlers::deliver::{handle_job_event, DeliverDeps};
+use popularity_reports::handlers::deliver_s3::{S3Deliverer, S3Destinations};
+use popularity_reports::store::{s3_client, S3Store};
+use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = DeliveryConfig::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let staging = S3Store::new(s3_client(&aws), config.staging_bucket.clone(), "");
+    let deps = DeliverDeps {
+        staging: staging.clone(),
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
+        deliverer: S3Deliverer { staging, destinations: S3Destinations::new(aws.clone()) },
+        now: chrono::Utc::now,
+    };
+    run(service_fn(|event: LambdaEvent<S3Event>| handle_job_event(&deps, event.payload))).await
+}

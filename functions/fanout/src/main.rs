@@ -1,0 +1,24 @@
+//! The `fanout` Lambda: an S3 event for `manifests/<runId>.json` becomes one
+//! job object per due (tenant, feed) under `jobs/`. Wiring only; the handler
+//! lives in `popularity_reports::handlers::fanout`.
+#![recursion_limit = "256"]
+
+use aws_config::BehaviorVersion;
+use aws_lambda_events::s3::S3Event;
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use popularity_reports::config::DeliveryConfig;
+use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps};
+use popularity_reports::store::{s3_client, S3Store};
+use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = DeliveryConfig::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let deps = FanoutDeps {
+        staging: S3Store::new(s3_client(&aws), config.staging_bucket.clone(), ""),
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
+    };
+    run(service_fn(|event: LambdaEvent<S3Event>| handle_manifest_event(&deps, event.payload, chrono::Utc::now()))).await
+}

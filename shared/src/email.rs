@@ -1,0 +1,319 @@
+//! The delivery email (DESIGN §7): one message per run per feed, plain text
+//! and HTML, listing each report with its row count, size and a download
+//! link per part, and stating exactly when the links expire. Built here as
+//! data and as a MIME message; sent through the narrow [`MailSender`] port,
+//! whose SES adapter uses `SendRawEmail` so both bodies arrive intact.
+
+use std::fmt::Write as _;
+use std::future::Future;
+
+use aws_sdk_ses::primitives::Blob;
+use aws_sdk_ses::types::RawMessage;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Encoding, ReportKind, RunId};
+
+/// A message ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailMessage {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// One downloadable part, as listed in the email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedPart {
+    pub url: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// One report, as listed in the email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedReport {
+    pub kind: ReportKind,
+    pub rows: u64,
+    pub parts: Vec<LinkedPart>,
+}
+
+/// What the email says about a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportEmail<'a> {
+    pub tenant_id: &'a str,
+    pub feed_id: &'a str,
+    pub run_id: RunId,
+    pub encoding: Encoding,
+    pub reports: Vec<LinkedReport>,
+    pub sent_at: DateTime<Utc>,
+    pub links_expire_at: DateTime<Utc>,
+    /// Set when the links expire sooner than the configured lifetime (signed
+    /// with short-lived credentials); the email then says so.
+    pub shortened_expiry: bool,
+}
+
+/// `12.3 MB`, `999 B`: decimal units, as download tools show them.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn lifetime_text(from: DateTime<Utc>, until: DateTime<Utc>) -> String {
+    let seconds = (until - from).num_seconds().max(0);
+    if seconds >= 86_400 && seconds % 86_400 == 0 {
+        let days = seconds / 86_400;
+        format!("{days} day{}", if days == 1 { "" } else { "s" })
+    } else if seconds >= 3_600 {
+        format!("{:.1} hours", seconds as f64 / 3_600.0)
+    } else {
+        format!("{} minutes", seconds / 60)
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+impl ReportEmail<'_> {
+    pub fn subject(&self) -> String {
+        format!("Popularity reports {} for {} ({})", self.run_id, self.tenant_id, self.feed_id)
+    }
+
+    fn expiry_sentence(&self) -> String {
+        let when = self.links_expire_at.format("%Y-%m-%d %H:%M UTC");
+        let lifetime = lifetime_text(self.sent_at, self.links_expire_at);
+        if self.shortened_expiry {
+            format!(
+                "The links expire at {when} ({lifetime} after this email), sooner than usual: they were signed with \
+                 short-lived credentials. Ask us to resend them if you need more time."
+            )
+        } else {
+            format!("The links expire at {when} ({lifetime} after this email).")
+        }
+    }
+
+    /// The plain-text body.
+    pub fn text(&self) -> String {
+        let mut text = format!(
+            "Popularity reports of run {} for tenant {}, feed {} ({}).\n\n",
+            self.run_id,
+            self.tenant_id,
+            self.feed_id,
+            self.encoding.extension()
+        );
+        for report in &self.reports {
+            let bytes: u64 = report.parts.iter().map(|p| p.bytes).sum();
+            let _ = writeln!(
+                text,
+                "{}: {} rows, {} in {} part{}",
+                report.kind.data_type(),
+                report.rows,
+                human_bytes(bytes),
+                report.parts.len(),
+                if report.parts.len() == 1 { "" } else { "s" }
+            );
+            for (index, part) in report.parts.iter().enumerate() {
+                let _ = writeln!(
+                    text,
+                    "  part {}: {} rows, {}\n  {}",
+                    index + 1,
+                    part.rows,
+                    human_bytes(part.bytes),
+                    part.url
+                );
+            }
+            text.push('\n');
+        }
+        text.push_str(&self.expiry_sentence());
+        text.push('\n');
+        text
+    }
+
+    /// The HTML body, with the same content.
+    pub fn html(&self) -> String {
+        let mut html = format!(
+            "<!DOCTYPE html><html><body><p>Popularity reports of run <b>{}</b> for tenant <b>{}</b>, feed <b>{}</b> ({}).</p>",
+            self.run_id,
+            html_escape(self.tenant_id),
+            html_escape(self.feed_id),
+            self.encoding.extension()
+        );
+        html.push_str("<table><tr><th>Report</th><th>Part</th><th>Rows</th><th>Size</th><th>Link</th></tr>");
+        for report in &self.reports {
+            for (index, part) in report.parts.iter().enumerate() {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"{}\">download</a></td></tr>",
+                    report.kind.data_type(),
+                    index + 1,
+                    part.rows,
+                    human_bytes(part.bytes),
+                    html_escape(&part.url)
+                );
+            }
+        }
+        html.push_str("</table>");
+        let _ = write!(html, "<p>{}</p></body></html>", html_escape(&self.expiry_sentence()));
+        html
+    }
+
+    pub fn message(&self, from: &str, to: &[String]) -> EmailMessage {
+        EmailMessage {
+            from: from.to_owned(),
+            to: to.to_vec(),
+            subject: self.subject(),
+            text: self.text(),
+            html: self.html(),
+        }
+    }
+}
+
+/// Wraps base64 text at 76 characters, as MIME requires.
+fn base64_lines(data: &[u8]) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / 76 * 2 + 2);
+    for chunk in encoded.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The message as `multipart/alternative` MIME (text first, then HTML),
+/// bodies in base64 so no line-length limit applies to long links.
+pub fn to_mime(message: &EmailMessage, boundary: &str) -> String {
+    let subject = if message.subject.is_ascii() {
+        message.subject.clone()
+    } else {
+        format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(&message.subject))
+    };
+    let mut mime = String::new();
+    let _ = write!(
+        mime,
+        "From: {}\r\nTo: {}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n",
+        message.from,
+        message.to.join(", ")
+    );
+    for (content_type, body) in [("text/plain", &message.text), ("text/html", &message.html)] {
+        let _ = write!(
+            mime,
+            "--{boundary}\r\nContent-Type: {content_type}; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            base64_lines(body.as_bytes())
+        );
+    }
+    let _ = write!(mime, "--{boundary}--\r\n");
+    mime
+}
+
+/// Sends a message; returns the provider's message id.
+pub trait MailSender: Send + Sync {
+    fn send(&self, message: &EmailMessage) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+/// Amazon SES (`SendRawEmail`).
+#[derive(Debug, Clone)]
+pub struct SesMailer {
+    client: aws_sdk_ses::Client,
+}
+
+impl SesMailer {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Self { client: aws_sdk_ses::Client::new(config) }
+    }
+}
+
+impl MailSender for SesMailer {
+    async fn send(&self, message: &EmailMessage) -> Result<String, String> {
+        let boundary = format!("popularity-{}", Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        let raw = RawMessage::builder()
+            .data(Blob::new(to_mime(message, &boundary)))
+            .build()
+            .map_err(|e| format!("could not build the raw message: {e}"))?;
+        let sent = self
+            .client
+            .send_raw_email()
+            .source(&message.from)
+            .set_destinations(Some(message.to.clone()))
+            .raw_message(raw)
+            .send()
+            .await
+            .map_err(|e| format!("SES SendRawEmail from {} failed: {}", message.from, DisplayErrorContext(&e)))?;
+        Ok(sent.message_id().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Compression, Format};
+
+    fn email(shortened: bool, hours: i64) -> ReportEmail<'static> {
+        let sent_at: DateTime<Utc> = "2026-11-19T03:10:00Z".parse().unwrap();
+        ReportEmail {
+            tenant_id: "acme",
+            feed_id: "weekly",
+            run_id: "20261119030000".parse().unwrap(),
+            encoding: Encoding { format: Format::Tsv, compression: Compression::Gzip },
+            reports: vec![LinkedReport {
+                kind: ReportKind::Track,
+                rows: 12,
+                parts: vec![LinkedPart { url: "http://x/a?b=1&c=<2>".to_owned(), rows: 12, bytes: 1_234_567 }],
+            }],
+            sent_at,
+            links_expire_at: sent_at + chrono::Duration::hours(hours),
+            shortened_expiry: shortened,
+        }
+    }
+
+    #[test]
+    fn both_bodies_list_rows_sizes_links_and_the_true_expiry() {
+        let full = email(false, 168);
+        for body in [full.text(), full.html()] {
+            assert!(body.contains("track_popularity"), "{body}");
+            assert!(body.contains("1.2 MB"), "{body}");
+            assert!(body.contains("2026-11-26 03:10 UTC") && body.contains("7 days"), "{body}");
+        }
+        assert!(full.text().contains("http://x/a?b=1&c=<2>"));
+        assert!(full.html().contains("http://x/a?b=1&amp;c=&lt;2&gt;"));
+        let short = email(true, 6);
+        assert!(short.text().contains("2026-11-19 09:10 UTC") && short.text().contains("6.0 hours"));
+        assert!(short.text().contains("sooner than usual"));
+    }
+
+    #[test]
+    fn the_mime_message_decodes_back_to_both_bodies() {
+        let message = email(false, 168).message("reports@example.com", &["a@acme.example".to_owned()]);
+        let mime = to_mime(&message, "BOUNDARY");
+        assert!(mime.contains("Content-Type: multipart/alternative; boundary=\"BOUNDARY\""));
+        assert!(mime.lines().all(|line| line.len() <= 998));
+        let bodies: Vec<String> = mime
+            .split("--BOUNDARY")
+            .filter_map(|section| section.split_once("\r\n\r\n").map(|(_, body)| body.replace("\r\n", "")))
+            .filter(|body| !body.is_empty() && !body.starts_with("--"))
+            .map(|body| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body).unwrap()).unwrap())
+            .collect();
+        assert_eq!(bodies, vec![message.text.clone(), message.html.clone()]);
+    }
+
+    #[test]
+    fn sizes_are_human_readable() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_000), "1.0 kB");
+        assert_eq!(human_bytes(1_073_741_824), "1.1 GB");
+    }
+}

@@ -1,0 +1,357 @@
+//! The `fanout` function (DESIGN §2, §7): the creation of
+//! `manifests/<runId>.json` starts it; it reads every tenant secret and
+//! writes one job object per (tenant, feed) that is due, each with a
+//! conditional create, so a repeated event creates nothing new. Whatever
+//! fanout decides not to deliver gets a status object saying why — an
+//! invalid secret (every wrong field), a disabled tenant, a connector type
+//! or mode not supported yet, a feed whose interval has not elapsed — so
+//! `popularity status <runId>` accounts for every tenant × feed.
+
+use std::collections::BTreeSet;
+
+use aws_lambda_events::s3::S3Event;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+
+use crate::delivery::{
+    decode_s3_event_key, job_key, status_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryStatus, JobKind,
+    KeyError, TENANT_STATUS_FEED_ID,
+};
+use crate::domain::RunId;
+use crate::manifest::{run_manifest_key, DeliveryMode, RunManifest, MANIFESTS_PREFIX};
+use crate::metrics::emit_metrics;
+use crate::store::{ObjectStore, PutOutcome, StoreError};
+use crate::tenant::{ConnectorKind, Feed, TenantConfig};
+use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry};
+
+/// Tenants processed at once; each does a few small requests.
+const TENANT_CONCURRENCY: usize = 32;
+
+/// What fanout needs: the staging bucket and the tenant secrets.
+pub struct FanoutDeps<S, T> {
+    pub staging: S,
+    pub tenants: T,
+}
+
+/// The function's result: what one invocation did, summed over its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutResponse {
+    pub run_ids: Vec<String>,
+    pub tenants: u64,
+    /// Job objects created by this invocation.
+    pub jobs_created: u64,
+    /// Job objects that already existed (a repeated event).
+    pub jobs_already_existing: u64,
+    /// Tenants whose secret could not be used.
+    pub invalid_tenants: u64,
+    /// Feeds not delivered this run, with a status saying why.
+    pub feeds_not_delivered: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error("S3 event record {index} has no object key")]
+    MissingKey { index: usize },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(
+        "{key:?} is not a run manifest key (manifests/<runId>.json): {reason}; the template routes only manifests/ to fanout"
+    )]
+    NotAManifest { key: String, reason: String },
+    #[error("could not read the run manifest: {0}")]
+    ReadManifest(StoreError),
+    #[error("run manifest {location} is not valid: {reason}")]
+    InvalidManifest { location: String, reason: String },
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("could not write {what}: {source}")]
+    Write { what: String, source: StoreError },
+}
+
+impl From<FanoutError> for Diagnostic {
+    fn from(error: FanoutError) -> Self {
+        let error_type = match &error {
+            FanoutError::MissingKey { .. } | FanoutError::Key(_) | FanoutError::NotAManifest { .. } => "InvalidEvent",
+            FanoutError::InvalidManifest { .. } => "InvalidManifest",
+            FanoutError::ReadManifest(_) | FanoutError::Directory(_) | FanoutError::Write { .. } => "FanoutFailed",
+        };
+        Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
+    }
+}
+
+/// The run a manifest key names.
+fn run_of_manifest_key(key: &str) -> Result<RunId, FanoutError> {
+    let not_a_manifest = |reason: String| FanoutError::NotAManifest { key: key.to_owned(), reason };
+    let run = key
+        .strip_prefix(MANIFESTS_PREFIX)
+        .and_then(|rest| rest.strip_suffix(".json"))
+        .ok_or_else(|| not_a_manifest("it is not manifests/<name>.json".to_owned()))?;
+    run.parse().map_err(not_a_manifest)
+}
+
+/// Handles an S3 `ObjectCreated` event for `manifests/<runId>.json`.
+#[instrument(skip_all)]
+pub async fn handle_manifest_event<S: ObjectStore, T: TenantDirectory>(
+    deps: &FanoutDeps<S, T>,
+    event: S3Event,
+    now: DateTime<Utc>,
+) -> Result<FanoutResponse, FanoutError> {
+    let mut runs = BTreeSet::new();
+    for (index, record) in event.records.iter().enumerate() {
+        let encoded = record.s3.object.key.as_deref().ok_or(FanoutError::MissingKey { index })?;
+        runs.insert(run_of_manifest_key(&decode_s3_event_key(encoded)?)?);
+    }
+    let mut response = FanoutResponse::default();
+    for run in runs {
+        let counts = fan_out_run(deps, run, now).await?;
+        response.run_ids.push(run.to_string());
+        response.tenants += counts.tenants;
+        response.jobs_created += counts.jobs_created;
+        response.jobs_already_existing += counts.jobs_already_existing;
+        response.invalid_tenants += counts.invalid_tenants;
+        response.feeds_not_delivered += counts.feeds_not_delivered;
+    }
+    Ok(response)
+}
+
+/// Writes the jobs and statuses of one run for every tenant.
+#[instrument(skip_all, fields(run_id = %run))]
+pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
+    deps: &FanoutDeps<S, T>,
+    run: RunId,
+    now: DateTime<Utc>,
+) -> Result<FanoutResponse, FanoutError> {
+    let manifest_key = run_manifest_key(run);
+    let manifest = read_manifest(&deps.staging, &manifest_key, run).await?;
+    let entries = deps.tenants.load_tenants().await?;
+    let earlier_runs =
+        if entries.iter().any(has_interval_feed) { earlier_runs(&deps.staging, run).await? } else { Vec::new() };
+    let context = RunContext {
+        staging: &deps.staging,
+        manifest_key: &manifest_key,
+        manifest: &manifest,
+        earlier_runs: &earlier_runs,
+        now,
+    };
+    let tenant_results: Vec<Result<TenantCounts, FanoutError>> = stream::iter(entries.iter())
+        .map(|entry| fan_out_tenant(&context, entry))
+        .buffer_unordered(TENANT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut response =
+        FanoutResponse { run_ids: vec![run.to_string()], tenants: entries.len() as u64, ..Default::default() };
+    for counts in tenant_results {
+        let counts = counts?;
+        response.jobs_created += counts.jobs_created;
+        response.jobs_already_existing += counts.jobs_already_existing;
+        response.invalid_tenants += counts.invalid;
+        response.feeds_not_delivered += counts.not_delivered;
+    }
+    emit_metrics(
+        "PopularityReports",
+        &[("Function", "fanout")],
+        &[
+            ("Tenants", response.tenants as f64),
+            ("JobsCreated", response.jobs_created as f64),
+            ("InvalidTenants", response.invalid_tenants as f64),
+        ],
+    );
+    info!(
+        tenants = response.tenants,
+        jobs_created = response.jobs_created,
+        jobs_already_existing = response.jobs_already_existing,
+        invalid_tenants = response.invalid_tenants,
+        feeds_not_delivered = response.feeds_not_delivered,
+        "fanout done"
+    );
+    Ok(response)
+}
+
+async fn read_manifest<S: ObjectStore>(staging: &S, key: &str, run: RunId) -> Result<RunManifest, FanoutError> {
+    let body = staging.get(key).await.map_err(FanoutError::ReadManifest)?;
+    let invalid = |reason: String| FanoutError::InvalidManifest { location: staging.describe(key), reason };
+    let manifest: RunManifest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    if manifest.run_id != run {
+        return Err(invalid(format!("it holds run {} but its key names run {run}", manifest.run_id)));
+    }
+    Ok(manifest)
+}
+
+fn has_interval_feed(entry: &TenantEntry) -> bool {
+    entry.config.as_ref().is_ok_and(|config| config.feeds.iter().any(|feed| feed.interval_seconds.is_some()))
+}
+
+/// Runs published before `run`, newest first.
+async fn earlier_runs<S: ObjectStore>(staging: &S, run: RunId) -> Result<Vec<RunId>, FanoutError> {
+    let listed = staging.list(MANIFESTS_PREFIX).await.map_err(FanoutError::ReadManifest)?;
+    let mut runs: Vec<RunId> = listed
+        .iter()
+        .filter_map(|entry| run_of_manifest_key(&entry.key).ok())
+        .filter(|earlier| *earlier < run)
+        .collect();
+    runs.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(runs)
+}
+
+struct RunContext<'a, S> {
+    staging: &'a S,
+    manifest_key: &'a str,
+    manifest: &'a RunManifest,
+    earlier_runs: &'a [RunId],
+    now: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct TenantCounts {
+    jobs_created: u64,
+    jobs_already_existing: u64,
+    invalid: u64,
+    not_delivered: u64,
+}
+
+/// What fanout decided for one feed.
+enum FeedDecision {
+    Deliver(DeliveryJob),
+    NotDelivered(AttemptResult),
+}
+
+async fn fan_out_tenant<S: ObjectStore>(
+    context: &RunContext<'_, S>,
+    entry: &TenantEntry,
+) -> Result<TenantCounts, FanoutError> {
+    let mut counts = TenantCounts::default();
+    let tenant = match &entry.config {
+        Ok(tenant) => tenant,
+        Err(errors) => {
+            let errors = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            warn!(secret = %entry.secret_name, %errors, "tenant secret is invalid; this tenant is not delivered");
+            let message = format!("tenant secret {} is invalid: {errors}", entry.secret_name);
+            let segment = tenant_key_segment(&entry.tenant_id_from_name);
+            record_once(context, &segment, TENANT_STATUS_FEED_ID, AttemptResult::Invalid(message)).await?;
+            counts.invalid = 1;
+            return Ok(counts);
+        }
+    };
+    for feed in &tenant.feeds {
+        match decide(context, tenant, feed).await? {
+            FeedDecision::Deliver(job) => {
+                let body = Bytes::from(serde_json::to_vec_pretty(&job).expect("a job serialises"));
+                let key = job.job_key();
+                match context.staging.put_if_absent(&key, body, "application/json").await {
+                    Ok(PutOutcome::Created) => counts.jobs_created += 1,
+                    Ok(PutOutcome::AlreadyExists) => counts.jobs_already_existing += 1,
+                    Err(source) => return Err(FanoutError::Write { what: format!("job {key}"), source }),
+                }
+            }
+            FeedDecision::NotDelivered(result) => {
+                record_once(context, &tenant.tenant_id, &feed.id, result).await?;
+                counts.not_delivered += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Whether and how one feed is delivered this run.
+async fn decide<S: ObjectStore>(
+    context: &RunContext<'_, S>,
+    tenant: &TenantConfig,
+    feed: &Feed,
+) -> Result<FeedDecision, FanoutError> {
+    let not_delivered = |reason: String| Ok(FeedDecision::NotDelivered(AttemptResult::Skipped(reason)));
+    if !tenant.enabled {
+        return not_delivered("the tenant is disabled (\"enabled\": false)".to_owned());
+    }
+    let Some(connector) = tenant.connector_of(feed) else {
+        return Ok(FeedDecision::NotDelivered(AttemptResult::Invalid(format!(
+            "feed {:?} names connector {:?}, which the tenant does not have",
+            feed.id, feed.connector
+        ))));
+    };
+    let kind = connector.kind();
+    if !is_supported(kind) {
+        return not_delivered(format!(
+            "connector {:?} has type {kind}, which is not supported yet: nothing was delivered",
+            feed.connector
+        ));
+    }
+    if feed.mode == DeliveryMode::Delta {
+        return not_delivered("mode \"delta\" is not supported yet: nothing was delivered".to_owned());
+    }
+    if let Some(interval) = feed.interval_seconds {
+        if let Some(last) = last_delivery_within(context, tenant, feed, interval).await? {
+            let due = last.time() + chrono::Duration::seconds(interval as i64);
+            return not_delivered(format!(
+                "not due: delivered in run {last}, and intervalSeconds {interval} makes it due again from {}",
+                due.format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+    }
+    let job = DeliveryJob::for_feed(context.manifest_key, context.manifest.run_id, tenant, feed, context.now)
+        .expect("the connector was found above");
+    Ok(FeedDecision::Deliver(job))
+}
+
+/// Connector types with a deliverer in this build.
+pub fn is_supported(kind: ConnectorKind) -> bool {
+    matches!(JobKind::of(kind), JobKind::S3 | JobKind::Email)
+}
+
+/// The newest earlier run less than `interval` seconds before this one in
+/// which the feed was delivered, if any.
+async fn last_delivery_within<S: ObjectStore>(
+    context: &RunContext<'_, S>,
+    tenant: &TenantConfig,
+    feed: &Feed,
+    interval: u64,
+) -> Result<Option<RunId>, FanoutError> {
+    let run_time = context.manifest.run_id.time();
+    for &earlier in context.earlier_runs {
+        let age = (run_time - earlier.time()).num_seconds();
+        if age >= interval as i64 {
+            break;
+        }
+        let key = status_key(earlier, &tenant.tenant_id, &feed.id);
+        match context.staging.get(&key).await {
+            Ok(body) => {
+                if serde_json::from_slice::<DeliveryStatus>(&body).is_ok_and(|status| status.is_delivered()) {
+                    return Ok(Some(earlier));
+                }
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(source) => return Err(FanoutError::Write { what: format!("(reading) status {key}"), source }),
+        }
+    }
+    Ok(None)
+}
+
+/// Writes a status fanout decided, unless one exists: a repeated event adds
+/// nothing, and never replaces what a deliverer recorded.
+async fn record_once<S: ObjectStore>(
+    context: &RunContext<'_, S>,
+    tenant_segment: &str,
+    feed_id: &str,
+    result: AttemptResult,
+) -> Result<(), FanoutError> {
+    let run = context.manifest.run_id;
+    let status = DeliveryStatus::first_record(run, tenant_segment, feed_id, context.now, context.now, result);
+    let key = status_key(run, tenant_segment, feed_id);
+    let body = Bytes::from(serde_json::to_vec_pretty(&status).expect("a status serialises"));
+    context
+        .staging
+        .put_if_absent(&key, body, "application/json")
+        .await
+        .map(|_| ())
+        .map_err(|source| FanoutError::Write { what: format!("status {key}"), source })
+}
+
+/// The key fanout gives the job of `feed`; exposed for tests and tools.
+pub fn job_key_of(run: RunId, tenant: &TenantConfig, feed: &Feed) -> Option<String> {
+    let connector = tenant.connector_of(feed)?;
+    Some(job_key(JobKind::of(connector.kind()), run, &tenant.tenant_id, &feed.id))
+}
