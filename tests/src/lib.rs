@@ -8,11 +8,20 @@
 //! - this file: the emulator endpoint, SDK configuration, fresh buckets;
 //! - [`parquet_fixtures`]: small Parquet inputs, valid and malformed;
 //! - [`reference`]: a slow, obviously correct ranking to compare against;
-//! - [`reports`]: reading published reports back and checking invariants.
+//! - [`reports`]: reading published reports back and checking invariants;
+//! - [`customer`]: a customer's side of a delivery (another account, its
+//!   bucket, delivery role or user, IAM enforcement, sent mail, links);
+//! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request.
+//!
+//! Tests of IAM enforcement run against a second server,
+//! [`moto_auth_endpoint`], because moto's enforcement switch is global to a
+//! server; see [`customer::enforce_iam`].
 //!
 //! Build S3 clients with `popularity_reports::store::s3_client`, which turns
 //! on the path-style addressing moto needs.
 
+pub mod customer;
+pub mod fault_proxy;
 pub mod parquet_fixtures;
 pub mod reference;
 pub mod reports;
@@ -39,6 +48,23 @@ pub fn moto_endpoint() -> String {
             "MOTO_ENDPOINT is not set: these tests need moto's server. \
              Start the emulator with scripts/test.sh, or \
              export MOTO_ENDPOINT=$(scripts/emulator.sh start)"
+        ),
+    }
+}
+
+/// The endpoint of the second moto server, reserved for tests that turn IAM
+/// enforcement on ([`customer::enforce_iam`]), from `MOTO_AUTH_ENDPOINT`.
+///
+/// # Panics
+/// When `MOTO_AUTH_ENDPOINT` is unset or empty, with a message saying how to
+/// start that server.
+pub fn moto_auth_endpoint() -> String {
+    match std::env::var("MOTO_AUTH_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => endpoint.trim().trim_end_matches('/').to_owned(),
+        _ => panic!(
+            "MOTO_AUTH_ENDPOINT is not set: tests of IAM enforcement need a moto server of their own \
+             (enforcement is global to a server). Run scripts/test.sh, which starts it, or \
+             export MOTO_AUTH_ENDPOINT=$(scripts/emulator.sh start)"
         ),
     }
 }
