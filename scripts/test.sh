@@ -9,10 +9,26 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v cargo >/dev/null || { echo "test: cargo is needed (https://rustup.rs)" >&2; exit 1; }
 
 bash scripts/emulator.sh install
+
+# Two servers: MOTO_ENDPOINT is shared by all tests (isolated by unique
+# bucket names); MOTO_AUTH_ENDPOINT is for the tests that turn IAM
+# enforcement on, a switch global to a server. One trap stops both, also when
+# the second fails to start.
+MOTO_ENDPOINT=""
+MOTO_AUTH_ENDPOINT=""
+stop_emulators() {
+    local endpoint
+    for endpoint in "$MOTO_ENDPOINT" "$MOTO_AUTH_ENDPOINT"; do
+        if [[ -n "$endpoint" ]]; then
+            bash scripts/emulator.sh stop "${endpoint##*:}" || true
+        fi
+    done
+}
+trap stop_emulators EXIT
 MOTO_ENDPOINT="$(bash scripts/emulator.sh start)"
-export MOTO_ENDPOINT
-trap 'bash scripts/emulator.sh stop "${MOTO_ENDPOINT##*:}" || true' EXIT
-echo "test: moto's server at $MOTO_ENDPOINT" >&2
+MOTO_AUTH_ENDPOINT="$(bash scripts/emulator.sh start)"
+export MOTO_ENDPOINT MOTO_AUTH_ENDPOINT
+echo "test: moto's servers at $MOTO_ENDPOINT and (IAM enforcement) $MOTO_AUTH_ENDPOINT" >&2
 
 cargo fmt --all -- --check
 cargo test --workspace --all-targets --locked "$@"
