@@ -21,6 +21,7 @@
 //! on the path-style addressing moto needs.
 
 pub mod customer;
+pub mod delivery;
 pub mod fault_proxy;
 pub mod parquet_fixtures;
 pub mod reference;
