@@ -1,12 +1,13 @@
 //! `popularity`: the operator's command line. Generates sample data, runs
-//! the same ranking core as the `rank` Lambda against a directory or a
-//! bucket, and benchmarks it. Arguments and output only; the work is done
+//! the same ranking and delivery code as the Lambdas against a directory or a
+//! bucket, reports a run's delivery status, and benchmarks. Arguments and output only; the work is done
 //! by `popularity_reports`.
 
 mod bench;
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
 mod commands;
+mod delivery_commands;
 mod status_command;
 mod tenant_command;
 
@@ -36,6 +37,10 @@ enum Command {
     Tenant(tenant_command::TenantArgs),
     /// Print every tenant × feed of a run: job, outcome, attempts, objects, last error.
     Status(status_command::StatusArgs),
+    /// Write the delivery jobs of a published run, as the fanout Lambda does.
+    Fanout(delivery_commands::FanoutArgs),
+    /// Deliver every job of a run (S3 and email), as the deliverer Lambdas do.
+    Deliver(delivery_commands::DeliverArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Tenant(args) => tenant_command::run(args),
         Command::Status(args) => runtime.block_on(status_command::run(args)),
+        Command::Fanout(args) => runtime.block_on(delivery_commands::fanout(args)),
+        Command::Deliver(args) => runtime.block_on(delivery_commands::deliver(args)),
     }
 }
