@@ -1,0 +1,90 @@
+"""Sets up the *customer* side of the demo on moto's server, as two
+customers would on their own AWS accounts, plus the operator's SES sender and
+link-signing user. Not part of the product: our system only ever writes into
+these buckets. Prints one JSON object with what the tenant secrets need.
+
+Usage: python customers.py ENDPOINT OUR_ACCOUNT_ID
+"""
+import json
+import sys
+
+import boto3
+
+endpoint, our_account = sys.argv[1], sys.argv[2]
+common = dict(endpoint_url=endpoint, region_name="us-east-1")
+
+
+def client(service, credentials=None):
+    keys = credentials or {"aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
+    return boto3.client(service, **common, **keys)
+
+
+def account(account_id):
+    """Credentials acting as another account (moto trusts any AssumeRole)."""
+    role = f"arn:aws:iam::{account_id}:role/demo-account-admin"
+    c = client("sts").assume_role(RoleArn=role, RoleSessionName="demo")["Credentials"]
+    return {
+        "aws_access_key_id": c["AccessKeyId"],
+        "aws_secret_access_key": c["SecretAccessKey"],
+        "aws_session_token": c["SessionToken"],
+    }
+
+
+def write_only_policy(bucket):
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+             "Resource": f"arn:aws:s3:::{bucket}/*"},
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+             "Resource": f"arn:aws:s3:::{bucket}"},
+        ],
+    })
+
+
+def ensure_bucket(s3, name):
+    try:
+        s3.create_bucket(Bucket=name)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+# acme (account 222222222222): a role we assume with an external id.
+acme = account("222222222222")
+ensure_bucket(client("s3", acme), "acme-data-demo")
+iam = client("iam", acme)
+trust = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{our_account}:root"},
+                   "Action": "sts:AssumeRole",
+                   "Condition": {"StringEquals": {"sts:ExternalId": "mm-acme-7f3c"}}}],
+}
+role = iam.create_role(RoleName="popularity-delivery", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+iam.put_role_policy(RoleName="popularity-delivery", PolicyName="popularity-delivery",
+                    PolicyDocument=write_only_policy("acme-data-demo"))
+
+# beta-music (account 333333333333): keys of a user it created for us.
+beta = account("333333333333")
+ensure_bucket(client("s3", beta), "beta-data-demo")
+iam = client("iam", beta)
+iam.create_user(UserName="popularity-delivery")
+iam.put_user_policy(UserName="popularity-delivery", PolicyName="popularity-delivery",
+                    PolicyDocument=write_only_policy("beta-data-demo"))
+beta_key = iam.create_access_key(UserName="popularity-delivery")["AccessKey"]
+
+# Operator side: verified sender and the link-signing user's keys in a secret.
+client("ses").verify_email_identity(EmailAddress="reports@popularity.example")
+iam = client("iam")
+iam.create_user(UserName="popularity-link-signer")
+signer_key = iam.create_access_key(UserName="popularity-link-signer")["AccessKey"]
+client("secretsmanager").create_secret(
+    Name="popularity-reports/link-signer",
+    SecretString=json.dumps({"accessKeyId": signer_key["AccessKeyId"],
+                             "secretAccessKey": signer_key["SecretAccessKey"]}),
+)
+
+json.dump({
+    "acmeRoleArn": role["Arn"],
+    "betaAccessKeyId": beta_key["AccessKeyId"],
+    "betaSecretAccessKey": beta_key["SecretAccessKey"],
+}, sys.stdout)
