@@ -675,3 +675,39 @@ async fn unsupported_connectors_disabled_tenants_and_feeds_not_due_get_a_status_
     }
     assert!(staging.get(&format!("jobs/{}/{RUN_ID}/acme/weekly-tracks.json", JobKind::Email)).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_bucket_policy_writes_with_our_own_credentials_into_the_customers_bucket() {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    let staging = staging_store(&admin, "staging-policy").await;
+    let prefix = unique_tenant_prefix("tenants-policy");
+    let manifest = publish_synthetic_run(&staging, run_id(), 700, 1_000).await;
+    // A bucket in the customer's account; moto lets our account write into it
+    // as a bucket policy trusting our account would.
+    let account = account_config(&admin, "444444444444").await;
+    let bucket = fresh_bucket(&s3_client(&account), "policy-dest").await;
+    let secret = json!({
+        "schemaVersion": 1, "tenantId": "delta-co", "plan": "trial", "enabled": true,
+        "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
+            "region": "us-east-1", "prefix": "from-massive/"}},
+        "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]
+    });
+    create_raw_secret(&admin, &format!("{prefix}delta-co"), &secret.to_string()).await;
+    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+    let deps = s3_deps(&admin, &admin, &staging, &prefix);
+    let job_key = format!("jobs/s3/{RUN_ID}/delta-co/default.json");
+    let delivered = handle_job_event(&deps, event_for_key(&job_key)).await.unwrap();
+    assert_eq!(delivered.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let keys = keys_under(&account, &bucket, "").await;
+    assert_eq!(
+        keys,
+        [
+            format!("from-massive/artist_popularity/{RUN_ID}/_manifest.json"),
+            format!("from-massive/artist_popularity/{RUN_ID}/part-001.json"),
+        ]
+    );
+    let part = get_object(&account, &bucket, &keys[1]).await;
+    assert_eq!(part, staging.get(&manifest.reports[1].parts[0].key).await.unwrap());
+}
