@@ -291,3 +291,158 @@ where
         Err(reason) => AttemptResult::Failed(reason),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::domain::RunId;
+    use crate::manifest::run_manifest_key;
+    use crate::store::LocalDirStore;
+    use crate::tenant::parse_tenant_secret;
+    use crate::tenant_directory::InMemoryTenants;
+
+    const PREFIX: &str = "popularity-reports/tenants/";
+
+    /// Records calls; fails the first `failures` of them.
+    struct FakeDeliverer {
+        calls: AtomicUsize,
+        failures: usize,
+    }
+
+    impl Deliverer for FakeDeliverer {
+        fn kind(&self) -> JobKind {
+            JobKind::Email
+        }
+
+        async fn deliver(
+            &self,
+            job: &DeliveryJob,
+            _tenant: &TenantConfig,
+            _connector: &Connector,
+            _manifest: &RunManifest,
+        ) -> Result<Vec<DeliveredObject>, String> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            if call < self.failures {
+                return Err(format!("SES throttled attempt {}", call + 1));
+            }
+            Ok(vec![DeliveredObject { key: format!("sent/{}", job.feed_id), bytes: 1, sha256: "00".repeat(32) }])
+        }
+    }
+
+    fn secret(enabled: bool, inbox_type: &str) -> String {
+        let inbox = if inbox_type == "email" {
+            serde_json::json!({"type": "email", "recipients": ["data@acme.example"]})
+        } else {
+            serde_json::json!({"type": "s3-keys", "bucketArn": "arn:aws:s3:::acme", "region": "eu-west-1",
+                "prefix": "", "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})
+        };
+        serde_json::json!({"schemaVersion": 1, "tenantId": "acme", "plan": "standard", "enabled": enabled,
+            "connectors": {"inbox": inbox}, "feeds": [{"id": "weekly", "connector": "inbox"}]})
+        .to_string()
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-19T03:05:00Z".parse().unwrap()
+    }
+
+    async fn scene(name: &str) -> (LocalDirStore, JobKeyParts) {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let store =
+            LocalDirStore::new(std::env::temp_dir().join(format!("deliver-{name}-{}-{nanos}", std::process::id())));
+        let run: RunId = "20261119030000".parse().unwrap();
+        let tenant = parse_tenant_secret("acme", &secret(true, "email")).unwrap();
+        let job = DeliveryJob::for_feed(&run_manifest_key(run), run, &tenant, &tenant.feeds[0], now()).unwrap();
+        store.put(&job.job_key(), Bytes::from(serde_json::to_vec(&job).unwrap()), "application/json").await.unwrap();
+        let manifest = serde_json::json!({"schemaVersion": 1, "runId": "20261119030000",
+            "runTime": "2026-11-19T03:00:00Z", "generatedAt": "2026-11-19T03:04:00Z", "mode": "full",
+            "format": "json", "compression": "none",
+            "scoring": {"lookbackDays": 28, "halfLifeDays": 7.0, "firstDay": "2026-10-22", "lastDay": "2026-11-18", "daysWithPlays": []},
+            "inputs": {"catalogueFiles": 0, "catalogueRows": 0, "playFiles": 0, "playRows": 0, "unknownTrackPlayRows": 0, "unknownTrackPlays": 0},
+            "reports": []});
+        store.put(&run_manifest_key(run), Bytes::from(manifest.to_string()), "application/json").await.unwrap();
+        (store, job.key_parts())
+    }
+
+    fn deps(
+        store: &LocalDirStore,
+        tenants: InMemoryTenants,
+        failures: usize,
+    ) -> DeliverDeps<LocalDirStore, InMemoryTenants, FakeDeliverer> {
+        DeliverDeps {
+            staging: store.clone(),
+            tenants,
+            deliverer: FakeDeliverer { calls: AtomicUsize::new(0), failures },
+            now,
+        }
+    }
+
+    async fn status(store: &LocalDirStore, parts: &JobKeyParts) -> DeliveryStatus {
+        serde_json::from_slice(&store.get(&parts.status_key()).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_recorded_and_retried_and_a_delivered_job_is_not_repeated() {
+        let (store, parts) = scene("retry").await;
+        let deps = deps(&store, InMemoryTenants::new(PREFIX).with_secret("acme", secret(true, "email")), 1);
+        let error = deliver_job(&deps, &parts).await.unwrap_err();
+        assert!(error.to_string().contains("SES throttled attempt 1"), "{error}");
+        assert_eq!(status(&store, &parts).await.outcome, DeliveryOutcome::Failed);
+        let report = deliver_job(&deps, &parts).await.unwrap();
+        assert_eq!((report.outcome, report.objects), (Some(DeliveryOutcome::Delivered), 1));
+        let again = deliver_job(&deps, &parts).await.unwrap();
+        assert_eq!(again.outcome, None, "already delivered: nothing done");
+        assert_eq!(deps.deliverer.calls.load(Ordering::SeqCst), 2);
+        let recorded = status(&store, &parts).await;
+        assert_eq!(recorded.attempts.len(), 2);
+        assert_eq!(recorded.last_error.as_deref(), Some("SES throttled attempt 1"));
+    }
+
+    #[tokio::test]
+    async fn jobs_that_can_never_succeed_are_recorded_without_a_retry_and_nothing_is_delivered() {
+        let cases = [
+            ("gone", InMemoryTenants::new(PREFIX), DeliveryOutcome::Skipped, "no longer exists"),
+            (
+                "disabled",
+                InMemoryTenants::new(PREFIX).with_secret("acme", secret(false, "email")),
+                DeliveryOutcome::Skipped,
+                "disabled",
+            ),
+            (
+                "retyped",
+                InMemoryTenants::new(PREFIX).with_secret("acme", secret(true, "s3-keys")),
+                DeliveryOutcome::Invalid,
+                "changed type from email to s3-keys",
+            ),
+            (
+                "invalid",
+                InMemoryTenants::new(PREFIX).with_secret("acme", "{\"schemaVersion\": 1}"),
+                DeliveryOutcome::Invalid,
+                "tenantId",
+            ),
+        ];
+        for (name, tenants, outcome, reason) in cases {
+            let (store, parts) = scene(name).await;
+            let deps = deps(&store, tenants, 0);
+            let report = deliver_job(&deps, &parts).await.unwrap();
+            assert_eq!(report.outcome, Some(outcome), "{name}");
+            let recorded = status(&store, &parts).await;
+            let error = recorded.last_error.unwrap();
+            assert!(error.contains(reason), "{name}: {error}");
+            assert!(!error.contains("wJalrXUtnFEMI"), "{name}: a credential in the status");
+            assert_eq!(deps.deliverer.calls.load(Ordering::SeqCst), 0, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_for_another_kind_of_job_is_refused_before_anything_is_read() {
+        let (store, parts) = scene("kind").await;
+        let deps = deps(&store, InMemoryTenants::new(PREFIX), 0);
+        // The sample event for deliver-s3 reaches this email deliverer.
+        let event: S3Event = serde_json::from_str(include_str!("../../../events/deliver-s3/job-created.json")).unwrap();
+        let error = handle_job_event(&deps, event).await.unwrap_err();
+        assert!(matches!(error, DeliverError::WrongKind { .. }), "{error}");
+        assert!(store.get(&parts.status_key()).await.is_err());
+    }
+}
