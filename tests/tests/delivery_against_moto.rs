@@ -656,10 +656,37 @@ async fn unsupported_connectors_disabled_tenants_and_feeds_not_due_get_a_status_
     });
     create_raw_secret(&admin, &format!("{prefix}delta-co"), &disabled.to_string()).await;
 
+    // A weekly feed last delivered exactly 7 days before this run is due again.
+    let week_ago: popularity_reports::domain::RunId = "20261112030000".parse().unwrap();
+    publish_synthetic_run(&staging, week_ago, 10, 10).await;
+    let delivered_week_ago = DeliveryStatus::first_record(
+        week_ago,
+        "weekly-co",
+        "weekly",
+        week_ago.time(),
+        week_ago.time(),
+        popularity_reports::delivery::AttemptResult::Delivered(Vec::new()),
+    );
+    staging
+        .put(
+            &format!("status/{week_ago}/weekly-co/weekly.json"),
+            Bytes::from(serde_json::to_vec(&delivered_week_ago).unwrap()),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let weekly = json!({
+        "schemaVersion": 1, "tenantId": "weekly-co", "plan": "trial", "enabled": true,
+        "connectors": {"inbox": {"type": "email", "recipients": ["x@weekly.example"]}},
+        "feeds": [{"id": "weekly", "connector": "inbox", "intervalSeconds": 604800}]
+    });
+    create_raw_secret(&admin, &format!("{prefix}weekly-co"), &weekly.to_string()).await;
+
     let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
     let response =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
-    assert_eq!(response.jobs_created, 1, "only acme's s3 feed is due and supported");
+    assert_eq!(response.jobs_created, 2, "acme's s3 feed, and weekly-co's feed whose week has passed");
+    assert!(staging.get(&format!("jobs/email/{RUN_ID}/weekly-co/weekly.json")).await.is_ok());
     let expectations = [
         ("acme", "weekly-tracks", "not due: delivered in run 20261113030000"),
         ("gamma", "to-gcs", "type gcs, which is not supported yet"),
