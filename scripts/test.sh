@@ -32,3 +32,12 @@ echo "test: moto's servers at $MOTO_ENDPOINT and (IAM enforcement) $MOTO_AUTH_EN
 
 cargo fmt --all -- --check
 cargo test --workspace --all-targets --locked "$@"
+
+# The SAM template: both lints, the offline transform, sam validate and a
+# release sam build of every function (scripts/check-template.sh; installs the
+# SAM CLI and cargo-lambda into .venv). SKIP_TEMPLATE_CHECKS=1 skips them.
+if [[ "${SKIP_TEMPLATE_CHECKS:-0}" == 1 ]]; then
+    echo "test: SKIP_TEMPLATE_CHECKS=1: template checks skipped" >&2
+else
+    bash scripts/check-template.sh
+fi
