@@ -1,0 +1,793 @@
+//! `template.yaml` against the code it deploys: every crate in `functions/`
+//! is a function of the template (by its `Binary:` build property) and the
+//! other way round; every sample event in `events/<function>/` parses as the
+//! event type of that function and is routed to it by the template (the
+//! schedule for `rank`, the S3 notification filters for the others); every
+//! environment variable a function's configuration reads is set for it in
+//! the template, and the defaults of the parameters feeding them are values
+//! the configuration accepts; `events/env.json` (for `sam local invoke
+//! --env-vars`) sets them all, and `AWS_ENDPOINT_URL` to the local emulator,
+//! each declared by the template (SAM ignores variables it does not declare).
+//!
+//! The workspace has no YAML crate, and these checks need only the block
+//! structure of the template, so [`yaml`] is a small reader of that subset
+//! (block maps and sequences, plain and quoted scalars, folded `>-`
+//! scalars, tags kept as text). It is not a general YAML parser: the
+//! template's lints (`scripts/check-template.sh`) check the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::s3::S3Event;
+use popularity_reports::config::{DeliveryConfig, EmailConfig, RankConfig};
+use popularity_reports::delivery::decode_s3_event_key;
+use yaml::Yaml;
+
+/// Stack name, account and region the sample events were written for
+/// (samconfig.toml's default stack name, the documentation account id).
+const SAMPLE_STACK_NAME: &str = "popularity-reports";
+const SAMPLE_ACCOUNT_ID: &str = "123456789012";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root").to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn sorted_dir_names(path: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(path)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()))
+        .map(|entry| entry.expect("directory entry"))
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The parts of `template.yaml` these tests compare with the code.
+struct Template {
+    root: Yaml,
+}
+
+/// One `AWS::Serverless::Function` of the template.
+struct Function<'a> {
+    logical_id: &'a str,
+    binary: &'a str,
+    build_method: &'a str,
+    properties: &'a Yaml,
+}
+
+/// An S3 notification of the template: which keys go to which function.
+#[derive(Debug)]
+struct S3Route {
+    logical_id: String,
+    bucket_logical_id: String,
+    prefix: String,
+    suffix: String,
+}
+
+impl S3Route {
+    fn matches(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
+    }
+}
+
+impl Template {
+    fn load() -> Self {
+        let path = workspace_root().join("template.yaml");
+        let root = yaml::parse(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self { root }
+    }
+
+    fn resources(&self) -> &[(String, Yaml)] {
+        self.root.get("Resources").and_then(Yaml::entries).expect("template.yaml has Resources")
+    }
+
+    fn resource_type<'a>(resource: &'a Yaml) -> &'a str {
+        resource.get("Type").and_then(Yaml::as_str).unwrap_or_default()
+    }
+
+    fn functions(&self) -> Vec<Function<'_>> {
+        self.resources()
+            .iter()
+            .filter(|(_, resource)| Self::resource_type(resource) == "AWS::Serverless::Function")
+            .map(|(logical_id, resource)| {
+                let metadata = resource.get("Metadata");
+                let binary = metadata
+                    .and_then(|m| m.get("BuildProperties"))
+                    .and_then(|p| p.get("Binary"))
+                    .and_then(Yaml::as_str)
+                    .unwrap_or_else(|| panic!("function {logical_id} has no Metadata.BuildProperties.Binary"));
+                Function {
+                    logical_id,
+                    binary,
+                    build_method: metadata.and_then(|m| m.get("BuildMethod")).and_then(Yaml::as_str).unwrap_or(""),
+                    properties: resource
+                        .get("Properties")
+                        .unwrap_or_else(|| panic!("function {logical_id} has no Properties")),
+                }
+            })
+            .collect()
+    }
+
+    fn function_by_binary(&self, binary: &str) -> Function<'_> {
+        self.functions()
+            .into_iter()
+            .find(|f| f.binary == binary)
+            .unwrap_or_else(|| panic!("template.yaml has no function with `Binary: {binary}`"))
+    }
+
+    fn parameter_default(&self, name: &str) -> Option<&str> {
+        self.root.get("Parameters")?.get(name)?.get("Default")?.as_str()
+    }
+
+    fn is_parameter(&self, name: &str) -> bool {
+        self.root.get("Parameters").and_then(|p| p.get(name)).is_some()
+    }
+
+    /// Environment of a function: Globals first, then its own variables,
+    /// as SAM merges them. Values are the template's text (`!Ref X`, …).
+    fn environment(&self, function: &Function<'_>) -> BTreeMap<String, String> {
+        let variables = |node: Option<&Yaml>| -> Vec<(String, String)> {
+            node.and_then(|n| n.get("Environment"))
+                .and_then(|e| e.get("Variables"))
+                .and_then(Yaml::entries)
+                .map(|entries| {
+                    entries.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("<structured>").to_owned())).collect()
+                })
+                .unwrap_or_default()
+        };
+        let globals = self.root.get("Globals").and_then(|g| g.get("Function"));
+        variables(globals).into_iter().chain(variables(Some(function.properties))).collect()
+    }
+
+    /// The value a variable gets with every parameter at its default:
+    /// `!Ref Parameter` becomes the default (`fallback` when it has none),
+    /// anything else built by CloudFormation a placeholder name.
+    fn resolve_with_defaults(&self, value: &str, fallback: &BTreeMap<&str, &str>) -> String {
+        if let Some(name) = value.strip_prefix("!Ref ") {
+            let name = name.trim();
+            if self.is_parameter(name) {
+                return self
+                    .parameter_default(name)
+                    .or_else(|| fallback.get(name).copied())
+                    .unwrap_or_else(|| panic!("parameter {name} has no Default; add a sample value to this test"))
+                    .to_owned();
+            }
+            return format!("resolved-{name}");
+        }
+        if value.starts_with('!') {
+            return "resolved-by-cloudformation".to_owned();
+        }
+        value.to_owned()
+    }
+
+    fn events_of<'a>(&self, function: &Function<'a>) -> &'a [(String, Yaml)] {
+        function.properties.get("Events").and_then(Yaml::entries).unwrap_or(&[])
+    }
+
+    fn s3_routes(&self) -> Vec<S3Route> {
+        let mut routes = Vec::new();
+        for function in self.functions() {
+            for (name, event) in self.events_of(&function) {
+                if event.get("Type").and_then(Yaml::as_str) != Some("S3") {
+                    continue;
+                }
+                let properties = event.get("Properties").unwrap_or_else(|| panic!("S3 event {name} has no Properties"));
+                let bucket = properties.get("Bucket").and_then(Yaml::as_str).unwrap_or_default();
+                let bucket_logical_id = bucket
+                    .strip_prefix("!Ref ")
+                    .unwrap_or_else(|| panic!("S3 event {name} of {}: Bucket must be a !Ref", function.logical_id))
+                    .trim()
+                    .to_owned();
+                let events = properties.get("Events").and_then(Yaml::as_str).unwrap_or_default();
+                assert!(
+                    events.starts_with("s3:ObjectCreated:"),
+                    "S3 event {name} of {} listens to {events:?}, not object creation",
+                    function.logical_id
+                );
+                let rules = properties
+                    .get("Filter")
+                    .and_then(|f| f.get("S3Key"))
+                    .and_then(|k| k.get("Rules"))
+                    .and_then(Yaml::items)
+                    .unwrap_or_else(|| panic!("S3 event {name} of {} has no Filter.S3Key.Rules", function.logical_id));
+                let rule = |wanted: &str| {
+                    rules
+                        .iter()
+                        .find(|r| r.get("Name").and_then(Yaml::as_str) == Some(wanted))
+                        .and_then(|r| r.get("Value"))
+                        .and_then(Yaml::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                routes.push(S3Route {
+                    logical_id: function.logical_id.to_owned(),
+                    bucket_logical_id,
+                    prefix: rule("prefix"),
+                    suffix: rule("suffix"),
+                });
+            }
+        }
+        routes
+    }
+
+    /// `BucketName` of a bucket resource with the sample stack, account and
+    /// `region` substituted.
+    fn bucket_name(&self, logical_id: &str, region: &str) -> String {
+        let (_, bucket) = self
+            .resources()
+            .iter()
+            .find(|(id, _)| id == logical_id)
+            .unwrap_or_else(|| panic!("S3 events name bucket {logical_id}, which is not a resource"));
+        let name = bucket
+            .get("Properties")
+            .and_then(|p| p.get("BucketName"))
+            .and_then(Yaml::as_str)
+            .unwrap_or_else(|| panic!("bucket {logical_id} has no BucketName"));
+        name.trim_start_matches("!Sub")
+            .trim()
+            .replace("${AWS::StackName}", SAMPLE_STACK_NAME)
+            .replace("${AWS::AccountId}", SAMPLE_ACCOUNT_ID)
+            .replace("${AWS::Region}", region)
+    }
+}
+
+#[test]
+fn every_function_crate_is_a_template_function_and_every_template_function_a_crate() {
+    let template = Template::load();
+    let crates = sorted_dir_names(&workspace_root().join("functions"));
+    let functions = template.functions();
+    let binaries: BTreeSet<String> = functions.iter().map(|f| f.binary.to_owned()).collect();
+    assert_eq!(
+        binaries.len(),
+        functions.len(),
+        "two functions of template.yaml build the same Binary: {:?}",
+        functions.iter().map(|f| (f.logical_id, f.binary)).collect::<Vec<_>>()
+    );
+    let missing_in_template: Vec<_> = crates.difference(&binaries).collect();
+    let missing_in_workspace: Vec<_> = binaries.difference(&crates).collect();
+    assert!(
+        missing_in_template.is_empty() && missing_in_workspace.is_empty(),
+        "functions/ and template.yaml disagree: crates without a function in the template: \
+         {missing_in_template:?}; template functions (by Binary) without a crate in functions/: \
+         {missing_in_workspace:?}"
+    );
+    for function in &functions {
+        assert_eq!(
+            function.build_method, "rust-cargolambda",
+            "function {} must be built by cargo-lambda (Metadata.BuildMethod)",
+            function.logical_id
+        );
+        // cargo lambda build --bin <Binary>: the binary of src/main.rs is
+        // named after the package.
+        let manifest = read(&workspace_root().join("functions").join(function.binary).join("Cargo.toml"));
+        assert!(
+            manifest.lines().any(|line| line.replace(' ', "") == format!("name=\"{}\"", function.binary)),
+            "functions/{}/Cargo.toml does not name its package {:?}, so `--bin {}` would not find it",
+            function.binary,
+            function.binary,
+            function.binary
+        );
+    }
+}
+
+#[test]
+fn every_sample_event_parses_and_is_routed_to_the_function_of_its_folder() {
+    let template = Template::load();
+    let routes = template.s3_routes();
+    let events_dir = workspace_root().join("events");
+    let folders = sorted_dir_names(&events_dir);
+    let mut checked = 0;
+    for folder in &folders {
+        let function = template.function_by_binary(folder);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(events_dir.join(folder))
+            .expect("list events folder")
+            .map(|entry| entry.expect("directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "events/{folder}/ holds no sample event");
+        for path in files {
+            let text = read(&path);
+            let shown = path.strip_prefix(workspace_root()).unwrap_or(&path).display().to_string();
+            if folder == "rank" {
+                let event: EventBridgeEvent<serde_json::Value> =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not an EventBridge event: {e}"));
+                assert_eq!(event.detail_type, "Scheduled Event", "{shown}: not a scheduled event");
+                assert_eq!(event.source, "aws.events", "{shown}: not from EventBridge");
+                assert!(event.time.is_some(), "{shown}: a scheduled event carries the run time");
+                let scheduled = template
+                    .events_of(&function)
+                    .iter()
+                    .any(|(_, e)| e.get("Type").and_then(Yaml::as_str) == Some("Schedule"));
+                assert!(
+                    scheduled,
+                    "{shown}: function {} has no `Schedule` event to send it (ScheduleV2 sends no envelope)",
+                    function.logical_id
+                );
+            } else {
+                let event: S3Event =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not an S3 event: {e}"));
+                assert!(!event.records.is_empty(), "{shown} has no records");
+                for record in &event.records {
+                    let encoded = record.s3.object.key.as_deref().unwrap_or_else(|| panic!("{shown}: no object key"));
+                    let key = decode_s3_event_key(encoded).unwrap_or_else(|e| panic!("{shown}: {e}"));
+                    let routed: Vec<&S3Route> = routes.iter().filter(|r| r.matches(&key)).collect();
+                    assert!(
+                        routed.len() == 1 && routed[0].logical_id == function.logical_id,
+                        "{shown}: key {key:?} (decoded from {encoded:?}) is routed by template.yaml to {:?}, \
+                         expected exactly {} (functions/{folder}); routes: {routes:#?}",
+                        routed.iter().map(|r| &r.logical_id).collect::<Vec<_>>(),
+                        function.logical_id
+                    );
+                    let region = record.aws_region.as_deref().unwrap_or("us-east-1");
+                    let expected_bucket = template.bucket_name(&routed[0].bucket_logical_id, region);
+                    assert_eq!(
+                        record.s3.bucket.name.as_deref(),
+                        Some(expected_bucket.as_str()),
+                        "{shown}: the bucket is not the template's {} for stack {SAMPLE_STACK_NAME} in \
+                         account {SAMPLE_ACCOUNT_ID}",
+                        routed[0].bucket_logical_id
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no sample events found under events/");
+}
+
+#[test]
+fn s3_routes_do_not_overlap() {
+    // S3 refuses overlapping filters for one event type on one bucket.
+    let routes = Template::load().s3_routes();
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            let overlap = a.bucket_logical_id == b.bucket_logical_id
+                && (a.prefix.starts_with(&b.prefix) || b.prefix.starts_with(&a.prefix))
+                && (a.suffix.ends_with(&b.suffix) || b.suffix.ends_with(&a.suffix));
+            assert!(!overlap, "S3 notifications overlap: {a:?} and {b:?}");
+        }
+    }
+}
+
+#[test]
+fn every_asynchronously_invoked_function_has_bounded_retries_and_an_on_failure_destination() {
+    let template = Template::load();
+    let configs: Vec<&Yaml> = template
+        .resources()
+        .iter()
+        .filter(|(_, r)| Template::resource_type(r) == "AWS::Lambda::EventInvokeConfig")
+        .filter_map(|(_, r)| r.get("Properties"))
+        .collect();
+    for function in template.functions() {
+        let config = configs
+            .iter()
+            .find(|c| c.get("FunctionName").and_then(Yaml::as_str) == Some(&format!("!Ref {}", function.logical_id)))
+            .unwrap_or_else(|| panic!("function {} has no AWS::Lambda::EventInvokeConfig", function.logical_id));
+        let retries = config.get("MaximumRetryAttempts").and_then(Yaml::as_str);
+        assert!(matches!(retries, Some("0" | "1" | "2")), "{}: MaximumRetryAttempts {retries:?}", function.logical_id);
+        assert!(
+            config.get("MaximumEventAgeInSeconds").is_some(),
+            "{}: no MaximumEventAgeInSeconds",
+            function.logical_id
+        );
+        let destination = config
+            .get("DestinationConfig")
+            .and_then(|d| d.get("OnFailure"))
+            .and_then(|f| f.get("Destination"))
+            .and_then(Yaml::as_str);
+        assert!(destination.is_some(), "{}: no on-failure destination", function.logical_id);
+    }
+}
+
+/// Which configuration each function loads: the `main.rs` of its crate must
+/// call `<Config>::from_env`, so this table cannot silently go stale.
+fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<String>) -> Result<(), String>) {
+    let (name, load): (&'static str, fn(&dyn Fn(&str) -> Option<String>) -> Result<(), String>) = match binary {
+        "rank" => ("RankConfig", |lookup| RankConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string())),
+        "fanout" | "deliver-s3" => {
+            ("DeliveryConfig", |lookup| DeliveryConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
+        "deliver-email" => {
+            ("EmailConfig", |lookup| EmailConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
+        other => panic!("functions/{other}: add its configuration type to configuration_of in this test"),
+    };
+    let main = read(&workspace_root().join("functions").join(binary).join("src/main.rs"));
+    assert!(
+        main.contains(&format!("{name}::from_env")),
+        "functions/{binary}/src/main.rs no longer loads {name}; update configuration_of in this test"
+    );
+    (name, load)
+}
+
+/// Loads `binary`'s configuration from `environment`; the names it asked
+/// for, or its error.
+fn load_configuration(
+    binary: &str,
+    environment: &BTreeMap<String, String>,
+) -> (&'static str, Result<BTreeSet<String>, String>) {
+    let (config_name, load) = configuration_of(binary);
+    let asked = std::cell::RefCell::new(BTreeSet::new());
+    let lookup = |name: &str| {
+        asked.borrow_mut().insert(name.to_owned());
+        environment.get(name).cloned()
+    };
+    let loaded = load(&lookup);
+    (config_name, loaded.map(|()| asked.into_inner()))
+}
+
+/// Variables of the AWS SDK itself (`AWS_ENDPOINT_URL`, `AWS_REGION`, …),
+/// read by `aws_config`, not by our configuration types.
+fn is_sdk_variable(name: &str) -> bool {
+    name.starts_with("AWS_")
+}
+
+#[test]
+fn every_variable_a_function_reads_is_set_for_it_in_the_template_and_its_defaults_load() {
+    let template = Template::load();
+    // Parameters without a default: values a deployer could give.
+    let samples = BTreeMap::from([("SesSender", "reports@example.com"), ("DataBucketName", "example-data")]);
+    for function in template.functions() {
+        let environment = template.environment(&function);
+        let resolved: BTreeMap<String, String> = environment
+            .iter()
+            .map(|(name, value)| (name.clone(), template.resolve_with_defaults(value, &samples)))
+            .collect();
+        let (config_name, loaded) = load_configuration(function.binary, &resolved);
+        let asked = loaded.unwrap_or_else(|error| {
+            panic!(
+                "{} ({config_name}) does not start with template.yaml's environment and default parameters: \
+                 {error}",
+                function.logical_id
+            )
+        });
+        let unset: Vec<_> = asked.iter().filter(|name| !environment.contains_key(*name)).collect();
+        assert!(
+            unset.is_empty(),
+            "{} ({config_name}) reads {unset:?}, which template.yaml does not set for it",
+            function.logical_id
+        );
+        let unread: Vec<_> =
+            environment.keys().filter(|name| !is_sdk_variable(name) && !asked.contains(*name)).collect();
+        assert!(
+            unread.is_empty(),
+            "template.yaml sets {unread:?} for {}, which {config_name} never reads",
+            function.logical_id
+        );
+    }
+}
+
+#[test]
+fn the_local_env_file_sets_every_variable_of_every_function_for_the_emulator() {
+    let template = Template::load();
+    let path = workspace_root().join("events/env.json");
+    let file: BTreeMap<String, BTreeMap<String, String>> = serde_json::from_str(&read(&path))
+        .unwrap_or_else(|e| panic!("events/env.json is not {{LogicalId: {{NAME: \"value\"}}}}: {e}"));
+    let functions = template.functions();
+    for logical_id in file.keys() {
+        assert!(
+            functions.iter().any(|f| f.logical_id == logical_id),
+            "events/env.json configures {logical_id}, which is not a function of template.yaml"
+        );
+    }
+    for function in &functions {
+        let local = file
+            .get(function.logical_id)
+            .unwrap_or_else(|| panic!("events/env.json has no entry for {}", function.logical_id));
+        let (config_name, loaded) = load_configuration(function.binary, local);
+        let asked = loaded.unwrap_or_else(|error| {
+            panic!("{} ({config_name}) does not start with events/env.json: {error}", function.logical_id)
+        });
+        // `sam local invoke --env-vars` overrides only variables the
+        // template declares: anything else in the file would be ignored.
+        let declared = template.environment(function);
+        for name in asked.iter().chain(std::iter::once(&"AWS_ENDPOINT_URL".to_owned())) {
+            assert!(local.contains_key(name), "events/env.json does not set {name} for {}", function.logical_id);
+            assert!(
+                declared.contains_key(name),
+                "events/env.json sets {name} for {}, but sam local ignores it: template.yaml does not declare it",
+                function.logical_id
+            );
+        }
+        let endpoint = &local["AWS_ENDPOINT_URL"];
+        assert!(
+            endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+            "events/env.json: {} must reach the local emulator, not {endpoint:?}",
+            function.logical_id
+        );
+        // The sample events name the bucket the function is pointed at.
+        for entry in std::fs::read_dir(workspace_root().join("events").join(function.binary)).expect("events folder") {
+            let sample = read(&entry.expect("directory entry").path());
+            if let Ok(event) = serde_json::from_str::<S3Event>(&sample) {
+                for record in &event.records {
+                    assert_eq!(
+                        record.s3.bucket.name.as_deref(),
+                        local.get("STAGING_BUCKET").map(String::as_str),
+                        "events/{}/: sample events and events/env.json name different staging buckets",
+                        function.binary
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_yaml_reader_understands_the_template_subset() {
+    let text = "\
+Top: plain # a comment
+Quoted: \"a # not a comment\"
+Folded: >-
+  first line
+  second line
+Map:
+  Key: !Ref Thing
+  Seq:
+    - Name: prefix
+      Value: manifests/
+    - !Sub x-${AWS::Region}
+    - !Sub
+      - ${A}
+      - A: b
+  Same:
+  - one
+  - two
+";
+    let root = yaml::parse(text).unwrap();
+    assert_eq!(root.get("Top").and_then(Yaml::as_str), Some("plain"));
+    assert_eq!(root.get("Quoted").and_then(Yaml::as_str), Some("a # not a comment"));
+    assert_eq!(root.get("Folded").and_then(Yaml::as_str), Some("first line second line"));
+    let map = root.get("Map").unwrap();
+    assert_eq!(map.get("Key").and_then(Yaml::as_str), Some("!Ref Thing"));
+    let seq = map.get("Seq").and_then(Yaml::items).unwrap();
+    assert_eq!(seq.len(), 3);
+    assert_eq!(seq[0].get("Value").and_then(Yaml::as_str), Some("manifests/"));
+    assert_eq!(seq[1].as_str(), Some("!Sub x-${AWS::Region}"));
+    assert_eq!(seq[2].get("!Sub").and_then(Yaml::items).map(<[Yaml]>::len), Some(2));
+    let same: Vec<_> = map.get("Same").and_then(Yaml::items).unwrap().iter().filter_map(Yaml::as_str).collect();
+    assert_eq!(same, ["one", "two"]);
+}
+
+mod yaml {
+    //! Reads the block-style YAML subset `template.yaml` is written in into
+    //! a tree. Flow collections (`[a, b]`) stay scalar text; a tag with a
+    //! nested node (`!Sub` followed by a list) becomes a one-entry map keyed
+    //! by the tag. Anything else it does not understand is an error naming
+    //! the line, never a silently different tree.
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Yaml {
+        Scalar(String),
+        Map(Vec<(String, Yaml)>),
+        Seq(Vec<Yaml>),
+    }
+
+    impl Yaml {
+        pub fn get(&self, key: &str) -> Option<&Yaml> {
+            self.entries()?.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        }
+
+        pub fn entries(&self) -> Option<&[(String, Yaml)]> {
+            match self {
+                Yaml::Map(entries) => Some(entries),
+                _ => None,
+            }
+        }
+
+        pub fn items(&self) -> Option<&[Yaml]> {
+            match self {
+                Yaml::Seq(items) => Some(items),
+                _ => None,
+            }
+        }
+
+        pub fn as_str(&self) -> Option<&str> {
+            match self {
+                Yaml::Scalar(text) => Some(text),
+                _ => None,
+            }
+        }
+    }
+
+    struct Line {
+        number: usize,
+        indent: usize,
+        text: String,
+    }
+
+    pub fn parse(source: &str) -> Result<Yaml, String> {
+        let lines: Vec<Line> = source
+            .lines()
+            .enumerate()
+            .filter_map(|(i, raw)| {
+                let text = strip_comment(raw).trim_end();
+                let content = text.trim_start();
+                if content.is_empty() || content == "---" {
+                    return None;
+                }
+                Some(Line { number: i + 1, indent: text.len() - content.len(), text: content.to_owned() })
+            })
+            .collect();
+        let mut reader = Reader { lines, next: 0 };
+        if reader.lines.is_empty() {
+            return Ok(Yaml::Map(Vec::new()));
+        }
+        let indent = reader.lines[0].indent;
+        let node = reader.node(indent)?;
+        match reader.lines.get(reader.next) {
+            Some(line) => Err(format!("line {}: unexpected indentation", line.number)),
+            None => Ok(node),
+        }
+    }
+
+    /// Drops a `#` comment: at the start, or after a space outside quotes.
+    fn strip_comment(line: &str) -> &str {
+        let mut quote = None;
+        let mut previous = ' ';
+        for (i, c) in line.char_indices() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), _) if c == q => quote = None,
+                (None, '#') if previous.is_whitespace() => return &line[..i],
+                _ => {}
+            }
+            previous = c;
+        }
+        line
+    }
+
+    /// Splits `key: value` (or `key:`) at the first `: ` outside quotes;
+    /// None for a scalar such as `!Sub arn:aws:s3:::x` or `[a, b]`.
+    fn split_key(text: &str) -> Option<(String, &str)> {
+        if text.starts_with(['!', '[', '{', '>', '|']) {
+            return None;
+        }
+        let (key, rest) = if let Some(quote) = text.chars().next().filter(|c| *c == '"' || *c == '\'') {
+            let close = text[1..].find(quote)? + 1;
+            (&text[..=close], &text[close + 1..])
+        } else {
+            let at = text.find(": ").or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
+            (&text[..at], &text[at..])
+        };
+        let value = rest.strip_prefix(':')?;
+        if !(value.is_empty() || value.starts_with(' ')) {
+            return None;
+        }
+        Some((unquote(key.trim()), value.trim()))
+    }
+
+    fn unquote(text: &str) -> String {
+        let quoted = text.len() >= 2
+            && ((text.starts_with('"') && text.ends_with('"')) || (text.starts_with('\'') && text.ends_with('\'')));
+        if quoted {
+            text[1..text.len() - 1].to_owned()
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn is_bare_tag(text: &str) -> bool {
+        text.starts_with('!') && !text.contains(' ')
+    }
+
+    struct Reader {
+        lines: Vec<Line>,
+        next: usize,
+    }
+
+    impl Reader {
+        fn peek(&self) -> Option<&Line> {
+            self.lines.get(self.next)
+        }
+
+        fn is_item(text: &str) -> bool {
+            text == "-" || text.starts_with("- ")
+        }
+
+        /// The node whose first line is the next one, at `indent`.
+        fn node(&mut self, indent: usize) -> Result<Yaml, String> {
+            match self.peek() {
+                Some(line) if Self::is_item(&line.text) => self.sequence(indent),
+                Some(_) => self.map(indent),
+                None => Ok(Yaml::Scalar(String::new())),
+            }
+        }
+
+        fn map(&mut self, indent: usize) -> Result<Yaml, String> {
+            let mut entries = Vec::new();
+            while let Some(line) = self.peek() {
+                if line.indent < indent || (line.indent == indent && Self::is_item(&line.text)) {
+                    break;
+                }
+                if line.indent > indent {
+                    return Err(format!("line {}: unexpected indentation", line.number));
+                }
+                let number = line.number;
+                let (key, value) =
+                    split_key(&line.text).ok_or_else(|| format!("line {number}: expected `key: value`"))?;
+                let value = value.to_owned();
+                self.next += 1;
+                let node = self.value(indent, &value, true)?;
+                if entries.iter().any(|(k, _)| *k == key) {
+                    return Err(format!("line {number}: key {key:?} repeated"));
+                }
+                entries.push((key, node));
+            }
+            Ok(Yaml::Map(entries))
+        }
+
+        fn sequence(&mut self, indent: usize) -> Result<Yaml, String> {
+            let mut items = Vec::new();
+            while let Some(line) = self.peek() {
+                if line.indent != indent || !Self::is_item(&line.text) {
+                    if line.indent > indent {
+                        return Err(format!("line {}: unexpected indentation", line.number));
+                    }
+                    break;
+                }
+                let rest = line.text[1..].trim_start().to_owned();
+                if split_key(&rest).is_some() {
+                    // `- key: value` opens a map whose keys line up with `key`.
+                    let item_indent = indent + (line.text.len() - rest.len());
+                    let line = &mut self.lines[self.next];
+                    line.indent = item_indent;
+                    line.text = rest;
+                    items.push(self.map(item_indent)?);
+                } else {
+                    self.next += 1;
+                    items.push(self.value(indent, &rest, false)?);
+                }
+            }
+            Ok(Yaml::Seq(items))
+        }
+
+        /// The value after `key:` or `- ` on a line at `indent`: inline, a
+        /// block scalar, or a nested node on the following lines.
+        fn value(&mut self, indent: usize, inline: &str, in_map: bool) -> Result<Yaml, String> {
+            let deeper = |reader: &Self| reader.peek().is_some_and(|l| l.indent > indent);
+            // A map's sequence value may sit at the map's own indentation.
+            let same_level_items =
+                |reader: &Self| in_map && reader.peek().is_some_and(|l| l.indent == indent && Self::is_item(&l.text));
+            if inline.is_empty() {
+                if deeper(self) {
+                    let child_indent = self.peek().map(|l| l.indent).unwrap_or_default();
+                    return self.node(child_indent);
+                }
+                if same_level_items(self) {
+                    return self.sequence(indent);
+                }
+                return Ok(Yaml::Scalar(String::new()));
+            }
+            if let Some(style) = inline.chars().next().filter(|c| *c == '>' || *c == '|') {
+                let mut parts = Vec::new();
+                while deeper(self) {
+                    parts.push(self.lines[self.next].text.clone());
+                    self.next += 1;
+                }
+                return Ok(Yaml::Scalar(parts.join(if style == '>' { " " } else { "\n" })));
+            }
+            if is_bare_tag(inline) && (deeper(self) || same_level_items(self)) {
+                let child = if deeper(self) {
+                    let child_indent = self.peek().map(|l| l.indent).unwrap_or_default();
+                    self.node(child_indent)?
+                } else {
+                    self.sequence(indent)?
+                };
+                return Ok(Yaml::Map(vec![(inline.to_owned(), child)]));
+            }
+            // A plain scalar may continue on deeper lines.
+            let mut text = unquote(inline);
+            while deeper(self) {
+                text.push(' ');
+                text.push_str(&self.lines[self.next].text);
+                self.next += 1;
+            }
+            Ok(Yaml::Scalar(text))
+        }
+    }
+}
