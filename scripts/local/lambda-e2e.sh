@@ -188,4 +188,12 @@ fi
 demo_report
 echo "-- routed S3 events (scripts/local/router.py, routes from $TEMPLATE)"
 cat "$LOG/router.out"
+
+# Every due feed delivered: nothing failed, pending (a job nobody ran) or
+# invalid; skipped is a feed fanout decided not to deliver, with its reason.
+counts="$("$POPULARITY" status "$RUN_ID" | tail -n 1)"
+if ! grep -Eq '^[1-9][0-9]* delivered, 0 failed, 0 pending, [0-9]+ skipped, 0 invalid' <<<"$counts"; then
+    say "not every due feed was delivered: $counts"
+    (( router_rc != 0 )) || router_rc=1
+fi
 exit "$router_rc"
