@@ -4,6 +4,7 @@
 //! by `popularity_reports`.
 
 mod bench;
+mod bench_delivery;
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
 mod commands;
@@ -33,6 +34,13 @@ enum Command {
     List(commands::ListArgs),
     /// Benchmark `rank` on local files (generated once, then reused).
     Bench(bench::BenchArgs),
+    /// Benchmark deliver-s3 against moto: delivery vs a plain multipart upload (time, peak RSS).
+    BenchDelivery(bench_delivery::BenchDeliveryArgs),
+    /// Benchmark fanout against moto: N tenant secrets, load_tenants and fan_out_run timed.
+    BenchFanout(bench_delivery::BenchFanoutArgs),
+    /// One measured delivery or baseline upload, run by bench-delivery in a child process.
+    #[command(hide = true)]
+    BenchDeliveryWorker(bench_delivery::DeliveryWorkerArgs),
     /// Work with tenant secrets (DESIGN §6): `tenant validate FILE`.
     Tenant(tenant_command::TenantArgs),
     /// Print every tenant × feed of a run: job, outcome, attempts, objects, last error.
@@ -55,6 +63,9 @@ fn main() -> anyhow::Result<()> {
         Command::Rank(args) => runtime.block_on(commands::rank(args)),
         Command::List(args) => runtime.block_on(commands::list(args)),
         Command::Bench(args) => bench::run(args),
+        Command::BenchDelivery(args) => runtime.block_on(bench_delivery::run_delivery(args)),
+        Command::BenchFanout(args) => runtime.block_on(bench_delivery::run_fanout(args)),
+        Command::BenchDeliveryWorker(args) => runtime.block_on(bench_delivery::run_worker(args)),
         Command::Tenant(args) => tenant_command::run(args),
         Command::Status(args) => runtime.block_on(status_command::run(args)),
         Command::Fanout(args) => runtime.block_on(delivery_commands::fanout(args)),

@@ -1,0 +1,689 @@
+//! `popularity bench-delivery` and `popularity bench-fanout`: the delivery
+//! and fanout benchmarks of docs/benchmarks.md (issue 3), run against a moto
+//! server. `bench-delivery` publishes a synthetic run of about N MB once,
+//! fans it out with the real `fan_out_run`, then delivers its s3 job with the
+//! real `deliver_job` in a child process (so the peak RSS measured by `wait4`
+//! is the delivery's alone) and, as the baseline, uploads the same staging
+//! bytes in another child by plain sequential 8 MiB multipart uploads.
+//! `bench-fanout` onboards N tenant secrets once and times `load_tenants`,
+//! job writing and the whole `fan_out_run`. Measurement and wiring only: the
+//! work is done by `popularity_reports` exactly as the Lambdas do it.
+
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context};
+use chrono::Utc;
+use clap::{Args, ValueEnum};
+use popularity_reports::delivery::{job_key, parse_job_key, DeliveryOutcome, JobKind};
+use popularity_reports::domain::{part_key, Compression, Encoding, Format, ReportKind, RunId};
+use popularity_reports::handlers::deliver::{deliver_job, DeliverDeps};
+use popularity_reports::handlers::deliver_s3::{S3Deliverer, S3Destinations};
+use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
+use popularity_reports::manifest::{
+    run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary, MANIFEST_SCHEMA_VERSION,
+    REPORTS_PREFIX,
+};
+use popularity_reports::report_writer::{PartSummary, PartWriter, ReportItem};
+use popularity_reports::store::{
+    s3_client, upload_from_blocking, ObjectReader, ObjectStore, ObjectUpload, S3Store, UPLOAD_CHUNK_BYTES,
+};
+use popularity_reports::tenant_directory::{
+    put_tenant_secret, secrets_manager_client, DirectoryError, SecretsManagerTenants, TenantDirectory, TenantEntry,
+};
+
+const REGION: &str = "us-east-1";
+/// The run every benchmark publishes.
+const RUN_ID: &str = "20261119030000";
+/// Rows per track part, as `rank` writes them (≈ 300 MB of JSON).
+const PART_ROWS: u64 = 5_000_000;
+/// Rows of the artist and product reports: only the track report is large.
+const SMALL_REPORT_ROWS: u64 = 1_000;
+const JSON: Encoding = Encoding { format: Format::Json, compression: Compression::None };
+const DELIVERY_TENANT: &str = "bench-delivery";
+const DELIVERY_FEED: &str = "lake";
+/// A syntactically valid IAM user key pair; moto without IAM enforcement
+/// accepts any keys and acts as its default account.
+const BENCH_ACCESS_KEY_ID: &str = "AKIABENCHMARK0000001";
+const BENCH_SECRET_ACCESS_KEY: &str = "benchmarkbenchmarkbenchmarkbenchmark0000";
+/// Concurrent CreateSecret calls while onboarding (NOTES.md: one at a time is slow).
+const SECRET_CREATION_CONCURRENCY: usize = 8;
+const SECRET_CREATION_ATTEMPTS: u64 = 5;
+
+#[derive(Args)]
+pub struct BenchDeliveryArgs {
+    /// The moto server, e.g. http://127.0.0.1:5000.
+    #[arg(long, env = "MOTO_ENDPOINT")]
+    pub endpoint: String,
+    /// Size of the track report to deliver, in MB (10^6 bytes), approximately.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mb: u64,
+    /// Deliveries and baseline uploads measured (alternating).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+#[derive(Args)]
+pub struct BenchFanoutArgs {
+    /// The moto server, e.g. http://127.0.0.1:5000.
+    #[arg(long, env = "MOTO_ENDPOINT")]
+    pub endpoint: String,
+    #[arg(long, default_value_t = 10_000)]
+    pub tenants: usize,
+    /// Secret-name prefix of the benchmark tenants, ending with '/'. Secrets
+    /// already there from an earlier run are reused. Default:
+    /// bench-fanout-<tenants>/tenants/.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+}
+
+/// What a measured child process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkerTask {
+    /// `deliver_job` for the benchmark's s3 job.
+    Deliver,
+    /// Plain sequential multipart uploads of the run's staging parts.
+    Baseline,
+}
+
+/// The hidden subcommand the benchmark runs in a child process.
+#[derive(Args)]
+pub struct DeliveryWorkerArgs {
+    #[arg(long, value_enum)]
+    pub task: WorkerTask,
+    #[arg(long)]
+    pub endpoint: String,
+    #[arg(long)]
+    pub staging_bucket: String,
+    /// Deliver: the tenant secret prefix.
+    #[arg(long, default_value = "")]
+    pub tenant_prefix: String,
+    /// Baseline: where the copies go.
+    #[arg(long, default_value = "")]
+    pub destination_bucket: String,
+}
+
+struct Measured {
+    /// The work as the child timed it.
+    seconds: f64,
+    /// The child process from spawn to exit.
+    process_seconds: f64,
+    bytes: u64,
+    peak_rss_bytes: u64,
+    /// User + system CPU time of the child.
+    cpu_seconds: f64,
+}
+
+fn run_id() -> RunId {
+    RUN_ID.parse().expect("RUN_ID is a run id")
+}
+
+/// SDK configuration for the emulator: its endpoint, test credentials and
+/// region, so nothing of the developer's own AWS profile is used.
+async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint.trim_end_matches('/'))
+        .region(aws_config::Region::new(REGION))
+        .test_credentials()
+        .load()
+        .await
+}
+
+// ---------------------------------------------------------------------------
+// bench-delivery
+// ---------------------------------------------------------------------------
+
+pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
+    ensure!(args.size_mb > 0 && args.runs > 0, "--size-mb and --runs must be at least 1");
+    let exe = std::env::current_exe().context("locating the popularity binary")?;
+    let config = emulator_config(&args.endpoint).await;
+    let client = s3_client(&config);
+    let staging_bucket = format!("bench-delivery-staging-{}mb", args.size_mb);
+    let destination_bucket = format!("bench-delivery-destination-{}mb", args.size_mb);
+    let tenant_prefix = format!("bench-delivery-{}mb/tenants/", args.size_mb);
+    ensure_bucket(&config, &staging_bucket).await?;
+    ensure_bucket(&config, &destination_bucket).await?;
+    let staging = S3Store::new(client.clone(), &staging_bucket, "");
+    let run = run_id();
+
+    let manifest = match existing_manifest(&staging, run).await {
+        Some(manifest) => {
+            eprintln!("reusing the run published earlier in s3://{staging_bucket}");
+            manifest
+        }
+        None => {
+            eprintln!("publishing a ~{} MB track report into s3://{staging_bucket} (once)", args.size_mb);
+            let started = Instant::now();
+            let manifest = publish_run(&staging, run, args.size_mb * 1_000_000, true).await?;
+            eprintln!("  published in {:.1} s", started.elapsed().as_secs_f64());
+            manifest
+        }
+    };
+    let run_bytes: u64 = manifest.reports.iter().flat_map(|r| &r.parts).map(|p| p.bytes).sum();
+    let track = manifest.report(ReportKind::Track).context("the manifest has no track report")?;
+    let track_bytes: u64 = track.parts.iter().map(|p| p.bytes).sum();
+    eprintln!(
+        "run {run}: track report {} rows in {} parts, {:.1} MB; all reports {:.1} MB",
+        track.rows,
+        track.parts.len(),
+        track_bytes as f64 / 1e6,
+        run_bytes as f64 / 1e6
+    );
+
+    let secrets = secrets_manager_client(&config);
+    let secret = delivery_tenant_secret(&destination_bucket);
+    put_tenant_secret(&secrets, &tenant_prefix, &secret, DELIVERY_TENANT).await?;
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: SecretsManagerTenants::new(secrets.clone(), tenant_prefix.as_str())?,
+    };
+    let fanned = fan_out_run(&fanout, run, run.time() + chrono::Duration::minutes(5)).await?;
+    ensure!(
+        fanned.jobs_created + fanned.jobs_already_existing == 1,
+        "fanout should make exactly one job, made {} (and found {})",
+        fanned.jobs_created,
+        fanned.jobs_already_existing
+    );
+    let job = job_key(JobKind::S3, run, DELIVERY_TENANT, DELIVERY_FEED);
+    let status = parse_job_key(&job)?.status_key();
+
+    let mut deliveries = Vec::new();
+    let mut baselines = Vec::new();
+    for round in 1..=args.runs {
+        clear_destination(&config, &destination_bucket).await?;
+        // A delivered status would make the next delivery a no-op.
+        delete_object(&config, &staging_bucket, &status).await?;
+        let mut worker = Command::new(&exe);
+        worker.args(["bench-delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
+        worker.args(["--staging-bucket", &staging_bucket, "--tenant-prefix", &tenant_prefix]);
+        let delivery = run_measured(&mut worker).context("the delivery child failed")?;
+        print_round(round, "delivery", &delivery);
+        deliveries.push(delivery);
+
+        clear_destination(&config, &destination_bucket).await?;
+        let mut worker = Command::new(&exe);
+        worker.args(["bench-delivery-worker", "--task", "baseline", "--endpoint", &args.endpoint]);
+        worker.args(["--staging-bucket", &staging_bucket, "--destination-bucket", &destination_bucket]);
+        let baseline = run_measured(&mut worker).context("the baseline child failed")?;
+        print_round(round, "baseline", &baseline);
+        baselines.push(baseline);
+    }
+    clear_destination(&config, &destination_bucket).await?;
+
+    let peak = |results: &[Measured]| results.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0) / 1_000_000;
+    let (delivery_peak, baseline_peak) = (peak(&deliveries), peak(&baselines));
+    let delivery = median(&mut deliveries);
+    let baseline = median(&mut baselines);
+    let mb = |m: &Measured| m.bytes as f64 / 1e6;
+    println!(
+        "| Size (MB) | Delivery s | MB/s | Peak RSS | CPU s | Baseline s | MB/s | Peak RSS | CPU s | \
+         Delivery / baseline throughput |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {:.0} | {:.2} | {:.1} | {delivery_peak} MB | {:.2} | {:.2} | {:.1} | {baseline_peak} MB | {:.2} | {:.0}% |",
+        mb(delivery),
+        delivery.seconds,
+        mb(delivery) / delivery.seconds,
+        delivery.cpu_seconds,
+        baseline.seconds,
+        mb(baseline) / baseline.seconds,
+        baseline.cpu_seconds,
+        100.0 * baseline.seconds / delivery.seconds
+    );
+    println!("(times, MB/s and CPU: the run of median time of {}; peak RSS: the highest of the runs)", args.runs);
+    Ok(())
+}
+
+fn print_round(round: usize, what: &str, m: &Measured) {
+    eprintln!(
+        "run {round} {what:>8}: {:.2} s ({:.2} s with process start), {:.1} MB/s, peak RSS {} MB, CPU {:.2} s",
+        m.seconds,
+        m.process_seconds,
+        m.bytes as f64 / 1e6 / m.seconds,
+        m.peak_rss_bytes / 1_000_000,
+        m.cpu_seconds
+    );
+}
+
+/// The median by time (the upper one for an even count).
+fn median(results: &mut [Measured]) -> &Measured {
+    results.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    &results[results.len() / 2]
+}
+
+/// The tenant of the delivery benchmark: one s3-keys feed of every report,
+/// canonical JSON, into the destination bucket.
+fn delivery_tenant_secret(destination_bucket: &str) -> String {
+    serde_json::json!({
+        "schemaVersion": 1, "tenantId": DELIVERY_TENANT, "plan": "enterprise", "enabled": true,
+        "connectors": {
+            "lake": {"type": "s3-keys", "bucketArn": format!("arn:aws:s3:::{destination_bucket}"),
+                     "region": REGION, "prefix": "delivered/",
+                     "accessKeyId": BENCH_ACCESS_KEY_ID, "secretAccessKey": BENCH_SECRET_ACCESS_KEY}
+        },
+        "feeds": [{"id": DELIVERY_FEED, "connector": "lake"}]
+    })
+    .to_string()
+}
+
+/// Creates `bucket` unless this account already has it. (Helpers take the
+/// configuration, not a client: the CLI does not depend on the SDK crates,
+/// so it cannot name their client types.)
+async fn ensure_bucket(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<()> {
+    match s3_client(config).create_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating bucket {bucket}"))),
+    }
+}
+
+async fn delete_object(config: &aws_config::SdkConfig, bucket: &str, key: &str) -> anyhow::Result<()> {
+    s3_client(config)
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .with_context(|| format!("deleting s3://{bucket}/{key}"))?;
+    Ok(())
+}
+
+/// Deletes everything in the destination, so each run writes fresh objects
+/// and the emulator's disk holds one copy at a time.
+async fn clear_destination(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<()> {
+    let client = s3_client(config);
+    let store = S3Store::new(client.clone(), bucket, "");
+    for entry in store.list("").await? {
+        client
+            .delete_object()
+            .bucket(bucket)
+            .key(&entry.key)
+            .send()
+            .await
+            .with_context(|| format!("deleting s3://{bucket}/{}", entry.key))?;
+    }
+    Ok(())
+}
+
+/// The run published by an earlier invocation, if its manifest is there.
+async fn existing_manifest(staging: &S3Store, run: RunId) -> Option<RunManifest> {
+    let body = staging.get(&run_manifest_key(run)).await.ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Writes a canonical JSON run whose track report holds about `track_bytes`
+/// in parts of at most [`PART_ROWS`] rows (streamed: no part is held whole),
+/// tiny artist and product reports, and the run manifest last.
+async fn publish_run(staging: &S3Store, run: RunId, track_bytes: u64, verbose: bool) -> anyhow::Result<RunManifest> {
+    let mut reports = Vec::new();
+    for kind in ReportKind::ALL {
+        let mut parts = Vec::new();
+        let mut rows = 0u64;
+        let mut written = 0u64;
+        let target = if kind == ReportKind::Track { track_bytes } else { 1 };
+        while written < target {
+            let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, parts.len() + 1, JSON));
+            let (first_row, remaining) = (rows, target - written);
+            let row_limit = if kind == ReportKind::Track { PART_ROWS } else { SMALL_REPORT_ROWS };
+            let part = upload_from_blocking(staging, &key, JSON.content_type(), move |out| {
+                write_synthetic_part(kind, first_row, row_limit, remaining, out)
+            })
+            .await
+            .with_context(|| format!("writing {key}"))?;
+            rows += part.0;
+            written += part.1;
+            parts.push(PartSummary { key, rows: part.0, bytes: part.1, sha256: part.2 });
+            if verbose {
+                eprintln!(
+                    "  {} part {}: {} rows, {:.1} MB",
+                    kind.data_type(),
+                    parts.len(),
+                    part.0,
+                    part.1 as f64 / 1e6
+                );
+            }
+        }
+        reports.push(ReportManifest {
+            data_type: kind.data_type().to_owned(),
+            id_field: kind.id_field().to_owned(),
+            rows,
+            parts,
+        });
+    }
+    let day = run.time().date_naive();
+    let track_rows = reports[0].rows;
+    let manifest = RunManifest {
+        schema_version: MANIFEST_SCHEMA_VERSION,
+        run_id: run,
+        run_time: run.time(),
+        generated_at: run.time() + chrono::Duration::minutes(4),
+        mode: DeliveryMode::Full,
+        format: JSON.format,
+        compression: JSON.compression,
+        scoring: ScoringSummary {
+            lookback_days: 28,
+            half_life_days: 7.0,
+            first_day: day - chrono::Duration::days(28),
+            last_day: day - chrono::Duration::days(1),
+            days_with_plays: vec![day - chrono::Duration::days(1)],
+        },
+        inputs: InputSummary {
+            catalogue_files: 1,
+            catalogue_rows: track_rows,
+            play_files: 1,
+            play_rows: track_rows,
+            unknown_track_play_rows: 0,
+            unknown_track_plays: 0,
+        },
+        reports,
+    };
+    let body = serde_json::to_vec_pretty(&manifest)?;
+    staging.put(&run_manifest_key(run), body.into(), "application/json").await?;
+    Ok(manifest)
+}
+
+/// Counts the bytes that reach the upload, so a part can stop at a size.
+struct CountingWriter<'a, W> {
+    inner: &'a mut W,
+    written: Rc<Cell<u64>>,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.written.set(self.written.get() + n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One part of synthetic items, rows `first_row..`, until `row_limit` rows
+/// or about `max_bytes`; returns rows, bytes and SHA-256.
+fn write_synthetic_part<W: Write>(
+    kind: ReportKind,
+    first_row: u64,
+    row_limit: u64,
+    max_bytes: u64,
+    out: &mut W,
+) -> std::io::Result<(u64, u64, String)> {
+    let written = Rc::new(Cell::new(0u64));
+    let counting = CountingWriter { inner: out, written: written.clone() };
+    let mut writer = PartWriter::new(kind, JSON, counting)?;
+    let step = 1_000_003 * (kind as i64 + 1);
+    for i in first_row..first_row + row_limit {
+        if written.get() >= max_bytes {
+            break;
+        }
+        writer.push(ReportItem {
+            id: i as i64 * step - 5_000_000,
+            search_rank: i + 1,
+            modifier_hundredths: (100 - i % 101) as u8,
+        })?;
+    }
+    let (rows, bytes, sha256, _) = writer.finish()?;
+    Ok((rows, bytes, sha256))
+}
+
+/// Runs the command to completion; its stdout is `{"seconds", "bytes"}`. Peak
+/// RSS comes from `wait4`'s rusage, as in `popularity bench`.
+fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    // The report is one short line: it fits in the pipe while we wait.
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let process_seconds = started.elapsed().as_secs_f64();
+    if waited != pid {
+        bail!("waiting for the child process failed: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("the child process failed (wait status {status})");
+    }
+    let mut output = String::new();
+    child.stdout.take().context("the child's stdout")?.read_to_string(&mut output)?;
+    let report: serde_json::Value =
+        serde_json::from_str(output.trim()).with_context(|| format!("the child printed {output:?}"))?;
+    let (Some(seconds), Some(bytes)) = (report["seconds"].as_f64(), report["bytes"].as_u64()) else {
+        bail!("the child printed {output:?}, not {{\"seconds\": .., \"bytes\": ..}}");
+    };
+    // ru_maxrss is in kilobytes on Linux.
+    Ok(Measured {
+        seconds,
+        process_seconds,
+        bytes,
+        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        cpu_seconds: seconds_of(usage.ru_utime) + seconds_of(usage.ru_stime),
+    })
+}
+
+fn seconds_of(time: libc::timeval) -> f64 {
+    time.tv_sec as f64 + time.tv_usec as f64 / 1e6
+}
+
+/// The child process: one delivery or one baseline upload, timed.
+pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
+    let config = emulator_config(&args.endpoint).await;
+    let client = s3_client(&config);
+    let staging = S3Store::new(client.clone(), &args.staging_bucket, "");
+    let run = run_id();
+    let started = Instant::now();
+    let bytes = match args.task {
+        WorkerTask::Deliver => {
+            let deps = DeliverDeps {
+                staging: staging.clone(),
+                tenants: SecretsManagerTenants::new(secrets_manager_client(&config), args.tenant_prefix.as_str())?,
+                deliverer: S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(config.clone()) },
+                now: Utc::now,
+            };
+            let parts = parse_job_key(&job_key(JobKind::S3, run, DELIVERY_TENANT, DELIVERY_FEED))?;
+            let report = deliver_job(&deps, &parts).await?;
+            ensure!(report.outcome == Some(DeliveryOutcome::Delivered), "the job was not delivered: {report:?}");
+            report.bytes
+        }
+        WorkerTask::Baseline => {
+            let destination = S3Store::new(client.clone(), &args.destination_bucket, "baseline/");
+            upload_parts_plainly(&staging, &destination, run).await?
+        }
+    };
+    // The time of the work itself, without process start and SDK setup.
+    println!("{}", serde_json::json!({"seconds": started.elapsed().as_secs_f64(), "bytes": bytes}));
+    Ok(())
+}
+
+/// The baseline: every part of the run's manifest read from staging and
+/// uploaded by the same SDK as a plain multipart upload — 8 MiB parts, one
+/// at a time (CreateMultipartUpload, UploadPart, CompleteMultipartUpload via
+/// `S3Store`'s upload, which sends a part once the next one is buffered) —
+/// without verification, hashing or overlap of download and upload.
+async fn upload_parts_plainly(staging: &S3Store, destination: &S3Store, run: RunId) -> anyhow::Result<u64> {
+    let manifest: RunManifest = serde_json::from_slice(&staging.get(&run_manifest_key(run)).await?)?;
+    let mut total = 0u64;
+    for part in manifest.reports.iter().flat_map(|r| &r.parts) {
+        let mut reader = staging.open(&part.key).await?;
+        let mut upload = destination.start_upload(&part.key, JSON.content_type()).await?;
+        let mut buffer: Vec<u8> = Vec::with_capacity(UPLOAD_CHUNK_BYTES);
+        while let Some(chunk) = reader.next_chunk().await? {
+            total += chunk.len() as u64;
+            let mut rest: &[u8] = &chunk;
+            while !rest.is_empty() {
+                let taken = rest.len().min(UPLOAD_CHUNK_BYTES - buffer.len());
+                buffer.extend_from_slice(&rest[..taken]);
+                rest = &rest[taken..];
+                if buffer.len() == UPLOAD_CHUNK_BYTES {
+                    let full = std::mem::replace(&mut buffer, Vec::with_capacity(UPLOAD_CHUNK_BYTES));
+                    upload.write(full.into()).await?;
+                }
+            }
+        }
+        if !buffer.is_empty() {
+            upload.write(buffer.into()).await?;
+        }
+        upload.finish().await?;
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------
+// bench-fanout
+// ---------------------------------------------------------------------------
+
+pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
+    ensure!(args.tenants > 0 && args.runs > 0, "--tenants and --runs must be at least 1");
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("bench-fanout-{}/tenants/", args.tenants));
+    let config = emulator_config(&args.endpoint).await;
+    let secrets = secrets_manager_client(&config);
+    let directory = SecretsManagerTenants::new(secrets.clone(), prefix.as_str())?;
+
+    let started = Instant::now();
+    let existing = directory.load_tenants().await?;
+    let first_load = started.elapsed().as_secs_f64();
+    let present: std::collections::BTreeSet<String> =
+        existing.iter().filter(|e| e.config.is_ok()).map(|e| e.tenant_id_from_name.clone()).collect();
+    let missing: Vec<usize> = (0..args.tenants).filter(|&i| !present.contains(&fanout_tenant_id(i))).collect();
+    eprintln!(
+        "{} tenant secrets under {prefix} ({first_load:.1} s to load); creating {}",
+        present.len(),
+        missing.len()
+    );
+    if !missing.is_empty() {
+        let started = Instant::now();
+        create_tenants(&config, &prefix, missing).await?;
+        eprintln!(
+            "  created in {:.1} s ({SECRET_CREATION_CONCURRENCY} CreateSecret at once)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    let run = run_id();
+    let now = run.time() + chrono::Duration::minutes(5);
+    println!("| Run | Tenants | load_tenants s | Job writing s (preloaded tenants) | fan_out_run s | Tenants/s | Jobs created |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for round in 1..=args.runs {
+        let started = Instant::now();
+        let entries = directory.load_tenants().await?;
+        let load_seconds = started.elapsed().as_secs_f64();
+        ensure!(entries.len() >= args.tenants, "only {} tenants under {prefix}", entries.len());
+
+        let preloaded = FanoutDeps {
+            staging: fresh_staging(&config, &format!("bench-fanout-jobs-{round}")).await?,
+            tenants: Preloaded(Arc::new(entries)),
+        };
+        let started = Instant::now();
+        let jobs_only = fan_out_run(&preloaded, run, now).await?;
+        let writing_seconds = started.elapsed().as_secs_f64();
+
+        let whole = FanoutDeps {
+            staging: fresh_staging(&config, &format!("bench-fanout-run-{round}")).await?,
+            tenants: directory.clone(),
+        };
+        let started = Instant::now();
+        let response = fan_out_run(&whole, run, now).await?;
+        let whole_seconds = started.elapsed().as_secs_f64();
+        ensure!(
+            jobs_only.jobs_created == response.jobs_created,
+            "the two fanouts disagree: {} and {} jobs",
+            jobs_only.jobs_created,
+            response.jobs_created
+        );
+        println!(
+            "| {round} | {} | {load_seconds:.1} | {writing_seconds:.1} | {whole_seconds:.1} | {:.0} | {} |",
+            response.tenants,
+            response.tenants as f64 / whole_seconds,
+            response.jobs_created
+        );
+    }
+    Ok(())
+}
+
+/// `tenant-00042`.
+fn fanout_tenant_id(index: usize) -> String {
+    format!("tenant-{index:05}")
+}
+
+/// Even tenants get one email feed, odd ones one s3 feed (bucket policy).
+fn fanout_tenant_secret(index: usize) -> String {
+    let tenant_id = fanout_tenant_id(index);
+    let (connector, feed) = if index % 2 == 0 {
+        (serde_json::json!({"type": "email", "recipients": [format!("{tenant_id}@bench.example")]}), "mail")
+    } else {
+        (
+            serde_json::json!({"type": "s3-bucket-policy", "bucketArn": "arn:aws:s3:::bench-fanout-destination",
+                               "region": REGION, "prefix": format!("{tenant_id}/")}),
+            "lake",
+        )
+    };
+    serde_json::json!({
+        "schemaVersion": 1, "tenantId": tenant_id, "plan": "standard", "enabled": true,
+        "connectors": {"out": connector},
+        "feeds": [{"id": feed, "connector": "out"}]
+    })
+    .to_string()
+}
+
+async fn create_tenants(config: &aws_config::SdkConfig, prefix: &str, missing: Vec<usize>) -> anyhow::Result<()> {
+    let secrets = secrets_manager_client(config);
+    let missing = Arc::new(missing);
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..SECRET_CREATION_CONCURRENCY {
+        let (secrets, prefix, missing) = (secrets.clone(), prefix.to_owned(), missing.clone());
+        workers.spawn(async move {
+            for &index in missing.iter().skip(worker).step_by(SECRET_CREATION_CONCURRENCY) {
+                let (secret, tenant_id) = (fanout_tenant_secret(index), fanout_tenant_id(index));
+                // moto's CreateSecret is not thread-safe: under concurrent
+                // calls it sometimes answers HTTP 500 ("dictionary changed
+                // size during iteration") and the SDK's own retries can all
+                // land in that window. Creating is idempotent here (an
+                // existing secret gets a new version), so try again.
+                let mut attempt = 1;
+                while let Err(error) = put_tenant_secret(&secrets, &prefix, &secret, &tenant_id).await {
+                    if attempt == SECRET_CREATION_ATTEMPTS {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    attempt += 1;
+                }
+            }
+            Ok::<_, DirectoryError>(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// A staging bucket of its own holding a small published run.
+async fn fresh_staging(config: &aws_config::SdkConfig, hint: &str) -> anyhow::Result<S3Store> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let bucket = format!("{hint}-{}-{nanos}", std::process::id());
+    ensure_bucket(config, &bucket).await?;
+    let staging = S3Store::new(s3_client(config), bucket, "");
+    publish_run(&staging, run_id(), 1, false).await?;
+    Ok(staging)
+}
+
+/// Tenants read once, so a fanout can be timed without reading secrets.
+#[derive(Clone)]
+struct Preloaded(Arc<Vec<TenantEntry>>);
+
+impl TenantDirectory for Preloaded {
+    async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
+        Ok(self.0.as_ref().clone())
+    }
+
+    async fn load_tenant(&self, tenant_id: &str) -> Result<Option<TenantEntry>, DirectoryError> {
+        Ok(self.0.iter().find(|e| e.tenant_id_from_name == tenant_id).cloned())
+    }
+}
