@@ -41,3 +41,10 @@ if [[ "${SKIP_TEMPLATE_CHECKS:-0}" == 1 ]]; then
 else
     bash scripts/check-template.sh
 fi
+
+# The local S3-notification router's own unit tests (offline; it parses
+# template.yaml with PyYAML, which the SAM CLI brings, or installed here).
+if ! .venv/bin/python -c 'import yaml' 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet pyyaml >&2
+fi
+.venv/bin/python -m unittest scripts/local/test_router.py
