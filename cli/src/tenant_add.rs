@@ -41,10 +41,9 @@ mod tests {
 
     #[test]
     fn when_file_is_invalid_add_refuses_before_reaching_aws() {
-        let path = std::env::temp_dir().join(format!("tenant-add-invalid-{}.json", std::process::id()));
-        std::fs::write(&path, r#"{"schemaVersion": 1, "plan": "gold"}"#).unwrap();
-        let result = add(AddArgs { file: path.clone(), prefix: DEFAULT_TENANT_SECRET_PREFIX.to_owned() });
-        std::fs::remove_file(&path).unwrap();
+        let file = tempfile::Builder::new().prefix("tenant-add-invalid-").suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), r#"{"schemaVersion": 1, "plan": "gold"}"#).unwrap();
+        let result = add(AddArgs { file: file.path().to_owned(), prefix: DEFAULT_TENANT_SECRET_PREFIX.to_owned() });
         let message = result.unwrap_err().to_string();
         assert!(message.contains("is not a valid tenant secret"), "{message}");
     }

@@ -616,32 +616,22 @@ mod tests {
     use parquet::basic::{Repetition, Type as PhysicalType};
     use parquet::column::reader::ColumnReader;
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    use std::path::PathBuf;
+    use tempfile::TempDir;
 
-    /// A fresh directory, removed when dropped.
-    struct Scratch(PathBuf);
+    /// A store on a fresh directory, removed when dropped.
+    struct Scratch {
+        store: LocalDirStore,
+        _dir: TempDir,
+    }
 
     impl Scratch {
         fn new(name: &str) -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "sample-{name}-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
+            let (dir, store) = LocalDirStore::in_temp_dir(&format!("sample-{name}"));
+            Scratch { store, _dir: dir }
         }
 
         fn store(&self) -> LocalDirStore {
-            LocalDirStore::new(&self.0)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.store.clone()
         }
     }
 
@@ -656,7 +646,7 @@ mod tests {
     }
 
     fn read_file(dir: &Scratch, key: &str) -> Bytes {
-        Bytes::from(std::fs::read(dir.0.join(key)).unwrap())
+        Bytes::from(std::fs::read(dir.store.root().join(key)).unwrap())
     }
 
     /// Every value of column `column`, across row groups.
@@ -922,7 +912,8 @@ mod tests {
             let elapsed = started.elapsed().as_secs_f64();
             let rows = summary.catalogue_rows + summary.play_rows;
             let top = read_column(&read_file(&dir, summary.files.last().unwrap()), 1).into_iter().max().unwrap();
-            let bytes: u64 = summary.files.iter().map(|key| std::fs::metadata(dir.0.join(key)).unwrap().len()).sum();
+            let bytes: u64 =
+                summary.files.iter().map(|key| std::fs::metadata(dir.store.root().join(key)).unwrap().len()).sum();
             println!(
                 "{tracks} tracks x 14 days: {elapsed:.1} s, {rows} rows ({:.1} M rows/s), \
                  played share {:.3}, top plays {top}, {:.0} MB",

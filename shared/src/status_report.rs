@@ -427,9 +427,8 @@ async fn read_status<S: ObjectStore>(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use bytes::Bytes;
+    use tempfile::TempDir;
 
     use super::*;
     use crate::delivery::{job_key, status_key, AttemptResult, DeliveredObject, JobKeyParts};
@@ -447,19 +446,17 @@ mod tests {
         text.parse().unwrap()
     }
 
-    /// A fresh directory under the system temp dir, removed when dropped
+    /// A staging store on a fresh temporary directory, removed when dropped
     /// (even when the test panics).
     struct Staging {
-        dir: PathBuf,
         store: LocalDirStore,
+        _dir: TempDir,
     }
 
     impl Staging {
         fn new(test: &str) -> Staging {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-            let dir = std::env::temp_dir().join(format!("status-report-{test}-{}-{nanos}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Staging { store: LocalDirStore::new(&dir), dir }
+            let (dir, store) = LocalDirStore::in_temp_dir(&format!("status-report-{test}"));
+            Staging { store, _dir: dir }
         }
 
         async fn put(&self, key: &str, body: impl Into<Bytes>) {
@@ -474,12 +471,6 @@ mod tests {
         async fn status(&self, status: &DeliveryStatus) {
             let key = status_key(status.run_id, &status.tenant_id, &status.feed_id);
             self.put(&key, serde_json::to_vec(status).unwrap()).await;
-        }
-    }
-
-    impl Drop for Staging {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 

@@ -405,13 +405,6 @@ mod tests {
     use super::*;
     use crate::store::LocalDirStore;
 
-    fn scratch(name: &str) -> LocalDirStore {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!("transfer-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        LocalDirStore::new(dir)
-    }
-
     fn items(count: u64) -> Vec<ReportItem> {
         (0..count)
             .map(|i| ReportItem {
@@ -457,7 +450,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_encoding_converts_to_every_other_byte_for_byte() {
-        let store = scratch("convert");
+        let (_dir, store) = LocalDirStore::in_temp_dir("transfer-convert");
         let items = items(3000);
         for (i, source_encoding) in all_encodings().into_iter().enumerate() {
             let kind = ReportKind::ALL[i % 3];
@@ -489,7 +482,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unchanged_copy_is_identical_and_keeps_the_manifest_figures() {
-        let store = scratch("copy");
+        let (_dir, store) = LocalDirStore::in_temp_dir("transfer-copy");
         let source = stage(&store, "reports/a.json", ReportKind::Track, JSON, &items(70_000)).await;
         let moved = transfer_part(
             &store,
@@ -510,7 +503,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_source_that_differs_from_the_manifest_publishes_nothing() {
-        let store = scratch("changed");
+        let (_dir, store) = LocalDirStore::in_temp_dir("transfer-changed");
         let mut source = stage(&store, "reports/a.json", ReportKind::Track, JSON, &items(5000)).await;
         source.sha256 = "0".repeat(64);
         for target_encoding in [JSON, Encoding { format: Format::Tsv, compression: Compression::Gzip }] {
@@ -535,7 +528,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_malformed_or_truncated_source_names_the_line_and_publishes_nothing() {
-        let store = scratch("malformed");
+        let (_dir, store) = LocalDirStore::in_temp_dir("transfer-malformed");
         let tsv = Encoding { format: Format::Tsv, compression: Compression::None };
         let cases: [(&str, &[u8], &str); 4] = [
             (

@@ -11,7 +11,9 @@
 //! - [`reports`]: reading published reports back and checking invariants;
 //! - [`customer`]: a customer's side of a delivery (another account, its
 //!   bucket, delivery role or user, IAM enforcement, sent mail, links);
-//! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request.
+//! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request;
+//! - [`local_stores`]: input and staging directories for tests without the
+//!   emulator, removed when dropped.
 //!
 //! Tests of IAM enforcement run against a second server,
 //! [`moto_auth_endpoint`], because moto's enforcement switch is global to a
@@ -23,6 +25,7 @@
 pub mod customer;
 pub mod delivery;
 pub mod fault_proxy;
+pub mod local_stores;
 pub mod parquet_fixtures;
 pub mod reference;
 pub mod reports;

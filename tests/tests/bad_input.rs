@@ -4,49 +4,38 @@
 //! counted and ignored.
 
 use chrono::{DateTime, Utc};
+use integration_tests::local_stores::LocalStores;
 use integration_tests::parquet_fixtures::{catalogue_file, parquet_file, plays_file, Column};
 use popularity_reports::rank::{rank_run, RankError, RankSettings};
-use popularity_reports::store::{LocalDirStore, ObjectStore};
+use popularity_reports::store::ObjectStore;
 
 const RUN_TIME: &str = "2026-11-19T03:00:00Z";
 const DAY: &str = "2026-11-18";
 
-fn scratch() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir =
-        std::env::temp_dir().join(format!("bad-input-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 struct Fixture {
-    data: LocalDirStore,
-    staging: LocalDirStore,
+    stores: LocalStores,
 }
 
 impl Fixture {
     /// A valid catalogue of 3 tracks and one day of plays.
     async fn valid() -> Self {
-        let dir = scratch();
-        let fixture =
-            Fixture { data: LocalDirStore::new(dir.join("data")), staging: LocalDirStore::new(dir.join("staging")) };
+        let fixture = Fixture { stores: LocalStores::new("bad-input") };
         fixture.put("catalogue/part-0.parquet", catalogue_file(&[(1, 10, 100), (2, 10, 100), (3, 11, 101)], 2)).await;
         fixture.put(&format!("plays/date={DAY}/part-0.parquet"), plays_file(&[(1, 5), (3, 9)], 10)).await;
         fixture
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) {
-        self.data.put(key, bytes.into(), "application/octet-stream").await.unwrap();
+        self.stores.data.put(key, bytes.into(), "application/octet-stream").await.unwrap();
     }
 
     async fn remove(&self, key: &str) {
-        std::fs::remove_file(self.data.root().join(key)).unwrap();
+        std::fs::remove_file(self.stores.data.root().join(key)).unwrap();
     }
 
     async fn rank(&self) -> Result<popularity_reports::manifest::RunManifest, RankError> {
         let time: DateTime<Utc> = RUN_TIME.parse().unwrap();
-        rank_run(&self.data, &self.staging, &RankSettings::default(), time).await
+        rank_run(&self.stores.data, &self.stores.staging, &RankSettings::default(), time).await
     }
 
     /// Runs, expects a bad-input error mentioning every fragment, and checks
@@ -58,7 +47,7 @@ impl Fixture {
         for fragment in fragments {
             assert!(message.contains(fragment), "{message:?} should mention {fragment:?}");
         }
-        assert!(self.staging.list("").await.unwrap().is_empty(), "nothing may be published after: {message}");
+        assert!(self.stores.staging.list("").await.unwrap().is_empty(), "nothing may be published after: {message}");
     }
 }
 

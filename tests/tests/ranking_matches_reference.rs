@@ -4,6 +4,7 @@
 //! modifier, in every format, part size and thread count.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use integration_tests::local_stores::LocalStores;
 use integration_tests::parquet_fixtures::{catalogue_file, plays_file};
 use integration_tests::reference::reference_reports;
 use integration_tests::reports::{assert_report_invariants, parse_part, sha256_hex};
@@ -95,19 +96,6 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         )
 }
 
-fn scratch_dir() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ranking-reference-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 async fn write_inputs(store: &LocalDirStore, case: &Case) {
     let per_file = case.catalogue.len().div_ceil(case.catalogue_files);
     for (i, rows) in case.catalogue.chunks(per_file).enumerate() {
@@ -129,17 +117,16 @@ async fn write_inputs(store: &LocalDirStore, case: &Case) {
 }
 
 async fn check(case: Case) -> Result<(), TestCaseError> {
-    let dir = scratch_dir();
-    let input = LocalDirStore::new(dir.join("data"));
-    let output = LocalDirStore::new(dir.join("staging"));
-    write_inputs(&input, &case).await;
+    let stores = LocalStores::new("ranking-reference");
+    let (input, output) = (&stores.data, &stores.staging);
+    write_inputs(input, &case).await;
     let settings = RankSettings {
         rules: ScoringRules { lookback_days: case.lookback_days, half_life_days: case.half_life_days },
         part_rows: case.part_rows,
         encoding: case.encoding,
         threads: case.threads,
     };
-    let manifest = rank_run(&input, &output, &settings, case.run_time).await.unwrap();
+    let manifest = rank_run(input, output, &settings, case.run_time).await.unwrap();
     let expected =
         reference_reports(&case.catalogue, &case.plays, case.run_time, case.lookback_days, case.half_life_days);
     for kind in ReportKind::ALL {
@@ -158,7 +145,6 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
         assert_report_invariants(kind.data_type(), &lines);
         prop_assert_eq!(&lines, &expected[kind.data_type()], "{} differs from the reference", kind.data_type());
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -176,10 +162,9 @@ async fn rank_small(
     catalogue: &[(i64, i64, i64)],
     plays: &[(i64, i64)],
     part_rows: u64,
-) -> (LocalDirStore, popularity_reports::manifest::RunManifest) {
-    let dir = scratch_dir();
-    let input = LocalDirStore::new(dir.join("data"));
-    let output = LocalDirStore::new(dir.join("staging"));
+) -> (LocalStores, popularity_reports::manifest::RunManifest) {
+    let stores = LocalStores::new("ranking-reference");
+    let (input, output) = (&stores.data, &stores.staging);
     input
         .put("catalogue/part-0.parquet", catalogue_file(catalogue, 2).into(), "application/octet-stream")
         .await
@@ -191,18 +176,18 @@ async fn rank_small(
             .unwrap();
     }
     let settings = RankSettings { part_rows, ..RankSettings::default() };
-    let manifest = rank_run(&input, &output, &settings, "2026-11-19T03:00:00Z".parse().unwrap()).await.unwrap();
-    (output, manifest)
+    let manifest = rank_run(input, output, &settings, "2026-11-19T03:00:00Z".parse().unwrap()).await.unwrap();
+    (stores, manifest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalogue_nobody_played_ranks_by_id_with_zero_modifiers() {
-    let (output, manifest) = rank_small(&[(30, 2, 9), (10, 1, 9), (20, 2, 8)], &[], 100).await;
+    let (stores, manifest) = rank_small(&[(30, 2, 9), (10, 1, 9), (20, 2, 8)], &[], 100).await;
     let part = &manifest.report(ReportKind::Track).unwrap().parts[0];
-    let lines = parse_part(&output.get(&part.key).await.unwrap(), Encoding::default(), ReportKind::Track);
+    let lines = parse_part(&stores.staging.get(&part.key).await.unwrap(), Encoding::default(), ReportKind::Track);
     assert_eq!(lines, vec![(10, 1, 0.0), (20, 2, 0.0), (30, 3, 0.0)]);
     let artists = &manifest.report(ReportKind::Artist).unwrap().parts[0];
-    let lines = parse_part(&output.get(&artists.key).await.unwrap(), Encoding::default(), ReportKind::Artist);
+    let lines = parse_part(&stores.staging.get(&artists.key).await.unwrap(), Encoding::default(), ReportKind::Artist);
     assert_eq!(lines, vec![(1, 1, 0.0), (2, 2, 0.0)]);
     assert_eq!(manifest.inputs.play_rows, 0);
     assert!(manifest.scoring.days_with_plays.is_empty());
@@ -211,7 +196,7 @@ async fn a_catalogue_nobody_played_ranks_by_id_with_zero_modifiers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_split_into_numbered_parts_of_at_most_part_rows() {
     let catalogue: Vec<(i64, i64, i64)> = (1..=5).map(|t| (t, 100 + t, 200)).collect();
-    let (output, manifest) = rank_small(&catalogue, &[(3, 10), (5, 7), (1, 7)], 2).await;
+    let (stores, manifest) = rank_small(&catalogue, &[(3, 10), (5, 7), (1, 7)], 2).await;
     let tracks = manifest.report(ReportKind::Track).unwrap();
     let keys: Vec<&str> = tracks.parts.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
@@ -225,7 +210,7 @@ async fn reports_split_into_numbered_parts_of_at_most_part_rows() {
     assert_eq!(tracks.parts.iter().map(|p| p.rows).collect::<Vec<_>>(), [2, 2, 1]);
     let mut lines = Vec::new();
     for part in &tracks.parts {
-        lines.extend(parse_part(&output.get(&part.key).await.unwrap(), Encoding::default(), ReportKind::Track));
+        lines.extend(parse_part(&stores.staging.get(&part.key).await.unwrap(), Encoding::default(), ReportKind::Track));
     }
     // Track 3 leads; 1 and 5 tie and rank by id; 2 and 4 were not played.
     let order: Vec<i64> = lines.iter().map(|l| l.0).collect();

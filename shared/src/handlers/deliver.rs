@@ -296,6 +296,8 @@ where
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use tempfile::TempDir;
+
     use super::*;
     use crate::domain::RunId;
     use crate::manifest::run_manifest_key;
@@ -347,10 +349,10 @@ mod tests {
         "2026-11-19T03:05:00Z".parse().unwrap()
     }
 
-    async fn scene(name: &str) -> (LocalDirStore, JobKeyParts) {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let store =
-            LocalDirStore::new(std::env::temp_dir().join(format!("deliver-{name}-{}-{nanos}", std::process::id())));
+    /// A staging store holding one email job and its run's manifest; the
+    /// store lives as long as the returned directory guard.
+    async fn scene(name: &str) -> (TempDir, LocalDirStore, JobKeyParts) {
+        let (dir, store) = LocalDirStore::in_temp_dir(&format!("deliver-{name}"));
         let run: RunId = "20261119030000".parse().unwrap();
         let tenant = parse_tenant_secret("acme", &secret(true, "email")).unwrap();
         let job = DeliveryJob::for_feed(&run_manifest_key(run), run, &tenant, &tenant.feeds[0], now()).unwrap();
@@ -362,7 +364,7 @@ mod tests {
             "inputs": {"catalogueFiles": 0, "catalogueRows": 0, "playFiles": 0, "playRows": 0, "unknownTrackPlayRows": 0, "unknownTrackPlays": 0},
             "reports": []});
         store.put(&run_manifest_key(run), Bytes::from(manifest.to_string()), "application/json").await.unwrap();
-        (store, job.key_parts())
+        (dir, store, job.key_parts())
     }
 
     fn deps(
@@ -384,7 +386,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_attempt_is_recorded_and_retried_and_a_delivered_job_is_not_repeated() {
-        let (store, parts) = scene("retry").await;
+        let (_dir, store, parts) = scene("retry").await;
         let deps = deps(&store, InMemoryTenants::new(PREFIX).with_secret("acme", secret(true, "email")), 1);
         let error = deliver_job(&deps, &parts).await.unwrap_err();
         assert!(error.to_string().contains("SES throttled attempt 1"), "{error}");
@@ -423,7 +425,7 @@ mod tests {
             ),
         ];
         for (name, tenants, outcome, reason) in cases {
-            let (store, parts) = scene(name).await;
+            let (_dir, store, parts) = scene(name).await;
             let deps = deps(&store, tenants, 0);
             let report = deliver_job(&deps, &parts).await.unwrap();
             assert_eq!(report.outcome, Some(outcome), "{name}");
@@ -437,7 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_for_another_kind_of_job_is_refused_before_anything_is_read() {
-        let (store, parts) = scene("kind").await;
+        let (_dir, store, parts) = scene("kind").await;
         let deps = deps(&store, InMemoryTenants::new(PREFIX), 0);
         // The sample event for deliver-s3 reaches this email deliverer.
         let event: S3Event = serde_json::from_str(include_str!("../../../events/deliver-s3/job-created.json")).unwrap();

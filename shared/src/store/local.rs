@@ -40,6 +40,23 @@ impl LocalDirStore {
     }
 }
 
+#[cfg(test)]
+impl LocalDirStore {
+    /// For tests: a store on a fresh directory `<prefix>-XXXXXX` under the
+    /// system temp dir. The directory and everything in it go when the
+    /// returned guard is dropped, also when the test panics, so bind the
+    /// guard to a name (`_dir`) that lives as long as the store: `_` would
+    /// drop it at once.
+    pub(crate) fn in_temp_dir(prefix: &str) -> (tempfile::TempDir, Self) {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let store = Self::new(dir.path());
+        (dir, store)
+    }
+}
+
 /// A unique suffix for temporary files of concurrent uploads.
 fn temporary_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -245,15 +262,9 @@ impl Drop for LocalUpload {
 mod tests {
     use super::*;
 
-    fn scratch() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("local-store-{}{}", std::process::id(), temporary_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[tokio::test]
     async fn an_upload_is_invisible_until_finished_and_gone_when_aborted() {
-        let store = LocalDirStore::new(scratch());
+        let (_dir, store) = LocalDirStore::in_temp_dir("local-store");
         let mut upload = store.start_upload("reports/a/part-001.json", "application/json").await.unwrap();
         upload.write(Bytes::from_static(b"[\n")).await.unwrap();
         assert!(store.list("reports/").await.unwrap().is_empty());
@@ -272,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn listing_matches_key_prefixes_not_only_directories() {
-        let store = LocalDirStore::new(scratch());
+        let (_dir, store) = LocalDirStore::in_temp_dir("local-store");
         for key in ["plays/date=2026-01-01/a.parquet", "plays/date=2026-01-02/b.parquet", "catalogue/c.parquet"] {
             store.put(key, Bytes::from_static(b"x"), "application/octet-stream").await.unwrap();
         }
@@ -284,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_conditional_create_creates_once_and_never_replaces() {
-        let store = LocalDirStore::new(scratch());
+        let (_dir, store) = LocalDirStore::in_temp_dir("local-store");
         let key = "jobs/run-1/acme.json";
         let first = store.put_if_absent(key, Bytes::from_static(b"{\"n\":1}"), "application/json").await.unwrap();
         assert_eq!(first, PutOutcome::Created);
@@ -301,7 +312,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn of_concurrent_conditional_creates_exactly_one_wins() {
-        let store = LocalDirStore::new(scratch());
+        let (_dir, store) = LocalDirStore::in_temp_dir("local-store");
         let mut attempts = tokio::task::JoinSet::new();
         for i in 0..8u8 {
             let store = store.clone();
@@ -324,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn reading_a_missing_object_names_it() {
-        let store = LocalDirStore::new(scratch());
+        let (_dir, store) = LocalDirStore::in_temp_dir("local-store");
         let err = store.get("nope.json").await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }));
         assert!(err.to_string().contains("nope.json"), "{err}");

@@ -135,19 +135,9 @@ mod tests {
     #[error("producer gave up after {0} bytes")]
     struct GaveUp(usize);
 
-    fn scratch() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("streaming-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn rand_suffix() -> u128 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn everything_written_arrives_in_order_across_chunks() {
-        let store = LocalDirStore::new(scratch());
+        let (_dir, store) = LocalDirStore::in_temp_dir("streaming");
         let total = UPLOAD_CHUNK_BYTES * 2 + 12345;
         let written = upload_from_blocking(&store, "big.bin", "application/octet-stream", move |w| {
             for i in 0..total {
@@ -164,7 +154,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_producer_publishes_nothing() {
-        let store = LocalDirStore::new(scratch());
+        let (_dir, store) = LocalDirStore::in_temp_dir("streaming");
         let err = upload_from_blocking(&store, "dir/half.bin", "application/octet-stream", |w| {
             w.write_all(&vec![7u8; UPLOAD_CHUNK_BYTES + 10]).map_err(|_| GaveUp(0))?;
             Err::<(), _>(GaveUp(UPLOAD_CHUNK_BYTES + 10))
