@@ -9,31 +9,28 @@
 //! job writing and the whole `fan_out_run`. Measurement and wiring only: the
 //! work is done by `popularity_reports` exactly as the Lambdas do it.
 
-use std::cell::Cell;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use chrono::Utc;
 use clap::{Args, ValueEnum};
+use futures_util::StreamExt;
 use popularity_reports::delivery::{job_key, parse_job_key, DeliveryOutcome, JobKind};
-use popularity_reports::domain::{part_key, Compression, Encoding, Format, ReportKind, RunId};
+use popularity_reports::domain::{Compression, Encoding, Format, ReportKind, RunId};
 use popularity_reports::handlers::deliver::{deliver_job, DeliverDeps};
 use popularity_reports::handlers::deliver_s3::{S3Deliverer, S3Destinations};
-use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
-use popularity_reports::manifest::{
-    run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary, MANIFEST_SCHEMA_VERSION,
-    REPORTS_PREFIX,
-};
-use popularity_reports::report_writer::{PartSummary, PartWriter, ReportItem};
+use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps, TENANT_CONCURRENCY};
+use popularity_reports::manifest::{run_manifest_key, RunManifest};
 use popularity_reports::store::{
-    s3_client, upload_from_blocking, ObjectReader, ObjectStore, ObjectUpload, S3Store, UPLOAD_CHUNK_BYTES,
+    s3_client, LocalDirStore, ObjectReader, ObjectStore, ObjectUpload, PutOutcome, S3Store, UPLOAD_CHUNK_BYTES,
 };
+use popularity_reports::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::tenant_directory::{
-    put_tenant_secret, secrets_manager_client, DirectoryError, SecretsManagerTenants, TenantDirectory, TenantEntry,
+    put_tenant_secret, secrets_manager_client, DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory,
+    TenantEntry,
 };
 
 const REGION: &str = "us-east-1";
@@ -160,7 +157,7 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         None => {
             eprintln!("publishing a ~{} MB track report into s3://{staging_bucket} (once)", args.size_mb);
             let started = Instant::now();
-            let manifest = publish_run(&staging, run, args.size_mb * 1_000_000, true).await?;
+            let manifest = publish_run(&staging, run, args.size_mb * 1_000_000).await?;
             eprintln!("  published in {:.1} s", started.elapsed().as_secs_f64());
             manifest
         }
@@ -318,119 +315,12 @@ async fn existing_manifest(staging: &S3Store, run: RunId) -> Option<RunManifest>
     serde_json::from_slice(&body).ok()
 }
 
-/// Writes a canonical JSON run whose track report holds about `track_bytes`
+/// Stages a canonical JSON run whose track report holds about `track_bytes`
 /// in parts of at most [`PART_ROWS`] rows (streamed: no part is held whole),
-/// tiny artist and product reports, and the run manifest last.
-async fn publish_run(staging: &S3Store, run: RunId, track_bytes: u64, verbose: bool) -> anyhow::Result<RunManifest> {
-    let mut reports = Vec::new();
-    for kind in ReportKind::ALL {
-        let mut parts = Vec::new();
-        let mut rows = 0u64;
-        let mut written = 0u64;
-        let target = if kind == ReportKind::Track { track_bytes } else { 1 };
-        while written < target {
-            let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, parts.len() + 1, JSON));
-            let (first_row, remaining) = (rows, target - written);
-            let row_limit = if kind == ReportKind::Track { PART_ROWS } else { SMALL_REPORT_ROWS };
-            let part = upload_from_blocking(staging, &key, JSON.content_type(), move |out| {
-                write_synthetic_part(kind, first_row, row_limit, remaining, out)
-            })
-            .await
-            .with_context(|| format!("writing {key}"))?;
-            rows += part.0;
-            written += part.1;
-            parts.push(PartSummary { key, rows: part.0, bytes: part.1, sha256: part.2 });
-            if verbose {
-                eprintln!(
-                    "  {} part {}: {} rows, {:.1} MB",
-                    kind.data_type(),
-                    parts.len(),
-                    part.0,
-                    part.1 as f64 / 1e6
-                );
-            }
-        }
-        reports.push(ReportManifest {
-            data_type: kind.data_type().to_owned(),
-            id_field: kind.id_field().to_owned(),
-            rows,
-            parts,
-        });
-    }
-    let day = run.time().date_naive();
-    let track_rows = reports[0].rows;
-    let manifest = RunManifest {
-        schema_version: MANIFEST_SCHEMA_VERSION,
-        run_id: run,
-        run_time: run.time(),
-        generated_at: run.time() + chrono::Duration::minutes(4),
-        mode: DeliveryMode::Full,
-        format: JSON.format,
-        compression: JSON.compression,
-        scoring: ScoringSummary {
-            lookback_days: 28,
-            half_life_days: 7.0,
-            first_day: day - chrono::Duration::days(28),
-            last_day: day - chrono::Duration::days(1),
-            days_with_plays: vec![day - chrono::Duration::days(1)],
-        },
-        inputs: InputSummary {
-            catalogue_files: 1,
-            catalogue_rows: track_rows,
-            play_files: 1,
-            play_rows: track_rows,
-            unknown_track_play_rows: 0,
-            unknown_track_plays: 0,
-        },
-        reports,
-    };
-    let body = serde_json::to_vec_pretty(&manifest)?;
-    staging.put(&run_manifest_key(run), body.into(), "application/json").await?;
-    Ok(manifest)
-}
-
-/// Counts the bytes that reach the upload, so a part can stop at a size.
-struct CountingWriter<'a, W> {
-    inner: &'a mut W,
-    written: Rc<Cell<u64>>,
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.written.set(self.written.get() + n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// One part of synthetic items, rows `first_row..`, until `row_limit` rows
-/// or about `max_bytes`; returns rows, bytes and SHA-256.
-fn write_synthetic_part<W: Write>(
-    kind: ReportKind,
-    first_row: u64,
-    row_limit: u64,
-    max_bytes: u64,
-    out: &mut W,
-) -> std::io::Result<(u64, u64, String)> {
-    let written = Rc::new(Cell::new(0u64));
-    let counting = CountingWriter { inner: out, written: written.clone() };
-    let mut writer = PartWriter::new(kind, JSON, counting)?;
-    let step = 1_000_003 * (kind as i64 + 1);
-    for i in first_row..first_row + row_limit {
-        if written.get() >= max_bytes {
-            break;
-        }
-        writer.push(ReportItem {
-            id: i as i64 * step - 5_000_000,
-            search_rank: i + 1,
-            modifier_hundredths: (100 - i % 101) as u8,
-        })?;
-    }
-    let (rows, bytes, sha256, _) = writer.finish()?;
-    Ok((rows, bytes, sha256))
+/// with small artist and product reports, and the run manifest last.
+async fn publish_run<S: ObjectStore>(staging: &S, run: RunId, track_bytes: u64) -> anyhow::Result<RunManifest> {
+    let size = SyntheticRunSize { rows: SMALL_REPORT_ROWS, part_rows: PART_ROWS, track_bytes: Some(track_bytes) };
+    Ok(publish_synthetic_run(staging, run, size).await?)
 }
 
 /// Runs the command to completion; its stdout is `{"seconds", "bytes"}`. Peak
@@ -568,8 +458,12 @@ pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
 
     let run = run_id();
     let now = run.time() + chrono::Duration::minutes(5);
-    println!("| Run | Tenants | load_tenants s | Job writing s (preloaded tenants) | fan_out_run s | Tenants/s | Jobs created |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let in_process_seconds = fan_out_in_process(args.tenants, run, now).await?;
+    println!(
+        "| Run | Tenants | load_tenants s | Job writing s (preloaded tenants) | Plain conditional PutObjects s | \
+         Job writing / plain | fan_out_run s | Tenants/s | Jobs created |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for round in 1..=args.runs {
         let started = Instant::now();
         let entries = directory.load_tenants().await?;
@@ -583,6 +477,7 @@ pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let jobs_only = fan_out_run(&preloaded, run, now).await?;
         let writing_seconds = started.elapsed().as_secs_f64();
+        let plain_seconds = plain_conditional_puts(&config, &preloaded.staging, round).await?;
 
         let whole = FanoutDeps {
             staging: fresh_staging(&config, &format!("bench-fanout-run-{round}")).await?,
@@ -598,13 +493,73 @@ pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
             response.jobs_created
         );
         println!(
-            "| {round} | {} | {load_seconds:.1} | {writing_seconds:.1} | {whole_seconds:.1} | {:.0} | {} |",
+            "| {round} | {} | {load_seconds:.1} | {writing_seconds:.1} | {plain_seconds:.1} | {:.0}% | {whole_seconds:.1} \
+             | {:.0} | {} |",
             response.tenants,
+            100.0 * writing_seconds / plain_seconds,
             response.tenants as f64 / whole_seconds,
             response.jobs_created
         );
     }
+    println!(
+        "(in process, without moto: {} tenants parsed from their secret JSON and fanned out into a local \
+         directory in {in_process_seconds:.2} s)",
+        args.tenants
+    );
     Ok(())
+}
+
+/// The emulator's floor for writing the jobs: the same number of
+/// conditional PutObjects, of the same keys and bodies, with the same
+/// concurrency, into a fresh bucket — and nothing else.
+async fn plain_conditional_puts(
+    config: &aws_config::SdkConfig,
+    written: &S3Store,
+    round: usize,
+) -> anyhow::Result<f64> {
+    let jobs = written.list("jobs/").await?;
+    let mut bodies = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        bodies.push((job.key.clone(), written.get(&job.key).await?));
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let bucket = format!("bench-fanout-plain-{round}-{}-{nanos}", std::process::id());
+    ensure_bucket(config, &bucket).await?;
+    let target = S3Store::new(s3_client(config), bucket, "");
+    let started = Instant::now();
+    let created: Vec<_> = futures_util::stream::iter(bodies)
+        .map(|(key, body)| {
+            let target = &target;
+            async move { target.put_if_absent(&key, body, "application/json").await }
+        })
+        .buffer_unordered(TENANT_CONCURRENCY)
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    for outcome in created {
+        ensure!(outcome? == PutOutcome::Created, "a plain PutObject found its key taken in a fresh bucket");
+    }
+    Ok(seconds)
+}
+
+/// Our own share of a fanout: `tenants` secrets parsed and validated from
+/// JSON (an in-memory directory) and fanned out into a local directory,
+/// with no emulator in the way.
+async fn fan_out_in_process(tenants: usize, run: RunId, now: chrono::DateTime<Utc>) -> anyhow::Result<f64> {
+    let prefix = "bench-fanout/tenants/";
+    let directory = (0..tenants).fold(InMemoryTenants::new(prefix), |directory, index| {
+        directory.with_secret(&fanout_tenant_id(index), fanout_tenant_secret(index))
+    });
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    let root = std::env::temp_dir().join(format!("bench-fanout-{}-{nanos}", std::process::id()));
+    let deps = FanoutDeps { staging: LocalDirStore::new(&root), tenants: directory };
+    publish_run(&deps.staging, run, 1).await?;
+    let started = Instant::now();
+    let fanned = fan_out_run(&deps, run, now).await;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
+    ensure!(fanned?.jobs_created == tenants as u64, "the in-process fanout should make one job per tenant");
+    Ok(seconds)
 }
 
 /// `tenant-00042`.
@@ -670,7 +625,7 @@ async fn fresh_staging(config: &aws_config::SdkConfig, hint: &str) -> anyhow::Re
     let bucket = format!("{hint}-{}-{nanos}", std::process::id());
     ensure_bucket(config, &bucket).await?;
     let staging = S3Store::new(s3_client(config), bucket, "");
-    publish_run(&staging, run_id(), 1, false).await?;
+    publish_run(&staging, run_id(), 1).await?;
     Ok(staging)
 }
 

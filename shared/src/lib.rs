@@ -23,6 +23,7 @@ pub mod sample;
 pub mod scoring;
 pub mod status_report;
 pub mod store;
+pub mod synthetic_run;
 pub mod tenant;
 pub mod tenant_directory;
 pub mod transfer;

@@ -12,15 +12,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::s3::S3Event;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use popularity_reports::domain::{part_key, Compression, Encoding, Format, ReportKind, RunId};
-use popularity_reports::manifest::{
-    run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary, MANIFEST_SCHEMA_VERSION,
-    REPORTS_PREFIX,
-};
-use popularity_reports::report_writer::{PartSummary, PartWriter, ReportItem};
+use popularity_reports::domain::RunId;
+use popularity_reports::manifest::RunManifest;
 use popularity_reports::store::{ObjectStore, S3Store};
+use popularity_reports::synthetic_run::{self, SyntheticRunSize};
 
 /// The run every sample event names.
 pub const RUN_ID: &str = "20261119030000";
@@ -51,73 +47,13 @@ pub fn event_for_key(key: &str) -> S3Event {
     event
 }
 
-/// The items of a synthetic report: ids spread over the i64 range, ranks
-/// 1..=rows, modifiers falling from 1.0.
-pub fn synthetic_items(kind: ReportKind, rows: u64) -> Vec<ReportItem> {
-    let step = 1_000_003 * (kind as i64 + 1);
-    (0..rows)
-        .map(|i| ReportItem {
-            id: i as i64 * step - 5_000_000,
-            search_rank: i + 1,
-            modifier_hundredths: (100 - i * 100 / rows.max(1)) as u8,
-        })
-        .collect()
-}
+pub use popularity_reports::synthetic_run::synthetic_items;
 
 /// Writes a run of three canonical JSON reports with `rows` items each, in
 /// parts of at most `part_rows`, then its manifest; returns the manifest.
 pub async fn publish_synthetic_run<S: ObjectStore>(staging: &S, run: RunId, rows: u64, part_rows: u64) -> RunManifest {
-    let encoding = Encoding { format: Format::Json, compression: Compression::None };
-    let mut reports = Vec::new();
-    for kind in ReportKind::ALL {
-        let items = synthetic_items(kind, rows);
-        let mut parts = Vec::new();
-        for (index, chunk) in items.chunks(part_rows.max(1) as usize).enumerate() {
-            let mut writer = PartWriter::new(kind, encoding, Vec::new()).unwrap();
-            for &item in chunk {
-                writer.push(item).unwrap();
-            }
-            let (rows, bytes, sha256, body) = writer.finish().unwrap();
-            let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, index + 1, encoding));
-            staging.put(&key, Bytes::from(body), encoding.content_type()).await.unwrap();
-            parts.push(PartSummary { key, rows, bytes, sha256 });
-        }
-        reports.push(ReportManifest {
-            data_type: kind.data_type().to_owned(),
-            id_field: kind.id_field().to_owned(),
-            rows,
-            parts,
-        });
-    }
-    let day = run.time().date_naive();
-    let manifest = RunManifest {
-        schema_version: MANIFEST_SCHEMA_VERSION,
-        run_id: run,
-        run_time: run.time(),
-        generated_at: run.time() + chrono::Duration::minutes(4),
-        mode: DeliveryMode::Full,
-        format: encoding.format,
-        compression: encoding.compression,
-        scoring: ScoringSummary {
-            lookback_days: 28,
-            half_life_days: 7.0,
-            first_day: day - chrono::Duration::days(28),
-            last_day: day - chrono::Duration::days(1),
-            days_with_plays: vec![day - chrono::Duration::days(1)],
-        },
-        inputs: InputSummary {
-            catalogue_files: 1,
-            catalogue_rows: rows,
-            play_files: 1,
-            play_rows: rows,
-            unknown_track_play_rows: 0,
-            unknown_track_plays: 0,
-        },
-        reports,
-    };
-    let body = serde_json::to_vec_pretty(&manifest).unwrap();
-    staging.put(&run_manifest_key(run), Bytes::from(body), "application/json").await.unwrap();
-    manifest
+    let size = SyntheticRunSize { rows, part_rows, track_bytes: None };
+    synthetic_run::publish_synthetic_run(staging, run, size).await.expect("staging a synthetic run")
 }
 
 /// A tenant secret prefix no other test uses.

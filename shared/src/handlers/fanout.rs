@@ -29,7 +29,7 @@ use crate::tenant::{ConnectorKind, Feed, TenantConfig};
 use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry};
 
 /// Tenants processed at once; each does a few small requests.
-const TENANT_CONCURRENCY: usize = 32;
+pub const TENANT_CONCURRENCY: usize = 32;
 
 /// What fanout needs: the staging bucket and the tenant secrets.
 pub struct FanoutDeps<S, T> {

@@ -55,7 +55,9 @@ pub trait ObjectStore: Send + Sync {
     fn get(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
 
     /// Opens the object for reading in chunks, so that objects of any size
-    /// can be streamed with bounded memory.
+    /// can be streamed with bounded memory. The chunks are not checked
+    /// against a stored checksum: a caller that needs integrity verifies
+    /// them (as [`crate::transfer`] does against the manifest's SHA-256).
     fn open(&self, key: &str) -> impl Future<Output = Result<Self::Reader, StoreError>> + Send;
 
     /// Writes a small object in one request, replacing any object at `key`.

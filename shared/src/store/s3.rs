@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use aws_sdk_s3::config::ResponseChecksumValidation;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
@@ -175,8 +176,16 @@ impl ObjectStore for S3Store {
         Ok(body.into_bytes())
     }
 
+    /// Streams the object without the SDK's response checksum validation:
+    /// objects uploaded in parts carry a composite (part-level) CRC that the
+    /// SDK cannot check and only warns about, once per read. Streamed reads
+    /// are verified by their callers instead — [`crate::transfer`] checks
+    /// every byte against the manifest's SHA-256.
     async fn open(&self, key: &str) -> Result<S3Reader, StoreError> {
-        match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+        let unvalidated = aws_sdk_s3::config::Builder::default()
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let request = self.client.get_object().bucket(&self.bucket).key(self.full_key(key));
+        match request.customize().config_override(unvalidated).send().await {
             Ok(output) => Ok(S3Reader { body: output.body, location: self.describe(key) }),
             Err(e) if is_missing_key(&e) => Err(StoreError::NotFound { location: self.describe(key) }),
             Err(e) => Err(self.error("GetObject", key, e)),
