@@ -62,6 +62,13 @@ pub struct BenchDeliveryArgs {
     /// Deliveries and baseline uploads measured (alternating).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// The feed's format: json (the canonical, copied as is), jsonl or tsv
+    /// (converted on the fly, line by line).
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// The feed's compression: none or gzip.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
 }
 
 #[derive(Args)]
@@ -104,6 +111,9 @@ pub struct DeliveryWorkerArgs {
     /// Baseline: where the copies go.
     #[arg(long, default_value = "")]
     pub destination_bucket: String,
+    /// Deliver: the feed whose job is delivered.
+    #[arg(long, default_value = DELIVERY_FEED)]
+    pub feed: String,
 }
 
 struct Measured {
@@ -174,8 +184,11 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
     );
 
     let secrets = secrets_manager_client(&config);
-    let secret = delivery_tenant_secret(&destination_bucket);
-    put_tenant_secret(&secrets, &tenant_prefix, &secret, DELIVERY_TENANT).await?;
+    let feed = delivery_feed_id(&args.format, &args.compression);
+    let secret = delivery_tenant_secret(&destination_bucket, &feed, &args.format, &args.compression);
+    put_tenant_secret(&secrets, &tenant_prefix, &secret, DELIVERY_TENANT).await.with_context(|| {
+        format!("onboarding the benchmark tenant (format {:?}, compression {:?})", args.format, args.compression)
+    })?;
     let fanout = FanoutDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets.clone(), tenant_prefix.as_str())?,
@@ -187,7 +200,7 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         fanned.jobs_created,
         fanned.jobs_already_existing
     );
-    let job = job_key(JobKind::S3, run, DELIVERY_TENANT, DELIVERY_FEED);
+    let job = job_key(JobKind::S3, run, DELIVERY_TENANT, &feed);
     let status = parse_job_key(&job)?.status_key();
 
     let mut deliveries = Vec::new();
@@ -198,7 +211,7 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         delete_object(&config, &staging_bucket, &status).await?;
         let mut worker = Command::new(&exe);
         worker.args(["bench-delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
-        worker.args(["--staging-bucket", &staging_bucket, "--tenant-prefix", &tenant_prefix]);
+        worker.args(["--staging-bucket", &staging_bucket, "--tenant-prefix", &tenant_prefix, "--feed", &feed]);
         let delivery = run_measured(&mut worker).context("the delivery child failed")?;
         print_round(round, "delivery", &delivery);
         deliveries.push(delivery);
@@ -235,6 +248,16 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         100.0 * baseline.seconds / delivery.seconds
     );
     println!("(times, MB/s and CPU: the run of median time of {}; peak RSS: the highest of the runs)", args.runs);
+    if feed != DELIVERY_FEED {
+        println!(
+            "(delivered as format {} with compression {}: {:.1} MB written from {:.1} MB of canonical JSON; \
+             the baseline uploads the canonical bytes)",
+            args.format,
+            args.compression,
+            mb(delivery),
+            mb(baseline)
+        );
+    }
     Ok(())
 }
 
@@ -255,9 +278,19 @@ fn median(results: &mut [Measured]) -> &Measured {
     &results[results.len() / 2]
 }
 
+/// The benchmark feed for a format: `lake` for the canonical JSON (as
+/// before the option existed), `lake-<format>-<compression>` otherwise, so a
+/// job made for one format is never delivered as another.
+fn delivery_feed_id(format: &str, compression: &str) -> String {
+    match (format, compression) {
+        ("json", "none") => DELIVERY_FEED.to_owned(),
+        _ => format!("{DELIVERY_FEED}-{format}-{compression}"),
+    }
+}
+
 /// The tenant of the delivery benchmark: one s3-keys feed of every report,
-/// canonical JSON, into the destination bucket.
-fn delivery_tenant_secret(destination_bucket: &str) -> String {
+/// in `format`/`compression`, into the destination bucket.
+fn delivery_tenant_secret(destination_bucket: &str, feed: &str, format: &str, compression: &str) -> String {
     serde_json::json!({
         "schemaVersion": 1, "tenantId": DELIVERY_TENANT, "plan": "enterprise", "enabled": true,
         "connectors": {
@@ -265,7 +298,7 @@ fn delivery_tenant_secret(destination_bucket: &str) -> String {
                      "region": REGION, "prefix": "delivered/",
                      "accessKeyId": BENCH_ACCESS_KEY_ID, "secretAccessKey": BENCH_SECRET_ACCESS_KEY}
         },
-        "feeds": [{"id": DELIVERY_FEED, "connector": "lake"}]
+        "feeds": [{"id": feed, "connector": "lake", "format": format, "compression": compression}]
     })
     .to_string()
 }
@@ -377,7 +410,7 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
                 deliverer: S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(config.clone()) },
                 now: Utc::now,
             };
-            let parts = parse_job_key(&job_key(JobKind::S3, run, DELIVERY_TENANT, DELIVERY_FEED))?;
+            let parts = parse_job_key(&job_key(JobKind::S3, run, DELIVERY_TENANT, &args.feed))?;
             let report = deliver_job(&deps, &parts).await?;
             ensure!(report.outcome == Some(DeliveryOutcome::Delivered), "the job was not delivered: {report:?}");
             report.bytes
