@@ -83,6 +83,11 @@ pub enum DeliverError {
     Failed { job_key: String, status_key: String, reason: String },
     #[error("could not record the outcome of {job_key} in {status_key}: {source}")]
     RecordStatus { job_key: String, status_key: String, source: StoreError },
+    #[error(
+        "could not read the status {status_key} of {job_key}, so nothing was attempted (the invocation will be \
+         retried): {source}"
+    )]
+    ReadStatus { job_key: String, status_key: String, source: StoreError },
     #[error("{} jobs failed: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | "))]
     Several(Vec<DeliverError>),
 }
@@ -93,6 +98,7 @@ impl From<DeliverError> for Diagnostic {
             DeliverError::MissingKey { .. } | DeliverError::Key(_) | DeliverError::WrongKind { .. } => "InvalidEvent",
             DeliverError::Failed { .. } | DeliverError::Several(_) => "DeliveryFailed",
             DeliverError::RecordStatus { .. } => "StatusNotRecorded",
+            DeliverError::ReadStatus { .. } => "StatusNotRead",
         };
         Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
     }
@@ -149,7 +155,13 @@ where
 {
     let job_key = parts.job_key();
     let status_key = parts.status_key();
-    let existing = read_status(&deps.staging, &status_key).await;
+    let existing = match read_status(&deps.staging, &status_key).await {
+        Ok(existing) => existing,
+        Err(source) => {
+            error!(%job_key, error = %source, "could not read the delivery status; not attempting");
+            return Err(DeliverError::ReadStatus { job_key, status_key, source });
+        }
+    };
     if let Some(status) = existing.as_ref().filter(|status| status.is_delivered()) {
         info!(%job_key, "already delivered; nothing to do");
         return Ok(JobReport {
@@ -198,22 +210,22 @@ where
     }
 }
 
-/// The status so far; an unreadable one is logged and treated as absent, so
-/// a damaged status object cannot block delivery.
-async fn read_status<S: ObjectStore>(staging: &S, key: &str) -> Option<DeliveryStatus> {
+/// The status so far, `None` when there is none. One that does not decode
+/// is logged and treated as absent, so a damaged status object cannot block
+/// delivery. A failed read is an error: attempting anyway could repeat a
+/// finished delivery (a second email) and would overwrite the attempts
+/// recorded so far.
+async fn read_status<S: ObjectStore>(staging: &S, key: &str) -> Result<Option<DeliveryStatus>, StoreError> {
     match staging.get(key).await {
         Ok(body) => match serde_json::from_slice(&body) {
-            Ok(status) => Some(status),
+            Ok(status) => Ok(Some(status)),
             Err(error) => {
                 warn!(status = %staging.describe(key), %error, "ignoring a status object that does not decode");
-                None
+                Ok(None)
             }
         },
-        Err(StoreError::NotFound { .. }) => None,
-        Err(error) => {
-            warn!(status = %staging.describe(key), %error, "could not read the status object; delivering anyway");
-            None
-        }
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
@@ -399,6 +411,20 @@ mod tests {
         let recorded = status(&store, &parts).await;
         assert_eq!(recorded.attempts.len(), 2);
         assert_eq!(recorded.last_error.as_deref(), Some("SES throttled attempt 1"));
+    }
+
+    #[tokio::test]
+    async fn a_status_that_cannot_be_read_stops_the_attempt_so_nothing_is_sent_twice_or_forgotten() {
+        let (dir, store, parts) = scene("unreadable-status").await;
+        // A directory where the status object should be: reading it fails
+        // with an I/O error, not "not found".
+        std::fs::create_dir_all(dir.path().join(parts.status_key())).unwrap();
+        let deps = deps(&store, InMemoryTenants::new(PREFIX).with_secret("acme", secret(true, "email")), 0);
+        let error = deliver_job(&deps, &parts).await.unwrap_err();
+        assert!(matches!(error, DeliverError::ReadStatus { .. }), "{error:?}");
+        assert!(error.to_string().contains(&parts.status_key()), "{error}");
+        assert_eq!(Diagnostic::from(error).error_type, "StatusNotRead");
+        assert_eq!(deps.deliverer.calls.load(Ordering::SeqCst), 0, "nothing attempted");
     }
 
     #[tokio::test]
