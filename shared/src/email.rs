@@ -77,6 +77,9 @@ fn lifetime_text(from: DateTime<Utc>, until: DateTime<Utc>) -> String {
     if seconds >= 86_400 && seconds % 86_400 == 0 {
         let days = seconds / 86_400;
         format!("{days} day{}", if days == 1 { "" } else { "s" })
+    } else if seconds >= 3_600 && seconds % 3_600 == 0 {
+        let hours = seconds / 3_600;
+        format!("{hours} hour{}", if hours == 1 { "" } else { "s" })
     } else if seconds >= 3_600 {
         format!("{:.1} hours", seconds as f64 / 3_600.0)
     } else {
@@ -291,8 +294,30 @@ mod tests {
         assert!(full.text().contains("http://x/a?b=1&c=<2>"));
         assert!(full.html().contains("http://x/a?b=1&amp;c=&lt;2&gt;"));
         let short = email(true, 6);
-        assert!(short.text().contains("2026-11-19 09:10 UTC") && short.text().contains("6.0 hours"));
+        assert!(short.text().contains("2026-11-19 09:10 UTC") && short.text().contains("(6 hours after this email)"));
         assert!(short.text().contains("sooner than usual"));
+    }
+
+    #[test]
+    fn links_shortened_to_one_hour_state_that_hour() {
+        // Own session credentials without a known expiry (links.rs).
+        let short = email(true, 1);
+        for body in [short.text(), short.html()] {
+            assert!(body.contains("The links expire at 2026-11-19 04:10 UTC (1 hour after this email)"), "{body}");
+            assert!(body.contains("sooner than usual") && !body.contains("7 days"), "{body}");
+        }
+    }
+
+    #[test]
+    fn lifetimes_read_naturally() {
+        let from: DateTime<Utc> = "2026-11-19T03:10:00Z".parse().unwrap();
+        let after = |seconds: i64| lifetime_text(from, from + chrono::Duration::seconds(seconds));
+        assert_eq!(after(604_800), "7 days");
+        assert_eq!(after(86_400), "1 day");
+        assert_eq!(after(3_600), "1 hour");
+        assert_eq!(after(7_200), "2 hours");
+        assert_eq!(after(5_400), "1.5 hours");
+        assert_eq!(after(1_800), "30 minutes");
     }
 
     #[test]

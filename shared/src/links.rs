@@ -5,8 +5,10 @@
 //! by `LINK_SIGNER_SECRET` (`{"accessKeyId": …, "secretAccessKey": …}`) at
 //! each delivery, so a rotated key is picked up. Without that secret the
 //! function signs with its own credentials and reports their real, shorter
-//! expiry, which the email then states. Key values never leave this module
-//! except inside the signature of a URL.
+//! expiry, which the email then states; session credentials that do not say
+//! when they expire (Lambda's, from environment variables) are assumed to
+//! last only [`UNKNOWN_SESSION_LINK_LIFETIME`]. Key values never leave this
+//! module except inside the signature of a URL.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -29,6 +31,48 @@ pub struct SignedLinks {
     /// The links expire before the configured lifetime because the signing
     /// credentials do.
     pub shortened: bool,
+}
+
+/// How long links signed with the function's own session credentials are
+/// said to last when those credentials carry no expiry. A presigned URL dies
+/// with the session that signed it, and Lambda hands the function its role's
+/// session in environment variables, from which the SDK learns no expiry.
+/// The session typically has hours left, but Lambda does not say how many,
+/// so the email promises a conservative hour rather than the full TTL (an
+/// assumption, not a guarantee). Links that must last longer, and surely,
+/// need `LINK_SIGNER_SECRET`.
+pub const UNKNOWN_SESSION_LINK_LIFETIME: Duration = Duration::from_secs(3_600);
+
+/// When links signed with the function's own credentials stop working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OwnCredentialsExpiry {
+    expires_at: DateTime<Utc>,
+    /// Sooner than the configured lifetime.
+    shortened: bool,
+    /// Why, for the log line; never a key value.
+    basis: &'static str,
+}
+
+/// The expiry of links signed at `now` with credentials that expire at
+/// `credentials_expire` (if known) and do or do not carry a session token,
+/// when links valid until `wanted` were asked for.
+fn own_credentials_expiry(
+    now: DateTime<Utc>,
+    wanted: DateTime<Utc>,
+    credentials_expire: Option<DateTime<Utc>>,
+    has_session_token: bool,
+) -> OwnCredentialsExpiry {
+    let (limit, basis) = match (credentials_expire, has_session_token) {
+        (Some(at), _) => (at, "the signing credentials' own expiry"),
+        (None, true) => (
+            now + chrono::Duration::from_std(UNKNOWN_SESSION_LINK_LIFETIME).unwrap_or_default(),
+            "session credentials without a known expiry: links limited to the assumed session lifetime; \
+             set LINK_SIGNER_SECRET for links that last the full TTL",
+        ),
+        (None, false) => (wanted, "long-term keys without an expiry: the full lifetime"),
+    };
+    let expires_at = limit.min(wanted);
+    OwnCredentialsExpiry { expires_at, shortened: expires_at < wanted, basis }
 }
 
 /// Signs GET links for objects of the staging bucket.
@@ -112,14 +156,20 @@ impl LinkSigner for S3LinkSigner {
             Some(secret_name) => (self.signer_keys(secret_name).await?, wanted_expiry, false),
             None => {
                 let credentials = self.own_credentials().await?;
-                let credentials_expire = credentials.expiry().map(DateTime::<Utc>::from);
-                let expires_at = credentials_expire.map_or(wanted_expiry, |at| at.min(wanted_expiry));
+                let expiry = own_credentials_expiry(
+                    now,
+                    wanted_expiry,
+                    credentials.expiry().map(DateTime::<Utc>::from),
+                    credentials.session_token().is_some(),
+                );
                 warn!(
-                    expires_at = %expires_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    expires_at = %expiry.expires_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    shortened = expiry.shortened,
+                    basis = expiry.basis,
                     "LINK_SIGNER_SECRET is not set: download links are signed with the function's own credentials \
                      and expire with them"
                 );
-                (credentials, expires_at, expires_at < wanted_expiry)
+                (credentials, expiry.expires_at, expiry.shortened)
             }
         };
         let lifetime =
@@ -172,6 +222,87 @@ mod tests {
         )
         .unwrap();
         assert_eq!(credentials.access_key_id(), "AKIAEXAMPLE");
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    const WEEK: chrono::Duration = chrono::Duration::seconds(604_800);
+
+    #[test]
+    fn when_session_credentials_have_no_expiry_links_are_shortened_to_the_bound() {
+        let now = at("2026-11-19T03:10:00Z");
+        let expiry = own_credentials_expiry(now, now + WEEK, None, true);
+        assert_eq!(expiry.expires_at, at("2026-11-19T04:10:00Z"));
+        assert!(expiry.shortened);
+        assert!(expiry.basis.contains("without a known expiry"), "{}", expiry.basis);
+    }
+
+    #[test]
+    fn when_the_requested_lifetime_is_below_the_bound_it_is_kept() {
+        let now = at("2026-11-19T03:10:00Z");
+        let wanted = now + chrono::Duration::minutes(20);
+        let expiry = own_credentials_expiry(now, wanted, None, true);
+        assert_eq!(expiry.expires_at, wanted);
+        assert!(!expiry.shortened);
+    }
+
+    #[test]
+    fn when_session_credentials_expire_before_the_lifetime_links_expire_with_them() {
+        let now = at("2026-11-19T03:10:00Z");
+        let expiry = own_credentials_expiry(now, now + WEEK, Some(at("2026-11-19T09:10:00Z")), true);
+        assert_eq!(expiry.expires_at, at("2026-11-19T09:10:00Z"));
+        assert!(expiry.shortened);
+        // A known expiry later than the lifetime does not extend it.
+        let later = own_credentials_expiry(now, now + WEEK, Some(at("2026-12-31T00:00:00Z")), true);
+        assert_eq!(later.expires_at, now + WEEK);
+        assert!(!later.shortened);
+    }
+
+    #[test]
+    fn when_long_term_keys_have_no_expiry_links_get_the_full_lifetime() {
+        let now = at("2026-11-19T03:10:00Z");
+        let expiry = own_credentials_expiry(now, now + WEEK, None, false);
+        assert_eq!(expiry.expires_at, now + WEEK);
+        assert!(!expiry.shortened);
+    }
+
+    fn config_with(credentials: Credentials) -> SdkConfig {
+        aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build()
+    }
+
+    fn expires_param(url: &str) -> u64 {
+        url.split("X-Amz-Expires=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn links_signed_with_environment_session_credentials_state_the_bound() {
+        // What aws-config's environment provider builds in Lambda: a session
+        // token and no expiry.
+        let credentials = Credentials::new("ASIAEXAMPLE", "secret", Some("token".to_owned()), None, "Environment");
+        let signer = S3LinkSigner::new(config_with(credentials), "staging", None, 604_800);
+        let now = Utc::now();
+        let signed = signer.sign(&["reports/a.json".to_owned()], now).await.unwrap();
+        assert_eq!(signed.expires_at, now + chrono::Duration::hours(1));
+        assert!(signed.shortened);
+        assert_eq!(expires_param(&signed.urls[0]), 3_600, "{}", signed.urls[0]);
+        assert!(signed.urls[0].contains("X-Amz-Security-Token="), "{}", signed.urls[0]);
+    }
+
+    #[tokio::test]
+    async fn links_signed_with_long_term_own_keys_get_the_full_lifetime() {
+        let credentials = Credentials::new("AKIAEXAMPLE", "secret", None, None, "Environment");
+        let signer = S3LinkSigner::new(config_with(credentials), "staging", None, 604_800);
+        let now = Utc::now();
+        let signed = signer.sign(&["reports/a.json".to_owned()], now).await.unwrap();
+        assert_eq!(signed.expires_at, now + WEEK);
+        assert!(!signed.shortened);
+        assert_eq!(expires_param(&signed.urls[0]), 604_800, "{}", signed.urls[0]);
     }
 
     #[tokio::test]
