@@ -7,7 +7,9 @@
 //! A filtered `BatchGetSecretValue` would be simpler but costs quadratic time
 //! on moto, and an explicit list behaves the same on real AWS. One broken
 //! secret never hides the others: each becomes a [`TenantEntry`] with its own
-//! result. This module must never let a secret value escape: values are
+//! result. A per-secret error that a retry may clear (throttling, a fault on
+//! the service's side) is different: it fails the whole read, so the caller
+//! is retried instead of skipping that tenant for the run. This module must never let a secret value escape: values are
 //! parsed and dropped, `Debug` and errors carry names, field paths and SDK
 //! error codes only, and nothing here logs.
 
@@ -70,9 +72,10 @@ pub enum TenantEntryError {
     /// The value was read but is not a valid tenant secret.
     #[error("{0}")]
     Invalid(TenantErrors),
-    /// The value could not be used at all: a binary secret, or Secrets
-    /// Manager reported an error for this one secret. The message names the
-    /// cause (an error code), never the value.
+    /// The value could not be read at all: a binary secret, or Secrets
+    /// Manager reported a permanent error for this one secret (transient ones
+    /// fail the whole read instead). The message names the cause (an error
+    /// code), never the value.
     #[error("{0}")]
     Unreadable(FieldError),
 }
@@ -122,6 +125,13 @@ pub enum DirectoryError {
     ReadOne { operation: &'static str, secret_name: String, detail: String },
     #[error("Secrets Manager {operation} of tenant secret {secret_name:?} failed: {detail}")]
     Write { operation: &'static str, secret_name: String, detail: String },
+    /// `BatchGetSecretValue` answered, but reported for one secret an error
+    /// a retry may clear; see [`classify_secret_error`].
+    #[error(
+        "Secrets Manager {operation} could not read tenant secret {secret_name:?} this time ({code}: {message}); \
+         the error is transient, so the tenants are not loaded without it: retry (Lambda retries the invocation)"
+    )]
+    TransientSecretError { operation: &'static str, secret_name: String, code: String, message: String },
     #[error("tenant secret prefix {prefix:?} is not valid: it must be non-empty and end with '/'")]
     InvalidPrefix { prefix: String },
     #[error("refusing to store tenant secret {secret_name:?}: {errors}")]
@@ -145,6 +155,76 @@ fn entry_from_value(prefix: &str, secret_name: String, value: Result<&str, Tenan
     let config =
         value.and_then(|json| parse_tenant_secret(&tenant_id_from_name, json).map_err(TenantEntryError::Invalid));
     TenantEntry { secret_name, tenant_id_from_name, config }
+}
+
+/// What an entry of `BatchGetSecretValue`'s `Errors` list means for a read
+/// of the whole directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretErrorKind {
+    /// A retry may clear it: the read fails, so no tenant is skipped.
+    Transient,
+    /// About this secret itself (missing, deleted, access denied, cannot be
+    /// decrypted) or not known to be transient: that tenant alone fails.
+    Permanent,
+}
+
+/// Error codes a retry may clear: the service's own fault and the throttling
+/// codes the AWS SDK's retry classifier knows, less those of other services.
+const TRANSIENT_SECRET_ERROR_CODES: &[&str] = &[
+    "InternalServiceError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// Classifies the `ErrorCode` of one per-secret error. Unknown codes (and a
+/// missing one) count as permanent: failing every tenant's delivery over one
+/// secret's unexplained error would be worse than failing that tenant, whose
+/// status names the code. Codes that merely look like throttling or an
+/// internal fault (`KMSThrottlingException`, `InternalError`) are transient.
+fn classify_secret_error(code: Option<&str>) -> SecretErrorKind {
+    let Some(code) = code else { return SecretErrorKind::Permanent };
+    let transient = TRANSIENT_SECRET_ERROR_CODES.contains(&code)
+        || code.to_ascii_lowercase().contains("throttl")
+        || code.starts_with("Internal");
+    if transient {
+        SecretErrorKind::Transient
+    } else {
+        SecretErrorKind::Permanent
+    }
+}
+
+/// The entry for a secret `BatchGetSecretValue` reported an error for, or,
+/// when the error is transient, the error that fails the whole read.
+fn entry_from_secret_error(
+    prefix: &str,
+    secret_name: String,
+    code: Option<&str>,
+    message: Option<&str>,
+) -> Result<TenantEntry, DirectoryError> {
+    let message = message.unwrap_or("no message");
+    match classify_secret_error(code) {
+        SecretErrorKind::Transient => Err(DirectoryError::TransientSecretError {
+            operation: "BatchGetSecretValue",
+            secret_name,
+            code: code.unwrap_or_default().to_owned(),
+            message: message.to_owned(),
+        }),
+        SecretErrorKind::Permanent => {
+            let cause = format!("Secrets Manager reported {}: {message}", code.unwrap_or("an error without a code"));
+            Ok(entry_from_value(prefix, secret_name, Err(TenantEntryError::unreadable(cause))))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -253,12 +333,7 @@ impl SecretsManagerTenants {
                     continue;
                 };
                 wanted.remove(&name);
-                let message = format!(
-                    "could not be read: {}: {}",
-                    error.error_code().unwrap_or("unknown error"),
-                    error.message().unwrap_or("no message")
-                );
-                entries.push(entry_from_value(&self.prefix, name, Err(TenantEntryError::unreadable(message))));
+                entries.push(entry_from_secret_error(&self.prefix, name, error.error_code(), error.message())?);
             }
             match output.next_token() {
                 Some(token) if !wanted.is_empty() => next_token = Some(token.to_owned()),
@@ -534,6 +609,75 @@ mod tests {
             assert_eq!(check_prefix(bad), Err(DirectoryError::InvalidPrefix { prefix: bad.to_owned() }));
         }
         assert!(check_prefix(PREFIX).is_ok());
+    }
+
+    #[test]
+    fn throttling_and_service_faults_are_transient() {
+        for code in [
+            "InternalServiceError",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "ThrottlingException",
+            "Throttling",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+            "RequestTimeout",
+            "KMSThrottlingException",
+            "InternalError",
+        ] {
+            assert_eq!(classify_secret_error(Some(code)), SecretErrorKind::Transient, "{code}");
+        }
+    }
+
+    #[test]
+    fn errors_about_the_secret_itself_and_unknown_codes_are_permanent() {
+        for code in [
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+            "DecryptionFailure",
+            "InvalidRequestException",
+            "InvalidParameterException",
+            "LimitExceededException",
+            "SomethingNewException",
+            "",
+        ] {
+            assert_eq!(classify_secret_error(Some(code)), SecretErrorKind::Permanent, "{code:?}");
+        }
+        assert_eq!(classify_secret_error(None), SecretErrorKind::Permanent);
+    }
+
+    #[test]
+    fn when_a_secret_error_is_transient_the_whole_read_fails_naming_secret_and_code() {
+        let name = format!("{PREFIX}acme");
+        let error = entry_from_secret_error(PREFIX, name.clone(), Some("ThrottlingException"), Some("Rate exceeded"))
+            .unwrap_err();
+        assert_eq!(
+            error,
+            DirectoryError::TransientSecretError {
+                operation: "BatchGetSecretValue",
+                secret_name: name,
+                code: "ThrottlingException".to_owned(),
+                message: "Rate exceeded".to_owned(),
+            }
+        );
+        let text = error.to_string();
+        assert!(text.contains("\"popularity-reports/tenants/acme\"") && text.contains("ThrottlingException"), "{text}");
+        assert!(text.contains("retry"), "{text}");
+    }
+
+    #[test]
+    fn when_a_secret_error_is_permanent_only_that_tenant_fails() {
+        let entry = entry_from_secret_error(
+            PREFIX,
+            format!("{PREFIX}gone"),
+            Some("InvalidRequestException"),
+            Some("You can't perform this operation on the secret because it was marked for deletion."),
+        )
+        .unwrap();
+        assert_eq!(entry.tenant_id_from_name, "gone");
+        let error = entry.config.unwrap_err();
+        assert!(matches!(error, TenantEntryError::Unreadable(_)), "{error:?}");
+        assert!(error.to_string().contains("Secrets Manager reported InvalidRequestException: "), "{error}");
     }
 
     #[test]
