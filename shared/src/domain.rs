@@ -188,7 +188,13 @@ impl<'de> Deserialize<'de> for RunId {
 /// Key of part `number` (1-based) of a report in the canonical layout:
 /// `<data_type>/<runId>/part-NNN.<ext>`, without any leading prefix.
 pub fn part_key(kind: ReportKind, run: RunId, number: usize, encoding: Encoding) -> String {
-    format!("{}/{}/part-{:03}.{}", kind.data_type(), run, number, encoding.extension())
+    format!("{}part-{:03}.{}", report_run_prefix(kind, run), number, encoding.extension())
+}
+
+/// The folder of one report of one run, `<data_type>/<runId>/`, holding its
+/// parts (and, at a destination, its `_manifest.json`).
+pub fn report_run_prefix(kind: ReportKind, run: RunId) -> String {
+    format!("{}/{}/", kind.data_type(), run)
 }
 
 #[cfg(test)]

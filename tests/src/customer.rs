@@ -422,17 +422,38 @@ impl SentEmail {
 ///
 /// A `Message`'s `destinations` has only the keys given to `SendEmail`. A
 /// `RawMessage`'s lists the `Destinations` parameter followed by the header
-/// recipients, so one address can appear twice. data.json serialises every
-/// live moto object, and answers 500 while an S3 key object whose bucket
-/// lookup fails is still alive (seen after multipart uploads); such answers
-/// are retried, up to 20 times 250 ms apart.
+/// recipients, so one address can appear twice.
+///
+/// data.json serialises every live moto object, reading each property. An
+/// S3 key's `status` property moves its Glacier-restore state on first read
+/// ("immediate" progression) and then looks up the key's bucket — which
+/// multipart *part* objects do not have (`bucket_name` is None), so the
+/// whole answer is a 500, one part object per request, until every part
+/// object ever created has been read once or collected. Each test run makes
+/// hundreds. So the restore state is first set to progress only by hand
+/// (`/moto-api/state-manager/set-transition`, `s3::keyrestore`, manual, never
+/// reached): nothing here restores objects from Glacier. Any 500 left is
+/// retried, up to 20 times 250 ms apart.
 ///
 /// # Panics
 /// When the server cannot be reached, keeps answering 500, or answers
 /// something else than JSON of that shape.
 pub async fn sent_emails(endpoint: &str) -> Vec<SentEmail> {
-    let url = format!("{}/moto-api/data.json", endpoint.trim_end_matches('/'));
+    let endpoint = endpoint.trim_end_matches('/');
+    let url = format!("{endpoint}/moto-api/data.json");
     let client = http_client();
+    let freeze_restores = serde_json::json!({
+        "model_name": "s3::keyrestore",
+        "transition": {"progression": "manual", "times": 1_000_000_000u64}
+    });
+    let transition_url = format!("{endpoint}/moto-api/state-manager/set-transition");
+    let frozen = client
+        .post(&transition_url)
+        .body(freeze_restores.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {transition_url}: {e}"));
+    assert!(frozen.status().is_success(), "POST {transition_url}: HTTP {}", frozen.status());
     let mut attempt = 1;
     let body = loop {
         let response = client.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));

@@ -738,3 +738,59 @@ async fn s3_bucket_policy_writes_with_our_own_credentials_into_the_customers_buc
     let part = get_object(&account, &bucket, &keys[1]).await;
     assert_eq!(part, staging.get(&manifest.reports[1].parts[0].key).await.unwrap());
 }
+
+/// An attempt killed mid-upload (a Lambda timeout) cannot abort its own
+/// multipart upload; the next attempt aborts every upload left open in the
+/// run's folder of each report it delivers — and nothing elsewhere.
+#[tokio::test]
+async fn the_next_attempt_aborts_uploads_a_killed_attempt_left_open_in_the_customers_bucket() {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    let staging = staging_store(&admin, "staging-killed").await;
+    let prefix = unique_tenant_prefix("tenants-killed");
+    publish_synthetic_run(&staging, run_id(), 700, 1_000).await;
+    let account = account_config(&admin, "444444444444").await;
+    let bucket = fresh_bucket(&s3_client(&account), "killed-dest").await;
+    let secret = json!({
+        "schemaVersion": 1, "tenantId": "echo-co", "plan": "trial", "enabled": true,
+        "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
+            "region": "us-east-1", "prefix": "in/"}},
+        "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]
+    });
+    create_raw_secret(&admin, &format!("{prefix}echo-co"), &secret.to_string()).await;
+    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+
+    // What a killed attempt leaves: an upload with a part, in this run's
+    // folder; and one in an earlier run's folder, which is not ours to touch.
+    let client = s3_client(&admin);
+    let this_run = format!("in/artist_popularity/{RUN_ID}/part-001.json");
+    let other_run = "in/artist_popularity/20261116030000/part-001.json";
+    for key in [this_run.as_str(), other_run] {
+        let upload = client.create_multipart_upload().bucket(&bucket).key(key).send().await.unwrap();
+        let upload_id = upload.upload_id().unwrap();
+        let body = aws_sdk_s3::primitives::ByteStream::from(vec![b'x'; 1024]);
+        client
+            .upload_part()
+            .bucket(&bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(1)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(open_multipart_uploads(&admin, &bucket).await.len(), 2);
+
+    let deps = s3_deps(&admin, &admin, &staging, &prefix);
+    let job_key = format!("jobs/s3/{RUN_ID}/echo-co/default.json");
+    let delivered = handle_job_event(&deps, event_for_key(&job_key)).await.unwrap();
+    assert_eq!(delivered.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let left_open: Vec<String> = open_multipart_uploads(&admin, &bucket).await.into_iter().map(|u| u.key).collect();
+    assert_eq!(left_open, [other_run], "only the earlier run's upload is left");
+    assert_eq!(
+        keys_under(&account, &bucket, "").await,
+        [format!("in/artist_popularity/{RUN_ID}/_manifest.json"), this_run.clone()]
+    );
+}

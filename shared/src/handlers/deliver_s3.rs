@@ -17,9 +17,10 @@ use aws_credential_types::Credentials;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::delivery::{DeliveredObject, DeliveryJob, JobKind};
-use crate::domain::{part_key, Compression, Encoding, Format, ReportKind, RunId};
+use crate::domain::{part_key, report_run_prefix, Compression, Encoding, Format, ReportKind, RunId};
 use crate::handlers::deliver::Deliverer;
 use crate::manifest::{DeliveryMode, RunManifest};
 use crate::report_writer::PartSummary;
@@ -51,7 +52,7 @@ pub struct DestinationManifest {
 
 /// `<data_type>/<runId>/_manifest.json`, relative to the destination prefix.
 pub fn destination_manifest_key(kind: ReportKind, run: RunId) -> String {
-    format!("{}/{run}/_manifest.json", kind.data_type())
+    format!("{}_manifest.json", report_run_prefix(kind, run))
 }
 
 /// Opens the customer's bucket for one connector.
@@ -129,6 +130,21 @@ impl Destinations for S3Destinations {
     }
 }
 
+/// Aborts the multipart uploads an earlier attempt left open under
+/// `folder` when it was killed (a timeout) before it could abort them
+/// itself, so the customer is not left paying for their parts. Best effort:
+/// a customer policy without `s3:ListBucketMultipartUploads` makes this a
+/// warning, not a failed delivery.
+async fn clear_killed_attempt<S: ObjectStore>(destination: &S, folder: &str) {
+    match destination.abort_unfinished_uploads(folder).await {
+        Ok(0) => {}
+        Ok(aborted) => {
+            warn!(folder = %destination.describe(folder), aborted, "aborted multipart uploads an earlier attempt left open")
+        }
+        Err(error) => warn!(%error, "could not look for multipart uploads an earlier attempt left open"),
+    }
+}
+
 /// Delivers `jobs/s3/` jobs.
 pub struct S3Deliverer<S, D> {
     pub staging: S,
@@ -156,6 +172,7 @@ impl<S: ObjectStore, D: Destinations> Deliverer for S3Deliverer<S, D> {
             let report = manifest
                 .report(kind)
                 .ok_or_else(|| format!("the run manifest {} has no {} report", job.manifest_key, kind.data_type()))?;
+            clear_killed_attempt(&destination, &report_run_prefix(kind, job.run_id)).await;
             let mut parts = Vec::with_capacity(report.parts.len());
             for (index, source) in report.parts.iter().enumerate() {
                 let target_key = part_key(kind, job.run_id, index + 1, target_encoding);

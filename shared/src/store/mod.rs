@@ -86,6 +86,16 @@ pub trait ObjectStore: Send + Sync {
     /// A human-readable name of `key` in this store (`s3://bucket/prefix/key`
     /// or a file path), for messages and manifests.
     fn describe(&self, key: &str) -> String;
+
+    /// Aborts every unfinished streamed upload under `prefix` and returns
+    /// how many there were. An upload aborts itself on any failure it sees,
+    /// but not when its process is killed (a Lambda timeout): this is how
+    /// the next attempt clears what such an attempt left behind. A store
+    /// whose uploads leave nothing visible behind has nothing to abort.
+    fn abort_unfinished_uploads(&self, prefix: &str) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        let _ = prefix;
+        async { Ok(0) }
+    }
 }
 
 /// A streamed read of one object, opened by [`ObjectStore::open`]. Owns

@@ -222,6 +222,43 @@ impl ObjectStore for S3Store {
     fn describe(&self, key: &str) -> String {
         format!("s3://{}/{}{key}", self.bucket, self.prefix)
     }
+
+    /// ListMultipartUploads under the prefix, page by page, and an
+    /// AbortMultipartUpload for each upload found.
+    async fn abort_unfinished_uploads(&self, prefix: &str) -> Result<usize, StoreError> {
+        let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
+        let mut aborted = 0;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.error("ListMultipartUploads", prefix, e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else { continue };
+                let abort = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id);
+                match abort.send().await {
+                    Ok(_) => aborted += 1,
+                    // Finished or aborted meanwhile (by the attempt itself).
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => {}
+                    Err(e) => return Err(sdk_error("AbortMultipartUpload", format!("s3://{}/{key}", self.bucket), e)),
+                }
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                return Ok(aborted);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_id_marker.is_none() {
+                return Ok(aborted);
+            }
+        }
+    }
 }
 
 /// The body of a GetObject, read as it arrives.
