@@ -81,6 +81,21 @@ pub enum TenantEntryError {
 }
 
 impl TenantEntryError {
+    /// What is wrong with the secret `secret_name`, for status objects and
+    /// logs: that it could not be read (Secrets Manager gave no usable
+    /// value), or every invalid field. Never a secret value.
+    pub fn describe(&self, secret_name: &str) -> String {
+        match self {
+            TenantEntryError::Unreadable(cause) => {
+                format!("tenant secret {secret_name} could not be read: {}", cause.message)
+            }
+            TenantEntryError::Invalid(_) => {
+                let errors = self.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                format!("tenant secret {secret_name} is invalid: {errors}")
+            }
+        }
+    }
+
     /// Every problem found, in document order. Never empty.
     pub fn errors(&self) -> &[FieldError] {
         match self {
@@ -529,6 +544,20 @@ mod tests {
 
     const PREFIX: &str = "popularity-reports/tenants/";
     const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    #[test]
+    fn a_secret_that_could_not_be_read_is_described_as_unreadable_not_invalid() {
+        let unreadable = TenantEntryError::unreadable("Secrets Manager reported DecryptionFailure: key disabled");
+        assert_eq!(
+            unreadable.describe("p/acme"),
+            "tenant secret p/acme could not be read: Secrets Manager reported DecryptionFailure: key disabled"
+        );
+        let invalid =
+            parse_tenant_secret("acme", r#"{"tenantId": "acme"}"#).map_err(TenantEntryError::Invalid).unwrap_err();
+        let message = invalid.describe("p/acme");
+        assert!(message.starts_with("tenant secret p/acme is invalid: "), "{message}");
+        assert!(message.contains("schemaVersion"), "every invalid field is named: {message}");
+    }
 
     fn email_tenant(tenant_id: &str) -> String {
         serde_json::json!({

@@ -275,10 +275,10 @@ where
     };
     let tenant = match &entry.config {
         Ok(tenant) => tenant,
-        Err(errors) => {
-            let errors = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            warn!(secret = %entry.secret_name, %errors, "tenant secret is invalid");
-            return AttemptResult::Invalid(format!("tenant secret {} is invalid: {errors}", entry.secret_name));
+        Err(error) => {
+            let message = error.describe(&entry.secret_name);
+            warn!(%message, "this job cannot be delivered");
+            return AttemptResult::Invalid(message);
         }
     };
     if !tenant.enabled {

@@ -26,7 +26,7 @@ use crate::manifest::{run_manifest_key, DeliveryMode, RunManifest, MANIFESTS_PRE
 use crate::metrics::emit_metrics;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
 use crate::tenant::{ConnectorKind, Feed, TenantConfig};
-use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry, TenantEntryError};
+use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry};
 
 /// Tenants processed at once; each does a few small requests.
 pub const TENANT_CONCURRENCY: usize = 32;
@@ -228,19 +228,8 @@ async fn fan_out_tenant<S: ObjectStore>(
     let tenant = match &entry.config {
         Ok(tenant) => tenant,
         Err(error) => {
-            let message = match error {
-                // Not its JSON: Secrets Manager gave no usable value.
-                TenantEntryError::Unreadable(cause) => {
-                    let cause = &cause.message;
-                    warn!(secret = %entry.secret_name, %cause, "tenant secret could not be read; this tenant is not delivered");
-                    format!("tenant secret {} could not be read: {cause}", entry.secret_name)
-                }
-                TenantEntryError::Invalid(_) => {
-                    let errors = error.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                    warn!(secret = %entry.secret_name, %errors, "tenant secret is invalid; this tenant is not delivered");
-                    format!("tenant secret {} is invalid: {errors}", entry.secret_name)
-                }
-            };
+            let message = error.describe(&entry.secret_name);
+            warn!(%message, "this tenant is not delivered");
             let segment = tenant_key_segment(&entry.tenant_id_from_name);
             record_once(context, &segment, TENANT_STATUS_FEED_ID, AttemptResult::Invalid(message)).await?;
             counts.invalid = 1;
