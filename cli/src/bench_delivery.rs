@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
+
+use crate::bench::spawn_and_wait;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
@@ -359,21 +361,8 @@ async fn publish_run<S: ObjectStore>(staging: &S, run: RunId, track_bytes: u64) 
 /// Runs the command to completion; its stdout is `{"seconds", "bytes"}`. Peak
 /// RSS comes from `wait4`'s rusage, as in `popularity bench`.
 fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
-    let started = Instant::now();
-    let mut child = command.stdout(Stdio::piped()).spawn()?;
-    let pid = child.id() as libc::pid_t;
     // The report is one short line: it fits in the pipe while we wait.
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let process_seconds = started.elapsed().as_secs_f64();
-    if waited != pid {
-        bail!("waiting for the child process failed: {}", std::io::Error::last_os_error());
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("the child process failed (wait status {status})");
-    }
+    let (mut child, usage) = spawn_and_wait(command.stdout(Stdio::piped()), "benchmark child")?;
     let mut output = String::new();
     child.stdout.take().context("the child's stdout")?.read_to_string(&mut output)?;
     let report: serde_json::Value =
@@ -381,18 +370,13 @@ fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
     let (Some(seconds), Some(bytes)) = (report["seconds"].as_f64(), report["bytes"].as_u64()) else {
         bail!("the child printed {output:?}, not {{\"seconds\": .., \"bytes\": ..}}");
     };
-    // ru_maxrss is in kilobytes on Linux.
     Ok(Measured {
         seconds,
-        process_seconds,
+        process_seconds: usage.seconds,
         bytes,
-        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
-        cpu_seconds: seconds_of(usage.ru_utime) + seconds_of(usage.ru_stime),
+        peak_rss_bytes: usage.peak_rss_bytes,
+        cpu_seconds: usage.cpu_seconds,
     })
-}
-
-fn seconds_of(time: libc::timeval) -> f64 {
-    time.tv_sec as f64 + time.tv_usec as f64 / 1e6
 }
 
 /// The child process: one delivery or one baseline upload, timed.
@@ -603,7 +587,7 @@ fn fanout_tenant_id(index: usize) -> String {
 /// Even tenants get one email feed, odd ones one s3 feed (bucket policy).
 fn fanout_tenant_secret(index: usize) -> String {
     let tenant_id = fanout_tenant_id(index);
-    let (connector, feed) = if index % 2 == 0 {
+    let (connector, feed) = if index.is_multiple_of(2) {
         (serde_json::json!({"type": "email", "recipients": [format!("{tenant_id}@bench.example")]}), "mail")
     } else {
         (
