@@ -20,14 +20,16 @@ use crate::bench::spawn_and_wait;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
-use popularity_reports::delivery::{job_key, parse_job_key, DeliveryOutcome, JobKind};
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::{
+    deliver_job, job_key, parse_job_key, DeliverDeps, DeliveryOutcome, JobDisposition, JobKind,
+};
 use popularity_reports::domain::{Compression, Encoding, Format, ReportKind, RunId};
-use popularity_reports::handlers::deliver::{deliver_job, DeliverDeps};
-use popularity_reports::handlers::deliver_s3::{S3Deliverer, S3Destinations};
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps, TENANT_CONCURRENCY};
 use popularity_reports::manifest::{run_manifest_key, RunManifest};
 use popularity_reports::store::{
-    s3_client, LocalDirStore, ObjectReader, ObjectStore, ObjectUpload, PutOutcome, S3Store, UPLOAD_CHUNK_BYTES,
+    s3_client, LocalDirStore, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, PutOutcome, S3Store,
+    UPLOAD_CHUNK_BYTES,
 };
 use popularity_reports::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::tenant_directory::{
@@ -395,8 +397,11 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
                 now: Utc::now,
             };
             let parts = parse_job_key(&job_key(JobKind::S3, run, DELIVERY_TENANT, &args.feed))?;
-            let report = deliver_job(&deps, &parts).await?;
-            ensure!(report.outcome == Some(DeliveryOutcome::Delivered), "the job was not delivered: {report:?}");
+            let report = deliver_job(&deps, &parts, None).await?;
+            ensure!(
+                report.disposition == JobDisposition::Attempted(DeliveryOutcome::Delivered),
+                "the job was not delivered: {report:?}"
+            );
             report.bytes
         }
         WorkerTask::Baseline => {

@@ -12,7 +12,7 @@ use popularity_reports::domain::{Compression, Encoding, Format};
 use popularity_reports::rank::{rank_run, RankSettings};
 use popularity_reports::sample::{self, SampleProgress, SampleSpec};
 use popularity_reports::scoring::ScoringRules;
-use popularity_reports::store::{s3_client, LocalDirStore, ObjectStore, S3Store, StoreLocation};
+use popularity_reports::store::{s3_client, LocalDirStore, ObjectSink, ObjectStore, S3Store, StoreLocation};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -150,9 +150,13 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     let data = AnyStore::open(&args.data).await;
     let out = AnyStore::open(&args.out).await;
     let started = Instant::now();
-    let manifest =
+    let published =
         with_store!(&data, input => with_store!(&out, output => rank_run(input, output, &settings, args.time).await))
             .context("ranking failed")?;
+    if !published.newly_published {
+        eprintln!("run {} is already published there; nothing was written", published.manifest.run_id);
+    }
+    let manifest = published.manifest;
     let elapsed = started.elapsed().as_secs_f64();
     for report in &manifest.reports {
         let bytes: u64 = report.parts.iter().map(|p| p.bytes).sum();

@@ -9,15 +9,14 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
 use popularity_reports::config::{DeliveryConfig, EmailConfig};
-use popularity_reports::delivery::{parse_job_key, JobKind, JOBS_PREFIX};
+use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::{
+    deliver_job, parse_job_key, DeliverDeps, Deliverer, JobKind, JobReport, JOBS_PREFIX,
+};
 use popularity_reports::domain::RunId;
-use popularity_reports::email::SesMailer;
-use popularity_reports::handlers::deliver::{deliver_job, DeliverDeps, JobReport};
-use popularity_reports::handlers::deliver_email::EmailDeliverer;
-use popularity_reports::handlers::deliver_s3::{S3Deliverer, S3Destinations};
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
-use popularity_reports::links::S3LinkSigner;
-use popularity_reports::store::{s3_client, ObjectStore, S3Store};
+use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 
 #[derive(Args)]
@@ -57,58 +56,49 @@ pub async fn deliver(args: DeliverArgs) -> anyhow::Result<()> {
     let staging = S3Store::new(s3_client(&aws), config.staging_bucket.clone(), "");
     let tenants = || SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone());
     let mut reports: Vec<Result<JobReport, String>> = Vec::new();
-
-    let s3_jobs = job_keys(&staging, JobKind::S3, args.run_id).await?;
-    if !s3_jobs.is_empty() {
-        let deps = DeliverDeps {
-            staging: staging.clone(),
-            tenants: tenants()?,
-            deliverer: S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(aws.clone()) },
-            now: chrono::Utc::now,
-        };
-        for key in &s3_jobs {
-            let parts = parse_job_key(key)?;
-            reports.push(deliver_job(&deps, &parts).await.map_err(|e| e.to_string()));
+    for kind in JobKind::ALL {
+        let keys = job_keys(&staging, kind, args.run_id).await?;
+        if keys.is_empty() {
+            continue;
         }
-    }
-    let email_jobs = job_keys(&staging, JobKind::Email, args.run_id).await?;
-    if !email_jobs.is_empty() {
-        let email = EmailConfig::from_env().context("the run has email jobs")?;
-        let deps = DeliverDeps {
-            staging: staging.clone(),
-            tenants: tenants()?,
-            deliverer: EmailDeliverer {
-                staging: staging.clone(),
-                signer: S3LinkSigner::new(
-                    aws.clone(),
-                    config.staging_bucket.clone(),
-                    email.link_signer_secret.clone(),
-                    email.link_ttl_seconds,
-                ),
-                mailer: SesMailer::new(&aws),
-                sender: email.sender.clone(),
-                now: chrono::Utc::now,
-            },
-            now: chrono::Utc::now,
-        };
-        for key in &email_jobs {
-            let parts = parse_job_key(key)?;
-            reports.push(deliver_job(&deps, &parts).await.map_err(|e| e.to_string()));
-        }
-    }
-    for kind in [JobKind::Gcs, JobKind::Sheets] {
-        let pending = job_keys(&staging, kind, args.run_id).await?;
-        if !pending.is_empty() {
-            eprintln!("{} {kind} jobs left alone: their deliverer is not supported yet", pending.len());
+        match kind {
+            JobKind::S3 => {
+                let deliverer =
+                    S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(aws.clone()) };
+                let deps =
+                    DeliverDeps { staging: staging.clone(), tenants: tenants()?, deliverer, now: chrono::Utc::now };
+                deliver_keys(&deps, &keys, &mut reports).await?;
+            }
+            JobKind::Email => {
+                let email = EmailConfig::from_env().context("the run has email jobs")?;
+                let deliverer = EmailDeliverer {
+                    staging: staging.clone(),
+                    signer: S3LinkSigner::new(
+                        aws.clone(),
+                        config.staging_bucket.clone(),
+                        email.link_signer_secret.clone(),
+                        email.link_ttl_seconds,
+                    ),
+                    mailer: SesMailer::new(&aws),
+                    sender: email.sender.clone(),
+                    now: chrono::Utc::now,
+                };
+                let deps =
+                    DeliverDeps { staging: staging.clone(), tenants: tenants()?, deliverer, now: chrono::Utc::now };
+                deliver_keys(&deps, &keys, &mut reports).await?;
+            }
+            JobKind::Gcs | JobKind::Sheets => {
+                eprintln!("{} {kind} jobs left alone: their deliverer is not supported yet", keys.len());
+            }
         }
     }
     let failures = reports.iter().filter(|r| r.is_err()).count();
     for report in &reports {
         match report {
             Ok(job) => println!(
-                "{:<60} {:<10} {:>3} objects {:>12} bytes",
+                "{:<60} {:<26} {:>3} objects {:>12} bytes",
                 job.job_key,
-                job.outcome.map_or("already delivered".to_owned(), |o| format!("{o:?}").to_lowercase()),
+                job.disposition.describe(),
                 job.objects,
                 job.bytes
             ),
@@ -116,6 +106,19 @@ pub async fn deliver(args: DeliverArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(failures == 0, "{failures} of {} jobs failed; see their status objects", reports.len());
+    Ok(())
+}
+
+/// Delivers each job key in turn, as repeated S3 events would.
+async fn deliver_keys<D: Deliverer>(
+    deps: &DeliverDeps<S3Store, SecretsManagerTenants, D>,
+    keys: &[String],
+    reports: &mut Vec<Result<JobReport, String>>,
+) -> anyhow::Result<()> {
+    for key in keys {
+        let parts = parse_job_key(key)?;
+        reports.push(deliver_job(deps, &parts, None).await.map_err(|e| e.to_string()));
+    }
     Ok(())
 }
 

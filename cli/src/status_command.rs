@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use popularity_reports::domain::RunId;
 use popularity_reports::status_report::run_status;
-use popularity_reports::store::{ObjectStore, StoreLocation};
+use popularity_reports::store::{ObjectSink, StoreLocation};
 
 use crate::commands::AnyStore;
 

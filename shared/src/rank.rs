@@ -4,8 +4,11 @@
 //!
 //! A run is all or nothing: every input is validated before anything is
 //! written, and the manifest — the only thing that starts deliveries — is
-//! written only after every part is stored. Re-running the same time writes
-//! the same keys with the same part bytes.
+//! written only after every part is stored. A published run is immutable
+//! (DESIGN §7): a run whose manifest exists is not ranked again, and the
+//! manifest is created conditionally, so of two racing runs of one time only
+//! one publishes. Deliverers rely on this (a GCS object that already exists
+//! is taken as written by an earlier attempt of the same run).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use crate::manifest::{
 use crate::ranking::{group_scores, rank_by_score, BatchCounts, Catalogue, IdIndex, RankedItems, ScoreAccumulator};
 use crate::report_writer::{PartSummary, PartWriter, ReportItem};
 use crate::scoring::{modifier_hundredths, ScoringRules};
-use crate::store::{upload_from_blocking, ObjectStore, StoreError, StreamedUploadError};
+use crate::store::{upload_from_blocking, ObjectStore, PutOutcome, StoreError, StreamedUploadError};
 
 /// Everything a run needs besides its stores and time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,19 +64,55 @@ pub enum RankError {
     },
     #[error("could not write the run manifest: {0}")]
     WriteManifest(#[source] StoreError),
+    #[error("could not check whether run {run} is already published: {source}")]
+    CheckPublished {
+        run: RunId,
+        #[source]
+        source: StoreError,
+    },
+    #[error("run manifest {location} exists but cannot be read, so run {run} is left as it is: {reason}")]
+    PublishedManifestUnreadable { run: RunId, location: String, reason: String },
+}
+
+/// What a call of [`rank_run`] published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedRun {
+    pub manifest: RunManifest,
+    /// `false` when the run was already published (by an earlier or a
+    /// concurrent invocation): nothing of it was written again, and
+    /// `manifest` is the one already there.
+    pub newly_published: bool,
+}
+
+/// The published manifest of `run`, if there is one.
+async fn published_manifest<O: ObjectStore>(output: &O, run: RunId) -> Result<Option<RunManifest>, RankError> {
+    let key = run_manifest_key(run);
+    match output.get(&key).await {
+        Ok(body) => serde_json::from_slice(&body).map(Some).map_err(|e| RankError::PublishedManifestUnreadable {
+            run,
+            location: output.describe(&key),
+            reason: e.to_string(),
+        }),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(source) => Err(RankError::CheckPublished { run, source }),
+    }
 }
 
 /// Ranks the catalogue in `input` as of `run_time` and publishes the reports
-/// and the run manifest into `output`.
+/// and the run manifest into `output`, unless that run is already published.
 pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
     input: &I,
     output: &O,
     settings: &RankSettings,
     run_time: DateTime<Utc>,
-) -> Result<RunManifest, RankError> {
+) -> Result<PublishedRun, RankError> {
     let started = std::time::Instant::now();
     let elapsed_ms = || started.elapsed().as_millis() as u64;
     let run = RunId::from_time(run_time);
+    if let Some(manifest) = published_manifest(output, run).await? {
+        info!(run_id = %run, "run already published; nothing is written again");
+        return Ok(PublishedRun { manifest, newly_published: false });
+    }
     let window = settings.rules.window(run_time);
     let days: Vec<_> = window.iter().map(|d| d.day).collect();
     // List everything first: a misnamed folder fails the run before any work.
@@ -134,12 +173,17 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
         reports: report_manifests,
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    output
-        .put(&run_manifest_key(run), Bytes::from(body), "application/json")
+    let created = output
+        .put_if_absent(&run_manifest_key(run), Bytes::from(body), "application/json")
         .await
         .map_err(RankError::WriteManifest)?;
+    if created == PutOutcome::AlreadyExists {
+        warn!(run_id = %run, "another invocation published this run first; its manifest stands");
+        let manifest = published_manifest(output, run).await?.unwrap_or(manifest);
+        return Ok(PublishedRun { manifest, newly_published: false });
+    }
     info!(run_id = %run, key = %output.describe(&run_manifest_key(run)), elapsed_ms = elapsed_ms(), "run manifest published");
-    Ok(manifest)
+    Ok(PublishedRun { manifest, newly_published: true })
 }
 
 /// A report ready to write: rank `r + 1` is `items.get(r)`.
@@ -469,7 +513,7 @@ async fn write_reports<O: ObjectStore>(
                 })
                 .await;
                 match written {
-                    Ok((rows, bytes, sha256)) => Ok((index, PartSummary { key, rows, bytes, sha256 })),
+                    Ok(((rows, bytes, sha256), _)) => Ok((index, PartSummary { key, rows, bytes, sha256 })),
                     Err(source) => Err(RankError::WritePart { key, source }),
                 }
             }

@@ -269,12 +269,13 @@ async fn refuse_stale_objects<S: ObjectStore>(store: &S, plan: &SamplePlan) -> R
 
 async fn write_file<S: ObjectStore>(store: &S, job: &FileJob) -> Result<u64, SampleError> {
     let content = job.content.clone();
-    upload_from_blocking(store, &job.key, PARQUET_CONTENT_TYPE, move |out| content.write_parquet(out)).await.map_err(
-        |e| match e {
+    upload_from_blocking(store, &job.key, PARQUET_CONTENT_TYPE, move |out| content.write_parquet(out))
+        .await
+        .map(|(bytes, _)| bytes)
+        .map_err(|e| match e {
             StreamedUploadError::Produce(source) => SampleError::Parquet { location: store.describe(&job.key), source },
             StreamedUploadError::Store(e) => SampleError::Store(e),
-        },
-    )
+        })
 }
 
 /// Every file to write, in summary order, with the catalogue state each

@@ -3,8 +3,9 @@
 //! joined with the status objects the deliverers wrote under
 //! `status/<runId>/`, one row per tenant × feed, rendered as the operator's
 //! `popularity status` table. It only reads: it never creates, retries or
-//! repairs a job or a status, and it fails rather than leave out an object it
-//! cannot understand, since a row missing from the table reads as "all fine".
+//! repairs a job or a status, and it never leaves out an object it cannot
+//! understand, since a row missing from the table reads as "all fine": a
+//! status object that is not a status of its job shows as `damaged`, with why.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::delivery::{
-    parse_job_key, DeliveryOutcome, DeliveryStatus, JobKind, KeyError, DELIVERY_STATUS_SCHEMA_VERSION, JOBS_PREFIX,
+    parse_job_key, DeliveryOutcome, DeliveryStaging, DeliveryStatus, JobKind, KeyError, StatusRecord, JOBS_PREFIX,
     STATUS_PREFIX,
 };
 use crate::domain::RunId;
@@ -36,12 +37,24 @@ pub enum RowState {
     Failed,
     Skipped,
     Invalid,
+    /// An attempt holds the claim and has not recorded its outcome yet.
+    InProgress,
+    /// The status object is not a status of this job (unreadable JSON, an
+    /// unknown schema, another job's); the error column says why.
+    Damaged,
 }
 
 impl RowState {
     /// In the order of the summary line.
-    pub const ALL: [RowState; 5] =
-        [RowState::Delivered, RowState::Failed, RowState::Pending, RowState::Skipped, RowState::Invalid];
+    pub const ALL: [RowState; 7] = [
+        RowState::Delivered,
+        RowState::Failed,
+        RowState::Pending,
+        RowState::InProgress,
+        RowState::Skipped,
+        RowState::Invalid,
+        RowState::Damaged,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +63,8 @@ impl RowState {
             RowState::Failed => "failed",
             RowState::Skipped => "skipped",
             RowState::Invalid => "invalid",
+            RowState::InProgress => "in-progress",
+            RowState::Damaged => "damaged",
         }
     }
 }
@@ -61,6 +76,7 @@ impl From<DeliveryOutcome> for RowState {
             DeliveryOutcome::Failed => RowState::Failed,
             DeliveryOutcome::Skipped => RowState::Skipped,
             DeliveryOutcome::Invalid => RowState::Invalid,
+            DeliveryOutcome::InProgress => RowState::InProgress,
         }
     }
 }
@@ -99,6 +115,8 @@ pub struct StateCounts {
     pub pending: usize,
     pub skipped: usize,
     pub invalid: usize,
+    pub in_progress: usize,
+    pub damaged: usize,
 }
 
 impl StateCounts {
@@ -109,6 +127,8 @@ impl StateCounts {
             RowState::Failed => self.failed,
             RowState::Skipped => self.skipped,
             RowState::Invalid => self.invalid,
+            RowState::InProgress => self.in_progress,
+            RowState::Damaged => self.damaged,
         }
     }
 
@@ -123,12 +143,14 @@ impl StateCounts {
             RowState::Failed => &mut self.failed,
             RowState::Skipped => &mut self.skipped,
             RowState::Invalid => &mut self.invalid,
+            RowState::InProgress => &mut self.in_progress,
+            RowState::Damaged => &mut self.damaged,
         };
         *count += 1;
     }
 }
 
-/// `3 delivered, 1 failed, 0 pending, 0 skipped, 0 invalid`.
+/// `3 delivered, 1 failed, 0 pending, 0 in-progress, 0 skipped, 0 invalid, 0 damaged`.
 impl fmt::Display for StateCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, state) in RowState::ALL.into_iter().enumerate() {
@@ -252,25 +274,14 @@ pub enum StatusReportError {
         #[source]
         source: StoreError,
     },
+    #[error("status object {location} was listed but is gone")]
+    Vanished { location: String },
     /// An object under `jobs/<kind>/<runId>/` whose key fanout would not write.
     #[error(transparent)]
     JobKey(#[from] KeyError),
     #[error("{location} is not a status key of the form status/<runId>/<tenantId>/<feedId>.json: {reason}")]
     StatusKey { location: String, reason: String },
-    #[error("status object {location} is not a valid delivery status")]
-    StatusJson {
-        location: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "status object {location} has schemaVersion {found}; this build reads only {DELIVERY_STATUS_SCHEMA_VERSION}"
-    )]
-    StatusVersion { location: String, found: u32 },
-    #[error(
-        "status object {location} is about run {run_id}, tenant {tenant_id:?}, feed {feed_id:?}, not the one its key names"
-    )]
-    StatusMismatch { location: String, run_id: RunId, tenant_id: String, feed_id: String },
+
     #[error("tenant {tenant_id:?} feed {feed_id:?} has two jobs in one run: {first} and {second}")]
     DuplicateJob { tenant_id: String, feed_id: String, first: String, second: String },
 }
@@ -279,7 +290,7 @@ pub enum StatusReportError {
 #[derive(Default)]
 struct Found {
     job: Option<(JobKind, String)>,
-    status: Option<DeliveryStatus>,
+    status: Option<Result<DeliveryStatus, String>>,
 }
 
 /// Reads every job and status object of `run` from the staging store and
@@ -316,16 +327,21 @@ pub async fn run_status<S: ObjectStore>(staging: &S, run: RunId) -> Result<RunSt
         })
         .collect::<Result<Vec<_>, StatusReportError>>()?;
 
-    let statuses: Vec<(String, String, DeliveryStatus)> = stream::iter(status_keys)
+    let reader = DeliveryStaging::new(staging);
+    let statuses: Vec<(String, String, StatusRecord)> = stream::iter(status_keys)
         .map(|(key, tenant_id, feed_id)| async move {
-            let status = read_status(staging, &key, run, &tenant_id, &feed_id).await?;
-            Ok::<_, StatusReportError>((tenant_id, feed_id, status))
+            let record = match reader.read_status(run, &tenant_id, &feed_id).await {
+                Ok(Some(record)) => record,
+                Ok(None) => return Err(StatusReportError::Vanished { location: staging.describe(&key) }),
+                Err(source) => return Err(StatusReportError::Read { location: staging.describe(&key), source }),
+            };
+            Ok::<_, StatusReportError>((tenant_id, feed_id, record))
         })
         .buffer_unordered(STATUS_READS_IN_FLIGHT)
         .try_collect()
         .await?;
-    for (tenant_id, feed_id, status) in statuses {
-        found.entry((tenant_id, feed_id)).or_default().status = Some(status);
+    for (tenant_id, feed_id, record) in statuses {
+        found.entry((tenant_id, feed_id)).or_default().status = Some(record.status);
     }
 
     let rows = found
@@ -333,7 +349,18 @@ pub async fn run_status<S: ObjectStore>(staging: &S, run: RunId) -> Result<RunSt
         .map(|((tenant_id, feed_id), found)| {
             let kind = found.job.map(|(kind, _)| kind);
             match found.status {
-                Some(status) => StatusRow {
+                Some(Err(reason)) => StatusRow {
+                    tenant_id,
+                    feed_id,
+                    kind,
+                    state: RowState::Damaged,
+                    attempts: 0,
+                    objects: 0,
+                    bytes: 0,
+                    updated_at: None,
+                    last_error: Some(reason),
+                },
+                Some(Ok(status)) => StatusRow {
                     tenant_id,
                     feed_id,
                     kind,
@@ -390,41 +417,6 @@ fn parse_status_key(prefix: &str, key: &str) -> Result<(String, String), String>
     Ok((tenant_id.to_owned(), feed_id.to_owned()))
 }
 
-/// The status object at `key`, which must be about the run, tenant and feed its key names.
-async fn read_status<S: ObjectStore>(
-    staging: &S,
-    key: &str,
-    run: RunId,
-    tenant_id: &str,
-    feed_id: &str,
-) -> Result<DeliveryStatus, StatusReportError> {
-    let location = || staging.describe(key);
-    let body = staging.get(key).await.map_err(|source| StatusReportError::Read { location: location(), source })?;
-    // The version is checked first so a future format is reported as such,
-    // not as whatever field it happens to lack.
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Versioned {
-        schema_version: u32,
-    }
-    let versioned: Versioned = serde_json::from_slice(&body)
-        .map_err(|source| StatusReportError::StatusJson { location: location(), source })?;
-    if versioned.schema_version != DELIVERY_STATUS_SCHEMA_VERSION {
-        return Err(StatusReportError::StatusVersion { location: location(), found: versioned.schema_version });
-    }
-    let status: DeliveryStatus = serde_json::from_slice(&body)
-        .map_err(|source| StatusReportError::StatusJson { location: location(), source })?;
-    if status.run_id != run || status.tenant_id != tenant_id || status.feed_id != feed_id {
-        return Err(StatusReportError::StatusMismatch {
-            location: location(),
-            run_id: status.run_id,
-            tenant_id: status.tenant_id,
-            feed_id: status.feed_id,
-        });
-    }
-    Ok(status)
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -432,7 +424,7 @@ mod tests {
 
     use super::*;
     use crate::delivery::{job_key, status_key, AttemptResult, DeliveredObject, JobKeyParts};
-    use crate::store::LocalDirStore;
+    use crate::store::{LocalDirStore, ObjectSink};
 
     fn run() -> RunId {
         "20261119030000".parse().unwrap()
@@ -479,7 +471,16 @@ mod tests {
     }
 
     fn object(key: &str, bytes: u64) -> DeliveredObject {
-        DeliveredObject { key: key.into(), bytes, sha256: "ab".repeat(32) }
+        DeliveredObject::new(key.into(), bytes, "ab".repeat(32))
+    }
+
+    fn first_attempt(
+        parts: &JobKeyParts,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        result: AttemptResult,
+    ) -> DeliveryStatus {
+        DeliveryStatus::first_record(parts.run_id, &parts.tenant_id, &parts.feed_id, started_at, finished_at, result)
     }
 
     const MULTI_LINE_ERROR: &str = "AccessDenied: User is not authorized to perform sts:AssumeRole\n\
@@ -494,7 +495,7 @@ mod tests {
         // globex/all: delivered on the first attempt, two objects.
         staging.job(JobKind::S3, r, "globex", "all").await;
         staging
-            .status(&DeliveryStatus::first_attempt(
+            .status(&first_attempt(
                 &parts(JobKind::S3, r, "globex", "all"),
                 at("2026-11-19T03:20:01Z"),
                 at("2026-11-19T03:20:09Z"),
@@ -510,7 +511,7 @@ mod tests {
 
         // acme/lake: failed twice, the last error spans lines.
         staging.job(JobKind::Gcs, r, "acme", "lake").await;
-        let mut lake = DeliveryStatus::first_attempt(
+        let mut lake = first_attempt(
             &parts(JobKind::Gcs, r, "acme", "lake"),
             at("2026-11-19T03:20:01Z"),
             at("2026-11-19T03:20:02Z"),
@@ -526,7 +527,7 @@ mod tests {
         // acme/sheet: skipped.
         staging.job(JobKind::Sheets, r, "acme", "sheet").await;
         staging
-            .status(&DeliveryStatus::first_attempt(
+            .status(&first_attempt(
                 &parts(JobKind::Sheets, r, "acme", "sheet"),
                 at("2026-11-19T03:20:01Z"),
                 at("2026-11-19T03:20:01Z"),
@@ -536,7 +537,7 @@ mod tests {
 
         // acme/_tenant: a tenant-level problem, a status with no job.
         staging
-            .status(&DeliveryStatus::first_attempt(
+            .status(&first_attempt(
                 &parts(JobKind::S3, r, "acme", "_tenant"),
                 at("2026-11-19T03:19:58Z"),
                 at("2026-11-19T03:19:59Z"),
@@ -547,7 +548,7 @@ mod tests {
         // Another run, which must not appear.
         staging.job(JobKind::S3, other_run(), "initech", "all").await;
         staging
-            .status(&DeliveryStatus::first_attempt(
+            .status(&first_attempt(
                 &parts(JobKind::S3, other_run(), "initech", "all"),
                 at("2026-11-18T03:20:01Z"),
                 at("2026-11-18T03:20:09Z"),
@@ -597,9 +598,15 @@ mod tests {
         let staging = populated("counts").await;
         let report = run_status(&staging.store, run()).await.unwrap();
         let counts = report.counts();
-        assert_eq!(counts, StateCounts { delivered: 1, failed: 1, pending: 1, skipped: 1, invalid: 1 });
+        assert_eq!(
+            counts,
+            StateCounts { delivered: 1, failed: 1, pending: 1, skipped: 1, invalid: 1, in_progress: 0, damaged: 0 }
+        );
         assert_eq!(counts.total(), 5);
-        assert_eq!(counts.to_string(), "1 delivered, 1 failed, 1 pending, 1 skipped, 1 invalid");
+        assert_eq!(
+            counts.to_string(),
+            "1 delivered, 1 failed, 1 pending, 0 in-progress, 1 skipped, 1 invalid, 0 damaged"
+        );
 
         staging.job(JobKind::S3, run(), "hooli", "all").await;
         staging.job(JobKind::S3, run(), "hooli", "backup").await;
@@ -649,7 +656,7 @@ mod tests {
 
         assert_eq!(
             lines.last().unwrap(),
-            &"1 delivered, 1 failed, 1 pending, 1 skipped, 1 invalid (run 20261119030000, 5 rows)"
+            &"1 delivered, 1 failed, 1 pending, 0 in-progress, 1 skipped, 1 invalid, 0 damaged (run 20261119030000, 5 rows)"
         );
     }
 
@@ -662,43 +669,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_malformed_status_object_is_an_error_naming_its_key() {
-        let staging = populated("malformed").await;
-        let key = status_key(run(), "globex", "broken");
-        staging.put(&key, "{\"schemaVersion\": 1, \"outcome\": \"delivered\"").await;
-
-        let error = run_status(&staging.store, run()).await.unwrap_err();
-        assert!(matches!(error, StatusReportError::StatusJson { .. }), "{error:?}");
-        let message = error.to_string();
-        assert!(message.contains(&staging.store.describe(&key)), "{message}");
-        assert!(std::error::Error::source(&error).is_some(), "the JSON error is kept as the source");
-    }
-
-    #[tokio::test]
-    async fn a_status_object_of_another_schema_version_is_refused() {
-        let staging = populated("version").await;
-        let key = status_key(run(), "globex", "future");
-        staging.put(&key, r#"{"schemaVersion": 2}"#).await;
-
-        let message = run_status(&staging.store, run()).await.unwrap_err().to_string();
-        assert!(message.contains(&key) && message.contains("schemaVersion 2; this build reads only 1"), "{message}");
-    }
-
-    #[tokio::test]
-    async fn a_status_object_about_another_feed_than_its_key_is_refused() {
-        let staging = populated("mismatch").await;
-        let status = DeliveryStatus::first_attempt(
+    async fn status_objects_that_are_not_their_jobs_show_as_damaged_with_why() {
+        let staging = populated("damaged").await;
+        staging.put(&status_key(run(), "globex", "broken"), "{\"schemaVersion\": 1, \"outcome\": \"delivered\"").await;
+        staging.put(&status_key(run(), "globex", "future"), r#"{"schemaVersion": 2}"#).await;
+        let copied = first_attempt(
             &parts(JobKind::S3, run(), "globex", "all"),
             at("2026-11-19T03:20:01Z"),
             at("2026-11-19T03:20:09Z"),
             AttemptResult::Failed("boom".into()),
         );
-        let key = status_key(run(), "globex", "copied");
-        staging.put(&key, serde_json::to_vec(&status).unwrap()).await;
+        staging.put(&status_key(run(), "globex", "copied"), serde_json::to_vec(&copied).unwrap()).await;
 
-        let error = run_status(&staging.store, run()).await.unwrap_err();
-        assert!(matches!(error, StatusReportError::StatusMismatch { .. }), "{error:?}");
-        assert!(error.to_string().contains(&key), "{error}");
+        let report = run_status(&staging.store, run()).await.unwrap();
+        let damaged: Vec<(&str, &str)> = report
+            .rows
+            .iter()
+            .filter(|row| row.state == RowState::Damaged)
+            .map(|row| (row.feed_id.as_str(), row.last_error.as_deref().unwrap()))
+            .collect();
+        assert_eq!(damaged.len(), 3, "{damaged:?}");
+        assert!(damaged[0].0 == "broken" && damaged[0].1.contains("not a status object"), "{damaged:?}");
+        assert!(damaged[1].0 == "copied" && damaged[1].1.contains("feed \"all\""), "{damaged:?}");
+        assert!(damaged[2].0 == "future" && damaged[2].1.contains("schemaVersion 2"), "{damaged:?}");
+        assert_eq!(report.counts().damaged, 3);
     }
 
     #[tokio::test]

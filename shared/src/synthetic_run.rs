@@ -81,7 +81,7 @@ pub async fn publish_synthetic_run<S: ObjectStore>(
             let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, parts.len() + 1, CANONICAL));
             let items = rows..rows.saturating_add(size.part_rows.max(1)).min(row_target);
             let (total_rows, bytes_left) = (row_target, byte_target - bytes);
-            let part = upload_from_blocking(staging, &key, CANONICAL.content_type(), move |out| {
+            let (part, _) = upload_from_blocking(staging, &key, CANONICAL.content_type(), move |out| {
                 write_part(kind, items, total_rows, bytes_left, out)
             })
             .await

@@ -14,6 +14,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+pub use crate::delivery::registry::ConnectorKind;
 use crate::domain::{Compression, Encoding, Format, ReportKind};
 use crate::manifest::DeliveryMode;
 
@@ -146,73 +147,6 @@ impl Connector {
     }
 }
 
-/// The `type` of a connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConnectorKind {
-    Email,
-    S3Role,
-    S3Keys,
-    S3BucketPolicy,
-    Gcs,
-    GoogleSheets,
-}
-
-impl ConnectorKind {
-    pub const ALL: [ConnectorKind; 6] = [
-        ConnectorKind::Email,
-        ConnectorKind::S3Role,
-        ConnectorKind::S3Keys,
-        ConnectorKind::S3BucketPolicy,
-        ConnectorKind::Gcs,
-        ConnectorKind::GoogleSheets,
-    ];
-
-    /// The `type` value in the secret.
-    pub fn type_name(self) -> &'static str {
-        match self {
-            ConnectorKind::Email => "email",
-            ConnectorKind::S3Role => "s3-role",
-            ConnectorKind::S3Keys => "s3-keys",
-            ConnectorKind::S3BucketPolicy => "s3-bucket-policy",
-            ConnectorKind::Gcs => "gcs",
-            ConnectorKind::GoogleSheets => "google-sheets",
-        }
-    }
-
-    pub fn from_type_name(name: &str) -> Option<ConnectorKind> {
-        ConnectorKind::ALL.into_iter().find(|k| k.type_name() == name)
-    }
-
-    /// The `<kind>` of `jobs/<kind>/...` (DESIGN §5): which deliverer
-    /// function handles this connector.
-    pub fn job_kind(self) -> &'static str {
-        match self {
-            ConnectorKind::Email => "email",
-            ConnectorKind::S3Role | ConnectorKind::S3Keys | ConnectorKind::S3BucketPolicy => "s3",
-            ConnectorKind::Gcs => "gcs",
-            ConnectorKind::GoogleSheets => "sheets",
-        }
-    }
-
-    /// Every field a connector of this type may have, `type` included.
-    pub fn fields(self) -> &'static [&'static str] {
-        match self {
-            ConnectorKind::Email => &["type", "recipients"],
-            ConnectorKind::S3Role => &["type", "bucketArn", "region", "prefix", "roleArn", "externalId"],
-            ConnectorKind::S3Keys => &["type", "bucketArn", "region", "prefix", "accessKeyId", "secretAccessKey"],
-            ConnectorKind::S3BucketPolicy => &["type", "bucketArn", "region", "prefix"],
-            ConnectorKind::Gcs => &["type", "bucket", "prefix", "serviceAccountJson"],
-            ConnectorKind::GoogleSheets => &["type", "spreadsheetUrl", "maxRows"],
-        }
-    }
-}
-
-impl fmt::Display for ConnectorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.type_name())
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailConnector {
     pub recipients: Vec<String>,
@@ -228,6 +162,9 @@ pub struct S3Destination {
     pub region: String,
     /// Empty, or ending with exactly one `/`.
     pub prefix: String,
+    /// The 12-digit account that owns the bucket (`bucketOwnerAccountId`),
+    /// sent as `ExpectedBucketOwner` on every call to the bucket.
+    pub bucket_owner: Option<String>,
 }
 
 /// Writes through a cross-account role assumed with an external id.
@@ -775,9 +712,21 @@ fn parse_s3_destination(problems: &mut Problems, fields: &Fields<'_>, required: 
         }
     });
     let prefix = parse_prefix(problems, fields);
-    match (bucket, region, prefix) {
-        (Some((bucket_arn, bucket)), Some(region), Some(prefix)) => {
-            Some(S3Destination { bucket_arn, bucket, region, prefix })
+    let owner_path = child_path(fields.path, "bucketOwnerAccountId");
+    let bucket_owner = match fields.get("bucketOwnerAccountId") {
+        None => Some(None),
+        Some(value) => expect_str(problems, &owner_path, value, false).and_then(|id| {
+            if is_account_id(id) {
+                Some(Some(id.to_owned()))
+            } else {
+                problems.add(&owner_path, format!("{id:?} is not a 12-digit AWS account id"));
+                None
+            }
+        }),
+    };
+    match (bucket, region, prefix, bucket_owner) {
+        (Some((bucket_arn, bucket)), Some(region), Some(prefix), Some(bucket_owner)) => {
+            Some(S3Destination { bucket_arn, bucket, region, prefix, bucket_owner })
         }
         _ => None,
     }
@@ -864,6 +813,19 @@ fn parse_service_account(problems: &mut Problems, path: &str, value: &Value) -> 
         Some(Value::String(pem)) if pem.contains("-----BEGIN PRIVATE KEY-----") => {}
         Some(_) => problems.add(&child_path(path, "private_key"), "is not valid (expected a PEM private key)"),
         None => problems.add(&child_path(path, "private_key"), "required in a service account key"),
+    }
+    match fields.get("private_key_id") {
+        Some(Value::String(id)) if !id.trim().is_empty() => {}
+        Some(_) => problems.add(&child_path(path, "private_key_id"), "is not valid (expected the key's id)"),
+        None => problems.add(&child_path(path, "private_key_id"), "required in a service account key"),
+    }
+    match fields.get("token_uri") {
+        None => {}
+        Some(Value::String(uri)) if uri == GOOGLE_TOKEN_URI => {}
+        Some(_) => problems.add(
+            &child_path(path, "token_uri"),
+            format!("is not Google's token endpoint ({GOOGLE_TOKEN_URI}); a key file must not point elsewhere"),
+        ),
     }
     let client_email = client_email.filter(|_| problems.0.len() == before)?;
     let key_json = match value {
@@ -1289,6 +1251,14 @@ fn is_gcs_bucket_name(name: &str) -> bool {
 }
 
 /// `arn:aws:iam::<12-digit account>:role/<optional path/><name>`.
+fn is_account_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The only token endpoint a service-account key may name (DESIGN §6): a
+/// tenant secret never steers our requests elsewhere.
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
 fn is_iam_role_arn(arn: &str) -> bool {
     let Some(rest) = ARN_PARTITIONS
         .iter()
@@ -1400,6 +1370,7 @@ mod tests {
             "private_key_id": "0123456789abcdef",
             "private_key": format!("-----BEGIN PRIVATE KEY-----\n{PRIVATE_KEY_MARKER}\n-----END PRIVATE KEY-----\n"),
             "client_email": "feeds@acme-analytics.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token",
         })
     }
 
@@ -1413,7 +1384,7 @@ mod tests {
                 "inbox": {"type": "email", "recipients": ["data@acme.example", "ops@acme.example"]},
                 "lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::acme-data", "region": "eu-west-1",
                          "prefix": "massive", "roleArn": "arn:aws:iam::111122223333:role/popularity-delivery",
-                         "externalId": EXTERNAL_ID},
+                         "externalId": EXTERNAL_ID, "bucketOwnerAccountId": "111122223333"},
                 "keys": {"type": "s3-keys", "bucketArn": "arn:aws:s3:::acme-keys", "region": "us-east-1",
                          "accessKeyId": ACCESS_KEY_ID, "secretAccessKey": SECRET_ACCESS_KEY},
                 "policy": {"type": "s3-bucket-policy", "bucketArn": "arn:aws:s3:::acme-open", "region": "us-gov-west-1",
@@ -1512,8 +1483,11 @@ mod tests {
     #[test]
     fn every_connector_type_parses_and_maps_to_its_job_kind() {
         let config = parse_tenant_secret("acme", &every_connector_type().to_string()).unwrap();
-        let kinds: BTreeMap<&str, (ConnectorKind, &str)> =
-            config.connectors.iter().map(|(name, c)| (name.as_str(), (c.kind(), c.kind().job_kind()))).collect();
+        let kinds: BTreeMap<&str, (ConnectorKind, &str)> = config
+            .connectors
+            .iter()
+            .map(|(name, c)| (name.as_str(), (c.kind(), c.kind().job_kind().as_str())))
+            .collect();
         assert_eq!(kinds["inbox"], (ConnectorKind::Email, "email"));
         assert_eq!(kinds["lake"], (ConnectorKind::S3Role, "s3"));
         assert_eq!(kinds["keys"], (ConnectorKind::S3Keys, "s3"));
@@ -1522,7 +1496,9 @@ mod tests {
         assert_eq!(kinds["sheet"], (ConnectorKind::GoogleSheets, "sheets"));
 
         assert_eq!(config.connectors["lake"].s3_destination().unwrap().prefix, "massive/");
+        assert_eq!(config.connectors["lake"].s3_destination().unwrap().bucket_owner.as_deref(), Some("111122223333"));
         assert_eq!(config.connectors["policy"].s3_destination().unwrap().prefix, "in/bound/");
+        assert_eq!(config.connectors["policy"].s3_destination().unwrap().bucket_owner, None);
         let Connector::Gcs(gcs) = &config.connectors["gcs"] else { panic!("gcs") };
         assert_eq!(gcs.service_account.client_email, "feeds@acme-analytics.iam.gserviceaccount.com");
         let key: Value = serde_json::from_str(gcs.service_account.key_json.expose_secret()).unwrap();
@@ -1808,6 +1784,26 @@ mod tests {
                 },
                 "connectors.gcs.serviceAccountJson.client_email",
                 "required",
+            ),
+            (
+                "gcs key with a foreign token endpoint",
+                |v| v["connectors"]["gcs"]["serviceAccountJson"]["token_uri"] = "https://evil.example/token".into(),
+                "connectors.gcs.serviceAccountJson.token_uri",
+                "is not Google's token endpoint (https://oauth2.googleapis.com/token)",
+            ),
+            (
+                "gcs key without a key id",
+                |v| {
+                    v["connectors"]["gcs"]["serviceAccountJson"].as_object_mut().unwrap().remove("private_key_id");
+                },
+                "connectors.gcs.serviceAccountJson.private_key_id",
+                "required",
+            ),
+            (
+                "bucket owner that is not an account id",
+                |v| v["connectors"]["lake"]["bucketOwnerAccountId"] = "1111-2222-3333".into(),
+                "connectors.lake.bucketOwnerAccountId",
+                "is not a 12-digit AWS account id",
             ),
             (
                 "gcs key that is not JSON",

@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 
 use crate::domain::{Compression, Encoding, Format, ReportKind};
 use crate::report_writer::{PartSummary, PartWriter, ReportItem};
-use crate::store::{upload_from_blocking, ObjectReader, ObjectStore, ObjectUpload, StoreError, StreamedUploadError};
+use crate::store::{
+    upload_from_blocking, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, StoreError, StreamedUploadError,
+    UploadReceipt,
+};
 
 /// Source bytes are gathered into chunks of this size before crossing to the
 /// upload, so a slow upload holds at most `CHUNKS_IN_FLIGHT` of them.
@@ -41,8 +44,12 @@ pub struct PartTransfer<'a> {
 /// Why a part could not be moved. Messages name the object.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
+    /// Reading the source failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Read(StoreError),
+    /// Writing the target failed.
+    #[error(transparent)]
+    Write(StoreError),
     #[error(
         "staging object {location} does not match the run manifest: expected {expected_bytes} bytes with SHA-256 \
          {expected_sha256}, read {actual_bytes} bytes with SHA-256 {actual_sha256}"
@@ -60,15 +67,35 @@ pub enum TransferError {
     Convert { location: String, reason: String },
 }
 
-/// Moves one part and returns what the target now holds (its key relative
-/// to the target store, rows, bytes, SHA-256).
-pub async fn transfer_part<S: ObjectStore, D: ObjectStore>(
+impl TransferError {
+    /// Whether moving the same part again can never succeed: the staging part
+    /// is gone or no longer what the run manifest lists, so the run itself is
+    /// broken. Failures to read or write it otherwise are transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            TransferError::Read(StoreError::NotFound { .. }) => true,
+            TransferError::SourceChanged { .. } | TransferError::Malformed { .. } => true,
+            TransferError::Read(_) | TransferError::Write(_) | TransferError::Convert { .. } => false,
+        }
+    }
+}
+
+/// A part as moved: what the target now holds (its key relative to the
+/// target store, rows, bytes, SHA-256) and what the target said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferredPart {
+    pub summary: PartSummary,
+    pub receipt: UploadReceipt,
+}
+
+/// Moves one part.
+pub async fn transfer_part<S: ObjectStore, D: ObjectSink>(
     source: &S,
     target: &D,
     transfer: PartTransfer<'_>,
-) -> Result<PartSummary, TransferError> {
+) -> Result<TransferredPart, TransferError> {
     let location = source.describe(&transfer.source.key);
-    let reader = source.open(&transfer.source.key).await?;
+    let reader = source.open(&transfer.source.key).await.map_err(TransferError::Read)?;
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let expected = transfer.source.clone();
     let read_task = tokio::spawn(read_and_verify(reader, expected, location.clone(), sender));
@@ -81,6 +108,30 @@ pub async fn transfer_part<S: ObjectStore, D: ObjectStore>(
     // download outlives the call.
     let _ = read_task.await;
     result
+}
+
+/// Reads a part of `store` whole and checks it against the run manifest's
+/// figures (bytes and SHA-256), with memory bounded by one chunk: what a
+/// link to it will serve is what the manifest promises.
+pub async fn verify_part<S: ObjectStore>(store: &S, part: &PartSummary) -> Result<(), TransferError> {
+    let mut reader = store.open(&part.key).await.map_err(TransferError::Read)?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = reader.next_chunk().await.map_err(TransferError::Read)? {
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+    }
+    let actual_sha256 = hex::encode(hasher.finalize());
+    if bytes != part.bytes || actual_sha256 != part.sha256 {
+        return Err(TransferError::SourceChanged {
+            location: store.describe(&part.key),
+            expected_bytes: part.bytes,
+            expected_sha256: part.sha256.clone(),
+            actual_bytes: bytes,
+            actual_sha256,
+        });
+    }
+    Ok(())
 }
 
 /// Reads the source in chunks of [`READ_CHUNK_BYTES`], checks its size and
@@ -100,7 +151,7 @@ async fn read_and_verify<R: ObjectReader>(
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => {
-                let _ = sender.send(Err(error.into())).await;
+                let _ = sender.send(Err(TransferError::Read(error))).await;
                 return;
             }
         };
@@ -133,15 +184,18 @@ async fn read_and_verify<R: ObjectReader>(
     }
 }
 
-async fn copy_unchanged<D: ObjectStore>(
+async fn copy_unchanged<D: ObjectSink>(
     target: &D,
     transfer: PartTransfer<'_>,
     mut receiver: mpsc::Receiver<Result<Bytes, TransferError>>,
-) -> Result<PartSummary, TransferError> {
-    let mut upload = target.start_upload(transfer.target_key, transfer.target_encoding.content_type()).await?;
+) -> Result<TransferredPart, TransferError> {
+    let mut upload = target
+        .start_upload(transfer.target_key, transfer.target_encoding.content_type())
+        .await
+        .map_err(TransferError::Write)?;
     while let Some(item) = receiver.recv().await {
         let written = match item {
-            Ok(chunk) => upload.write(chunk).await.map_err(TransferError::from),
+            Ok(chunk) => upload.write(chunk).await.map_err(TransferError::Write),
             Err(error) => Err(error),
         };
         if let Err(error) = written {
@@ -152,21 +206,22 @@ async fn copy_unchanged<D: ObjectStore>(
             return Err(error);
         }
     }
-    upload.finish().await?;
-    Ok(PartSummary {
+    let receipt = upload.finish().await.map_err(TransferError::Write)?;
+    let summary = PartSummary {
         key: transfer.target_key.to_owned(),
         rows: transfer.source.rows,
         bytes: transfer.source.bytes,
         sha256: transfer.source.sha256.clone(),
-    })
+    };
+    Ok(TransferredPart { summary, receipt })
 }
 
-async fn convert<D: ObjectStore>(
+async fn convert<D: ObjectSink>(
     target: &D,
     transfer: PartTransfer<'_>,
     location: String,
     receiver: mpsc::Receiver<Result<Bytes, TransferError>>,
-) -> Result<PartSummary, TransferError> {
+) -> Result<TransferredPart, TransferError> {
     let PartTransfer { kind, source, source_encoding, target_key, target_encoding } = transfer;
     let expected_rows = source.rows;
     let produce_location = location.clone();
@@ -176,9 +231,9 @@ async fn convert<D: ObjectStore>(
         result.map_err(ProduceError)
     })
     .await;
-    let (rows, bytes, sha256) = match produced {
-        Ok(summary) => summary,
-        Err(StreamedUploadError::Store(error)) => return Err(error.into()),
+    let ((rows, bytes, sha256), receipt) = match produced {
+        Ok(produced) => produced,
+        Err(StreamedUploadError::Store(error)) => return Err(TransferError::Write(error)),
         Err(StreamedUploadError::Produce(ProduceError(error))) => return Err(error),
     };
     if rows != expected_rows {
@@ -187,7 +242,7 @@ async fn convert<D: ObjectStore>(
             reason: format!("read {rows} rows but the run manifest lists {expected_rows}"),
         });
     }
-    Ok(PartSummary { key: target_key.to_owned(), rows, bytes, sha256 })
+    Ok(TransferredPart { summary: PartSummary { key: target_key.to_owned(), rows, bytes, sha256 }, receipt })
 }
 
 /// A [`TransferError`] as the error type of a blocking producer.
@@ -464,7 +519,8 @@ mod tests {
                     PartTransfer { kind, source: &source, source_encoding, target_key: &target_key, target_encoding },
                 )
                 .await
-                .unwrap();
+                .unwrap()
+                .summary;
                 let (expected, rows, bytes, sha256) = encode(kind, target_encoding, &items);
                 let written = store.get(&target_key).await.unwrap();
                 if target_encoding.compression == Compression::None {
@@ -496,7 +552,8 @@ mod tests {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .summary;
         assert_eq!(store.get("out/a.json").await.unwrap(), store.get("reports/a.json").await.unwrap());
         assert_eq!((moved.rows, moved.bytes, moved.sha256), (source.rows, source.bytes, source.sha256));
     }
@@ -521,6 +578,7 @@ mod tests {
             .await
             .unwrap_err();
             assert!(matches!(err, TransferError::SourceChanged { .. }), "{err}");
+            assert!(err.is_permanent(), "a staging part that changed can never be delivered");
             assert!(err.to_string().contains("reports/a.json"), "{err}");
             assert!(store.list("out/").await.unwrap().is_empty());
         }

@@ -12,6 +12,10 @@
 //! - [`customer`]: a customer's side of a delivery (another account, its
 //!   bucket, delivery role or user, IAM enforcement, sent mail, links);
 //! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request;
+//! - [`google_keys`]: generated service-account keys and the checks of the
+//!   self-signed JWTs Google's client libraries send;
+//! - [`gcs_guard`]: an HTTP guard in front of fake-gcs-server that adds what
+//!   it lacks — authentication and an Object-Creator-only permission model;
 //! - [`local_stores`]: input and staging directories for tests without the
 //!   emulator, removed when dropped.
 //!
@@ -25,6 +29,8 @@
 pub mod customer;
 pub mod delivery;
 pub mod fault_proxy;
+pub mod gcs_guard;
+pub mod google_keys;
 pub mod local_stores;
 pub mod parquet_fixtures;
 pub mod reference;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use integration_tests::local_stores::LocalStores;
 use integration_tests::parquet_fixtures::{catalogue_file, parquet_file, plays_file, Column};
 use popularity_reports::rank::{rank_run, RankError, RankSettings};
-use popularity_reports::store::ObjectStore;
+use popularity_reports::store::{ObjectSink, ObjectStore};
 
 const RUN_TIME: &str = "2026-11-19T03:00:00Z";
 const DAY: &str = "2026-11-18";
@@ -35,7 +35,7 @@ impl Fixture {
 
     async fn rank(&self) -> Result<popularity_reports::manifest::RunManifest, RankError> {
         let time: DateTime<Utc> = RUN_TIME.parse().unwrap();
-        rank_run(&self.stores.data, &self.stores.staging, &RankSettings::default(), time).await
+        rank_run(&self.stores.data, &self.stores.staging, &RankSettings::default(), time).await.map(|run| run.manifest)
     }
 
     /// Runs, expects a bad-input error mentioning every fragment, and checks

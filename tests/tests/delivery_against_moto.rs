@@ -22,16 +22,16 @@ use integration_tests::delivery::{
 };
 use integration_tests::fault_proxy::FaultProxy;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
+use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::files::DestinationManifest;
+use popularity_reports::delivery::{DeliverDeps, JobDisposition, JobError};
 use popularity_reports::delivery::{DeliveryOutcome, DeliveryStatus, JobKind};
 use popularity_reports::domain::ReportKind;
-use popularity_reports::email::SesMailer;
-use popularity_reports::handlers::deliver::{handle_job_event, DeliverDeps, DeliverError};
-use popularity_reports::handlers::deliver_email::EmailDeliverer;
-use popularity_reports::handlers::deliver_s3::{DestinationManifest, S3Deliverer, S3Destinations};
+use popularity_reports::handlers::deliver::{handle_deliverer_event, DeliverError};
 use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps};
-use popularity_reports::links::S3LinkSigner;
 use popularity_reports::manifest::RunManifest;
-use popularity_reports::store::{s3_client, ObjectStore, S3Store};
+use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
@@ -101,7 +101,7 @@ fn s3_deps(
     destinations: &aws_config::SdkConfig,
     staging: &S3Store,
     prefix: &str,
-) -> DeliverDeps<S3Store, SecretsManagerTenants, S3Deliverer<S3Store, S3Destinations>> {
+) -> DeliverDeps<S3Store, SecretsManagerTenants, S3Deliverer<S3Store>> {
     DeliverDeps {
         staging: staging.clone(),
         tenants: tenants(admin, prefix),
@@ -239,8 +239,8 @@ async fn role_and_keys_deliver_every_part_with_the_manifest_last_and_repeats_cha
 
     // s3-role, canonical format: byte for byte.
     let deps = s3_deps(&admin, &admin, &staging, &prefix);
-    let delivered = handle_job_event(&deps, sample_event("deliver-s3/job-created.json")).await.unwrap();
-    assert_eq!(delivered.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let delivered = handle_deliverer_event(&deps, sample_event("deliver-s3/job-created.json"), None).await.unwrap();
+    assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     let keys = keys_under(&acme.config, &acme.bucket, "massive/").await;
     let mut expected_keys = Vec::new();
     for report in &manifest.reports {
@@ -274,13 +274,14 @@ async fn role_and_keys_deliver_every_part_with_the_manifest_last_and_repeats_cha
     assert_eq!(status.objects.len(), expected_keys.len());
 
     // The same job event again: nothing is written, the status keeps one attempt.
-    let again = handle_job_event(&deps, sample_event("deliver-s3/job-created.json")).await.unwrap();
-    assert_eq!(again.jobs[0].outcome, None);
+    let again = handle_deliverer_event(&deps, sample_event("deliver-s3/job-created.json"), None).await.unwrap();
+    assert_eq!(again.jobs[0].disposition, JobDisposition::AlreadyDelivered);
     assert_eq!(status_of(&staging, "acme", "all").await.attempts.len(), 1);
 
     // s3-keys, converted to gzip TSV (the event's key is URL-encoded): parsed and compared.
-    let converted = handle_job_event(&deps, sample_event("deliver-s3/job-created-url-encoded.json")).await.unwrap();
-    assert_eq!(converted.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let converted =
+        handle_deliverer_event(&deps, sample_event("deliver-s3/job-created-url-encoded.json"), None).await.unwrap();
+    assert_eq!(converted.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     for (kind, report) in ReportKind::ALL.into_iter().zip(&manifest.reports) {
         let mut delivered_rows = Vec::new();
         let mut staged_rows = Vec::new();
@@ -339,11 +340,12 @@ async fn email_links_fetch_the_reports_carry_the_signer_key_and_one_email_is_sen
     let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     let deps = email_deps(&admin, &staging, &prefix, Some(signer_secret_name.clone()));
-    let sent = handle_job_event(&deps, sample_event("deliver-email/job-created.json")).await.unwrap();
-    assert_eq!(sent.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let sent = handle_deliverer_event(&deps, sample_event("deliver-email/job-created.json"), None).await.unwrap();
+    assert_eq!(sent.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     // The same job through the URL-encoded event: already delivered, no second email.
-    let repeat = handle_job_event(&deps, sample_event("deliver-email/job-created-url-encoded.json")).await.unwrap();
-    assert_eq!(repeat.jobs[0].outcome, None);
+    let repeat =
+        handle_deliverer_event(&deps, sample_event("deliver-email/job-created-url-encoded.json"), None).await.unwrap();
+    assert_eq!(repeat.jobs[0].disposition, JobDisposition::AlreadyDelivered);
 
     let emails = emails_to(&sent_emails(&endpoint).await, &recipient);
     assert_eq!(emails.len(), 1, "exactly one email per run per feed");
@@ -402,7 +404,7 @@ async fn without_a_signer_secret_links_use_own_credentials_and_state_their_short
     let mut job: serde_json::Value = serde_json::from_slice(&staging.get(&job_key).await.unwrap()).unwrap();
     job["format"] = json!("json");
     staging.put(&job_key, Bytes::from(job.to_string()), "application/json").await.unwrap();
-    handle_job_event(&deps, event_for_key(&job_key)).await.unwrap();
+    handle_deliverer_event(&deps, event_for_key(&job_key), None).await.unwrap();
 
     let emails = emails_to(&sent_emails(&endpoint).await, &recipient);
     assert_eq!(emails.len(), 1);
@@ -553,8 +555,9 @@ async fn each_malformed_tenant_secret_gets_a_status_naming_its_field_and_a_valid
         assert!(!error.contains("mm-tenant-7f3c"), "{name}: the external id leaked into the status");
     }
     let deps = s3_deps(&admin, &admin, &staging, &prefix);
-    let delivered = handle_job_event(&deps, sample_event("deliver-s3/job-created-url-encoded.json")).await.unwrap();
-    assert_eq!(delivered.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let delivered =
+        handle_deliverer_event(&deps, sample_event("deliver-s3/job-created-url-encoded.json"), None).await.unwrap();
+    assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     assert_eq!(keys_under(&beta.config, &beta.bucket, "").await.len(), 6);
     let mut secrets: Vec<&str> = beta.secrets.iter().map(String::as_str).collect();
     secrets.push("mm-tenant-7f3c");
@@ -584,8 +587,8 @@ async fn a_connection_cut_mid_upload_leaves_nothing_and_the_retry_delivers() {
     let deps = s3_deps(&admin, &through_proxy, &staging, &prefix);
     // Cut the connection in the middle of the second 8 MiB part.
     proxy.break_after_upstream_bytes(12 * 1024 * 1024);
-    let error = handle_job_event(&deps, sample_event("deliver-s3/job-created.json")).await.unwrap_err();
-    assert!(matches!(error, DeliverError::Failed { .. }), "{error}");
+    let error = handle_deliverer_event(&deps, sample_event("deliver-s3/job-created.json"), None).await.unwrap_err();
+    assert!(matches!(error, DeliverError::Job(JobError::Failed { .. })), "{error}");
     assert_eq!(proxy.faults_fired(), 1);
     let status = status_of(&staging, "acme", "all").await;
     assert_eq!(status.outcome, DeliveryOutcome::Failed);
@@ -594,8 +597,8 @@ async fn a_connection_cut_mid_upload_leaves_nothing_and_the_retry_delivers() {
     assert!(keys_under(&acme.config, &acme.bucket, "").await.is_empty(), "no partial object");
     assert!(open_multipart_uploads(&acme.config, &acme.bucket).await.is_empty(), "the upload was aborted");
 
-    let retried = handle_job_event(&deps, sample_event("deliver-s3/job-created.json")).await.unwrap();
-    assert_eq!(retried.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let retried = handle_deliverer_event(&deps, sample_event("deliver-s3/job-created.json"), None).await.unwrap();
+    assert_eq!(retried.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     let status = status_of(&staging, "acme", "all").await;
     let outcomes: Vec<DeliveryOutcome> = status.attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, [DeliveryOutcome::Failed, DeliveryOutcome::Delivered]);
@@ -725,8 +728,8 @@ async fn s3_bucket_policy_writes_with_our_own_credentials_into_the_customers_buc
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     let deps = s3_deps(&admin, &admin, &staging, &prefix);
     let job_key = format!("jobs/s3/{RUN_ID}/delta-co/default.json");
-    let delivered = handle_job_event(&deps, event_for_key(&job_key)).await.unwrap();
-    assert_eq!(delivered.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let delivered = handle_deliverer_event(&deps, event_for_key(&job_key), None).await.unwrap();
+    assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     let keys = keys_under(&account, &bucket, "").await;
     assert_eq!(
         keys,
@@ -785,8 +788,8 @@ async fn the_next_attempt_aborts_uploads_a_killed_attempt_left_open_in_the_custo
 
     let deps = s3_deps(&admin, &admin, &staging, &prefix);
     let job_key = format!("jobs/s3/{RUN_ID}/echo-co/default.json");
-    let delivered = handle_job_event(&deps, event_for_key(&job_key)).await.unwrap();
-    assert_eq!(delivered.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let delivered = handle_deliverer_event(&deps, event_for_key(&job_key), None).await.unwrap();
+    assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     let left_open: Vec<String> = open_multipart_uploads(&admin, &bucket).await.into_iter().map(|u| u.key).collect();
     assert_eq!(left_open, [other_run], "only the earlier run's upload is left");
     assert_eq!(

@@ -15,10 +15,11 @@ use integration_tests::delivery::{
     unique_tenant_prefix,
 };
 use integration_tests::{fresh_bucket, moto_auth_endpoint, unique_bucket_name};
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::{DeliverDeps, JobDisposition};
 use popularity_reports::delivery::{DeliveryOutcome, DeliveryStatus};
 use popularity_reports::domain::RunId;
-use popularity_reports::handlers::deliver::{handle_job_event, DeliverDeps};
-use popularity_reports::handlers::deliver_s3::{S3Deliverer, S3Destinations};
+use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectStore};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
@@ -60,15 +61,16 @@ async fn exactly_the_seed_grants_deliver_and_without_put_object_the_status_names
 
     enforce_iam(&endpoint, 0).await;
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
-    let delivered = handle_job_event(&deps, sample_event("deliver-s3/job-created-url-encoded.json")).await.unwrap();
-    assert_eq!(delivered.jobs[0].outcome, Some(DeliveryOutcome::Delivered));
+    let delivered =
+        handle_deliverer_event(&deps, sample_event("deliver-s3/job-created-url-encoded.json"), None).await.unwrap();
+    assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     let written = keys_under(&customer_admin, &bucket, "feeds/").await;
     assert_eq!(written.len(), 6, "three parts and three manifests: {written:?}");
 
     set_user_put_object(&customer_admin, &user, &bucket, false).await;
     handle_manifest_event(&fanout, event_for_key(&format!("manifests/{later}.json")), pinned_now()).await.unwrap();
     let job_key = format!("jobs/s3/{later}/beta-music/lake-tsv.json");
-    let error = handle_job_event(&deps, event_for_key(&job_key)).await.unwrap_err();
+    let error = handle_deliverer_event(&deps, event_for_key(&job_key), None).await.unwrap_err();
     let status: DeliveryStatus =
         serde_json::from_slice(&staging.get(&format!("status/{later}/beta-music/lake-tsv.json")).await.unwrap())
             .unwrap();

@@ -17,7 +17,7 @@ use popularity_reports::input::{self, CATALOGUE_COLUMNS, PLAYS_COLUMNS};
 use popularity_reports::manifest::RunManifest;
 use popularity_reports::rank::RankSettings;
 use popularity_reports::sample::{self, SampleSpec};
-use popularity_reports::store::{s3_client, ObjectStore, S3Store};
+use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
 
 const DATA_PREFIX: &str = "warehouse/music/";
 
@@ -87,7 +87,7 @@ async fn each_rank_event_publishes_reports_equal_to_the_reference() {
         assert_eq!(manifest.run_id.to_string(), run_time.format("%Y%m%d%H%M%S").to_string());
 
         let expected = reference_reports(&catalogue, &plays, run_time, 28, 7.0);
-        let mut part_shas = BTreeMap::new();
+        let mut part_shas: BTreeMap<String, String> = BTreeMap::new();
         for kind in ReportKind::ALL {
             let report = manifest.report(kind).unwrap();
             let mut lines = Vec::new();
@@ -135,12 +135,28 @@ async fn each_rank_event_publishes_reports_equal_to_the_reference() {
             assert!(modified(key) <= manifest_time, "{key} is newer than the manifest");
         }
 
-        // Re-running the same event rewrites the same keys with the same bytes.
-        handle_schedule_event(&deps, event).await.unwrap();
-        let again: RunManifest = serde_json::from_slice(&deps.staging.get(&manifest_key).await.unwrap()).unwrap();
-        let again_shas: BTreeMap<_, _> =
-            again.reports.iter().flat_map(|r| r.parts.iter().map(|p| (p.key.clone(), p.sha256.clone()))).collect();
-        assert_eq!(again_shas, part_shas, "{name}: a re-run must reproduce the parts");
+        assert!(!response.already_published, "{name}: the first run publishes");
+
+        // A published run is immutable: re-running the same event writes
+        // nothing (no object is newer) and says the run was already published.
+        let before: BTreeMap<String, _> = listed
+            .contents()
+            .iter()
+            .map(|o| (o.key().unwrap().to_owned(), (o.last_modified().cloned(), o.e_tag().map(str::to_owned))))
+            .collect();
+        let again = handle_schedule_event(&deps, event).await.unwrap();
+        assert!(again.already_published, "{name}: the re-run must say the run was already published");
+        assert_eq!(
+            (again.tracks, again.artists, again.products),
+            (response.tracks, response.artists, response.products)
+        );
+        let relisted = s3.list_objects_v2().bucket(&staging_bucket).send().await.unwrap();
+        let after: BTreeMap<String, _> = relisted
+            .contents()
+            .iter()
+            .map(|o| (o.key().unwrap().to_owned(), (o.last_modified().cloned(), o.e_tag().map(str::to_owned))))
+            .collect();
+        assert_eq!(after, before, "{name}: a re-run of a published run must write nothing");
     }
 }
 

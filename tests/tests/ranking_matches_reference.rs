@@ -11,7 +11,7 @@ use integration_tests::reports::{assert_report_invariants, parse_part, sha256_he
 use popularity_reports::domain::{Compression, Encoding, Format, ReportKind};
 use popularity_reports::rank::{rank_run, RankSettings};
 use popularity_reports::scoring::ScoringRules;
-use popularity_reports::store::{LocalDirStore, ObjectStore};
+use popularity_reports::store::{LocalDirStore, ObjectSink, ObjectStore};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
         encoding: case.encoding,
         threads: case.threads,
     };
-    let manifest = rank_run(input, output, &settings, case.run_time).await.unwrap();
+    let manifest = rank_run(input, output, &settings, case.run_time).await.unwrap().manifest;
     let expected =
         reference_reports(&case.catalogue, &case.plays, case.run_time, case.lookback_days, case.half_life_days);
     for kind in ReportKind::ALL {
@@ -176,7 +176,7 @@ async fn rank_small(
             .unwrap();
     }
     let settings = RankSettings { part_rows, ..RankSettings::default() };
-    let manifest = rank_run(input, output, &settings, "2026-11-19T03:00:00Z".parse().unwrap()).await.unwrap();
+    let manifest = rank_run(input, output, &settings, "2026-11-19T03:00:00Z".parse().unwrap()).await.unwrap().manifest;
     (stores, manifest)
 }
 

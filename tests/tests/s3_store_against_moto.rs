@@ -20,8 +20,8 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
 use popularity_reports::store::{
-    s3_client, upload_from_blocking, ObjectEntry, ObjectStore, ObjectUpload, PutOutcome, S3Store, StoreError,
-    UPLOAD_CHUNK_BYTES,
+    s3_client, upload_from_blocking, ObjectEntry, ObjectSink, ObjectStore, ObjectUpload, PutOutcome, S3Store,
+    StoreError, UPLOAD_CHUNK_BYTES,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -298,7 +298,8 @@ async fn a_blocking_producer_streams_into_s3_through_the_chunk_writer() {
         Ok::<_, std::io::Error>(total)
     })
     .await
-    .unwrap();
+    .unwrap()
+    .0;
     assert_eq!(store.get("produced.bin").await.unwrap().len(), written);
 }
 

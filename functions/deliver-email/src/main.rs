@@ -1,17 +1,16 @@
 //! The `deliver-email` Lambda: an S3 event for `jobs/email/…` sends one SES
 //! email with presigned links to the run's reports and records the outcome
-//! under `status/`. Wiring only; the logic lives in
-//! `popularity_reports::handlers::{deliver, deliver_email}`.
+//! under `status/`; one for `connection-tests/email/…` sends a test message.
+//! Wiring only; the logic lives in `popularity_reports::delivery`.
 #![recursion_limit = "256"]
 
 use aws_config::BehaviorVersion;
 use aws_lambda_events::s3::S3Event;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::EmailConfig;
-use popularity_reports::email::SesMailer;
-use popularity_reports::handlers::deliver::{handle_job_event, DeliverDeps};
-use popularity_reports::handlers::deliver_email::EmailDeliverer;
-use popularity_reports::links::S3LinkSigner;
+use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::DeliverDeps;
+use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
 use popularity_reports::store::{s3_client, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 
@@ -37,5 +36,8 @@ async fn main() -> Result<(), Error> {
         },
         now: chrono::Utc::now,
     };
-    run(service_fn(|event: LambdaEvent<S3Event>| handle_job_event(&deps, event.payload))).await
+    run(service_fn(|event: LambdaEvent<S3Event>| {
+        handle_deliverer_event(&deps, event.payload, invocation_deadline(&event.context))
+    }))
+    .await
 }

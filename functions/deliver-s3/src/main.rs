@@ -1,7 +1,7 @@
 //! The `deliver-s3` Lambda: an S3 event for `jobs/s3/…` streams the run's
 //! reports into the tenant's bucket and records the outcome under
-//! `status/`. Wiring only; the logic lives in
-//! `popularity_reports::handlers::{deliver, deliver_s3}`.
+//! `status/`; one for `connection-tests/s3/…` probes the connector. Wiring
+//! only; the logic lives in `popularity_reports::delivery`.
 // The handler's future (SDK calls inside a streamed copy) nests deeper than
 // rustc's default layout query limit.
 #![recursion_limit = "256"]
@@ -10,8 +10,9 @@ use aws_config::BehaviorVersion;
 use aws_lambda_events::s3::S3Event;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::DeliveryConfig;
-use popularity_reports::handlers::deliver::{handle_job_event, DeliverDeps};
-use popularity_reports::handlers::deliver_s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::DeliverDeps;
+use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
 use popularity_reports::store::{s3_client, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 
@@ -27,5 +28,8 @@ async fn main() -> Result<(), Error> {
         deliverer: S3Deliverer { staging, destinations: S3Destinations::new(aws.clone()) },
         now: chrono::Utc::now,
     };
-    run(service_fn(|event: LambdaEvent<S3Event>| handle_job_event(&deps, event.payload))).await
+    run(service_fn(|event: LambdaEvent<S3Event>| {
+        handle_deliverer_event(&deps, event.payload, invocation_deadline(&event.context))
+    }))
+    .await
 }

@@ -10,22 +10,22 @@
 use std::collections::BTreeSet;
 
 use aws_lambda_events::s3::S3Event;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
+use crate::delivery::staging::ManifestError;
 use crate::delivery::{
-    decode_s3_event_key, job_key, status_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryStatus, JobKind,
+    decode_s3_event_key, job_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryStaging, DeliveryStatus,
     KeyError, TENANT_STATUS_FEED_ID,
 };
 use crate::domain::RunId;
-use crate::manifest::{run_manifest_key, DeliveryMode, RunManifest, MANIFESTS_PREFIX};
+use crate::manifest::{DeliveryMode, RunManifest, MANIFESTS_PREFIX};
 use crate::metrics::emit_metrics;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
-use crate::tenant::{ConnectorKind, Feed, TenantConfig};
+use crate::tenant::{Feed, TenantConfig};
 use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry};
 
 /// Tenants processed at once; each does a few small requests.
@@ -63,10 +63,10 @@ pub enum FanoutError {
         "{key:?} is not a run manifest key (manifests/<runId>.json): {reason}; the template routes only manifests/ to fanout"
     )]
     NotAManifest { key: String, reason: String },
-    #[error("could not read the run manifest: {0}")]
-    ReadManifest(StoreError),
-    #[error("run manifest {location} is not valid: {reason}")]
-    InvalidManifest { location: String, reason: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("could not list earlier runs: {0}")]
+    ListRuns(StoreError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error("could not write {what}: {source}")]
@@ -77,8 +77,11 @@ impl From<FanoutError> for Diagnostic {
     fn from(error: FanoutError) -> Self {
         let error_type = match &error {
             FanoutError::MissingKey { .. } | FanoutError::Key(_) | FanoutError::NotAManifest { .. } => "InvalidEvent",
-            FanoutError::InvalidManifest { .. } => "InvalidManifest",
-            FanoutError::ReadManifest(_) | FanoutError::Directory(_) | FanoutError::Write { .. } => "FanoutFailed",
+            FanoutError::Manifest(ManifestError::Invalid { .. } | ManifestError::Missing { .. }) => "InvalidManifest",
+            FanoutError::Manifest(ManifestError::Unreadable { .. })
+            | FanoutError::ListRuns(_)
+            | FanoutError::Directory(_)
+            | FanoutError::Write { .. } => "FanoutFailed",
         };
         Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
     }
@@ -126,18 +129,15 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     run: RunId,
     now: DateTime<Utc>,
 ) -> Result<FanoutResponse, FanoutError> {
-    let manifest_key = run_manifest_key(run);
-    let manifest = read_manifest(&deps.staging, &manifest_key, run).await?;
+    let staging = DeliveryStaging::new(&deps.staging);
+    let manifest = staging.read_manifest(run).await?;
     let entries = deps.tenants.load_tenants().await?;
-    let earlier_runs =
-        if entries.iter().any(has_interval_feed) { earlier_runs(&deps.staging, run).await? } else { Vec::new() };
-    let context = RunContext {
-        staging: &deps.staging,
-        manifest_key: &manifest_key,
-        manifest: &manifest,
-        earlier_runs: &earlier_runs,
-        now,
+    let earlier_runs = if entries.iter().any(has_interval_feed) {
+        staging.published_runs_before(run).await.map_err(FanoutError::ListRuns)?
+    } else {
+        Vec::new()
     };
+    let context = RunContext { staging, manifest: &manifest, earlier_runs: &earlier_runs, now };
     let tenant_results: Vec<Result<TenantCounts, FanoutError>> = stream::iter(entries.iter())
         .map(|entry| fan_out_tenant(&context, entry))
         .buffer_unordered(TENANT_CONCURRENCY)
@@ -172,35 +172,12 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     Ok(response)
 }
 
-async fn read_manifest<S: ObjectStore>(staging: &S, key: &str, run: RunId) -> Result<RunManifest, FanoutError> {
-    let body = staging.get(key).await.map_err(FanoutError::ReadManifest)?;
-    let invalid = |reason: String| FanoutError::InvalidManifest { location: staging.describe(key), reason };
-    let manifest: RunManifest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
-    if manifest.run_id != run {
-        return Err(invalid(format!("it holds run {} but its key names run {run}", manifest.run_id)));
-    }
-    Ok(manifest)
-}
-
 fn has_interval_feed(entry: &TenantEntry) -> bool {
     entry.config.as_ref().is_ok_and(|config| config.feeds.iter().any(|feed| feed.interval_seconds.is_some()))
 }
 
-/// Runs published before `run`, newest first.
-async fn earlier_runs<S: ObjectStore>(staging: &S, run: RunId) -> Result<Vec<RunId>, FanoutError> {
-    let listed = staging.list(MANIFESTS_PREFIX).await.map_err(FanoutError::ReadManifest)?;
-    let mut runs: Vec<RunId> = listed
-        .iter()
-        .filter_map(|entry| run_of_manifest_key(&entry.key).ok())
-        .filter(|earlier| *earlier < run)
-        .collect();
-    runs.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(runs)
-}
-
 struct RunContext<'a, S> {
-    staging: &'a S,
-    manifest_key: &'a str,
+    staging: DeliveryStaging<'a, S>,
     manifest: &'a RunManifest,
     earlier_runs: &'a [RunId],
     now: DateTime<Utc>,
@@ -238,15 +215,11 @@ async fn fan_out_tenant<S: ObjectStore>(
     };
     for feed in &tenant.feeds {
         match decide(context, tenant, feed).await? {
-            FeedDecision::Deliver(job) => {
-                let body = Bytes::from(serde_json::to_vec_pretty(&job).expect("a job serialises"));
-                let key = job.job_key();
-                match context.staging.put_if_absent(&key, body, "application/json").await {
-                    Ok(PutOutcome::Created) => counts.jobs_created += 1,
-                    Ok(PutOutcome::AlreadyExists) => counts.jobs_already_existing += 1,
-                    Err(source) => return Err(FanoutError::Write { what: format!("job {key}"), source }),
-                }
-            }
+            FeedDecision::Deliver(job) => match context.staging.create_job(&job).await {
+                Ok(PutOutcome::Created) => counts.jobs_created += 1,
+                Ok(PutOutcome::AlreadyExists) => counts.jobs_already_existing += 1,
+                Err(source) => return Err(FanoutError::Write { what: format!("job {}", job.job_key()), source }),
+            },
             FeedDecision::NotDelivered(result) => {
                 record_once(context, &tenant.tenant_id, &feed.id, result).await?;
                 counts.not_delivered += 1;
@@ -273,7 +246,7 @@ async fn decide<S: ObjectStore>(
         ))));
     };
     let kind = connector.kind();
-    if !is_supported(kind) {
+    if !kind.is_supported() {
         return not_delivered(format!(
             "connector {:?} has type {kind}, which is not supported yet: nothing was delivered",
             feed.connector
@@ -291,14 +264,9 @@ async fn decide<S: ObjectStore>(
             ));
         }
     }
-    let job = DeliveryJob::for_feed(context.manifest_key, context.manifest.run_id, tenant, feed, context.now)
+    let job = DeliveryJob::for_feed(context.manifest.run_id, tenant, feed, context.now)
         .expect("the connector was found above");
     Ok(FeedDecision::Deliver(job))
-}
-
-/// Connector types with a deliverer in this build.
-pub fn is_supported(kind: ConnectorKind) -> bool {
-    matches!(JobKind::of(kind), JobKind::S3 | JobKind::Email)
 }
 
 /// The newest earlier run less than `interval` seconds before this one in
@@ -315,15 +283,13 @@ async fn last_delivery_within<S: ObjectStore>(
         if age >= interval as i64 {
             break;
         }
-        let key = status_key(earlier, &tenant.tenant_id, &feed.id);
-        match context.staging.get(&key).await {
-            Ok(body) => {
-                if serde_json::from_slice::<DeliveryStatus>(&body).is_ok_and(|status| status.is_delivered()) {
-                    return Ok(Some(earlier));
-                }
+        match context.staging.read_status(earlier, &tenant.tenant_id, &feed.id).await {
+            Ok(Some(record)) if record.is_delivered() => return Ok(Some(earlier)),
+            Ok(_) => {}
+            Err(source) => {
+                let key = crate::delivery::status_key(earlier, &tenant.tenant_id, &feed.id);
+                return Err(FanoutError::Write { what: format!("(reading) status {key}"), source });
             }
-            Err(StoreError::NotFound { .. }) => {}
-            Err(source) => return Err(FanoutError::Write { what: format!("(reading) status {key}"), source }),
         }
     }
     Ok(None)
@@ -339,18 +305,14 @@ async fn record_once<S: ObjectStore>(
 ) -> Result<(), FanoutError> {
     let run = context.manifest.run_id;
     let status = DeliveryStatus::first_record(run, tenant_segment, feed_id, context.now, context.now, result);
-    let key = status_key(run, tenant_segment, feed_id);
-    let body = Bytes::from(serde_json::to_vec_pretty(&status).expect("a status serialises"));
-    context
-        .staging
-        .put_if_absent(&key, body, "application/json")
-        .await
-        .map(|_| ())
-        .map_err(|source| FanoutError::Write { what: format!("status {key}"), source })
+    context.staging.record_once(&status).await.map(|_| ()).map_err(|source| FanoutError::Write {
+        what: format!("status {}", crate::delivery::status_key(run, tenant_segment, feed_id)),
+        source,
+    })
 }
 
 /// The key fanout gives the job of `feed`; exposed for tests and tools.
 pub fn job_key_of(run: RunId, tenant: &TenantConfig, feed: &Feed) -> Option<String> {
     let connector = tenant.connector_of(feed)?;
-    Some(job_key(JobKind::of(connector.kind()), run, &tenant.tenant_id, &feed.id))
+    Some(job_key(connector.kind().job_kind(), run, &tenant.tenant_id, &feed.id))
 }

@@ -3,7 +3,5 @@
 //! wires configuration, clients and these handlers.
 
 pub mod deliver;
-pub mod deliver_email;
-pub mod deliver_s3;
 pub mod fanout;
 pub mod rank;

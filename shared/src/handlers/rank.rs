@@ -1,6 +1,7 @@
 //! The `rank` function: an EventBridge scheduled event starts one run whose
-//! id is the event's `time` (DESIGN §4). Re-delivering the same event
-//! re-writes the same keys, so retries are harmless.
+//! id is the event's `time` (DESIGN §4). A published run is immutable: a
+//! re-delivered event whose run is already published writes nothing and
+//! says so in its response (`alreadyPublished`).
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::Diagnostic;
@@ -29,6 +30,8 @@ pub struct RankResponse {
     pub tracks: u64,
     pub artists: u64,
     pub products: u64,
+    /// The run was published before this invocation; nothing was written.
+    pub already_published: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +62,8 @@ pub async fn handle_schedule_event<I: ObjectStore, O: ObjectStore>(
     let time = event.time.ok_or(RankHandlerError::MissingTime)?;
     let run = RunId::from_time(time);
     tracing::Span::current().record("run_id", tracing::field::display(run));
-    let manifest = rank_run(&deps.data, &deps.staging, &deps.settings, time).await?;
+    let published = rank_run(&deps.data, &deps.staging, &deps.settings, time).await?;
+    let manifest = published.manifest;
     emit_metrics(
         "PopularityReports",
         &[("Function", "rank")],
@@ -76,6 +80,7 @@ pub async fn handle_schedule_event<I: ObjectStore, O: ObjectStore>(
         tracks: rows(0),
         artists: rows(1),
         products: rows(2),
+        already_published: !published.newly_published,
     };
     info!(tracks = response.tracks, artists = response.artists, products = response.products, "run published");
     Ok(response)

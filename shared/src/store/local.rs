@@ -3,7 +3,10 @@
 //! renamed into place on `finish`, so readers never see a partial file.
 //! Conditional creates hard-link their temporary file to the target instead:
 //! a link, unlike a rename, fails when the target exists, so it never
-//! replaces an object and exactly one of several racing creators wins.
+//! replaces an object and exactly one of several racing creators wins. An
+//! object's version is the SHA-256 of its bytes; a write conditional on a
+//! version compares and replaces under one lock per process, so it is atomic
+//! between the tasks of one process (the CLI, tests), not between processes.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use std::io::Write;
 
-use super::{ObjectEntry, ObjectReader, ObjectStore, ObjectUpload, PutOutcome, StoreError};
+use sha2::{Digest, Sha256};
+
+use super::{
+    ConditionalPut, ObjectEntry, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, ObjectVersion, StoreError,
+    UploadReceipt, VersionedObject, WriteCondition,
+};
 
 /// Objects stored as files under `root`.
 #[derive(Debug, Clone)]
@@ -69,8 +77,39 @@ fn temporary_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{}", name.to_string_lossy()))
 }
 
-impl ObjectStore for LocalDirStore {
+/// Serialises writes conditional on a version within this process.
+static COMPARE_AND_REPLACE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn version_of(body: &[u8]) -> ObjectVersion {
+    ObjectVersion(hex::encode(Sha256::digest(body)))
+}
+
+impl ObjectSink for LocalDirStore {
     type Upload = LocalUpload;
+
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<UploadReceipt, StoreError> {
+        let mut upload = self.start_upload(key, content_type).await?;
+        upload.write(body).await?;
+        upload.finish().await
+    }
+
+    async fn start_upload(&self, key: &str, _content_type: &str) -> Result<LocalUpload, StoreError> {
+        let target = self.path_of(key);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("create directory for", key, e))?;
+        }
+        let temporary = temporary_path(&target);
+        let file =
+            tokio::fs::File::create(&temporary).await.map_err(|e| self.io_error("create", key, e))?.into_std().await;
+        Ok(LocalUpload { file: Some(file), temporary, target, location: self.describe(key) })
+    }
+
+    fn describe(&self, key: &str) -> String {
+        self.path_of(key).display().to_string()
+    }
+}
+
+impl ObjectStore for LocalDirStore {
     type Reader = LocalReader;
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
@@ -112,38 +151,44 @@ impl ObjectStore for LocalDirStore {
         Ok(LocalReader { file, location: self.describe(key) })
     }
 
-    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
-        let mut upload = self.start_upload(key, content_type).await?;
-        upload.write(body).await?;
-        upload.finish().await
+    async fn get_versioned(&self, key: &str) -> Result<VersionedObject, StoreError> {
+        let body = self.get(key).await?;
+        Ok(VersionedObject { version: version_of(&body), body })
     }
 
-    async fn put_if_absent(&self, key: &str, body: Bytes, _content_type: &str) -> Result<PutOutcome, StoreError> {
+    async fn put_conditional(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        condition: WriteCondition<'_>,
+    ) -> Result<ConditionalPut, StoreError> {
         let target = self.path_of(key);
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("create directory for", key, e))?;
         }
-        // Blocking work runs to completion even if this future is dropped,
-        // so the temporary file is always removed.
-        tokio::task::spawn_blocking(move || create_by_link(&target, &body))
-            .await
-            .expect("conditional create panicked")
-            .map_err(|(operation, e)| self.io_error(operation, key, e))
-    }
-
-    async fn start_upload(&self, key: &str, _content_type: &str) -> Result<LocalUpload, StoreError> {
-        let target = self.path_of(key);
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("create directory for", key, e))?;
+        let version = version_of(&body);
+        match condition {
+            WriteCondition::Absent => {
+                // Blocking work runs to completion even if this future is
+                // dropped, so the temporary file is always removed.
+                let created = tokio::task::spawn_blocking(move || create_by_link(&target, &body))
+                    .await
+                    .expect("conditional create panicked")
+                    .map_err(|(operation, e)| self.io_error(operation, key, e))?;
+                Ok(if created { ConditionalPut::Written(version) } else { ConditionalPut::ConditionFailed })
+            }
+            WriteCondition::Unchanged(expected) => {
+                let _exclusive = COMPARE_AND_REPLACE.lock().await;
+                match self.get_versioned(key).await {
+                    Ok(current) if current.version == *expected => {}
+                    Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(ConditionalPut::ConditionFailed),
+                    Err(error) => return Err(error),
+                }
+                self.put(key, body, content_type).await?;
+                Ok(ConditionalPut::Written(version))
+            }
         }
-        let temporary = temporary_path(&target);
-        let file =
-            tokio::fs::File::create(&temporary).await.map_err(|e| self.io_error("create", key, e))?.into_std().await;
-        Ok(LocalUpload { file: Some(file), temporary, target, location: self.describe(key) })
-    }
-
-    fn describe(&self, key: &str) -> String {
-        self.path_of(key).display().to_string()
     }
 }
 
@@ -178,15 +223,16 @@ impl ObjectReader for LocalReader {
 /// Writes `body` to a temporary file beside `target`, then hard-links it to
 /// `target`, which fails atomically if `target` exists. The temporary file is
 /// removed whatever happens. An error names the step that failed.
-fn create_by_link(target: &Path, body: &[u8]) -> Result<PutOutcome, (&'static str, std::io::Error)> {
+/// Returns whether the object was created (`false`: it already existed).
+fn create_by_link(target: &Path, body: &[u8]) -> Result<bool, (&'static str, std::io::Error)> {
     let temporary = temporary_path(target);
     if let Err(e) = std::fs::write(&temporary, body) {
         let _ = std::fs::remove_file(&temporary);
         return Err(("write", e));
     }
     let linked = match std::fs::hard_link(&temporary, target) {
-        Ok(()) => Ok(PutOutcome::Created),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(("publish", e)),
     };
     if let Err(e) = std::fs::remove_file(&temporary) {
@@ -229,13 +275,13 @@ impl ObjectUpload for LocalUpload {
         result.map_err(|e| self.error("write", e))
     }
 
-    async fn finish(mut self) -> Result<(), StoreError> {
+    async fn finish(mut self) -> Result<UploadReceipt, StoreError> {
         drop(self.file.take().expect("finish twice"));
         if let Err(e) = tokio::fs::rename(&self.temporary, &self.target).await {
             let _ = tokio::fs::remove_file(&self.temporary).await;
             return Err(self.error("publish", e));
         }
-        Ok(())
+        Ok(UploadReceipt::default())
     }
 
     async fn abort(mut self) -> Result<(), StoreError> {
@@ -261,6 +307,7 @@ impl Drop for LocalUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::PutOutcome;
 
     #[tokio::test]
     async fn an_upload_is_invisible_until_finished_and_gone_when_aborted() {
@@ -331,6 +378,25 @@ mod tests {
         assert_eq!(winners.len(), 1, "winners: {winners:?}");
         assert_eq!(store.get("jobs/once.json").await.unwrap(), vec![winners[0]; 64 * 1024]);
         assert_eq!(std::fs::read_dir(store.root().join("jobs")).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_conditional_on_a_version_replaces_only_that_version() {
+        let (_dir, store) = LocalDirStore::in_temp_dir("local-store");
+        let key = "status/run/acme/all.json";
+        let ConditionalPut::Written(first) =
+            store.put_conditional(key, Bytes::from_static(b"one"), "x", WriteCondition::Absent).await.unwrap()
+        else {
+            panic!("the first create failed")
+        };
+        assert_eq!(store.get_versioned(key).await.unwrap().version, first);
+        let second = store.put_conditional(key, Bytes::from_static(b"two"), "x", WriteCondition::Unchanged(&first));
+        let ConditionalPut::Written(second) = second.await.unwrap() else { panic!("the matching write failed") };
+        let stale = store.put_conditional(key, Bytes::from_static(b"three"), "x", WriteCondition::Unchanged(&first));
+        assert_eq!(stale.await.unwrap(), ConditionalPut::ConditionFailed);
+        assert_eq!(&store.get(key).await.unwrap()[..], b"two");
+        let gone = store.put_conditional("status/none.json", Bytes::new(), "x", WriteCondition::Unchanged(&second));
+        assert_eq!(gone.await.unwrap(), ConditionalPut::ConditionFailed);
     }
 
     #[tokio::test]

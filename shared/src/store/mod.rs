@@ -1,6 +1,9 @@
-//! Object storage ports: the narrow interface through which every stage reads
+//! Object storage ports: the narrow interfaces through which every stage reads
 //! its inputs and publishes its outputs, whether the objects live in an S3
-//! bucket (under an optional key prefix) or in a local directory.
+//! bucket (under an optional key prefix) or in a local directory, and through
+//! which deliverers write into a customer's storage: [`ObjectSink`] writes
+//! only (all a customer's grant allows), [`ObjectStore`] also reads, lists
+//! and writes conditionally (our own buckets).
 //!
 //! Keys passed to a store are relative to its root (bucket + prefix, or
 //! directory) and always use `/`. A store never makes an object visible until
@@ -17,9 +20,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-pub use local::{LocalDirStore, LocalReader};
+pub use local::{LocalDirStore, LocalReader, LocalUpload};
 pub use location::{normalise_prefix, StoreLocation, StoreLocationError};
-pub use s3::{s3_client, S3Reader, S3Store};
+pub use s3::{s3_client, S3Reader, S3Store, S3Upload};
 pub use streaming::{upload_from_blocking, ChunkWriter, StreamedUploadError};
 
 /// Size of the chunks report writers hand to an upload, and of the parts of
@@ -43,38 +46,66 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
-/// A place objects are read from and written to.
-pub trait ObjectStore: Send + Sync {
+/// One stored version of an object: S3's ETag, or a hash of a local file's
+/// bytes. Opaque; only compared for equality by the store that issued it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectVersion(pub String);
+
+/// An object's bytes together with the version they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedObject {
+    pub body: Bytes,
+    pub version: ObjectVersion,
+}
+
+/// When [`ObjectStore::put_conditional`] may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteCondition<'a> {
+    /// Only if no object exists at the key (S3's `If-None-Match: *`).
+    Absent,
+    /// Only if the object is still at this version (S3's `If-Match: <ETag>`).
+    Unchanged(&'a ObjectVersion),
+}
+
+/// What [`ObjectStore::put_conditional`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionalPut {
+    /// The condition held; the object now holds the bytes, at this version.
+    Written(ObjectVersion),
+    /// The condition did not hold (an object exists, or it changed or went
+    /// away since it was read); nothing was written.
+    ConditionFailed,
+}
+
+/// What a finished upload (or a `put`) reports about the object it wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadReceipt {
+    /// The store never overwrites and found the object already finalized
+    /// (GCS with `ifGenerationMatch=0` answering 412): nothing was written,
+    /// and the existing object stands. Only a caller that writes
+    /// deterministic bytes may treat that as written.
+    pub already_existed: bool,
+    /// CRC32C of the stored bytes as the store computed it (base64), when it says.
+    pub crc32c: Option<String>,
+    /// MD5 of the stored bytes as the store computed it (base64), when it says.
+    pub md5: Option<String>,
+}
+
+/// A place objects are written to, and nothing else: the narrow port of a
+/// destination that may not read, list or delete (a customer's bucket that
+/// granted only object creation). Every [`ObjectStore`] is one.
+pub trait ObjectSink: Send + Sync {
     type Upload: ObjectUpload;
-    type Reader: ObjectReader;
 
-    /// Every object whose key starts with `prefix`, sorted by key.
-    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectEntry>, StoreError>> + Send;
-
-    /// The whole object.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
-
-    /// Opens the object for reading in chunks, so that objects of any size
-    /// can be streamed with bounded memory. The chunks are not checked
-    /// against a stored checksum: a caller that needs integrity verifies
-    /// them (as [`crate::transfer`] does against the manifest's SHA-256).
-    fn open(&self, key: &str) -> impl Future<Output = Result<Self::Reader, StoreError>> + Send;
-
-    /// Writes a small object in one request, replacing any object at `key`.
-    fn put(&self, key: &str, body: Bytes, content_type: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Writes a small object in one request only if nothing exists at `key`
-    /// (a conditional create, S3's `If-None-Match: *`). Atomic: of any number
-    /// of concurrent callers at most one gets [`PutOutcome::Created`]; the
-    /// others get [`PutOutcome::AlreadyExists`] and the object keeps the
-    /// winner's bytes. An existing object is never replaced. This is how
-    /// at-least-once event handlers create an object exactly once.
-    fn put_if_absent(
+    /// Writes a small object in one request, replacing any object at `key`
+    /// where the store allows that (a sink that never overwrites reports an
+    /// existing object in the receipt instead).
+    fn put(
         &self,
         key: &str,
         body: Bytes,
         content_type: &str,
-    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<UploadReceipt, StoreError>> + Send;
 
     /// Starts a streamed upload of an object of any size.
     fn start_upload(
@@ -83,9 +114,61 @@ pub trait ObjectStore: Send + Sync {
         content_type: &str,
     ) -> impl Future<Output = Result<Self::Upload, StoreError>> + Send;
 
-    /// A human-readable name of `key` in this store (`s3://bucket/prefix/key`
-    /// or a file path), for messages and manifests.
+    /// A human-readable name of `key` in this store (`s3://bucket/prefix/key`,
+    /// `gs://bucket/prefix/key` or a file path), for messages and manifests.
     fn describe(&self, key: &str) -> String;
+}
+
+/// A place objects are read from and written to.
+pub trait ObjectStore: ObjectSink {
+    type Reader: ObjectReader;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectEntry>, StoreError>> + Send;
+
+    /// The whole object.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+
+    /// The whole object and the version it is, for a later
+    /// [`ObjectStore::put_conditional`] that must not overwrite a change
+    /// made in between.
+    fn get_versioned(&self, key: &str) -> impl Future<Output = Result<VersionedObject, StoreError>> + Send;
+
+    /// Opens the object for reading in chunks, so that objects of any size
+    /// can be streamed with bounded memory. The chunks are not checked
+    /// against a stored checksum: a caller that needs integrity verifies
+    /// them (as [`crate::transfer`] does against the manifest's SHA-256).
+    fn open(&self, key: &str) -> impl Future<Output = Result<Self::Reader, StoreError>> + Send;
+
+    /// Writes a small object in one request only if `condition` holds.
+    /// Atomic: of any number of concurrent callers with the same condition
+    /// at most one writes; the others get [`ConditionalPut::ConditionFailed`]
+    /// and the object keeps the winner's bytes. This is how at-least-once
+    /// event handlers create an object exactly once, and how an attempt
+    /// claims a job without a lock service.
+    fn put_conditional(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        condition: WriteCondition<'_>,
+    ) -> impl Future<Output = Result<ConditionalPut, StoreError>> + Send;
+
+    /// [`ObjectStore::put_conditional`] with [`WriteCondition::Absent`]: an
+    /// existing object is never replaced.
+    fn put_if_absent(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send {
+        async move {
+            match self.put_conditional(key, body, content_type, WriteCondition::Absent).await? {
+                ConditionalPut::Written(_) => Ok(PutOutcome::Created),
+                ConditionalPut::ConditionFailed => Ok(PutOutcome::AlreadyExists),
+            }
+        }
+    }
 
     /// Aborts every unfinished streamed upload under `prefix` and returns
     /// how many there were. An upload aborts itself on any failure it sees,
@@ -110,7 +193,7 @@ pub trait ObjectUpload: Send {
     /// Appends bytes. Chunks may have any size; the store buffers as needed.
     fn write(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Publishes the object. Nothing is visible at the key before this returns.
-    fn finish(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn finish(self) -> impl Future<Output = Result<UploadReceipt, StoreError>> + Send;
     /// Discards everything written; leaves no object and no open upload.
     fn abort(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -131,4 +214,8 @@ pub enum StoreError {
     /// (error code, message, request id).
     #[error("S3 {operation} {location} failed: {detail}")]
     S3 { operation: &'static str, location: String, detail: String },
+    /// A Google Cloud Storage call failed; `status` is the HTTP status when
+    /// the service answered, `detail` its error message (never a credential).
+    #[error("GCS {operation} {location} failed: {detail}")]
+    Gcs { operation: &'static str, location: String, status: Option<u16>, detail: String },
 }

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use crate::aws_errors::one_line;
 use aws_sdk_s3::config::ResponseChecksumValidation;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
@@ -18,7 +19,10 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 
 use super::location::normalise_prefix;
-use super::{ObjectEntry, ObjectReader, ObjectStore, ObjectUpload, PutOutcome, StoreError, UPLOAD_CHUNK_BYTES};
+use super::{
+    ConditionalPut, ObjectEntry, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, ObjectVersion, StoreError,
+    UploadReceipt, VersionedObject, WriteCondition, UPLOAD_CHUNK_BYTES,
+};
 
 /// S3 numbers parts 1..=10,000; with 8 MiB parts an object may reach ~78 GiB.
 const MAX_PARTS: i32 = 10_000;
@@ -42,13 +46,35 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Sent as `ExpectedBucketOwner` on every call, so that a bucket deleted
+    /// and re-created under the same name by another account is refused.
+    expected_owner: Option<String>,
 }
 
 impl S3Store {
     /// A store rooted at `s3://bucket/prefix`. The prefix is normalised to be
     /// empty or end with exactly one `/`.
     pub fn new(client: Client, bucket: impl Into<String>, prefix: &str) -> Self {
-        Self { client, bucket: bucket.into(), prefix: normalise_prefix(prefix) }
+        Self { client, bucket: bucket.into(), prefix: normalise_prefix(prefix), expected_owner: None }
+    }
+
+    /// Every call checks that the bucket belongs to this 12-digit account.
+    pub fn with_expected_owner(mut self, account_id: Option<String>) -> Self {
+        self.expected_owner = account_id;
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn expected_owner(&self) -> Option<&str> {
+        self.expected_owner.as_deref()
+    }
+
+    /// The full key of `key`, prefix included.
+    pub fn full_key_of(&self, key: &str) -> String {
+        self.full_key(key)
     }
 
     pub fn bucket(&self) -> &str {
@@ -65,19 +91,20 @@ impl S3Store {
 
     fn error<E>(&self, operation: &'static str, key: &str, error: SdkError<E>) -> StoreError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         sdk_error(operation, self.describe(key), error)
     }
 }
 
-/// A failed SDK call as a [`StoreError`]. Plain `Display` of an SDK error says
-/// only "service error"; the context form carries code, message and request id.
+/// A failed SDK call as a [`StoreError`], its detail on one line: code,
+/// message, HTTP status and request id (plain `Display` of an SDK error says
+/// only "service error").
 fn sdk_error<E>(operation: &'static str, location: String, error: SdkError<E>) -> StoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    StoreError::S3 { operation, location, detail: DisplayErrorContext(&error).to_string() }
+    StoreError::S3 { operation, location, detail: one_line(&error) }
 }
 
 /// Whether a failed GetObject means "no object at that key". A missing bucket
@@ -111,35 +138,86 @@ fn is_already_existing(error: &SdkError<PutObjectError>) -> bool {
     }
 }
 
-/// Sends one PutObject; with `only_if_absent` it carries `If-None-Match: *`.
+/// Sends one PutObject, with `If-None-Match: *` or `If-Match: <ETag>` when a
+/// condition is given, and returns the new object's ETag.
 async fn put_object(
     client: &Client,
     bucket: &str,
+    expected_owner: Option<&str>,
     key: &str,
     body: Bytes,
     content_type: &str,
-    only_if_absent: bool,
-) -> Result<(), SdkError<PutObjectError>> {
+    condition: Option<WriteCondition<'_>>,
+) -> Result<ObjectVersion, SdkError<PutObjectError>> {
+    let (if_none_match, if_match) = match condition {
+        None => (None, None),
+        Some(WriteCondition::Absent) => (Some("*".to_owned()), None),
+        Some(WriteCondition::Unchanged(version)) => (None, Some(version.0.clone())),
+    };
     client
         .put_object()
         .bucket(bucket)
+        .set_expected_bucket_owner(expected_owner.map(str::to_owned))
         .key(key)
         .content_type(content_type)
-        .set_if_none_match(only_if_absent.then(|| "*".to_owned()))
+        .set_if_none_match(if_none_match)
+        .set_if_match(if_match)
         .checksum_algorithm(ChecksumAlgorithm::Crc32)
         .body(ByteStream::from(body))
         .send()
         .await
-        .map(|_| ())
+        .map(|output| ObjectVersion(output.e_tag().unwrap_or_default().to_owned()))
+}
+
+/// Whether a failed conditional PutObject with `If-Match` means the object
+/// went away since it was read (404), which for the writer is the same as
+/// having changed.
+fn is_gone(error: &SdkError<PutObjectError>) -> bool {
+    let status = error.raw_response().map(|response| response.status().as_u16());
+    error.as_service_error().is_some_and(|e| e.code() == Some("NoSuchKey")) || status == Some(404)
+}
+
+impl ObjectSink for S3Store {
+    type Upload = S3Upload;
+
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<UploadReceipt, StoreError> {
+        put_object(&self.client, &self.bucket, self.expected_owner(), &self.full_key(key), body, content_type, None)
+            .await
+            .map(|_| UploadReceipt::default())
+            .map_err(|e| self.error("PutObject", key, e))
+    }
+
+    async fn start_upload(&self, key: &str, content_type: &str) -> Result<S3Upload, StoreError> {
+        Ok(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            expected_owner: self.expected_owner.clone(),
+            key: self.full_key(key),
+            location: self.describe(key),
+            content_type: content_type.to_owned(),
+            pending: PartBuffer::default(),
+            multipart: None,
+            failed: false,
+        })
+    }
+
+    fn describe(&self, key: &str) -> String {
+        format!("s3://{}/{}{key}", self.bucket, self.prefix)
+    }
 }
 
 impl ObjectStore for S3Store {
-    type Upload = S3Upload;
     type Reader = S3Reader;
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
-        let mut pages =
-            self.client.list_objects_v2().bucket(&self.bucket).prefix(self.full_key(prefix)).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
@@ -163,17 +241,24 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let output = match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+        self.get_versioned(key).await.map(|object| object.body)
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<VersionedObject, StoreError> {
+        let request =
+            self.client.get_object().bucket(&self.bucket).set_expected_bucket_owner(self.expected_owner.clone());
+        let output = match request.key(self.full_key(key)).send().await {
             Ok(output) => output,
             Err(e) if is_missing_key(&e) => return Err(StoreError::NotFound { location: self.describe(key) }),
             Err(e) => return Err(self.error("GetObject", key, e)),
         };
+        let version = ObjectVersion(output.e_tag().unwrap_or_default().to_owned());
         let body = output.body.collect().await.map_err(|e| StoreError::S3 {
             operation: "GetObject",
             location: self.describe(key),
             detail: DisplayErrorContext(&e).to_string(),
         })?;
-        Ok(body.into_bytes())
+        Ok(VersionedObject { body: body.into_bytes(), version })
     }
 
     /// Streams the object without the SDK's response checksum validation:
@@ -184,7 +269,12 @@ impl ObjectStore for S3Store {
     async fn open(&self, key: &str) -> Result<S3Reader, StoreError> {
         let unvalidated = aws_sdk_s3::config::Builder::default()
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        let request = self.client.get_object().bucket(&self.bucket).key(self.full_key(key));
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .key(self.full_key(key));
         match request.customize().config_override(unvalidated).send().await {
             Ok(output) => Ok(S3Reader { body: output.body, location: self.describe(key) }),
             Err(e) if is_missing_key(&e) => Err(StoreError::NotFound { location: self.describe(key) }),
@@ -192,35 +282,24 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
-        put_object(&self.client, &self.bucket, &self.full_key(key), body, content_type, false)
+    async fn put_conditional(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        condition: WriteCondition<'_>,
+    ) -> Result<ConditionalPut, StoreError> {
+        let owner = self.expected_owner();
+        match put_object(&self.client, &self.bucket, owner, &self.full_key(key), body, content_type, Some(condition))
             .await
-            .map_err(|e| self.error("PutObject", key, e))
-    }
-
-    async fn put_if_absent(&self, key: &str, body: Bytes, content_type: &str) -> Result<PutOutcome, StoreError> {
-        match put_object(&self.client, &self.bucket, &self.full_key(key), body, content_type, true).await {
-            Ok(()) => Ok(PutOutcome::Created),
-            Err(e) if is_already_existing(&e) => Ok(PutOutcome::AlreadyExists),
+        {
+            Ok(version) => Ok(ConditionalPut::Written(version)),
+            Err(e) if is_already_existing(&e) => Ok(ConditionalPut::ConditionFailed),
+            Err(e) if matches!(condition, WriteCondition::Unchanged(_)) && is_gone(&e) => {
+                Ok(ConditionalPut::ConditionFailed)
+            }
             Err(e) => Err(self.error("PutObject", key, e)),
         }
-    }
-
-    async fn start_upload(&self, key: &str, content_type: &str) -> Result<S3Upload, StoreError> {
-        Ok(S3Upload {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: self.full_key(key),
-            location: self.describe(key),
-            content_type: content_type.to_owned(),
-            pending: PartBuffer::default(),
-            multipart: None,
-            failed: false,
-        })
-    }
-
-    fn describe(&self, key: &str) -> String {
-        format!("s3://{}/{}{key}", self.bucket, self.prefix)
     }
 
     /// ListMultipartUploads under the prefix, page by page, and an
@@ -233,6 +312,7 @@ impl ObjectStore for S3Store {
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.expected_owner.clone())
                 .prefix(self.full_key(prefix))
                 .set_key_marker(key_marker.take())
                 .set_upload_id_marker(upload_id_marker.take())
@@ -241,7 +321,13 @@ impl ObjectStore for S3Store {
                 .map_err(|e| self.error("ListMultipartUploads", prefix, e))?;
             for upload in page.uploads() {
                 let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else { continue };
-                let abort = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id);
+                let abort = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .set_expected_bucket_owner(self.expected_owner.clone())
+                    .key(key)
+                    .upload_id(upload_id);
                 match abort.send().await {
                     Ok(_) => aborted += 1,
                     // Finished or aborted meanwhile (by the attempt itself).
@@ -354,6 +440,7 @@ struct OpenMultipart {
 pub struct S3Upload {
     client: Client,
     bucket: String,
+    expected_owner: Option<String>,
     /// Full key, prefix included.
     key: String,
     location: String,
@@ -367,7 +454,7 @@ pub struct S3Upload {
 impl S3Upload {
     fn error<E>(&self, operation: &'static str, error: SdkError<E>) -> StoreError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         sdk_error(operation, self.location.clone(), error)
     }
@@ -388,6 +475,7 @@ impl S3Upload {
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .key(&self.key)
             .content_type(&self.content_type)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
@@ -423,6 +511,7 @@ impl S3Upload {
             .client
             .upload_part()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .key(&self.key)
             .upload_id(&multipart.upload_id)
             .part_number(part_number)
@@ -455,8 +544,10 @@ impl S3Upload {
     async fn complete(&mut self) -> Result<(), StoreError> {
         if self.multipart.is_none() {
             let body = self.pending.take_all();
-            return put_object(&self.client, &self.bucket, &self.key, body, &self.content_type, false)
+            let owner = self.expected_owner.as_deref();
+            return put_object(&self.client, &self.bucket, owner, &self.key, body, &self.content_type, None)
                 .await
+                .map(|_| ())
                 .map_err(|e| self.error("PutObject", e));
         }
         let last = self.pending.take_all();
@@ -469,6 +560,7 @@ impl S3Upload {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .key(&self.key)
             .upload_id(&multipart.upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(multipart.parts.clone())).build())
@@ -488,6 +580,7 @@ impl S3Upload {
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
             .key(&self.key)
             .upload_id(&multipart.upload_id)
             .send()
@@ -522,10 +615,10 @@ impl ObjectUpload for S3Upload {
         }
     }
 
-    async fn finish(mut self) -> Result<(), StoreError> {
+    async fn finish(mut self) -> Result<UploadReceipt, StoreError> {
         self.refuse_after_failure("CompleteMultipartUpload")?;
         match self.complete().await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(UploadReceipt::default()),
             Err(error) => Err(self.fail(error).await),
         }
     }
@@ -542,8 +635,13 @@ impl Drop for S3Upload {
         let Some(multipart) = self.multipart.take() else {
             return;
         };
-        let request =
-            self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(multipart.upload_id);
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .key(&self.key)
+            .upload_id(multipart.upload_id);
         let (bucket, key) = (self.bucket.clone(), self.key.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{ObjectStore, ObjectUpload, StoreError, UPLOAD_CHUNK_BYTES};
+use super::{ObjectSink, ObjectUpload, StoreError, UploadReceipt, UPLOAD_CHUNK_BYTES};
 
 /// Chunks in flight between the producer and the upload.
 const CHUNKS_IN_FLIGHT: usize = 2;
@@ -60,15 +60,16 @@ pub enum StreamedUploadError<E: std::error::Error + 'static> {
 /// `key`. The object is published only if `produce` returns `Ok` and every
 /// chunk was stored; otherwise the upload is aborted and nothing is left.
 /// When the store fails first, its error is returned (the producer then sees
-/// a broken pipe, which is only a consequence).
+/// a broken pipe, which is only a consequence). Returns what `produce`
+/// returned and what the store said about the object.
 pub async fn upload_from_blocking<S, T, E, F>(
     store: &S,
     key: &str,
     content_type: &str,
     produce: F,
-) -> Result<T, StreamedUploadError<E>>
+) -> Result<(T, UploadReceipt), StreamedUploadError<E>>
 where
-    S: ObjectStore,
+    S: ObjectSink,
     T: Send + 'static,
     E: std::error::Error + Send + 'static,
     F: FnOnce(&mut ChunkWriter) -> Result<T, E> + Send + 'static,
@@ -108,8 +109,8 @@ where
                     return Err(e.into());
                 }
             }
-            upload.finish().await?;
-            Ok(value)
+            let receipt = upload.finish().await?;
+            Ok((value, receipt))
         }
         Err(ProducerFailure(e)) => {
             let _ = upload.abort().await;
@@ -129,7 +130,7 @@ impl<E> From<E> for ProducerFailure<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LocalDirStore;
+    use crate::store::{LocalDirStore, ObjectStore};
 
     #[derive(Debug, thiserror::Error)]
     #[error("producer gave up after {0} bytes")]
@@ -139,7 +140,7 @@ mod tests {
     async fn everything_written_arrives_in_order_across_chunks() {
         let (_dir, store) = LocalDirStore::in_temp_dir("streaming");
         let total = UPLOAD_CHUNK_BYTES * 2 + 12345;
-        let written = upload_from_blocking(&store, "big.bin", "application/octet-stream", move |w| {
+        let (written, _) = upload_from_blocking(&store, "big.bin", "application/octet-stream", move |w| {
             for i in 0..total {
                 w.write_all(&[(i % 251) as u8])?;
             }

@@ -18,6 +18,8 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_credential_types::Credentials;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_smithy_types::error::display::DisplayErrorContext;
+
+use crate::aws_errors::{cut, one_line};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tracing::warn;
@@ -77,7 +79,28 @@ fn own_credentials_expiry(
 
 /// Signs GET links for objects of the staging bucket.
 pub trait LinkSigner: Send + Sync {
-    fn sign(&self, keys: &[String], now: DateTime<Utc>) -> impl Future<Output = Result<SignedLinks, String>> + Send;
+    fn sign(&self, keys: &[String], now: DateTime<Utc>) -> impl Future<Output = Result<SignedLinks, LinkError>> + Send;
+}
+
+/// Why links could not be signed. Names secrets and objects, never a key value.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The signer secret's value is not what it must be: fixing it is the
+    /// operator's job, so retrying the delivery cannot help.
+    #[error("link signer secret {secret_name:?}: {reason}")]
+    SignerSecret { secret_name: String, reason: String },
+    #[error("could not read the link signer secret {secret_name:?}: {detail}")]
+    SignerSecretUnreadable { secret_name: String, detail: String },
+    #[error("could not load credentials to sign download links: {detail}")]
+    Credentials { detail: String },
+    #[error("could not presign {location}: {detail}")]
+    Presign { location: String, detail: String },
+}
+
+impl LinkError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, LinkError::SignerSecret { .. })
+    }
 }
 
 /// The value of the `LINK_SIGNER_SECRET` secret.
@@ -89,7 +112,8 @@ struct SignerKeys {
 }
 
 /// Parses the signer secret; the error names what is wrong, never a value.
-fn parse_signer_keys(secret_name: &str, json: &str) -> Result<Credentials, String> {
+fn parse_signer_keys(secret_name: &str, json: &str) -> Result<Credentials, LinkError> {
+    let invalid = |reason: String| LinkError::SignerSecret { secret_name: secret_name.to_owned(), reason };
     let keys: SignerKeys = serde_json::from_str(json).map_err(|e| {
         // serde's messages quote unknown field names, not values; but a
         // syntax error's position is all that is safe to show in general.
@@ -101,10 +125,10 @@ fn parse_signer_keys(secret_name: &str, json: &str) -> Result<Credentials, Strin
                 e.to_string().split(" at line").next().unwrap_or_default()
             )
         };
-        format!("link signer secret {secret_name:?}: {reason}")
+        invalid(reason)
     })?;
     if keys.access_key_id.trim().is_empty() || keys.secret_access_key.trim().is_empty() {
-        return Err(format!("link signer secret {secret_name:?}: accessKeyId and secretAccessKey must not be empty"));
+        return Err(invalid("accessKeyId and secretAccessKey must not be empty".to_owned()));
     }
     Ok(Credentials::new(keys.access_key_id, keys.secret_access_key, None, None, "link-signer"))
 }
@@ -126,31 +150,32 @@ impl S3LinkSigner {
         Self { base, bucket: bucket.into(), signer_secret, ttl: Duration::from_secs(ttl_seconds) }
     }
 
-    async fn signer_keys(&self, secret_name: &str) -> Result<Credentials, String> {
+    async fn signer_keys(&self, secret_name: &str) -> Result<Credentials, LinkError> {
         let client = aws_sdk_secretsmanager::Client::new(&self.base);
         let output = client.get_secret_value().secret_id(secret_name).send().await.map_err(|e| {
-            format!("could not read the link signer secret {secret_name:?}: {}", DisplayErrorContext(&e))
+            LinkError::SignerSecretUnreadable { secret_name: secret_name.to_owned(), detail: one_line(&e) }
         })?;
-        let json = output
-            .secret_string()
-            .ok_or_else(|| format!("link signer secret {secret_name:?} has no SecretString value"))?;
+        let json = output.secret_string().ok_or_else(|| LinkError::SignerSecret {
+            secret_name: secret_name.to_owned(),
+            reason: "it has no SecretString value".to_owned(),
+        })?;
         parse_signer_keys(secret_name, json)
     }
 
-    async fn own_credentials(&self) -> Result<Credentials, String> {
+    async fn own_credentials(&self) -> Result<Credentials, LinkError> {
         let provider = self
             .base
             .credentials_provider()
-            .ok_or_else(|| "no AWS credentials are configured to sign download links".to_owned())?;
+            .ok_or_else(|| LinkError::Credentials { detail: "no AWS credentials are configured".to_owned() })?;
         provider
             .provide_credentials()
             .await
-            .map_err(|e| format!("could not load credentials to sign download links: {}", DisplayErrorContext(&e)))
+            .map_err(|e| LinkError::Credentials { detail: cut(&DisplayErrorContext(&e).to_string()) })
     }
 }
 
 impl LinkSigner for S3LinkSigner {
-    async fn sign(&self, keys: &[String], now: DateTime<Utc>) -> Result<SignedLinks, String> {
+    async fn sign(&self, keys: &[String], now: DateTime<Utc>) -> Result<SignedLinks, LinkError> {
         let wanted_expiry = now + chrono::Duration::from_std(self.ttl).unwrap_or_default();
         let (credentials, expires_at, shortened) = match &self.signer_secret {
             Some(secret_name) => (self.signer_keys(secret_name).await?, wanted_expiry, false),
@@ -172,8 +197,9 @@ impl LinkSigner for S3LinkSigner {
                 (credentials, expiry.expires_at, expiry.shortened)
             }
         };
-        let lifetime =
-            (expires_at - now).to_std().map_err(|_| "the signing credentials have already expired".to_owned())?;
+        let lifetime = (expires_at - now).to_std().map_err(|_| LinkError::Credentials {
+            detail: "the signing credentials have already expired".to_owned(),
+        })?;
         let mut builder = aws_sdk_s3::config::Builder::from(&self.base)
             .credentials_provider(SharedCredentialsProvider::new(credentials));
         if self.base.endpoint_url().is_some() {
@@ -183,14 +209,16 @@ impl LinkSigner for S3LinkSigner {
         let start: SystemTime = now.into();
         let mut urls = Vec::with_capacity(keys.len());
         for key in keys {
-            let presigning = PresigningConfig::builder()
-                .start_time(start)
-                .expires_in(lifetime)
-                .build()
-                .map_err(|e| format!("cannot presign a link valid {} s: {e}", lifetime.as_secs()))?;
+            let presigning =
+                PresigningConfig::builder().start_time(start).expires_in(lifetime).build().map_err(|e| {
+                    LinkError::Presign {
+                        location: format!("s3://{}/{key}", self.bucket),
+                        detail: format!("a link valid {} s is not possible: {e}", lifetime.as_secs()),
+                    }
+                })?;
             let request =
                 client.get_object().bucket(&self.bucket).key(key).presigned(presigning).await.map_err(|e| {
-                    format!("could not presign s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e))
+                    LinkError::Presign { location: format!("s3://{}/{key}", self.bucket), detail: one_line(&e) }
                 })?;
             urls.push(request.uri().to_owned());
         }
@@ -213,6 +241,8 @@ mod tests {
         ];
         for json in cases {
             let err = parse_signer_keys("popularity-reports/link-signer", &json).unwrap_err();
+            assert!(err.is_permanent());
+            let err = err.to_string();
             assert!(err.contains("popularity-reports/link-signer"), "{err}");
             assert!(!err.contains(secret_value) && !err.contains("AKIAEXAMPLE"), "{err}");
         }
@@ -314,6 +344,6 @@ mod tests {
         let signer = S3LinkSigner::new(base, "staging", None, 604_800);
         // No credentials at all: a clear error, not a panic.
         let err = signer.sign(&["reports/a.json".to_owned()], Utc::now()).await.unwrap_err();
-        assert!(err.contains("credentials"), "{err}");
+        assert!(err.to_string().contains("credentials"), "{err}");
     }
 }

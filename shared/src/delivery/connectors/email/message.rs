@@ -9,7 +9,8 @@ use std::future::Future;
 
 use aws_sdk_ses::primitives::Blob;
 use aws_sdk_ses::types::RawMessage;
-use aws_smithy_types::error::display::DisplayErrorContext;
+
+use crate::aws_errors::one_line;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
@@ -87,7 +88,7 @@ fn lifetime_text(from: DateTime<Utc>, until: DateTime<Utc>) -> String {
     }
 }
 
-fn html_escape(text: &str) -> String {
+pub fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -196,6 +197,19 @@ fn base64_lines(data: &[u8]) -> String {
     out
 }
 
+/// `text` with every address of `recipients` replaced by `<recipient>`: a
+/// provider's error may quote addresses, and status objects and logs must
+/// not collect a tenant's recipient list.
+pub fn redact_addresses(text: &str, recipients: &[String]) -> String {
+    let mut redacted = text.to_owned();
+    for address in recipients {
+        if !address.is_empty() {
+            redacted = redacted.replace(address.as_str(), "<recipient>");
+        }
+    }
+    redacted
+}
+
 /// The message as `multipart/alternative` MIME (text first, then HTML),
 /// bodies in base64 so no line-length limit applies to long links.
 pub fn to_mime(message: &EmailMessage, boundary: &str) -> String {
@@ -225,7 +239,16 @@ pub fn to_mime(message: &EmailMessage, boundary: &str) -> String {
 
 /// Sends a message; returns the provider's message id.
 pub trait MailSender: Send + Sync {
-    fn send(&self, message: &EmailMessage) -> impl Future<Output = Result<String, String>> + Send;
+    fn send(&self, message: &EmailMessage) -> impl Future<Output = Result<String, MailError>> + Send;
+}
+
+/// A message was not accepted for sending. The detail is the provider's
+/// error on one line; it never lists the recipients.
+#[derive(Debug, thiserror::Error)]
+#[error("sending the email from {from} failed: {detail}")]
+pub struct MailError {
+    pub from: String,
+    pub detail: String,
 }
 
 /// Amazon SES (`SendRawEmail`).
@@ -241,12 +264,13 @@ impl SesMailer {
 }
 
 impl MailSender for SesMailer {
-    async fn send(&self, message: &EmailMessage) -> Result<String, String> {
+    async fn send(&self, message: &EmailMessage) -> Result<String, MailError> {
+        let failed = |detail: String| MailError { from: message.from.clone(), detail };
         let boundary = format!("popularity-{}", Utc::now().timestamp_nanos_opt().unwrap_or_default());
         let raw = RawMessage::builder()
             .data(Blob::new(to_mime(message, &boundary)))
             .build()
-            .map_err(|e| format!("could not build the raw message: {e}"))?;
+            .map_err(|e| failed(format!("could not build the raw message: {e}")))?;
         let sent = self
             .client
             .send_raw_email()
@@ -255,7 +279,7 @@ impl MailSender for SesMailer {
             .raw_message(raw)
             .send()
             .await
-            .map_err(|e| format!("SES SendRawEmail from {} failed: {}", message.from, DisplayErrorContext(&e)))?;
+            .map_err(|e| failed(format!("SES SendRawEmail: {}", redact_addresses(&one_line(&e), &message.to))))?;
         Ok(sent.message_id().to_owned())
     }
 }
@@ -263,6 +287,16 @@ impl MailSender for SesMailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_errors_never_carry_the_recipient_list() {
+        let recipients = vec!["data@acme.example".to_owned(), "ops@acme.example".to_owned()];
+        let text = "MessageRejected: Email address is not verified: data@acme.example, ops@acme.example";
+        assert_eq!(
+            redact_addresses(text, &recipients),
+            "MessageRejected: Email address is not verified: <recipient>, <recipient>"
+        );
+    }
     use crate::domain::{Compression, Format};
 
     fn email(shortened: bool, hours: i64) -> ReportEmail<'static> {

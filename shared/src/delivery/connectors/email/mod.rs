@@ -1,0 +1,191 @@
+//! The `email` connector and the `deliver-email` deliverer (DESIGN §7): one
+//! email per run per feed, listing each report with its rows, size and
+//! presigned links. Links point at the canonical `reports/…` parts — each
+//! checked against the run manifest (bytes and SHA-256) before the message
+//! goes out, so no link serves a part that changed or vanished — or, when
+//! the feed asks for another format or compression, at converted copies
+//! written to `downloads/<tenantId>/<runId>/<data_type>/part-NNN.<ext>` in
+//! the staging bucket (kept at least 8 days by the lifecycle rules), which
+//! the conversion itself checks. Its submodules are the message
+//! ([`message`]: text, HTML, MIME, the SES adapter) and the links
+//! ([`links`]: the signer).
+
+pub mod links;
+pub mod message;
+
+pub use links::{LinkError, LinkSigner, S3LinkSigner, SignedLinks};
+pub use message::{EmailMessage, LinkedPart, LinkedReport, MailError, MailSender, ReportEmail, SesMailer};
+
+use crate::delivery::attempt::Deliverer;
+use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::error::DeliveryError;
+use crate::delivery::job::DeliveryJob;
+use crate::delivery::registry::JobKind;
+use crate::delivery::status::DeliveredObject;
+use crate::domain::{Encoding, ReportKind, RunId};
+use crate::manifest::{run_manifest_key, RunManifest};
+use crate::report_writer::PartSummary;
+use crate::store::ObjectStore;
+use crate::tenant::{Connector, TenantConfig};
+use crate::transfer::{transfer_part, verify_part, PartTransfer};
+
+pub const DOWNLOADS_PREFIX: &str = "downloads/";
+
+/// `downloads/<tenantId>/<runId>/<data_type>/part-NNN.<ext>`.
+pub fn download_key(tenant_id: &str, run: RunId, kind: ReportKind, number: usize, encoding: Encoding) -> String {
+    format!("{DOWNLOADS_PREFIX}{tenant_id}/{run}/{}/part-{number:03}.{}", kind.data_type(), encoding.extension())
+}
+
+/// Delivers `jobs/email/` jobs and tests email connectors.
+pub struct EmailDeliverer<S, L, M> {
+    pub staging: S,
+    pub signer: L,
+    pub mailer: M,
+    /// `SES_SENDER`.
+    pub sender: String,
+    /// The clock; tests pin it.
+    pub now: fn() -> chrono::DateTime<chrono::Utc>,
+}
+
+fn recipients_of<'c>(connector_name: &str, connector: &'c Connector) -> Result<&'c [String], DeliveryError> {
+    match connector {
+        Connector::Email(email) => Ok(&email.recipients),
+        other => Err(DeliveryError::InvalidConnector {
+            connector: connector_name.to_owned(),
+            reason: format!("type {} is not an email connector", other.kind()),
+        }),
+    }
+}
+
+impl<S: ObjectStore, L: LinkSigner, M: MailSender> EmailDeliverer<S, L, M> {
+    /// The objects the links point at, checked against the run manifest:
+    /// the canonical parts, or converted copies.
+    async fn linked_parts(
+        &self,
+        job: &DeliveryJob,
+        manifest: &RunManifest,
+    ) -> Result<Vec<(ReportKind, Vec<PartSummary>)>, DeliveryError> {
+        let canonical = Encoding { format: manifest.format, compression: manifest.compression };
+        let wanted = job.encoding();
+        let mut reports = Vec::with_capacity(job.reports.len());
+        for &kind in &job.reports {
+            let report = manifest.report(kind).ok_or_else(|| DeliveryError::MissingReport {
+                location: self.staging.describe(&run_manifest_key(job.run_id)),
+                data_type: kind.data_type(),
+            })?;
+            let mut parts = Vec::with_capacity(report.parts.len());
+            for (index, source) in report.parts.iter().enumerate() {
+                if wanted == canonical {
+                    verify_part(&self.staging, source).await?;
+                    parts.push(source.clone());
+                    continue;
+                }
+                let target_key = download_key(&job.tenant_id, job.run_id, kind, index + 1, wanted);
+                let converted = transfer_part(
+                    &self.staging,
+                    &self.staging,
+                    PartTransfer {
+                        kind,
+                        source,
+                        source_encoding: canonical,
+                        target_key: &target_key,
+                        target_encoding: wanted,
+                    },
+                )
+                .await?;
+                parts.push(converted.summary);
+            }
+            reports.push((kind, parts));
+        }
+        Ok(reports)
+    }
+}
+
+impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<S, L, M> {
+    fn kind(&self) -> JobKind {
+        JobKind::Email
+    }
+
+    async fn deliver(
+        &self,
+        job: &DeliveryJob,
+        tenant: &TenantConfig,
+        connector: &Connector,
+        manifest: &RunManifest,
+    ) -> Result<Vec<DeliveredObject>, DeliveryError> {
+        let recipients = recipients_of(&job.connector, connector)?;
+        let reports = self.linked_parts(job, manifest).await?;
+        let keys: Vec<String> = reports.iter().flat_map(|(_, parts)| parts.iter().map(|p| p.key.clone())).collect();
+        let now = (self.now)();
+        let signed = self.signer.sign(&keys, now).await?;
+        let mut urls = signed.urls.into_iter();
+        let linked = reports
+            .iter()
+            .map(|(kind, parts)| LinkedReport {
+                kind: *kind,
+                rows: parts.iter().map(|p| p.rows).sum(),
+                parts: parts
+                    .iter()
+                    .map(|p| LinkedPart { url: urls.next().unwrap_or_default(), rows: p.rows, bytes: p.bytes })
+                    .collect(),
+            })
+            .collect();
+        let email_content = ReportEmail {
+            tenant_id: &tenant.tenant_id,
+            feed_id: &job.feed_id,
+            run_id: job.run_id,
+            encoding: job.encoding(),
+            reports: linked,
+            sent_at: now,
+            links_expire_at: signed.expires_at,
+            shortened_expiry: signed.shortened,
+        };
+        let message = email_content.message(&self.sender, recipients);
+        let message_id = self.mailer.send(&message).await?;
+        tracing::info!(%message_id, recipients = recipients.len(), links = keys.len(), expires_at = %signed.expires_at, "email sent");
+        Ok(reports
+            .iter()
+            .flat_map(|(_, parts)| parts.iter())
+            .map(|p| DeliveredObject::new(self.staging.describe(&p.key), p.bytes, p.sha256.clone()))
+            .collect())
+    }
+
+    /// One short message saying it is a connection test (DESIGN §5).
+    async fn test_connection(
+        &self,
+        request: &ConnectionTestRequest,
+        tenant: &TenantConfig,
+        connector: &Connector,
+    ) -> ConnectionTestReport {
+        let recipients = match recipients_of(&request.connector, connector) {
+            Ok(recipients) => recipients,
+            Err(error) => return ConnectionTestReport::failing("connector", error.to_string()),
+        };
+        let text = format!(
+            "This is a connection test of the popularity reports delivery to tenant {tenant} (connector {connector}, \
+             request {request_id}).\n\nNothing needs to be done: this address will receive the reports by email.\n",
+            tenant = tenant.tenant_id,
+            connector = request.connector,
+            request_id = request.request_id,
+        );
+        let message = EmailMessage {
+            from: self.sender.clone(),
+            to: recipients.to_vec(),
+            subject: format!("Popularity reports: connection test ({})", tenant.tenant_id),
+            html: format!("<p>{}</p>", message::html_escape(&text).replace("\n\n", "</p><p>")),
+            text,
+        };
+        let mut report = ConnectionTestReport::default();
+        match self.mailer.send(&message).await {
+            Ok(message_id) => {
+                report.passed(
+                    "ses:SendRawEmail",
+                    format!("a test message was sent from {} to {} recipient(s)", self.sender, recipients.len()),
+                );
+                report.left(format!("one test email (message id {message_id}) to each recipient"));
+            }
+            Err(error) => report.failed("ses:SendRawEmail", error.to_string()),
+        }
+        report
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per connector kind (DESIGN §6): its deliverer — delivery and
+//! connection test — beside the adapter that reaches the destination.
+
+pub mod email;
+pub mod s3;

@@ -1,0 +1,110 @@
+//! Why a delivery attempt failed, typed so that it says whether a retry can
+//! help (DESIGN §7). Permanent errors — an invalid job, tenant secret or run
+//! manifest, a report the run does not have, a destination that can never
+//! fit the data — are recorded as `invalid` and the invocation succeeds, so
+//! nothing retries what cannot work. Everything else is transient —
+//! including a destination that refuses access, is missing or is full,
+//! which the customer can fix — recorded as `failed` and retried. Messages
+//! name the object or connector concerned and never a credential.
+
+use crate::delivery::connectors::email::{LinkError, MailError};
+use crate::store::StoreError;
+use crate::tenant_directory::DirectoryError;
+use crate::transfer::TransferError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("job {location} cannot be delivered: {reason}")]
+    InvalidJob { location: String, reason: String },
+    #[error("run manifest {location} cannot be used: {reason}")]
+    InvalidManifest { location: String, reason: String },
+    #[error("the run manifest {location} has no {data_type} report")]
+    MissingReport { location: String, data_type: &'static str },
+    /// The tenant secret, or the connector in it, cannot serve this job
+    /// (invalid, connector removed or retyped since fanout).
+    #[error("{0}")]
+    InvalidTenant(String),
+    /// The connector's settings can never work as they are (a key file the
+    /// client library refuses, for instance).
+    #[error("connector {connector:?} cannot be used: {reason}")]
+    InvalidConnector { connector: String, reason: String },
+    /// The data can never fit the destination as configured.
+    #[error("{reason}")]
+    CannotFit { reason: String },
+    #[error("could not {action} {location}: {source}")]
+    Staging {
+        action: &'static str,
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("connector {connector:?}: {source}")]
+    Destination {
+        connector: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error(transparent)]
+    Links(#[from] LinkError),
+}
+
+impl DeliveryError {
+    /// Whether retrying the same job can never succeed.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DeliveryError::InvalidJob { .. }
+            | DeliveryError::InvalidManifest { .. }
+            | DeliveryError::MissingReport { .. }
+            | DeliveryError::InvalidTenant(_)
+            | DeliveryError::InvalidConnector { .. }
+            | DeliveryError::CannotFit { .. } => true,
+            DeliveryError::Transfer(error) => error.is_permanent(),
+            DeliveryError::Links(error) => error.is_permanent(),
+            DeliveryError::Staging { .. }
+            | DeliveryError::Directory(_)
+            | DeliveryError::Destination { .. }
+            | DeliveryError::Mail(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_cannot_work_is_permanent_and_what_the_customer_can_fix_is_transient() {
+        let permanent = [
+            DeliveryError::InvalidJob { location: "jobs/x".into(), reason: "not JSON".into() },
+            DeliveryError::InvalidManifest { location: "manifests/x".into(), reason: "schemaVersion 99".into() },
+            DeliveryError::MissingReport { location: "manifests/x".into(), data_type: "track_popularity" },
+            DeliveryError::InvalidTenant("tenant secret t is invalid: plan: required".into()),
+            DeliveryError::CannotFit { reason: "needs 12,000,000 cells".into() },
+        ];
+        for error in &permanent {
+            assert!(error.is_permanent(), "{error}");
+        }
+        let denied = StoreError::S3 {
+            operation: "PutObject",
+            location: "s3://customer/x".into(),
+            detail: "AccessDenied".into(),
+        };
+        let transient = [
+            DeliveryError::Destination { connector: "lake".into(), source: denied },
+            DeliveryError::Staging {
+                action: "read",
+                location: "status/x".into(),
+                source: StoreError::NotFound { location: "x".into() },
+            },
+        ];
+        for error in &transient {
+            assert!(!error.is_permanent(), "{error}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The job object `jobs/<kind>/<runId>/<tenantId>/<feedId>.json` (DESIGN §5,
+//! §7) that fanout writes per due feed and a deliverer acts on. A job must
+//! never hold a credential: it names the tenant and connector, and the
+//! deliverer re-reads the tenant secret, so nothing secret is ever stored in,
+//! or logged from, the bucket. Nor does a job choose which run it delivers:
+//! the run manifest is always `manifests/<runId>.json` of the job's own run.
+//! Pure types and functions, no I/O.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::keys::{job_key, status_key, JobKeyParts};
+use crate::delivery::registry::{ConnectorKind, JobKind};
+use crate::domain::{Compression, Encoding, Format, ReportKind, RunId};
+use crate::manifest::DeliveryMode;
+use crate::tenant::{Feed, TenantConfig};
+
+/// The only `schemaVersion` of job objects this build writes and reads.
+pub const DELIVERY_JOB_SCHEMA_VERSION: u32 = 1;
+
+/// `jobs/<kind>/<runId>/<tenantId>/<feedId>.json`: one delivery to make.
+/// Names where credentials live (tenant, connector) but never holds one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryJob {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub tenant_id: String,
+    pub feed_id: String,
+    /// The connector's name in the tenant secret.
+    pub connector: String,
+    /// The connector's `type` (`s3-role`, `email`, ...) when the job was made;
+    /// the deliverer checks it still matches the secret it re-reads.
+    pub connector_type: String,
+    pub job_kind: JobKind,
+    /// In canonical order, as the feed lists them.
+    pub reports: Vec<ReportKind>,
+    pub format: Format,
+    pub compression: Compression,
+    pub mode: DeliveryMode,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A feed naming a connector its tenant does not have. Never happens for a
+/// config from `parse_tenant_secret`, which checks every reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tenant {tenant_id:?} feed {feed_id:?} names connector {connector:?}, which the tenant does not have")]
+pub struct UnknownConnector {
+    pub tenant_id: String,
+    pub feed_id: String,
+    pub connector: String,
+}
+
+impl DeliveryJob {
+    /// The job for one feed of a tenant in `run`.
+    pub fn for_feed(
+        run_id: RunId,
+        tenant: &TenantConfig,
+        feed: &Feed,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryJob, UnknownConnector> {
+        let connector = tenant.connector_of(feed).ok_or_else(|| UnknownConnector {
+            tenant_id: tenant.tenant_id.clone(),
+            feed_id: feed.id.clone(),
+            connector: feed.connector.clone(),
+        })?;
+        Ok(DeliveryJob {
+            schema_version: DELIVERY_JOB_SCHEMA_VERSION,
+            run_id,
+            tenant_id: tenant.tenant_id.clone(),
+            feed_id: feed.id.clone(),
+            connector: feed.connector.clone(),
+            connector_type: connector.kind().type_name().to_owned(),
+            job_kind: connector.kind().job_kind(),
+            reports: feed.reports.clone(),
+            format: feed.encoding.format,
+            compression: feed.encoding.compression,
+            mode: feed.mode,
+            created_at: now,
+        })
+    }
+
+    /// The connector type, if this build knows it.
+    pub fn connector_kind(&self) -> Option<ConnectorKind> {
+        ConnectorKind::from_type_name(&self.connector_type)
+    }
+
+    /// The encoding the feed asked for.
+    pub fn encoding(&self) -> Encoding {
+        Encoding { format: self.format, compression: self.compression }
+    }
+
+    pub fn key_parts(&self) -> JobKeyParts {
+        JobKeyParts {
+            kind: self.job_kind,
+            run_id: self.run_id,
+            tenant_id: self.tenant_id.clone(),
+            feed_id: self.feed_id.clone(),
+        }
+    }
+
+    pub fn job_key(&self) -> String {
+        job_key(self.job_kind, self.run_id, &self.tenant_id, &self.feed_id)
+    }
+
+    pub fn status_key(&self) -> String {
+        status_key(self.run_id, &self.tenant_id, &self.feed_id)
+    }
+}
+
+/// A job object that cannot be acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum JobDecodeError {
+    #[error("job object is not a valid job: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("job object has schemaVersion {found}; this build reads only {DELIVERY_JOB_SCHEMA_VERSION}")]
+    UnsupportedVersion { found: u32 },
+}
+
+/// Read a job object, refusing a schema version this build does not know.
+pub fn decode_job(json: &[u8]) -> Result<DeliveryJob, JobDecodeError> {
+    let job: DeliveryJob = serde_json::from_slice(json)?;
+    if job.schema_version != DELIVERY_JOB_SCHEMA_VERSION {
+        return Err(JobDecodeError::UnsupportedVersion { found: job.schema_version });
+    }
+    Ok(job)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::tenant::parse_tenant_secret;
+
+    pub const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+    pub const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    const EXTERNAL_ID: &str = "mm-acme-7f3c";
+
+    pub fn run() -> RunId {
+        "20261119030000".parse().unwrap()
+    }
+
+    pub fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    fn tenant() -> TenantConfig {
+        let secret = serde_json::json!({
+            "schemaVersion": 1,
+            "tenantId": "acme",
+            "plan": "standard",
+            "connectors": {
+                "inbox": {"type": "email", "recipients": ["data@acme.example"]},
+                "lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::acme-data", "region": "eu-west-1",
+                         "prefix": "massive", "roleArn": "arn:aws:iam::111122223333:role/popularity-delivery",
+                         "externalId": EXTERNAL_ID},
+                "keys": {"type": "s3-keys", "bucketArn": "arn:aws:s3:::acme-keys", "region": "us-east-1",
+                         "accessKeyId": ACCESS_KEY_ID, "secretAccessKey": SECRET_ACCESS_KEY}
+            },
+            "feeds": [
+                {"id": "mail", "connector": "inbox", "reports": ["track"]},
+                {"id": "role", "connector": "lake", "compression": "gzip"},
+                {"id": "keys", "connector": "keys", "format": "tsv", "mode": "delta", "intervalSeconds": 3600}
+            ]
+        });
+        parse_tenant_secret("acme", &secret.to_string()).unwrap()
+    }
+
+    pub fn job_for(feed_id: &str) -> DeliveryJob {
+        let tenant = tenant();
+        let feed = tenant.feeds.iter().find(|f| f.id == feed_id).unwrap();
+        DeliveryJob::for_feed(run(), &tenant, feed, at("2026-11-19T03:20:00Z")).unwrap()
+    }
+
+    #[test]
+    fn a_job_copies_the_feed_and_names_its_connector() {
+        let job = job_for("keys");
+        assert_eq!(job.schema_version, 1);
+        assert_eq!(job.run_id, run());
+        assert_eq!((job.tenant_id.as_str(), job.feed_id.as_str(), job.connector.as_str()), ("acme", "keys", "keys"));
+        assert_eq!(job.connector_type, "s3-keys");
+        assert_eq!(job.connector_kind(), Some(ConnectorKind::S3Keys));
+        assert_eq!(job.job_kind, JobKind::S3);
+        assert_eq!(job.reports, ReportKind::ALL);
+        assert_eq!((job.format, job.compression, job.mode), (Format::Tsv, Compression::None, DeliveryMode::Delta));
+        assert_eq!(job.job_key(), "jobs/s3/20261119030000/acme/keys.json");
+        assert_eq!(job.status_key(), "status/20261119030000/acme/keys.json");
+        assert_eq!(crate::delivery::keys::parse_job_key(&job.job_key()).unwrap(), job.key_parts());
+
+        let mail = job_for("mail");
+        assert_eq!((mail.job_kind, mail.connector_type.as_str()), (JobKind::Email, "email"));
+        assert_eq!(mail.reports, [ReportKind::Track]);
+    }
+
+    #[test]
+    fn a_job_serialises_without_any_credential() {
+        for feed in ["keys", "role"] {
+            let job = job_for(feed);
+            let json = serde_json::to_string(&job).unwrap();
+            let debug = format!("{job:?}");
+            for secret in [ACCESS_KEY_ID, SECRET_ACCESS_KEY, EXTERNAL_ID] {
+                assert!(!json.contains(secret), "job JSON contains {secret:?}: {json}");
+                assert!(!debug.contains(secret), "job Debug contains {secret:?}: {debug}");
+            }
+        }
+        let value = serde_json::to_value(job_for("keys")).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "schemaVersion": 1, "runId": "20261119030000", "tenantId": "acme", "feedId": "keys",
+                "connector": "keys", "connectorType": "s3-keys", "jobKind": "s3",
+                "reports": ["track", "artist", "product"], "format": "tsv", "compression": "none",
+                "mode": "delta", "createdAt": "2026-11-19T03:20:00Z"
+            })
+        );
+    }
+
+    #[test]
+    fn a_job_round_trips_and_an_unknown_schema_version_is_refused() {
+        let job = job_for("role");
+        let json = serde_json::to_vec(&job).unwrap();
+        assert_eq!(decode_job(&json).unwrap(), job);
+
+        let mut value = serde_json::to_value(&job).unwrap();
+        value["schemaVersion"] = 2.into();
+        let error = decode_job(value.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("schemaVersion 2; this build reads only 1"), "{error}");
+        assert!(decode_job(b"{}").unwrap_err().to_string().starts_with("job object is not a valid job: "));
+    }
+
+    #[test]
+    fn a_manifest_key_in_an_older_job_is_ignored_not_followed() {
+        let mut value = serde_json::to_value(job_for("role")).unwrap();
+        value["manifestKey"] = "manifests/20261115030000.json".into();
+        let job = decode_job(value.to_string().as_bytes()).unwrap();
+        assert_eq!(job.run_id, run(), "the job's own run decides which manifest is read");
+    }
+
+    #[test]
+    fn a_feed_naming_a_missing_connector_is_an_error_not_a_panic() {
+        let tenant = tenant();
+        let mut feed = tenant.feeds[0].clone();
+        feed.connector = "gone".into();
+        let error = DeliveryJob::for_feed(run(), &tenant, &feed, at("2026-11-19T03:20:00Z")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tenant \"acme\" feed \"mail\" names connector \"gone\", which the tenant does not have"
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! Delivery: everything between a published run and a tenant's destination
+//! (DESIGN §5–§7), in one place. Fanout decides which feeds are due and
+//! writes their jobs; each deliverer function claims a job, delivers it
+//! through its connector and records the outcome; connection tests probe a
+//! connector with the customer's grants.
+//!
+//! Layout:
+//! - [`registry`]: connector types → job kinds → deliverer functions, the one table;
+//! - [`keys`]: staging key layouts and S3 event key decoding;
+//! - [`job`], [`status`]: the job and status objects (claims included);
+//! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
+//! - [`error`]: delivery errors that say permanent or transient;
+//! - [`attempt`]: one attempt at one job, the same for every connector;
+//! - [`files`]: a run's reports as files at a destination, `_manifest.json` last;
+//! - [`connection_test`]: connection-test requests, probes' reports, results;
+//! - [`connectors`]: one module per connector kind, its deliverer beside its adapter.
+//!
+//! Adding a connector kind: a row in [`registry`], a module in
+//! [`connectors`], a function crate under `functions/`, and its template entry.
+
+pub mod attempt;
+pub mod connection_test;
+pub mod connectors;
+pub mod error;
+pub mod files;
+pub mod job;
+pub mod keys;
+pub mod registry;
+pub mod staging;
+pub mod status;
+
+pub use attempt::{deliver_job, DeliverDeps, Deliverer, JobDisposition, JobError, JobReport};
+pub use error::DeliveryError;
+pub use job::{decode_job, DeliveryJob, JobDecodeError, UnknownConnector, DELIVERY_JOB_SCHEMA_VERSION};
+pub use keys::{
+    connection_test_key, connection_test_result_key, decode_s3_event_key, job_key, parse_connection_test_key,
+    parse_deliverer_key, parse_job_key, status_key, tenant_key_segment, ConnectionTestKeyParts, DelivererKey,
+    JobKeyParts, KeyError, CONNECTION_TESTS_PREFIX, CONNECTION_TEST_RESULTS_PREFIX, JOBS_PREFIX, STATUS_PREFIX,
+    TENANT_STATUS_FEED_ID,
+};
+pub use registry::{ConnectorKind, JobKind, UnknownJobKind};
+pub use staging::{DeliveryStaging, StatusRecord};
+pub use status::{
+    Attempt, AttemptResult, Claim, DeliveredObject, DeliveryOutcome, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION,
+};
