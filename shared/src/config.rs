@@ -170,6 +170,38 @@ impl EmailConfig {
     }
 }
 
+/// Configuration of the `deliver-gcs` function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcsConfig {
+    pub delivery: DeliveryConfig,
+    /// Where GCS requests go: Google, or `STORAGE_EMULATOR_HOST` over plain HTTP.
+    pub storage_endpoint: String,
+}
+
+impl GcsConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let delivery = DeliveryConfig::from_lookup(&lookup)?;
+        let vars = Variables(lookup);
+        let emulator = vars.optional("STORAGE_EMULATOR_HOST");
+        if let Some(host) = &emulator {
+            let bare = host.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+            let valid = !bare.is_empty() && !bare.contains(['/', ' ', '?', '#', '@']);
+            if !valid {
+                return Err(ConfigError::Malformed {
+                    name: "STORAGE_EMULATOR_HOST",
+                    value: host.clone(),
+                    expected: "host:port of a GCS emulator, optionally as http://host:port",
+                });
+            }
+        }
+        Ok(Self { delivery, storage_endpoint: crate::delivery::connectors::gcs::storage_endpoint(emulator.as_deref()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +248,19 @@ mod tests {
         assert_eq!(config.delivery.tenant_secret_prefix, "popularity-reports/tenants/");
         assert_eq!(config.link_ttl_seconds, 604_800);
         assert_eq!(config.link_signer_secret, None);
+    }
+
+    #[test]
+    fn gcs_requests_go_to_google_unless_an_emulator_is_named() {
+        let google = GcsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s")])).unwrap();
+        assert_eq!(google.storage_endpoint, "https://storage.googleapis.com");
+        let local =
+            GcsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443")]))
+                .unwrap();
+        assert_eq!(local.storage_endpoint, "http://127.0.0.1:4443");
+        let error = GcsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("STORAGE_EMULATOR_HOST", "http://x/y")]))
+            .unwrap_err();
+        assert!(error.to_string().contains("STORAGE_EMULATOR_HOST"), "{error}");
     }
 
     #[test]

@@ -79,6 +79,22 @@ pub fn moto_auth_endpoint() -> String {
     }
 }
 
+/// fake-gcs-server's endpoint, from `GCS_EMULATOR_ENDPOINT`. Tests reach it
+/// through a [`gcs_guard::GcsGuard`] of their own.
+///
+/// # Panics
+/// When `GCS_EMULATOR_ENDPOINT` is unset or empty, with a message saying how
+/// to start the emulator.
+pub fn gcs_emulator_endpoint() -> String {
+    match std::env::var("GCS_EMULATOR_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => endpoint.trim().trim_end_matches('/').to_owned(),
+        _ => panic!(
+            "GCS_EMULATOR_ENDPOINT is not set: these tests need fake-gcs-server. Run scripts/test.sh, or \
+             export GCS_EMULATOR_ENDPOINT=$(scripts/emulator.sh start-gcs)"
+        ),
+    }
+}
+
 /// SDK configuration for the emulator at `endpoint`: static test credentials
 /// (`testing`/`testing`) and region `us-east-1`, so nothing from the
 /// developer's own AWS profile is used.

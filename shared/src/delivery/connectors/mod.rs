@@ -2,4 +2,5 @@
 //! connection test — beside the adapter that reaches the destination.
 
 pub mod email;
+pub mod gcs;
 pub mod s3;

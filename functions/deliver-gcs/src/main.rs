@@ -1,0 +1,37 @@
+//! The `deliver-gcs` Lambda: an S3 event for `jobs/gcs/…` streams the run's
+//! reports into the tenant's Google Cloud Storage bucket as the tenant's
+//! service account and records the outcome under `status/`; one for
+//! `connection-tests/gcs/…` probes the connector. Wiring only; the logic
+//! lives in `popularity_reports::delivery`.
+#![recursion_limit = "256"]
+
+use aws_config::BehaviorVersion;
+use aws_lambda_events::s3::S3Event;
+use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
+use popularity_reports::config::GcsConfig;
+use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
+use popularity_reports::delivery::DeliverDeps;
+use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
+use popularity_reports::store::{s3_client, S3Store};
+use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let config = GcsConfig::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let staging = S3Store::new(s3_client(&aws), config.delivery.staging_bucket.clone(), "");
+    let deps = DeliverDeps {
+        staging: staging.clone(),
+        tenants: SecretsManagerTenants::new(
+            secrets_manager_client(&aws),
+            config.delivery.tenant_secret_prefix.clone(),
+        )?,
+        deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone() },
+        now: chrono::Utc::now,
+    };
+    run(service_fn(|event: LambdaEvent<S3Event>| {
+        handle_deliverer_event(&deps, event.payload, invocation_deadline(&event.context))
+    }))
+    .await
+}
