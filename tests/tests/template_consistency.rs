@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
-use popularity_reports::config::{DeliveryConfig, EmailConfig, RankConfig};
-use popularity_reports::delivery::decode_s3_event_key;
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig};
+use popularity_reports::delivery::registry::DELIVERER_FUNCTIONS;
+use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
 use yaml::Yaml;
 
 /// Stack name, account and region the sample events were written for
@@ -155,6 +156,10 @@ impl Template {
                     .or_else(|| fallback.get(name).copied())
                     .unwrap_or_else(|| panic!("parameter {name} has no Default; add a sample value to this test"))
                     .to_owned();
+            }
+            if name == "AWS::NoValue" {
+                // CloudFormation drops the variable: the function sees it unset.
+                return String::new();
             }
             return format!("resolved-{name}");
         }
@@ -341,6 +346,37 @@ fn every_sample_event_parses_and_is_routed_to_the_function_of_its_folder() {
 }
 
 #[test]
+fn every_deliverer_of_the_connector_registry_is_a_function_routed_its_jobs_and_connection_tests() {
+    let template = Template::load();
+    let routes = template.s3_routes();
+    let crates = sorted_dir_names(&workspace_root().join("functions"));
+    for deliverer in DELIVERER_FUNCTIONS {
+        let kind = deliverer.job_kind;
+        if !deliverer.supported {
+            assert!(
+                !crates.contains(deliverer.function),
+                "functions/{} exists but the registry says {kind} is not supported yet",
+                deliverer.function
+            );
+            continue;
+        }
+        let function = template.function_by_binary(deliverer.function);
+        for prefix in [format!("{JOBS_PREFIX}{kind}/"), format!("{CONNECTION_TESTS_PREFIX}{kind}/")] {
+            let sample = format!("{prefix}x/acme/feed.json");
+            let routed: Vec<&S3Route> = routes.iter().filter(|r| r.matches(&sample)).collect();
+            assert!(
+                routed.len() == 1 && routed[0].logical_id == function.logical_id,
+                "template.yaml must route {prefix}…json to {} ({}), the registry's deliverer of {kind}; \
+                 it routes it to {:?}",
+                function.logical_id,
+                deliverer.function,
+                routed.iter().map(|r| &r.logical_id).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+#[test]
 fn s3_routes_do_not_overlap() {
     // S3 refuses overlapping filters for one event type on one bucket.
     let routes = Template::load().s3_routes();
@@ -395,6 +431,7 @@ fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<S
         "deliver-email" => {
             ("EmailConfig", |lookup| EmailConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
         }
+        "deliver-gcs" => ("GcsConfig", |lookup| GcsConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string())),
         other => panic!("functions/{other}: add its configuration type to configuration_of in this test"),
     };
     let main = read(&workspace_root().join("functions").join(binary).join("src/main.rs"));
