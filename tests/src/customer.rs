@@ -200,6 +200,36 @@ pub async fn create_delivery_user(
     create_user_with_policy(account, user_name, &delivery_permissions_policy(bucket, include_put_object)).await
 }
 
+/// Creates, in the account `account` acts as, IAM user `user_name` allowed
+/// exactly `object_actions` on `arn:aws:s3:::<bucket>/*`, `bucket_actions`
+/// on the bucket and `account_actions` (such as `s3:ListAllMyBuckets`) on
+/// `*`, with an access key; returns `(access key id, secret access key)`.
+/// For tests of each grant a customer may or may not give.
+///
+/// # Panics
+/// When the emulator refuses a call.
+pub async fn create_user_with_grants(
+    account: &SdkConfig,
+    user_name: &str,
+    bucket: &str,
+    object_actions: &[&str],
+    bucket_actions: &[&str],
+    account_actions: &[&str],
+) -> (String, String) {
+    let mut statements = Vec::new();
+    for (actions, resource) in [
+        (object_actions, format!("arn:aws:s3:::{bucket}/*")),
+        (bucket_actions, format!("arn:aws:s3:::{bucket}")),
+        (account_actions, "*".to_owned()),
+    ] {
+        if !actions.is_empty() {
+            statements.push(json!({"Effect": "Allow", "Action": actions, "Resource": resource}));
+        }
+    }
+    let policy = pretty(&json!({"Version": "2012-10-17", "Statement": statements}));
+    create_user_with_policy(account, user_name, &policy).await
+}
+
 /// Replaces the inline delivery policy of `user_name` (in the account
 /// `account` acts as) with [`delivery_permissions_policy`]`(bucket, allowed)`:
 /// `allowed = false` revokes `s3:PutObject`. With IAM enforcement on,
