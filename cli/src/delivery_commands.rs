@@ -1,24 +1,21 @@
 //! `fanout` and `deliver`: the operator's way to run the delivery stages of
 //! one run by hand — after an outage, or locally against moto — with the same
-//! handlers and the same environment variables as the `fanout`,
-//! `deliver-s3` and `deliver-email` Lambdas (DESIGN §8). `deliver` works
+//! handlers and the same environment variables as the `fanout` and
+//! `deliver-*` Lambdas (DESIGN §8). `deliver` works
 //! through every job of the run in key order; jobs whose status says
 //! `delivered` are skipped exactly as a repeated S3 event would be.
 
 use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
-use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig};
-use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
-use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
-use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
-use popularity_reports::delivery::{
-    deliver_job, parse_job_key, DeliverDeps, Deliverer, JobKind, JobReport, JOBS_PREFIX,
-};
+use popularity_reports::config::DeliveryConfig;
+use popularity_reports::delivery::{parse_job_key, DelivererKey, JobKind, JobReport, JOBS_PREFIX};
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+
+use crate::local_deliverers::{Handled, LocalDeliverers};
 
 #[derive(Args)]
 pub struct FanoutArgs {
@@ -52,51 +49,22 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 }
 
 pub async fn deliver(args: DeliverArgs) -> anyhow::Result<()> {
-    let config = DeliveryConfig::from_env()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let staging = S3Store::new(s3_client(&aws), config.staging_bucket.clone(), "");
-    let tenants = || SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone());
+    let deliverers = LocalDeliverers::from_env().await?;
     let mut reports: Vec<Result<JobReport, String>> = Vec::new();
     for kind in JobKind::ALL {
-        let keys = job_keys(&staging, kind, args.run_id).await?;
+        let keys = job_keys(deliverers.staging(), kind, args.run_id).await?;
         if keys.is_empty() {
             continue;
         }
-        match kind {
-            JobKind::S3 => {
-                let deliverer =
-                    S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(aws.clone()) };
-                let deps =
-                    DeliverDeps { staging: staging.clone(), tenants: tenants()?, deliverer, now: chrono::Utc::now };
-                deliver_keys(&deps, &keys, &mut reports).await?;
-            }
-            JobKind::Email => {
-                let email = EmailConfig::from_env().context("the run has email jobs")?;
-                let deliverer = EmailDeliverer {
-                    staging: staging.clone(),
-                    signer: S3LinkSigner::new(
-                        aws.clone(),
-                        config.staging_bucket.clone(),
-                        email.link_signer_secret.clone(),
-                        email.link_ttl_seconds,
-                    ),
-                    mailer: SesMailer::new(&aws),
-                    sender: email.sender.clone(),
-                    now: chrono::Utc::now,
-                };
-                let deps =
-                    DeliverDeps { staging: staging.clone(), tenants: tenants()?, deliverer, now: chrono::Utc::now };
-                deliver_keys(&deps, &keys, &mut reports).await?;
-            }
-            JobKind::Gcs => {
-                let gcs = GcsConfig::from_env().context("the run has gcs jobs")?;
-                let deliverer = GcsDeliverer { staging: staging.clone(), endpoint: gcs.storage_endpoint.clone() };
-                let deps =
-                    DeliverDeps { staging: staging.clone(), tenants: tenants()?, deliverer, now: chrono::Utc::now };
-                deliver_keys(&deps, &keys, &mut reports).await?;
-            }
-            JobKind::Sheets => {
-                eprintln!("{} {kind} jobs left alone: their deliverer is not supported yet", keys.len());
+        if !kind.is_supported() {
+            eprintln!("{} {kind} jobs left alone: deliver-{kind} is not supported yet", keys.len());
+            continue;
+        }
+        let keys: Vec<DelivererKey> =
+            keys.iter().map(|key| parse_job_key(key).map(DelivererKey::Job)).collect::<Result<_, _>>()?;
+        for handled in deliverers.handle(kind, &keys).await.with_context(|| format!("the run has {kind} jobs"))? {
+            if let Handled::Job(report) = handled {
+                reports.push(report);
             }
         }
     }
@@ -114,19 +82,6 @@ pub async fn deliver(args: DeliverArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(failures == 0, "{failures} of {} jobs failed; see their status objects", reports.len());
-    Ok(())
-}
-
-/// Delivers each job key in turn, as repeated S3 events would.
-async fn deliver_keys<D: Deliverer>(
-    deps: &DeliverDeps<S3Store, SecretsManagerTenants, D>,
-    keys: &[String],
-    reports: &mut Vec<Result<JobReport, String>>,
-) -> anyhow::Result<()> {
-    for key in keys {
-        let parts = parse_job_key(key)?;
-        reports.push(deliver_job(deps, &parts, None).await.map_err(|e| e.to_string()));
-    }
     Ok(())
 }
 

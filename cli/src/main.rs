@@ -9,6 +9,7 @@ mod bench_delivery;
 #[macro_use]
 mod commands;
 mod delivery_commands;
+mod local_deliverers;
 mod status_command;
 mod tenant_command;
 

@@ -1,7 +1,9 @@
 //! `popularity tenant add FILE`: onboards a tenant by storing its secret
 //! (DESIGN §6) as `<prefix><tenantId>` in Secrets Manager. The file goes
 //! through the same checks as `tenant validate` first and nothing is written
-//! unless it passes. Prints the secret's name, never its value.
+//! unless it passes. Then, unless `--no-test`, it tests every connector as
+//! `popularity tenant test` does (DESIGN §5). Prints the secret's name,
+//! never its value.
 
 use std::path::PathBuf;
 
@@ -10,7 +12,9 @@ use aws_config::BehaviorVersion;
 use clap::Args;
 use popularity_reports::tenant_directory::{put_tenant_secret, secrets_manager_client, DEFAULT_TENANT_SECRET_PREFIX};
 
-use super::read_tenant_file;
+use super::tenant_test::{run_tests, TestOptions};
+use super::{read_tenant_file, runtime};
+use crate::local_deliverers::LocalDeliverers;
 
 #[derive(Args)]
 pub struct AddArgs {
@@ -19,12 +23,16 @@ pub struct AddArgs {
     /// The secret name prefix, ending with '/'.
     #[arg(long, env = "TENANT_SECRET_PREFIX", default_value = DEFAULT_TENANT_SECRET_PREFIX)]
     pub prefix: String,
+    /// Store the secret without testing its connectors.
+    #[arg(long)]
+    pub no_test: bool,
+    #[command(flatten)]
+    pub test: TestOptions,
 }
 
 pub fn add(args: AddArgs) -> anyhow::Result<()> {
     let (json, config) = read_tenant_file(&args.file, None)?;
-    // Only this command needs a runtime; validation above stays synchronous.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = runtime()?;
     let outcome = runtime
         .block_on(async {
             let sdk_config = aws_config::load_defaults(BehaviorVersion::latest()).await;
@@ -32,7 +40,14 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
         })
         .with_context(|| format!("cannot store tenant {} from {}", config.tenant_id, args.file.display()))?;
     println!("{} secret {}", if outcome.created { "created" } else { "updated" }, outcome.secret_name);
-    Ok(())
+    if args.no_test {
+        return Ok(());
+    }
+    runtime.block_on(async {
+        let deliverers = LocalDeliverers::from_env().await.context("testing the connectors (--no-test skips it)")?;
+        let results = run_tests(&deliverers, &config.tenant_id, &args.test).await?;
+        super::tenant_test::report(&config.tenant_id, &results)
+    })
 }
 
 #[cfg(test)]
@@ -43,7 +58,12 @@ mod tests {
     fn when_file_is_invalid_add_refuses_before_reaching_aws() {
         let file = tempfile::Builder::new().prefix("tenant-add-invalid-").suffix(".json").tempfile().unwrap();
         std::fs::write(file.path(), r#"{"schemaVersion": 1, "plan": "gold"}"#).unwrap();
-        let result = add(AddArgs { file: file.path().to_owned(), prefix: DEFAULT_TENANT_SECRET_PREFIX.to_owned() });
+        let result = add(AddArgs {
+            file: file.path().to_owned(),
+            prefix: DEFAULT_TENANT_SECRET_PREFIX.to_owned(),
+            no_test: true,
+            test: TestOptions { connector: None, local: false, timeout_seconds: 1 },
+        });
         let message = result.unwrap_err().to_string();
         assert!(message.contains("is not a valid tenant secret"), "{message}");
     }

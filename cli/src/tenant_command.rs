@@ -1,7 +1,8 @@
 //! The `tenant` subcommands: check a tenant secret (DESIGN §6) on the
-//! operator's machine (`validate`) and store it in Secrets Manager (`add`,
-//! in [`tenant_add`]). Both run the same checks, so nothing invalid is ever
-//! stored; neither prints a secret value.
+//! operator's machine (`validate`), store it in Secrets Manager (`add`, in
+//! [`tenant_add`]) and test its connectors (`test`, in [`tenant_test`]).
+//! `validate` and `add` run the same checks, so nothing invalid is ever
+//! stored; none prints a secret value.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,8 @@ use popularity_reports::tenant::{parse_tenant_document, parse_tenant_secret, Ten
 
 #[path = "tenant_add.rs"]
 mod tenant_add;
+#[path = "tenant_test.rs"]
+pub mod tenant_test;
 
 #[derive(Args)]
 pub struct TenantArgs {
@@ -28,6 +31,11 @@ pub enum TenantCommand {
     /// writing a new version. AWS settings come from the usual environment
     /// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for moto).
     Add(tenant_add::AddArgs),
+    /// Test the tenant's connectors (or one): write connection-test requests,
+    /// wait for the deliverers' results and print them (exit 1 on any
+    /// failure). Reads STAGING_BUCKET and TENANT_SECRET_PREFIX; with
+    /// --local also each deliverer's own variables.
+    Test(tenant_test::TestArgs),
 }
 
 #[derive(Args)]
@@ -44,7 +52,13 @@ pub fn run(args: TenantArgs) -> anyhow::Result<()> {
     match args.command {
         TenantCommand::Validate(args) => validate(args),
         TenantCommand::Add(args) => tenant_add::add(args),
+        TenantCommand::Test(args) => runtime()?.block_on(tenant_test::test(args)),
     }
+}
+
+/// A runtime for the subcommands that talk to AWS; validation stays synchronous.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn validate(args: ValidateArgs) -> anyhow::Result<()> {

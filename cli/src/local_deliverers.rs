@@ -1,0 +1,96 @@
+//! Every deliverer built as its Lambda function builds it — the same
+//! configuration variables, clients and handlers — for the commands that do
+//! a deliverer's work in this process: `popularity deliver` (jobs of a run,
+//! after an outage or locally against moto) and `popularity tenant test
+//! --local` (connection tests without the deployed functions). Keys are
+//! handled in order, one at a time, exactly as repeated S3 events would be.
+
+use anyhow::Context;
+use aws_config::{BehaviorVersion, SdkConfig};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig};
+use popularity_reports::delivery::connection_test::{run_connection_test, ConnectionTestOutcome};
+use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::{deliver_job, DeliverDeps, Deliverer, DelivererKey, JobKind, JobReport};
+use popularity_reports::store::{s3_client, S3Store};
+use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+
+/// What handling one key did; errors are the invocation's, as text.
+pub enum Handled {
+    Job(Result<JobReport, String>),
+    ConnectionTest(Result<ConnectionTestOutcome, String>),
+}
+
+/// The shared configuration and clients of every deliverer.
+pub struct LocalDeliverers {
+    aws: SdkConfig,
+    config: DeliveryConfig,
+    staging: S3Store,
+}
+
+impl LocalDeliverers {
+    /// Reads `STAGING_BUCKET` and `TENANT_SECRET_PREFIX` (and, when a kind
+    /// needs them, its own variables) like the functions.
+    pub async fn from_env() -> anyhow::Result<LocalDeliverers> {
+        let config = DeliveryConfig::from_env()?;
+        let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        let staging = S3Store::new(s3_client(&aws), config.staging_bucket.clone(), "");
+        Ok(LocalDeliverers { aws, config, staging })
+    }
+
+    pub fn staging(&self) -> &S3Store {
+        &self.staging
+    }
+
+    pub fn tenants(&self) -> anyhow::Result<SecretsManagerTenants> {
+        Ok(SecretsManagerTenants::new(secrets_manager_client(&self.aws), self.config.tenant_secret_prefix.clone())?)
+    }
+
+    /// Handles `keys`, all of `kind`, as the deliverer function of that kind would.
+    pub async fn handle(&self, kind: JobKind, keys: &[DelivererKey]) -> anyhow::Result<Vec<Handled>> {
+        let staging = self.staging.clone();
+        match kind {
+            JobKind::S3 => {
+                let destinations = S3Destinations::new(self.aws.clone());
+                self.run(S3Deliverer { staging, destinations }, keys).await
+            }
+            JobKind::Email => {
+                let email = EmailConfig::from_env().context("email delivery")?;
+                let signer = S3LinkSigner::new(
+                    self.aws.clone(),
+                    self.config.staging_bucket.clone(),
+                    email.link_signer_secret.clone(),
+                    email.link_ttl_seconds,
+                );
+                let mailer = SesMailer::new(&self.aws);
+                let sender = email.sender.clone();
+                self.run(EmailDeliverer { staging, signer, mailer, sender, now: chrono::Utc::now }, keys).await
+            }
+            JobKind::Gcs => {
+                let gcs = GcsConfig::from_env().context("GCS delivery")?;
+                self.run(GcsDeliverer { staging, endpoint: gcs.storage_endpoint.clone() }, keys).await
+            }
+            JobKind::Sheets => {
+                anyhow::bail!("{} {kind} keys left alone: deliver-{kind} is not supported yet", keys.len())
+            }
+        }
+    }
+
+    async fn run<D: Deliverer>(&self, deliverer: D, keys: &[DelivererKey]) -> anyhow::Result<Vec<Handled>> {
+        let deps =
+            DeliverDeps { staging: self.staging.clone(), tenants: self.tenants()?, deliverer, now: chrono::Utc::now };
+        let mut handled = Vec::with_capacity(keys.len());
+        for key in keys {
+            handled.push(match key {
+                DelivererKey::Job(parts) => {
+                    Handled::Job(deliver_job(&deps, parts, None).await.map_err(|e| e.to_string()))
+                }
+                DelivererKey::ConnectionTest(parts) => {
+                    Handled::ConnectionTest(run_connection_test(&deps, parts).await.map_err(|e| e.to_string()))
+                }
+            });
+        }
+        Ok(handled)
+    }
+}

@@ -1,0 +1,77 @@
+//! `popularity tenant add` and `popularity tenant test` as an operator runs
+//! them, against moto: `add` stores the secret and tests every connector
+//! (here in this process, `--local`), printing each check; `test` can test
+//! one connector; a connector that cannot work fails with exit status 1 and
+//! names why; without a deployed deliverer the wait ends with a clear
+//! message instead of hanging.
+
+use std::process::{Command, Output};
+
+use integration_tests::delivery::{staging_store, unique_tenant_prefix};
+use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
+use popularity_reports::store::s3_client;
+use serde_json::json;
+
+const SENDER: &str = "reports@popularity.example";
+
+/// `popularity <args>` with the deliverers' environment pointed at moto.
+fn popularity(staging_bucket: &str, prefix: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", moto_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("STAGING_BUCKET", staging_bucket)
+        .env("TENANT_SECRET_PREFIX", prefix)
+        .env("SES_SENDER", SENDER)
+        .env_remove("LINK_SIGNER_SECRET")
+        .output()
+        .expect("the popularity binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_stores_the_tenant_and_tests_each_connector_and_test_names_a_failure() {
+    let admin = sdk_config(&moto_endpoint()).await;
+    aws_sdk_ses::Client::new(&admin).verify_email_identity().email_address(SENDER).send().await.unwrap();
+    let staging = staging_store(&admin, "cli-tenant").await;
+    let destination = fresh_bucket(&s3_client(&admin), "cli-dest").await;
+    let prefix = unique_tenant_prefix("cli-tenant");
+    let secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let tenant = json!({"schemaVersion": 1, "tenantId": "acme", "plan": "standard",
+        "connectors": {
+            "inbox": {"type": "email", "recipients": [format!("{}@acme.example", unique_bucket_name("cli"))]},
+            "lake": {"type": "s3-keys", "bucketArn": format!("arn:aws:s3:::{destination}"), "region": "us-east-1",
+                     "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": secret_key},
+            "gone": {"type": "s3-keys", "bucketArn": format!("arn:aws:s3:::{}", unique_bucket_name("missing")),
+                     "region": "us-east-1", "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": secret_key}
+        },
+        "feeds": [{"id": "all", "connector": "lake"}]});
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    std::fs::write(file.path(), tenant.to_string()).unwrap();
+    let bucket = staging.bucket().to_owned();
+
+    let added = popularity(&bucket, &prefix, &["tenant", "add", file.path().to_str().unwrap(), "--local"]);
+    let out = text(&added);
+    assert!(out.contains(&format!("created secret {prefix}acme")), "{out}");
+    assert!(out.contains("inbox [email]: OK") && out.contains("lake [s3-keys]: OK"), "{out}");
+    assert!(out.contains("gone [s3-keys]: FAILED") && out.contains("NoSuchBucket"), "{out}");
+    assert!(!added.status.success(), "a failed connection test fails the command: {out}");
+    assert!(!out.contains(secret_key), "a credential was printed");
+
+    let one = popularity(&bucket, &prefix, &["tenant", "test", "acme", "--connector", "lake", "--local"]);
+    let out = text(&one);
+    assert!(one.status.success(), "{out}");
+    assert!(out.contains("s3:PutObject") && !out.contains("inbox"), "only the connector asked for: {out}");
+
+    // Nothing answers without the deployed functions: a clear message, not a hang.
+    let waited =
+        popularity(&bucket, &prefix, &["tenant", "test", "acme", "--connector", "lake", "--timeout-seconds", "1"]);
+    let out = text(&waited);
+    assert!(!waited.status.success());
+    assert!(out.contains("no result at") && out.contains("deliver-s3") && out.contains("--local"), "{out}");
+}
