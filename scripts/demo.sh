@@ -2,11 +2,12 @@
 # The main job on the local emulator: generate a sample catalogue and daily
 # plays into a data bucket, rank them into the staging bucket, onboard
 # example tenants (a cross-account role, a customer's keys, email, and a
-# Google Sheets feed that is not supported yet), fan out and deliver, and
-# print what went where. Needs only the Rust toolchain and Python 3.
+# Google Cloud Storage bucket on fake-gcs-server), test their connections,
+# fan out and deliver, and print what went where. Needs only the Rust
+# toolchain and Python 3.
 #
 # By default it runs the real Lambda binaries (scripts/local/lambda-e2e.sh):
-# `cargo lambda watch` serves rank, fanout, deliver-s3 and deliver-email; a
+# `cargo lambda watch` serves rank, fanout and every deliver-* function; a
 # scheduled event (events/rank/scheduled-thursday.json) starts rank, and a
 # local router turns each new manifest and job object into the S3 event
 # template.yaml routes to the next function. With LOCAL_PATH=cli, or when
@@ -14,7 +15,7 @@
 # through the `popularity` CLI with the Lambdas' handlers instead.
 #
 # TRACKS (default 100000) and DAYS (default 35) set the scale; KEEP_EMULATOR=1
-# leaves moto's server running afterwards for a look around.
+# leaves the emulators running afterwards for a look around.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -40,12 +41,10 @@ esac
 # shellcheck source=demo/common.sh
 source scripts/demo/common.sh
 
-bash scripts/emulator.sh install
-ENDPOINT="$(bash scripts/emulator.sh start)"
-if [[ "${KEEP_EMULATOR:-0}" != 1 ]]; then
-    trap 'bash scripts/emulator.sh stop "${ENDPOINT##*:}" || true' EXIT
-fi
+trap demo_stop_emulators EXIT
+demo_start_emulators
 export AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
+export STAGING_BUCKET TENANT_SECRET_PREFIX SES_SENDER LINK_SIGNER_SECRET
 
 demo_build_cli
 demo_create_buckets
@@ -56,7 +55,6 @@ echo "== ranking as of $RUN_TIME into s3://$STAGING_BUCKET" >&2
 
 demo_onboard
 
-export STAGING_BUCKET TENANT_SECRET_PREFIX SES_SENDER LINK_SIGNER_SECRET
 echo "== fanout of run $RUN_ID" >&2
 "$POPULARITY" fanout "$RUN_ID"
 echo "== delivering run $RUN_ID" >&2

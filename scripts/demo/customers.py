@@ -1,16 +1,22 @@
-"""Sets up the *customer* side of the demo on moto's server, as two
-customers would on their own AWS accounts, plus the operator's SES sender and
-link-signing user. Not part of the product: our system only ever writes into
-these buckets. Prints one JSON object with what the tenant secrets need.
+"""Sets up the *customer* side of the demo, as three customers would on their
+own accounts — two on AWS (moto's server), one on Google Cloud Storage
+(fake-gcs-server: a bucket, and a service account key the customer would
+create and grant Storage Object Creator on it) — plus the operator's SES
+sender and link-signing user. Not part of the product: our system only ever
+writes into these buckets. Prints one JSON object with what the tenant
+secrets need.
 
-Usage: python customers.py ENDPOINT OUR_ACCOUNT_ID
+Usage: python customers.py ENDPOINT OUR_ACCOUNT_ID GCS_ENDPOINT
 """
 import json
 import sys
+import urllib.request
 
 import boto3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-endpoint, our_account = sys.argv[1], sys.argv[2]
+endpoint, our_account, gcs_endpoint = sys.argv[1], sys.argv[2], sys.argv[3]
 common = dict(endpoint_url=endpoint, region_name="us-east-1")
 
 
@@ -83,7 +89,36 @@ client("secretsmanager").create_secret(
                              "secretAccessKey": signer_key["SecretAccessKey"]}),
 )
 
+# gamma (Google Cloud): a bucket and a service account key. fake-gcs-server
+# checks no credentials, but Google's client library signs with the key, so
+# it is a real RSA key in Google's key-file format.
+request = urllib.request.Request(
+    f"{gcs_endpoint}/storage/v1/b?project=gamma-analytics",
+    data=json.dumps({"name": "gamma-feeds-demo"}).encode(),
+    headers={"Content-Type": "application/json"},
+    method="POST",
+)
+try:
+    urllib.request.urlopen(request).read()
+except urllib.error.HTTPError as error:
+    if error.code != 409:  # already there from an earlier run
+        raise
+private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pem = private_key.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+gamma_key = {
+    "type": "service_account",
+    "project_id": "gamma-analytics",
+    "private_key_id": "demo0001",
+    "private_key": pem,
+    "client_email": "popularity-feeds@gamma-analytics.iam.gserviceaccount.com",
+    "client_id": "100000000000000000001",
+    "token_uri": "https://oauth2.googleapis.com/token",
+}
+
 json.dump({
+    "gammaServiceAccountJson": gamma_key,
     "acmeRoleArn": role["Arn"],
     "betaAccessKeyId": beta_key["AccessKeyId"],
     "betaSecretAccessKey": beta_key["SecretAccessKey"],
