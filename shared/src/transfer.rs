@@ -250,6 +250,78 @@ async fn convert<D: ObjectSink>(
 #[error("{0}")]
 struct ProduceError(TransferError);
 
+/// What to do after an item: go on, or stop parsing (the rest of the part is
+/// still read, so that its size and hash are checked).
+enum ItemFlow {
+    Continue,
+    SkipRest,
+}
+
+/// Parses the lines of a part in `source` encoding and hands each item to
+/// `each`, until it says to skip the rest; then reads on to the end without
+/// parsing. A failure of the reader (a part that does not match the run
+/// manifest) is returned as such, also when it shows in the skipped rest.
+fn for_each_item(
+    kind: ReportKind,
+    source: Encoding,
+    input: &mut ChannelReader,
+    location: &str,
+    mut each: impl FnMut(ReportItem) -> Result<ItemFlow, TransferError>,
+) -> Result<(), TransferError> {
+    let read_failure = |error: io::Error, input: &mut ChannelReader| {
+        input
+            .failure
+            .take()
+            .unwrap_or_else(|| TransferError::Convert { location: location.to_owned(), reason: error.to_string() })
+    };
+    let mut parser = LineParser::new(kind, source.format);
+    let mut line = Vec::with_capacity(128);
+    let mut number = 0u64;
+    let mut parsing = true;
+    let outcome = {
+        let decoded: Box<dyn Read + '_> = match source.compression {
+            Compression::None => Box::new(&mut *input),
+            Compression::Gzip => Box::new(MultiGzDecoder::new(&mut *input)),
+        };
+        let mut lines = io::BufReader::with_capacity(256 * 1024, decoded);
+        loop {
+            line.clear();
+            match lines.read_until(b'\n', &mut line) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(error) => break Err(error),
+            }
+            if !parsing {
+                continue;
+            }
+            number += 1;
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            match parser.parse(text) {
+                Ok(Some(item)) => {
+                    if let ItemFlow::SkipRest = each(item)? {
+                        parsing = false;
+                    }
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    return Err(TransferError::Malformed { location: location.to_owned(), line: number, reason })
+                }
+            }
+        }
+    };
+    if let Err(error) = outcome {
+        return Err(read_failure(error, input));
+    }
+    if parsing {
+        parser.finish().map_err(|reason| TransferError::Malformed {
+            location: location.to_owned(),
+            line: number,
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
 /// Parses every line of a part in `source` encoding and writes it in
 /// `target` encoding; returns rows, bytes and SHA-256 of what was written.
 fn reencode<W: io::Write>(
@@ -260,49 +332,52 @@ fn reencode<W: io::Write>(
     out: W,
     location: &str,
 ) -> Result<(u64, u64, String), TransferError> {
-    let failure_of = |error: io::Error, reader_failure: Option<TransferError>| {
-        reader_failure
-            .unwrap_or_else(|| TransferError::Convert { location: location.to_owned(), reason: error.to_string() })
-    };
-    let decoded: Box<dyn Read + '_> = match source.compression {
-        Compression::None => Box::new(&mut input),
-        Compression::Gzip => Box::new(MultiGzDecoder::new(&mut input)),
-    };
-    let mut lines = io::BufReader::with_capacity(256 * 1024, decoded);
     let write_error = |e: io::Error| TransferError::Convert { location: location.to_owned(), reason: e.to_string() };
     let mut writer = PartWriter::new(kind, target, out).map_err(write_error)?;
-    let mut parser = LineParser::new(kind, source.format);
-    let mut line = Vec::with_capacity(128);
-    let mut number = 0u64;
-    loop {
-        line.clear();
-        let read = match lines.read_until(b'\n', &mut line) {
-            Ok(read) => read,
-            Err(error) => {
-                drop(lines);
-                return Err(failure_of(error, input.failure.take()));
-            }
-        };
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        match parser.parse(text) {
-            Ok(Some(item)) => writer.push(item).map_err(write_error)?,
-            Ok(None) => {}
-            Err(reason) => {
-                return Err(TransferError::Malformed { location: location.to_owned(), line: number, reason })
-            }
-        }
-    }
-    parser.finish().map_err(|reason| TransferError::Malformed {
-        location: location.to_owned(),
-        line: number,
-        reason,
+    for_each_item(kind, source, &mut input, location, |item| {
+        writer.push(item).map_err(write_error)?;
+        Ok(ItemFlow::Continue)
     })?;
     let (rows, bytes, sha256, _) = writer.finish().map_err(write_error)?;
     Ok((rows, bytes, sha256))
+}
+
+/// The first `limit` items of a report, from its parts in order, each part
+/// read to its end and checked against the run manifest (bytes and SHA-256)
+/// before any item of it is returned. Memory holds the items returned and a
+/// few chunks.
+pub async fn read_top_items<S: ObjectStore>(
+    store: &S,
+    parts: &[PartSummary],
+    encoding: Encoding,
+    kind: ReportKind,
+    limit: u64,
+) -> Result<Vec<ReportItem>, TransferError> {
+    let mut items: Vec<ReportItem> = Vec::with_capacity(usize::try_from(limit.min(1 << 20)).unwrap_or(0));
+    for part in parts {
+        if items.len() as u64 >= limit {
+            break;
+        }
+        let location = store.describe(&part.key);
+        let reader = store.open(&part.key).await.map_err(TransferError::Read)?;
+        let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let read_task = tokio::spawn(read_and_verify(reader, part.clone(), location.clone(), sender));
+        let wanted = limit - items.len() as u64;
+        let parsed = tokio::task::spawn_blocking(move || {
+            let mut input = ChannelReader { receiver, current: Bytes::new(), failure: None };
+            let mut found = Vec::new();
+            for_each_item(kind, encoding, &mut input, &location, |item| {
+                found.push(item);
+                Ok(if found.len() as u64 >= wanted { ItemFlow::SkipRest } else { ItemFlow::Continue })
+            })
+            .map(|()| found)
+        })
+        .await
+        .expect("the item parser panicked");
+        let _ = read_task.await;
+        items.extend(parsed?);
+    }
+    Ok(items)
 }
 
 /// Blocking `Read` over the chunks the reader task forwards. A failure of
