@@ -9,6 +9,7 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
 use popularity_reports::config::DeliveryConfig;
+use popularity_reports::delivery::connectors::sheets::SheetsIdentity;
 use popularity_reports::delivery::{parse_job_key, DelivererKey, JobKind, JobReport, JOBS_PREFIX};
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
@@ -32,6 +33,22 @@ pub struct DeliverArgs {
     /// LINK_SIGNER_SECRET, LINK_TTL_SECONDS.
     #[arg(value_name = "RUN_ID")]
     pub run_id: RunId,
+}
+
+#[derive(Args)]
+pub struct SheetsIdentityArgs {
+    /// The secret holding our Google service account's key file.
+    #[arg(long, env = "GOOGLE_SERVICE_ACCOUNT_SECRET")]
+    pub secret: String,
+}
+
+/// Prints the address customers share their spreadsheets with (as Editor):
+/// our service account's `client_email`, never the key.
+pub async fn sheets_identity(args: SheetsIdentityArgs) -> anyhow::Result<()> {
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let identity = SheetsIdentity::load(&secrets_manager_client(&aws), &args.secret).await?;
+    println!("{}", identity.client_email());
+    Ok(())
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {

@@ -7,11 +7,12 @@
 
 use anyhow::Context;
 use aws_config::{BehaviorVersion, SdkConfig};
-use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, SheetsConfig};
 use popularity_reports::delivery::connection_test::{run_connection_test, ConnectionTestOutcome};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
 use popularity_reports::delivery::{deliver_job, DeliverDeps, Deliverer, DelivererKey, JobKind, JobReport};
 use popularity_reports::store::{s3_client, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
@@ -43,6 +44,13 @@ impl LocalDeliverers {
         &self.staging
     }
 
+    /// Tenant secrets under `prefix` instead of `TENANT_SECRET_PREFIX`
+    /// (`tenant add --prefix`).
+    pub fn with_tenant_prefix(mut self, prefix: &str) -> LocalDeliverers {
+        self.config.tenant_secret_prefix = prefix.to_owned();
+        self
+    }
+
     pub fn tenants(&self) -> anyhow::Result<SecretsManagerTenants> {
         Ok(SecretsManagerTenants::new(secrets_manager_client(&self.aws), self.config.tenant_secret_prefix.clone())?)
     }
@@ -72,7 +80,16 @@ impl LocalDeliverers {
                 self.run(GcsDeliverer { staging, endpoint: gcs.storage_endpoint.clone() }, keys).await
             }
             JobKind::Sheets => {
-                anyhow::bail!("{} {kind} keys left alone: deliver-{kind} is not supported yet", keys.len())
+                let sheets = SheetsConfig::from_env().context("Google Sheets delivery")?;
+                let secrets = secrets_manager_client(&self.aws);
+                let identity = SheetsIdentity::load(&secrets, &sheets.service_account_secret).await?;
+                let client = SheetsClient::new(
+                    identity,
+                    &sheets.sheets_endpoint,
+                    sheets.writes_per_minute,
+                    RetryPolicy::default(),
+                );
+                self.run(SheetsDeliverer { staging, client, now: chrono::Utc::now }, keys).await
             }
         }
     }

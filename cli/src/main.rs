@@ -48,8 +48,11 @@ enum Command {
     Status(status_command::StatusArgs),
     /// Write the delivery jobs of a published run, as the fanout Lambda does.
     Fanout(delivery_commands::FanoutArgs),
-    /// Deliver every job of a run (S3 and email), as the deliverer Lambdas do.
+    /// Deliver every job of a run (every connector kind), as the deliverer Lambdas do.
     Deliver(delivery_commands::DeliverArgs),
+    /// Print the address customers share their Google Sheets with (our
+    /// service account's client_email, from GOOGLE_SERVICE_ACCOUNT_SECRET).
+    SheetsIdentity(delivery_commands::SheetsIdentityArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => runtime.block_on(status_command::run(args)),
         Command::Fanout(args) => runtime.block_on(delivery_commands::fanout(args)),
         Command::Deliver(args) => runtime.block_on(delivery_commands::deliver(args)),
+        Command::SheetsIdentity(args) => runtime.block_on(delivery_commands::sheets_identity(args)),
     }
 }

@@ -44,7 +44,10 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     runtime.block_on(async {
-        let deliverers = LocalDeliverers::from_env().await.context("testing the connectors (--no-test skips it)")?;
+        let deliverers = LocalDeliverers::from_env()
+            .await
+            .context("testing the connectors (--no-test skips it)")?
+            .with_tenant_prefix(&args.prefix);
         let results = run_tests(&deliverers, &config.tenant_id, &args.test).await?;
         super::tenant_test::report(&config.tenant_id, &results)
     })

@@ -75,3 +75,25 @@ async fn add_stores_the_tenant_and_tests_each_connector_and_test_names_a_failure
     assert!(!waited.status.success());
     assert!(out.contains("no result at") && out.contains("deliver-s3") && out.contains("--local"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sheets_identity_prints_our_service_accounts_address_and_never_the_key() {
+    let admin = sdk_config(&moto_endpoint()).await;
+    let account =
+        integration_tests::google_keys::TestServiceAccount::generate("popularity@ops-cli.iam.gserviceaccount.com");
+    let secret_name = format!("{}google-key", unique_tenant_prefix("cli-identity").replace("/tenants/", "/ops/"));
+    integration_tests::delivery::create_raw_secret(&admin, &secret_name, &account.key_json_string()).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(["sheets-identity"])
+        .env("AWS_ENDPOINT_URL", moto_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("GOOGLE_SERVICE_ACCOUNT_SECRET", &secret_name)
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), account.client_email);
+    assert!(!out.contains("PRIVATE KEY") && !out.contains(&account.private_key_id), "{out}");
+}

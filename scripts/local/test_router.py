@@ -195,7 +195,7 @@ class RealTemplateTests(unittest.TestCase):
         for r in routes:
             table.setdefault(r.binary, set()).add(r.prefix)
         self.assertEqual(table["fanout"], {"manifests/"})
-        for kind in ("s3", "email", "gcs"):
+        for kind in ("s3", "email", "gcs", "sheets"):
             self.assertEqual(table[f"deliver-{kind}"], {f"jobs/{kind}/", f"connection-tests/{kind}/"})
         self.assertNotIn("rank", table)
         for r in routes:

@@ -202,6 +202,54 @@ impl GcsConfig {
     }
 }
 
+/// Configuration of the `deliver-sheets` function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SheetsConfig {
+    pub delivery: DeliveryConfig,
+    /// Name or ARN of the secret holding our Google service account's key file.
+    pub service_account_secret: String,
+    /// The Sheets API v4 base URL (`SHEETS_API_ENDPOINT`).
+    pub sheets_endpoint: String,
+    /// Write requests a minute, for our one service account
+    /// (`SHEETS_WRITES_PER_MINUTE`; Google allows 60 per user by default).
+    pub writes_per_minute: u32,
+}
+
+impl SheetsConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        use crate::delivery::connectors::sheets::{DEFAULT_WRITES_PER_MINUTE, GOOGLE_SHEETS_ENDPOINT};
+        let delivery = DeliveryConfig::from_lookup(&lookup)?;
+        let vars = Variables(lookup);
+        let sheets_endpoint = vars.optional("SHEETS_API_ENDPOINT").unwrap_or_else(|| GOOGLE_SHEETS_ENDPOINT.to_owned());
+        let bare = sheets_endpoint.strip_prefix("https://").or_else(|| sheets_endpoint.strip_prefix("http://"));
+        if bare.is_none_or(|host| host.is_empty() || host.contains([' ', '?', '#', '@'])) {
+            return Err(ConfigError::Malformed {
+                name: "SHEETS_API_ENDPOINT",
+                value: sheets_endpoint,
+                expected: "the base URL of the Sheets API v4, such as https://sheets.googleapis.com",
+            });
+        }
+        Ok(Self {
+            delivery,
+            service_account_secret: vars.required(
+                "GOOGLE_SERVICE_ACCOUNT_SECRET",
+                "name the secret holding our Google service account's key file",
+            )?,
+            sheets_endpoint,
+            writes_per_minute: vars.parsed(
+                "SHEETS_WRITES_PER_MINUTE",
+                DEFAULT_WRITES_PER_MINUTE,
+                "a whole number of write requests a minute from 1 to 300 (Google's per-project limit)",
+                |n| (1..=300).contains(n),
+            )?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +309,25 @@ mod tests {
         let error = GcsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("STORAGE_EMULATOR_HOST", "http://x/y")]))
             .unwrap_err();
         assert!(error.to_string().contains("STORAGE_EMULATOR_HOST"), "{error}");
+    }
+
+    #[test]
+    fn sheets_needs_our_key_secret_and_defaults_to_google_and_its_quota() {
+        let config =
+            SheetsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("GOOGLE_SERVICE_ACCOUNT_SECRET", "k")]))
+                .unwrap();
+        assert_eq!((config.sheets_endpoint.as_str(), config.writes_per_minute), ("https://sheets.googleapis.com", 60));
+        let error = SheetsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s")])).unwrap_err();
+        assert!(error.to_string().contains("GOOGLE_SERVICE_ACCOUNT_SECRET"), "{error}");
+        for (name, value) in [("SHEETS_API_ENDPOINT", "sheets.example"), ("SHEETS_WRITES_PER_MINUTE", "0")] {
+            let error = SheetsConfig::from_lookup(lookup(&[
+                ("STAGING_BUCKET", "s"),
+                ("GOOGLE_SERVICE_ACCOUNT_SECRET", "k"),
+                (name, value),
+            ]))
+            .unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
     }
 
     #[test]

@@ -25,8 +25,9 @@ pub const MIN_INTERVAL_SECONDS: u64 = 3_600;
 pub const MAX_INTERVAL_SECONDS: u64 = 604_800;
 /// The id of a feed that does not give one.
 pub const DEFAULT_FEED_ID: &str = "default";
-/// Bounds of a google-sheets connector's `maxRows`.
-pub const MAX_SHEET_ROWS: u64 = 10_000_000;
+/// Bounds of a google-sheets connector's `maxRows`: one report tab of that
+/// many rows (a header, three columns) must fit Google's 10,000,000 cells.
+pub const MAX_SHEET_ROWS: u64 = crate::delivery::connectors::sheets::MAX_ROWS_ONE_REPORT;
 /// SES accepts at most 50 recipients per message.
 pub const MAX_EMAIL_RECIPIENTS: usize = 50;
 /// Longest key prefix accepted in a connector (S3 keys are at most 1,024
@@ -341,6 +342,23 @@ pub fn parse_tenant_document(json: &str) -> Result<TenantConfig, TenantErrors> {
     parse(None, json)
 }
 
+/// A Google service account key file (JSON text), checked as a gcs
+/// connector's `serviceAccountJson` is: what deliver-sheets reads from the
+/// secret holding *our* key.
+pub fn parse_service_account_key(json: &str) -> Result<GcsServiceAccount, TenantErrors> {
+    let mut problems = Problems::default();
+    let key = parse_service_account(&mut problems, "(key file)", &Value::String(json.to_owned()));
+    match key {
+        Some(key) if problems.0.is_empty() => Ok(key),
+        _ => {
+            if problems.0.is_empty() {
+                problems.add("(key file)", "is not a service account key file");
+            }
+            Err(TenantErrors { errors: problems.0 })
+        }
+    }
+}
+
 /// Whether `id` is a valid tenant, feed or connector id: `[a-z0-9][a-z0-9-]{0,62}`,
 /// safe as one segment of an S3 key.
 pub fn is_safe_id(id: &str) -> bool {
@@ -472,6 +490,10 @@ fn parse(secret_name_suffix: Option<&str>, json: &str) -> Result<TenantConfig, T
             feeds
         }),
     };
+
+    if let (Some(connectors), Some(feeds)) = (&connectors, &feeds) {
+        check_sheet_sizes(&mut problems, connectors, feeds);
+    }
 
     fields.reject_unknown(&mut problems, ROOT_FIELDS, |_| None);
 
@@ -628,14 +650,21 @@ fn parse_connector(problems: &mut Problems, path: &str, value: &Value) -> (Optio
             });
             let max_rows = match fields.get("maxRows") {
                 None => {
-                    problems
-                        .add(&child_path(path, "maxRows"), format!("{required} (rows per report, 1 to 10,000,000)"));
+                    problems.add(&child_path(path, "maxRows"), format!("{required} (rows per report, 1 to 3,333,329)"));
                     None
                 }
                 Some(v) => {
                     let max_rows_path = child_path(path, "maxRows");
-                    expect_integer(problems, &max_rows_path, v)
-                        .and_then(|n| in_range(problems, &max_rows_path, n, 1, MAX_SHEET_ROWS, "10,000,000"))
+                    expect_integer(problems, &max_rows_path, v).and_then(|n| {
+                        in_range(
+                            problems,
+                            &max_rows_path,
+                            n,
+                            1,
+                            MAX_SHEET_ROWS,
+                            "3,333,329 (a tab of that many rows and 3 columns fills Google's 10,000,000 cells)",
+                        )
+                    })
                 }
             };
             match (url, max_rows) {
@@ -925,6 +954,34 @@ fn parse_feed(
         mode: mode??,
         interval_seconds,
     })
+}
+
+/// A google-sheets feed must fit its spreadsheet's 10,000,000 cells even
+/// when its tabs are the only ones.
+fn check_sheet_sizes(problems: &mut Problems, connectors: &BTreeMap<String, Connector>, feeds: &[Feed]) {
+    use crate::delivery::connectors::sheets::{cells_needed, MAX_SPREADSHEET_CELLS};
+    for feed in feeds {
+        let Some(Connector::GoogleSheets(sheet)) = connectors.get(&feed.connector) else { continue };
+        let needed = cells_needed(feed.reports.len(), sheet.max_rows);
+        if needed > MAX_SPREADSHEET_CELLS {
+            let largest = (1..=sheet.max_rows)
+                .rev()
+                .find(|rows| cells_needed(feed.reports.len(), *rows) <= MAX_SPREADSHEET_CELLS)
+                .unwrap_or(0);
+            problems.add(
+                "feeds",
+                format!(
+                    "feed {:?} needs {needed} cells in its spreadsheet ({} reports of {} rows, a header and 3 \
+                     columns, and the _popularity tab), above Google's limit of {MAX_SPREADSHEET_CELLS}: give \
+                     connector {:?} a maxRows of at most {largest}, or the feed fewer reports",
+                    feed.id,
+                    feed.reports.len(),
+                    sheet.max_rows,
+                    feed.connector
+                ),
+            );
+        }
+    }
 }
 
 fn parse_reports(problems: &mut Problems, fields: &Fields<'_>) -> Option<Vec<ReportKind>> {
@@ -1755,7 +1812,7 @@ mod tests {
                 "sheet maxRows above ten million",
                 |v| v["connectors"]["sheet"]["maxRows"] = 10_000_001.into(),
                 "connectors.sheet.maxRows",
-                "10000001 is above 10,000,000",
+                "10000001 is above 3,333,329",
             ),
             (
                 "sheet URL elsewhere",

@@ -16,6 +16,8 @@
 //!   self-signed JWTs Google's client libraries send;
 //! - [`gcs_guard`]: an HTTP guard in front of fake-gcs-server that adds what
 //!   it lacks — authentication and an Object-Creator-only permission model;
+//! - [`sheets_double`]: the project's Sheets API v4 double (tabs, grids,
+//!   atomic batchUpdate, the 10M-cell limit, sharing, 429s, tokens);
 //! - [`local_stores`]: input and staging directories for tests without the
 //!   emulator, removed when dropped.
 //!
@@ -35,6 +37,7 @@ pub mod local_stores;
 pub mod parquet_fixtures;
 pub mod reference;
 pub mod reports;
+pub mod sheets_double;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

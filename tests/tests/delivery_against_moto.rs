@@ -689,14 +689,14 @@ async fn unsupported_connectors_disabled_tenants_and_feeds_not_due_get_a_status_
     let response =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     assert_eq!(
-        response.jobs_created, 3,
-        "acme's s3 feed, gamma's gcs feed, and weekly-co's feed whose week has passed"
+        response.jobs_created, 4,
+        "acme's s3 feed, gamma's gcs and sheets feeds, and weekly-co's feed whose week has passed"
     );
     assert!(staging.get(&format!("jobs/email/{RUN_ID}/weekly-co/weekly.json")).await.is_ok());
     assert!(staging.get(&format!("jobs/gcs/{RUN_ID}/gamma/to-gcs.json")).await.is_ok(), "gcs is supported");
+    assert!(staging.get(&format!("jobs/sheets/{RUN_ID}/gamma/to-sheet.json")).await.is_ok(), "sheets too");
     let expectations = [
         ("acme", "weekly-tracks", "not due: delivered in run 20261113030000"),
-        ("gamma", "to-sheet", "type google-sheets, which is not supported yet"),
         ("gamma", "delta", "\"delta\" is not supported yet"),
         ("delta-co", "default", "disabled"),
     ];

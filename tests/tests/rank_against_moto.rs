@@ -2,7 +2,7 @@
 //! sample data from a data bucket (under a prefix) into a staging bucket.
 //! The published reports equal the reference implementation line for line,
 //! the manifest agrees with the parts and was written last, and a re-run of
-//! the same event rewrites the same keys with the same bytes.
+//! the same event writes nothing and says the run was already published.
 
 use std::collections::BTreeMap;
 

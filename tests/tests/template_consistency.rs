@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
-use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig, SheetsConfig};
 use popularity_reports::delivery::registry::DELIVERER_FUNCTIONS;
 use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
 use yaml::Yaml;
@@ -432,6 +432,9 @@ fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<S
             ("EmailConfig", |lookup| EmailConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
         }
         "deliver-gcs" => ("GcsConfig", |lookup| GcsConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string())),
+        "deliver-sheets" => {
+            ("SheetsConfig", |lookup| SheetsConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
         other => panic!("functions/{other}: add its configuration type to configuration_of in this test"),
     };
     let main = read(&workspace_root().join("functions").join(binary).join("src/main.rs"));

@@ -8,6 +8,7 @@
 //! name the object or connector concerned and never a credential.
 
 use crate::delivery::connectors::email::{LinkError, MailError};
+use crate::delivery::connectors::sheets::SheetsError;
 use crate::store::StoreError;
 use crate::tenant_directory::DirectoryError;
 use crate::transfer::TransferError;
@@ -52,6 +53,8 @@ pub enum DeliveryError {
     Mail(#[from] MailError),
     #[error(transparent)]
     Links(#[from] LinkError),
+    #[error(transparent)]
+    Sheets(#[from] SheetsError),
 }
 
 impl DeliveryError {
@@ -66,6 +69,7 @@ impl DeliveryError {
             | DeliveryError::CannotFit { .. } => true,
             DeliveryError::Transfer(error) => error.is_permanent(),
             DeliveryError::Links(error) => error.is_permanent(),
+            DeliveryError::Sheets(error) => error.is_permanent(),
             DeliveryError::Staging { .. }
             | DeliveryError::Directory(_)
             | DeliveryError::Destination { .. }

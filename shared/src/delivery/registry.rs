@@ -110,7 +110,7 @@ pub const DELIVERER_FUNCTIONS: [DelivererFunction; 4] = [
     DelivererFunction { job_kind: JobKind::S3, function: "deliver-s3", supported: true },
     DelivererFunction { job_kind: JobKind::Email, function: "deliver-email", supported: true },
     DelivererFunction { job_kind: JobKind::Gcs, function: "deliver-gcs", supported: true },
-    DelivererFunction { job_kind: JobKind::Sheets, function: "deliver-sheets", supported: false },
+    DelivererFunction { job_kind: JobKind::Sheets, function: "deliver-sheets", supported: true },
 ];
 
 impl ConnectorKind {

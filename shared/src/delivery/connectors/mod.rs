@@ -4,3 +4,4 @@
 pub mod email;
 pub mod gcs;
 pub mod s3;
+pub mod sheets;
