@@ -6,10 +6,14 @@
 //! is the delivery's alone) and, as the baseline, uploads the same staging
 //! bytes in another child by plain sequential 8 MiB multipart uploads.
 //! `bench-fanout` onboards N tenant secrets once and times `load_tenants`,
-//! job writing and the whole `fan_out_run`. Measurement and wiring only: the
-//! work is done by `popularity_reports` exactly as the Lambdas do it.
+//! job writing and the whole `fan_out_run`. With `--gcs-endpoint` the
+//! delivery goes to Google Cloud Storage on fake-gcs-server instead (a gcs
+//! connector, deliver-gcs), and the baseline is a plain resumable upload of
+//! the same bytes by the same crate. Measurement and wiring only: the work
+//! is done by `popularity_reports` exactly as the Lambdas do it.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +24,7 @@ use crate::bench::spawn_and_wait;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
+use popularity_reports::delivery::connectors::gcs::{GcsDeliverer, GcsStore};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{
     deliver_job, job_key, parse_job_key, DeliverDeps, DeliveryOutcome, JobDisposition, JobKind,
@@ -73,6 +78,14 @@ pub struct BenchDeliveryArgs {
     /// The feed's compression: none or gzip.
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// Deliver into Google Cloud Storage on this emulator (fake-gcs-server as
+    /// `scripts/emulator.sh start-gcs` starts it) instead of S3.
+    #[arg(long, requires = "gcs_key_file")]
+    pub gcs_endpoint: Option<String>,
+    /// The service account key file of the gcs connector
+    /// (`python scripts/local/google_key.py EMAIL` makes one).
+    #[arg(long)]
+    pub gcs_key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -118,6 +131,13 @@ pub struct DeliveryWorkerArgs {
     /// Deliver: the feed whose job is delivered.
     #[arg(long, default_value = DELIVERY_FEED)]
     pub feed: String,
+    /// Deliver to / upload into GCS on this emulator (the bucket is
+    /// `destination_bucket`).
+    #[arg(long)]
+    pub gcs_endpoint: Option<String>,
+    /// Baseline into GCS: the key file to upload with.
+    #[arg(long)]
+    pub gcs_key_file: Option<PathBuf>,
 }
 
 struct Measured {
@@ -137,7 +157,7 @@ fn run_id() -> RunId {
 
 /// SDK configuration for the emulator: its endpoint, test credentials and
 /// region, so nothing of the developer's own AWS profile is used.
-async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
+pub(crate) async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint.trim_end_matches('/'))
         .region(aws_config::Region::new(REGION))
@@ -189,7 +209,18 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
 
     let secrets = secrets_manager_client(&config);
     let feed = delivery_feed_id(&args.format, &args.compression);
-    let secret = delivery_tenant_secret(&destination_bucket, &feed, &args.format, &args.compression);
+    let gcs = match (&args.gcs_endpoint, &args.gcs_key_file) {
+        (Some(endpoint), Some(key_file)) => {
+            let key = std::fs::read_to_string(key_file).with_context(|| format!("reading {}", key_file.display()))?;
+            gcs_create_bucket(endpoint, &destination_bucket).await?;
+            Some((endpoint.clone(), key))
+        }
+        _ => None,
+    };
+    let secret = match &gcs {
+        Some((_, key)) => gcs_tenant_secret(&destination_bucket, key, &feed, &args.format, &args.compression)?,
+        None => delivery_tenant_secret(&destination_bucket, &feed, &args.format, &args.compression),
+    };
     put_tenant_secret(&secrets, &tenant_prefix, &secret, DELIVERY_TENANT).await.with_context(|| {
         format!("onboarding the benchmark tenant (format {:?}, compression {:?})", args.format, args.compression)
     })?;
@@ -204,31 +235,54 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         fanned.jobs_created,
         fanned.jobs_already_existing
     );
-    let job = job_key(JobKind::S3, run, DELIVERY_TENANT, &feed);
+    let kind = if gcs.is_some() { JobKind::Gcs } else { JobKind::S3 };
+    let job = job_key(kind, run, DELIVERY_TENANT, &feed);
     let status = parse_job_key(&job)?.status_key();
 
     let mut deliveries = Vec::new();
     let mut baselines = Vec::new();
+    let clear = |bucket: String| {
+        let (config, gcs_endpoint) = (config.clone(), args.gcs_endpoint.clone());
+        async move {
+            match gcs_endpoint {
+                Some(endpoint) => gcs_clear_bucket(&endpoint, &bucket).await,
+                None => clear_destination(&config, &bucket).await,
+            }
+        }
+    };
+    let gcs_args: Vec<String> = match (&args.gcs_endpoint, &args.gcs_key_file) {
+        (Some(endpoint), Some(key_file)) => vec![
+            "--gcs-endpoint".into(),
+            endpoint.clone(),
+            "--gcs-key-file".into(),
+            key_file.display().to_string(),
+            "--destination-bucket".into(),
+            destination_bucket.clone(),
+        ],
+        _ => Vec::new(),
+    };
     for round in 1..=args.runs {
-        clear_destination(&config, &destination_bucket).await?;
+        clear(destination_bucket.clone()).await?;
         // A delivered status would make the next delivery a no-op.
         delete_object(&config, &staging_bucket, &status).await?;
         let mut worker = Command::new(&exe);
         worker.args(["bench-delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
         worker.args(["--staging-bucket", &staging_bucket, "--tenant-prefix", &tenant_prefix, "--feed", &feed]);
+        worker.args(&gcs_args);
         let delivery = run_measured(&mut worker).context("the delivery child failed")?;
         print_round(round, "delivery", &delivery);
         deliveries.push(delivery);
 
-        clear_destination(&config, &destination_bucket).await?;
+        clear(destination_bucket.clone()).await?;
         let mut worker = Command::new(&exe);
         worker.args(["bench-delivery-worker", "--task", "baseline", "--endpoint", &args.endpoint]);
         worker.args(["--staging-bucket", &staging_bucket, "--destination-bucket", &destination_bucket]);
+        worker.args(&gcs_args);
         let baseline = run_measured(&mut worker).context("the baseline child failed")?;
         print_round(round, "baseline", &baseline);
         baselines.push(baseline);
     }
-    clear_destination(&config, &destination_bucket).await?;
+    clear(destination_bucket.clone()).await?;
 
     let peak = |results: &[Measured]| results.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0) / 1_000_000;
     let (delivery_peak, baseline_peak) = (peak(&deliveries), peak(&baselines));
@@ -307,10 +361,65 @@ fn delivery_tenant_secret(destination_bucket: &str, feed: &str, format: &str, co
     .to_string()
 }
 
+/// The tenant of the GCS delivery benchmark: one gcs feed of every report.
+fn gcs_tenant_secret(
+    bucket: &str,
+    key_json: &str,
+    feed: &str,
+    format: &str,
+    compression: &str,
+) -> anyhow::Result<String> {
+    let key: serde_json::Value = serde_json::from_str(key_json).context("the GCS key file is not JSON")?;
+    Ok(serde_json::json!({
+        "schemaVersion": 1, "tenantId": DELIVERY_TENANT, "plan": "enterprise", "enabled": true,
+        "connectors": {"lake": {"type": "gcs", "bucket": bucket, "prefix": "delivered/", "serviceAccountJson": key}},
+        "feeds": [{"id": feed, "connector": "lake", "format": format, "compression": compression}]
+    })
+    .to_string())
+}
+
+/// Creates a bucket on the GCS emulator (which checks no credentials).
+async fn gcs_create_bucket(endpoint: &str, bucket: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .post(format!("{}/storage/v1/b?project=bench", endpoint.trim_end_matches('/')))
+        .header("Content-Type", "application/json")
+        .body(serde_json::json!({"name": bucket}).to_string())
+        .send()
+        .await
+        .with_context(|| format!("creating gs://{bucket} on {endpoint}"))?;
+    ensure!(
+        response.status().is_success() || response.status() == 409,
+        "creating gs://{bucket}: HTTP {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// Deletes every object of a bucket on the GCS emulator, so the next run
+/// writes fresh objects (an existing one would be a 412, counted as written).
+async fn gcs_clear_bucket(endpoint: &str, bucket: &str) -> anyhow::Result<()> {
+    let base = format!("{}/storage/v1/b/{bucket}/o", endpoint.trim_end_matches('/'));
+    let http = reqwest::Client::new();
+    let listing: serde_json::Value =
+        serde_json::from_slice(&http.get(&base).send().await?.error_for_status()?.bytes().await?)?;
+    for item in listing["items"].as_array().into_iter().flatten() {
+        let name = item["name"].as_str().context("an object without a name")?;
+        let encoded: String = name
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        http.delete(format!("{base}/{encoded}")).send().await?.error_for_status()?;
+    }
+    Ok(())
+}
+
 /// Creates `bucket` unless this account already has it. (Helpers take the
 /// configuration, not a client: the CLI does not depend on the SDK crates,
 /// so it cannot name their client types.)
-async fn ensure_bucket(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<()> {
+pub(crate) async fn ensure_bucket(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<()> {
     match s3_client(config).create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
@@ -318,7 +427,7 @@ async fn ensure_bucket(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::
     }
 }
 
-async fn delete_object(config: &aws_config::SdkConfig, bucket: &str, key: &str) -> anyhow::Result<()> {
+pub(crate) async fn delete_object(config: &aws_config::SdkConfig, bucket: &str, key: &str) -> anyhow::Result<()> {
     s3_client(config)
         .delete_object()
         .bucket(bucket)
@@ -389,6 +498,36 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
     let run = run_id();
     let started = Instant::now();
     let bytes = match args.task {
+        WorkerTask::Deliver if args.gcs_endpoint.is_some() => {
+            let endpoint = args.gcs_endpoint.clone().unwrap_or_default();
+            let deps = DeliverDeps {
+                staging: staging.clone(),
+                tenants: SecretsManagerTenants::new(secrets_manager_client(&config), args.tenant_prefix.as_str())?,
+                deliverer: GcsDeliverer { staging: staging.clone(), endpoint },
+                now: Utc::now,
+            };
+            let parts = parse_job_key(&job_key(JobKind::Gcs, run, DELIVERY_TENANT, &args.feed))?;
+            let report = deliver_job(&deps, &parts, None).await?;
+            ensure!(
+                report.disposition == JobDisposition::Attempted(DeliveryOutcome::Delivered),
+                "the job was not delivered: {report:?}"
+            );
+            report.bytes
+        }
+        WorkerTask::Baseline if args.gcs_endpoint.is_some() => {
+            let (Some(endpoint), Some(key_file)) = (&args.gcs_endpoint, &args.gcs_key_file) else {
+                bail!("--gcs-endpoint needs --gcs-key-file");
+            };
+            let key = std::fs::read_to_string(key_file)?;
+            let secret = gcs_tenant_secret(&args.destination_bucket, &key, "baseline", "json", "none")?;
+            let tenant = popularity_reports::tenant::parse_tenant_secret(DELIVERY_TENANT, &secret)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(popularity_reports::tenant::Connector::Gcs(connector)) = tenant.connectors.get("lake") else {
+                bail!("the baseline tenant has no gcs connector");
+            };
+            let destination = GcsStore::open("lake", connector, endpoint).await?;
+            upload_parts_plainly(&staging, &destination, run).await?
+        }
         WorkerTask::Deliver => {
             let deps = DeliverDeps {
                 staging: staging.clone(),
@@ -419,7 +558,7 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
 /// at a time (CreateMultipartUpload, UploadPart, CompleteMultipartUpload via
 /// `S3Store`'s upload, which sends a part once the next one is buffered) —
 /// without verification, hashing or overlap of download and upload.
-async fn upload_parts_plainly(staging: &S3Store, destination: &S3Store, run: RunId) -> anyhow::Result<u64> {
+async fn upload_parts_plainly<D: ObjectSink>(staging: &S3Store, destination: &D, run: RunId) -> anyhow::Result<u64> {
     let manifest: RunManifest = serde_json::from_slice(&staging.get(&run_manifest_key(run)).await?)?;
     let mut total = 0u64;
     for part in manifest.reports.iter().flat_map(|r| &r.parts) {

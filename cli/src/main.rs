@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_delivery;
+mod bench_sheets;
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
 mod commands;
@@ -39,6 +40,11 @@ enum Command {
     BenchDelivery(bench_delivery::BenchDeliveryArgs),
     /// Benchmark fanout against moto: N tenant secrets, load_tenants and fan_out_run timed.
     BenchFanout(bench_delivery::BenchFanoutArgs),
+    /// Benchmark deliver-sheets against the project's Sheets double: requests, bytes, time, peak RSS per maxRows.
+    BenchSheets(bench_sheets::BenchSheetsArgs),
+    /// One measured sheets delivery, run by bench-sheets in a child process.
+    #[command(hide = true)]
+    BenchSheetsWorker(bench_sheets::SheetsWorkerArgs),
     /// One measured delivery or baseline upload, run by bench-delivery in a child process.
     #[command(hide = true)]
     BenchDeliveryWorker(bench_delivery::DeliveryWorkerArgs),
@@ -70,6 +76,8 @@ fn main() -> anyhow::Result<()> {
         Command::BenchDelivery(args) => runtime.block_on(bench_delivery::run_delivery(args)),
         Command::BenchFanout(args) => runtime.block_on(bench_delivery::run_fanout(args)),
         Command::BenchDeliveryWorker(args) => runtime.block_on(bench_delivery::run_worker(args)),
+        Command::BenchSheets(args) => runtime.block_on(bench_sheets::run(args)),
+        Command::BenchSheetsWorker(args) => runtime.block_on(bench_sheets::run_worker(args)),
         Command::Tenant(args) => tenant_command::run(args),
         Command::Status(args) => runtime.block_on(status_command::run(args)),
         Command::Fanout(args) => runtime.block_on(delivery_commands::fanout(args)),

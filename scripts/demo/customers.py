@@ -12,9 +12,12 @@ import json
 import sys
 import urllib.request
 
+import os
+
 import boto3
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "local"))
+from google_key import key_file  # noqa: E402 (after the path is set)
 
 endpoint, our_account, gcs_endpoint = sys.argv[1], sys.argv[2], sys.argv[3]
 common = dict(endpoint_url=endpoint, region_name="us-east-1")
@@ -103,19 +106,7 @@ try:
 except urllib.error.HTTPError as error:
     if error.code != 409:  # already there from an earlier run
         raise
-private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-pem = private_key.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-).decode()
-gamma_key = {
-    "type": "service_account",
-    "project_id": "gamma-analytics",
-    "private_key_id": "demo0001",
-    "private_key": pem,
-    "client_email": "popularity-feeds@gamma-analytics.iam.gserviceaccount.com",
-    "client_id": "100000000000000000001",
-    "token_uri": "https://oauth2.googleapis.com/token",
-}
+gamma_key = key_file("popularity-feeds@gamma-analytics.iam.gserviceaccount.com", "gamma-analytics")
 
 json.dump({
     "gammaServiceAccountJson": gamma_key,

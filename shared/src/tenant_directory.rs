@@ -429,31 +429,36 @@ pub async fn put_tenant_secret(
         return Err(DirectoryError::InvalidSecret { secret_name, errors });
     }
 
+    put_secret(client, &secret_name, config_json, "Popularity reports tenant configuration (docs/tenants.md)").await
+}
+
+/// Stores `value` as the secret `secret_name`: creates it, or writes a new
+/// current version of an existing one. Errors name the secret, never the value.
+pub async fn put_secret(
+    client: &Client,
+    secret_name: &str,
+    value: &str,
+    description: &str,
+) -> Result<PutOutcome, DirectoryError> {
     let write_error = |operation: &'static str, detail: String| DirectoryError::Write {
         operation,
-        secret_name: secret_name.clone(),
+        secret_name: secret_name.to_owned(),
         detail,
     };
-    let created = client
-        .create_secret()
-        .name(&secret_name)
-        .description("Popularity reports tenant configuration (docs/tenants.md)")
-        .secret_string(config_json)
-        .send()
-        .await;
+    let created = client.create_secret().name(secret_name).description(description).secret_string(value).send().await;
     match created {
-        Ok(_) => return Ok(PutOutcome { created: true, secret_name }),
+        Ok(_) => return Ok(PutOutcome { created: true, secret_name: secret_name.to_owned() }),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {}
-        Err(e) => return Err(write_error("CreateSecret", DisplayErrorContext(&e).to_string())),
+        Err(e) => return Err(write_error("CreateSecret", crate::aws_errors::one_line(&e))),
     }
     client
         .put_secret_value()
-        .secret_id(&secret_name)
-        .secret_string(config_json)
+        .secret_id(secret_name)
+        .secret_string(value)
         .send()
         .await
-        .map_err(|e| write_error("PutSecretValue", DisplayErrorContext(&e).to_string()))?;
-    Ok(PutOutcome { created: false, secret_name })
+        .map_err(|e| write_error("PutSecretValue", crate::aws_errors::one_line(&e)))?;
+    Ok(PutOutcome { created: false, secret_name: secret_name.to_owned() })
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,56 @@
+//! The project's Sheets API v4 double as a process of its own, for the
+//! Sheets benchmark (`popularity bench-sheets`), whose deliveries run in
+//! another process so that their peak memory is theirs alone. It generates
+//! a service account, writes its key file, creates one spreadsheet shared
+//! with it (Google's write quota off: the client paces itself), prints
+//! `endpoint <url>` and then answers each `stats` line on stdin with one
+//! JSON line of what it served since the previous one; it exits when stdin
+//! closes. Listens on 127.0.0.1 only.
+//!
+//! Usage: sheets-double-server --key-file PATH --spreadsheet ID [--client-email EMAIL]
+
+use std::io::{BufRead, Write};
+
+use integration_tests::google_keys::TestServiceAccount;
+use integration_tests::sheets_double::{SheetsDouble, TabSpec};
+
+fn argument(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.next()?;
+    args.next()
+}
+
+fn main() {
+    let key_file = argument("--key-file").expect("--key-file PATH is required");
+    let spreadsheet = argument("--spreadsheet").expect("--spreadsheet ID is required");
+    let email = argument("--client-email").unwrap_or_else(|| "popularity-bench@ops.iam.gserviceaccount.com".into());
+    let double = SheetsDouble::start();
+    double.set_write_quota_per_minute(None);
+    let account = TestServiceAccount::generate(&email);
+    double.register(&account);
+    double.create_spreadsheet(&spreadsheet, &[TabSpec::new("Sheet1", 1_000, 26)]);
+    double.share(&spreadsheet, &email);
+    std::fs::write(&key_file, account.key_json_string()).expect("writing the key file");
+    let mut out = std::io::stdout();
+    writeln!(out, "endpoint {}", double.endpoint()).and_then(|()| out.flush()).expect("stdout");
+    let mut served = 0;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() != "stats" {
+            continue;
+        }
+        let requests = double.requests();
+        let new = &requests[served.min(requests.len())..];
+        served = requests.len();
+        let writes: Vec<_> = new.iter().filter(|r| r.is_write).collect();
+        let stats = serde_json::json!({
+            "requests": new.len(),
+            "writes": writes.len(),
+            "bytesSent": new.iter().map(|r| r.body_size).sum::<usize>(),
+            "largestRequest": new.iter().map(|r| r.body_size).max().unwrap_or(0),
+            "throttled": new.iter().filter(|r| r.status == 429).count(),
+            "cells": double.total_cells(&spreadsheet),
+        });
+        writeln!(out, "{stats}").and_then(|()| out.flush()).expect("stdout");
+    }
+}
