@@ -33,6 +33,17 @@ impl ReportItem {
     }
 }
 
+/// Which fields the rows of a part carry: the three of a report (id,
+/// `searchRank`, `searchModifier`), or the id alone (the `removed-NNN` files
+/// of a delta, DESIGN §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Columns {
+    #[default]
+    Ranked,
+    IdOnly,
+}
+
 /// What a finished part holds, for manifests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -89,6 +100,7 @@ enum Sink<W: Write> {
 pub struct PartWriter<W: Write> {
     sink: Sink<W>,
     format: Format,
+    columns: Columns,
     id_field: &'static [u8],
     line: Vec<u8>,
     rows: u64,
@@ -100,6 +112,11 @@ pub(crate) const LINE_BUFFER_BYTES: usize = 256 * 1024;
 impl<W: Write> PartWriter<W> {
     /// Starts a part and writes its header (`[` or the TSV header line).
     pub fn new(kind: ReportKind, encoding: Encoding, inner: W) -> io::Result<Self> {
+        Self::with_columns(kind, encoding, Columns::Ranked, inner)
+    }
+
+    /// Starts a part whose rows carry `columns`.
+    pub fn with_columns(kind: ReportKind, encoding: Encoding, columns: Columns, inner: W) -> io::Result<Self> {
         let hashing = HashingWriter { inner, hasher: Sha256::new(), bytes: 0 };
         let sink = match encoding.compression {
             Compression::None => Sink::Plain(hashing),
@@ -108,6 +125,7 @@ impl<W: Write> PartWriter<W> {
         let mut writer = Self {
             sink,
             format: encoding.format,
+            columns,
             id_field: kind.id_field().as_bytes(),
             line: Vec::with_capacity(LINE_BUFFER_BYTES + 256),
             rows: 0,
@@ -117,17 +135,46 @@ impl<W: Write> PartWriter<W> {
             Format::Jsonl => {}
             Format::Tsv => {
                 writer.line.extend_from_slice(writer.id_field);
-                writer.line.extend_from_slice(b"\tsearchRank\tsearchModifier\n");
+                if columns == Columns::Ranked {
+                    writer.line.extend_from_slice(b"\tsearchRank\tsearchModifier");
+                }
+                writer.line.push(b'\n');
             }
         }
         Ok(writer)
     }
 
-    /// Appends one item.
+    /// Appends one item (its id alone in a part of [`Columns::IdOnly`]).
     #[inline]
     pub fn push(&mut self, item: ReportItem) -> io::Result<()> {
         let mut numbers = itoa::Buffer::new();
         let line = &mut self.line;
+        if self.columns == Columns::IdOnly {
+            match self.format {
+                Format::Json | Format::Jsonl => {
+                    if self.format == Format::Json && self.rows > 0 {
+                        line.extend_from_slice(b",\n");
+                    }
+                    line.extend_from_slice(b"{\"");
+                    line.extend_from_slice(self.id_field);
+                    line.extend_from_slice(b"\":");
+                    line.extend_from_slice(numbers.format(item.id).as_bytes());
+                    line.push(b'}');
+                    if self.format == Format::Jsonl {
+                        line.push(b'\n');
+                    }
+                }
+                Format::Tsv => {
+                    line.extend_from_slice(numbers.format(item.id).as_bytes());
+                    line.push(b'\n');
+                }
+            }
+            self.rows += 1;
+            if self.line.len() >= LINE_BUFFER_BYTES {
+                self.flush_lines()?;
+            }
+            return Ok(());
+        }
         match self.format {
             Format::Json | Format::Jsonl => {
                 if self.format == Format::Json && self.rows > 0 {
@@ -274,6 +321,30 @@ mod tests {
         let (out, _, _, _) =
             write_part(ReportKind::Product, Encoding { format: Format::Tsv, compression: Compression::None }, &items);
         assert_eq!(String::from_utf8(out).unwrap(), "productId\tsearchRank\tsearchModifier\n42\t1\t1.0\n7\t2\t0.05\n");
+    }
+
+    #[test]
+    fn id_only_parts_carry_the_id_field_alone() {
+        let items = [
+            ReportItem { id: 42, search_rank: 0, modifier_hundredths: 0 },
+            ReportItem { id: -7, search_rank: 0, modifier_hundredths: 0 },
+        ];
+        let write = |format| {
+            let mut writer = PartWriter::with_columns(
+                ReportKind::Artist,
+                Encoding { format, compression: Compression::None },
+                Columns::IdOnly,
+                Vec::new(),
+            )
+            .unwrap();
+            for &item in &items {
+                writer.push(item).unwrap();
+            }
+            String::from_utf8(writer.finish().unwrap().3).unwrap()
+        };
+        assert_eq!(write(Format::Json), "[\n{\"masterArtistId\":42},\n{\"masterArtistId\":-7}\n]\n");
+        assert_eq!(write(Format::Jsonl), "{\"masterArtistId\":42}\n{\"masterArtistId\":-7}\n");
+        assert_eq!(write(Format::Tsv), "masterArtistId\n42\n-7\n");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::domain::{Compression, Encoding, Format, ReportKind};
-use crate::report_writer::{PartSummary, PartWriter, ReportItem};
+use crate::report_writer::{Columns, PartSummary, PartWriter, ReportItem};
 use crate::store::{
     upload_from_blocking, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, StoreError, StreamedUploadError,
     UploadReceipt,
@@ -34,6 +34,8 @@ const CHUNKS_IN_FLIGHT: usize = 16;
 #[derive(Debug, Clone, Copy)]
 pub struct PartTransfer<'a> {
     pub kind: ReportKind,
+    /// The fields of each row: a report's three, or a removed-ids file's id.
+    pub columns: Columns,
     /// The part as the run manifest lists it: source key, rows, bytes, SHA-256.
     pub source: &'a PartSummary,
     pub source_encoding: Encoding,
@@ -222,12 +224,12 @@ async fn convert<D: ObjectSink>(
     location: String,
     receiver: mpsc::Receiver<Result<Bytes, TransferError>>,
 ) -> Result<TransferredPart, TransferError> {
-    let PartTransfer { kind, source, source_encoding, target_key, target_encoding } = transfer;
+    let PartTransfer { kind, columns, source, source_encoding, target_key, target_encoding } = transfer;
     let expected_rows = source.rows;
     let produce_location = location.clone();
     let produced = upload_from_blocking(target, target_key, target_encoding.content_type(), move |out| {
         let input = ChannelReader { receiver, current: Bytes::new(), failure: None };
-        let result = reencode(kind, source_encoding, target_encoding, input, out, &produce_location);
+        let result = reencode(kind, columns, source_encoding, target_encoding, input, out, &produce_location);
         result.map_err(ProduceError)
     })
     .await;
@@ -263,6 +265,7 @@ enum ItemFlow {
 /// manifest) is returned as such, also when it shows in the skipped rest.
 fn for_each_item(
     kind: ReportKind,
+    columns: Columns,
     source: Encoding,
     input: &mut ChannelReader,
     location: &str,
@@ -274,7 +277,7 @@ fn for_each_item(
             .take()
             .unwrap_or_else(|| TransferError::Convert { location: location.to_owned(), reason: error.to_string() })
     };
-    let mut parser = LineParser::new(kind, source.format);
+    let mut parser = LineParser::new(kind, source.format, columns);
     let mut line = Vec::with_capacity(128);
     let mut number = 0u64;
     let mut parsing = true;
@@ -326,6 +329,7 @@ fn for_each_item(
 /// `target` encoding; returns rows, bytes and SHA-256 of what was written.
 fn reencode<W: io::Write>(
     kind: ReportKind,
+    columns: Columns,
     source: Encoding,
     target: Encoding,
     mut input: ChannelReader,
@@ -333,8 +337,8 @@ fn reencode<W: io::Write>(
     location: &str,
 ) -> Result<(u64, u64, String), TransferError> {
     let write_error = |e: io::Error| TransferError::Convert { location: location.to_owned(), reason: e.to_string() };
-    let mut writer = PartWriter::new(kind, target, out).map_err(write_error)?;
-    for_each_item(kind, source, &mut input, location, |item| {
+    let mut writer = PartWriter::with_columns(kind, target, columns, out).map_err(write_error)?;
+    for_each_item(kind, columns, source, &mut input, location, |item| {
         writer.push(item).map_err(write_error)?;
         Ok(ItemFlow::Continue)
     })?;
@@ -366,7 +370,7 @@ pub async fn read_top_items<S: ObjectStore>(
         let parsed = tokio::task::spawn_blocking(move || {
             let mut input = ChannelReader { receiver, current: Bytes::new(), failure: None };
             let mut found = Vec::new();
-            for_each_item(kind, encoding, &mut input, &location, |item| {
+            for_each_item(kind, Columns::Ranked, encoding, &mut input, &location, |item| {
                 found.push(item);
                 Ok(if found.len() as u64 >= wanted { ItemFlow::SkipRest } else { ItemFlow::Continue })
             })
@@ -411,6 +415,7 @@ impl Read for ChannelReader {
 /// Reads the lines of a part written by [`PartWriter`] back into items.
 struct LineParser {
     format: Format,
+    columns: Columns,
     /// `{"trackId":` and so on.
     object_start: Vec<u8>,
     id_field: &'static str,
@@ -422,9 +427,10 @@ struct LineParser {
 }
 
 impl LineParser {
-    fn new(kind: ReportKind, format: Format) -> Self {
+    fn new(kind: ReportKind, format: Format, columns: Columns) -> Self {
         Self {
             format,
+            columns,
             object_start: format!("{{\"{}\":", kind.id_field()).into_bytes(),
             id_field: kind.id_field(),
             opened: false,
@@ -457,13 +463,19 @@ impl LineParser {
             Format::Jsonl => self.parse_object(line).map(Some),
             Format::Tsv => {
                 if !self.header_seen {
-                    let header = format!("{}\tsearchRank\tsearchModifier", self.id_field);
+                    let header = match self.columns {
+                        Columns::Ranked => format!("{}\tsearchRank\tsearchModifier", self.id_field),
+                        Columns::IdOnly => self.id_field.to_owned(),
+                    };
                     return if line == header.as_bytes() {
                         self.header_seen = true;
                         Ok(None)
                     } else {
                         Err(format!("expected the header line {header:?}"))
                     };
+                }
+                if self.columns == Columns::IdOnly {
+                    return Ok(Some(id_only(parse_number(line, self.id_field)?)));
                 }
                 let mut fields = line.split(|&b| b == b'\t');
                 let (Some(id), Some(rank), Some(modifier), None) =
@@ -481,6 +493,13 @@ impl LineParser {
     }
 
     fn parse_object(&self, line: &[u8]) -> Result<ReportItem, String> {
+        if self.columns == Columns::IdOnly {
+            let id = line
+                .strip_prefix(self.object_start.as_slice())
+                .and_then(|rest| rest.strip_suffix(b"}"))
+                .ok_or_else(|| format!("expected {{\"{}\":<integer>}}", self.id_field))?;
+            return Ok(id_only(parse_number(id, self.id_field)?));
+        }
         let malformed = || {
             format!("expected {{\"{}\":<integer>,\"searchRank\":<integer>,\"searchModifier\":<number>}}", self.id_field)
         };
@@ -505,6 +524,11 @@ impl LineParser {
             _ => Ok(()),
         }
     }
+}
+
+/// The row of an id-only part, as a report item without rank or modifier.
+fn id_only(id: i64) -> ReportItem {
+    ReportItem { id, search_rank: 0, modifier_hundredths: 0 }
 }
 
 fn split_once<'a>(text: &'a [u8], separator: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
@@ -591,7 +615,14 @@ mod tests {
                 let moved = transfer_part(
                     &store,
                     &store,
-                    PartTransfer { kind, source: &source, source_encoding, target_key: &target_key, target_encoding },
+                    PartTransfer {
+                        kind,
+                        columns: Columns::Ranked,
+                        source: &source,
+                        source_encoding,
+                        target_key: &target_key,
+                        target_encoding,
+                    },
                 )
                 .await
                 .unwrap()
@@ -620,6 +651,7 @@ mod tests {
             &store,
             PartTransfer {
                 kind: ReportKind::Track,
+                columns: Columns::Ranked,
                 source: &source,
                 source_encoding: JSON,
                 target_key: "out/a.json",
@@ -644,6 +676,7 @@ mod tests {
                 &store,
                 PartTransfer {
                     kind: ReportKind::Track,
+                    columns: Columns::Ranked,
                     source: &source,
                     source_encoding: JSON,
                     target_key: "out/a",
@@ -688,6 +721,7 @@ mod tests {
                 &store,
                 PartTransfer {
                     kind: ReportKind::Track,
+                    columns: Columns::Ranked,
                     source: &source,
                     source_encoding: JSON,
                     target_key: &target_key,

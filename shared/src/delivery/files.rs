@@ -83,7 +83,14 @@ pub async fn deliver_report_files<S: ObjectStore, D: ObjectSink>(
         let moved = transfer_part(
             staging,
             destination,
-            PartTransfer { kind, source, source_encoding, target_key: &target_key, target_encoding },
+            PartTransfer {
+                kind,
+                columns: crate::report_writer::Columns::Ranked,
+                source,
+                source_encoding,
+                target_key: &target_key,
+                target_encoding,
+            },
         )
         .await?;
         let summary = moved.summary;

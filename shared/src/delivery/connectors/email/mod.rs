@@ -86,6 +86,7 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> EmailDeliverer<S, L, M> {
                     &self.staging,
                     PartTransfer {
                         kind,
+                        columns: crate::report_writer::Columns::Ranked,
                         source,
                         source_encoding: canonical,
                         target_key: &target_key,
