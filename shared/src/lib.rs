@@ -24,6 +24,7 @@
 pub mod aws_errors;
 pub mod config;
 pub mod delivery;
+pub mod delta;
 pub mod domain;
 pub mod handlers;
 pub mod input;

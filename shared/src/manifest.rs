@@ -34,6 +34,17 @@ pub struct ReportManifest {
     pub id_field: String,
     pub rows: u64,
     pub parts: Vec<PartSummary>,
+    /// The smallest and largest id in the report (absent in manifests
+    /// written before it was added, and when the report is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_range: Option<IdRange>,
+}
+
+/// The smallest and largest id of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub min: i64,
+    pub max: i64,
 }
 
 impl ReportManifest {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::domain::{part_key, Encoding, ReportKind, RunId};
 use crate::input::{self, InputError, InputFile, InputPlace, CATALOGUE_COLUMNS, PLAYS_COLUMNS};
-use crate::manifest::{
+use crate::manifest::{IdRange, 
     run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary, MANIFEST_SCHEMA_VERSION,
     REPORTS_PREFIX,
 };
@@ -192,14 +192,16 @@ pub struct RankedReport {
     pub kind: ReportKind,
     pub items: RankedItems,
     max_score: u128,
+    id_range: Option<IdRange>,
 }
 
 impl RankedReport {
     /// Ranks items given in id order (`ids` ascending) with their scores.
     pub fn new(kind: ReportKind, ids: Vec<i64>, scores: Vec<u128>) -> Self {
+        let id_range = ids.first().zip(ids.last()).map(|(&min, &max)| IdRange { min, max });
         let items = rank_by_score(ids, scores);
         let max_score = items.max();
-        Self { kind, items, max_score }
+        Self { kind, items, max_score, id_range }
     }
 
     pub fn len(&self) -> usize {
@@ -529,6 +531,7 @@ async fn write_reports<O: ObjectStore>(
             id_field: report.kind.id_field().to_owned(),
             rows: report.len() as u64,
             parts: parts.iter().filter(|(i, _)| *i == index).map(|(_, p)| p.clone()).collect(),
+            id_range: report.id_range,
         })
         .collect())
 }

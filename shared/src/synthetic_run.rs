@@ -95,6 +95,7 @@ pub async fn publish_synthetic_run<S: ObjectStore>(
             id_field: kind.id_field().to_owned(),
             rows,
             parts,
+            id_range: None,
         });
     }
     let manifest = synthetic_manifest(run, reports);

@@ -346,6 +346,42 @@ fn reencode<W: io::Write>(
     Ok((rows, bytes, sha256))
 }
 
+/// Calls `each` with every item of the parts in order, on a blocking thread
+/// that owns `state` (returned at the end), each part read and checked
+/// against the run manifest as it passes. Memory: a few chunks and `state`.
+/// An item an error-free `each` accepted may belong to a part that turns out
+/// not to match its manifest: the caller discards `state` on any error.
+pub async fn scan_items<S: ObjectStore, T: Send + 'static>(
+    store: &S,
+    parts: &[PartSummary],
+    encoding: Encoding,
+    kind: ReportKind,
+    columns: Columns,
+    mut state: T,
+    each: fn(&mut T, ReportItem) -> io::Result<()>,
+) -> Result<T, TransferError> {
+    for part in parts {
+        let location = store.describe(&part.key);
+        let reader = store.open(&part.key).await.map_err(TransferError::Read)?;
+        let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let read_task = tokio::spawn(read_and_verify(reader, part.clone(), location.clone(), sender));
+        let scanned = tokio::task::spawn_blocking(move || {
+            let mut input = ChannelReader { receiver, current: Bytes::new(), failure: None };
+            let result = for_each_item(kind, columns, encoding, &mut input, &location, |item| {
+                each(&mut state, item)
+                    .map_err(|e| TransferError::Convert { location: location.clone(), reason: e.to_string() })?;
+                Ok(ItemFlow::Continue)
+            });
+            result.map(|()| state)
+        })
+        .await
+        .expect("the item scanner panicked");
+        let _ = read_task.await;
+        state = scanned?;
+    }
+    Ok(state)
+}
+
 /// The first `limit` items of a report, from its parts in order, each part
 /// read to its end and checked against the run manifest (bytes and SHA-256)
 /// before any item of it is returned. Memory holds the items returned and a

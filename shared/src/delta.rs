@@ -1,0 +1,785 @@
+//! Deltas between two runs of one report (DESIGN §5, "Delta feeds"): the
+//! items that are new or whose `searchRank` or `searchModifier` changed
+//! since the base run (`upsert` files, in ascending id order, the usual
+//! three fields), and the ids of the base run that are gone (`removed`
+//! files, the id field alone, ascending). Upserting every upsert row by id
+//! and deleting every removed id in the base run's full report gives exactly
+//! this run's full report.
+//!
+//! A delta is computed once per (report, base run, run) into staging under
+//! `deltas/<data_type>/<runId>/<baseRunId>/` — canonical JSON parts, the
+//! same rules as `reports/`, and its `_manifest.json` last, created
+//! conditionally — and every feed that needs it converts from there. A
+//! second computation running at the same time writes the same bytes to the
+//! same keys, and the first manifest stands.
+//!
+//! The canonical reports are in rank order, so the merge by id runs over
+//! range partitions: each report is streamed once into bucket files of
+//! (id, rank, modifier) records on local disk, by id range; then bucket by
+//! bucket, in id order, both sides are loaded, sorted and merged. A bucket
+//! that is too large is split again by its own id range. Memory is bounded
+//! by the bucket size whatever the catalogue size; disk holds both runs'
+//! records (13 bytes an item each) and the delta's parts.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::domain::{Compression, Encoding, Format, ReportKind, RunId};
+use crate::manifest::RunManifest;
+use crate::report_writer::{Columns, PartSummary, PartWriter, ReportItem};
+use crate::store::{LocalDirStore, ObjectStore, PutOutcome, StoreError};
+use crate::transfer::{scan_items, transfer_part, PartTransfer, TransferError};
+
+pub const DELTAS_PREFIX: &str = "deltas/";
+/// The only `schemaVersion` of delta manifests this build writes and reads.
+pub const DELTA_MANIFEST_SCHEMA_VERSION: u32 = 1;
+const CANONICAL: Encoding = Encoding { format: Format::Json, compression: Compression::None };
+/// Bytes of one bucket record: id (8), rank (4), modifier hundredths (1).
+const RECORD_BYTES: usize = 13;
+
+/// `deltas/<data_type>/<runId>/<baseRunId>/`.
+pub fn delta_prefix(kind: ReportKind, run: RunId, base: RunId) -> String {
+    format!("{DELTAS_PREFIX}{}/{run}/{base}/", kind.data_type())
+}
+
+/// `deltas/<data_type>/<runId>/<baseRunId>/_manifest.json`.
+pub fn delta_manifest_key(kind: ReportKind, run: RunId, base: RunId) -> String {
+    format!("{}_manifest.json", delta_prefix(kind, run, base))
+}
+
+/// What a file of a delta holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// New or changed items: `part-NNN`.
+    Upsert,
+    /// Ids of the base run no longer present: `removed-NNN`.
+    Removed,
+}
+
+impl FileKind {
+    /// The file name stem: `part` or `removed`.
+    pub fn stem(self) -> &'static str {
+        match self {
+            FileKind::Upsert => "part",
+            FileKind::Removed => "removed",
+        }
+    }
+
+    pub fn columns(self) -> Columns {
+        match self {
+            FileKind::Upsert => Columns::Ranked,
+            FileKind::Removed => Columns::IdOnly,
+        }
+    }
+}
+
+/// One file of a delta in staging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaFile {
+    pub kind: FileKind,
+    /// The staging key.
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl DeltaFile {
+    pub fn summary(&self) -> PartSummary {
+        PartSummary { key: self.key.clone(), rows: self.rows, bytes: self.bytes, sha256: self.sha256.clone() }
+    }
+}
+
+/// `deltas/<data_type>/<runId>/<baseRunId>/_manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaManifest {
+    pub schema_version: u32,
+    pub data_type: String,
+    pub id_field: String,
+    pub run_id: RunId,
+    pub base_run_id: RunId,
+    pub generated_at: DateTime<Utc>,
+    pub format: Format,
+    pub compression: Compression,
+    /// Rows of the upsert files, then of the removed files.
+    pub upserts: u64,
+    pub removed: u64,
+    /// Upsert files first, then removed files, each in order.
+    pub files: Vec<DeltaFile>,
+}
+
+/// One item of a report keyed by id: what a delta compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub id: i64,
+    pub rank: u64,
+    pub hundredths: u8,
+}
+
+impl Entry {
+    pub fn item(self) -> ReportItem {
+        ReportItem { id: self.id, search_rank: self.rank, modifier_hundredths: self.hundredths }
+    }
+}
+
+impl From<ReportItem> for Entry {
+    fn from(item: ReportItem) -> Self {
+        Entry { id: item.id, rank: item.search_rank, hundredths: item.modifier_hundredths }
+    }
+}
+
+/// The core: merges the base and the new report, both in ascending id
+/// order, calling `upsert` for every new entry that is new or changed and
+/// `removed` for every base id that is gone, each in ascending id order.
+pub fn merge_by_id<E>(
+    base: impl IntoIterator<Item = Entry>,
+    new: impl IntoIterator<Item = Entry>,
+    mut upsert: impl FnMut(Entry) -> Result<(), E>,
+    mut removed: impl FnMut(i64) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut base = base.into_iter().peekable();
+    let mut new = new.into_iter().peekable();
+    loop {
+        match (base.peek().copied(), new.peek().copied()) {
+            (None, None) => return Ok(()),
+            (Some(old), None) => {
+                removed(old.id)?;
+                base.next();
+            }
+            (None, Some(entry)) => {
+                upsert(entry)?;
+                new.next();
+            }
+            (Some(old), Some(entry)) => {
+                if old.id < entry.id {
+                    removed(old.id)?;
+                    base.next();
+                } else if entry.id < old.id {
+                    upsert(entry)?;
+                    new.next();
+                } else {
+                    if (old.rank, old.hundredths) != (entry.rank, entry.hundredths) {
+                        upsert(entry)?;
+                    }
+                    base.next();
+                    new.next();
+                }
+            }
+        }
+    }
+}
+
+/// Applies a delta to a full report, as a customer would: upsert by id,
+/// delete the removed ids. Returns the report in rank order.
+pub fn apply_delta(base: &[Entry], upserts: &[Entry], removed: &[i64]) -> Vec<Entry> {
+    let mut by_id: std::collections::BTreeMap<i64, Entry> = base.iter().map(|e| (e.id, *e)).collect();
+    for id in removed {
+        by_id.remove(id);
+    }
+    for entry in upserts {
+        by_id.insert(entry.id, *entry);
+    }
+    let mut report: Vec<Entry> = by_id.into_values().collect();
+    report.sort_by_key(|e| (e.rank, e.id));
+    report
+}
+
+/// Why a delta could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("computing the delta on local disk ({path}) failed: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not {action} {location}: {source}")]
+    Staging {
+        action: &'static str,
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("delta manifest {location} is not valid: {reason}")]
+    InvalidManifest { location: String, reason: String },
+    #[error("run {run} has no {data_type} report")]
+    MissingReport { run: RunId, data_type: &'static str },
+}
+
+impl DeltaError {
+    /// Whether computing it again can never work.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DeltaError::Transfer(error) => error.is_permanent(),
+            DeltaError::MissingReport { .. } => true,
+            DeltaError::Io { .. } | DeltaError::Staging { .. } | DeltaError::InvalidManifest { .. } => false,
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl Fn(io::Error) -> DeltaError + '_ {
+    move |source| DeltaError::Io { path: path.display().to_string(), source }
+}
+
+/// How a delta is computed.
+#[derive(Debug, Clone)]
+pub struct DeltaSettings {
+    /// Where bucket files and the delta's parts are kept while computing.
+    pub scratch_dir: PathBuf,
+    /// Rows per staged delta part (as `PART_ROWS` for reports).
+    pub part_rows: u64,
+    /// Buckets of the first partition.
+    pub buckets: usize,
+    /// The most records (both sides) merged in memory at once; a larger
+    /// bucket is split again.
+    pub max_bucket_records: usize,
+}
+
+impl Default for DeltaSettings {
+    fn default() -> Self {
+        DeltaSettings {
+            scratch_dir: std::env::temp_dir(),
+            part_rows: 5_000_000,
+            buckets: 256,
+            max_bucket_records: 4_000_000,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bucket files
+// ---------------------------------------------------------------------------
+
+/// What one bucket file holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct BucketStats {
+    records: usize,
+    min: i64,
+    max: i64,
+}
+
+/// Records written by id range into `count` files.
+struct Buckets {
+    paths: Vec<PathBuf>,
+    writers: Vec<BufWriter<File>>,
+    stats: Vec<BucketStats>,
+    lo: i64,
+    hi: i64,
+}
+
+impl Buckets {
+    fn create(dir: &Path, tag: &str, count: usize, lo: i64, hi: i64) -> io::Result<Buckets> {
+        std::fs::create_dir_all(dir)?;
+        let mut paths = Vec::with_capacity(count);
+        let mut writers = Vec::with_capacity(count);
+        for index in 0..count {
+            let path = dir.join(format!("{tag}-{index:05}.bin"));
+            writers.push(BufWriter::with_capacity(64 * 1024, File::create(&path)?));
+            paths.push(path);
+        }
+        Ok(Buckets { paths, writers, stats: vec![BucketStats::default(); count], lo, hi })
+    }
+
+    /// The bucket of `id`: its place in `lo..=hi` (ids outside go to the ends).
+    fn bucket_of(&self, id: i64) -> usize {
+        let count = self.writers.len() as i128;
+        let span = i128::from(self.hi) - i128::from(self.lo) + 1;
+        let offset = (i128::from(id) - i128::from(self.lo)).clamp(0, span - 1);
+        (offset * count / span) as usize
+    }
+
+    fn push(&mut self, entry: Entry) -> io::Result<()> {
+        let index = self.bucket_of(entry.id);
+        let mut record = [0u8; RECORD_BYTES];
+        record[..8].copy_from_slice(&entry.id.to_le_bytes());
+        let rank = u32::try_from(entry.rank).map_err(|_| io::Error::other("a rank above 4 billion"))?;
+        record[8..12].copy_from_slice(&rank.to_le_bytes());
+        record[12] = entry.hundredths;
+        self.writers[index].write_all(&record)?;
+        let stats = &mut self.stats[index];
+        if stats.records == 0 {
+            stats.min = entry.id;
+            stats.max = entry.id;
+        } else {
+            stats.min = stats.min.min(entry.id);
+            stats.max = stats.max.max(entry.id);
+        }
+        stats.records += 1;
+        Ok(())
+    }
+
+    /// Flushes every file; returns each bucket's path and what it holds.
+    fn finish(self) -> io::Result<Vec<(PathBuf, BucketStats)>> {
+        for mut writer in self.writers {
+            writer.flush()?;
+        }
+        Ok(self.paths.into_iter().zip(self.stats).collect())
+    }
+}
+
+/// Every record of a bucket file.
+fn read_bucket(path: &Path, records: usize) -> io::Result<Vec<Entry>> {
+    let mut reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    let mut entries = Vec::with_capacity(records);
+    let mut record = [0u8; RECORD_BYTES];
+    for _ in 0..records {
+        reader.read_exact(&mut record)?;
+        entries.push(Entry {
+            id: i64::from_le_bytes(record[..8].try_into().expect("8 bytes")),
+            rank: u64::from(u32::from_le_bytes(record[8..12].try_into().expect("4 bytes"))),
+            hundredths: record[12],
+        });
+    }
+    Ok(entries)
+}
+
+// ---------------------------------------------------------------------------
+// Output parts
+// ---------------------------------------------------------------------------
+
+/// Delta rows of one kind written into local canonical parts of at most
+/// `part_rows` rows, named `<stem>-NNN.json`.
+struct PartFiles {
+    kind: ReportKind,
+    file_kind: FileKind,
+    dir: PathBuf,
+    part_rows: u64,
+    current: Option<PartWriter<BufWriter<File>>>,
+    done: Vec<PartSummary>,
+}
+
+impl PartFiles {
+    fn new(kind: ReportKind, file_kind: FileKind, dir: &Path, part_rows: u64) -> PartFiles {
+        PartFiles { kind, file_kind, dir: dir.to_owned(), part_rows: part_rows.max(1), current: None, done: Vec::new() }
+    }
+
+    fn push(&mut self, item: ReportItem) -> io::Result<()> {
+        if self.current.is_none() {
+            let name = format!("{}-{:03}.json", self.file_kind.stem(), self.done.len() + 1);
+            let file = BufWriter::with_capacity(256 * 1024, File::create(self.dir.join(&name))?);
+            self.current = Some(PartWriter::with_columns(self.kind, CANONICAL, self.file_kind.columns(), file)?);
+            self.done.push(PartSummary { key: name, rows: 0, bytes: 0, sha256: String::new() });
+        }
+        let writer = self.current.as_mut().expect("a part is open");
+        writer.push(item)?;
+        let summary = self.done.last_mut().expect("the open part");
+        summary.rows += 1;
+        if summary.rows >= self.part_rows {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        if let Some(writer) = self.current.take() {
+            let (rows, bytes, sha256, mut file) = writer.finish()?;
+            file.flush()?;
+            let summary = self.done.last_mut().expect("the open part");
+            (summary.rows, summary.bytes, summary.sha256) = (rows, bytes, sha256);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<Vec<PartSummary>> {
+        self.close()?;
+        Ok(self.done)
+    }
+}
+
+/// Merges one pair of bucket files (splitting it again when too large)
+/// into the output parts.
+fn merge_buckets(
+    dir: &Path,
+    base: (PathBuf, BucketStats),
+    new: (PathBuf, BucketStats),
+    settings: &DeltaSettings,
+    upserts: &mut PartFiles,
+    removed: &mut PartFiles,
+) -> io::Result<()> {
+    let (base_path, base_stats) = base;
+    let (new_path, new_stats) = new;
+    let total = base_stats.records + new_stats.records;
+    let lo = [base_stats, new_stats].iter().filter(|s| s.records > 0).map(|s| s.min).min().unwrap_or(0);
+    let hi = [base_stats, new_stats].iter().filter(|s| s.records > 0).map(|s| s.max).max().unwrap_or(0);
+    if total <= settings.max_bucket_records || lo == hi {
+        let mut base_entries = read_bucket(&base_path, base_stats.records)?;
+        let mut new_entries = read_bucket(&new_path, new_stats.records)?;
+        base_entries.sort_unstable_by_key(|e| e.id);
+        new_entries.sort_unstable_by_key(|e| e.id);
+        merge_by_id(base_entries, new_entries, |e| upserts.push(e.item()), |id| {
+            removed.push(ReportItem { id, search_rank: 0, modifier_hundredths: 0 })
+        })?;
+    } else {
+        let sub = dir.join(format!("split-{lo}-{hi}"));
+        let count = settings.buckets.clamp(2, 4096);
+        let split = |path: &Path, records: usize, tag: &str| -> io::Result<Vec<(PathBuf, BucketStats)>> {
+            let mut buckets = Buckets::create(&sub, tag, count, lo, hi)?;
+            for entry in BucketIter::open(path, records)? {
+                buckets.push(entry)?;
+            }
+            buckets.finish()
+        };
+        let base_parts = split(&base_path, base_stats.records, "base")?;
+        let new_parts = split(&new_path, new_stats.records, "new")?;
+        for (base_part, new_part) in base_parts.into_iter().zip(new_parts) {
+            merge_buckets(&sub, base_part, new_part, settings, upserts, removed)?;
+        }
+        std::fs::remove_dir_all(&sub)?;
+    }
+    std::fs::remove_file(&base_path)?;
+    std::fs::remove_file(&new_path)?;
+    Ok(())
+}
+
+/// The records of a bucket file one by one (for splitting it without
+/// loading it).
+struct BucketIter {
+    reader: BufReader<File>,
+    left: usize,
+}
+
+impl BucketIter {
+    fn open(path: &Path, records: usize) -> io::Result<BucketIter> {
+        Ok(BucketIter { reader: BufReader::with_capacity(256 * 1024, File::open(path)?), left: records })
+    }
+}
+
+impl Iterator for BucketIter {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        if self.left == 0 {
+            return None;
+        }
+        let mut record = [0u8; RECORD_BYTES];
+        self.reader.read_exact(&mut record).ok()?;
+        self.left -= 1;
+        Some(Entry {
+            id: i64::from_le_bytes(record[..8].try_into().ok()?),
+            rank: u64::from(u32::from_le_bytes(record[8..12].try_into().ok()?)),
+            hundredths: record[12],
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Staging
+// ---------------------------------------------------------------------------
+
+/// The delta of `kind` between `base` and `run`, from staging, computed
+/// and staged first if no complete one is there.
+pub async fn ensure_delta<S: ObjectStore>(
+    staging: &S,
+    kind: ReportKind,
+    base: &RunManifest,
+    run: &RunManifest,
+    settings: &DeltaSettings,
+) -> Result<DeltaManifest, DeltaError> {
+    let key = delta_manifest_key(kind, run.run_id, base.run_id);
+    if let Some(existing) = read_delta_manifest(staging, &key, kind, run.run_id, base.run_id).await? {
+        return Ok(existing);
+    }
+    let started = std::time::Instant::now();
+    let manifest = compute_delta(staging, kind, base, run, settings).await?;
+    let body = Bytes::from(serde_json::to_vec_pretty(&manifest).expect("a delta manifest serialises"));
+    let created = staging.put_if_absent(&key, body, "application/json").await.map_err(|source| {
+        DeltaError::Staging { action: "write", location: staging.describe(&key), source }
+    })?;
+    if created == PutOutcome::AlreadyExists {
+        // A concurrent computation finished first; its manifest stands.
+        if let Some(existing) = read_delta_manifest(staging, &key, kind, run.run_id, base.run_id).await? {
+            return Ok(existing);
+        }
+    }
+    info!(data_type = kind.data_type(), run_id = %run.run_id, base_run_id = %base.run_id,
+          upserts = manifest.upserts, removed = manifest.removed, ms = started.elapsed().as_millis() as u64,
+          "delta computed");
+    Ok(manifest)
+}
+
+async fn read_delta_manifest<S: ObjectStore>(
+    staging: &S,
+    key: &str,
+    kind: ReportKind,
+    run: RunId,
+    base: RunId,
+) -> Result<Option<DeltaManifest>, DeltaError> {
+    let body = match staging.get(key).await {
+        Ok(body) => body,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(source) => return Err(DeltaError::Staging { action: "read", location: staging.describe(key), source }),
+    };
+    let invalid = |reason: String| DeltaError::InvalidManifest { location: staging.describe(key), reason };
+    let manifest: DeltaManifest = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    if manifest.schema_version != DELTA_MANIFEST_SCHEMA_VERSION
+        || manifest.data_type != kind.data_type()
+        || manifest.run_id != run
+        || manifest.base_run_id != base
+    {
+        return Err(invalid(format!(
+            "it is the {} delta of run {} against {} (schema {}), not the one its key names",
+            manifest.data_type, manifest.run_id, manifest.base_run_id, manifest.schema_version
+        )));
+    }
+    Ok(Some(manifest))
+}
+
+/// Partitions both reports by id on local disk, merges bucket by bucket
+/// into local parts, and stages them; returns the (not yet written) manifest.
+async fn compute_delta<S: ObjectStore>(
+    staging: &S,
+    kind: ReportKind,
+    base: &RunManifest,
+    run: &RunManifest,
+    settings: &DeltaSettings,
+) -> Result<DeltaManifest, DeltaError> {
+    let report_of = |manifest: &RunManifest| {
+        manifest
+            .report(kind)
+            .cloned()
+            .ok_or(DeltaError::MissingReport { run: manifest.run_id, data_type: kind.data_type() })
+    };
+    let (base_report, new_report) = (report_of(base)?, report_of(run)?);
+    std::fs::create_dir_all(&settings.scratch_dir).map_err(io_error(&settings.scratch_dir))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("delta-{}-{}-", kind.data_type(), run.run_id))
+        .tempdir_in(&settings.scratch_dir)
+        .map_err(io_error(&settings.scratch_dir))?;
+    let dir = scratch.path().to_owned();
+    // The id range of the first partition: the reports' own, where the
+    // manifests give it, else every id (the first level then splits by the
+    // ranges it sees).
+    let ranges = [base_report.id_range, new_report.id_range];
+    let (lo, hi) = match ranges {
+        [Some(a), Some(b)] => (a.min.min(b.min), a.max.max(b.max)),
+        [None, Some(r)] | [Some(r), None] => (r.min, r.max),
+        [None, None] => (i64::MIN, i64::MAX),
+    };
+    let count = settings.buckets.clamp(1, 4096);
+    let buckets_dir = dir.join("buckets");
+    let partition = |tag: &'static str| {
+        let buckets_dir = buckets_dir.clone();
+        move || Buckets::create(&buckets_dir, tag, count, lo, hi)
+    };
+    let canonical = |m: &RunManifest| Encoding { format: m.format, compression: m.compression };
+    let push = |buckets: &mut Buckets, item: ReportItem| buckets.push(Entry::from(item));
+    let base_buckets = partition("base")().map_err(io_error(&buckets_dir))?;
+    let base_buckets =
+        scan_items(staging, &base_report.parts, canonical(base), kind, Columns::Ranked, base_buckets, push).await?;
+    let new_buckets = partition("new")().map_err(io_error(&buckets_dir))?;
+    let new_buckets =
+        scan_items(staging, &new_report.parts, canonical(run), kind, Columns::Ranked, new_buckets, push).await?;
+
+    let out = dir.join("out");
+    let merge_settings = settings.clone();
+    let (merge_dir, merge_out) = (buckets_dir.clone(), out.clone());
+    let (upsert_parts, removed_parts) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+        std::fs::create_dir_all(&merge_out)?;
+        let mut upserts = PartFiles::new(kind, FileKind::Upsert, &merge_out, merge_settings.part_rows);
+        let mut removed = PartFiles::new(kind, FileKind::Removed, &merge_out, merge_settings.part_rows);
+        for (base_bucket, new_bucket) in base_buckets.finish()?.into_iter().zip(new_buckets.finish()?) {
+            merge_buckets(&merge_dir, base_bucket, new_bucket, &merge_settings, &mut upserts, &mut removed)?;
+        }
+        Ok((upserts.finish()?, removed.finish()?))
+    })
+    .await
+    .expect("the delta merge panicked")
+    .map_err(io_error(&dir))?;
+
+    let local = LocalDirStore::new(&out);
+    let prefix = delta_prefix(kind, run.run_id, base.run_id);
+    let mut files = Vec::with_capacity(upsert_parts.len() + removed_parts.len());
+    for (file_kind, parts) in [(FileKind::Upsert, upsert_parts), (FileKind::Removed, removed_parts)] {
+        for part in parts {
+            let key = format!("{prefix}{}", part.key);
+            let moved = transfer_part(
+                &local,
+                staging,
+                PartTransfer {
+                    kind,
+                    columns: file_kind.columns(),
+                    source: &part,
+                    source_encoding: CANONICAL,
+                    target_key: &key,
+                    target_encoding: CANONICAL,
+                },
+            )
+            .await?;
+            let summary = moved.summary;
+            files.push(DeltaFile { kind: file_kind, key, rows: summary.rows, bytes: summary.bytes, sha256: summary.sha256 });
+        }
+    }
+    drop(scratch);
+    let rows = |wanted: FileKind| files.iter().filter(|f| f.kind == wanted).map(|f| f.rows).sum();
+    Ok(DeltaManifest {
+        schema_version: DELTA_MANIFEST_SCHEMA_VERSION,
+        data_type: kind.data_type().to_owned(),
+        id_field: kind.id_field().to_owned(),
+        run_id: run.run_id,
+        base_run_id: base.run_id,
+        generated_at: run.generated_at,
+        format: CANONICAL.format,
+        compression: CANONICAL.compression,
+        upserts: rows(FileKind::Upsert),
+        removed: rows(FileKind::Removed),
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entries(items: &[(i64, u64, u8)]) -> Vec<Entry> {
+        items.iter().map(|&(id, rank, hundredths)| Entry { id, rank, hundredths }).collect()
+    }
+
+    fn delta(base: &[Entry], new: &[Entry]) -> (Vec<Entry>, Vec<i64>) {
+        let (mut base, mut new) = (base.to_vec(), new.to_vec());
+        base.sort_by_key(|e| e.id);
+        new.sort_by_key(|e| e.id);
+        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+        merge_by_id::<()>(
+            base,
+            new,
+            |e| {
+                upserts.push(e);
+                Ok(())
+            },
+            |id| {
+                removed.push(id);
+                Ok(())
+            },
+        )
+        .unwrap();
+        (upserts, removed)
+    }
+
+    #[test]
+    fn new_changed_and_removed_items_and_nothing_else() {
+        let base = entries(&[(1, 1, 100), (2, 2, 50), (3, 3, 50), (9, 4, 0)]);
+        let new = entries(&[(1, 1, 100), (3, 2, 50), (2, 3, 50), (5, 4, 0)]);
+        let (upserts, removed) = delta(&base, &new);
+        assert_eq!(upserts, entries(&[(2, 3, 50), (3, 2, 50), (5, 4, 0)]));
+        assert_eq!(removed, [9]);
+        assert_eq!(apply_delta(&base, &upserts, &removed), new);
+    }
+
+    /// A report of distinct ids from `ids`, ranked by a score with ties.
+    fn report(ids: Vec<i64>, scores: Vec<u8>) -> Vec<Entry> {
+        let mut items: Vec<(u8, i64)> = scores.into_iter().zip(ids).collect();
+        items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let max = items.first().map_or(0, |i| i.0);
+        items
+            .iter()
+            .enumerate()
+            .map(|(r, &(score, id))| Entry {
+                id,
+                rank: r as u64 + 1,
+                hundredths: if max == 0 { 0 } else { (u32::from(score) * 100 / u32::from(max)) as u8 },
+            })
+            .collect()
+    }
+
+    fn report_strategy() -> impl Strategy<Value = Vec<Entry>> {
+        prop::collection::btree_set(-50i64..150, 0..120)
+            .prop_flat_map(|ids| {
+                let n = ids.len();
+                (Just(ids.into_iter().collect::<Vec<_>>()), prop::collection::vec(0u8..6, n))
+            })
+            .prop_map(|(ids, scores)| report(ids, scores))
+    }
+
+    proptest! {
+        #[test]
+        fn applying_the_delta_to_the_base_gives_the_new_report_and_the_delta_holds_only_changes(
+            base in report_strategy(),
+            new in report_strategy(),
+        ) {
+            let (upserts, removed) = delta(&base, &new);
+            prop_assert_eq!(apply_delta(&base, &upserts, &removed), new.clone());
+            prop_assert!(upserts.windows(2).all(|w| w[0].id < w[1].id), "upserts in ascending id order");
+            prop_assert!(removed.windows(2).all(|w| w[0] < w[1]), "removed ids ascending");
+            for entry in &upserts {
+                prop_assert!(!base.contains(entry), "an unchanged row is in the delta: {:?}", entry);
+            }
+            for id in &removed {
+                prop_assert!(base.iter().any(|e| e.id == *id) && !new.iter().any(|e| e.id == *id));
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_place_ids_by_range_and_clamp_the_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let buckets = Buckets::create(dir.path(), "t", 4, 0, 99).unwrap();
+        assert_eq!(
+            [-5, 0, 24, 25, 99, 1000].map(|id| buckets.bucket_of(id)),
+            [0, 0, 0, 1, 3, 3]
+        );
+        let full = Buckets::create(dir.path(), "u", 256, i64::MIN, i64::MAX).unwrap();
+        assert_eq!((full.bucket_of(i64::MIN), full.bucket_of(0), full.bucket_of(i64::MAX)), (0, 128, 255));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_staged_delta_matches_the_in_memory_merge_even_when_buckets_split() {
+        use crate::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
+        let (_dir, store) = LocalDirStore::in_temp_dir("delta-staged");
+        let base_run: RunId = "20261116030000".parse().unwrap();
+        let new_run: RunId = "20261119030000".parse().unwrap();
+        let base = publish_synthetic_run(&store, base_run, SyntheticRunSize { rows: 3_000, part_rows: 700, track_bytes: None })
+            .await
+            .unwrap();
+        let new = publish_synthetic_run(&store, new_run, SyntheticRunSize { rows: 2_500, part_rows: 900, track_bytes: None })
+            .await
+            .unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        // Tiny buckets force splits; no id range in these manifests forces
+        // the first partition over every id.
+        let settings = DeltaSettings { scratch_dir: scratch.path().to_owned(), part_rows: 400, buckets: 4, max_bucket_records: 64 };
+        let manifest = ensure_delta(&store, ReportKind::Track, &base, &new, &settings).await.unwrap();
+
+        let read_all = |parts: Vec<PartSummary>, columns| {
+            let store = store.clone();
+            async move {
+                scan_items(&store, &parts, CANONICAL, ReportKind::Track, columns, Vec::new(), |all: &mut Vec<ReportItem>, item| {
+                    all.push(item);
+                    Ok(())
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let base_entries: Vec<Entry> =
+            read_all(base.report(ReportKind::Track).unwrap().parts.clone(), Columns::Ranked).await.into_iter().map(Entry::from).collect();
+        let new_entries: Vec<Entry> =
+            read_all(new.report(ReportKind::Track).unwrap().parts.clone(), Columns::Ranked).await.into_iter().map(Entry::from).collect();
+        let (expected_upserts, expected_removed) = delta(&base_entries, &new_entries);
+
+        let files = |kind| manifest.files.iter().filter(|f| f.kind == kind).map(DeltaFile::summary).collect::<Vec<_>>();
+        let upserts: Vec<Entry> = read_all(files(FileKind::Upsert), Columns::Ranked).await.into_iter().map(Entry::from).collect();
+        let removed: Vec<i64> = read_all(files(FileKind::Removed), Columns::IdOnly).await.into_iter().map(|i| i.id).collect();
+        assert_eq!(upserts, expected_upserts);
+        assert_eq!(removed, expected_removed);
+        assert_eq!((manifest.upserts, manifest.removed), (upserts.len() as u64, removed.len() as u64));
+        assert!(files(FileKind::Upsert).iter().all(|f| f.rows <= 400));
+        assert_eq!(apply_delta(&base_entries, &upserts, &removed), new_entries);
+        assert!(std::fs::read_dir(scratch.path()).unwrap().next().is_none(), "the scratch space is cleaned up");
+
+        // A second call reads the staged delta instead of computing again.
+        let again = ensure_delta(&store, ReportKind::Track, &base, &new, &settings).await.unwrap();
+        assert_eq!(again, manifest);
+    }
+}
