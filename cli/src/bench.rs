@@ -4,7 +4,7 @@
 //! input rows per second and the child's peak resident memory (from
 //! `wait4`'s rusage, so the generator's memory is not counted).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -44,20 +44,7 @@ struct Measured {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the popularity binary")?;
-    let data = args.dir.join(format!("tracks-{}-days-{}", args.tracks, args.days));
-    let ready_marker = data.join(".complete");
-    if !ready_marker.exists() {
-        eprintln!("generating {} tracks x {} days into {} (once)", args.tracks, args.days, data.display());
-        let status = Command::new(&exe)
-            .args(["generate", "--tracks", &args.tracks.to_string(), "--days", &args.days.to_string()])
-            .args(["--end-date", END_DATE, "--seed", "42", "--out"])
-            .arg(&data)
-            .status()?;
-        if !status.success() {
-            bail!("generating the sample data failed");
-        }
-        std::fs::write(&ready_marker, b"")?;
-    }
+    let data = ensure_sample_data(&exe, &args.dir, args.tracks, args.days)?;
     let out = args.out.clone().unwrap_or_else(|| args.dir.join("rank-output"));
     let mut results = Vec::new();
     for run in 1..=args.runs {
@@ -89,6 +76,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("throughput:       {:.1} M input rows/s (median)", input_rows as f64 / median.seconds / 1e6);
     println!("peak RSS:         {} MB ({:.0} bytes/track)", peak / 1_000_000, peak as f64 / args.tracks as f64);
     Ok(())
+}
+
+/// The sample data set of `tracks` x `days` under `dir`, generated (seed
+/// 42, ending on END_DATE) the first time it is asked for.
+pub(crate) fn ensure_sample_data(exe: &Path, dir: &Path, tracks: u64, days: u32) -> anyhow::Result<PathBuf> {
+    let data = dir.join(format!("tracks-{tracks}-days-{days}"));
+    let ready_marker = data.join(".complete");
+    if !ready_marker.exists() {
+        eprintln!("generating {tracks} tracks x {days} days into {} (once)", data.display());
+        let status = Command::new(exe)
+            .args(["generate", "--tracks", &tracks.to_string(), "--days", &days.to_string()])
+            .args(["--end-date", END_DATE, "--seed", "42", "--out"])
+            .arg(&data)
+            .status()?;
+        if !status.success() {
+            bail!("generating the sample data failed");
+        }
+        std::fs::write(&ready_marker, b"")?;
+    }
+    Ok(data)
 }
 
 /// Runs the command to completion and measures its wall time and peak RSS.

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_delivery;
+mod bench_delta;
 mod bench_sheets;
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
@@ -40,6 +41,11 @@ enum Command {
     BenchDelivery(bench_delivery::BenchDeliveryArgs),
     /// Benchmark fanout against moto: N tenant secrets, load_tenants and fan_out_run timed.
     BenchFanout(bench_delivery::BenchFanoutArgs),
+    /// Benchmark delta computation: two runs three days apart, every report's delta (time, CPU, peak RSS, size).
+    BenchDelta(bench_delta::BenchDeltaArgs),
+    /// One measured delta computation, run by bench-delta in a child process.
+    #[command(hide = true)]
+    BenchDeltaWorker(bench_delta::DeltaWorkerArgs),
     /// Benchmark deliver-sheets against the project's Sheets double: requests, bytes, time, peak RSS per maxRows.
     BenchSheets(bench_sheets::BenchSheetsArgs),
     /// One measured sheets delivery, run by bench-sheets in a child process.
@@ -76,6 +82,8 @@ fn main() -> anyhow::Result<()> {
         Command::BenchDelivery(args) => runtime.block_on(bench_delivery::run_delivery(args)),
         Command::BenchFanout(args) => runtime.block_on(bench_delivery::run_fanout(args)),
         Command::BenchDeliveryWorker(args) => runtime.block_on(bench_delivery::run_worker(args)),
+        Command::BenchDelta(args) => runtime.block_on(bench_delta::run(args)),
+        Command::BenchDeltaWorker(args) => runtime.block_on(bench_delta::run_worker(args)),
         Command::BenchSheets(args) => runtime.block_on(bench_sheets::run(args)),
         Command::BenchSheetsWorker(args) => runtime.block_on(bench_sheets::run_worker(args)),
         Command::Tenant(args) => tenant_command::run(args),

@@ -33,7 +33,7 @@ use tracing::info;
 use crate::domain::{Compression, Encoding, Format, ReportKind, RunId};
 use crate::manifest::RunManifest;
 use crate::report_writer::{Columns, PartSummary, PartWriter, ReportItem};
-use crate::store::{LocalDirStore, ObjectStore, PutOutcome, StoreError};
+use crate::store::{upload_from_blocking, LocalDirStore, ObjectStore, PutOutcome, StoreError, StreamedUploadError};
 use crate::transfer::{scan_items, transfer_part, PartTransfer, TransferError};
 
 pub const DELTAS_PREFIX: &str = "deltas/";
@@ -239,8 +239,9 @@ pub struct DeltaSettings {
     pub scratch_dir: PathBuf,
     /// Rows per staged delta part (as `PART_ROWS` for reports).
     pub part_rows: u64,
-    /// Buckets of the first partition.
-    pub buckets: usize,
+    /// Records (both sides) a partition aims to put in each bucket: the
+    /// number of buckets follows from the reports' rows.
+    pub bucket_records: usize,
     /// The most records (both sides) merged in memory at once; a larger
     /// bucket is split again.
     pub max_bucket_records: usize,
@@ -251,8 +252,8 @@ impl Default for DeltaSettings {
         DeltaSettings {
             scratch_dir: std::env::temp_dir(),
             part_rows: 5_000_000,
-            buckets: 256,
-            max_bucket_records: 4_000_000,
+            bucket_records: 500_000,
+            max_bucket_records: 2_000_000,
         }
     }
 }
@@ -260,6 +261,11 @@ impl Default for DeltaSettings {
 // ---------------------------------------------------------------------------
 // Bucket files
 // ---------------------------------------------------------------------------
+
+/// Buckets for `records` at about `per_bucket` each (1 to 4096).
+fn bucket_count(records: usize, per_bucket: usize) -> usize {
+    records.div_ceil(per_bucket.max(1)).clamp(1, 4096)
+}
 
 /// What one bucket file holds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -328,20 +334,18 @@ impl Buckets {
     }
 }
 
-/// Every record of a bucket file.
-fn read_bucket(path: &Path, records: usize) -> io::Result<Vec<Entry>> {
-    let mut reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
-    let mut entries = Vec::with_capacity(records);
-    let mut record = [0u8; RECORD_BYTES];
-    for _ in 0..records {
-        reader.read_exact(&mut record)?;
-        entries.push(Entry {
-            id: i64::from_le_bytes(record[..8].try_into().expect("8 bytes")),
-            rank: u64::from(u32::from_le_bytes(record[8..12].try_into().expect("4 bytes"))),
-            hundredths: record[12],
-        });
+/// Every record of a bucket file, into `entries` (cleared first).
+fn read_bucket(path: &Path, records: usize, entries: &mut Vec<Entry>) -> io::Result<()> {
+    entries.clear();
+    entries.reserve(records);
+    entries.extend(BucketIter::open(path, records)?);
+    if entries.len() != records {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("bucket file {} holds fewer than its {records} records", path.display()),
+        ));
     }
-    Ok(entries)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -397,49 +401,86 @@ impl PartFiles {
     }
 }
 
-/// Merges one pair of bucket files (splitting it again when too large)
-/// into the output parts.
-fn merge_buckets(
-    dir: &Path,
-    base: (PathBuf, BucketStats),
-    new: (PathBuf, BucketStats),
-    settings: &DeltaSettings,
-    upserts: &mut PartFiles,
-    removed: &mut PartFiles,
-) -> io::Result<()> {
-    let (base_path, base_stats) = base;
-    let (new_path, new_stats) = new;
-    let total = base_stats.records + new_stats.records;
-    let lo = [base_stats, new_stats].iter().filter(|s| s.records > 0).map(|s| s.min).min().unwrap_or(0);
-    let hi = [base_stats, new_stats].iter().filter(|s| s.records > 0).map(|s| s.max).max().unwrap_or(0);
-    if total <= settings.max_bucket_records || lo == hi {
-        let mut base_entries = read_bucket(&base_path, base_stats.records)?;
-        let mut new_entries = read_bucket(&new_path, new_stats.records)?;
-        base_entries.sort_unstable_by_key(|e| e.id);
-        new_entries.sort_unstable_by_key(|e| e.id);
-        merge_by_id(base_entries, new_entries, |e| upserts.push(e.item()), |id| {
-            removed.push(ReportItem { id, search_rank: 0, modifier_hundredths: 0 })
-        })?;
-    } else {
-        let sub = dir.join(format!("split-{lo}-{hi}"));
-        let count = settings.buckets.clamp(2, 4096);
-        let split = |path: &Path, records: usize, tag: &str| -> io::Result<Vec<(PathBuf, BucketStats)>> {
-            let mut buckets = Buckets::create(&sub, tag, count, lo, hi)?;
-            for entry in BucketIter::open(path, records)? {
-                buckets.push(entry)?;
+/// The upsert rows of a delta, in ascending id order, pulled one at a time
+/// so that each staged part can be streamed straight into its upload. The
+/// bucket pairs are merged in id order as they are reached (a pair too
+/// large to load is split again by its own id range); the removed ids met on
+/// the way go to `removed`.
+struct DeltaMerger {
+    dir: PathBuf,
+    settings: DeltaSettings,
+    /// Bucket pairs not merged yet, in id order.
+    pending: std::collections::VecDeque<(Bucket, Bucket)>,
+    /// Upserts of the bucket pair merged last; those from `taken` on are
+    /// not yet taken. The three buffers are reused from pair to pair, so
+    /// memory stays at one pair's worth.
+    upserts: Vec<Entry>,
+    taken: usize,
+    base_buffer: Vec<Entry>,
+    new_buffer: Vec<Entry>,
+    removed: PartFiles,
+    splits: usize,
+}
+
+type Bucket = (PathBuf, BucketStats);
+
+impl DeltaMerger {
+    fn next_upsert(&mut self) -> io::Result<Option<Entry>> {
+        loop {
+            if let Some(&entry) = self.upserts.get(self.taken) {
+                self.taken += 1;
+                return Ok(Some(entry));
             }
-            buckets.finish()
-        };
-        let base_parts = split(&base_path, base_stats.records, "base")?;
-        let new_parts = split(&new_path, new_stats.records, "new")?;
-        for (base_part, new_part) in base_parts.into_iter().zip(new_parts) {
-            merge_buckets(&sub, base_part, new_part, settings, upserts, removed)?;
+            let Some((base, new)) = self.pending.pop_front() else {
+                return Ok(None);
+            };
+            self.merge_pair(base, new)?;
         }
-        std::fs::remove_dir_all(&sub)?;
     }
-    std::fs::remove_file(&base_path)?;
-    std::fs::remove_file(&new_path)?;
-    Ok(())
+
+    /// Merges one pair into `current` and `removed`, or splits it into
+    /// smaller pairs at the front of `pending`.
+    fn merge_pair(&mut self, (base_path, base_stats): Bucket, (new_path, new_stats): Bucket) -> io::Result<()> {
+        let filled = [base_stats, new_stats].into_iter().filter(|s| s.records > 0);
+        let lo = filled.clone().map(|s| s.min).min().unwrap_or(0);
+        let hi = filled.map(|s| s.max).max().unwrap_or(0);
+        if base_stats.records + new_stats.records > self.settings.max_bucket_records && lo < hi {
+            self.splits += 1;
+            let sub = self.dir.join(format!("split-{}", self.splits));
+            let count = bucket_count(base_stats.records + new_stats.records, self.settings.bucket_records).max(2);
+            let split = |path: &Path, records: usize, tag: &str| -> io::Result<Vec<Bucket>> {
+                let mut buckets = Buckets::create(&sub, tag, count, lo, hi)?;
+                for entry in BucketIter::open(path, records)? {
+                    buckets.push(entry)?;
+                }
+                buckets.finish()
+            };
+            let base_parts = split(&base_path, base_stats.records, "base")?;
+            let new_parts = split(&new_path, new_stats.records, "new")?;
+            for pair in base_parts.into_iter().zip(new_parts).rev() {
+                self.pending.push_front(pair);
+            }
+        } else {
+            read_bucket(&base_path, base_stats.records, &mut self.base_buffer)?;
+            read_bucket(&new_path, new_stats.records, &mut self.new_buffer)?;
+            self.base_buffer.sort_unstable_by_key(|e| e.id);
+            self.new_buffer.sort_unstable_by_key(|e| e.id);
+            let (upserts, removed) = (&mut self.upserts, &mut self.removed);
+            upserts.clear();
+            self.taken = 0;
+            merge_by_id(
+                self.base_buffer.iter().copied(),
+                self.new_buffer.iter().copied(),
+                |entry| {
+                    upserts.push(entry);
+                    Ok(())
+                },
+                |id| removed.push(ReportItem { id, search_rank: 0, modifier_hundredths: 0 }),
+            )?;
+        }
+        std::fs::remove_file(&base_path)?;
+        std::fs::remove_file(&new_path)
+    }
 }
 
 /// The records of a bucket file one by one (for splitting it without
@@ -493,9 +534,10 @@ pub async fn ensure_delta<S: ObjectStore>(
     let started = std::time::Instant::now();
     let manifest = compute_delta(staging, kind, base, run, settings).await?;
     let body = Bytes::from(serde_json::to_vec_pretty(&manifest).expect("a delta manifest serialises"));
-    let created = staging.put_if_absent(&key, body, "application/json").await.map_err(|source| {
-        DeltaError::Staging { action: "write", location: staging.describe(&key), source }
-    })?;
+    let created = staging
+        .put_if_absent(&key, body, "application/json")
+        .await
+        .map_err(|source| DeltaError::Staging { action: "write", location: staging.describe(&key), source })?;
     if created == PutOutcome::AlreadyExists {
         // A concurrent computation finished first; its manifest stands.
         if let Some(existing) = read_delta_manifest(staging, &key, kind, run.run_id, base.run_id).await? {
@@ -557,6 +599,7 @@ async fn compute_delta<S: ObjectStore>(
         .tempdir_in(&settings.scratch_dir)
         .map_err(io_error(&settings.scratch_dir))?;
     let dir = scratch.path().to_owned();
+    let started = std::time::Instant::now();
     // The id range of the first partition: the reports' own, where the
     // manifests give it, else every id (the first level then splits by the
     // ranges it sees).
@@ -566,7 +609,7 @@ async fn compute_delta<S: ObjectStore>(
         [None, Some(r)] | [Some(r), None] => (r.min, r.max),
         [None, None] => (i64::MIN, i64::MAX),
     };
-    let count = settings.buckets.clamp(1, 4096);
+    let count = bucket_count((base_report.rows + new_report.rows) as usize, settings.bucket_records);
     let buckets_dir = dir.join("buckets");
     let partition = |tag: &'static str| {
         let buckets_dir = buckets_dir.clone();
@@ -575,52 +618,102 @@ async fn compute_delta<S: ObjectStore>(
     let canonical = |m: &RunManifest| Encoding { format: m.format, compression: m.compression };
     let push = |buckets: &mut Buckets, item: ReportItem| buckets.push(Entry::from(item));
     let base_buckets = partition("base")().map_err(io_error(&buckets_dir))?;
-    let base_buckets =
-        scan_items(staging, &base_report.parts, canonical(base), kind, Columns::Ranked, base_buckets, push).await?;
     let new_buckets = partition("new")().map_err(io_error(&buckets_dir))?;
-    let new_buckets =
-        scan_items(staging, &new_report.parts, canonical(run), kind, Columns::Ranked, new_buckets, push).await?;
-
+    // Both reports are read at once: parsing is most of the work.
+    let (base_buckets, new_buckets) = tokio::try_join!(
+        scan_items(staging, &base_report.parts, canonical(base), kind, Columns::Ranked, base_buckets, push),
+        scan_items(staging, &new_report.parts, canonical(run), kind, Columns::Ranked, new_buckets, push),
+    )?;
+    let scanned_ms = started.elapsed().as_millis() as u64;
+    let pairs = base_buckets
+        .finish()
+        .and_then(|base| Ok(base.into_iter().zip(new_buckets.finish()?).collect()))
+        .map_err(io_error(&buckets_dir))?;
     let out = dir.join("out");
-    let merge_settings = settings.clone();
-    let (merge_dir, merge_out) = (buckets_dir.clone(), out.clone());
-    let (upsert_parts, removed_parts) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-        std::fs::create_dir_all(&merge_out)?;
-        let mut upserts = PartFiles::new(kind, FileKind::Upsert, &merge_out, merge_settings.part_rows);
-        let mut removed = PartFiles::new(kind, FileKind::Removed, &merge_out, merge_settings.part_rows);
-        for (base_bucket, new_bucket) in base_buckets.finish()?.into_iter().zip(new_buckets.finish()?) {
-            merge_buckets(&merge_dir, base_bucket, new_bucket, &merge_settings, &mut upserts, &mut removed)?;
-        }
-        Ok((upserts.finish()?, removed.finish()?))
-    })
-    .await
-    .expect("the delta merge panicked")
-    .map_err(io_error(&dir))?;
+    std::fs::create_dir_all(&out).map_err(io_error(&out))?;
+    let mut merger = Some(DeltaMerger {
+        dir: buckets_dir.clone(),
+        settings: settings.clone(),
+        pending: pairs,
+        upserts: Vec::new(),
+        taken: 0,
+        base_buffer: Vec::new(),
+        new_buffer: Vec::new(),
+        removed: PartFiles::new(kind, FileKind::Removed, &out, settings.part_rows),
+        splits: 0,
+    });
 
-    let local = LocalDirStore::new(&out);
+    // Upsert parts are streamed from the merge straight into staging.
     let prefix = delta_prefix(kind, run.run_id, base.run_id);
-    let mut files = Vec::with_capacity(upsert_parts.len() + removed_parts.len());
-    for (file_kind, parts) in [(FileKind::Upsert, upsert_parts), (FileKind::Removed, removed_parts)] {
-        for part in parts {
-            let key = format!("{prefix}{}", part.key);
-            let moved = transfer_part(
-                &local,
-                staging,
-                PartTransfer {
-                    kind,
-                    columns: file_kind.columns(),
-                    source: &part,
-                    source_encoding: CANONICAL,
-                    target_key: &key,
-                    target_encoding: CANONICAL,
-                },
-            )
-            .await?;
-            let summary = moved.summary;
-            files.push(DeltaFile { kind: file_kind, key, rows: summary.rows, bytes: summary.bytes, sha256: summary.sha256 });
-        }
+    let mut files = Vec::new();
+    let part_rows = settings.part_rows.max(1);
+    loop {
+        let mut taken = merger.take().expect("the merger is back after every part");
+        let (mut taken, first) = tokio::task::spawn_blocking(move || {
+            let first = taken.next_upsert();
+            (taken, first)
+        })
+        .await
+        .expect("the delta merge panicked");
+        let Some(first) = first.map_err(io_error(&dir))? else {
+            merger = Some(taken);
+            break;
+        };
+        let number = files.len() + 1;
+        let key = format!("{prefix}{}-{number:03}.json", FileKind::Upsert.stem());
+        let written = upload_from_blocking(staging, &key, CANONICAL.content_type(), move |sink| {
+            let mut writer = PartWriter::with_columns(kind, CANONICAL, Columns::Ranked, sink)?;
+            writer.push(first.item())?;
+            let mut rows = 1;
+            while rows < part_rows {
+                let Some(entry) = taken.next_upsert()? else { break };
+                writer.push(entry.item())?;
+                rows += 1;
+            }
+            let (rows, bytes, sha256, _) = writer.finish()?;
+            Ok::<_, io::Error>((taken, rows, bytes, sha256))
+        })
+        .await;
+        let ((taken, rows, bytes, sha256), _) = written.map_err(|error| match error {
+            StreamedUploadError::Store(source) => {
+                DeltaError::Staging { action: "write", location: staging.describe(&key), source }
+            }
+            StreamedUploadError::Produce(source) => DeltaError::Io { path: dir.display().to_string(), source },
+        })?;
+        files.push(DeltaFile { kind: FileKind::Upsert, key, rows, bytes, sha256 });
+        merger = Some(taken);
+    }
+
+    let upserts_ms = started.elapsed().as_millis() as u64;
+    // Removed ids (usually few) were kept on local disk; staged last.
+    let removed_parts = merger.expect("the merger").removed.finish().map_err(io_error(&out))?;
+    let local = LocalDirStore::new(&out);
+    for part in removed_parts {
+        let key = format!("{prefix}{}", part.key);
+        let moved = transfer_part(
+            &local,
+            staging,
+            PartTransfer {
+                kind,
+                columns: FileKind::Removed.columns(),
+                source: &part,
+                source_encoding: CANONICAL,
+                target_key: &key,
+                target_encoding: CANONICAL,
+            },
+        )
+        .await?;
+        let summary = moved.summary;
+        files.push(DeltaFile {
+            kind: FileKind::Removed,
+            key,
+            rows: summary.rows,
+            bytes: summary.bytes,
+            sha256: summary.sha256,
+        });
     }
     drop(scratch);
+    tracing::debug!(scanned_ms, upserts_ms, total_ms = started.elapsed().as_millis() as u64, "delta phases");
     let rows = |wanted: FileKind| files.iter().filter(|f| f.kind == wanted).map(|f| f.rows).sum();
     Ok(DeltaManifest {
         schema_version: DELTA_MANIFEST_SCHEMA_VERSION,
@@ -725,10 +818,7 @@ mod tests {
     fn buckets_place_ids_by_range_and_clamp_the_ends() {
         let dir = tempfile::tempdir().unwrap();
         let buckets = Buckets::create(dir.path(), "t", 4, 0, 99).unwrap();
-        assert_eq!(
-            [-5, 0, 24, 25, 99, 1000].map(|id| buckets.bucket_of(id)),
-            [0, 0, 0, 1, 3, 3]
-        );
+        assert_eq!([-5, 0, 24, 25, 99, 1000].map(|id| buckets.bucket_of(id)), [0, 0, 0, 1, 3, 3]);
         let full = Buckets::create(dir.path(), "u", 256, i64::MIN, i64::MAX).unwrap();
         assert_eq!((full.bucket_of(i64::MIN), full.bucket_of(0), full.bucket_of(i64::MAX)), (0, 128, 255));
     }
@@ -739,38 +829,64 @@ mod tests {
         let (_dir, store) = LocalDirStore::in_temp_dir("delta-staged");
         let base_run: RunId = "20261116030000".parse().unwrap();
         let new_run: RunId = "20261119030000".parse().unwrap();
-        let base = publish_synthetic_run(&store, base_run, SyntheticRunSize { rows: 3_000, part_rows: 700, track_bytes: None })
-            .await
-            .unwrap();
-        let new = publish_synthetic_run(&store, new_run, SyntheticRunSize { rows: 2_500, part_rows: 900, track_bytes: None })
-            .await
-            .unwrap();
+        let base = publish_synthetic_run(
+            &store,
+            base_run,
+            SyntheticRunSize { rows: 3_000, part_rows: 700, track_bytes: None },
+        )
+        .await
+        .unwrap();
+        let new =
+            publish_synthetic_run(&store, new_run, SyntheticRunSize { rows: 2_500, part_rows: 900, track_bytes: None })
+                .await
+                .unwrap();
         let scratch = tempfile::tempdir().unwrap();
         // Tiny buckets force splits; no id range in these manifests forces
         // the first partition over every id.
-        let settings = DeltaSettings { scratch_dir: scratch.path().to_owned(), part_rows: 400, buckets: 4, max_bucket_records: 64 };
+        let settings = DeltaSettings {
+            scratch_dir: scratch.path().to_owned(),
+            part_rows: 400,
+            bucket_records: 1_500,
+            max_bucket_records: 64,
+        };
         let manifest = ensure_delta(&store, ReportKind::Track, &base, &new, &settings).await.unwrap();
 
         let read_all = |parts: Vec<PartSummary>, columns| {
             let store = store.clone();
             async move {
-                scan_items(&store, &parts, CANONICAL, ReportKind::Track, columns, Vec::new(), |all: &mut Vec<ReportItem>, item| {
-                    all.push(item);
-                    Ok(())
-                })
+                scan_items(
+                    &store,
+                    &parts,
+                    CANONICAL,
+                    ReportKind::Track,
+                    columns,
+                    Vec::new(),
+                    |all: &mut Vec<ReportItem>, item| {
+                        all.push(item);
+                        Ok(())
+                    },
+                )
                 .await
                 .unwrap()
             }
         };
-        let base_entries: Vec<Entry> =
-            read_all(base.report(ReportKind::Track).unwrap().parts.clone(), Columns::Ranked).await.into_iter().map(Entry::from).collect();
-        let new_entries: Vec<Entry> =
-            read_all(new.report(ReportKind::Track).unwrap().parts.clone(), Columns::Ranked).await.into_iter().map(Entry::from).collect();
+        let base_entries: Vec<Entry> = read_all(base.report(ReportKind::Track).unwrap().parts.clone(), Columns::Ranked)
+            .await
+            .into_iter()
+            .map(Entry::from)
+            .collect();
+        let new_entries: Vec<Entry> = read_all(new.report(ReportKind::Track).unwrap().parts.clone(), Columns::Ranked)
+            .await
+            .into_iter()
+            .map(Entry::from)
+            .collect();
         let (expected_upserts, expected_removed) = delta(&base_entries, &new_entries);
 
         let files = |kind| manifest.files.iter().filter(|f| f.kind == kind).map(DeltaFile::summary).collect::<Vec<_>>();
-        let upserts: Vec<Entry> = read_all(files(FileKind::Upsert), Columns::Ranked).await.into_iter().map(Entry::from).collect();
-        let removed: Vec<i64> = read_all(files(FileKind::Removed), Columns::IdOnly).await.into_iter().map(|i| i.id).collect();
+        let upserts: Vec<Entry> =
+            read_all(files(FileKind::Upsert), Columns::Ranked).await.into_iter().map(Entry::from).collect();
+        let removed: Vec<i64> =
+            read_all(files(FileKind::Removed), Columns::IdOnly).await.into_iter().map(|i| i.id).collect();
         assert_eq!(upserts, expected_upserts);
         assert_eq!(removed, expected_removed);
         assert_eq!((manifest.upserts, manifest.removed), (upserts.len() as u64, removed.len() as u64));

@@ -20,9 +20,9 @@ use tracing::{info, warn};
 
 use crate::domain::{part_key, Encoding, ReportKind, RunId};
 use crate::input::{self, InputError, InputFile, InputPlace, CATALOGUE_COLUMNS, PLAYS_COLUMNS};
-use crate::manifest::{IdRange, 
-    run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary, MANIFEST_SCHEMA_VERSION,
-    REPORTS_PREFIX,
+use crate::manifest::{
+    run_manifest_key, DeliveryMode, IdRange, InputSummary, ReportManifest, RunManifest, ScoringSummary,
+    MANIFEST_SCHEMA_VERSION, REPORTS_PREFIX,
 };
 use crate::ranking::{group_scores, rank_by_score, BatchCounts, Catalogue, IdIndex, RankedItems, ScoreAccumulator};
 use crate::report_writer::{PartSummary, PartWriter, ReportItem};
