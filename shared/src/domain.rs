@@ -188,7 +188,13 @@ impl<'de> Deserialize<'de> for RunId {
 /// Key of part `number` (1-based) of a report in the canonical layout:
 /// `<data_type>/<runId>/part-NNN.<ext>`, without any leading prefix.
 pub fn part_key(kind: ReportKind, run: RunId, number: usize, encoding: Encoding) -> String {
-    format!("{}part-{:03}.{}", report_run_prefix(kind, run), number, encoding.extension())
+    file_key(kind, run, "part", number, encoding)
+}
+
+/// `<data_type>/<runId>/<stem>-NNN.<ext>`: `part` files, and a delta's
+/// `removed` files beside them.
+pub fn file_key(kind: ReportKind, run: RunId, stem: &str, number: usize, encoding: Encoding) -> String {
+    format!("{}{stem}-{:03}.{}", report_run_prefix(kind, run), number, encoding.extension())
 }
 
 /// The folder of one report of one run, `<data_type>/<runId>/`, holding its

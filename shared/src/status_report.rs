@@ -14,10 +14,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::delivery::{
-    parse_job_key, DeliveryOutcome, DeliveryStaging, DeliveryStatus, JobKind, KeyError, StatusRecord, JOBS_PREFIX,
-    STATUS_PREFIX,
+    parse_job_key, DeliveryOutcome, DeliveryPlan, DeliveryStaging, DeliveryStatus, JobKind, KeyError, StatusRecord,
+    JOBS_PREFIX, STATUS_PREFIX,
 };
 use crate::domain::RunId;
+use crate::manifest::DeliveryMode;
 use crate::store::{ObjectEntry, ObjectStore, StoreError};
 
 /// Status objects read at once: enough to hide S3 latency for hundreds of
@@ -98,6 +99,8 @@ pub struct StatusRow {
     /// From the job key; `None` when there is a status but no job.
     pub kind: Option<JobKind>,
     pub state: RowState,
+    /// What the delivery holds, once an attempt has read its job.
+    pub plan: Option<DeliveryPlan>,
     pub attempts: usize,
     pub objects: usize,
     /// Bytes written at the destination.
@@ -186,17 +189,18 @@ impl RunStatusReport {
     /// Every cell is put on one line (control characters become spaces) and
     /// the error is cut to [`ERROR_COLUMN_CHARS`] characters.
     pub fn render_table(&self) -> String {
-        const HEADER: [&str; 9] =
-            ["TENANT", "FEED", "KIND", "STATE", "ATTEMPTS", "OBJECTS", "BYTES", "UPDATED", "ERROR"];
-        const RIGHT_ALIGNED: [bool; 9] = [false, false, false, false, true, true, true, false, false];
+        const HEADER: [&str; 10] =
+            ["TENANT", "FEED", "KIND", "STATE", "MODE", "ATTEMPTS", "OBJECTS", "BYTES", "UPDATED", "ERROR"];
+        const RIGHT_ALIGNED: [bool; 10] = [false, false, false, false, false, true, true, true, false, false];
 
-        let lines: Vec<[String; 9]> = std::iter::once(HEADER.map(str::to_owned))
+        let lines: Vec<[String; 10]> = std::iter::once(HEADER.map(str::to_owned))
             .chain(self.rows.iter().map(|row| {
                 [
                     one_line(&row.tenant_id),
                     one_line(&row.feed_id),
                     row.kind.map_or_else(|| "-".to_owned(), |kind| kind.to_string()),
                     row.state.to_string(),
+                    row.plan.as_ref().map_or_else(|| "-".to_owned(), mode_text),
                     row.attempts.to_string(),
                     row.objects.to_string(),
                     row.bytes.to_string(),
@@ -207,7 +211,7 @@ impl RunStatusReport {
             }))
             .collect();
 
-        let mut widths = [0usize; 9];
+        let mut widths = [0usize; 10];
         for line in &lines {
             for (width, cell) in widths.iter_mut().zip(line) {
                 *width = (*width).max(cell.chars().count());
@@ -235,6 +239,17 @@ impl RunStatusReport {
         }
         table.push_str(&format!("{} (run {}, {} rows)\n", self.counts(), self.run_id, self.rows.len()));
         table
+    }
+}
+
+/// `full`, `delta<20261116030000` (against that base run), or `full*` for
+/// a delta feed's full delivery (the status object says why).
+fn mode_text(plan: &DeliveryPlan) -> String {
+    match (plan.mode, plan.base_run_id, &plan.full_reason) {
+        (DeliveryMode::Delta, Some(base), _) => format!("delta<{base}"),
+        (DeliveryMode::Delta, None, _) => "delta".to_owned(),
+        (DeliveryMode::Full, _, Some(_)) => "full*".to_owned(),
+        (DeliveryMode::Full, _, None) => "full".to_owned(),
     }
 }
 
@@ -354,6 +369,7 @@ pub async fn run_status<S: ObjectStore>(staging: &S, run: RunId) -> Result<RunSt
                     feed_id,
                     kind,
                     state: RowState::Damaged,
+                    plan: None,
                     attempts: 0,
                     objects: 0,
                     bytes: 0,
@@ -365,6 +381,7 @@ pub async fn run_status<S: ObjectStore>(staging: &S, run: RunId) -> Result<RunSt
                     feed_id,
                     kind,
                     state: status.outcome.into(),
+                    plan: status.plan.clone(),
                     attempts: status.attempts.len(),
                     objects: status.objects.len(),
                     bytes: status.total_bytes(),
@@ -376,6 +393,7 @@ pub async fn run_status<S: ObjectStore>(staging: &S, run: RunId) -> Result<RunSt
                     feed_id,
                     kind,
                     state: RowState::Pending,
+                    plan: None,
                     attempts: 0,
                     objects: 0,
                     bytes: 0,
@@ -624,7 +642,7 @@ mod tests {
 
         assert_eq!(lines.len(), 1 + report.rows.len() + 1, "header, rows, summary, nothing else:\n{table}");
         let header = lines[0];
-        for column in ["TENANT", "FEED", "KIND", "STATE", "ATTEMPTS", "OBJECTS", "BYTES", "UPDATED", "ERROR"] {
+        for column in ["TENANT", "FEED", "KIND", "STATE", "MODE", "ATTEMPTS", "OBJECTS", "BYTES", "UPDATED", "ERROR"] {
             assert!(header.contains(column), "{column} missing from {header:?}");
         }
         for (line, row) in lines[1..=report.rows.len()].iter().zip(&report.rows) {
@@ -658,6 +676,14 @@ mod tests {
             lines.last().unwrap(),
             &"1 delivered, 1 failed, 1 pending, 0 in-progress, 1 skipped, 1 invalid, 0 damaged (run 20261119030000, 5 rows)"
         );
+    }
+
+    #[test]
+    fn the_mode_column_names_the_base_of_a_delta_and_marks_a_delta_feed_delivered_full() {
+        let base = "20261116030000".parse().unwrap();
+        assert_eq!(mode_text(&DeliveryPlan::full()), "full");
+        assert_eq!(mode_text(&DeliveryPlan::delta_against(base)), "delta<20261116030000");
+        assert_eq!(mode_text(&DeliveryPlan::full_because("first delivery".into())), "full*");
     }
 
     #[tokio::test]

@@ -23,6 +23,10 @@ pub const TENANT_SCHEMA_VERSION: u64 = 1;
 /// Bounds of a feed's `intervalSeconds` (one hour to one week).
 pub const MIN_INTERVAL_SECONDS: u64 = 3_600;
 pub const MAX_INTERVAL_SECONDS: u64 = 604_800;
+/// `fullEverySeconds` of a delta feed: its range and default (DESIGN §6).
+pub const MIN_FULL_EVERY_SECONDS: u64 = 604_800;
+pub const MAX_FULL_EVERY_SECONDS: u64 = 7_776_000;
+pub const DEFAULT_FULL_EVERY_SECONDS: u64 = 2_592_000;
 /// The id of a feed that does not give one.
 pub const DEFAULT_FEED_ID: &str = "default";
 /// Bounds of a google-sheets connector's `maxRows`: one report tab of that
@@ -111,6 +115,9 @@ pub struct Feed {
     pub mode: DeliveryMode,
     /// Least time between two deliveries; `None` delivers every run.
     pub interval_seconds: Option<u64>,
+    /// A delta feed's longest time between two full deliveries (between
+    /// run times); `None` for a full feed.
+    pub full_every_seconds: Option<u64>,
 }
 
 /// A destination and the credentials to reach it.
@@ -374,7 +381,8 @@ pub use crate::store::normalise_prefix;
 
 const ROOT: &str = "(root)";
 const ROOT_FIELDS: &[&str] = &["schemaVersion", "tenantId", "plan", "enabled", "connectors", "feeds"];
-const FEED_FIELDS: &[&str] = &["id", "connector", "reports", "format", "compression", "mode", "intervalSeconds"];
+const FEED_FIELDS: &[&str] =
+    &["id", "connector", "reports", "format", "compression", "mode", "intervalSeconds", "fullEverySeconds"];
 const SAFE_ID_RULE: &str = "lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters";
 
 fn parse(secret_name_suffix: Option<&str>, json: &str) -> Result<TenantConfig, TenantErrors> {
@@ -941,6 +949,20 @@ fn parse_feed(
         }),
     };
 
+    let full_every_path = child_path(path, "fullEverySeconds");
+    let full_every_seconds = match (fields.get("fullEverySeconds"), mode) {
+        (None, Some(Some(DeliveryMode::Delta))) => Some(DEFAULT_FULL_EVERY_SECONDS),
+        (None, _) => None,
+        (Some(_), Some(Some(DeliveryMode::Full))) => {
+            problems
+                .add(&full_every_path, "applies only to delta feeds (\"mode\": \"delta\"); a full feed is always full");
+            None
+        }
+        (Some(v), _) => expect_integer(problems, &full_every_path, v).and_then(|n| {
+            in_range(problems, &full_every_path, n, MIN_FULL_EVERY_SECONDS, MAX_FULL_EVERY_SECONDS, "7776000 (90 days)")
+        }),
+    };
+
     fields.reject_unknown(problems, FEED_FIELDS, |_| None);
 
     if problems.0.len() != before {
@@ -953,6 +975,7 @@ fn parse_feed(
         encoding: Encoding { format: format??, compression: compression?? },
         mode: mode??,
         interval_seconds,
+        full_every_seconds,
     })
 }
 
@@ -1511,6 +1534,8 @@ mod tests {
         assert_eq!(weekly.encoding, Encoding { format: Format::Tsv, compression: Compression::None });
         assert_eq!(weekly.mode, DeliveryMode::Delta);
         assert_eq!(weekly.interval_seconds, Some(604_800));
+        assert_eq!(weekly.full_every_seconds, Some(DEFAULT_FULL_EVERY_SECONDS), "delta feeds get the default");
+        assert_eq!(all.full_every_seconds, None, "full feeds have none");
         assert_eq!(config.connector_of(weekly).map(Connector::kind), Some(ConnectorKind::Email));
     }
 
@@ -1734,6 +1759,24 @@ mod tests {
                 |v| v["feeds"][0]["mode"] = "incremental".into(),
                 "feeds[0].mode",
                 "\"incremental\" is not one of full, delta",
+            ),
+            (
+                "fullEverySeconds on a full feed",
+                |v| v["feeds"][0]["fullEverySeconds"] = 604_800.into(),
+                "feeds[0].fullEverySeconds",
+                "applies only to delta feeds (\"mode\": \"delta\"); a full feed is always full",
+            ),
+            (
+                "fullEverySeconds below a week",
+                |v| v["feeds"][1]["fullEverySeconds"] = 3_600.into(),
+                "feeds[1].fullEverySeconds",
+                "3600 is below 604800",
+            ),
+            (
+                "fullEverySeconds above 90 days",
+                |v| v["feeds"][1]["fullEverySeconds"] = 7_776_001.into(),
+                "feeds[1].fullEverySeconds",
+                "7776001 is above 7776000 (90 days)",
             ),
             (
                 "interval as a string",

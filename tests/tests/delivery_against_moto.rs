@@ -255,7 +255,7 @@ async fn role_and_keys_deliver_every_part_with_the_manifest_last_and_repeats_cha
         assert_eq!(destination.rows, report.rows);
         assert_eq!(destination.run_id, run_id());
         let listed: Vec<(String, u64, String)> =
-            destination.parts.iter().map(|p| (p.key.clone(), p.rows, p.sha256.clone())).collect();
+            destination.parts.iter().map(|p| (p.part.key.clone(), p.part.rows, p.part.sha256.clone())).collect();
         let wanted: Vec<(String, u64, String)> = report
             .parts
             .iter()
@@ -299,10 +299,10 @@ async fn role_and_keys_deliver_every_part_with_the_manifest_last_and_repeats_cha
         assert_eq!(destination.format, popularity_reports::domain::Format::Tsv);
         assert_eq!(destination.compression, popularity_reports::domain::Compression::Gzip);
         for part in &destination.parts {
-            let body = get_object(&beta.config, &beta.bucket, &part.key).await;
+            let body = get_object(&beta.config, &beta.bucket, &part.part.key).await;
             assert_eq!(
                 (body.len() as u64, integration_tests::reports::sha256_hex(&body)),
-                (part.bytes, part.sha256.clone())
+                (part.part.bytes, part.part.sha256.clone())
             );
         }
     }

@@ -145,7 +145,7 @@ async fn every_format_and_compression_arrives_whole_with_the_manifest_finalized_
             assert_eq!((manifest.format, manifest.compression), (encoding.format, encoding.compression));
             assert_eq!(manifest.parts.len(), 3, "{ROWS} rows in parts of {PART_ROWS}");
             let mut lines = Vec::new();
-            for (number, part) in manifest.parts.iter().enumerate() {
+            for (number, part) in manifest.parts.iter().map(|p| &p.part).enumerate() {
                 assert_eq!(part.key, format!("{folder}part-{:03}.{}", number + 1, encoding.extension()));
                 let stored = scene.guard.read_object(&scene.bucket, &part.key).await.expect("part");
                 assert_eq!((part.bytes, part.sha256.as_str()), (stored.len() as u64, sha256_hex(&stored).as_str()));

@@ -16,7 +16,7 @@ use tracing::{error, info, instrument, warn};
 
 use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
 use crate::delivery::error::DeliveryError;
-use crate::delivery::job::DeliveryJob;
+use crate::delivery::job::{DeliveryJob, DeliveryPlan};
 use crate::delivery::keys::JobKeyParts;
 use crate::delivery::registry::JobKind;
 use crate::delivery::staging::{DeliveryStaging, Recorded};
@@ -193,7 +193,11 @@ where
     };
 
     let started_at = now;
-    let result = attempt(deps, parts).await;
+    let mut claimed = claimed;
+    let (result, plan) = attempt(deps, parts).await;
+    if plan.is_some() {
+        claimed.status.plan = plan;
+    }
     let finished_at = (deps.now)();
     let failure = match &result {
         AttemptResult::Failed(reason) => Some(reason.clone()),
@@ -278,7 +282,8 @@ pub(crate) fn attempt_result(result: Result<Vec<DeliveredObject>, DeliveryError>
 }
 
 /// One attempt: everything that can go wrong becomes an [`AttemptResult`].
-async fn attempt<S, T, D>(deps: &DeliverDeps<S, T, D>, parts: &JobKeyParts) -> AttemptResult
+/// Also returns what the job delivers, once it could be read.
+async fn attempt<S, T, D>(deps: &DeliverDeps<S, T, D>, parts: &JobKeyParts) -> (AttemptResult, Option<DeliveryPlan>)
 where
     S: ObjectStore,
     T: TenantDirectory,
@@ -287,19 +292,24 @@ where
     let staging = DeliveryStaging::new(&deps.staging);
     let job = match staging.read_job(parts).await {
         Ok(job) => job,
-        Err(error) => return attempt_result(Err(error)),
+        Err(error) => return (attempt_result(Err(error)), None),
     };
+    let plan = Some(job.plan.clone());
+    if let Err(reason) = job.plan.base() {
+        let location = staging.describe(&parts.job_key());
+        return (attempt_result(Err(DeliveryError::InvalidJob { location, reason })), plan);
+    }
     let manifest = match staging.read_manifest(job.run_id).await {
         Ok(manifest) => manifest,
-        Err(error) => return attempt_result(Err(error.into())),
+        Err(error) => return (attempt_result(Err(error.into())), plan),
     };
     let (tenant, connector) =
         match load_connector(&deps.tenants, &job.tenant_id, &job.connector, Some(&job.connector_type)).await {
             Ok(found) => found,
-            Err(Ok(reason)) => return AttemptResult::Skipped(reason),
-            Err(Err(error)) => return attempt_result(Err(error)),
+            Err(Ok(reason)) => return (AttemptResult::Skipped(reason), plan),
+            Err(Err(error)) => return (attempt_result(Err(error)), plan),
         };
-    attempt_result(deps.deliverer.deliver(&job, &tenant, &connector, &manifest).await)
+    (attempt_result(deps.deliverer.deliver(&job, &tenant, &connector, &manifest).await), plan)
 }
 
 #[cfg(test)]
@@ -391,7 +401,8 @@ mod tests {
         let (dir, store) = LocalDirStore::in_temp_dir(&format!("deliver-{name}"));
         let run: RunId = "20261119030000".parse().unwrap();
         let tenant = parse_tenant_secret("acme", &secret(true, "email")).unwrap();
-        let job = DeliveryJob::for_feed(run, &tenant, &tenant.feeds[0], now()).unwrap();
+        let job = DeliveryJob::for_feed(run, &tenant, &tenant.feeds[0], crate::delivery::DeliveryPlan::full(), now())
+            .unwrap();
         store.put(&job.job_key(), Bytes::from(serde_json::to_vec(&job).unwrap()), "application/json").await.unwrap();
         let manifest = serde_json::json!({"schemaVersion": 1, "runId": "20261119030000",
             "runTime": "2026-11-19T03:00:00Z", "generatedAt": "2026-11-19T03:04:00Z", "mode": "full",

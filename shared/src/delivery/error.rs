@@ -43,6 +43,9 @@ pub enum DeliveryError {
     Directory(#[from] DirectoryError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    /// The delta against the job's base run could not be computed or read.
+    #[error("the delta against the base run: {0}")]
+    Delta(#[from] crate::delta::DeltaError),
     #[error("connector {connector:?}: {source}")]
     Destination {
         connector: String,
@@ -68,6 +71,7 @@ impl DeliveryError {
             | DeliveryError::InvalidConnector { .. }
             | DeliveryError::CannotFit { .. } => true,
             DeliveryError::Transfer(error) => error.is_permanent(),
+            DeliveryError::Delta(error) => error.is_permanent(),
             DeliveryError::Links(error) => error.is_permanent(),
             DeliveryError::Sheets(error) => error.is_permanent(),
             DeliveryError::Staging { .. }

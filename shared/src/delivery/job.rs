@@ -37,8 +37,56 @@ pub struct DeliveryJob {
     pub reports: Vec<ReportKind>,
     pub format: Format,
     pub compression: Compression,
-    pub mode: DeliveryMode,
+    /// Whole reports, or the changes since a base run (`mode`, `baseRunId`,
+    /// `fullReason` in the JSON).
+    #[serde(flatten)]
+    pub plan: DeliveryPlan,
     pub created_at: DateTime<Utc>,
+}
+
+/// What one delivery of a run holds (DESIGN §5, "Delta feeds"): the whole
+/// reports, or what changed since `base_run_id`. Fanout decides it from
+/// status objects and manifests alone, so a repeated fanout decides the
+/// same; the job and then the status carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryPlan {
+    /// Of this delivery: a delta feed's delivery is `full` when it has no
+    /// usable base.
+    pub mode: DeliveryMode,
+    /// The run the delta is against; set exactly when `mode` is `delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_run_id: Option<RunId>,
+    /// Why a delta feed gets a full delivery this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_reason: Option<String>,
+}
+
+impl DeliveryPlan {
+    /// Whole reports, the feed being a full feed.
+    pub fn full() -> DeliveryPlan {
+        DeliveryPlan { mode: DeliveryMode::Full, base_run_id: None, full_reason: None }
+    }
+
+    /// Whole reports for a delta feed, and why.
+    pub fn full_because(reason: String) -> DeliveryPlan {
+        DeliveryPlan { mode: DeliveryMode::Full, base_run_id: None, full_reason: Some(reason) }
+    }
+
+    /// What changed since `base`.
+    pub fn delta_against(base: RunId) -> DeliveryPlan {
+        DeliveryPlan { mode: DeliveryMode::Delta, base_run_id: Some(base), full_reason: None }
+    }
+
+    /// The base run of a delta, or why the plan is not a usable one.
+    pub fn base(&self) -> Result<Option<RunId>, String> {
+        match (self.mode, self.base_run_id) {
+            (DeliveryMode::Full, None) => Ok(None),
+            (DeliveryMode::Delta, Some(base)) => Ok(Some(base)),
+            (DeliveryMode::Delta, None) => Err("mode is delta but no baseRunId is given".to_owned()),
+            (DeliveryMode::Full, Some(_)) => Err("mode is full but a baseRunId is given".to_owned()),
+        }
+    }
 }
 
 /// A feed naming a connector its tenant does not have. Never happens for a
@@ -52,11 +100,12 @@ pub struct UnknownConnector {
 }
 
 impl DeliveryJob {
-    /// The job for one feed of a tenant in `run`.
+    /// The job for one feed of a tenant in `run`, delivering as `plan` says.
     pub fn for_feed(
         run_id: RunId,
         tenant: &TenantConfig,
         feed: &Feed,
+        plan: DeliveryPlan,
         now: DateTime<Utc>,
     ) -> Result<DeliveryJob, UnknownConnector> {
         let connector = tenant.connector_of(feed).ok_or_else(|| UnknownConnector {
@@ -75,7 +124,7 @@ impl DeliveryJob {
             reports: feed.reports.clone(),
             format: feed.encoding.format,
             compression: feed.encoding.compression,
-            mode: feed.mode,
+            plan,
             created_at: now,
         })
     }
@@ -168,7 +217,11 @@ pub(crate) mod tests {
     pub fn job_for(feed_id: &str) -> DeliveryJob {
         let tenant = tenant();
         let feed = tenant.feeds.iter().find(|f| f.id == feed_id).unwrap();
-        DeliveryJob::for_feed(run(), &tenant, feed, at("2026-11-19T03:20:00Z")).unwrap()
+        let plan = match feed.mode {
+            DeliveryMode::Full => DeliveryPlan::full(),
+            DeliveryMode::Delta => DeliveryPlan::delta_against("20261116030000".parse().unwrap()),
+        };
+        DeliveryJob::for_feed(run(), &tenant, feed, plan, at("2026-11-19T03:20:00Z")).unwrap()
     }
 
     #[test]
@@ -181,7 +234,7 @@ pub(crate) mod tests {
         assert_eq!(job.connector_kind(), Some(ConnectorKind::S3Keys));
         assert_eq!(job.job_kind, JobKind::S3);
         assert_eq!(job.reports, ReportKind::ALL);
-        assert_eq!((job.format, job.compression, job.mode), (Format::Tsv, Compression::None, DeliveryMode::Delta));
+        assert_eq!((job.format, job.compression, job.plan.mode), (Format::Tsv, Compression::None, DeliveryMode::Delta));
         assert_eq!(job.job_key(), "jobs/s3/20261119030000/acme/keys.json");
         assert_eq!(job.status_key(), "status/20261119030000/acme/keys.json");
         assert_eq!(crate::delivery::keys::parse_job_key(&job.job_key()).unwrap(), job.key_parts());
@@ -209,7 +262,7 @@ pub(crate) mod tests {
                 "schemaVersion": 1, "runId": "20261119030000", "tenantId": "acme", "feedId": "keys",
                 "connector": "keys", "connectorType": "s3-keys", "jobKind": "s3",
                 "reports": ["track", "artist", "product"], "format": "tsv", "compression": "none",
-                "mode": "delta", "createdAt": "2026-11-19T03:20:00Z"
+                "mode": "delta", "baseRunId": "20261116030000", "createdAt": "2026-11-19T03:20:00Z"
             })
         );
     }
@@ -240,7 +293,8 @@ pub(crate) mod tests {
         let tenant = tenant();
         let mut feed = tenant.feeds[0].clone();
         feed.connector = "gone".into();
-        let error = DeliveryJob::for_feed(run(), &tenant, &feed, at("2026-11-19T03:20:00Z")).unwrap_err();
+        let error =
+            DeliveryJob::for_feed(run(), &tenant, &feed, DeliveryPlan::full(), at("2026-11-19T03:20:00Z")).unwrap_err();
         assert_eq!(
             error.to_string(),
             "tenant \"acme\" feed \"mail\" names connector \"gone\", which the tenant does not have"

@@ -31,7 +31,7 @@ pub mod status;
 
 pub use attempt::{deliver_job, DeliverDeps, Deliverer, JobDisposition, JobError, JobReport};
 pub use error::DeliveryError;
-pub use job::{decode_job, DeliveryJob, JobDecodeError, UnknownConnector, DELIVERY_JOB_SCHEMA_VERSION};
+pub use job::{decode_job, DeliveryJob, DeliveryPlan, JobDecodeError, UnknownConnector, DELIVERY_JOB_SCHEMA_VERSION};
 pub use keys::{
     connection_test_key, connection_test_result_key, decode_s3_event_key, job_key, parse_connection_test_key,
     parse_deliverer_key, parse_job_key, status_key, tenant_key_segment, ConnectionTestKeyParts, DelivererKey,

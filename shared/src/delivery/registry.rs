@@ -152,6 +152,12 @@ impl ConnectorKind {
         self.job_kind().is_supported()
     }
 
+    /// Whether a delta feed to this type gets deltas (DESIGN §5): all but
+    /// `google-sheets`, which always holds the top rows of the full reports.
+    pub fn takes_deltas(self) -> bool {
+        self != ConnectorKind::GoogleSheets
+    }
+
     /// The three S3 types, which share a deliverer and a destination shape.
     pub fn is_s3(self) -> bool {
         self.job_kind() == JobKind::S3

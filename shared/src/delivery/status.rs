@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::job::DeliveryPlan;
 use crate::delivery::keys::JobKeyParts;
 use crate::domain::RunId;
 
@@ -138,6 +139,10 @@ pub struct DeliveryStatus {
     /// The attempt under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
+    /// What the job delivers (`mode`, `baseRunId`, `fullReason`), once an
+    /// attempt has read it; absent in statuses fanout wrote without a job.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<DeliveryPlan>,
 }
 
 impl DeliveryStatus {
@@ -153,6 +158,7 @@ impl DeliveryStatus {
             last_error: None,
             updated_at: at,
             claim: None,
+            plan: None,
         }
     }
 

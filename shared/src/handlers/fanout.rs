@@ -4,8 +4,9 @@
 //! conditional create, so a repeated event creates nothing new. Whatever
 //! fanout decides not to deliver gets a status object saying why — an
 //! invalid secret (every wrong field), a disabled tenant, a connector type
-//! or mode not supported yet, a feed whose interval has not elapsed — so
-//! `popularity status <runId>` accounts for every tenant × feed.
+//! not supported yet, a feed whose interval has not elapsed — so
+//! `popularity status <runId>` accounts for every tenant × feed. A delta
+//! feed's job names its base run, or says why this delivery is full.
 
 use std::collections::BTreeSet;
 
@@ -18,14 +19,14 @@ use tracing::{info, instrument, warn};
 
 use crate::delivery::staging::ManifestError;
 use crate::delivery::{
-    decode_s3_event_key, job_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryStaging, DeliveryStatus,
-    KeyError, TENANT_STATUS_FEED_ID,
+    decode_s3_event_key, job_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryPlan, DeliveryStaging,
+    DeliveryStatus, KeyError, TENANT_STATUS_FEED_ID,
 };
-use crate::domain::RunId;
-use crate::manifest::{DeliveryMode, RunManifest, MANIFESTS_PREFIX};
+use crate::domain::{report_run_prefix, ReportKind, RunId};
+use crate::manifest::{DeliveryMode, RunManifest, MANIFESTS_PREFIX, REPORTS_PREFIX};
 use crate::metrics::emit_metrics;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
-use crate::tenant::{Feed, TenantConfig};
+use crate::tenant::{Feed, TenantConfig, DEFAULT_FULL_EVERY_SECONDS};
 use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry};
 
 /// Tenants processed at once; each does a few small requests.
@@ -132,7 +133,7 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     let staging = DeliveryStaging::new(&deps.staging);
     let manifest = staging.read_manifest(run).await?;
     let entries = deps.tenants.load_tenants().await?;
-    let earlier_runs = if entries.iter().any(has_interval_feed) {
+    let earlier_runs = if entries.iter().any(has_history_feed) {
         staging.published_runs_before(run).await.map_err(FanoutError::ListRuns)?
     } else {
         Vec::new()
@@ -172,8 +173,11 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     Ok(response)
 }
 
-fn has_interval_feed(entry: &TenantEntry) -> bool {
-    entry.config.as_ref().is_ok_and(|config| config.feeds.iter().any(|feed| feed.interval_seconds.is_some()))
+/// Whether a tenant has a feed whose delivery depends on earlier runs.
+fn has_history_feed(entry: &TenantEntry) -> bool {
+    entry.config.as_ref().is_ok_and(|config| {
+        config.feeds.iter().any(|feed| feed.interval_seconds.is_some() || feed.mode == DeliveryMode::Delta)
+    })
 }
 
 struct RunContext<'a, S> {
@@ -252,9 +256,6 @@ async fn decide<S: ObjectStore>(
             feed.connector
         ));
     }
-    if feed.mode == DeliveryMode::Delta {
-        return not_delivered("mode \"delta\" is not supported yet: nothing was delivered".to_owned());
-    }
     if let Some(interval) = feed.interval_seconds {
         if let Some(last) = last_delivery_within(context, tenant, feed, interval).await? {
             let due = last.time() + chrono::Duration::seconds(interval as i64);
@@ -264,9 +265,100 @@ async fn decide<S: ObjectStore>(
             ));
         }
     }
-    let job = DeliveryJob::for_feed(context.manifest.run_id, tenant, feed, context.now)
+    let plan = if feed.mode == DeliveryMode::Delta && kind.takes_deltas() {
+        plan_delta(context, tenant, feed).await?
+    } else {
+        DeliveryPlan::full()
+    };
+    let job = DeliveryJob::for_feed(context.manifest.run_id, tenant, feed, plan, context.now)
         .expect("the connector was found above");
     Ok(FeedDecision::Deliver(job))
+}
+
+/// How a delta feed is delivered this run (DESIGN §5): against its base —
+/// the latest earlier run delivered to it — unless it has none, the base's
+/// reports are gone from staging, or its last full delivery is
+/// `fullEverySeconds` or more older than this run (run times, not the
+/// clock, so a repeated fanout decides the same).
+async fn plan_delta<S: ObjectStore>(
+    context: &RunContext<'_, S>,
+    tenant: &TenantConfig,
+    feed: &Feed,
+) -> Result<DeliveryPlan, FanoutError> {
+    let full_every = feed.full_every_seconds.unwrap_or(DEFAULT_FULL_EVERY_SECONDS);
+    let run_time = context.manifest.run_id.time();
+    let (mut base, mut last_full) = (None, None);
+    for &earlier in context.earlier_runs {
+        if (run_time - earlier.time()).num_seconds() >= full_every as i64 {
+            break;
+        }
+        let Some(status) = delivered_status(context, earlier, tenant, feed).await? else { continue };
+        base.get_or_insert(earlier);
+        if status.plan.as_ref().is_none_or(|plan| plan.mode == DeliveryMode::Full) {
+            last_full = Some(earlier);
+            break;
+        }
+    }
+    let Some(base) = base else {
+        return Ok(DeliveryPlan::full_because(format!(
+            "no earlier delivery of this feed in the fullEverySeconds ({full_every} s) before this run \
+             (its first delivery, or the first after a pause)"
+        )));
+    };
+    if last_full.is_none() {
+        return Ok(DeliveryPlan::full_because(format!(
+            "its last full delivery is fullEverySeconds ({full_every} s) or more before this run"
+        )));
+    }
+    if let Some(reason) = missing_reports(context, base, &feed.reports).await {
+        return Ok(DeliveryPlan::full_because(format!("the base run {base} (its last delivery): {reason}")));
+    }
+    Ok(DeliveryPlan::delta_against(base))
+}
+
+/// The status of the feed in an earlier run, if it says delivered.
+async fn delivered_status<S: ObjectStore>(
+    context: &RunContext<'_, S>,
+    earlier: RunId,
+    tenant: &TenantConfig,
+    feed: &Feed,
+) -> Result<Option<DeliveryStatus>, FanoutError> {
+    match context.staging.read_status(earlier, &tenant.tenant_id, &feed.id).await {
+        Ok(Some(record)) if record.is_delivered() => Ok(record.status.ok()),
+        Ok(_) => Ok(None),
+        Err(source) => {
+            let key = crate::delivery::status_key(earlier, &tenant.tenant_id, &feed.id);
+            Err(FanoutError::Write { what: format!("(reading) status {key}"), source })
+        }
+    }
+}
+
+/// Why the canonical reports of `run` cannot serve as a delta's base, if
+/// they cannot: the manifest or a part listed in it is gone from staging
+/// (the lifecycle expires reports/ before manifests/).
+async fn missing_reports<S: ObjectStore>(
+    context: &RunContext<'_, S>,
+    run: RunId,
+    reports: &[ReportKind],
+) -> Option<String> {
+    let manifest = match context.staging.read_manifest(run).await {
+        Ok(manifest) => manifest,
+        Err(error) => return Some(error.to_string()),
+    };
+    for &kind in reports {
+        let Some(report) = manifest.report(kind) else {
+            return Some(format!("it has no {} report", kind.data_type()));
+        };
+        let folder = format!("{REPORTS_PREFIX}{}", report_run_prefix(kind, run));
+        let present = match context.staging.store().list(&folder).await {
+            Ok(listed) => listed,
+            Err(error) => return Some(format!("listing {} failed: {error}", context.staging.describe(&folder))),
+        };
+        if let Some(gone) = report.parts.iter().find(|part| !present.iter().any(|entry| entry.key == part.key)) {
+            return Some(format!("{} is no longer in staging", context.staging.describe(&gone.key)));
+        }
+    }
+    None
 }
 
 /// The newest earlier run less than `interval` seconds before this one in
@@ -283,13 +375,8 @@ async fn last_delivery_within<S: ObjectStore>(
         if age >= interval as i64 {
             break;
         }
-        match context.staging.read_status(earlier, &tenant.tenant_id, &feed.id).await {
-            Ok(Some(record)) if record.is_delivered() => return Ok(Some(earlier)),
-            Ok(_) => {}
-            Err(source) => {
-                let key = crate::delivery::status_key(earlier, &tenant.tenant_id, &feed.id);
-                return Err(FanoutError::Write { what: format!("(reading) status {key}"), source });
-            }
+        if delivered_status(context, earlier, tenant, feed).await?.is_some() {
+            return Ok(Some(earlier));
         }
     }
     Ok(None)

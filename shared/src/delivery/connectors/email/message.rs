@@ -14,6 +14,7 @@ use crate::aws_errors::one_line;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
+use crate::delta::FileKind;
 use crate::domain::{Encoding, ReportKind, RunId};
 
 /// A message ready to send.
@@ -29,6 +30,9 @@ pub struct EmailMessage {
 /// One downloadable part, as listed in the email.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedPart {
+    /// `upsert` for a full report's parts and a delta's changed items,
+    /// `removed` for a delta's removed ids.
+    pub kind: FileKind,
     pub url: String,
     pub rows: u64,
     pub bytes: u64,
@@ -49,6 +53,8 @@ pub struct ReportEmail<'a> {
     pub feed_id: &'a str,
     pub run_id: RunId,
     pub encoding: Encoding,
+    /// Set for a delta delivery: the run it is against.
+    pub base_run_id: Option<RunId>,
     pub reports: Vec<LinkedReport>,
     pub sent_at: DateTime<Utc>,
     pub links_expire_at: DateTime<Utc>,
@@ -92,9 +98,62 @@ pub fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// How a part is named in the email: `part 2`, `removed ids 1`.
+fn part_label(kind: FileKind, number: usize) -> String {
+    match kind {
+        FileKind::Upsert => format!("part {number}"),
+        FileKind::Removed => format!("removed ids {number}"),
+    }
+}
+
+impl LinkedReport {
+    /// Each part with its label, numbered within its kind.
+    fn labelled_parts(&self) -> impl Iterator<Item = (String, &LinkedPart)> {
+        let mut counts = [0usize; 2];
+        self.parts.iter().map(move |part| {
+            let count = &mut counts[usize::from(part.kind == FileKind::Removed)];
+            *count += 1;
+            (part_label(part.kind, *count), part)
+        })
+    }
+
+    fn rows_of(&self, kind: FileKind) -> u64 {
+        self.parts.iter().filter(|p| p.kind == kind).map(|p| p.rows).sum()
+    }
+}
+
 impl ReportEmail<'_> {
     pub fn subject(&self) -> String {
-        format!("Popularity reports {} for {} ({})", self.run_id, self.tenant_id, self.feed_id)
+        let delta = match self.base_run_id {
+            Some(base) => format!(" (delta against {base})"),
+            None => String::new(),
+        };
+        format!("Popularity reports {}{delta} for {} ({})", self.run_id, self.tenant_id, self.feed_id)
+    }
+
+    /// For a delta: what it is and how to apply it.
+    fn delta_sentence(&self) -> Option<String> {
+        self.base_run_id.map(|base| {
+            format!(
+                "This is a delta against run {base}: the part files hold every item that is new or whose \
+                 searchRank or searchModifier changed since that run, the removed files the ids that are gone. \
+                 Upsert the parts by id and delete the removed ids in your copy of run {base}'s reports to get \
+                 this run's full reports."
+            )
+        })
+    }
+
+    /// `12 rows` or, for a delta, `12 rows in this run; delta: 3 new or changed, 1 removed`.
+    fn rows_text(&self, report: &LinkedReport) -> String {
+        match self.base_run_id {
+            None => format!("{} rows", report.rows),
+            Some(_) => format!(
+                "{} rows in this run; delta: {} new or changed, {} removed",
+                report.rows,
+                report.rows_of(FileKind::Upsert),
+                report.rows_of(FileKind::Removed)
+            ),
+        }
     }
 
     fn expiry_sentence(&self) -> String {
@@ -119,26 +178,23 @@ impl ReportEmail<'_> {
             self.feed_id,
             self.encoding.extension()
         );
+        if let Some(sentence) = self.delta_sentence() {
+            text.push_str(&sentence);
+            text.push_str("\n\n");
+        }
         for report in &self.reports {
             let bytes: u64 = report.parts.iter().map(|p| p.bytes).sum();
             let _ = writeln!(
                 text,
-                "{}: {} rows, {} in {} part{}",
+                "{}: {}, {} in {} file{}",
                 report.kind.data_type(),
-                report.rows,
+                self.rows_text(report),
                 human_bytes(bytes),
                 report.parts.len(),
                 if report.parts.len() == 1 { "" } else { "s" }
             );
-            for (index, part) in report.parts.iter().enumerate() {
-                let _ = writeln!(
-                    text,
-                    "  part {}: {} rows, {}\n  {}",
-                    index + 1,
-                    part.rows,
-                    human_bytes(part.bytes),
-                    part.url
-                );
+            for (label, part) in report.labelled_parts() {
+                let _ = writeln!(text, "  {label}: {} rows, {}\n  {}", part.rows, human_bytes(part.bytes), part.url);
             }
             text.push('\n');
         }
@@ -156,14 +212,20 @@ impl ReportEmail<'_> {
             html_escape(self.feed_id),
             self.encoding.extension()
         );
-        html.push_str("<table><tr><th>Report</th><th>Part</th><th>Rows</th><th>Size</th><th>Link</th></tr>");
+        if let Some(sentence) = self.delta_sentence() {
+            let _ = write!(html, "<p>{}</p>", html_escape(&sentence));
+        }
         for report in &self.reports {
-            for (index, part) in report.parts.iter().enumerate() {
+            let _ = write!(html, "<p>{}: {}</p>", report.kind.data_type(), html_escape(&self.rows_text(report)));
+        }
+        html.push_str("<table><tr><th>Report</th><th>File</th><th>Rows</th><th>Size</th><th>Link</th></tr>");
+        for report in &self.reports {
+            for (label, part) in report.labelled_parts() {
                 let _ = write!(
                     html,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"{}\">download</a></td></tr>",
                     report.kind.data_type(),
-                    index + 1,
+                    label,
                     part.rows,
                     human_bytes(part.bytes),
                     html_escape(&part.url)
@@ -306,10 +368,16 @@ mod tests {
             feed_id: "weekly",
             run_id: "20261119030000".parse().unwrap(),
             encoding: Encoding { format: Format::Tsv, compression: Compression::Gzip },
+            base_run_id: None,
             reports: vec![LinkedReport {
                 kind: ReportKind::Track,
                 rows: 12,
-                parts: vec![LinkedPart { url: "http://x/a?b=1&c=<2>".to_owned(), rows: 12, bytes: 1_234_567 }],
+                parts: vec![LinkedPart {
+                    kind: FileKind::Upsert,
+                    url: "http://x/a?b=1&c=<2>".to_owned(),
+                    rows: 12,
+                    bytes: 1_234_567,
+                }],
             }],
             sent_at,
             links_expire_at: sent_at + chrono::Duration::hours(hours),
@@ -330,6 +398,22 @@ mod tests {
         let short = email(true, 6);
         assert!(short.text().contains("2026-11-19 09:10 UTC") && short.text().contains("(6 hours after this email)"));
         assert!(short.text().contains("sooner than usual"));
+    }
+
+    #[test]
+    fn a_delta_email_says_what_it_is_against_and_labels_removed_ids() {
+        let mut delta = email(false, 168);
+        delta.base_run_id = Some("20261116030000".parse().unwrap());
+        let removed = LinkedPart { kind: FileKind::Removed, url: "http://x/removed".to_owned(), rows: 2, bytes: 30 };
+        delta.reports[0].parts.push(removed);
+        assert!(delta.subject().contains("20261119030000 (delta against 20261116030000)"), "{}", delta.subject());
+        for body in [delta.text(), delta.html()] {
+            assert!(body.contains("This is a delta against run 20261116030000"), "{body}");
+            assert!(body.contains("12 rows in this run; delta: 12 new or changed, 2 removed"), "{body}");
+            assert!(body.contains("removed ids 1"), "{body}");
+        }
+        assert!(delta.text().contains("  part 1: 12 rows"), "{}", delta.text());
+        assert!(!email(false, 168).text().contains("delta"), "a full email never mentions deltas");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The `email` connector and the `deliver-email` deliverer (DESIGN §7): one
 //! email per run per feed, listing each report with its rows, size and
-//! presigned links. Links point at the canonical `reports/…` parts — each
-//! checked against the run manifest (bytes and SHA-256) before the message
-//! goes out, so no link serves a part that changed or vanished — or, when
-//! the feed asks for another format or compression, at converted copies
-//! written to `downloads/<tenantId>/<runId>/<data_type>/part-NNN.<ext>` in
-//! the staging bucket (kept at least 8 days by the lifecycle rules), which
-//! the conversion itself checks. Its submodules are the message
+//! presigned links. Links point at the canonical `reports/…` parts (for a
+//! delta delivery, at the staged `deltas/…` files against the base run) —
+//! each checked against the run manifest (or the delta's) for bytes and
+//! SHA-256 before the message goes out, so no link serves a file that
+//! changed or vanished — or, when the feed asks for another format or
+//! compression, at converted copies written under
+//! `downloads/<tenantId>/<runId>/<data_type>/` in the staging bucket (kept
+//! at least 8 days by the lifecycle rules), which the conversion itself
+//! checks. Its submodules are the message
 //! ([`message`]: text, HTML, MIME, the SES adapter) and the links
 //! ([`links`]: the signer).
 
@@ -19,11 +21,13 @@ pub use message::{EmailMessage, LinkedPart, LinkedReport, MailError, MailSender,
 use crate::delivery::attempt::Deliverer;
 use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
 use crate::delivery::error::DeliveryError;
+use crate::delivery::files::ReportSource;
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::registry::JobKind;
 use crate::delivery::status::DeliveredObject;
+use crate::delta::FileKind;
 use crate::domain::{Encoding, ReportKind, RunId};
-use crate::manifest::{run_manifest_key, RunManifest};
+use crate::manifest::RunManifest;
 use crate::report_writer::PartSummary;
 use crate::store::ObjectStore;
 use crate::tenant::{Connector, TenantConfig};
@@ -31,9 +35,25 @@ use crate::transfer::{transfer_part, verify_part, PartTransfer};
 
 pub const DOWNLOADS_PREFIX: &str = "downloads/";
 
-/// `downloads/<tenantId>/<runId>/<data_type>/part-NNN.<ext>`.
-pub fn download_key(tenant_id: &str, run: RunId, kind: ReportKind, number: usize, encoding: Encoding) -> String {
-    format!("{DOWNLOADS_PREFIX}{tenant_id}/{run}/{}/part-{number:03}.{}", kind.data_type(), encoding.extension())
+/// `downloads/<tenantId>/<runId>/<data_type>/part-NNN.<ext>`, and for a
+/// delta `downloads/<tenantId>/<runId>/<data_type>/delta-<baseRunId>/{part,removed}-NNN.<ext>`
+/// (two feeds of one tenant may have different bases).
+pub fn download_key(
+    tenant_id: &str,
+    run: RunId,
+    kind: ReportKind,
+    base: Option<RunId>,
+    file: FileKind,
+    number: usize,
+    encoding: Encoding,
+) -> String {
+    let delta = base.map(|base| format!("delta-{base}/")).unwrap_or_default();
+    format!(
+        "{DOWNLOADS_PREFIX}{tenant_id}/{run}/{}/{delta}{}-{number:03}.{}",
+        kind.data_type(),
+        file.stem(),
+        encoding.extension()
+    )
 }
 
 /// Delivers `jobs/email/` jobs and tests email connectors.
@@ -58,37 +78,35 @@ fn recipients_of<'c>(connector_name: &str, connector: &'c Connector) -> Result<&
 }
 
 impl<S: ObjectStore, L: LinkSigner, M: MailSender> EmailDeliverer<S, L, M> {
-    /// The objects the links point at, checked against the run manifest:
-    /// the canonical parts, or converted copies.
+    /// The objects the links point at, each report's files checked against
+    /// the run manifest (or the delta's): the staged files themselves, or
+    /// converted copies.
     async fn linked_parts(
         &self,
         job: &DeliveryJob,
         manifest: &RunManifest,
-    ) -> Result<Vec<(ReportKind, Vec<PartSummary>)>, DeliveryError> {
-        let canonical = Encoding { format: manifest.format, compression: manifest.compression };
+    ) -> Result<Vec<(ReportSource, Vec<PartSummary>)>, DeliveryError> {
         let wanted = job.encoding();
         let mut reports = Vec::with_capacity(job.reports.len());
         for &kind in &job.reports {
-            let report = manifest.report(kind).ok_or_else(|| DeliveryError::MissingReport {
-                location: self.staging.describe(&run_manifest_key(job.run_id)),
-                data_type: kind.data_type(),
-            })?;
-            let mut parts = Vec::with_capacity(report.parts.len());
-            for (index, source) in report.parts.iter().enumerate() {
-                if wanted == canonical {
-                    verify_part(&self.staging, source).await?;
-                    parts.push(source.clone());
+            let source = ReportSource::resolve(&self.staging, job, manifest, kind).await?;
+            let mut parts = Vec::with_capacity(source.files.len());
+            for (number, file) in source.numbered() {
+                if wanted == source.encoding {
+                    verify_part(&self.staging, &file.part).await?;
+                    parts.push(file.part.clone());
                     continue;
                 }
-                let target_key = download_key(&job.tenant_id, job.run_id, kind, index + 1, wanted);
+                let target_key =
+                    download_key(&job.tenant_id, job.run_id, kind, source.base_run_id, file.kind, number, wanted);
                 let converted = transfer_part(
                     &self.staging,
                     &self.staging,
                     PartTransfer {
                         kind,
-                        columns: crate::report_writer::Columns::Ranked,
-                        source,
-                        source_encoding: canonical,
+                        columns: file.kind.columns(),
+                        source: &file.part,
+                        source_encoding: source.encoding,
                         target_key: &target_key,
                         target_encoding: wanted,
                     },
@@ -96,7 +114,7 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> EmailDeliverer<S, L, M> {
                 .await?;
                 parts.push(converted.summary);
             }
-            reports.push((kind, parts));
+            reports.push((source, parts));
         }
         Ok(reports)
     }
@@ -117,17 +135,24 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
         let recipients = recipients_of(&job.connector, connector)?;
         let reports = self.linked_parts(job, manifest).await?;
         let keys: Vec<String> = reports.iter().flat_map(|(_, parts)| parts.iter().map(|p| p.key.clone())).collect();
+        let base_run_id = job.plan.base_run_id;
         let now = (self.now)();
         let signed = self.signer.sign(&keys, now).await?;
         let mut urls = signed.urls.into_iter();
         let linked = reports
             .iter()
-            .map(|(kind, parts)| LinkedReport {
-                kind: *kind,
-                rows: parts.iter().map(|p| p.rows).sum(),
+            .map(|(source, parts)| LinkedReport {
+                kind: source.kind,
+                rows: source.rows,
                 parts: parts
                     .iter()
-                    .map(|p| LinkedPart { url: urls.next().unwrap_or_default(), rows: p.rows, bytes: p.bytes })
+                    .zip(&source.files)
+                    .map(|(p, file)| LinkedPart {
+                        kind: file.kind,
+                        url: urls.next().unwrap_or_default(),
+                        rows: p.rows,
+                        bytes: p.bytes,
+                    })
                     .collect(),
             })
             .collect();
@@ -136,6 +161,7 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
             feed_id: &job.feed_id,
             run_id: job.run_id,
             encoding: job.encoding(),
+            base_run_id,
             reports: linked,
             sent_at: now,
             links_expire_at: signed.expires_at,
