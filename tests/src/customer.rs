@@ -623,3 +623,33 @@ mod tests {
         assert!(parse_sent_emails(&json!({"s3": {}})).is_empty());
     }
 }
+
+/// The decoded bodies of a raw MIME email: (text, html).
+///
+/// # Panics
+/// When the message is not a two-part base64 `multipart/alternative`.
+pub fn mime_bodies(raw: &str) -> (String, String) {
+    use base64::Engine as _;
+    let boundary = raw.split("boundary=\"").nth(1).unwrap().split('"').next().unwrap();
+    let bodies: Vec<String> = raw
+        .split(&format!("--{boundary}"))
+        .filter_map(|section| section.split_once("\r\n\r\n").map(|(_, body)| body.replace("\r\n", "")))
+        .filter(|body| !body.is_empty() && !body.starts_with("--"))
+        .map(|body| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body).unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 2, "text and html parts");
+    (bodies[0].clone(), bodies[1].clone())
+}
+
+/// The http(s) links in a text body, in order.
+pub fn links_in(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The emails of `all` sent to `recipient`.
+pub fn emails_to(all: &[SentEmail], recipient: &str) -> Vec<SentEmail> {
+    all.iter().filter(|m| m.is_to(recipient)).cloned().collect()
+}

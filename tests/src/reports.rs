@@ -67,3 +67,13 @@ pub fn assert_report_invariants(data_type: &str, lines: &[Line]) {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
+
+/// The text of a gzip stream (one or more members).
+///
+/// # Panics
+/// When `data` is not valid gzip of UTF-8 text.
+pub fn gunzip(data: &[u8]) -> String {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(data).read_to_string(&mut text).unwrap();
+    text
+}

@@ -8,19 +8,17 @@
 //! tenant is delivered; a connection cut mid-upload leaves nothing behind
 //! and the retry delivers; no secret value is ever logged.
 
-use std::io::Read;
-
-use base64::Engine as _;
 use bytes::Bytes;
 use integration_tests::customer::{
-    account_config, create_delivery_role, create_delivery_user, http_get, keys_under, open_multipart_uploads,
-    sent_emails, SentEmail,
+    account_config, create_delivery_role, create_delivery_user, emails_to, http_get, keys_under, links_in, mime_bodies,
+    open_multipart_uploads, sent_emails,
 };
 use integration_tests::delivery::{
     assert_logs_hold_none_of, capture_logs, create_raw_secret, event_for_key, pinned_now, publish_synthetic_run,
     run_id, sample_event, staging_store, synthetic_items, unique_tenant_prefix, RUN_ID,
 };
 use integration_tests::fault_proxy::FaultProxy;
+use integration_tests::reports::gunzip;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
@@ -145,12 +143,6 @@ async fn get_object(config: &aws_config::SdkConfig, bucket: &str, key: &str) -> 
     S3Store::new(s3_client(config), bucket, "").get(key).await.unwrap()
 }
 
-fn gunzip(data: &[u8]) -> String {
-    let mut text = String::new();
-    flate2::read::MultiGzDecoder::new(data).read_to_string(&mut text).unwrap();
-    text
-}
-
 /// The items of a canonical JSON part as (id, rank, modifier text).
 fn json_rows(kind: ReportKind, body: &[u8]) -> Vec<(i64, u64, String)> {
     let items: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
@@ -175,30 +167,6 @@ fn tsv_rows(kind: ReportKind, text: &str) -> Vec<(i64, u64, String)> {
             (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_owned())
         })
         .collect()
-}
-
-/// The decoded bodies of a raw MIME email: (text, html).
-fn mime_bodies(raw: &str) -> (String, String) {
-    let boundary = raw.split("boundary=\"").nth(1).unwrap().split('"').next().unwrap();
-    let bodies: Vec<String> = raw
-        .split(&format!("--{boundary}"))
-        .filter_map(|section| section.split_once("\r\n\r\n").map(|(_, body)| body.replace("\r\n", "")))
-        .filter(|body| !body.is_empty() && !body.starts_with("--"))
-        .map(|body| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body).unwrap()).unwrap())
-        .collect();
-    assert_eq!(bodies.len(), 2, "text and html parts");
-    (bodies[0].clone(), bodies[1].clone())
-}
-
-fn links_in(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn emails_to(all: &[SentEmail], recipient: &str) -> Vec<SentEmail> {
-    all.iter().filter(|m| m.is_to(recipient)).cloned().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -689,17 +657,18 @@ async fn unsupported_connectors_disabled_tenants_and_feeds_not_due_get_a_status_
     let response =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     assert_eq!(
-        response.jobs_created, 4,
-        "acme's s3 feed, gamma's gcs and sheets feeds, and weekly-co's feed whose week has passed"
+        response.jobs_created, 5,
+        "acme's s3 feed, gamma's gcs, sheets and delta feeds, and weekly-co's feed whose week has passed"
     );
+    let delta_job: popularity_reports::delivery::DeliveryJob =
+        serde_json::from_slice(&staging.get(&format!("jobs/email/{RUN_ID}/gamma/delta.json")).await.unwrap()).unwrap();
+    assert_eq!(delta_job.plan.mode, popularity_reports::manifest::DeliveryMode::Full, "a first delivery is full");
+    assert!(delta_job.plan.full_reason.unwrap().contains("no earlier delivery of this feed"));
     assert!(staging.get(&format!("jobs/email/{RUN_ID}/weekly-co/weekly.json")).await.is_ok());
     assert!(staging.get(&format!("jobs/gcs/{RUN_ID}/gamma/to-gcs.json")).await.is_ok(), "gcs is supported");
     assert!(staging.get(&format!("jobs/sheets/{RUN_ID}/gamma/to-sheet.json")).await.is_ok(), "sheets too");
-    let expectations = [
-        ("acme", "weekly-tracks", "not due: delivered in run 20261113030000"),
-        ("gamma", "delta", "\"delta\" is not supported yet"),
-        ("delta-co", "default", "disabled"),
-    ];
+    let expectations =
+        [("acme", "weekly-tracks", "not due: delivered in run 20261113030000"), ("delta-co", "default", "disabled")];
     for (tenant, feed, reason) in expectations {
         let status = status_of(&staging, tenant, feed).await;
         assert_eq!(status.outcome, DeliveryOutcome::Skipped, "{tenant}/{feed}");
