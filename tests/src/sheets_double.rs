@@ -304,6 +304,7 @@ impl SheetsDouble {
             registry: AccountRegistry::default(),
             spreadsheets: Mutex::default(),
             faults: Mutex::default(),
+            lost_answers: Mutex::default(),
             quota: Mutex::new(WriteQuota {
                 per_minute: Some(DEFAULT_WRITE_QUOTA_PER_MINUTE),
                 retry_after_secs: None,
@@ -537,6 +538,14 @@ impl SheetsDouble {
         lock(&self.state.faults).extend(std::iter::repeat_n(status, n));
     }
 
+    /// The next `n` write requests that succeed are applied, then answered
+    /// `status` as if the answer had been lost on its way (a timeout, a
+    /// 500 after the write): a client that retries sends a write that was
+    /// already applied.
+    pub fn lose_next_answers(&self, n: usize, status: u16) {
+        lock(&self.state.lost_answers).extend(std::iter::repeat_n(status, n));
+    }
+
     /// At most `limit` write requests per account in any rolling 60 s; more
     /// get 429 as Google's "Write requests per minute per user" quota
     /// answers. `None` lifts the quota. Starts at
@@ -585,6 +594,8 @@ struct DoubleState {
     spreadsheets: Mutex<HashMap<String, Spreadsheet>>,
     /// Statuses armed by `fail_next`, in arming order.
     faults: Mutex<VecDeque<u16>>,
+    /// Statuses armed by `lose_next_answers`, in arming order.
+    lost_answers: Mutex<VecDeque<u16>>,
     quota: Mutex<WriteQuota>,
     log: Mutex<Vec<LoggedRequest>>,
     next_sequence: AtomicU64,
@@ -1107,7 +1118,14 @@ fn handle(
         }
     };
     match outcome {
-        Ok(answer) => json_response(StatusCode::OK, &answer),
+        Ok(answer) => {
+            if operation.is_write() {
+                if let Some(status) = lock(&state.lost_answers).pop_front() {
+                    return injected_fault(state, status);
+                }
+            }
+            json_response(StatusCode::OK, &answer)
+        }
         Err(message) => error_reply(400, &message),
     }
 }

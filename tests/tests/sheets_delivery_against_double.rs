@@ -5,9 +5,14 @@
 //! first delivery creates the report tabs with the header and exactly the
 //! staged top rows, grids exactly rows × 3, `_popularity` last; a customer's
 //! own tab is untouched; a report tab that exists keeps its sheetId; a
-//! smaller maxRows shrinks the grid; 429s are waited out; a spreadsheet
-//! that cannot fit is refused with nothing written; not shared and deleted
-//! are named; the connection test leaves nothing; no key or token is logged.
+//! smaller maxRows shrinks the grid; 429s are waited out; with a lowered
+//! request size tabs go in several requests and arrive whole; a write
+//! applied but answered with an error is not taken for a failure (the retry
+//! is refused as a duplicate tab, and the tabs show it was applied); a
+//! damaged part of any report stops the delivery before any write; a
+//! spreadsheet that cannot fit is refused with nothing written; not shared
+//! and deleted are named; the connection test leaves nothing; no key or
+//! token is logged.
 
 use integration_tests::delivery::{
     assert_logs_hold_none_of, capture_logs, create_raw_secret, pinned_now, publish_synthetic_run, run_id,
@@ -231,7 +236,7 @@ async fn an_existing_report_tab_keeps_its_sheet_id_and_a_smaller_max_rows_shrink
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_is_waited_out_and_a_large_tab_goes_in_several_requests() {
+async fn throttling_is_waited_out_within_one_attempt() {
     let scene = Scene::new("throttled", &[TabSpec::new("Sheet1", 10, 10)]).await;
     scene.onboard(ROWS, &["track"]).await;
     scene.double.fail_next(3, 429);
@@ -245,6 +250,64 @@ async fn throttling_is_waited_out_and_a_large_tab_goes_in_several_requests() {
     assert_eq!(&statuses[..3], [429, 429, 429]);
     assert!(statuses[3..].iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(scene.status(run_id()).await.attempts.len(), 1, "waited out within one attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lowered_request_size_a_tab_goes_in_several_requests_and_arrives_whole() {
+    let scene = Scene::new("small-requests", &[TabSpec::new("Sheet1", 10, 10)]).await;
+    scene.onboard(ROWS, &["track", "artist"]).await;
+    let deps = scene.deps_with_requests_of(40_000);
+    assert_eq!(
+        scene.deliver_with(run_id(), deps).await.unwrap(),
+        JobDisposition::Attempted(DeliveryOutcome::Delivered)
+    );
+    for kind in [ReportKind::Track, ReportKind::Artist] {
+        assert_tab(
+            scene.double.values(&scene.spreadsheet, kind.data_type()),
+            expected_rows(kind, ROWS),
+            kind.data_type(),
+        );
+    }
+    let writes: Vec<u64> = scene.double.requests().iter().filter(|r| r.is_write).map(|r| r.body_size as u64).collect();
+    // 2 x 2,501 rows of ~70 bytes in requests of at most 40,000 bytes.
+    assert!(writes.len() >= 9, "several requests: {writes:?}");
+    assert!(writes.iter().all(|bytes| *bytes <= 40_000), "each within the lowered limit: {writes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_applied_but_answered_with_an_error_is_not_taken_for_a_failure() {
+    let scene = Scene::new("lost-answer", &[TabSpec::new("Sheet1", 10, 10)]).await;
+    scene.onboard(ROWS, &["track"]).await;
+    // The first batchUpdate (which creates the tab) is applied, its answer lost.
+    scene.double.lose_next_answers(1, 503);
+    assert_eq!(scene.deliver(run_id()).await.unwrap(), JobDisposition::Attempted(DeliveryOutcome::Delivered));
+    assert_tab(
+        scene.double.values(&scene.spreadsheet, "track_popularity"),
+        expected_rows(ReportKind::Track, ROWS),
+        "all",
+    );
+    let statuses: Vec<u16> = scene.double.requests().iter().filter(|r| r.is_write).map(|r| r.status).collect();
+    assert_eq!(&statuses[..2], [503, 400], "the retry was refused as a duplicate tab: {statuses:?}");
+    let status = scene.status(run_id()).await;
+    assert_eq!((status.outcome, status.attempts.len()), (DeliveryOutcome::Delivered, 1));
+    let tabs: Vec<String> = scene.double.tabs(&scene.spreadsheet).into_iter().map(|t| t.title).collect();
+    assert_eq!(tabs.iter().filter(|t| *t == "track_popularity").count(), 1, "{tabs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_part_of_any_report_stops_the_delivery_before_anything_is_written() {
+    let scene = Scene::new("damaged", &[TabSpec::new("Sheet1", 10, 10)]).await;
+    scene.onboard(ROWS, &["track", "artist"]).await;
+    // The artist report's first part no longer matches the run manifest.
+    let key = format!("reports/artist_popularity/{}/part-001.json", run_id());
+    let mut body = scene.staging.get(&key).await.unwrap().to_vec();
+    let digit = body.iter().position(u8::is_ascii_digit).unwrap();
+    body[digit] = if body[digit] == b'9' { b'8' } else { body[digit] + 1 };
+    scene.staging.put(&key, body.into(), "application/json").await.unwrap();
+    assert_eq!(scene.deliver(run_id()).await.unwrap(), JobDisposition::Attempted(DeliveryOutcome::Invalid));
+    let error = scene.status(run_id()).await.last_error.unwrap();
+    assert!(error.contains("does not match the run manifest"), "{error}");
+    assert!(scene.double.requests().iter().all(|r| !r.is_write), "no tab of the run was written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -510,7 +510,8 @@ fn update_cells(sheet_id: i64, row_index: u64, rows: &str) -> String {
     )
 }
 
-/// Requests gathered into `batchUpdate`s of at most [`MAX_REQUEST_BYTES`].
+/// Requests gathered into `batchUpdate`s of at most the client's request
+/// size ([`MAX_REQUEST_BYTES`] unless lowered).
 struct Batches<'c> {
     client: &'c SheetsClient,
     spreadsheet: &'c str,
@@ -518,6 +519,8 @@ struct Batches<'c> {
     pending: Vec<String>,
     bytes: usize,
     sent: u32,
+    /// Tabs (sheetId, title) the pending batch creates.
+    adds: Vec<(i64, String)>,
 }
 
 impl Batches<'_> {
@@ -535,13 +538,42 @@ impl Batches<'_> {
         Ok(())
     }
 
+    /// The request that gives `tab` its exact grid (creating it if need be).
+    async fn push_shape(&mut self, tab: &TargetTab) -> Result<(), SheetsError> {
+        self.push(tab.shape_request()).await?;
+        if tab.existing.is_none() {
+            self.adds.push((tab.sheet_id, tab.title.clone()));
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self) -> Result<(), SheetsError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.client.batch_update(self.spreadsheet, &self.pending).await?;
+        match self.client.batch_update(self.spreadsheet, &self.pending).await {
+            Ok(_) => {}
+            Err(SheetsError::Refused { spreadsheet, message }) if !self.adds.is_empty() => {
+                // A batch is applied whole or not at all. Refused after a
+                // retry, a batch that creates tabs may have been applied by
+                // an earlier try whose answer was lost (a timeout, a 5xx):
+                // then the tabs exist now, with our ids, and the batch is done.
+                let tabs = self.client.tabs(&spreadsheet).await?;
+                let applied =
+                    self.adds.iter().all(|(id, title)| tabs.iter().any(|t| t.sheet_id == *id && &t.title == title));
+                if !applied {
+                    return Err(SheetsError::Refused { spreadsheet, message });
+                }
+                warn!(
+                    spreadsheet,
+                    "a retried batchUpdate was refused because an earlier try had applied it; continuing"
+                );
+            }
+            Err(error) => return Err(error),
+        }
         self.sent += 1;
         self.pending.clear();
+        self.adds.clear();
         self.bytes = 0;
         Ok(())
     }
@@ -574,7 +606,7 @@ async fn write_tab(
     if estimate <= batches.limit && estimate > batches.room() {
         batches.flush().await?;
     }
-    batches.push(tab.shape_request()).await?;
+    batches.push_shape(tab).await?;
     let mut hasher = sha2::Sha256::new();
     let mut bytes = 0u64;
     let mut rows = String::new();
@@ -660,13 +692,19 @@ impl<S: ObjectStore> SheetsDeliverer<S> {
         manifest: &RunManifest,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let spreadsheet = sheet.spreadsheet_id.as_str();
+        // Every report's rows are read and checked against the run manifest
+        // before anything is written, so a broken part never leaves some
+        // tabs of the run and not others. At most 10M cells: ~3.3M rows.
+        let canonical = Encoding { format: manifest.format, compression: manifest.compression };
         let mut reports = Vec::with_capacity(job.reports.len());
         for &kind in &job.reports {
             let report = manifest.report(kind).ok_or_else(|| DeliveryError::MissingReport {
                 location: self.staging.describe(&run_manifest_key(job.run_id)),
                 data_type: kind.data_type(),
             })?;
-            reports.push((kind, report.rows.min(sheet.max_rows), report));
+            let rows = report.rows.min(sheet.max_rows);
+            let items = read_top_items(&self.staging, &report.parts, canonical, kind, rows).await?;
+            reports.push((kind, rows, items));
         }
         let tabs = self.client.tabs(spreadsheet).await?;
         let sizes: Vec<(ReportKind, u64)> = reports.iter().map(|(kind, rows, _)| (*kind, *rows)).collect();
@@ -674,21 +712,20 @@ impl<S: ObjectStore> SheetsDeliverer<S> {
         let mut batches = Batches {
             client: &self.client,
             spreadsheet,
-            limit: MAX_REQUEST_BYTES,
+            limit: self.client.max_request_bytes,
             pending: Vec::new(),
             bytes: 0,
             sent: 0,
+            adds: Vec::new(),
         };
-        let canonical = Encoding { format: manifest.format, compression: manifest.compression };
         let mut delivered = Vec::new();
         for tab in plan.iter().filter(|tab| tab.title != STATUS_TAB) {
-            let (kind, rows, report) = reports
+            let (kind, _, items) = reports
                 .iter()
                 .find(|(kind, ..)| kind.data_type() == tab.title)
                 .expect("every planned report tab is a report");
-            let items = read_top_items(&self.staging, &report.parts, canonical, *kind, *rows).await?;
             let header = [kind.id_field(), "searchRank", "searchModifier"];
-            let written = write_tab(&mut batches, tab, &header, RowsSource::Items(&items)).await?;
+            let written = write_tab(&mut batches, tab, &header, RowsSource::Items(items)).await?;
             delivered.push(DeliveredObject::new(
                 format!("{}#{}!A1:C{}", sheet.spreadsheet_url, tab.title, tab.rows),
                 written.bytes,
