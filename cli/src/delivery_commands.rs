@@ -29,8 +29,11 @@ pub struct FanoutArgs {
 #[derive(Args)]
 pub struct DeliverArgs {
     /// The run whose jobs to deliver. Reads the deliverers' variables:
-    /// STAGING_BUCKET, TENANT_SECRET_PREFIX, and for email jobs SES_SENDER,
-    /// LINK_SIGNER_SECRET, LINK_TTL_SECONDS.
+    /// STAGING_BUCKET and TENANT_SECRET_PREFIX, and only when the run has
+    /// jobs of that kind: for email SES_SENDER, LINK_SIGNER_SECRET,
+    /// LINK_TTL_SECONDS; for gcs STORAGE_EMULATOR_HOST (emulators only); for
+    /// sheets GOOGLE_SERVICE_ACCOUNT_SECRET, SHEETS_API_ENDPOINT,
+    /// SHEETS_WRITES_PER_MINUTE.
     #[arg(value_name = "RUN_ID")]
     pub run_id: RunId,
 }

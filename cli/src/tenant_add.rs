@@ -1,7 +1,8 @@
 //! `popularity tenant add FILE`: onboards a tenant by storing its secret
 //! (DESIGN §6) as `<prefix><tenantId>` in Secrets Manager. The file goes
-//! through the same checks as `tenant validate` first and nothing is written
-//! unless it passes. Then, unless `--no-test`, it tests every connector as
+//! through the same checks as `tenant validate` first, then is compared
+//! with every other tenant (no shared destination, no shared externalId),
+//! and nothing is written unless both pass. Then, unless `--no-test`, it tests every connector as
 //! `popularity tenant test` does (DESIGN §5). Prints the secret's name,
 //! never its value.
 
@@ -10,7 +11,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
-use popularity_reports::tenant_directory::{put_tenant_secret, secrets_manager_client, DEFAULT_TENANT_SECRET_PREFIX};
+use popularity_reports::delivery::conflicts::conflicts_across;
+use popularity_reports::tenant::TenantConfig;
+use popularity_reports::tenant_directory::{
+    put_tenant_secret, secrets_manager_client, SecretsManagerTenants, TenantDirectory, DEFAULT_TENANT_SECRET_PREFIX,
+};
 
 use super::tenant_test::{run_tests, TestOptions};
 use super::{read_tenant_file, runtime};
@@ -36,7 +41,9 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
     let outcome = runtime
         .block_on(async {
             let sdk_config = aws_config::load_defaults(BehaviorVersion::latest()).await;
-            put_tenant_secret(&secrets_manager_client(&sdk_config), &args.prefix, &json, &config.tenant_id).await
+            let client = secrets_manager_client(&sdk_config);
+            refuse_conflicts(&SecretsManagerTenants::new(client.clone(), &args.prefix)?, &config).await?;
+            put_tenant_secret(&client, &args.prefix, &json, &config.tenant_id).await.map_err(anyhow::Error::from)
         })
         .with_context(|| format!("cannot store tenant {} from {}", config.tenant_id, args.file.display()))?;
     println!("{} secret {}", if outcome.created { "created" } else { "updated" }, outcome.secret_name);
@@ -51,6 +58,29 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
         let results = run_tests(&deliverers, &config.tenant_id, &args.test).await?;
         super::tenant_test::report(&config.tenant_id, &results)
     })
+}
+
+/// Refuses a tenant whose feeds would write where another tenant's do, or
+/// whose s3-role connectors share an externalId with another tenant's
+/// (DESIGN §7): fanout would refuse both tenants' feeds, so nothing is stored.
+async fn refuse_conflicts(directory: &SecretsManagerTenants, config: &TenantConfig) -> anyhow::Result<()> {
+    let entries = directory.load_tenants().await.context("reading the other tenants to compare destinations")?;
+    let others: Vec<&TenantConfig> = entries
+        .iter()
+        .filter_map(|entry| entry.config.as_ref().ok())
+        .filter(|other| other.tenant_id != config.tenant_id)
+        .collect();
+    let mut all = others;
+    all.push(config);
+    let conflicts: Vec<String> = conflicts_across(&all)
+        .into_iter()
+        .filter(|((tenant, _), _)| *tenant == config.tenant_id)
+        .map(|((_, feed), reason)| format!("feed {feed:?}: {reason}"))
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!("nothing was stored: {}", conflicts.join("; "))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `tenant` subcommands: check a tenant secret (DESIGN §6) on the
 //! operator's machine (`validate`), store it in Secrets Manager (`add`, in
-//! [`tenant_add`]) and test its connectors (`test`, in [`tenant_test`]).
+//! [`tenant_add`]), test its connectors (`test`, in [`tenant_test`]) and
+//! generate an s3-role externalId (`external-id`).
 //! `validate` and `add` run the same checks, so nothing invalid is ever
 //! stored; none prints a secret value.
 
@@ -36,6 +37,18 @@ pub enum TenantCommand {
     /// failure). Reads STAGING_BUCKET and TENANT_SECRET_PREFIX; with
     /// --local also each deliverer's own variables.
     Test(tenant_test::TestArgs),
+    /// Print a fresh random externalId for a tenant's s3-role connector (one
+    /// line, the value alone). Always use one from here, never a value the
+    /// customer chose (AWS's confused-deputy guidance): the customer puts it
+    /// in their role's trust policy and you put it in the tenant secret.
+    ExternalId(ExternalIdArgs),
+}
+
+#[derive(Args)]
+pub struct ExternalIdArgs {
+    /// The tenant the value is for (it becomes part of the value, so a
+    /// trust policy shows whose it is).
+    pub tenant_id: String,
 }
 
 #[derive(Args)]
@@ -53,7 +66,26 @@ pub fn run(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Validate(args) => validate(args),
         TenantCommand::Add(args) => tenant_add::add(args),
         TenantCommand::Test(args) => runtime()?.block_on(tenant_test::test(args)),
+        TenantCommand::ExternalId(args) => {
+            println!("{}", external_id(&args.tenant_id)?);
+            Ok(())
+        }
     }
+}
+
+/// `pr-<tenantId>-<32 random hex digits>`: 128 bits from the operating
+/// system's generator, in the characters an ExternalId may hold.
+fn external_id(tenant_id: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    if !popularity_reports::tenant::is_safe_id(tenant_id) {
+        anyhow::bail!("{tenant_id:?} is not a tenant id (lowercase letters, digits and '-')");
+    }
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut source| source.read_exact(&mut random))
+        .context("reading /dev/urandom")?;
+    let hex: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok(format!("pr-{tenant_id}-{hex}"))
 }
 
 /// A runtime for the subcommands that talk to AWS; validation stays synchronous.

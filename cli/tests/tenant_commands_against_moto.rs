@@ -97,3 +97,53 @@ async fn sheets_identity_prints_our_service_accounts_address_and_never_the_key()
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), account.client_email);
     assert!(!out.contains("PRIVATE KEY") && !out.contains(&account.private_key_id), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_ids_are_fresh_and_a_second_tenant_reusing_one_or_a_destination_is_refused_storing_nothing() {
+    let admin = sdk_config(&moto_endpoint()).await;
+    let staging = staging_store(&admin, "cli-conflicts").await;
+    let prefix = unique_tenant_prefix("cli-conflicts");
+    let bucket = staging.bucket().to_owned();
+    let external_id = |tenant: &str| {
+        let output = popularity(&bucket, &prefix, &["tenant", "external-id", tenant]);
+        assert!(output.status.success(), "{}", text(&output));
+        let printed = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(printed.lines().count(), 1, "one line: {printed:?}");
+        printed.trim().to_owned()
+    };
+    let (first, second) = (external_id("acme"), external_id("acme"));
+    assert!(first.len() >= 16 && first.starts_with("pr-acme-"), "{first}");
+    assert_ne!(first, second, "a fresh value each time");
+
+    let role = |tenant: &str, bucket: &str, external_id: &str| {
+        json!({"schemaVersion": 1, "tenantId": tenant, "plan": "standard",
+            "connectors": {"lake": {"type": "s3-role", "bucketArn": format!("arn:aws:s3:::{bucket}"),
+                "region": "us-east-1", "roleArn": "arn:aws:iam::222222222222:role/popularity-delivery",
+                "externalId": external_id}},
+            "feeds": [{"id": "all", "connector": "lake"}]})
+    };
+    let add = |secret: serde_json::Value| {
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), secret.to_string()).unwrap();
+        popularity(&bucket, &prefix, &["tenant", "add", file.path().to_str().unwrap(), "--no-test"])
+    };
+    let acme = add(role("acme", "acme-data", &first));
+    assert!(acme.status.success(), "{}", text(&acme));
+
+    let copycat = add(role("beta", "beta-data", &first));
+    let out = text(&copycat);
+    assert!(!copycat.status.success());
+    assert!(out.contains("nothing was stored") && out.contains("same externalId") && out.contains("\"acme\""), "{out}");
+    assert!(!out.contains(&first), "the externalId itself is not printed: {out}");
+
+    let overlapping = add(role("gamma", "acme-data", &external_id("gamma")));
+    let out = text(&overlapping);
+    assert!(!overlapping.status.success());
+    assert!(out.contains("feed \"all\" of tenant \"acme\" writes to s3://acme-data/"), "{out}");
+
+    let client = popularity_reports::tenant_directory::secrets_manager_client(&admin);
+    for refused in ["beta", "gamma"] {
+        let found = client.describe_secret().secret_id(format!("{prefix}{refused}")).send().await;
+        assert!(found.is_err(), "{refused} was stored");
+    }
+}

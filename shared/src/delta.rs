@@ -263,8 +263,33 @@ impl Default for DeltaSettings {
 // ---------------------------------------------------------------------------
 
 /// Buckets for `records` at about `per_bucket` each (1 to 4096).
+/// At most 256, so both sides' files stay well inside Lambda's 1,024 open
+/// files (a larger bucket is split again when merged).
 fn bucket_count(records: usize, per_bucket: usize) -> usize {
-    records.div_ceil(per_bucket.max(1)).clamp(1, 4096)
+    records.div_ceil(per_bucket.max(1)).clamp(1, MAX_BUCKETS)
+}
+
+/// The most bucket files one side of a partition keeps open.
+const MAX_BUCKETS: usize = 256;
+/// Scratch folders older than this were left by a killed computation (no
+/// invocation runs longer than 15 minutes) and are removed.
+const STALE_SCRATCH: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+const SCRATCH_PREFIX: &str = "delta-";
+
+/// Removes scratch folders that a computation killed mid-way (a Lambda
+/// timeout) left in `dir`; a warm Lambda keeps its /tmp between invocations.
+fn remove_stale_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > STALE_SCRATCH));
+        if stale && std::fs::remove_dir_all(entry.path()).is_ok() {
+            tracing::warn!(path = %entry.path().display(), "removed the scratch folder of a delta computation that did not finish");
+        }
+    }
 }
 
 /// What one bucket file holds.
@@ -594,8 +619,9 @@ async fn compute_delta<S: ObjectStore>(
     };
     let (base_report, new_report) = (report_of(base)?, report_of(run)?);
     std::fs::create_dir_all(&settings.scratch_dir).map_err(io_error(&settings.scratch_dir))?;
+    remove_stale_scratch(&settings.scratch_dir);
     let scratch = tempfile::Builder::new()
-        .prefix(&format!("delta-{}-{}-", kind.data_type(), run.run_id))
+        .prefix(&format!("{SCRATCH_PREFIX}{}-{}-", kind.data_type(), run.run_id))
         .tempdir_in(&settings.scratch_dir)
         .map_err(io_error(&settings.scratch_dir))?;
     let dir = scratch.path().to_owned();
@@ -812,6 +838,25 @@ mod tests {
                 prop_assert!(base.iter().any(|e| e.id == *id) && !new.iter().any(|e| e.id == *id));
             }
         }
+    }
+
+    #[test]
+    fn bucket_files_stay_few_whatever_the_catalogue_and_stale_scratch_goes() {
+        assert_eq!(bucket_count(20_000_000, 500_000), 40);
+        assert_eq!(bucket_count(200_000_000, 500_000), MAX_BUCKETS, "100M tracks: 2 x 256 files open at most");
+        assert_eq!(bucket_count(0, 500_000), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join("delta-track_popularity-20261119030000-x");
+        let fresh = dir.path().join("delta-track_popularity-20261122030000-y");
+        let other = dir.path().join("something-else");
+        for path in [&stale, &fresh, &other] {
+            std::fs::create_dir(path).unwrap();
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3_600);
+        std::fs::File::open(&stale).unwrap().set_modified(old).unwrap();
+        std::fs::File::open(&other).unwrap().set_modified(old).unwrap();
+        remove_stale_scratch(dir.path());
+        assert!(!stale.exists() && fresh.exists() && other.exists());
     }
 
     #[test]

@@ -501,6 +501,7 @@ fn parse(secret_name_suffix: Option<&str>, json: &str) -> Result<TenantConfig, T
 
     if let (Some(connectors), Some(feeds)) = (&connectors, &feeds) {
         check_sheet_sizes(&mut problems, connectors, feeds);
+        check_destination_collisions(&mut problems, connectors, feeds);
     }
 
     fields.reject_unknown(&mut problems, ROOT_FIELDS, |_| None);
@@ -977,6 +978,27 @@ fn parse_feed(
         interval_seconds,
         full_every_seconds,
     })
+}
+
+/// Two feeds of the tenant must not write the same destination (DESIGN §7).
+fn check_destination_collisions(problems: &mut Problems, connectors: &BTreeMap<String, Connector>, feeds: &[Feed]) {
+    use crate::delivery::conflicts::{collisions_within, FeedDestination};
+    for (first, second) in collisions_within(connectors, feeds) {
+        let (a, b) = (&feeds[first], &feeds[second]);
+        let place = |feed: &Feed| {
+            connectors.get(&feed.connector).and_then(|c| FeedDestination::of(c, feed)).map(|d| d.describe())
+        };
+        problems.add(
+            &format!("feeds[{second}]"),
+            format!(
+                "writes to {} where feed {:?} (feeds[{first}]) writes to {}: two feeds would write the same objects; \
+                 give one of them another bucket or a prefix that does not contain the other's",
+                place(b).unwrap_or_default(),
+                a.id,
+                place(a).unwrap_or_default()
+            ),
+        );
+    }
 }
 
 /// A google-sheets feed must fit its spreadsheet's 10,000,000 cells even
@@ -1761,6 +1783,12 @@ mod tests {
                 "\"incremental\" is not one of full, delta",
             ),
             (
+                "two feeds into one folder",
+                |v| v["feeds"].as_array_mut().unwrap().push(serde_json::json!({"id": "again", "connector": "lake", "reports": ["track"]})),
+                "feeds[2]",
+                "writes to s3://acme-data/massive/ where feed \"all\" (feeds[0]) writes to s3://acme-data/massive/: two feeds would write the same objects",
+            ),
+            (
                 "fullEverySeconds on a full feed",
                 |v| v["feeds"][0]["fullEverySeconds"] = 604_800.into(),
                 "feeds[0].fullEverySeconds",
@@ -2030,7 +2058,7 @@ mod tests {
     #[test]
     fn plan_limits_count_every_feed() {
         let feeds: Vec<Value> =
-            (0..7).map(|i| serde_json::json!({"id": format!("f{i}"), "connector": "lake"})).collect();
+            (0..7).map(|i| serde_json::json!({"id": format!("f{i}"), "connector": "inbox"})).collect();
         let value = design_example_with(|v| v["feeds"] = Value::Array(feeds.clone()));
         let errors = errors_of(&value);
         assert_eq!(

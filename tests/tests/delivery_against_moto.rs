@@ -769,3 +769,35 @@ async fn the_next_attempt_aborts_uploads_a_killed_attempt_left_open_in_the_custo
         [format!("in/artist_popularity/{RUN_ID}/_manifest.json"), this_run.clone()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_of_two_tenants_into_one_folder_are_refused_naming_each_other_and_others_are_delivered() {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    let staging = staging_store(&admin, "staging-collide").await;
+    let prefix = unique_tenant_prefix("tenants-collide");
+    publish_synthetic_run(&staging, run_id(), 10, 10).await;
+    let keys = |bucket: &str, folder: &str| {
+        json!({"type": "s3-keys", "bucketArn": format!("arn:aws:s3:::{bucket}"), "region": "us-east-1",
+               "prefix": folder, "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": "x".repeat(40)})
+    };
+    for (tenant, bucket, folder) in
+        [("acme", "shared-lake", "feeds/"), ("beta", "shared-lake", "feeds/beta/"), ("gamma", "gamma-lake", "")]
+    {
+        let secret = json!({"schemaVersion": 1, "tenantId": tenant, "plan": "trial",
+            "connectors": {"lake": keys(bucket, folder)}, "feeds": [{"id": "all", "connector": "lake"}]});
+        create_raw_secret(&admin, &format!("{prefix}{tenant}"), &secret.to_string()).await;
+    }
+    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let response =
+        handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+    assert_eq!(response.jobs_created, 1, "gamma only");
+    assert!(staging.get(&format!("jobs/s3/{RUN_ID}/gamma/all.json")).await.is_ok());
+    for (tenant, other) in [("acme", "beta"), ("beta", "acme")] {
+        let status = status_of(&staging, tenant, "all").await;
+        assert_eq!(status.outcome, DeliveryOutcome::Invalid, "{tenant}");
+        let error = status.last_error.unwrap();
+        assert!(error.contains(&format!("feed \"all\" of tenant \"{other}\" writes to s3://shared-lake/")), "{error}");
+        assert!(staging.get(&format!("jobs/s3/{RUN_ID}/{tenant}/all.json")).await.is_err(), "{tenant} got a job");
+    }
+}

@@ -10,8 +10,9 @@
 //! the dropped tracks; two delta feeds share one `deltas/` computation; the
 //! email links the delta files and says what it is against. Run 3 comes
 //! after run 2's reports left staging and a week after run 1: delta feeds
-//! whose base is gone get a full delivery saying why, and a feed whose
-//! `fullEverySeconds` has elapsed gets a full one saying that.
+//! whose base is gone get a full delivery saying why, a feed whose reports
+//! changed gets one saying that, and a feed whose `fullEverySeconds` has
+//! elapsed gets a full one saying that.
 
 use std::collections::BTreeMap;
 
@@ -90,6 +91,7 @@ struct Scene {
     tenants_prefix: String,
     recipient: String,
     secret_key: String,
+    secret: serde_json::Value,
 }
 
 impl Scene {
@@ -198,7 +200,7 @@ async fn scene() -> Scene {
         ]
     });
     create_raw_secret(&admin, &format!("{tenants_prefix}acme"), &secret.to_string()).await;
-    Scene { endpoint, admin, staging, customer, tenants_prefix, recipient, secret_key }
+    Scene { endpoint, admin, staging, customer, tenants_prefix, recipient, secret_key, secret }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,8 +345,27 @@ async fn delta_feeds_deliver_exactly_what_changed_and_fall_back_to_full_saying_w
     }
     put(&data, "plays/date=2026-11-22/part-0.parquet", plays_file(&plays_of(22, 16..=420), 100)).await;
     rank_at(&rank, "2026-11-23T03:00:00Z").await;
+    // And delta-b now asks for the track report only.
+    let mut secret = scene.secret.clone();
+    secret["feeds"][1]["reports"] = json!(["track"]);
+    secrets_manager_client(&scene.admin)
+        .put_secret_value()
+        .secret_id(format!("{}acme", scene.tenants_prefix))
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .unwrap();
     scene.fan_out(RUN_3).await;
-    for (kind, feed) in [("s3", "delta-a"), ("s3", "delta-b"), ("email", "inbox")] {
+    let changed = scene.job("s3", RUN_3, "delta-b").await;
+    assert_eq!((changed.plan.mode, changed.plan.base_run_id), (DeliveryMode::Full, None));
+    let reason = changed.plan.full_reason.unwrap_or_default();
+    assert!(
+        reason.contains(&format!("the feed changed since its last delivery (run {RUN_2})"))
+            && reason.contains("delta-b/ track,artist,product, now s3://")
+            && reason.ends_with("delta-b/ track"),
+        "{reason}"
+    );
+    for (kind, feed) in [("s3", "delta-a"), ("email", "inbox")] {
         let job = scene.job(kind, RUN_3, feed).await;
         assert_eq!((job.plan.mode, job.plan.base_run_id), (DeliveryMode::Full, None), "{feed}");
         let reason = job.plan.full_reason.unwrap_or_default();

@@ -60,22 +60,32 @@ pub struct DeliveryPlan {
     /// Why a delta feed gets a full delivery this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_reason: Option<String>,
+    /// Where the feed delivers and which reports (`s3://bucket/prefix
+    /// track,artist`): a delta's base must have gone to the same target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl DeliveryPlan {
     /// Whole reports, the feed being a full feed.
     pub fn full() -> DeliveryPlan {
-        DeliveryPlan { mode: DeliveryMode::Full, base_run_id: None, full_reason: None }
+        DeliveryPlan { mode: DeliveryMode::Full, base_run_id: None, full_reason: None, target: None }
     }
 
     /// Whole reports for a delta feed, and why.
     pub fn full_because(reason: String) -> DeliveryPlan {
-        DeliveryPlan { mode: DeliveryMode::Full, base_run_id: None, full_reason: Some(reason) }
+        DeliveryPlan { mode: DeliveryMode::Full, base_run_id: None, full_reason: Some(reason), target: None }
     }
 
     /// What changed since `base`.
     pub fn delta_against(base: RunId) -> DeliveryPlan {
-        DeliveryPlan { mode: DeliveryMode::Delta, base_run_id: Some(base), full_reason: None }
+        DeliveryPlan { mode: DeliveryMode::Delta, base_run_id: Some(base), full_reason: None, target: None }
+    }
+
+    /// The plan, recording where it delivers.
+    pub fn to_target(mut self, target: String) -> DeliveryPlan {
+        self.target = Some(target);
+        self
     }
 
     /// The base run of a delta, or why the plan is not a usable one.

@@ -11,7 +11,8 @@
 //! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
 //! - [`error`]: delivery errors that say permanent or transient;
 //! - [`attempt`]: one attempt at one job, the same for every connector;
-//! - [`files`]: a run's reports as files at a destination, `_manifest.json` last;
+//! - [`files`]: a run's reports (or their deltas) as files at a destination, `_manifest.json` last;
+//! - [`conflicts`]: feeds that would write one destination, tenants sharing an externalId;
 //! - [`connection_test`]: connection-test requests, probes' reports, results;
 //! - [`connectors`]: one module per connector kind, its deliverer beside its adapter.
 //!
@@ -19,6 +20,7 @@
 //! [`connectors`], a function crate under `functions/`, and its template entry.
 
 pub mod attempt;
+pub mod conflicts;
 pub mod connection_test;
 pub mod connectors;
 pub mod error;

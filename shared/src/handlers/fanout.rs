@@ -5,10 +5,13 @@
 //! fanout decides not to deliver gets a status object saying why — an
 //! invalid secret (every wrong field), a disabled tenant, a connector type
 //! not supported yet, a feed whose interval has not elapsed — so
-//! `popularity status <runId>` accounts for every tenant × feed. A delta
+//! `popularity status <runId>` accounts for every tenant × feed. Feeds of
+//! two tenants that would write one destination, or s3-role connectors of
+//! two tenants sharing an externalId, are refused (`invalid`, naming the
+//! other tenant) before anything is planned for them. A delta
 //! feed's job names its base run, or says why this delivery is full.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::s3::S3Event;
 use chrono::{DateTime, Utc};
@@ -17,6 +20,7 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
+use crate::delivery::conflicts::{conflicts_across, FeedDestination};
 use crate::delivery::staging::ManifestError;
 use crate::delivery::{
     decode_s3_event_key, job_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryPlan, DeliveryStaging,
@@ -138,7 +142,10 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     } else {
         Vec::new()
     };
-    let context = RunContext { staging, manifest: &manifest, earlier_runs: &earlier_runs, now };
+    let serving: Vec<&TenantConfig> =
+        entries.iter().filter_map(|entry| entry.config.as_ref().ok()).filter(|tenant| tenant.enabled).collect();
+    let conflicts = conflicts_across(&serving);
+    let context = RunContext { staging, manifest: &manifest, earlier_runs: &earlier_runs, conflicts: &conflicts, now };
     let tenant_results: Vec<Result<TenantCounts, FanoutError>> = stream::iter(entries.iter())
         .map(|entry| fan_out_tenant(&context, entry))
         .buffer_unordered(TENANT_CONCURRENCY)
@@ -184,6 +191,8 @@ struct RunContext<'a, S> {
     staging: DeliveryStaging<'a, S>,
     manifest: &'a RunManifest,
     earlier_runs: &'a [RunId],
+    /// Feeds refused because of another tenant's (DESIGN §7), and why.
+    conflicts: &'a BTreeMap<(String, String), String>,
     now: DateTime<Utc>,
 }
 
@@ -249,6 +258,9 @@ async fn decide<S: ObjectStore>(
             feed.id, feed.connector
         ))));
     };
+    if let Some(reason) = context.conflicts.get(&(tenant.tenant_id.clone(), feed.id.clone())) {
+        return Ok(FeedDecision::NotDelivered(AttemptResult::Invalid(format!("{reason}; nothing was delivered"))));
+    }
     let kind = connector.kind();
     if !kind.is_supported() {
         return not_delivered(format!(
@@ -265,11 +277,13 @@ async fn decide<S: ObjectStore>(
             ));
         }
     }
+    let target = feed_target(connector, feed);
     let plan = if feed.mode == DeliveryMode::Delta && kind.takes_deltas() {
-        plan_delta(context, tenant, feed).await?
+        plan_delta(context, tenant, feed, &target).await?
     } else {
         DeliveryPlan::full()
     };
+    let plan = plan.to_target(target);
     let job = DeliveryJob::for_feed(context.manifest.run_id, tenant, feed, plan, context.now)
         .expect("the connector was found above");
     Ok(FeedDecision::Deliver(job))
@@ -284,6 +298,7 @@ async fn plan_delta<S: ObjectStore>(
     context: &RunContext<'_, S>,
     tenant: &TenantConfig,
     feed: &Feed,
+    target: &str,
 ) -> Result<DeliveryPlan, FanoutError> {
     let full_every = feed.full_every_seconds.unwrap_or(DEFAULT_FULL_EVERY_SECONDS);
     let run_time = context.manifest.run_id.time();
@@ -293,18 +308,23 @@ async fn plan_delta<S: ObjectStore>(
             break;
         }
         let Some(status) = delivered_status(context, earlier, tenant, feed).await? else { continue };
-        base.get_or_insert(earlier);
+        base.get_or_insert((earlier, status.plan.as_ref().and_then(|plan| plan.target.clone())));
         if status.plan.as_ref().is_none_or(|plan| plan.mode == DeliveryMode::Full) {
             last_full = Some(earlier);
             break;
         }
     }
-    let Some(base) = base else {
+    let Some((base, base_target)) = base else {
         return Ok(DeliveryPlan::full_because(format!(
             "no earlier delivery of this feed in the fullEverySeconds ({full_every} s) before this run \
              (its first delivery, or the first after a pause)"
         )));
     };
+    if let Some(previous) = base_target.filter(|previous| previous != target) {
+        return Ok(DeliveryPlan::full_because(format!(
+            "the feed changed since its last delivery (run {base}): it delivered {previous}, now {target}"
+        )));
+    }
     if last_full.is_none() {
         return Ok(DeliveryPlan::full_because(format!(
             "its last full delivery is fullEverySeconds ({full_every} s) or more before this run"
@@ -314,6 +334,15 @@ async fn plan_delta<S: ObjectStore>(
         return Ok(DeliveryPlan::full_because(format!("the base run {base} (its last delivery): {reason}")));
     }
     Ok(DeliveryPlan::delta_against(base))
+}
+
+/// Where a feed delivers and which reports: `s3://bucket/prefix
+/// track,artist,product`, `email inbox track`.
+fn feed_target(connector: &crate::tenant::Connector, feed: &Feed) -> String {
+    let place = FeedDestination::of(connector, feed)
+        .map_or_else(|| format!("{} {}", connector.kind(), feed.connector), |destination| destination.describe());
+    let reports: Vec<&str> = feed.reports.iter().map(|kind| kind.data_type().trim_end_matches("_popularity")).collect();
+    format!("{place} {}", reports.join(","))
 }
 
 /// The status of the feed in an earlier run, if it says delivered.

@@ -1,0 +1,263 @@
+//! Feeds that must not both be delivered (DESIGN §7): two feeds that would
+//! write the same destination folder — same storage (S3 or GCS) and bucket,
+//! one prefix equal to or inside the other, a report in common — or the same
+//! spreadsheet (whose `_popularity` tab both would claim); and `s3-role`
+//! connectors of two tenants that share an `externalId`, which would let
+//! one tenant's secret reach the other's role (AWS's confused-deputy
+//! guidance wants one external id per customer). Within one tenant
+//! validation refuses these ([`collisions_within`]); across tenants fanout
+//! refuses the feeds concerned ([`conflicts_across`]), each status naming
+//! the other tenant and feed. Pure functions, no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::domain::ReportKind;
+use crate::tenant::{Connector, Feed, TenantConfig};
+
+/// Where a feed's files or rows land, for the overlap rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedDestination {
+    /// `s3://bucket`, `gs://bucket` or the spreadsheet URL's id as `sheets://id`.
+    pub place: String,
+    /// Empty, or ending with `/`; empty for a spreadsheet.
+    pub prefix: String,
+    pub reports: Vec<ReportKind>,
+    /// Whether any report in common is a collision (a spreadsheet's
+    /// `_popularity` tab is shared by every feed into it).
+    pub whole_place: bool,
+}
+
+impl FeedDestination {
+    /// Where `feed` writes through `connector`; `None` for email, which
+    /// writes nothing a customer holds.
+    pub fn of(connector: &Connector, feed: &Feed) -> Option<FeedDestination> {
+        let (place, prefix, whole_place) = match connector {
+            Connector::Email(_) => return None,
+            Connector::GoogleSheets(sheet) => (format!("sheets://{}", sheet.spreadsheet_id), String::new(), true),
+            Connector::Gcs(gcs) => (format!("gs://{}", gcs.bucket), gcs.prefix.clone(), false),
+            other => {
+                let destination = other.s3_destination()?;
+                (format!("s3://{}", destination.bucket), destination.prefix.clone(), false)
+            }
+        };
+        Some(FeedDestination { place, prefix, reports: feed.reports.clone(), whole_place })
+    }
+
+    /// `s3://bucket/prefix`, as messages name it.
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.place, self.prefix)
+    }
+
+    /// Whether the two would write the same objects or tabs.
+    pub fn overlaps(&self, other: &FeedDestination) -> bool {
+        self.place == other.place
+            && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
+            && (self.whole_place || self.reports.iter().any(|kind| other.reports.contains(kind)))
+    }
+}
+
+/// Pairs of feeds (by index) of one tenant that would write the same
+/// destination, each pair once, lower index first.
+pub fn collisions_within(connectors: &BTreeMap<String, Connector>, feeds: &[Feed]) -> Vec<(usize, usize)> {
+    let destinations: Vec<Option<FeedDestination>> = feeds
+        .iter()
+        .map(|feed| connectors.get(&feed.connector).and_then(|connector| FeedDestination::of(connector, feed)))
+        .collect();
+    let mut pairs = Vec::new();
+    for (i, a) in destinations.iter().enumerate() {
+        for (j, b) in destinations.iter().enumerate().skip(i + 1) {
+            if let (Some(a), Some(b)) = (a, b) {
+                if a.overlaps(b) {
+                    pairs.push((i, j));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+/// Why each (tenant id, feed id) that conflicts with another tenant's feed
+/// is refused. Only the tenants given are compared (fanout gives the valid,
+/// enabled ones). Feeds are grouped by bucket first, so the work grows with
+/// the feeds sharing a bucket, not with every pair.
+pub fn conflicts_across(tenants: &[&TenantConfig]) -> BTreeMap<(String, String), String> {
+    let mut refused: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut refuse = |tenant: &str, feed: &str, reason: String| {
+        refused.entry((tenant.to_owned(), feed.to_owned())).or_insert(reason);
+    };
+
+    let mut by_place: HashMap<String, Vec<(&str, &str, FeedDestination)>> = HashMap::new();
+    for tenant in tenants {
+        for feed in &tenant.feeds {
+            let Some(connector) = tenant.connectors.get(&feed.connector) else { continue };
+            if let Some(destination) = FeedDestination::of(connector, feed) {
+                by_place.entry(destination.place.clone()).or_default().push((
+                    tenant.tenant_id.as_str(),
+                    feed.id.as_str(),
+                    destination,
+                ));
+            }
+        }
+    }
+    for feeds in by_place.values() {
+        for (i, (tenant_a, feed_a, a)) in feeds.iter().enumerate() {
+            for (tenant_b, feed_b, b) in &feeds[i + 1..] {
+                if tenant_a == tenant_b || !a.overlaps(b) {
+                    continue;
+                }
+                let reason = |other_tenant: &str, other_feed: &str, other: &FeedDestination, own: &FeedDestination| {
+                    format!(
+                        "feed writes to {} and feed {other_feed:?} of tenant {other_tenant:?} writes to {}: two \
+                         feeds would write the same objects, so neither is delivered until one of them moves \
+                         (another bucket or a prefix that does not contain the other)",
+                        own.describe(),
+                        other.describe()
+                    )
+                };
+                refuse(tenant_a, feed_a, reason(tenant_b, feed_b, b, a));
+                refuse(tenant_b, feed_b, reason(tenant_a, feed_a, a, b));
+            }
+        }
+    }
+
+    let mut by_external_id: HashMap<&str, Vec<(&TenantConfig, &str)>> = HashMap::new();
+    for tenant in tenants {
+        for (name, connector) in &tenant.connectors {
+            if let Connector::S3Role(role) = connector {
+                by_external_id.entry(role.external_id.expose_secret()).or_default().push((tenant, name.as_str()));
+            }
+        }
+    }
+    for users in by_external_id.values() {
+        for (tenant, connector) in users {
+            let Some((other, other_connector)) = users.iter().find(|(other, _)| other.tenant_id != tenant.tenant_id)
+            else {
+                continue;
+            };
+            for feed in tenant.feeds.iter().filter(|feed| feed.connector == *connector) {
+                refuse(
+                    &tenant.tenant_id,
+                    &feed.id,
+                    format!(
+                        "connector {connector:?} has the same externalId as connector {other_connector:?} of tenant \
+                         {:?}: each tenant needs its own (generate one with `popularity tenant external-id`), so \
+                         neither tenant's s3-role feeds are delivered until one changes",
+                        other.tenant_id
+                    ),
+                );
+            }
+        }
+    }
+    refused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::parse_tenant_secret;
+
+    fn tenant(id: &str, connectors: serde_json::Value, feeds: serde_json::Value) -> TenantConfig {
+        let secret = serde_json::json!({"schemaVersion": 1, "tenantId": id, "plan": "enterprise",
+            "connectors": connectors, "feeds": feeds});
+        parse_tenant_secret(id, &secret.to_string()).unwrap()
+    }
+
+    fn s3_keys(bucket: &str, prefix: &str) -> serde_json::Value {
+        serde_json::json!({"type": "s3-keys", "bucketArn": format!("arn:aws:s3:::{bucket}"), "region": "eu-west-1",
+            "prefix": prefix, "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": "x".repeat(40)})
+    }
+
+    fn role(bucket: &str, external_id: &str) -> serde_json::Value {
+        serde_json::json!({"type": "s3-role", "bucketArn": format!("arn:aws:s3:::{bucket}"), "region": "eu-west-1",
+            "roleArn": "arn:aws:iam::111122223333:role/popularity-delivery", "externalId": external_id})
+    }
+
+    #[test]
+    fn prefixes_equal_or_nested_with_a_report_in_common_overlap_and_nothing_else_does() {
+        let dest = |place: &str, prefix: &str, reports: &[ReportKind]| FeedDestination {
+            place: place.into(),
+            prefix: prefix.into(),
+            reports: reports.to_vec(),
+            whole_place: false,
+        };
+        let all = ReportKind::ALL;
+        assert!(dest("s3://a", "x/", &all).overlaps(&dest("s3://a", "x/", &all)));
+        assert!(dest("s3://a", "", &all).overlaps(&dest("s3://a", "x/", &all)), "one inside the other");
+        assert!(dest("s3://a", "x/y/", &all).overlaps(&dest("s3://a", "x/", &all)));
+        assert!(!dest("s3://a", "x/", &all).overlaps(&dest("s3://a", "y/", &all)), "side by side");
+        assert!(!dest("s3://a", "x/", &all).overlaps(&dest("s3://b", "x/", &all)), "another bucket");
+        assert!(!dest("s3://a", "x/", &all).overlaps(&dest("gs://a", "x/", &all)), "another storage");
+        let track = [ReportKind::Track];
+        let artist = [ReportKind::Artist];
+        assert!(!dest("s3://a", "x/", &track).overlaps(&dest("s3://a", "x/", &artist)), "no report in common");
+    }
+
+    #[test]
+    fn two_feeds_of_one_tenant_into_one_folder_are_found_and_email_never_collides() {
+        let mut config = tenant(
+            "acme",
+            serde_json::json!({"a": s3_keys("data", "m/"), "b": s3_keys("data", "n/"),
+                "c": s3_keys("data", "other/"),
+                "inbox": {"type": "email", "recipients": ["x@acme.example"]}}),
+            serde_json::json!([{"id": "one", "connector": "a"}, {"id": "two", "connector": "b"},
+                {"id": "three", "connector": "c"}, {"id": "mail", "connector": "inbox"},
+                {"id": "mail-too", "connector": "inbox"}]),
+        );
+        assert!(collisions_within(&config.connectors, &config.feeds).is_empty());
+        // (Validation refuses what follows; this is what it relies on.)
+        if let Some(Connector::S3Keys(b)) = config.connectors.get_mut("b") {
+            b.destination.prefix = "m/tracks/".to_owned();
+        }
+        assert_eq!(collisions_within(&config.connectors, &config.feeds), [(0, 1)]);
+    }
+
+    #[test]
+    fn across_tenants_both_feeds_are_refused_each_naming_the_other_and_unrelated_feeds_pass() {
+        let acme = tenant(
+            "acme",
+            serde_json::json!({"lake": s3_keys("shared", "")}),
+            serde_json::json!([{"id": "all", "connector": "lake"}]),
+        );
+        let beta = tenant(
+            "beta",
+            serde_json::json!({"lake": s3_keys("shared", "beta/"), "own": s3_keys("beta-own", "")}),
+            serde_json::json!([{"id": "tracks", "connector": "lake", "reports": ["track"]},
+                {"id": "mine", "connector": "own"}]),
+        );
+        let refused = conflicts_across(&[&acme, &beta]);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        let acme_reason = &refused[&("acme".to_owned(), "all".to_owned())];
+        assert!(
+            acme_reason.contains("feed \"tracks\" of tenant \"beta\" writes to s3://shared/beta/"),
+            "{acme_reason}"
+        );
+        let beta_reason = &refused[&("beta".to_owned(), "tracks".to_owned())];
+        assert!(beta_reason.contains("feed \"all\" of tenant \"acme\" writes to s3://shared/"), "{beta_reason}");
+    }
+
+    #[test]
+    fn a_shared_external_id_refuses_both_tenants_role_feeds_without_showing_it() {
+        let acme = tenant(
+            "acme",
+            serde_json::json!({"lake": role("acme-data", "mm-shared-0001")}),
+            serde_json::json!([{"id": "all", "connector": "lake"}]),
+        );
+        let beta = tenant(
+            "beta",
+            serde_json::json!({"lake": role("beta-data", "mm-shared-0001")}),
+            serde_json::json!([{"id": "all", "connector": "lake"}]),
+        );
+        let gamma = tenant(
+            "gamma",
+            serde_json::json!({"lake": role("gamma-data", "mm-gamma-0002")}),
+            serde_json::json!([{"id": "all", "connector": "lake"}]),
+        );
+        let refused = conflicts_across(&[&acme, &beta, &gamma]);
+        let keys: Vec<_> = refused.keys().cloned().collect();
+        assert_eq!(keys, [("acme".to_owned(), "all".to_owned()), ("beta".to_owned(), "all".to_owned())]);
+        for reason in refused.values() {
+            assert!(reason.contains("same externalId") && !reason.contains("mm-shared-0001"), "{reason}");
+        }
+        assert!(refused[&("acme".to_owned(), "all".to_owned())].contains("tenant \"beta\""));
+    }
+}
