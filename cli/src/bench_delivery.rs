@@ -227,6 +227,7 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
     let fanout = FanoutDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets.clone(), tenant_prefix.as_str())?,
+        own_buckets: vec![staging.bucket().to_owned()],
     };
     let fanned = fan_out_run(&fanout, run, run.time() + chrono::Duration::minutes(5)).await?;
     ensure!(
@@ -532,7 +533,10 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
             let deps = DeliverDeps {
                 staging: staging.clone(),
                 tenants: SecretsManagerTenants::new(secrets_manager_client(&config), args.tenant_prefix.as_str())?,
-                deliverer: S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(config.clone()) },
+                deliverer: S3Deliverer {
+                    staging: staging.clone(),
+                    destinations: S3Destinations::new(config.clone(), vec![staging.bucket().to_owned()]),
+                },
                 now: Utc::now,
             };
             let parts = parse_job_key(&job_key(JobKind::S3, run, DELIVERY_TENANT, &args.feed))?;
@@ -634,6 +638,7 @@ pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         let preloaded = FanoutDeps {
             staging: fresh_staging(&config, &format!("bench-fanout-jobs-{round}")).await?,
             tenants: Preloaded(Arc::new(entries)),
+            own_buckets: Vec::new(),
         };
         let started = Instant::now();
         let jobs_only = fan_out_run(&preloaded, run, now).await?;
@@ -643,6 +648,7 @@ pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         let whole = FanoutDeps {
             staging: fresh_staging(&config, &format!("bench-fanout-run-{round}")).await?,
             tenants: directory.clone(),
+            own_buckets: Vec::new(),
         };
         let started = Instant::now();
         let response = fan_out_run(&whole, run, now).await?;
@@ -713,7 +719,7 @@ async fn fan_out_in_process(tenants: usize, run: RunId, now: chrono::DateTime<Ut
     });
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
     let root = std::env::temp_dir().join(format!("bench-fanout-{}-{nanos}", std::process::id()));
-    let deps = FanoutDeps { staging: LocalDirStore::new(&root), tenants: directory };
+    let deps = FanoutDeps { staging: LocalDirStore::new(&root), tenants: directory, own_buckets: Vec::new() };
     publish_run(&deps.staging, run, 1).await?;
     let started = Instant::now();
     let fanned = fan_out_run(&deps, run, now).await;

@@ -149,6 +149,7 @@ pub async fn run(args: BenchSheetsArgs) -> anyhow::Result<()> {
         let fanout = FanoutDeps {
             staging: staging.clone(),
             tenants: SecretsManagerTenants::new(secrets.clone(), TENANT_PREFIX)?,
+            own_buckets: vec![staging.bucket().to_owned()],
         };
         fan_out_run(&fanout, run, chrono::Utc::now()).await?;
         delete_object(

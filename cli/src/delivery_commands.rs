@@ -60,6 +60,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let deps = FanoutDeps {
         staging: S3Store::new(s3_client(&aws), config.staging_bucket.clone(), ""),
         tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
+        own_buckets: config.own_buckets(),
     };
     let response = fan_out_run(&deps, args.run_id, chrono::Utc::now())
         .await

@@ -60,7 +60,7 @@ impl LocalDeliverers {
         let staging = self.staging.clone();
         match kind {
             JobKind::S3 => {
-                let destinations = S3Destinations::new(self.aws.clone());
+                let destinations = S3Destinations::new(self.aws.clone(), self.config.own_buckets());
                 self.run(S3Deliverer { staging, destinations }, keys).await
             }
             JobKind::Email => {

@@ -116,6 +116,9 @@ fn tenant_secret_prefix<F: Fn(&str) -> Option<String>>(vars: &Variables<F>) -> R
 pub struct DeliveryConfig {
     pub staging_bucket: String,
     pub tenant_secret_prefix: String,
+    /// `DATA_BUCKET`, when the function is told it: another of the stack's
+    /// own buckets, never a destination.
+    pub data_bucket: Option<String>,
 }
 
 impl DeliveryConfig {
@@ -129,7 +132,13 @@ impl DeliveryConfig {
             staging_bucket: vars
                 .required("STAGING_BUCKET", "name the bucket holding manifests/, reports/, jobs/ and status/")?,
             tenant_secret_prefix: tenant_secret_prefix(&vars)?,
+            data_bucket: vars.optional("DATA_BUCKET"),
         })
+    }
+
+    /// The stack's own buckets, which no connector may name (DESIGN §6).
+    pub fn own_buckets(&self) -> Vec<String> {
+        std::iter::once(self.staging_bucket.clone()).chain(self.data_bucket.clone()).collect()
     }
 }
 

@@ -54,7 +54,13 @@ async fn scene(hint: &str) -> Scene {
         "feeds": [{"id": "mail", "connector": "inbox", "reports": ["artist"]}, {"id": "all", "connector": "lake"}]});
     create_raw_secret(&admin, &format!("{prefix}acme"), &secret.to_string()).await;
     let tenants = SecretsManagerTenants::new(secrets_manager_client(&admin), prefix.as_str()).unwrap();
-    fan_out_run(&FanoutDeps { staging: staging.clone(), tenants }, run_id(), pinned_now()).await.unwrap();
+    fan_out_run(
+        &FanoutDeps { staging: staging.clone(), tenants, own_buckets: vec![staging.bucket().to_owned()] },
+        run_id(),
+        pinned_now(),
+    )
+    .await
+    .unwrap();
     Scene { admin, staging, prefix, recipient, customer, bucket }
 }
 
@@ -134,7 +140,7 @@ async fn eight_concurrent_invocations_of_one_s3_job_deliver_once() {
         tenants: scene.tenants(),
         deliverer: S3Deliverer {
             staging: scene.staging.clone(),
-            destinations: S3Destinations::new(scene.admin.clone()),
+            destinations: S3Destinations::new(scene.admin.clone(), vec![scene.staging.bucket().to_owned()]),
         },
         now: pinned_now,
     });
@@ -167,7 +173,7 @@ async fn a_live_claim_is_left_alone_and_an_expired_one_is_taken_over() {
         tenants: scene.tenants(),
         deliverer: S3Deliverer {
             staging: scene.staging.clone(),
-            destinations: S3Destinations::new(scene.admin.clone()),
+            destinations: S3Destinations::new(scene.admin.clone(), vec![scene.staging.bucket().to_owned()]),
         },
         now: pinned_now,
     };

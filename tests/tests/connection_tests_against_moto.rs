@@ -91,7 +91,10 @@ async fn the_s3_probe_exercises_each_grant_and_says_what_is_missing_and_what_it_
     let deps = DeliverDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets_manager_client(&admin), prefix.as_str()).unwrap(),
-        deliverer: S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(admin.clone()) },
+        deliverer: S3Deliverer {
+            staging: staging.clone(),
+            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
+        },
         now: pinned_now,
     };
 

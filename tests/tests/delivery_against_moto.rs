@@ -103,7 +103,10 @@ fn s3_deps(
     DeliverDeps {
         staging: staging.clone(),
         tenants: tenants(admin, prefix),
-        deliverer: S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(destinations.clone()) },
+        deliverer: S3Deliverer {
+            staging: staging.clone(),
+            destinations: S3Destinations::new(destinations.clone(), vec![staging.bucket().to_owned()]),
+        },
         now: pinned_now,
     }
 }
@@ -181,7 +184,11 @@ async fn role_and_keys_deliver_every_part_with_the_manifest_last_and_repeats_cha
     let acme = onboard_acme(&admin, &prefix, &recipient).await;
     let beta = onboard_beta(&admin, &prefix).await;
 
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     let first =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     assert_eq!((first.tenants, first.jobs_created, first.jobs_already_existing), (2, 3, 0));
@@ -305,7 +312,11 @@ async fn email_links_fetch_the_reports_carry_the_signer_key_and_one_email_is_sen
     )
     .await;
 
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     let deps = email_deps(&admin, &staging, &prefix, Some(signer_secret_name.clone()));
     let sent = handle_deliverer_event(&deps, sample_event("deliver-email/job-created.json"), None).await.unwrap();
@@ -363,7 +374,11 @@ async fn without_a_signer_secret_links_use_own_credentials_and_state_their_short
         &admin,
         aws_credential_types_shim::credentials("ASIASESSIONKEY", "session-secret", Some(expiry)),
     );
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     let mut deps = email_deps(&admin, &staging, &prefix, None);
     deps.deliverer.signer = S3LinkSigner::new(session, staging.bucket(), None, 604_800);
@@ -510,7 +525,11 @@ async fn each_malformed_tenant_secret_gets_a_status_naming_its_field_and_a_valid
         create_raw_secret(&admin, &format!("{prefix}{name}"), &text).await;
     }
     let beta = onboard_beta(&admin, &prefix).await;
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     let response =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     assert_eq!(response.invalid_tenants, table.len() as u64);
@@ -543,7 +562,11 @@ async fn a_connection_cut_mid_upload_leaves_nothing_and_the_retry_delivers() {
     assert!(manifest.reports[0].parts[0].bytes > 3 * 8 * 1024 * 1024);
     let recipient = format!("{}@acme.example", unique_bucket_name("fault"));
     let acme = onboard_acme(&admin, &prefix, &recipient).await;
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
 
     let proxy = FaultProxy::start(&endpoint);
@@ -653,7 +676,11 @@ async fn unsupported_connectors_disabled_tenants_and_feeds_not_due_get_a_status_
     });
     create_raw_secret(&admin, &format!("{prefix}weekly-co"), &weekly.to_string()).await;
 
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     let response =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     assert_eq!(
@@ -696,7 +723,11 @@ async fn s3_bucket_policy_writes_with_our_own_credentials_into_the_customers_buc
         "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]
     });
     create_raw_secret(&admin, &format!("{prefix}delta-co"), &secret.to_string()).await;
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     let deps = s3_deps(&admin, &admin, &staging, &prefix);
     let job_key = format!("jobs/s3/{RUN_ID}/delta-co/default.json");
@@ -733,7 +764,11 @@ async fn the_next_attempt_aborts_uploads_a_killed_attempt_left_open_in_the_custo
         "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]
     });
     create_raw_secret(&admin, &format!("{prefix}echo-co"), &secret.to_string()).await;
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
 
     // What a killed attempt leaves: an upload with a part, in this run's
@@ -788,7 +823,11 @@ async fn feeds_of_two_tenants_into_one_folder_are_refused_naming_each_other_and_
             "connectors": {"lake": keys(bucket, folder)}, "feeds": [{"id": "all", "connector": "lake"}]});
         create_raw_secret(&admin, &format!("{prefix}{tenant}"), &secret.to_string()).await;
     }
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(&admin, &prefix) };
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
     let response =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     assert_eq!(response.jobs_created, 1, "gamma only");
@@ -800,4 +839,61 @@ async fn feeds_of_two_tenants_into_one_folder_are_refused_naming_each_other_and_
         assert!(error.contains(&format!("feed \"all\" of tenant \"{other}\" writes to s3://shared-lake/")), "{error}");
         assert!(staging.get(&format!("jobs/s3/{RUN_ID}/{tenant}/all.json")).await.is_err(), "{tenant} got a job");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stacks_own_buckets_are_never_a_destination_at_fanout_or_at_delivery() {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    let staging = staging_store(&admin, "staging-own").await;
+    let prefix = unique_tenant_prefix("tenants-own");
+    publish_synthetic_run(&staging, run_id(), 50, 50).await;
+    let policy = |bucket: &str| {
+        json!({"schemaVersion": 1, "tenantId": "sneaky", "plan": "trial",
+            "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
+                "region": "us-east-1", "prefix": "reports/"}},
+            "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]})
+    };
+    create_raw_secret(&admin, &format!("{prefix}sneaky"), &policy(staging.bucket()).to_string()).await;
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
+    handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+    let status = status_of(&staging, "sneaky", "default").await;
+    assert_eq!(status.outcome, DeliveryOutcome::Invalid);
+    let error = status.last_error.unwrap();
+    assert!(error.contains("is one of this stack's own buckets"), "{error}");
+    assert!(staging.get(&format!("jobs/s3/{RUN_ID}/sneaky/default.json")).await.is_err(), "no job");
+
+    // A job made while the secret named another bucket, delivered after it
+    // was changed to the staging bucket: refused before any write.
+    let staging_2 = staging_store(&admin, "staging-own-2").await;
+    publish_synthetic_run(&staging_2, run_id(), 50, 50).await;
+    let elsewhere = fresh_bucket(&s3_client(&admin), "own-elsewhere").await;
+    let prefix_2 = unique_tenant_prefix("tenants-own-2");
+    create_raw_secret(&admin, &format!("{prefix_2}sneaky"), &policy(&elsewhere).to_string()).await;
+    let fanout = FanoutDeps {
+        staging: staging_2.clone(),
+        tenants: tenants(&admin, &prefix_2),
+        own_buckets: vec![staging_2.bucket().to_owned()],
+    };
+    handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+    secrets_manager_client(&admin)
+        .put_secret_value()
+        .secret_id(format!("{prefix_2}sneaky"))
+        .secret_string(policy(staging_2.bucket()).to_string())
+        .send()
+        .await
+        .unwrap();
+    let before = staging_2.list("reports/").await.unwrap();
+    let deps = s3_deps(&admin, &admin, &staging_2, &prefix_2);
+    let job_key = format!("jobs/s3/{RUN_ID}/sneaky/default.json");
+    let handled = handle_deliverer_event(&deps, event_for_key(&job_key), None).await.unwrap();
+    assert_eq!(handled.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Invalid));
+    let body = staging_2.get(&format!("status/{RUN_ID}/sneaky/default.json")).await.unwrap();
+    let status: DeliveryStatus = serde_json::from_slice(&body).unwrap();
+    assert!(status.last_error.unwrap().contains("is one of this stack's own buckets"));
+    assert_eq!(staging_2.list("reports/").await.unwrap(), before, "nothing written beside the reports");
 }

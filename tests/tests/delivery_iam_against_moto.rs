@@ -51,11 +51,15 @@ async fn exactly_the_seed_grants_deliver_and_without_put_object_the_status_names
     publish_synthetic_run(&staging, later, 300_000, 1_000_000).await;
 
     let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), prefix.clone()).unwrap();
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants() };
+    let fanout =
+        FanoutDeps { staging: staging.clone(), tenants: tenants(), own_buckets: vec![staging.bucket().to_owned()] };
     let deps = DeliverDeps {
         staging: staging.clone(),
         tenants: tenants(),
-        deliverer: S3Deliverer { staging: staging.clone(), destinations: S3Destinations::new(admin.clone()) },
+        deliverer: S3Deliverer {
+            staging: staging.clone(),
+            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
+        },
         now: pinned_now,
     };
 

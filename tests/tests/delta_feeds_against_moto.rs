@@ -100,7 +100,11 @@ impl Scene {
     }
 
     async fn fan_out(&self, run_id: &str) {
-        let fanout = FanoutDeps { staging: self.staging.clone(), tenants: self.tenants() };
+        let fanout = FanoutDeps {
+            staging: self.staging.clone(),
+            tenants: self.tenants(),
+            own_buckets: vec![self.staging.bucket().to_owned()],
+        };
         let event = event_for_key(&format!("manifests/{run_id}.json"));
         handle_manifest_event(&fanout, event, pinned_now()).await.unwrap();
     }
@@ -121,7 +125,7 @@ impl Scene {
             tenants: self.tenants(),
             deliverer: S3Deliverer {
                 staging: self.staging.clone(),
-                destinations: S3Destinations::new(self.admin.clone()),
+                destinations: S3Destinations::new(self.admin.clone(), vec![self.staging.bucket().to_owned()]),
             },
             now: pinned_now,
         };

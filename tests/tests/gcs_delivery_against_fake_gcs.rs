@@ -95,7 +95,11 @@ impl Scene {
     }
 
     async fn fan_out(&self) {
-        let deps = FanoutDeps { staging: self.staging.clone(), tenants: self.tenants() };
+        let deps = FanoutDeps {
+            staging: self.staging.clone(),
+            tenants: self.tenants(),
+            own_buckets: vec![self.staging.bucket().to_owned()],
+        };
         fan_out_run(&deps, run_id(), pinned_now()).await.unwrap();
     }
 

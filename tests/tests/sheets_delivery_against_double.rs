@@ -118,7 +118,11 @@ impl Scene {
         run: RunId,
         deps: DeliverDeps<S3Store, SecretsManagerTenants, SheetsDeliverer<S3Store>>,
     ) -> Result<JobDisposition, String> {
-        let fanout = FanoutDeps { staging: self.staging.clone(), tenants: self.tenants() };
+        let fanout = FanoutDeps {
+            staging: self.staging.clone(),
+            tenants: self.tenants(),
+            own_buckets: vec![self.staging.bucket().to_owned()],
+        };
         fan_out_run(&fanout, run, pinned_now()).await.unwrap();
         let parts = parse_job_key(&format!("jobs/sheets/{run}/acme/top.json")).unwrap();
         deliver_job(&deps, &parts, None).await.map(|r| r.disposition).map_err(|e| e.to_string())

@@ -25,7 +25,7 @@ async fn main() -> Result<(), Error> {
     let deps = DeliverDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
-        deliverer: S3Deliverer { staging, destinations: S3Destinations::new(aws.clone()) },
+        deliverer: S3Deliverer { staging, destinations: S3Destinations::new(aws.clone(), config.own_buckets()) },
         now: chrono::Utc::now,
     };
     run(service_fn(|event: LambdaEvent<S3Event>| {

@@ -19,6 +19,7 @@ async fn main() -> Result<(), Error> {
     let deps = FanoutDeps {
         staging: S3Store::new(s3_client(&aws), config.staging_bucket.clone(), ""),
         tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
+        own_buckets: config.own_buckets(),
     };
     run(service_fn(|event: LambdaEvent<S3Event>| handle_manifest_event(&deps, event.payload, chrono::Utc::now()))).await
 }

@@ -7,7 +7,8 @@
 //! guidance wants one external id per customer). Within one tenant
 //! validation refuses these ([`collisions_within`]); across tenants fanout
 //! refuses the feeds concerned ([`conflicts_across`]), each status naming
-//! the other tenant and feed. Pure functions, no I/O.
+//! the other tenant and feed. And the stack's own buckets are never a
+//! destination ([`own_bucket_refusal`]). Pure functions, no I/O.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -54,6 +55,19 @@ impl FeedDestination {
             && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
             && (self.whole_place || self.reports.iter().any(|kind| other.reports.contains(kind)))
     }
+}
+
+/// Why `bucket` cannot be a destination, if it is one of the stack's own
+/// (`own`: staging, data). IAM denies our role those buckets through a
+/// customer's bucket policy too; this refuses them before any request, with
+/// a message that says why.
+pub fn own_bucket_refusal(bucket: &str, own: &[String]) -> Option<String> {
+    own.iter().any(|name| name == bucket).then(|| {
+        format!(
+            "bucket {bucket} is one of this stack's own buckets (staging or data), which are never a destination; \
+             nothing was written"
+        )
+    })
 }
 
 /// Pairs of feeds (by index) of one tenant that would write the same

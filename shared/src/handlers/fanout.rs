@@ -20,7 +20,7 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
-use crate::delivery::conflicts::{conflicts_across, FeedDestination};
+use crate::delivery::conflicts::{conflicts_across, own_bucket_refusal, FeedDestination};
 use crate::delivery::staging::ManifestError;
 use crate::delivery::{
     decode_s3_event_key, job_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryPlan, DeliveryStaging,
@@ -40,6 +40,8 @@ pub const TENANT_CONCURRENCY: usize = 32;
 pub struct FanoutDeps<S, T> {
     pub staging: S,
     pub tenants: T,
+    /// The stack's own buckets, refused as destinations.
+    pub own_buckets: Vec<String>,
 }
 
 /// The function's result: what one invocation did, summed over its records.
@@ -145,7 +147,14 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     let serving: Vec<&TenantConfig> =
         entries.iter().filter_map(|entry| entry.config.as_ref().ok()).filter(|tenant| tenant.enabled).collect();
     let conflicts = conflicts_across(&serving);
-    let context = RunContext { staging, manifest: &manifest, earlier_runs: &earlier_runs, conflicts: &conflicts, now };
+    let context = RunContext {
+        staging,
+        manifest: &manifest,
+        earlier_runs: &earlier_runs,
+        conflicts: &conflicts,
+        own_buckets: &deps.own_buckets,
+        now,
+    };
     let tenant_results: Vec<Result<TenantCounts, FanoutError>> = stream::iter(entries.iter())
         .map(|entry| fan_out_tenant(&context, entry))
         .buffer_unordered(TENANT_CONCURRENCY)
@@ -193,6 +202,7 @@ struct RunContext<'a, S> {
     earlier_runs: &'a [RunId],
     /// Feeds refused because of another tenant's (DESIGN §7), and why.
     conflicts: &'a BTreeMap<(String, String), String>,
+    own_buckets: &'a [String],
     now: DateTime<Utc>,
 }
 
@@ -260,6 +270,14 @@ async fn decide<S: ObjectStore>(
     };
     if let Some(reason) = context.conflicts.get(&(tenant.tenant_id.clone(), feed.id.clone())) {
         return Ok(FeedDecision::NotDelivered(AttemptResult::Invalid(format!("{reason}; nothing was delivered"))));
+    }
+    if let Some(reason) =
+        connector.s3_destination().and_then(|destination| own_bucket_refusal(&destination.bucket, context.own_buckets))
+    {
+        return Ok(FeedDecision::NotDelivered(AttemptResult::Invalid(format!(
+            "connector {:?}: {reason}",
+            feed.connector
+        ))));
     }
     let kind = connector.kind();
     if !kind.is_supported() {

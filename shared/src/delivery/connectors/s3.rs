@@ -16,6 +16,7 @@ use tracing::warn;
 
 use crate::aws_errors::{code, one_line};
 use crate::delivery::attempt::Deliverer;
+use crate::delivery::conflicts::own_bucket_refusal;
 use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::files::deliver_report_files;
@@ -43,6 +44,8 @@ pub fn role_session_name(tenant_id: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct S3Destinations {
     base: SdkConfig,
+    /// The stack's own buckets (staging, data): never opened as a destination.
+    own_buckets: Vec<String>,
 }
 
 /// A customer's bucket opened with the connector's credentials.
@@ -55,8 +58,9 @@ struct OpenedBucket<'c> {
 }
 
 impl S3Destinations {
-    pub fn new(base: SdkConfig) -> Self {
-        Self { base }
+    /// Destinations reached through `base`, refusing `own_buckets`.
+    pub fn new(base: SdkConfig, own_buckets: Vec<String>) -> Self {
+        Self { base, own_buckets }
     }
 
     /// A store rooted at the connector's bucket and prefix, with the
@@ -73,6 +77,9 @@ impl S3Destinations {
                 reason: format!("type {} is not an S3 connector type", connector.kind()),
             });
         };
+        if let Some(reason) = own_bucket_refusal(&destination.bucket, &self.own_buckets) {
+            return Err(DeliveryError::InvalidConnector { connector: connector_name.to_owned(), reason });
+        }
         let region = Region::new(destination.region.clone());
         let mut role = None;
         let credentials = match connector {
