@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the local emulator: generate a sample catalogue and daily
 # plays into a data bucket, rank them into the staging bucket, onboard
-# example tenants (a cross-account role, a customer's keys, email, and a
-# Google Cloud Storage bucket on fake-gcs-server), test their connections,
+# example tenants (a cross-account role, a customer's keys, email, a Google
+# Cloud Storage bucket on fake-gcs-server, and a Google Sheets spreadsheet on
+# the project's local Sheets API double), test their connections,
 # fan out and deliver, and print what went where. Needs only the Rust
 # toolchain and Python 3.
 #
@@ -44,9 +45,10 @@ source scripts/demo/common.sh
 trap demo_stop_emulators EXIT
 demo_start_emulators
 export AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
-export STAGING_BUCKET TENANT_SECRET_PREFIX SES_SENDER LINK_SIGNER_SECRET
+export STAGING_BUCKET TENANT_SECRET_PREFIX SES_SENDER LINK_SIGNER_SECRET DATA_BUCKET
 
 demo_build_cli
+demo_start_sheets_double
 demo_create_buckets
 demo_generate
 

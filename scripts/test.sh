@@ -36,6 +36,8 @@ echo "test: moto's servers at $MOTO_ENDPOINT and (IAM enforcement) $MOTO_AUTH_EN
     "fake-gcs-server at $GCS_EMULATOR_ENDPOINT" >&2
 
 cargo fmt --all -- --check
+# One feature set for every package, so nothing is compiled twice.
+bash scripts/check-features.sh
 cargo test --workspace --all-targets --locked "$@"
 
 # The SAM template: both lints, the offline transform, sam validate and a

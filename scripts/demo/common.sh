@@ -17,12 +17,43 @@ SES_SENDER=reports@popularity.example
 LINK_SIGNER_SECRET=popularity-reports/link-signer
 ROOT_PYTHON=.venv/bin/python
 POPULARITY="${CARGO_TARGET_DIR:-target}/debug/popularity"
+# Google Sheets has no emulator: the project's own Sheets API double, as a
+# process (tests/src/bin/sheets_double_server.rs), stands in for Google.
+SHEETS_DOUBLE="${CARGO_TARGET_DIR:-target}/debug/sheets-double-server"
+SHEET_ID=1DemoSpreadsheetOfSheetsCo
+OUR_GOOGLE_ACCOUNT=popularity-feeds@popularity-ops.iam.gserviceaccount.com
+GOOGLE_SERVICE_ACCOUNT_SECRET=popularity-reports/google-service-account
+SHEETS_PID="" SHEETS_FD=""
 DEMO="${CARGO_TARGET_DIR:-target}/demo"
 RUN_ID="$(date -u -d "$RUN_TIME" +%Y%m%d%H%M%S)"
 
+# The CLI and the Sheets double, in one cargo invocation.
 demo_build_cli() {
-    echo "== building the popularity CLI" >&2
-    cargo build --quiet -p popularity-cli
+    echo "== building the popularity CLI and the local Sheets double" >&2
+    cargo build --quiet -p popularity-cli -p integration-tests --bin popularity --bin sheets-double-server
+}
+
+# The Sheets double (after the build): our service account's key file into
+# $DEMO, one spreadsheet shared with it; exports SHEETS_API_ENDPOINT and
+# GOOGLE_SERVICE_ACCOUNT_SECRET for the deliverers. It serves until its
+# stdin (a pipe this shell holds) closes.
+demo_start_sheets_double() {
+    mkdir -p "$DEMO"
+    rm -f "$DEMO/sheets.in"
+    mkfifo "$DEMO/sheets.in"
+    "$SHEETS_DOUBLE" --key-file "$DEMO/our-google-key.json" --spreadsheet "$SHEET_ID" \
+        --client-email "$OUR_GOOGLE_ACCOUNT" <"$DEMO/sheets.in" >"$DEMO/sheets.out" 2>&1 &
+    SHEETS_PID=$!
+    exec {SHEETS_FD}>"$DEMO/sheets.in"
+    local deadline=$((SECONDS + 30))
+    until grep -q '^endpoint ' "$DEMO/sheets.out" 2>/dev/null; do
+        kill -0 "$SHEETS_PID" 2>/dev/null || { cat "$DEMO/sheets.out" >&2; echo "the Sheets double exited" >&2; return 1; }
+        (( SECONDS < deadline )) || { echo "the Sheets double did not start in 30 s" >&2; return 1; }
+        sleep 0.1
+    done
+    SHEETS_API_ENDPOINT="$(sed -n 's/^endpoint //p' "$DEMO/sheets.out" | head -n 1)"
+    export SHEETS_API_ENDPOINT GOOGLE_SERVICE_ACCOUNT_SECRET
+    echo "== the local Sheets API double (not Google) serves $SHEETS_API_ENDPOINT (PID $SHEETS_PID)" >&2
 }
 
 # Needs ENDPOINT (moto).
@@ -50,6 +81,11 @@ demo_start_emulators() {
 }
 
 demo_stop_emulators() {
+    if [[ -n "$SHEETS_FD" ]]; then
+        exec {SHEETS_FD}>&-   # the double exits when its stdin closes
+        SHEETS_FD=""
+    fi
+    [[ -n "$SHEETS_PID" ]] && kill "$SHEETS_PID" 2>/dev/null || true
     [[ "${KEEP_EMULATOR:-0}" == 1 ]] && return 0
     local endpoint
     for endpoint in "${ENDPOINT:-}" "${GCS_ENDPOINT:-}"; do
@@ -58,15 +94,17 @@ demo_stop_emulators() {
 }
 
 # The customers' side (their accounts, buckets, role and keys), the
-# operator's SES sender and link-signing key, and three example tenants:
-# acme (s3-role + email), beta-music (s3-keys), gamma (gcs). Each `tenant
-# add` tests the tenant's connectors in this process (--local) and prints
-# the checks. Needs ENDPOINT and GCS_ENDPOINT, and the deliverers' variables
-# exported.
+# operator's SES sender, link-signing key and Google service account key,
+# and four example tenants: acme (s3-role + email), beta-music (s3-keys),
+# gamma (gcs), sheets-co (google-sheets, on the local Sheets double). Each
+# `tenant add` tests the tenant's connectors in this process (--local) and
+# prints the checks. Needs ENDPOINT, GCS_ENDPOINT and the Sheets double, and
+# the deliverers' variables exported.
 demo_onboard() {
     mkdir -p "$DEMO"
     echo "== onboarding example tenants (customer accounts 222222222222 and 333333333333 on moto, a GCS bucket on fake-gcs-server)" >&2
-    "$ROOT_PYTHON" scripts/demo/customers.py "$ENDPOINT" 123456789012 "$GCS_ENDPOINT" >"$DEMO/customers.json"
+    "$ROOT_PYTHON" scripts/demo/customers.py "$ENDPOINT" 123456789012 "$GCS_ENDPOINT" \
+        "$DEMO/our-google-key.json" "$GOOGLE_SERVICE_ACCOUNT_SECRET" >"$DEMO/customers.json"
     field() { "$ROOT_PYTHON" -c 'import json,sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if isinstance(v, str) else json.dumps(v))' "$DEMO/customers.json" "$1"; }
     cat >"$DEMO/acme.json" <<JSON
 {"schemaVersion": 1, "tenantId": "acme", "plan": "standard", "enabled": true,
@@ -92,12 +130,20 @@ JSON
              "serviceAccountJson": $(field gammaServiceAccountJson)}},
  "feeds": [{"id": "daily-tsv", "connector": "feeds", "format": "tsv", "compression": "gzip"}]}
 JSON
+    cat >"$DEMO/sheets-co.json" <<JSON
+{"schemaVersion": 1, "tenantId": "sheets-co", "plan": "trial", "enabled": true,
+ "connectors": {
+   "sheet": {"type": "google-sheets", "spreadsheetUrl": "https://docs.google.com/spreadsheets/d/$SHEET_ID/edit",
+             "maxRows": 1000}},
+ "feeds": [{"id": "top-1000", "connector": "sheet", "reports": ["track", "artist"]}]}
+JSON
+    echo "   customers share Google Sheets with: $("$POPULARITY" sheets-identity --secret "$GOOGLE_SERVICE_ACCOUNT_SECRET")" >&2
     local tenant
-    for tenant in acme beta-music gamma; do
+    for tenant in acme beta-music gamma sheets-co; do
         "$POPULARITY" tenant add "$DEMO/$tenant.json" --local
     done
-    # They hold the customers' keys.
-    rm -f "$DEMO/customers.json" "$DEMO/beta-music.json" "$DEMO/gamma.json"
+    # They hold the customers' keys, and ours.
+    rm -f "$DEMO/customers.json" "$DEMO/beta-music.json" "$DEMO/gamma.json" "$DEMO/our-google-key.json"
 }
 
 # What went where. Needs ENDPOINT.
@@ -117,6 +163,13 @@ listing = json.load(urllib.request.urlopen(f"{sys.argv[1]}/storage/v1/b/gamma-fe
 for item in listing.get("items", []):
     print(f"{int(item['size']):>12}  gs://gamma-feeds-demo/{item['name']}")
 PY
+    echo "-- sheets-co's spreadsheet (google-sheets, on the local Sheets double at $SHEETS_API_ENDPOINT, not Google): $SHEET_ID"
+    if [[ -n "$SHEETS_FD" ]]; then
+        echo show >&"$SHEETS_FD"
+        local deadline=$((SECONDS + 10))
+        until tail -n 1 "$DEMO/sheets.out" | grep -q '^{"tabs"' || (( SECONDS >= deadline )); do sleep 0.1; done
+        tail -n 1 "$DEMO/sheets.out" | "$ROOT_PYTHON" scripts/demo/sheet.py
+    fi
     echo "-- emails sent"
     "$ROOT_PYTHON" scripts/demo/emails.py "$ENDPOINT"
     echo "-- status of every tenant x feed"

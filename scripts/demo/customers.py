@@ -20,6 +20,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "local"))
 from google_key import key_file  # noqa: E402 (after the path is set)
 
 endpoint, our_account, gcs_endpoint = sys.argv[1], sys.argv[2], sys.argv[3]
+# Our Google service account's key file (written by the local Sheets double)
+# and the secret deliver-sheets reads it from.
+our_google_key_file, our_google_secret = sys.argv[4], sys.argv[5]
 common = dict(endpoint_url=endpoint, region_name="us-east-1")
 
 
@@ -91,6 +94,11 @@ client("secretsmanager").create_secret(
     SecretString=json.dumps({"accessKeyId": signer_key["AccessKeyId"],
                              "secretAccessKey": signer_key["SecretAccessKey"]}),
 )
+
+# Operator side: our Google service account, whose address Sheets customers
+# share their spreadsheets with.
+with open(our_google_key_file) as key:
+    client("secretsmanager").create_secret(Name=our_google_secret, SecretString=key.read())
 
 # gamma (Google Cloud): a bucket and a service account key. fake-gcs-server
 # checks no credentials, but Google's client library signs with the key, so

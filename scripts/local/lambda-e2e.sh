@@ -92,13 +92,16 @@ free_port() {
 # invocation (`cargo run --bin NAME`), done up front so that compile errors
 # show here and no invocation waits minutes on a compiler.
 T0=$SECONDS
-FUNCTIONS=(rank fanout deliver-s3 deliver-email deliver-gcs)
-echo "== building the popularity CLI and the Lambdas (${FUNCTIONS[*]}) in one cargo invocation" >&2
-cargo build -p popularity-cli $(printf -- '-p %s ' "${FUNCTIONS[@]}")
+FUNCTIONS=(rank fanout deliver-s3 deliver-email deliver-gcs deliver-sheets)
+echo "== building the popularity CLI, the local Sheets double and the Lambdas (${FUNCTIONS[*]}) in one cargo invocation" >&2
+BUILD_ARGS=(-p popularity-cli -p integration-tests --bin popularity --bin sheets-double-server)
+for function in "${FUNCTIONS[@]}"; do BUILD_ARGS+=(-p "$function" --bin "$function"); done
+cargo build "${BUILD_ARGS[@]}"
 say "builds took $((SECONDS - T0)) s"
 
 # ----------------------------------------------------------- emulator
 demo_start_emulators
+demo_start_sheets_double
 export AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
 export STAGING_BUCKET TENANT_SECRET_PREFIX SES_SENDER LINK_SIGNER_SECRET
 
@@ -118,6 +121,8 @@ TENANT_SECRET_PREFIX=$TENANT_SECRET_PREFIX
 SES_SENDER=$SES_SENDER
 LINK_SIGNER_SECRET=$LINK_SIGNER_SECRET
 STORAGE_EMULATOR_HOST=$GCS_ENDPOINT
+SHEETS_API_ENDPOINT=$SHEETS_API_ENDPOINT
+GOOGLE_SERVICE_ACCOUNT_SECRET=$GOOGLE_SERVICE_ACCOUNT_SECRET
 ENV
 WATCH_PORT="$(free_port)"
 INVOKE_URL="http://127.0.0.1:$WATCH_PORT"

@@ -229,6 +229,10 @@ async fn a_wrong_key_a_wrong_bucket_and_a_bucket_not_shared_are_named_and_retrie
     let mut not_shared = scene.connector();
     not_shared["serviceAccountJson"] = unshared.key_json();
 
+    // Each its own prefix: three feeds into one folder would collide (DESIGN §7).
+    for (connector, prefix) in [(&mut wrong_key, "a/"), (&mut wrong_bucket, "b/"), (&mut not_shared, "c/")] {
+        connector["prefix"] = prefix.into();
+    }
     let mut connectors = serde_json::Map::new();
     connectors.insert("wrong-key".into(), wrong_key);
     connectors.insert("wrong-bucket".into(), wrong_bucket);

@@ -4,8 +4,10 @@
 //! a service account, writes its key file, creates one spreadsheet shared
 //! with it (Google's write quota off: the client paces itself), prints
 //! `endpoint <url>` and then answers each `stats` line on stdin with one
-//! JSON line of what it served since the previous one; it exits when stdin
-//! closes. Listens on 127.0.0.1 only.
+//! JSON line of what it served since the previous one, and each `show` line
+//! with one JSON line of the spreadsheet's tabs (title, grid, first rows),
+//! for the main-job command's report; it exits when stdin closes. Listens
+//! on 127.0.0.1 only.
 //!
 //! Usage: sheets-double-server --key-file PATH --spreadsheet ID [--client-email EMAIL]
 
@@ -36,6 +38,19 @@ fn main() {
     let mut served = 0;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
+        if line.trim() == "show" {
+            let tabs: Vec<serde_json::Value> = double
+                .tabs(&spreadsheet)
+                .iter()
+                .map(|tab| {
+                    let rows = double.values(&spreadsheet, &tab.title);
+                    serde_json::json!({"title": tab.title, "rows": tab.row_count, "columns": tab.column_count,
+                        "firstRows": rows.iter().take(4).collect::<Vec<_>>()})
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::json!({"tabs": tabs})).and_then(|()| out.flush()).expect("stdout");
+            continue;
+        }
         if line.trim() != "stats" {
             continue;
         }
