@@ -24,8 +24,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tracing::warn;
 
-/// Links for some keys and when they stop working.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Links for some keys and when they stop working. Its `Debug` shows each
+/// link through [`redacted_url`]: a presigned URL is a bearer credential
+/// for 7 days, so it must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignedLinks {
     /// In the order of the keys asked for.
     pub urls: Vec<String>,
@@ -33,6 +35,60 @@ pub struct SignedLinks {
     /// The links expire before the configured lifetime because the signing
     /// credentials do.
     pub shortened: bool,
+}
+
+impl std::fmt::Debug for SignedLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedLinks")
+            .field("urls", &self.urls.iter().map(|url| redacted_url(url)).collect::<Vec<_>>())
+            .field("expires_at", &self.expires_at)
+            .field("shortened", &self.shortened)
+            .finish()
+    }
+}
+
+/// Query parameters of a presigned URL that say when it was signed and for
+/// how long, and nothing that grants access: kept by [`redacted_url`].
+const HARMLESS_QUERY_PARAMETERS: [&str; 2] = ["X-Amz-Date", "X-Amz-Expires"];
+
+/// `url` as a log line or `Debug` may show it: scheme, host and path (so
+/// the bucket and key) and when it was signed and for how long are kept;
+/// every other query parameter (`X-Amz-Credential`, `X-Amz-Signature`,
+/// `X-Amz-Security-Token`, …), any user info and any fragment become
+/// `<redacted>`. Anyone holding a presigned URL can fetch the object until
+/// it expires, so the whole URL is as secret as a password.
+pub fn redacted_url(url: &str) -> String {
+    let without_fragment = url.split_once('#').map_or(url, |(before, _)| before);
+    let (location, query) = match without_fragment.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (without_fragment, None),
+    };
+    let mut shown = match location.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://<redacted>@{host}{path}"),
+                None => location.to_owned(),
+            }
+        }
+        None => location.to_owned(),
+    };
+    if let Some(query) = query {
+        let mut kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+                HARMLESS_QUERY_PARAMETERS.iter().any(|harmless| harmless.eq_ignore_ascii_case(name))
+            })
+            .collect();
+        let dropped = query.split('&').filter(|pair| !pair.is_empty()).count() > kept.len();
+        if dropped {
+            kept.push("<redacted>");
+        }
+        shown.push('?');
+        shown.push_str(&kept.join("&"));
+    }
+    shown
 }
 
 /// How long links signed with the function's own session credentials are
@@ -229,6 +285,49 @@ impl LinkSigner for S3LinkSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a bearer link must never show in `Debug` or a log line.
+    fn assert_no_bearer_parts(shown: &str, access_key_id: &str) {
+        let lower = shown.to_ascii_lowercase();
+        for forbidden in ["x-amz-signature", "signature", "x-amz-credential", "credential", "x-amz-security-token"] {
+            assert!(!lower.contains(forbidden), "{forbidden:?} in {shown}");
+        }
+        assert!(!shown.contains(access_key_id), "the access key id in {shown}");
+    }
+
+    #[tokio::test]
+    async fn signed_links_debug_shows_bucket_key_and_expiry_but_never_the_signature() {
+        let credentials =
+            Credentials::new("AKIAEXAMPLELINKS", "secret", Some("session-token".to_owned()), None, "test");
+        let signer = S3LinkSigner::new(config_with(credentials), "staging", None, 604_800);
+        let signed = signer.sign(&["reports/20261119030000/track/part-000.json".to_owned()], Utc::now()).await.unwrap();
+        assert!(signed.urls[0].contains("X-Amz-Signature="), "a real presigned URL: {}", signed.urls[0]);
+        for shown in [format!("{signed:?}"), format!("{signed:#?}")] {
+            assert_no_bearer_parts(&shown, "AKIAEXAMPLELINKS");
+            assert!(!shown.contains("session-token"), "{shown}");
+            assert!(
+                shown.contains("staging") && shown.contains("reports/20261119030000/track/part-000.json"),
+                "{shown}"
+            );
+            assert!(shown.contains("X-Amz-Expires=3600") && shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("expires_at"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn redacted_urls_keep_the_object_and_the_expiry_only() {
+        let url = "https://staging.s3.eu-west-1.amazonaws.com/reports/a%20b.json?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+                   &X-Amz-Credential=AKIAEXAMPLE%2F20261119%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Date=20261119T031000Z\
+                   &X-Amz-Expires=604800&X-Amz-SignedHeaders=host&X-Amz-Signature=0123abcd#frag";
+        assert_eq!(
+            redacted_url(url),
+            "https://staging.s3.eu-west-1.amazonaws.com/reports/a%20b.json\
+             ?X-Amz-Date=20261119T031000Z&X-Amz-Expires=604800&<redacted>"
+        );
+        assert_eq!(redacted_url("http://user:pass@127.0.0.1:5000/b/k"), "http://<redacted>@127.0.0.1:5000/b/k");
+        assert_eq!(redacted_url("http://127.0.0.1:5000/b/k"), "http://127.0.0.1:5000/b/k");
+        assert_no_bearer_parts(&redacted_url(url), "AKIAEXAMPLE");
+    }
 
     #[test]
     fn signer_secret_errors_name_the_secret_and_never_a_value() {

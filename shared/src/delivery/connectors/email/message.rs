@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::future::Future;
 
+use aws_sdk_ses::error::SdkError;
+use aws_sdk_ses::operation::send_raw_email::SendRawEmailError;
 use aws_sdk_ses::primitives::Blob;
 use aws_sdk_ses::types::RawMessage;
 
@@ -14,11 +16,14 @@ use crate::aws_errors::one_line;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
+use super::links::redacted_url;
 use crate::delta::FileKind;
 use crate::domain::{Encoding, ReportKind, RunId};
 
-/// A message ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message ready to send. Its `Debug` shows the sender, subject and
+/// sizes only: the bodies carry presigned links (bearer credentials) and
+/// the recipients are a tenant's people.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EmailMessage {
     pub from: String,
     pub to: Vec<String>,
@@ -27,8 +32,9 @@ pub struct EmailMessage {
     pub html: String,
 }
 
-/// One downloadable part, as listed in the email.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One downloadable part, as listed in the email. Its `Debug` shows the
+/// link through [`redacted_url`] (object and expiry, never the signature).
+#[derive(Clone, PartialEq, Eq)]
 pub struct LinkedPart {
     /// `upsert` for a full report's parts and a delta's changed items,
     /// `removed` for a delta's removed ids.
@@ -36,6 +42,29 @@ pub struct LinkedPart {
     pub url: String,
     pub rows: u64,
     pub bytes: u64,
+}
+
+impl std::fmt::Debug for EmailMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailMessage")
+            .field("from", &self.from)
+            .field("recipients", &self.to.len())
+            .field("subject", &self.subject)
+            .field("text_bytes", &self.text.len())
+            .field("html_bytes", &self.html.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LinkedPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkedPart")
+            .field("kind", &self.kind)
+            .field("url", &redacted_url(&self.url))
+            .field("rows", &self.rows)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
 }
 
 /// One report, as listed in the email.
@@ -259,17 +288,51 @@ fn base64_lines(data: &[u8]) -> String {
     out
 }
 
-/// `text` with every address of `recipients` replaced by `<recipient>`: a
-/// provider's error may quote addresses, and status objects and logs must
-/// not collect a tenant's recipient list.
+/// `text` with every email address in it replaced: one of `recipients`
+/// (compared without regard to case, as mail providers echo addresses in
+/// their own case) by `<recipient>`, any other by `<address>`. A provider's
+/// error may quote addresses — SES's sandbox check lists every unverified
+/// one — and status objects and logs must not collect a tenant's recipient
+/// list, in whatever form the provider wrote it.
 pub fn redact_addresses(text: &str, recipients: &[String]) -> String {
-    let mut redacted = text.to_owned();
-    for address in recipients {
-        if !address.is_empty() {
-            redacted = redacted.replace(address.as_str(), "<recipient>");
+    // Characters of an address's local part as providers print them; quotes,
+    // '/', ':' and '=' stay outside so `identity/a@b.example` or
+    // `'a@b.example'` keep their surroundings.
+    let is_local = |c: char| c.is_alphanumeric() || ".+_%-!#$*^~".contains(c);
+    let is_domain = |c: char| c.is_alphanumeric() || c == '.' || c == '-';
+    let listed = |address: &str| recipients.iter().any(|r| r.trim().to_lowercase() == address.to_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let (before, after) = (&rest[..at], &rest[at + 1..]);
+        let local_start =
+            before.char_indices().rev().take_while(|(_, c)| is_local(*c)).last().map_or(before.len(), |(i, _)| i);
+        let domain_end = after.char_indices().find(|(_, c)| !is_domain(*c)).map_or(after.len(), |(i, _)| i);
+        let domain = after[..domain_end].trim_end_matches(['.', '-']);
+        let local = &before[local_start..];
+        if local.is_empty() || !domain.contains('.') {
+            out.push_str(&rest[..=at]);
+            rest = after;
+            continue;
         }
+        out.push_str(&before[..local_start]);
+        out.push_str(if listed(&format!("{local}@{domain}")) { "<recipient>" } else { "<address>" });
+        rest = &after[domain.len()..];
     }
-    redacted
+    out.push_str(rest);
+    out
+}
+
+/// What a failed `SendRawEmail` leaves in the status and the log: the SES
+/// error on one line, with every address in it redacted.
+fn send_failure<R>(from: &str, error: &SdkError<SendRawEmailError, R>, recipients: &[String]) -> MailError
+where
+    R: std::fmt::Debug + crate::aws_errors::HasStatus,
+{
+    MailError {
+        from: from.to_owned(),
+        detail: format!("SES SendRawEmail: {}", redact_addresses(&one_line(error), recipients)),
+    }
 }
 
 /// The message as `multipart/alternative` MIME (text first, then HTML),
@@ -341,7 +404,7 @@ impl MailSender for SesMailer {
             .raw_message(raw)
             .send()
             .await
-            .map_err(|e| failed(format!("SES SendRawEmail: {}", redact_addresses(&one_line(&e), &message.to))))?;
+            .map_err(|e| send_failure(&message.from, &e, &message.to))?;
         Ok(sent.message_id().to_owned())
     }
 }
@@ -358,6 +421,78 @@ mod tests {
             redact_addresses(text, &recipients),
             "MessageRejected: Email address is not verified: <recipient>, <recipient>"
         );
+        // In the provider's own case, quoted, in an ARN, or not listed at all.
+        let text = "identities failed: 'Data@ACME.example', arn:aws:ses:us-east-1:1:identity/ops@acme.example; \
+                    bounce: other.person+tag@sub.acme.example. Done @ 3 p.m.";
+        assert_eq!(
+            redact_addresses(text, &recipients),
+            "identities failed: '<recipient>', arn:aws:ses:us-east-1:1:identity/<recipient>; \
+             bounce: <address>. Done @ 3 p.m."
+        );
+    }
+
+    #[test]
+    fn an_ses_error_listing_recipients_is_rendered_without_them() {
+        use aws_smithy_runtime_api::http::Response;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let recipients = vec!["Data@Acme.example".to_owned(), "ops@acme.example".to_owned()];
+        // What SES's sandbox answers when recipients are not verified: the
+        // addresses as SES normalised them.
+        let metadata = ErrorMetadata::builder()
+            .code("MessageRejected")
+            .message(
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: \
+                 data@acme.example, OPS@acme.example, reports@popularity.example",
+            )
+            .build();
+        let error = SdkError::service_error(
+            SendRawEmailError::generic(metadata),
+            Response::new(400.try_into().unwrap(), SdkBody::empty()),
+        );
+        let failure = send_failure("reports@popularity.example", &error, &recipients);
+        let shown = failure.to_string();
+        for address in ["data@acme.example", "ops@acme.example"] {
+            assert!(!shown.to_lowercase().contains(address), "{address} in {shown}");
+        }
+        assert!(shown.contains("MessageRejected") && shown.contains("<recipient>, <recipient>"), "{shown}");
+        assert!(shown.starts_with("sending the email from reports@popularity.example failed"), "{shown}");
+        assert!(!format!("{failure:?}").to_lowercase().contains("acme.example"), "{failure:?}");
+    }
+
+    /// A link as S3's presigner writes it, with every bearer part.
+    const PRESIGNED: &str = "https://staging.s3.us-east-1.amazonaws.com/reports/20261119030000/track/part-000.json\
+        ?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLESIGNER%2F20261119%2Fus-east-1%2Fs3%2Faws4_request\
+        &X-Amz-Date=20261119T031000Z&X-Amz-Expires=604800&X-Amz-SignedHeaders=host\
+        &X-Amz-Signature=6f1e0c0ffee0123456789abcdef0123456789abcdef0123456789abcdef0123";
+
+    #[test]
+    fn the_debug_of_every_type_holding_links_shows_no_signature_or_credential() {
+        let mut report_email = email(false, 168);
+        report_email.reports[0].parts[0].url = PRESIGNED.to_owned();
+        let message = report_email.message("reports@popularity.example", &["data@acme.example".to_owned()]);
+        assert!(message.text.contains("X-Amz-Signature="), "the email itself carries the link");
+        let shown = [
+            format!("{:?}", report_email.reports[0].parts[0]),
+            format!("{:?}", report_email.reports[0]),
+            format!("{report_email:?}"),
+            format!("{report_email:#?}"),
+            format!("{message:?}"),
+            format!("{message:#?}"),
+        ];
+        for text in &shown {
+            let lower = text.to_ascii_lowercase();
+            for forbidden in ["x-amz-signature", "signature", "x-amz-credential", "credential", "akiaexamplesigner"] {
+                assert!(!lower.contains(forbidden), "{forbidden:?} in {text}");
+            }
+            assert!(!text.contains("data@acme.example"), "a recipient in {text}");
+        }
+        assert!(
+            shown[0].contains("reports/20261119030000/track/part-000.json")
+                && shown[0].contains("X-Amz-Expires=604800")
+        );
+        assert!(shown[4].contains("recipients: 1") && shown[4].contains("Popularity reports"), "{}", shown[4]);
     }
     use crate::domain::{Compression, Format};
 
