@@ -40,6 +40,15 @@ cargo fmt --all -- --check
 bash scripts/check-features.sh
 cargo test --workspace --all-targets --locked "$@"
 
+# The Athena SQL of sql/ against the Rust ranking, every row, with DuckDB as
+# the stand-in engine (docs/scaling.md). It runs the debug `popularity` that
+# cargo test just built ($CARGO_TARGET_DIR/debug, or target/debug).
+if ! .venv/bin/python -c 'import duckdb' 2>/dev/null; then
+    echo "test: installing duckdb into .venv (once)" >&2
+    .venv/bin/python -m pip install --quiet duckdb >&2
+fi
+.venv/bin/python -m unittest sql/test_sql_matches_rust.py
+
 # The SAM template: both lints, the offline transform, sam validate and a
 # release sam build of every function (scripts/check-template.sh; installs the
 # SAM CLI and cargo-lambda into .venv). SKIP_TEMPLATE_CHECKS=1 skips them.

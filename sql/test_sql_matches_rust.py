@@ -1,0 +1,367 @@
+"""The Athena SQL of sql/ against the Rust ranking, row for row, in DuckDB.
+
+DuckDB stands in for Athena (Trino): the .sql files are run as they are,
+with only the run's parameters filled in (`with_parameters`, the same
+substitution a runner does for Athena). Every row of every report -- id,
+searchRank, searchModifier -- must equal what `popularity rank` wrote for
+the same Parquet inputs, or the test fails naming the first rows that differ.
+
+Cases:
+- the project's generator (20,000 tracks x 10 days; unplayed tracks and
+  tracks with equal plays give many ties), a window shorter than the data;
+- raw play events made here (ties on purpose, unknown and unplayed tracks,
+  misfiled and id-less events, a run at midnight, a fractional half-life),
+  aggregated into plays/date=... by daily_plays.sql, checked against a count
+  made here, then ranked by both;
+- the same catalogue with no plays in the window (every modifier 0).
+And the comparison itself is shown to catch one changed tie-break.
+
+Run by scripts/test.sh after `cargo test` built the CLI. Needs the `duckdb`
+package in the project's .venv and the debug `popularity` binary:
+POPULARITY_BIN, or $CARGO_TARGET_DIR/debug/popularity, or target/debug/popularity.
+"""
+
+import collections
+import csv
+import datetime
+import glob
+import math
+import os
+import random
+import re
+import subprocess
+import tempfile
+import unittest
+
+import duckdb
+
+SQL_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(SQL_DIR)
+REPORTS = {
+    "track_popularity": "trackId",
+    "artist_popularity": "masterArtistId",
+    "product_popularity": "productId",
+}
+
+
+def popularity_binary():
+    binary = os.environ.get("POPULARITY_BIN")
+    if not binary:
+        target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+        binary = os.path.join(target, "debug", "popularity")
+    if not os.access(binary, os.X_OK):
+        raise AssertionError(
+            f"{binary} is missing: build it first (cargo build -p popularity-cli), or set POPULARITY_BIN"
+        )
+    return binary
+
+
+def read_sql(name):
+    with open(os.path.join(SQL_DIR, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def substitute_once(text, pattern, replacement):
+    """Replaces the one match of `pattern`; anything else is a broken file."""
+    result, count = re.subn(pattern, lambda _: replacement, text)
+    if count != 1:
+        raise AssertionError(f"expected exactly one match of {pattern!r} in the SQL, found {count}")
+    return result
+
+
+def with_parameters(sql, run_time, lookback_days, half_life_days):
+    """The run's parameters in a ranking query (its `run` CTE)."""
+    sql = substitute_once(
+        sql,
+        r"TIMESTAMP '[^']*' AS run_time",
+        f"TIMESTAMP '{run_time:%Y-%m-%d %H:%M:%S}' AS run_time",
+    )
+    sql = substitute_once(sql, r"\b\d+ AS lookback_days", f"{int(lookback_days)} AS lookback_days")
+    return substitute_once(
+        sql,
+        r"CAST\([0-9.]+ AS DOUBLE\) AS half_life_days",
+        f"CAST({float(half_life_days)!r} AS DOUBLE) AS half_life_days",
+    )
+
+
+def with_day(sql, day):
+    """The day of daily_plays.sql."""
+    return substitute_once(sql, r"e\.\"date\" = '\d{4}-\d{2}-\d{2}'", f"e.\"date\" = '{day.isoformat()}'")
+
+
+def open_inputs(data_dir):
+    """A DuckDB session whose `catalogue` and `plays` are the Parquet under
+    data_dir, shaped like the Glue tables of the template (date as STRING)."""
+    db = duckdb.connect()
+    db.execute("SET TimeZone = 'UTC'")
+    catalogue = os.path.join(data_dir, "catalogue", "*.parquet")
+    plays = os.path.join(data_dir, "plays", "*", "*.parquet")
+    db.execute(f"CREATE VIEW catalogue AS SELECT * FROM read_parquet('{catalogue}')")
+    if glob.glob(plays):
+        db.execute(
+            f"CREATE VIEW plays AS SELECT * FROM read_parquet('{plays}', "
+            "hive_partitioning = true, hive_types = {'date': VARCHAR})"
+        )
+    else:
+        db.execute('CREATE VIEW plays AS SELECT CAST(NULL AS BIGINT) AS trackId, '
+                   'CAST(NULL AS BIGINT) AS plays, CAST(NULL AS VARCHAR) AS "date" WHERE false')
+    return db
+
+
+def run_quietly(command, env=None):
+    """Runs the CLI; its progress and log lines are shown only if it fails."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}{done.stdout}")
+
+
+def rank_with_rust(data_dir, out_dir, run_time, lookback_days, half_life_days):
+    """`popularity rank` as TSV in parts of 7,000 rows; rows per report."""
+    binary = popularity_binary()
+    env = dict(os.environ, PART_ROWS="7000", LOOKBACK_DAYS=str(lookback_days), HALF_LIFE_DAYS=str(half_life_days))
+    run_quietly(
+        [binary, "rank", "--data", data_dir, "--out", out_dir, "--time", f"{run_time:%Y-%m-%dT%H:%M:%SZ}",
+         "--format", "tsv"],
+        env,
+    )
+    run_id = f"{run_time:%Y%m%d%H%M%S}"
+    reports = {}
+    for data_type, id_field in REPORTS.items():
+        parts = sorted(glob.glob(os.path.join(out_dir, "reports", data_type, run_id, "part-*.tsv")))
+        if not parts:
+            raise AssertionError(f"popularity rank wrote no {data_type} parts under {out_dir}")
+        rows = []
+        for part in parts:
+            with open(part, newline="", encoding="utf-8") as f:
+                reader = csv.reader(f, delimiter="\t")
+                header = next(reader)
+                if header != [id_field, "searchRank", "searchModifier"]:
+                    raise AssertionError(f"{part}: unexpected header {header}")
+                rows.extend((int(i), int(r), float(m)) for i, r, m in reader)
+        reports[data_type] = rows
+    return reports
+
+
+def rank_with_sql(db, run_time, lookback_days, half_life_days, edit=None, scores=None):
+    """Every report's rows (id, searchRank, searchModifier); with `scores`
+    (a dict), also each report's exact scores by id, into it."""
+    reports = {}
+    for data_type in REPORTS:
+        sql = with_parameters(read_sql(f"{data_type}.sql"), run_time, lookback_days, half_life_days)
+        if edit:
+            sql = edit(sql)
+        if scores is None:
+            reports[data_type] = [(int(i), int(r), float(m)) for i, r, m in db.execute(sql).fetchall()]
+        else:
+            rows = db.execute(with_score_column(sql)).fetchall()
+            reports[data_type] = [(int(i), int(r), float(m)) for i, r, m, _ in rows]
+            scores[data_type] = {int(i): int(score) for i, _, _, score in rows}
+    return reports
+
+
+def with_score_column(sql):
+    """The report query with its exact score as a fourth column (test only)."""
+    return substitute_once(
+        sql, r"END AS searchModifier\nFROM ranked", "END AS searchModifier,\n    CAST(score AS VARCHAR) AS score\nFROM ranked"
+    )
+
+
+def exact_scores(db, run_time, lookback_days, half_life_days):
+    """DESIGN §4's scores computed here with Python integers, from the same
+    inputs: {data_type: {id: S}}. The reports hold no scores, and a weight
+    off by one unit rarely moves a rank, so the scores are checked apart."""
+    weights = {}
+    for back in range(lookback_days + 2):
+        day = run_time.date() - datetime.timedelta(days=back)
+        age_ms = (run_time - datetime.datetime.combine(day, datetime.time())) // datetime.timedelta(milliseconds=1)
+        if 0 < age_ms <= lookback_days * 86_400_000:
+            weight = math.pow(2.0, -(age_ms / 1000.0 / 86400.0) / half_life_days) * 4294967296.0
+            weights[day.isoformat()] = int(math.floor(weight + 0.5))  # f64 round(): half away from zero
+    tracks = {t: 0 for t, _, _ in db.execute("SELECT trackId, masterArtistId, productId FROM catalogue").fetchall()}
+    for track, plays, day in db.execute('SELECT trackId, plays, "date" FROM plays').fetchall():
+        if day in weights and track in tracks:
+            tracks[track] += plays * weights[day]
+    artists, products = collections.Counter(), collections.Counter()
+    for track, artist, product in db.execute("SELECT trackId, masterArtistId, productId FROM catalogue").fetchall():
+        artists[artist] += tracks[track]
+        products[product] += tracks[track]
+    return {"track_popularity": tracks, "artist_popularity": dict(artists), "product_popularity": dict(products)}
+
+
+def differences(expected, actual):
+    """Every difference between two reports, as lines; empty when equal."""
+    problems = []
+    if len(expected) != len(actual):
+        problems.append(f"{len(expected)} rows from Rust, {len(actual)} from SQL")
+    for index, (rust, sql) in enumerate(zip(expected, actual)):
+        if rust != sql:
+            problems.append(f"row {index + 1}: Rust {rust}, SQL {sql}")
+    return problems
+
+
+class SqlMatchesRust(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # The generator's data, made once for the tests that use it.
+        cls.shared = tempfile.TemporaryDirectory(prefix="sql-vs-rust-generated-")
+        cls.generated = os.path.join(cls.shared.name, "generated")
+        run_quietly(
+            [popularity_binary(), "generate", "--tracks", "20000", "--days", "10", "--end-date", "2026-11-18",
+             "--seed", "14", "--out", cls.generated],
+        )
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.shared.cleanup()
+
+    def setUp(self):
+        self.scratch = tempfile.TemporaryDirectory(prefix="sql-vs-rust-")
+        self.dir = self.scratch.name
+
+    def tearDown(self):
+        self.scratch.cleanup()
+
+    def assert_same_reports(self, rust, sql):
+        self.assertEqual(sorted(rust), sorted(sql))
+        for data_type in REPORTS:
+            problems = differences(rust[data_type], sql[data_type])
+            if problems:
+                self.fail(f"{data_type}: {len(problems)} differences, first: " + "; ".join(problems[:5]))
+            self.assertTrue(rust[data_type], f"{data_type} is empty")
+
+    def load_table(self, db, name, columns, rows):
+        """A DuckDB table of `rows` (None = NULL), through a CSV file: far
+        faster than inserting row by row."""
+        path = os.path.join(self.dir, f"{name}.csv")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(["" if v is None else v for v in row] for row in rows)
+        spec = ", ".join(f"'{column}': '{kind}'" for column, kind in columns.items())
+        db.execute(f"CREATE TABLE {name} AS SELECT * FROM read_csv('{path}', header = true, columns = {{{spec}}})")
+        return name
+
+    def rank_both(self, data_dir, run_time, lookback_days, half_life_days):
+        """Both rankings of the same inputs; also checks the SQL's exact scores."""
+        out = os.path.join(self.dir, f"staging-{run_time:%Y%m%d%H%M%S}")
+        rust = rank_with_rust(data_dir, out, run_time, lookback_days, half_life_days)
+        db = open_inputs(data_dir)
+        scores = {}
+        sql = rank_with_sql(db, run_time, lookback_days, half_life_days, scores=scores)
+        expected = exact_scores(db, run_time, lookback_days, half_life_days)
+        for data_type in REPORTS:
+            wrong = [(i, s, scores[data_type].get(i)) for i, s in expected[data_type].items() if scores[data_type].get(i) != s]
+            if wrong or len(scores[data_type]) != len(expected[data_type]):
+                self.fail(f"{data_type}: {len(wrong)} exact scores differ (id, expected, SQL), first: {wrong[:3]}")
+        return rust, sql
+
+    def test_generated_catalogue_ranks_identically_in_every_row(self):
+        data = self.generated
+        # A 7-day window over 10 days of plays, at the schedule's 03:00.
+        rust, sql = self.rank_both(data, datetime.datetime(2026, 11, 19, 3, 0, 0), 7, 7.0)
+        self.assert_same_reports(rust, sql)
+        track = rust["track_popularity"]
+        self.assertEqual(len(track), 20000)
+        modifiers = [m for _, _, m in track]
+        self.assertEqual(modifiers[0], 1.0)
+        self.assertGreater(len(modifiers) - len(set(modifiers)), 10000, "expected many equal modifiers (ties)")
+
+    def test_the_comparison_fails_when_the_sql_breaks_a_tie_the_other_way(self):
+        data = self.generated
+        run_time = datetime.datetime(2026, 11, 19, 3, 0, 0)
+        rust = rank_with_rust(data, os.path.join(self.dir, "staging"), run_time, 7, 7.0)
+        flipped = rank_with_sql(
+            open_inputs(data), run_time, 7, 7.0,
+            edit=lambda sql: sql.replace("ORDER BY score DESC, id ASC", "ORDER BY score DESC, id DESC"),
+        )
+        # Thousands of unplayed tracks tie at 0; artists and products here
+        # may have no equal scores at all, so only the track report must differ.
+        problems = differences(rust["track_popularity"], flipped["track_popularity"])
+        self.assertGreater(len(problems), 1000, "a changed tie-break went unseen")
+        self.assertEqual(differences(rust["track_popularity"][:10], flipped["track_popularity"][:10]), [],
+                         "the top tracks have distinct scores and must not move")
+
+    def test_raw_events_aggregate_to_daily_plays_and_rank_identically_with_ties(self):
+        data = os.path.join(self.dir, "events-data")
+        events_dir = os.path.join(self.dir, "play-events")
+        rng = random.Random(2026)
+        # 3,000 tracks with scattered 62-bit ids; few artists and products, so
+        # groups are big; ids chosen so that some groups have no plays at all.
+        track_ids = sorted(rng.sample(range(1, 2**62), 3000))
+        catalogue = [(t, 9_000 + rng.randrange(150), 5_000 + rng.randrange(600)) for t in track_ids]
+        unknown = [2**62 + n for n in range(5)]
+        days = [datetime.date(2026, 11, 10) + datetime.timedelta(days=n) for n in range(11)]  # 11-10 .. 11-20
+        events, expected = [], collections.Counter()
+        for day in days:
+            for track in rng.sample(track_ids, 600) + unknown:
+                for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):  # small counts: many equal scores
+                    moment = datetime.datetime.combine(day, datetime.time()) + datetime.timedelta(
+                        seconds=rng.randrange(86400))
+                    events.append((track, moment, day.isoformat()))
+                    expected[(day.isoformat(), track)] += 1
+            # Not counted: an event without a track, and one filed under the wrong day.
+            events.append((None, datetime.datetime.combine(day, datetime.time(12)), day.isoformat()))
+            events.append((track_ids[0], datetime.datetime.combine(day, datetime.time(12)) + datetime.timedelta(days=1),
+                           day.isoformat()))
+
+        db = duckdb.connect()
+        db.execute("SET TimeZone = 'UTC'")
+        raw = self.load_table(db, "raw", {"trackId": "BIGINT", "playedAt": "TIMESTAMP", "date": "VARCHAR"}, events)
+        db.execute(f"COPY {raw} TO '{events_dir}' (FORMAT parquet, PARTITION_BY (\"date\"))")
+        cat = self.load_table(db, "cat", {"trackId": "BIGINT", "masterArtistId": "BIGINT", "productId": "BIGINT"},
+                              catalogue)
+        os.makedirs(os.path.join(data, "catalogue"))
+        db.execute(f"COPY {cat} TO '{os.path.join(data, 'catalogue', 'part-00000.parquet')}' (FORMAT parquet)")
+        db.execute(
+            f"CREATE VIEW play_events AS SELECT * FROM read_parquet('{events_dir}/*/*.parquet', "
+            "hive_partitioning = true, hive_types = {'date': VARCHAR})"
+        )
+        daily_plays = read_sql("daily_plays.sql")
+        for day in days:
+            rows = db.execute(with_day(daily_plays, day)).fetchall()
+            want = sorted((track, n) for (d, track), n in expected.items() if d == day.isoformat())
+            self.assertEqual(rows, want, f"daily plays of {day}")
+            folder = os.path.join(data, "plays", f"date={day.isoformat()}")
+            os.makedirs(folder)
+            db.execute(f"COPY ({with_day(daily_plays, day)}) TO '{folder}/part-00000.parquet' (FORMAT parquet)")
+
+        # At midnight: the window is 11-14 .. 11-18 (11-19 starts at T and is
+        # out; 11-14 starts exactly at T - 5 days and is in), H = 3.5 days.
+        rust, sql = self.rank_both(data, datetime.datetime(2026, 11, 19, 0, 0, 0), 5, 3.5)
+        self.assert_same_reports(rust, sql)
+        for data_type in REPORTS:
+            scores = [m for _, _, m in rust[data_type]]
+            self.assertGreater(len(scores) - len(set(scores)), 100, f"{data_type}: expected ties")
+        self.assertEqual(len(rust["track_popularity"]), 3000)
+
+        # No plays in the window: every score 0, every modifier 0, ranks by id.
+        rust, sql = self.rank_both(data, datetime.datetime(2027, 6, 1, 3, 0, 0), 28, 7.0)
+        self.assert_same_reports(rust, sql)
+        self.assertEqual([i for i, _, _ in rust["track_popularity"]], track_ids)
+        self.assertTrue(all(m == 0.0 for _, _, m in rust["track_popularity"]))
+
+
+class SqlFiles(unittest.TestCase):
+    """The files themselves, without running anything."""
+
+    def test_the_three_reports_share_one_text_up_to_their_scores(self):
+        texts = {name: read_sql(f"{name}.sql") for name in REPORTS}
+        prefixes = {name: text[text.index("WITH"):text.index("scores AS (")] for name, text in texts.items()}
+        track_prefix = prefixes["track_popularity"]
+        for name, prefix in prefixes.items():
+            # Only the comment just before `scores` may differ.
+            self.assertEqual(prefix.split("-- Every")[0], track_prefix.split("-- Every")[0], name)
+
+
+    def test_parameters_are_replaced_once_each_and_a_missing_one_is_an_error(self):
+        sql = with_parameters(read_sql("track_popularity.sql"), datetime.datetime(2027, 1, 2, 3, 4, 5), 366, 3.5)
+        self.assertIn("TIMESTAMP '2027-01-02 03:04:05' AS run_time", sql)
+        self.assertIn("366 AS lookback_days", sql)
+        self.assertIn("CAST(3.5 AS DOUBLE) AS half_life_days", sql)
+        self.assertIn("e.\"date\" = '2027-01-02'", with_day(read_sql("daily_plays.sql"), datetime.date(2027, 1, 2)))
+        with self.assertRaises(AssertionError):
+            with_parameters("SELECT 1", datetime.datetime(2027, 1, 2), 28, 7.0)
+
+
+if __name__ == "__main__":
+    unittest.main()
