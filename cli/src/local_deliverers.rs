@@ -71,7 +71,7 @@ impl LocalDeliverers {
                     email.link_signer_secret.clone(),
                     email.link_ttl_seconds,
                 );
-                let mailer = SesMailer::new(&self.aws);
+                let mailer = SesMailer::new(&self.aws).with_configuration_set(email.configuration_set.clone());
                 let sender = email.sender.clone();
                 self.run(EmailDeliverer { staging, signer, mailer, sender, now: chrono::Utc::now }, keys).await
             }

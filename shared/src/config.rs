@@ -151,6 +151,10 @@ pub struct EmailConfig {
     /// Name or ARN of the secret with the link-signing user's long-term keys.
     pub link_signer_secret: Option<String>,
     pub link_ttl_seconds: u64,
+    /// SES configuration set every message is sent with
+    /// (`SES_CONFIGURATION_SET`), so that SES publishes its bounces and
+    /// complaints (the stack's MailConfigurationSet); none when unset.
+    pub configuration_set: Option<String>,
 }
 
 impl EmailConfig {
@@ -175,8 +179,26 @@ impl EmailConfig {
                 "a whole number of seconds from 1 to 604800 (S3's limit for presigned URLs)",
                 |t| (1..=MAX_LINK_TTL_SECONDS).contains(t),
             )?,
+            configuration_set: ses_configuration_set(&vars)?,
         })
     }
+}
+
+/// `SES_CONFIGURATION_SET`, if set: a name SES accepts (up to 64 letters,
+/// digits, `-` and `_`), checked here so a typo fails the cold start rather
+/// than every send.
+fn ses_configuration_set<F: Fn(&str) -> Option<String>>(vars: &Variables<F>) -> Result<Option<String>, ConfigError> {
+    let name = "SES_CONFIGURATION_SET";
+    let Some(value) = vars.optional(name) else { return Ok(None) };
+    let valid = value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(ConfigError::Malformed {
+            name,
+            value,
+            expected: "an SES configuration set name (up to 64 letters, digits, '-' and '_'), or unset",
+        });
+    }
+    Ok(Some(value))
 }
 
 /// Configuration of the `deliver-gcs` function.
@@ -305,6 +327,21 @@ mod tests {
         assert_eq!(config.delivery.tenant_secret_prefix, "popularity-reports/tenants/");
         assert_eq!(config.link_ttl_seconds, 604_800);
         assert_eq!(config.link_signer_secret, None);
+    }
+
+    #[test]
+    fn email_sends_with_the_configuration_set_when_one_is_named() {
+        let base = [("STAGING_BUCKET", "s"), ("SES_SENDER", "reports@example.com")];
+        assert_eq!(EmailConfig::from_lookup(lookup(&base)).unwrap().configuration_set, None);
+        let named = [base[0], base[1], ("SES_CONFIGURATION_SET", " popularity-reports-mail ")];
+        let config = EmailConfig::from_lookup(lookup(&named)).unwrap();
+        assert_eq!(config.configuration_set.as_deref(), Some("popularity-reports-mail"));
+        let too_long = "x".repeat(65);
+        for bad in ["two words", "a/b", too_long.as_str()] {
+            let error =
+                EmailConfig::from_lookup(lookup(&[base[0], base[1], ("SES_CONFIGURATION_SET", bad)])).unwrap_err();
+            assert!(error.to_string().contains("SES_CONFIGURATION_SET"), "{error}");
+        }
     }
 
     #[test]

@@ -557,6 +557,95 @@ fn the_local_env_file_sets_every_variable_of_every_function_for_the_emulator() {
     }
 }
 
+/// A statement's `Action` (one or a list) as a list.
+fn actions(statement: &Yaml) -> Vec<&str> {
+    match statement.get("Action") {
+        Some(Yaml::Scalar(one)) => vec![one.as_str()],
+        Some(Yaml::Seq(many)) => many.iter().filter_map(Yaml::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The inline statements of a function's `Policies`.
+fn policy_statements<'a>(function: &Function<'a>) -> Vec<&'a Yaml> {
+    function
+        .properties
+        .get("Policies")
+        .and_then(Yaml::items)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|policy| policy.get("Statement").and_then(Yaml::items))
+        .flatten()
+        .collect()
+}
+
+impl Template {
+    fn resource(&self, logical_id: &str) -> &Yaml {
+        self.resources()
+            .iter()
+            .find(|(id, _)| id == logical_id)
+            .map(|(_, resource)| resource)
+            .unwrap_or_else(|| panic!("template.yaml has no resource {logical_id}"))
+    }
+
+    fn condition(&self, name: &str) -> Option<&str> {
+        self.root.get("Conditions")?.get(name)?.as_str()
+    }
+}
+
+#[test]
+fn dkim_and_bounce_and_complaint_events_are_optional_resources_behind_their_conditions() {
+    let template = Template::load();
+    let condition_of = |id: &str| template.resource(id).get("Condition").and_then(Yaml::as_str).map(str::to_owned);
+    let domain = template.resource("SendingDomainIdentity");
+    assert_eq!(Template::resource_type(domain), "AWS::SES::EmailIdentity");
+    assert_eq!(condition_of("SendingDomainIdentity").as_deref(), Some("HasSesSendingDomain"));
+    assert_eq!(template.condition("HasSesSendingDomain"), Some("!Not [!Equals [!Ref SesSendingDomain, \"\"]]"));
+    assert_eq!(template.parameter_default("SesSendingDomain"), Some(""), "no domain unless asked for");
+    let dkim = domain.get("Properties").and_then(|p| p.get("DkimSigningAttributes"));
+    assert!(dkim.and_then(|d| d.get("NextSigningKeyLength")).is_some(), "Easy DKIM keys");
+    for n in 1..=3 {
+        let output = template.root.get("Outputs").and_then(|o| o.get(&format!("DkimRecord{n}"))).expect("DKIM output");
+        assert_eq!(output.get("Condition").and_then(Yaml::as_str), Some("HasSesSendingDomain"));
+        let value = output.get("Value").and_then(Yaml::as_str).unwrap_or_default();
+        assert!(value.contains(&format!("DkimDNSTokenName{n}")) && value.contains(&format!("DkimDNSTokenValue{n}")));
+    }
+
+    for id in ["MailConfigurationSet", "MailEventsTopic", "MailEventsDestination"] {
+        assert_eq!(condition_of(id).as_deref(), Some("HasMailEvents"), "{id}");
+    }
+    assert_eq!(condition_of("MailEventsSubscription").as_deref(), Some("HasMailEventsEmail"));
+    let destination =
+        template.resource("MailEventsDestination").get("Properties").and_then(|p| p.get("EventDestination"));
+    let events: Vec<&str> = destination
+        .and_then(|d| d.get("MatchingEventTypes"))
+        .and_then(Yaml::items)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(events.contains(&"bounce") && events.contains(&"complaint"), "{events:?}");
+    assert_eq!(
+        destination.and_then(|d| d.get("SnsDestination")).and_then(|s| s.get("TopicARN")).and_then(Yaml::as_str),
+        Some("!Ref MailEventsTopic")
+    );
+
+    // deliver-email sends with the set when it exists, and may.
+    let email = template.function_by_binary("deliver-email");
+    assert_eq!(
+        template.environment(&email).get("SES_CONFIGURATION_SET").map(String::as_str),
+        Some("!If [HasMailEvents, !Ref MailConfigurationSet, !Ref AWS::NoValue]")
+    );
+    let send = policy_statements(&email)
+        .into_iter()
+        .find(|statement| actions(statement).contains(&"ses:SendRawEmail"))
+        .expect("deliver-email may send");
+    assert!(
+        format!("{:?}", send.get("Resource")).contains("configuration-set/${MailConfigurationSet}"),
+        "SES authorises sending with a configuration set against the set too"
+    );
+}
+
 #[test]
 fn the_yaml_reader_understands_the_template_subset() {
     let text = "\

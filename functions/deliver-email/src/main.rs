@@ -30,7 +30,7 @@ async fn main() -> Result<(), Error> {
         deliverer: EmailDeliverer {
             staging,
             signer: S3LinkSigner::new(aws.clone(), bucket, config.link_signer_secret.clone(), config.link_ttl_seconds),
-            mailer: SesMailer::new(&aws),
+            mailer: SesMailer::new(&aws).with_configuration_set(config.configuration_set.clone()),
             sender: config.sender.clone(),
             now: chrono::Utc::now,
         },

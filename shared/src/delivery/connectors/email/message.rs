@@ -380,11 +380,20 @@ pub struct MailError {
 #[derive(Debug, Clone)]
 pub struct SesMailer {
     client: aws_sdk_ses::Client,
+    /// Sent as `ConfigurationSetName` (`SES_CONFIGURATION_SET`): SES then
+    /// publishes the message's bounces and complaints to its destinations.
+    configuration_set: Option<String>,
 }
 
 impl SesMailer {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        Self { client: aws_sdk_ses::Client::new(config) }
+        Self { client: aws_sdk_ses::Client::new(config), configuration_set: None }
+    }
+
+    /// Sends every message with `configuration_set`, or with none.
+    pub fn with_configuration_set(mut self, configuration_set: Option<String>) -> Self {
+        self.configuration_set = configuration_set;
+        self
     }
 }
 
@@ -402,6 +411,7 @@ impl MailSender for SesMailer {
             .source(&message.from)
             .set_destinations(Some(message.to.clone()))
             .raw_message(raw)
+            .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
             .map_err(|e| send_failure(&message.from, &e, &message.to))?;
