@@ -3,7 +3,8 @@
 //! (here in this process, `--local`), printing each check; `test` can test
 //! one connector; a connector that cannot work fails with exit status 1 and
 //! names why; without a deployed deliverer the wait ends with a clear
-//! message instead of hanging.
+//! message instead of hanging; `add --kms-key-id` (or
+//! `TENANT_SECRET_KMS_KEY`) encrypts the secret under that key.
 
 use std::process::{Command, Output};
 
@@ -15,8 +16,9 @@ use serde_json::json;
 const SENDER: &str = "reports@popularity.example";
 
 /// `popularity <args>` with the deliverers' environment pointed at moto.
-fn popularity(staging_bucket: &str, prefix: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_popularity"))
+fn popularity_command(staging_bucket: &str, prefix: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_popularity"));
+    command
         .args(args)
         .env("AWS_ENDPOINT_URL", moto_endpoint())
         .env("AWS_REGION", "us-east-1")
@@ -26,8 +28,12 @@ fn popularity(staging_bucket: &str, prefix: &str, args: &[&str]) -> Output {
         .env("TENANT_SECRET_PREFIX", prefix)
         .env("SES_SENDER", SENDER)
         .env_remove("LINK_SIGNER_SECRET")
-        .output()
-        .expect("the popularity binary runs")
+        .env_remove("TENANT_SECRET_KMS_KEY");
+    command
+}
+
+fn popularity(staging_bucket: &str, prefix: &str, args: &[&str]) -> Output {
+    popularity_command(staging_bucket, prefix, args).output().expect("the popularity binary runs")
 }
 
 fn text(output: &Output) -> String {
@@ -146,4 +152,109 @@ async fn external_ids_are_fresh_and_a_second_tenant_reusing_one_or_a_destination
         let found = client.describe_secret().secret_id(format!("{prefix}{refused}")).send().await;
         assert!(found.is_err(), "{refused} was stored");
     }
+}
+
+/// A customer managed KMS key created on the emulator, as the stack's
+/// TenantSecretsKey would be; returns its ARN. KMS `CreateKey` over its JSON
+/// protocol (the workspace has no KMS SDK crate): moto reads the service and
+/// region from the credential scope and checks no signature.
+async fn create_kms_key(endpoint: &str) -> String {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client without TLS builds")
+        .post(endpoint)
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("X-Amz-Target", "TrentService.CreateKey")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(r#"{"Description": "popularity reports tenant secrets (test)"}"#)
+        .send()
+        .await
+        .expect("KMS CreateKey reaches the emulator");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "KMS CreateKey answered {status}: {body}");
+    let key: serde_json::Value = serde_json::from_str(&body).expect("CreateKey answers JSON");
+    key["KeyMetadata"]["Arn"].as_str().expect("CreateKey returns the key's ARN").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_encrypts_the_secret_under_the_given_kms_key_and_otherwise_under_the_accounts_default() {
+    let admin = sdk_config(&moto_endpoint()).await;
+    let staging = staging_store(&admin, "cli-kms").await;
+    let prefix = unique_tenant_prefix("cli-kms");
+    let bucket = staging.bucket().to_owned();
+    let key_arn = create_kms_key(&moto_endpoint()).await;
+    let client = popularity_reports::tenant_directory::secrets_manager_client(&admin);
+    let tenant_file = |tenant: &str, plan: &str| {
+        let secret = json!({"schemaVersion": 1, "tenantId": tenant, "plan": plan,
+            "connectors": {"inbox": {"type": "email", "recipients": [format!("data@{tenant}.example")]}},
+            "feeds": [{"id": "all", "connector": "inbox"}]});
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), secret.to_string()).unwrap();
+        file
+    };
+    let stored = |tenant: &str| {
+        let client = client.clone();
+        let name = format!("{prefix}{tenant}");
+        async move {
+            let described = client.describe_secret().secret_id(&name).send().await.unwrap();
+            let value = client.get_secret_value().secret_id(&name).send().await.unwrap();
+            let plan = serde_json::from_str::<serde_json::Value>(value.secret_string().unwrap()).unwrap()["plan"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (described.kms_key_id().map(str::to_owned), plan)
+        }
+    };
+    let run = |command: &mut Command| {
+        let output = command.output().expect("the popularity binary runs");
+        assert!(output.status.success(), "{}", text(&output));
+        text(&output)
+    };
+
+    // With the flag: created under the key.
+    let keyed = tenant_file("keyed", "trial");
+    let path = keyed.path().to_str().unwrap();
+    let out =
+        run(&mut popularity_command(&bucket, &prefix, &["tenant", "add", path, "--no-test", "--kms-key-id", &key_arn]));
+    assert!(out.contains(&format!("created secret {prefix}keyed")), "{out}");
+    assert_eq!(stored("keyed").await, (Some(key_arn.clone()), "trial".to_owned()));
+
+    // Without it: the account's default key (DescribeSecret names none).
+    let plain = tenant_file("plain", "trial");
+    run(&mut popularity_command(&bucket, &prefix, &["tenant", "add", plain.path().to_str().unwrap(), "--no-test"]));
+    assert_eq!(stored("plain").await, (None, "trial".to_owned()));
+
+    // An existing secret moves under the key given by the variable (UpdateSecret) ...
+    let plain_again = tenant_file("plain", "standard");
+    let mut command =
+        popularity_command(&bucket, &prefix, &["tenant", "add", plain_again.path().to_str().unwrap(), "--no-test"]);
+    let out = run(command.env("TENANT_SECRET_KMS_KEY", &key_arn));
+    assert!(out.contains(&format!("updated secret {prefix}plain")), "{out}");
+    assert_eq!(stored("plain").await, (Some(key_arn.clone()), "standard".to_owned()));
+
+    // ... and an update without a key keeps the key it has.
+    let keyed_again = tenant_file("keyed", "enterprise");
+    run(&mut popularity_command(
+        &bucket,
+        &prefix,
+        &["tenant", "add", keyed_again.path().to_str().unwrap(), "--no-test"],
+    ));
+    assert_eq!(stored("keyed").await, (Some(key_arn.clone()), "enterprise".to_owned()));
+
+    // A key id that is none of the shapes KMS accepts: named, nothing stored.
+    let typo = tenant_file("typo", "trial");
+    let refused = popularity(
+        &bucket,
+        &prefix,
+        &["tenant", "add", typo.path().to_str().unwrap(), "--no-test", "--kms-key-id", "tenant-secrets"],
+    );
+    let out = text(&refused);
+    assert!(!refused.status.success(), "{out}");
+    assert!(out.contains("\"tenant-secrets\"") && out.contains("TenantSecretsKeyArn"), "{out}");
+    assert!(client.describe_secret().secret_id(format!("{prefix}typo")).send().await.is_err(), "typo was stored");
 }

@@ -416,48 +416,102 @@ pub struct PutOutcome {
 /// Stores `config_json` as the secret `<prefix><tenant_id>`: creates it, or,
 /// when it already exists, writes a new current version. The value is
 /// validated first (including that its `tenantId` equals `tenant_id`), so an
-/// invalid secret is never stored.
+/// invalid secret is never stored. Encrypted as [`put_secret`] does: a new
+/// secret under the account's default key, an existing one under its own.
 pub async fn put_tenant_secret(
     client: &Client,
     prefix: &str,
     config_json: &str,
     tenant_id: &str,
 ) -> Result<PutOutcome, DirectoryError> {
+    put_tenant_secret_under_key(client, prefix, config_json, tenant_id, None).await
+}
+
+/// [`put_tenant_secret`], with the secret encrypted under the KMS key
+/// `kms_key_id` (key id, key ARN, alias name or alias ARN) when one is
+/// given: the stack's tenant secrets key, which only the functions that read
+/// tenant secrets and the onboarding role may decrypt (docs/operations.md).
+pub async fn put_tenant_secret_under_key(
+    client: &Client,
+    prefix: &str,
+    config_json: &str,
+    tenant_id: &str,
+    kms_key_id: Option<&str>,
+) -> Result<PutOutcome, DirectoryError> {
     check_prefix(prefix)?;
     let secret_name = format!("{prefix}{tenant_id}");
     if let Err(errors) = parse_tenant_secret(tenant_id, config_json) {
         return Err(DirectoryError::InvalidSecret { secret_name, errors });
     }
-
-    put_secret(client, &secret_name, config_json, "Popularity reports tenant configuration (docs/tenants.md)").await
+    let description = "Popularity reports tenant configuration (docs/tenants.md)";
+    put_secret_under_key(client, &secret_name, config_json, description, kms_key_id).await
 }
 
 /// Stores `value` as the secret `secret_name`: creates it, or writes a new
 /// current version of an existing one. Errors name the secret, never the value.
+/// A new secret is encrypted under the account's default key
+/// (`aws/secretsmanager`); an existing one keeps its key.
 pub async fn put_secret(
     client: &Client,
     secret_name: &str,
     value: &str,
     description: &str,
 ) -> Result<PutOutcome, DirectoryError> {
+    put_secret_under_key(client, secret_name, value, description, None).await
+}
+
+/// [`put_secret`], encrypting under `kms_key_id` when given: `CreateSecret`
+/// with that key, or, for an existing secret, `UpdateSecret` with the value
+/// and the key, so the new current version is encrypted under it (Secrets
+/// Manager also re-encrypts the older labelled versions when it may). Without
+/// a key an existing secret is written with `PutSecretValue` and keeps
+/// whatever key it has.
+pub async fn put_secret_under_key(
+    client: &Client,
+    secret_name: &str,
+    value: &str,
+    description: &str,
+    kms_key_id: Option<&str>,
+) -> Result<PutOutcome, DirectoryError> {
     let write_error = |operation: &'static str, detail: String| DirectoryError::Write {
         operation,
         secret_name: secret_name.to_owned(),
         detail,
     };
-    let created = client.create_secret().name(secret_name).description(description).secret_string(value).send().await;
+    let created = client
+        .create_secret()
+        .name(secret_name)
+        .description(description)
+        .secret_string(value)
+        .set_kms_key_id(kms_key_id.map(str::to_owned))
+        .send()
+        .await;
     match created {
         Ok(_) => return Ok(PutOutcome { created: true, secret_name: secret_name.to_owned() }),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => {}
         Err(e) => return Err(write_error("CreateSecret", crate::aws_errors::one_line(&e))),
     }
-    client
-        .put_secret_value()
-        .secret_id(secret_name)
-        .secret_string(value)
-        .send()
-        .await
-        .map_err(|e| write_error("PutSecretValue", crate::aws_errors::one_line(&e)))?;
+    match kms_key_id {
+        Some(key) => {
+            client
+                .update_secret()
+                .secret_id(secret_name)
+                .secret_string(value)
+                .kms_key_id(key)
+                .send()
+                .await
+                .map_err(|e| write_error("UpdateSecret", crate::aws_errors::one_line(&e)))?;
+        }
+        None => {
+            client
+                .put_secret_value()
+                .secret_id(secret_name)
+                .secret_string(value)
+                .send()
+                .await
+                .map_err(|e| write_error("PutSecretValue", crate::aws_errors::one_line(&e)))?;
+        }
+    }
     Ok(PutOutcome { created: false, secret_name: secret_name.to_owned() })
 }
 

@@ -647,6 +647,107 @@ fn dkim_and_bounce_and_complaint_events_are_optional_resources_behind_their_cond
 }
 
 #[test]
+fn only_the_tenant_secret_readers_and_the_onboarding_role_may_decrypt_with_the_tenant_secrets_key() {
+    let template = Template::load();
+    // The functions whose policies read secrets under TenantSecretPrefix.
+    let readers: BTreeSet<String> = template
+        .functions()
+        .iter()
+        .filter(|function| {
+            policy_statements(function).iter().any(|statement| {
+                actions(statement).contains(&"secretsmanager:GetSecretValue")
+                    && format!("{:?}", statement.get("Resource")).contains("${TenantSecretPrefix}")
+            })
+        })
+        .map(|function| format!("!GetAtt {}Role.Arn", function.logical_id))
+        .collect();
+    assert!(readers.len() >= 5, "fanout and the four deliverers read tenant secrets: {readers:?}");
+
+    let key = template.resource("TenantSecretsKey");
+    assert_eq!(Template::resource_type(key), "AWS::KMS::Key");
+    assert_eq!(key.get("DeletionPolicy").and_then(Yaml::as_str), Some("Retain"), "tenant secrets outlive the stack");
+    let statements = key
+        .get("Properties")
+        .and_then(|p| p.get("KeyPolicy"))
+        .and_then(|p| p.get("Statement"))
+        .and_then(Yaml::items)
+        .expect("TenantSecretsKey has a KeyPolicy");
+    // Actions that use the key or grant its use, also through a wildcard
+    // such as `kms:Create*` (which covers kms:CreateGrant).
+    const USES: [&str; 5] = ["kms:decrypt", "kms:encrypt", "kms:generatedatakey", "kms:reencrypt", "kms:creategrant"];
+    let cryptographic = |action: &str| {
+        let action = action.to_ascii_lowercase();
+        match action.strip_suffix('*') {
+            Some(stem) => USES.iter().any(|used| used.starts_with(stem)),
+            None => USES.iter().any(|used| action.starts_with(used)),
+        }
+    };
+    let mut decrypters = BTreeSet::new();
+    for statement in statements {
+        assert_eq!(statement.get("Effect").and_then(Yaml::as_str), Some("Allow"));
+        let principals: Vec<String> = match statement.get("Principal").and_then(|p| p.get("AWS")) {
+            Some(Yaml::Scalar(one)) => vec![one.clone()],
+            Some(Yaml::Seq(many)) => many.iter().filter_map(Yaml::as_str).map(str::to_owned).collect(),
+            other => panic!("a key policy statement names no AWS principal: {other:?}"),
+        };
+        let acts = actions(statement);
+        if principals.iter().any(|p| p.contains(":root")) {
+            // The account administers the key (KMS requires it) but is not
+            // delegated any use of it: no IAM policy can then grant decrypt.
+            let used: Vec<_> = acts.iter().filter(|a| cryptographic(a)).collect();
+            assert!(used.is_empty(), "the account root may {used:?} with the tenant secrets key");
+            assert!(acts.contains(&"kms:PutKeyPolicy"), "the key must stay administrable");
+            continue;
+        }
+        if acts.iter().any(|a| a.eq_ignore_ascii_case("kms:Decrypt")) {
+            let via = statement
+                .get("Condition")
+                .and_then(|c| c.get("StringEquals"))
+                .and_then(|c| c.get("kms:ViaService"))
+                .and_then(Yaml::as_str);
+            assert_eq!(
+                via,
+                Some("!Sub secretsmanager.${AWS::Region}.${AWS::URLSuffix}"),
+                "decrypt only via Secrets Manager"
+            );
+            decrypters.extend(principals);
+        }
+    }
+    let mut expected = readers.clone();
+    expected.insert("!GetAtt TenantOnboardingRole.Arn".to_owned());
+    assert_eq!(decrypters, expected, "who may decrypt tenant secrets");
+
+    // Each reader's own policy grants the same, through Secrets Manager only.
+    for function in template.functions() {
+        if !readers.contains(&format!("!GetAtt {}Role.Arn", function.logical_id)) {
+            continue;
+        }
+        let grant = policy_statements(&function)
+            .into_iter()
+            .find(|statement| actions(statement).contains(&"kms:Decrypt"))
+            .unwrap_or_else(|| {
+                panic!("{} reads tenant secrets but its policy has no kms:Decrypt", function.logical_id)
+            });
+        let condition = grant.get("Condition").expect("kms:Decrypt has conditions");
+        assert!(
+            condition.get("StringEquals").and_then(|c| c.get("kms:ViaService")).is_some()
+                && condition.get("ForAnyValue:StringEquals").and_then(|c| c.get("kms:ResourceAliases")).is_some(),
+            "{}: kms:Decrypt only through Secrets Manager and only on the tenant secrets key",
+            function.logical_id
+        );
+    }
+    let alias = template.resource("TenantSecretsKeyAlias");
+    assert_eq!(
+        alias.get("Properties").and_then(|p| p.get("AliasName")).and_then(Yaml::as_str),
+        Some("!Sub alias/${AWS::StackName}-tenant-secrets")
+    );
+    let outputs = template.root.get("Outputs").expect("Outputs");
+    for output in ["TenantSecretsKeyArn", "TenantSecretsKeyAlias", "TenantOnboardingRoleArn"] {
+        assert!(outputs.get(output).is_some(), "output {output}");
+    }
+}
+
+#[test]
 fn the_yaml_reader_understands_the_template_subset() {
     let text = "\
 Top: plain # a comment
