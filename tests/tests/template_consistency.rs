@@ -8,6 +8,10 @@
 //! the configuration accepts; `events/env.json` (for `sam local invoke
 //! --env-vars`) sets them all, and `AWS_ENDPOINT_URL` to the local emulator,
 //! each declared by the template (SAM ignores variables it does not declare).
+//! Security and pacing the lints cannot judge: every function has a
+//! concurrency cap parameter (-1 = none); the tenant secrets key lets only
+//! the functions that read tenant secrets and the onboarding role decrypt;
+//! DKIM and the bounce and complaint topic sit behind their conditions.
 //!
 //! The workspace has no YAML crate, and these checks need only the block
 //! structure of the template, so [`yaml`] is a small reader of that subset
@@ -745,6 +749,61 @@ fn only_the_tenant_secret_readers_and_the_onboarding_role_may_decrypt_with_the_t
     for output in ["TenantSecretsKeyArn", "TenantSecretsKeyAlias", "TenantOnboardingRoleArn"] {
         assert!(outputs.get(output).is_some(), "output {output}");
     }
+}
+
+/// The items of a flow sequence written inline, such as
+/// `!If [Cond, !Ref X, !Ref AWS::NoValue]` (the reader keeps those as text).
+fn flow_items<'a>(text: &'a str, tag: &str) -> Option<Vec<&'a str>> {
+    let inner = text.strip_prefix(tag)?.trim().strip_prefix('[')?.strip_suffix(']')?;
+    Some(inner.split(',').map(str::trim).collect())
+}
+
+impl Template {
+    fn parameter_field(&self, name: &str, field: &str) -> Option<&str> {
+        self.root.get("Parameters")?.get(name)?.get(field)?.as_str()
+    }
+}
+
+#[test]
+fn every_function_has_a_concurrency_cap_parameter_and_minus_one_means_no_cap() {
+    let template = Template::load();
+    for function in template.functions() {
+        let id = function.logical_id;
+        let reserved =
+            function.properties.get("ReservedConcurrentExecutions").and_then(Yaml::as_str).unwrap_or_else(|| {
+                panic!("{id} has no ReservedConcurrentExecutions: give it a <Name>Concurrency parameter (-1 = no cap)")
+            });
+        if let Some(parameter) = reserved.strip_prefix("!Ref ") {
+            // A cap that is always set (deliver-sheets: Google's quota).
+            let minimum = template.parameter_field(parameter, "MinValue").and_then(|v| v.parse::<i64>().ok());
+            assert!(minimum.is_some_and(|m| m >= 1), "{id}: {parameter} needs MinValue 1 or more, not {minimum:?}");
+            continue;
+        }
+        let items = flow_items(reserved, "!If")
+            .unwrap_or_else(|| panic!("{id}: ReservedConcurrentExecutions {reserved:?} is neither !Ref nor !If"));
+        let &[condition, capped, uncapped] = items.as_slice() else {
+            panic!("{id}: {reserved:?} is not a three-item !If")
+        };
+        let parameter = capped.strip_prefix("!Ref ").unwrap_or_else(|| panic!("{id}: {capped:?} is not a !Ref"));
+        assert_eq!(uncapped, "!Ref AWS::NoValue", "{id}: without a cap the function must be unreserved");
+        assert_eq!(
+            template.condition(condition),
+            Some(format!("!Not [!Equals [!Ref {parameter}, \"-1\"]]").as_str()),
+            "{id}: condition {condition} must be true unless {parameter} is -1"
+        );
+        assert_eq!(template.parameter_field(parameter, "Type"), Some("Number"), "{id}: {parameter}");
+        assert_eq!(template.parameter_field(parameter, "MinValue"), Some("-1"), "{id}: {parameter} allows -1 (no cap)");
+        let default = template.parameter_default(parameter).and_then(|v| v.parse::<i64>().ok());
+        assert!(default.is_some_and(|d| d == -1 || d >= 1), "{id}: {parameter} default {default:?} (0 stops it)");
+    }
+    // deliver-email is paced to SES's default send rate: 14 emails a second
+    // out of the sandbox, each recipient counting.
+    let email = template.function_by_binary("deliver-email");
+    let reserved = email.properties.get("ReservedConcurrentExecutions").and_then(Yaml::as_str).unwrap_or_default();
+    let parameter =
+        flow_items(reserved, "!If").and_then(|items| items.get(1)?.strip_prefix("!Ref ")).unwrap_or_default();
+    let default = template.parameter_default(parameter).and_then(|v| v.parse::<i64>().ok());
+    assert!(default.is_some_and(|d| (1..=14).contains(&d)), "deliver-email's cap {parameter} defaults to {default:?}");
 }
 
 #[test]
