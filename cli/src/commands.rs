@@ -79,7 +79,7 @@ impl AnyStore {
         match location {
             StoreLocation::Directory(path) => AnyStore::Directory(LocalDirStore::new(path)),
             StoreLocation::S3 { bucket, prefix } => {
-                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let config = popularity_reports::sdk_config::load_sdk_config().await;
                 AnyStore::S3(S3Store::new(s3_client(&config), bucket.clone(), prefix))
             }
         }

@@ -6,7 +6,6 @@
 //! `delivered` are skipped exactly as a repeated S3 event would be.
 
 use anyhow::Context;
-use aws_config::BehaviorVersion;
 use clap::Args;
 use popularity_reports::config::DeliveryConfig;
 use popularity_reports::delivery::connectors::sheets::SheetsIdentity;
@@ -48,7 +47,7 @@ pub struct SheetsIdentityArgs {
 /// Prints the address customers share their spreadsheets with (as Editor):
 /// our service account's `client_email`, never the key.
 pub async fn sheets_identity(args: SheetsIdentityArgs) -> anyhow::Result<()> {
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = popularity_reports::sdk_config::load_sdk_config().await;
     let identity = SheetsIdentity::load(&secrets_manager_client(&aws), &args.secret).await?;
     println!("{}", identity.client_email());
     Ok(())
@@ -56,7 +55,7 @@ pub async fn sheets_identity(args: SheetsIdentityArgs) -> anyhow::Result<()> {
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let config = DeliveryConfig::from_env()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = popularity_reports::sdk_config::load_sdk_config().await;
     let deps = FanoutDeps {
         staging: S3Store::new(s3_client(&aws), config.staging_bucket.clone(), ""),
         tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,

@@ -6,7 +6,7 @@
 //! handled in order, one at a time, exactly as repeated S3 events would be.
 
 use anyhow::Context;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, SheetsConfig};
 use popularity_reports::delivery::connection_test::{run_connection_test, ConnectionTestOutcome};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
@@ -35,7 +35,7 @@ impl LocalDeliverers {
     /// needs them, its own variables) like the functions.
     pub async fn from_env() -> anyhow::Result<LocalDeliverers> {
         let config = DeliveryConfig::from_env()?;
-        let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        let aws = popularity_reports::sdk_config::load_sdk_config().await;
         let staging = S3Store::new(s3_client(&aws), config.staging_bucket.clone(), "");
         Ok(LocalDeliverers { aws, config, staging })
     }

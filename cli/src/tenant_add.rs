@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use aws_config::BehaviorVersion;
 use clap::Args;
 use popularity_reports::delivery::conflicts::conflicts_across;
 use popularity_reports::tenant::TenantConfig;
@@ -50,7 +49,7 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
     let outcome = runtime
         .block_on(async {
-            let sdk_config = aws_config::load_defaults(BehaviorVersion::latest()).await;
+            let sdk_config = popularity_reports::sdk_config::load_sdk_config().await;
             let client = secrets_manager_client(&sdk_config);
             refuse_conflicts(&SecretsManagerTenants::new(client.clone(), &args.prefix)?, &config).await?;
             put_tenant_secret_under_key(&client, &args.prefix, &json, &config.tenant_id, kms_key_id)

@@ -19,7 +19,8 @@
 //! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer);
 //! - [`status_report`]: the table of `popularity status`;
 //! - tools: [`sample`] (synthetic data), [`synthetic_run`] (a run for
-//!   benchmarks and tests), [`metrics`], [`memory`], [`aws_errors`].
+//!   benchmarks and tests), [`metrics`], [`memory`], [`aws_errors`],
+//!   [`sdk_config`] (the AWS SDK configuration with its timeouts).
 
 pub mod aws_errors;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod report_writer;
 pub mod sample;
 pub mod scoring;
 pub mod status_report;
+pub mod sdk_config;
 pub mod store;
 pub mod synthetic_run;
 pub mod tenant;

@@ -6,13 +6,13 @@
 //! Wiring only; the logic lives in `popularity_reports::delivery`.
 #![recursion_limit = "256"]
 
-use aws_config::BehaviorVersion;
 use aws_lambda_events::s3::S3Event;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::SheetsConfig;
 use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
 use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
+use popularity_reports::sdk_config::load_sdk_config;
 use popularity_reports::store::{s3_client, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 
@@ -20,7 +20,7 @@ use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManage
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let config = SheetsConfig::from_env()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = load_sdk_config().await;
     let secrets = secrets_manager_client(&aws);
     let identity = SheetsIdentity::load(&secrets, &config.service_account_secret).await?;
     let staging = S3Store::new(s3_client(&aws), config.delivery.staging_bucket.clone(), "");

@@ -5,12 +5,12 @@
 // pipeline) nests deeper than rustc's default layout query limit.
 #![recursion_limit = "256"]
 
-use aws_config::BehaviorVersion;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::RankConfig;
 use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
 use popularity_reports::memory::HugePageHintAllocator;
+use popularity_reports::sdk_config::load_sdk_config;
 use popularity_reports::store::{s3_client, S3Store};
 
 #[global_allocator]
@@ -20,7 +20,7 @@ static ALLOCATOR: HugePageHintAllocator = HugePageHintAllocator;
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let config = RankConfig::from_env()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = load_sdk_config().await;
     let s3 = s3_client(&aws);
     let deps = RankDeps {
         data: S3Store::new(s3.clone(), config.data_bucket.clone(), &config.data_prefix),
