@@ -9,7 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
 use popularity_reports::domain::{Compression, Encoding, Format};
-use popularity_reports::rank::{rank_run, RankSettings};
+use popularity_reports::rank::{check_run_time, rank_run, RankSettings};
 use popularity_reports::sample::{self, SampleProgress, SampleSpec};
 use popularity_reports::scoring::ScoringRules;
 use popularity_reports::store::{s3_client, LocalDirStore, ObjectSink, ObjectStore, S3Store, StoreLocation};
@@ -145,8 +145,11 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         settings.threads = threads;
     }
-    anyhow::ensure!(settings.rules.lookback_days >= 1, "--lookback-days must be at least 1");
-    anyhow::ensure!(settings.rules.half_life_days > 0.0, "--half-life-days must be positive");
+    settings
+        .rules
+        .check()
+        .map_err(|e| anyhow::anyhow!("--lookback-days / --half-life-days (or LOOKBACK_DAYS / HALF_LIFE_DAYS): {e}"))?;
+    check_run_time(args.time, Utc::now()).map_err(|e| anyhow::anyhow!("--time: {e}"))?;
     let data = AnyStore::open(&args.data).await;
     let out = AnyStore::open(&args.out).await;
     let started = Instant::now();

@@ -4,7 +4,9 @@
 //! library reads the environment.
 
 use crate::rank::RankSettings;
-use crate::scoring::ScoringRules;
+use crate::scoring::{
+    is_usable_half_life, ScoringRules, HALF_LIFE_DAYS_EXPECTED, LOOKBACK_DAYS_EXPECTED, LOOKBACK_DAYS_RANGE,
+};
 use crate::tenant_directory::DEFAULT_TENANT_SECRET_PREFIX;
 
 /// A configuration variable is missing or malformed.
@@ -77,9 +79,9 @@ impl RankConfig {
             data_prefix: vars.optional("DATA_PREFIX").unwrap_or_default(),
             rules: ScoringRules {
                 lookback_days: vars
-                    .parsed("LOOKBACK_DAYS", 28, "a whole number of days from 1 to 366", |d| (1..=366).contains(d))?,
+                    .parsed("LOOKBACK_DAYS", 28, LOOKBACK_DAYS_EXPECTED, |d| LOOKBACK_DAYS_RANGE.contains(d))?,
                 half_life_days: vars
-                    .parsed("HALF_LIFE_DAYS", 7.0, "a positive number of days", |h: &f64| h.is_finite() && *h > 0.0)?,
+                    .parsed("HALF_LIFE_DAYS", 7.0, HALF_LIFE_DAYS_EXPECTED, |h| is_usable_half_life(*h))?,
             },
             part_rows: vars.parsed("PART_ROWS", 5_000_000, "a whole number of items from 1 to 4000000000", |n| {
                 (1..=4_000_000_000).contains(n)
@@ -309,9 +311,15 @@ mod tests {
 
     #[test]
     fn when_a_number_is_malformed_the_error_names_variable_and_value() {
-        for (name, value) in
-            [("LOOKBACK_DAYS", "0"), ("LOOKBACK_DAYS", "four"), ("HALF_LIFE_DAYS", "-1"), ("PART_ROWS", "0")]
-        {
+        for (name, value) in [
+            ("LOOKBACK_DAYS", "0"),
+            ("LOOKBACK_DAYS", "four"),
+            ("HALF_LIFE_DAYS", "-1"),
+            ("HALF_LIFE_DAYS", "1e-300"),
+            ("HALF_LIFE_DAYS", "0.01"),
+            ("HALF_LIFE_DAYS", "1e300"),
+            ("PART_ROWS", "0"),
+        ] {
             let err = RankConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("DATA_BUCKET", "d"), (name, value)]))
                 .unwrap_err();
             let text = err.to_string();
@@ -368,6 +376,16 @@ mod tests {
         for (name, value) in [("SHEETS_API_ENDPOINT", "sheets.example"), ("SHEETS_WRITES_PER_MINUTE", "0")] {
             let error = SheetsConfig::from_lookup(lookup(&[
                 ("STAGING_BUCKET", "s"),
+        let err = RankConfig::from_lookup(lookup(&[
+            ("STAGING_BUCKET", "s"),
+            ("DATA_BUCKET", "d"),
+            ("HALF_LIFE_DAYS", "1e-300"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable HALF_LIFE_DAYS=\"1e-300\" is malformed: expected a number of days from 0.1 to 3650"
+        );
                 ("GOOGLE_SERVICE_ACCOUNT_SECRET", "k"),
                 (name, value),
             ]))

@@ -9,12 +9,18 @@
 //! manifest is created conditionally, so of two racing runs of one time only
 //! one publishes. Deliverers rely on this (a GCS object that already exists
 //! is taken as written by an earlier attempt of the same run).
+//!
+//! A run refuses what it cannot name or score (issue 13, item 7): a run time
+//! before 2000, more than a day ahead of now, or past year 9999 (whose run
+//! id would not be 14 digits), and scoring settings outside
+//! [`ScoringRules::check`]. A window without plays of catalogue tracks is
+//! published (every item scores 0) with a warning.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{info, warn};
 
@@ -26,7 +32,7 @@ use crate::manifest::{
 };
 use crate::ranking::{group_scores, rank_by_score, BatchCounts, Catalogue, IdIndex, RankedItems, ScoreAccumulator};
 use crate::report_writer::{PartSummary, PartWriter, ReportItem};
-use crate::scoring::{modifier_hundredths, ScoringRules};
+use crate::scoring::{modifier_hundredths, ScoringRules, ScoringRulesError};
 use crate::store::{upload_from_blocking, ObjectStore, PutOutcome, StoreError, StreamedUploadError};
 
 /// Everything a run needs besides its stores and time.
@@ -51,9 +57,59 @@ impl Default for RankSettings {
     }
 }
 
+/// The earliest run time a run accepts (RFC 3339). None of our data is
+/// older; an earlier time is a zeroed or mistyped one (1970 is what a zero
+/// timestamp gives).
+pub const EARLIEST_RUN_TIME: &str = "2000-01-01T00:00:00Z";
+
+/// How far a run time may be ahead of the clock: a scheduled event's time
+/// is the moment it fires, and the plays of later days do not exist yet. A
+/// day leaves room for clock skew and a run started by hand for the same day.
+pub const MAX_RUN_TIME_AHEAD_HOURS: i64 = 24;
+
+/// A run time no run can have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunTimeError {
+    #[error("run time {time} is before {EARLIEST_RUN_TIME}, the earliest a run may have (a zeroed or mistyped time?)")]
+    BeforeEarliest { time: DateTime<Utc> },
+    #[error("run time {time} is past year 9999: its run id would not be 14 digits YYYYMMDDhhmmss")]
+    Unnameable { time: DateTime<Utc> },
+    #[error(
+        "run time {time} is more than {MAX_RUN_TIME_AHEAD_HOURS} hours ahead of now ({now}): the plays of its \
+         window do not exist yet"
+    )]
+    TooFarAhead { time: DateTime<Utc>, now: DateTime<Utc> },
+}
+
+/// Refuses a run time that cannot name a run or that lies too far from
+/// `now` (see [`EARLIEST_RUN_TIME`], [`MAX_RUN_TIME_AHEAD_HOURS`]).
+pub fn check_run_time(time: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), RunTimeError> {
+    let earliest: DateTime<Utc> = EARLIEST_RUN_TIME.parse().expect("a valid RFC 3339 time");
+    if time < earliest {
+        return Err(RunTimeError::BeforeEarliest { time });
+    }
+    if time.year() > 9999 {
+        return Err(RunTimeError::Unnameable { time });
+    }
+    if time > now + Duration::hours(MAX_RUN_TIME_AHEAD_HOURS) {
+        return Err(RunTimeError::TooFarAhead { time, now });
+    }
+    Ok(())
+}
+
+/// Whether any play of a catalogue track fell inside the run's window;
+/// without one every item of every report scores 0.
+pub fn window_has_plays(manifest: &RunManifest) -> bool {
+    manifest.inputs.play_rows > manifest.inputs.unknown_track_play_rows
+}
+
 /// Why a run published nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum RankError {
+    #[error("nothing published: {0}")]
+    RunTime(#[from] RunTimeError),
+    #[error("the scoring settings cannot be used, nothing published: {0}")]
+    Settings(#[from] ScoringRulesError),
     #[error("bad input, nothing published: {0}")]
     Input(#[from] InputError),
     #[error("could not write report part {key}: {source}")]
@@ -106,6 +162,8 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
     settings: &RankSettings,
     run_time: DateTime<Utc>,
 ) -> Result<PublishedRun, RankError> {
+    settings.rules.check()?;
+    check_run_time(run_time, Utc::now())?;
     let started = std::time::Instant::now();
     let elapsed_ms = || started.elapsed().as_millis() as u64;
     let run = RunId::from_time(run_time);
@@ -136,6 +194,12 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
               unknown_track_plays = counts.unknown_track_plays as u64, "plays of tracks not in the catalogue were ignored");
     }
     info!(run_id = %run, play_rows = counts.rows, elapsed_ms = elapsed_ms(), "plays scored");
+    if counts.rows == counts.unknown_track_rows {
+        warn!(run_id = %run, first_day = ?days.first(), last_day = ?days.last(), play_files = play_files.len(),
+              play_rows = counts.rows,
+              "no plays of catalogue tracks fall inside the window: every item scores 0 and ranks by id \
+               (are the plays/date=YYYY-MM-DD/ folders of these days missing or empty?)");
+    }
 
     let catalogue = Arc::into_inner(catalogue).expect("no reader holds the catalogue any more");
     let reports =

@@ -8,6 +8,34 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 /// 2^32: day weights are fixed-point fractions with 32 fractional bits.
 pub const WEIGHT_ONE: f64 = 4_294_967_296.0;
 
+/// The window lengths a run accepts, in days.
+pub const LOOKBACK_DAYS_RANGE: std::ops::RangeInclusive<u32> = 1..=366;
+/// The half-lives a run accepts, in days. Below 0.1 even the newest day of
+/// the window weighs next to nothing (a day old at most, it keeps 2^-10 at
+/// 0.1, and rounds to a weight of 0 below 1/33 — every report all zeros);
+/// above 3650 (ten years) every day of a window of at most 366 days weighs
+/// the same within 7 %, so a longer half-life only hides a typo.
+pub const HALF_LIFE_DAYS_RANGE: std::ops::RangeInclusive<f64> = 0.1..=3650.0;
+/// [`LOOKBACK_DAYS_RANGE`] in words, for messages.
+pub const LOOKBACK_DAYS_EXPECTED: &str = "a whole number of days from 1 to 366";
+/// [`HALF_LIFE_DAYS_RANGE`] in words, for messages.
+pub const HALF_LIFE_DAYS_EXPECTED: &str = "a number of days from 0.1 to 3650";
+
+/// A scoring setting outside what a run accepts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScoringRulesError {
+    #[error("a lookback of {0} days cannot be used: expected {LOOKBACK_DAYS_EXPECTED}")]
+    LookbackDays(u32),
+    #[error("a half-life of {0:?} days cannot be used: expected {HALF_LIFE_DAYS_EXPECTED}")]
+    HalfLifeDays(f64),
+}
+
+/// Whether `days` is a usable half-life (finite and within
+/// [`HALF_LIFE_DAYS_RANGE`]).
+pub fn is_usable_half_life(days: f64) -> bool {
+    days.is_finite() && HALF_LIFE_DAYS_RANGE.contains(&days)
+}
+
 /// How far back a run looks and how fast plays lose weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoringRules {
@@ -29,6 +57,18 @@ pub struct WeightedDay {
 }
 
 impl ScoringRules {
+    /// Refuses settings that cannot give meaningful scores (see
+    /// [`HALF_LIFE_DAYS_RANGE`]).
+    pub fn check(&self) -> Result<(), ScoringRulesError> {
+        if !LOOKBACK_DAYS_RANGE.contains(&self.lookback_days) {
+            return Err(ScoringRulesError::LookbackDays(self.lookback_days));
+        }
+        if !is_usable_half_life(self.half_life_days) {
+            return Err(ScoringRulesError::HalfLifeDays(self.half_life_days));
+        }
+        Ok(())
+    }
+
     /// The days d with `T - lookback <= start of d < T`, oldest first, each
     /// with `w_d = round(2^(-age_d / H) * 2^32)`, age_d = (T - start of d) in days.
     pub fn window(&self, run_time: DateTime<Utc>) -> Vec<WeightedDay> {
@@ -104,6 +144,34 @@ mod tests {
         let week_ago = days.iter().find(|d| d.day == NaiveDate::from_ymd_opt(2026, 11, 12).unwrap()).unwrap();
         assert_eq!(week_ago.weight, (2f64.powf(-7.5 / 7.0) * WEIGHT_ONE).round() as u64);
         assert!(days.windows(2).all(|w| w[0].weight < w[1].weight));
+    }
+
+    #[test]
+    fn half_lives_too_short_or_too_long_to_mean_anything_are_refused() {
+        for half_life in [1e-300, 0.0, -7.0, 0.09, 3650.5, 1e300, f64::NAN, f64::INFINITY] {
+            let rules = ScoringRules { lookback_days: 28, half_life_days: half_life };
+            let error = rules.check().unwrap_err();
+            assert!(matches!(error, ScoringRulesError::HalfLifeDays(_)), "{half_life}");
+            assert!(error.to_string().contains(&format!("{half_life:?} days")), "{error}");
+        }
+        for lookback in [0, 367] {
+            let rules = ScoringRules { lookback_days: lookback, half_life_days: 7.0 };
+            assert_eq!(rules.check(), Err(ScoringRulesError::LookbackDays(lookback)));
+        }
+        for (lookback, half_life) in [(1, 0.1), (28, 7.0), (366, 3650.0)] {
+            assert_eq!(ScoringRules { lookback_days: lookback, half_life_days: half_life }.check(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn at_the_shortest_half_life_the_newest_day_still_weighs() {
+        // A run at midnight: the newest day of its window is a whole day old.
+        let rules = ScoringRules { lookback_days: 28, half_life_days: *HALF_LIFE_DAYS_RANGE.start() };
+        let days = rules.window(at("2026-11-19T00:00:00Z"));
+        assert!(days.last().unwrap().weight >= 1 << 22, "{:?}", days.last());
+        // Where a half-life that passed the old check (> 0) left every weight 0.
+        let degenerate = ScoringRules { lookback_days: 28, half_life_days: 1e-300 };
+        assert!(degenerate.window(at("2026-11-19T00:00:00Z")).iter().all(|d| d.weight == 0));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Every kind of bad input fails the run with an error that names the file
 //! (and the row group and column where they apply), and publishes nothing:
 //! no manifest, no report part. Unknown tracks in plays are the exception:
-//! counted and ignored.
+//! counted and ignored. Run times no run can have (before 2000, past year
+//! 9999, more than a day ahead) and degenerate settings are refused naming
+//! them; a window without plays is published with a warning and a metric.
 
 use chrono::{DateTime, Utc};
 use integration_tests::local_stores::LocalStores;
 use integration_tests::parquet_fixtures::{catalogue_file, parquet_file, plays_file, Column};
+use popularity_reports::handlers::rank::{handle_schedule_event, run_metrics, RankDeps};
 use popularity_reports::rank::{rank_run, RankError, RankSettings};
 use popularity_reports::store::{ObjectSink, ObjectStore};
 
@@ -175,4 +178,101 @@ async fn plays_of_unknown_tracks_are_counted_and_ignored() {
     assert_eq!(manifest.inputs.unknown_track_play_rows, 2);
     assert_eq!(manifest.inputs.unknown_track_plays, 42);
     assert_eq!(manifest.report(popularity_reports::domain::ReportKind::Track).unwrap().rows, 3);
+}
+
+/// A scheduled event with `time`, as EventBridge sends it to rank.
+fn schedule_event(time: &str) -> aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value> {
+    serde_json::from_value(serde_json::json!({
+        "version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": time, "region": "us-east-1", "resources": [], "detail": {}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn run_times_no_run_can_have_are_refused_naming_the_time_and_nothing_is_published() {
+    use chrono::{Duration, NaiveDate};
+    let fixture = Fixture::valid().await;
+    let at = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let cases: [(DateTime<Utc>, &str); 5] = [
+        (at(10000, 1, 1), "past year 9999"),
+        (at(9999, 12, 31), "ahead of now"),
+        (at(1970, 1, 1), "before 2000-01-01T00:00:00Z"),
+        (at(2000, 1, 1) - Duration::seconds(1), "before 2000-01-01T00:00:00Z"),
+        (Utc::now() + Duration::hours(25), "more than 24 hours ahead of now"),
+    ];
+    for (time, reason) in cases {
+        let outcome = rank_run(&fixture.stores.data, &fixture.stores.staging, &RankSettings::default(), time).await;
+        let error = outcome.expect_err("refused");
+        assert!(matches!(error, RankError::RunTime(_)), "{time}: {error}");
+        let message = error.to_string();
+        assert!(message.contains(&time.to_string()) && message.contains(reason), "{message}");
+        assert!(fixture.stores.staging.list("").await.unwrap().is_empty(), "nothing published for {time}");
+    }
+
+    // Through the function: the event's time is named as such.
+    let deps = RankDeps {
+        data: fixture.stores.data.clone(),
+        staging: fixture.stores.staging.clone(),
+        settings: RankSettings::default(),
+    };
+    let error = handle_schedule_event(&deps, schedule_event("1970-01-01T00:00:00Z")).await.unwrap_err();
+    let message = error.to_string();
+    assert!(message.starts_with("the scheduled event's `time` cannot be a run's time"), "{message}");
+    assert!(message.contains("1970-01-01 00:00:00 UTC"), "{message}");
+    assert!(fixture.stores.staging.list("").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_degenerate_half_life_is_refused_naming_it_and_nothing_is_published() {
+    let fixture = Fixture::valid().await;
+    let time: DateTime<Utc> = RUN_TIME.parse().unwrap();
+    for half_life in [1e-300, 0.0, 1e300] {
+        let mut settings = RankSettings::default();
+        settings.rules.half_life_days = half_life;
+        let error = rank_run(&fixture.stores.data, &fixture.stores.staging, &settings, time).await.unwrap_err();
+        assert!(matches!(error, RankError::Settings(_)), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("half-life of {half_life:?} days")) && message.contains("0.1 to 3650"),
+            "{message}"
+        );
+        assert!(fixture.stores.staging.list("").await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_window_without_plays_is_published_with_a_warning_and_the_runs_without_plays_metric() {
+    let logs = integration_tests::delivery::capture_logs();
+    let fixture = Fixture::valid().await;
+    let deps = RankDeps {
+        data: fixture.stores.data.clone(),
+        staging: fixture.stores.staging.clone(),
+        settings: RankSettings::default(),
+    };
+    // The only plays are of 2026-11-18; a window of 28 days ending 2026-10-01 has none.
+    let response = handle_schedule_event(&deps, schedule_event("2026-10-01T03:00:00Z")).await.unwrap();
+    assert_eq!(response.tracks, 3);
+    let manifest: popularity_reports::manifest::RunManifest =
+        serde_json::from_slice(&fixture.stores.staging.get("manifests/20261001030000.json").await.unwrap()).unwrap();
+    let metric = |manifest: &popularity_reports::manifest::RunManifest| {
+        run_metrics(manifest).into_iter().find(|(name, _)| *name == "RunsWithoutPlays").unwrap().1
+    };
+    assert_eq!(metric(&manifest), 1.0);
+    let warnings: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|line| {
+            line.contains("20261001030000") && line.contains("no plays of catalogue tracks fall inside the window")
+        })
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", logs.text());
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+
+    // A run whose window holds the plays: no warning, metric 0.
+    let response = handle_schedule_event(&deps, schedule_event(RUN_TIME)).await.unwrap();
+    assert!(!response.already_published);
+    let manifest = fixture.rank().await.unwrap();
+    assert_eq!(metric(&manifest), 0.0);
 }

@@ -1,7 +1,10 @@
 //! The `rank` function: an EventBridge scheduled event starts one run whose
 //! id is the event's `time` (DESIGN §4). A published run is immutable: a
 //! re-delivered event whose run is already published writes nothing and
-//! says so in its response (`alreadyPublished`).
+//! says so in its response (`alreadyPublished`). An event time no run can
+//! have (before 2000, past year 9999, more than a day ahead of now) is
+//! refused, naming it; a window without plays is published with a warning
+//! and the metric `RunsWithoutPlays`.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::Diagnostic;
@@ -10,8 +13,9 @@ use tracing::{info, instrument};
 
 use crate::domain::RunId;
 use crate::manifest::run_manifest_key;
+use crate::manifest::RunManifest;
 use crate::metrics::emit_metrics;
-use crate::rank::{rank_run, RankError, RankSettings};
+use crate::rank::{check_run_time, rank_run, window_has_plays, RankError, RankSettings, RunTimeError};
 use crate::store::ObjectStore;
 
 /// What the rank handler needs: where inputs are, where reports go, how to rank.
@@ -38,6 +42,8 @@ pub struct RankResponse {
 pub enum RankHandlerError {
     #[error("the scheduled event has no `time`; the run id is derived from it")]
     MissingTime,
+    #[error("the scheduled event's `time` cannot be a run's time, nothing published: {0}")]
+    EventTime(#[source] RunTimeError),
     #[error(transparent)]
     Rank(#[from] RankError),
 }
@@ -45,7 +51,10 @@ pub enum RankHandlerError {
 impl From<RankHandlerError> for Diagnostic {
     fn from(error: RankHandlerError) -> Self {
         let error_type = match &error {
-            RankHandlerError::MissingTime => "InvalidEvent",
+            RankHandlerError::MissingTime
+            | RankHandlerError::EventTime(_)
+            | RankHandlerError::Rank(RankError::RunTime(_)) => "InvalidEvent",
+            RankHandlerError::Rank(RankError::Settings(_)) => "InvalidSettings",
             RankHandlerError::Rank(RankError::Input(_)) => "BadInput",
             RankHandlerError::Rank(_) => "PublishFailed",
         };
@@ -60,19 +69,12 @@ pub async fn handle_schedule_event<I: ObjectStore, O: ObjectStore>(
     event: EventBridgeEvent<serde_json::Value>,
 ) -> Result<RankResponse, RankHandlerError> {
     let time = event.time.ok_or(RankHandlerError::MissingTime)?;
+    check_run_time(time, chrono::Utc::now()).map_err(RankHandlerError::EventTime)?;
     let run = RunId::from_time(time);
     tracing::Span::current().record("run_id", tracing::field::display(run));
     let published = rank_run(&deps.data, &deps.staging, &deps.settings, time).await?;
     let manifest = published.manifest;
-    emit_metrics(
-        "PopularityReports",
-        &[("Function", "rank")],
-        &[
-            ("CatalogueTracks", manifest.inputs.catalogue_rows as f64),
-            ("PlayRows", manifest.inputs.play_rows as f64),
-            ("UnknownTrackPlayRows", manifest.inputs.unknown_track_play_rows as f64),
-        ],
-    );
+    emit_metrics("PopularityReports", &[("Function", "rank")], &run_metrics(&manifest));
     let rows = |i: usize| manifest.reports.get(i).map_or(0, |r| r.rows);
     let response = RankResponse {
         run_id: run.to_string(),
@@ -84,4 +86,34 @@ pub async fn handle_schedule_event<I: ObjectStore, O: ObjectStore>(
     };
     info!(tracks = response.tracks, artists = response.artists, products = response.products, "run published");
     Ok(response)
+}
+
+/// The metrics of a run: its input counts, and `RunsWithoutPlays` = 1 when
+/// no play of a catalogue track fell inside its window (every item scored
+/// 0), for an alarm.
+pub fn run_metrics(manifest: &RunManifest) -> [(&'static str, f64); 4] {
+    [
+        ("CatalogueTracks", manifest.inputs.catalogue_rows as f64),
+        ("PlayRows", manifest.inputs.play_rows as f64),
+        ("UnknownTrackPlayRows", manifest.inputs.unknown_track_play_rows as f64),
+        ("RunsWithoutPlays", if window_has_plays(manifest) { 0.0 } else { 1.0 }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scoring::ScoringRulesError;
+
+    #[test]
+    fn refused_times_and_settings_have_error_types_and_messages_naming_them() {
+        let time = "1970-01-01T00:00:00Z".parse().unwrap();
+        let refused = Diagnostic::from(RankHandlerError::EventTime(RunTimeError::BeforeEarliest { time }));
+        assert_eq!(refused.error_type, "InvalidEvent");
+        assert!(refused.error_message.contains("`time`") && refused.error_message.contains("1970-01-01"));
+        let settings = RankHandlerError::Rank(RankError::Settings(ScoringRulesError::HalfLifeDays(1e-300)));
+        let refused = Diagnostic::from(settings);
+        assert_eq!(refused.error_type, "InvalidSettings");
+        assert!(refused.error_message.contains("half-life of 1e-300 days"), "{}", refused.error_message);
+    }
 }
