@@ -9,7 +9,11 @@
 //! secret never hides the others: each becomes a [`TenantEntry`] with its own
 //! result. A per-secret error that a retry may clear (throttling, a fault on
 //! the service's side) is different: it fails the whole read, so the caller
-//! is retried instead of skipping that tenant for the run. This module must never let a secret value escape: values are
+//! is retried instead of skipping that tenant for the run. A secret
+//! scheduled for deletion counts as deleted: it is not listed, and reading it
+//! (Secrets Manager answers `InvalidRequestException`, "marked for
+//! deletion") gives no entry rather than an error, so its tenant is skipped,
+//! not retried. This module must never let a secret value escape: values are
 //! parsed and dropped, `Debug` and errors carry names, field paths and SDK
 //! error codes only, and nothing here logs.
 
@@ -17,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -49,7 +53,8 @@ pub trait TenantDirectory: Send + Sync {
     fn load_tenants(&self) -> impl Future<Output = Result<Vec<TenantEntry>, DirectoryError>> + Send;
 
     /// The secret `<prefix><tenant_id>` alone, as a deliverer re-reads it at
-    /// delivery time; `Ok(None)` when no such secret exists (any more).
+    /// delivery time; `Ok(None)` when no such secret exists (any more), or it
+    /// is scheduled for deletion.
     fn load_tenant(&self, tenant_id: &str) -> impl Future<Output = Result<Option<TenantEntry>, DirectoryError>> + Send;
 }
 
@@ -219,14 +224,36 @@ fn classify_secret_error(code: Option<&str>) -> SecretErrorKind {
     }
 }
 
-/// The entry for a secret `BatchGetSecretValue` reported an error for, or,
-/// when the error is transient, the error that fails the whole read.
+/// Whether Secrets Manager refused to read a secret because it is scheduled
+/// for deletion (`DeleteSecret` with a recovery window: `DescribeSecret`
+/// shows a `DeletedDate`). It answers `InvalidRequestException` "You can't
+/// perform this operation on the secret because it was marked for
+/// deletion." (AWS, and moto's `BatchGetSecretValue`), or "You tried to
+/// perform the operation on a secret that's currently marked deleted."
+/// (moto's `GetSecretValue`). Decided from the error alone — there is no
+/// other sign of it in the answer — so reading tenants needs no permission
+/// beyond `GetSecretValue` (no `DescribeSecret`).
+fn is_marked_for_deletion(code: Option<&str>, message: Option<&str>) -> bool {
+    let says_so = |message: &str| {
+        let message = message.to_ascii_lowercase();
+        message.contains("marked deleted") || message.contains("marked for deletion")
+    };
+    code == Some("InvalidRequestException") && message.is_some_and(says_so)
+}
+
+/// The entry for a secret `BatchGetSecretValue` reported an error for;
+/// `None` for a secret scheduled for deletion (deleted, as far as delivery
+/// goes: no tenant); or, when the error is transient, the error that fails
+/// the whole read.
 fn entry_from_secret_error(
     prefix: &str,
     secret_name: String,
     code: Option<&str>,
     message: Option<&str>,
-) -> Result<TenantEntry, DirectoryError> {
+) -> Result<Option<TenantEntry>, DirectoryError> {
+    if is_marked_for_deletion(code, message) {
+        return Ok(None);
+    }
     let message = message.unwrap_or("no message");
     match classify_secret_error(code) {
         SecretErrorKind::Transient => Err(DirectoryError::TransientSecretError {
@@ -237,7 +264,7 @@ fn entry_from_secret_error(
         }),
         SecretErrorKind::Permanent => {
             let cause = format!("Secrets Manager reported {}: {message}", code.unwrap_or("an error without a code"));
-            Ok(entry_from_value(prefix, secret_name, Err(TenantEntryError::unreadable(cause))))
+            Ok(Some(entry_from_value(prefix, secret_name, Err(TenantEntryError::unreadable(cause)))))
         }
     }
 }
@@ -304,7 +331,10 @@ impl SecretsManagerTenants {
         let mut names = BTreeSet::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.read_error("ListSecrets", e))?;
-            for secret in page.secret_list() {
+            // Secrets scheduled for deletion are left out by default; should
+            // the service list one anyway (it carries a `DeletedDate`), it is
+            // left out here too.
+            for secret in page.secret_list().iter().filter(|secret| secret.deleted_date().is_none()) {
                 if let Some(name) = secret.name().filter(|name| name.starts_with(&self.prefix)) {
                     names.insert(name.to_owned());
                 }
@@ -348,7 +378,7 @@ impl SecretsManagerTenants {
                     continue;
                 };
                 wanted.remove(&name);
-                entries.push(entry_from_secret_error(&self.prefix, name, error.error_code(), error.message())?);
+                entries.extend(entry_from_secret_error(&self.prefix, name, error.error_code(), error.message())?);
             }
             match output.next_token() {
                 Some(token) if !wanted.is_empty() => next_token = Some(token.to_owned()),
@@ -371,6 +401,10 @@ impl TenantDirectory for SecretsManagerTenants {
         let output = match self.client.get_secret_value().secret_id(&secret_name).send().await {
             Ok(output) => output,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                return Ok(None);
+            }
+            // Scheduled for deletion: gone for delivery, not a failure to retry.
+            Err(error) if error.as_service_error().is_some_and(|e| is_marked_for_deletion(e.code(), e.message())) => {
                 return Ok(None);
             }
             Err(error) => {
@@ -757,15 +791,31 @@ mod tests {
     fn when_a_secret_error_is_permanent_only_that_tenant_fails() {
         let entry = entry_from_secret_error(
             PREFIX,
-            format!("{PREFIX}gone"),
+            format!("{PREFIX}locked"),
             Some("InvalidRequestException"),
-            Some("You can't perform this operation on the secret because it was marked for deletion."),
+            Some("You can't perform this operation on the secret because it is being rotated."),
         )
-        .unwrap();
-        assert_eq!(entry.tenant_id_from_name, "gone");
+        .unwrap()
+        .expect("an entry for the tenant");
+        assert_eq!(entry.tenant_id_from_name, "locked");
         let error = entry.config.unwrap_err();
         assert!(matches!(error, TenantEntryError::Unreadable(_)), "{error:?}");
         assert!(error.to_string().contains("Secrets Manager reported InvalidRequestException: "), "{error}");
+    }
+
+    #[test]
+    fn a_secret_marked_for_deletion_gives_no_entry_as_if_it_were_deleted() {
+        let marked = "You can't perform this operation on the secret because it was marked for deletion.";
+        let entry =
+            entry_from_secret_error(PREFIX, format!("{PREFIX}leaving"), Some("InvalidRequestException"), Some(marked));
+        assert_eq!(entry, Ok(None));
+        assert!(is_marked_for_deletion(Some("InvalidRequestException"), Some(marked)));
+        let read_alone = "You tried to perform the operation on a secret that's currently marked deleted.";
+        assert!(is_marked_for_deletion(Some("InvalidRequestException"), Some(read_alone)));
+        // The same words under another code, or another InvalidRequestException, are not a deletion.
+        assert!(!is_marked_for_deletion(Some("InternalServiceError"), Some(marked)));
+        assert!(!is_marked_for_deletion(Some("InvalidRequestException"), Some("the secret is being rotated")));
+        assert!(!is_marked_for_deletion(Some("InvalidRequestException"), None));
     }
 
     #[test]

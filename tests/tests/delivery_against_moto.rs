@@ -6,7 +6,8 @@
 //! expiry; repeated events create one job, one set of objects and one
 //! email; malformed tenant secrets each name their field while a valid
 //! tenant is delivered; a connection cut mid-upload leaves nothing behind
-//! and the retry delivers; no secret value is ever logged.
+//! and the retry delivers; no secret value is ever logged; a tenant whose
+//! secret is scheduled for deletion is skipped, not retried.
 
 use bytes::Bytes;
 use integration_tests::customer::{
@@ -896,4 +897,39 @@ async fn the_stacks_own_buckets_are_never_a_destination_at_fanout_or_at_delivery
     let status: DeliveryStatus = serde_json::from_slice(&body).unwrap();
     assert!(status.last_error.unwrap().contains("is one of this stack's own buckets"));
     assert_eq!(staging_2.list("reports/").await.unwrap(), before, "nothing written beside the reports");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_secret_is_scheduled_for_deletion_is_skipped_not_retried() {
+    let admin = sdk_config(&moto_endpoint()).await;
+    let staging = staging_store(&admin, "staging-leaving").await;
+    let prefix = unique_tenant_prefix("tenants-leaving");
+    publish_synthetic_run(&staging, run_id(), 20, 20).await;
+    let beta = onboard_beta(&admin, &prefix).await;
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
+    handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+    // The customer leaves after fanout: the operator deletes the secret with
+    // a recovery window, so it is only scheduled for deletion.
+    secrets_manager_client(&admin)
+        .delete_secret()
+        .secret_id(format!("{prefix}beta-music"))
+        .recovery_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+
+    let deps = s3_deps(&admin, &admin, &staging, &prefix);
+    let done = handle_deliverer_event(&deps, sample_event("deliver-s3/job-created-url-encoded.json"), None)
+        .await
+        .expect("a skipped job succeeds: no retry");
+    assert_eq!(done.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Skipped));
+    let status = status_of(&staging, "beta-music", "lake-tsv").await;
+    assert_eq!((status.outcome, status.attempts.len()), (DeliveryOutcome::Skipped, 1));
+    let reason = status.last_error.unwrap();
+    assert!(reason.contains("scheduled for deletion") && reason.contains("nothing was delivered"), "{reason}");
+    assert!(keys_under(&beta.config, &beta.bucket, "").await.is_empty(), "nothing delivered");
 }

@@ -230,3 +230,28 @@ async fn secret_values_appear_in_no_error_and_no_debug_output() {
         assert!(!text.contains(SECRET_ACCESS_KEY), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_secret_scheduled_for_deletion_counts_as_deleted_when_listed_and_when_read_alone() {
+    let client = secrets_client().await;
+    let prefix = format!("{}tenants/", unique_root());
+    create_secret(&client, &format!("{prefix}acme"), &email_tenant("acme", "standard")).await;
+    let leaving = format!("{prefix}leaving");
+    create_secret(&client, &leaving, &email_tenant("leaving", "standard")).await;
+    client.delete_secret().secret_id(&leaving).recovery_window_in_days(7).send().await.unwrap();
+
+    // What the service shows of such a secret: a DeletedDate, and reads refused.
+    let described = client.describe_secret().secret_id(&leaving).send().await.unwrap();
+    assert!(described.deleted_date().is_some());
+    let refused = client.get_secret_value().secret_id(&leaving).send().await.unwrap_err();
+    let refused = refused.into_service_error();
+    assert!(refused.is_invalid_request_exception(), "{refused:?}");
+    assert!(DisplayErrorContext(&refused).to_string().contains("marked deleted"), "{refused:?}");
+
+    let directory = SecretsManagerTenants::new(client, &prefix).unwrap();
+    assert_eq!(directory.load_tenant("leaving").await.unwrap(), None, "a deliverer skips it");
+    assert!(directory.load_tenant("acme").await.unwrap().is_some());
+    let entries = directory.load_tenants().await.unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.tenant_id_from_name.as_str()).collect();
+    assert_eq!(names, ["acme"], "fanout does not see it");
+}

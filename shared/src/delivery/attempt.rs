@@ -240,7 +240,10 @@ pub(crate) async fn load_connector<T: TenantDirectory>(
     let entry = match tenants.load_tenant(tenant_id).await {
         Ok(Some(entry)) => entry,
         Ok(None) => {
-            return Err(Ok(format!("the secret of tenant {tenant_id:?} no longer exists; nothing was delivered")))
+            return Err(Ok(format!(
+                "the secret of tenant {tenant_id:?} no longer exists (deleted, or scheduled for deletion); \
+                 nothing was delivered"
+            )))
         }
         Err(error) => return Err(Err(error.into())),
     };
