@@ -933,3 +933,50 @@ async fn a_tenant_whose_secret_is_scheduled_for_deletion_is_skipped_not_retried(
     assert!(reason.contains("scheduled for deletion") && reason.contains("nothing was delivered"), "{reason}");
     assert!(keys_under(&beta.config, &beta.bucket, "").await.is_empty(), "nothing delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_recipients_the_most_validation_allows_each_receive_the_email_exactly_once() {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    verify_sender(&admin).await;
+    let staging = staging_store(&admin, "staging-fifty").await;
+    let prefix = unique_tenant_prefix("tenants-fifty");
+    publish_synthetic_run(&staging, run_id(), 30, 30).await;
+    let unique = unique_bucket_name("fifty");
+    let recipients: Vec<String> = (0..popularity_reports::tenant::MAX_EMAIL_RECIPIENTS)
+        .map(|i| format!("reader-{i:02}-{unique}@acme.example"))
+        .collect();
+    let secret = json!({
+        "schemaVersion": 1, "tenantId": "acme", "plan": "enterprise", "enabled": true,
+        "connectors": {"inbox": {"type": "email", "recipients": recipients}},
+        "feeds": [{"id": "weekly-tracks", "connector": "inbox", "reports": ["track"]}]
+    });
+    let parsed = popularity_reports::tenant::parse_tenant_secret("acme", &secret.to_string());
+    assert!(parsed.is_ok(), "50 recipients pass validation: {:?}", parsed.err());
+    create_raw_secret(&admin, &format!("{prefix}acme"), &secret.to_string()).await;
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: tenants(&admin, &prefix),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
+    handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+
+    let deps = email_deps(&admin, &staging, &prefix, None);
+    let sent = handle_deliverer_event(&deps, sample_event("deliver-email/job-created.json"), None).await;
+    let sent = sent.unwrap_or_else(|e| panic!("50 validated recipients must be deliverable: {e}"));
+    assert_eq!(sent.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
+
+    let all = sent_emails(&endpoint).await;
+    let ours: Vec<_> = all.iter().filter(|m| recipients.iter().any(|r| m.is_to(r))).collect();
+    assert_eq!(ours.len(), 1, "one message for the run and feed");
+    let raw = ours[0].raw_data.as_deref().expect("sent as a raw message");
+    let headers = raw.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
+    let to: Vec<&str> =
+        headers.lines().find_map(|l| l.strip_prefix("To: ")).expect("a To: header").split(',').map(str::trim).collect();
+    for recipient in &recipients {
+        assert_eq!(emails_to(&all, recipient).len(), 1, "{recipient} receives one email");
+        assert_eq!(to.iter().filter(|a| *a == recipient).count(), 1, "{recipient} is named once");
+    }
+    assert_eq!(to.len(), recipients.len(), "no one else: {to:?}");
+    assert_eq!(ours[0].destinations.len(), recipients.len(), "moto counted 50 recipients");
+}

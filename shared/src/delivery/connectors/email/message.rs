@@ -2,7 +2,11 @@
 //! and HTML, listing each report with its row count, size and a download
 //! link per part, and stating exactly when the links expire. Built here as
 //! data and as a MIME message; sent through the narrow [`MailSender`] port,
-//! whose SES adapter uses `SendRawEmail` so both bodies arrive intact.
+//! whose SES adapter uses `SendRawEmail` so both bodies arrive intact. The
+//! recipients are named once, in the `To:` header, and not again as the
+//! call's `Destinations`: SES allows 50 recipients a message, and the 50
+//! addresses a tenant may list must be 50 recipients wherever they are
+//! counted (docs/delivery.md, deliver-email, "Recipients").
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -336,7 +340,9 @@ where
 }
 
 /// The message as `multipart/alternative` MIME (text first, then HTML),
-/// bodies in base64 so no line-length limit applies to long links.
+/// bodies in base64 so no line-length limit applies to long links. The `To:`
+/// header is folded, one address a line, so 50 long addresses stay within
+/// RFC 5322's 998 characters a line.
 pub fn to_mime(message: &EmailMessage, boundary: &str) -> String {
     let subject = if message.subject.is_ascii() {
         message.subject.clone()
@@ -349,7 +355,7 @@ pub fn to_mime(message: &EmailMessage, boundary: &str) -> String {
         "From: {}\r\nTo: {}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n",
         message.from,
-        message.to.join(", ")
+        message.to.join(",\r\n ")
     );
     for (content_type, body) in [("text/plain", &message.text), ("text/html", &message.html)] {
         let _ = write!(
@@ -376,7 +382,11 @@ pub struct MailError {
     pub detail: String,
 }
 
-/// Amazon SES (`SendRawEmail`).
+/// Amazon SES (`SendRawEmail`). The recipients are those of the message's
+/// `To:` header: no `Destinations` are sent, so each address is one
+/// recipient (SES counts at most 50 a message; a recipient named both in
+/// `Destinations` and in the header would count twice where both are added
+/// up, as the emulator does).
 #[derive(Debug, Clone)]
 pub struct SesMailer {
     client: aws_sdk_ses::Client,
@@ -409,7 +419,6 @@ impl MailSender for SesMailer {
             .client
             .send_raw_email()
             .source(&message.from)
-            .set_destinations(Some(message.to.clone()))
             .raw_message(raw)
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
@@ -596,6 +605,21 @@ mod tests {
             .map(|body| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body).unwrap()).unwrap())
             .collect();
         assert_eq!(bodies, vec![message.text.clone(), message.html.clone()]);
+    }
+
+    #[test]
+    fn fifty_long_recipients_are_each_named_once_in_to_on_lines_within_the_limit() {
+        let recipients: Vec<String> =
+            (0..50).map(|i| format!("{}-{i:02}@{}.example", "reader".repeat(10), "reports".repeat(8))).collect();
+        assert!(recipients.join(", ").len() > 998, "one unfolded line would be too long");
+        let message = email(false, 168).message("reports@example.com", &recipients);
+        let mime = to_mime(&message, "BOUNDARY");
+        assert!(mime.split("\r\n").all(|line| line.len() <= 998), "a line over 998 characters");
+        let headers = mime.split("\r\n\r\n").next().unwrap();
+        let unfolded = headers.replace("\r\n ", " ");
+        let to = unfolded.lines().find_map(|line| line.strip_prefix("To: ")).expect("a To: header");
+        let named: Vec<&str> = to.split(',').map(str::trim).collect();
+        assert_eq!(named, recipients);
     }
 
     #[test]
