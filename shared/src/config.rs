@@ -283,6 +283,46 @@ impl SheetsConfig {
     }
 }
 
+/// Days of runs the sweeper looks at (`SWEEP_DAYS`) unless told otherwise.
+pub const DEFAULT_SWEEP_DAYS: u32 = 3;
+/// Re-drives of one delivery after which the sweeper leaves it as it is
+/// (`MAX_REDRIVES`): a day of hourly sweeps.
+pub const DEFAULT_MAX_REDRIVES: u32 = 24;
+
+/// Configuration of the `sweeper` function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweeperConfig {
+    pub staging_bucket: String,
+    /// Runs whose time is within this many days are swept.
+    pub sweep_days: u32,
+    pub max_redrives: u32,
+}
+
+impl SweeperConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Variables(lookup);
+        Ok(Self {
+            staging_bucket: vars.required("STAGING_BUCKET", "name the bucket holding manifests/, jobs/ and status/")?,
+            sweep_days: vars.parsed(
+                "SWEEP_DAYS",
+                DEFAULT_SWEEP_DAYS,
+                "a whole number of days from 1 to 30 (status objects of older runs may have expired)",
+                |d| (1..=30).contains(d),
+            )?,
+            max_redrives: vars.parsed(
+                "MAX_REDRIVES",
+                DEFAULT_MAX_REDRIVES,
+                "a whole number of re-drives from 0 to 1000",
+                |n| *n <= 1000,
+            )?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +331,17 @@ mod tests {
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_sweeper_defaults_and_refuses_out_of_range_settings() {
+        let config = SweeperConfig::from_lookup(lookup(&[("STAGING_BUCKET", "staging")])).unwrap();
+        assert_eq!((config.sweep_days, config.max_redrives), (DEFAULT_SWEEP_DAYS, DEFAULT_MAX_REDRIVES));
+        for (name, value) in [("SWEEP_DAYS", "0"), ("SWEEP_DAYS", "31"), ("MAX_REDRIVES", "-1"), ("MAX_REDRIVES", "x")]
+        {
+            let error = SweeperConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), (name, value)])).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - [`delivery`]: jobs, status and claims, the connector registry, the
 //!   connectors (S3, email, GCS) and connection tests (DESIGN §5–§7);
 //! - [`transfer`]: streamed copy or conversion of one part between stores;
-//! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer);
+//! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, the
+//!   sweeper that re-drives failed deliveries);
 //! - [`status_report`]: the table of `popularity status`;
 //! - tools: [`sample`] (synthetic data), [`synthetic_run`] (a run for
 //!   benchmarks and tests), [`metrics`], [`memory`], [`aws_errors`],

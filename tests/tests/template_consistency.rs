@@ -2,7 +2,7 @@
 //! is a function of the template (by its `Binary:` build property) and the
 //! other way round; every sample event in `events/<function>/` parses as the
 //! event type of that function and is routed to it by the template (the
-//! schedule for `rank`, the S3 notification filters for the others); every
+//! schedule for `rank` and `sweeper`, the S3 notification filters for the others); every
 //! environment variable a function's configuration reads is set for it in
 //! the template, and the defaults of the parameters feeding them are values
 //! the configuration accepts; `events/env.json` (for `sam local invoke
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
-use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig, SheetsConfig};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig, SheetsConfig, SweeperConfig};
 use popularity_reports::delivery::registry::DELIVERER_FUNCTIONS;
 use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
 use yaml::Yaml;
@@ -302,7 +302,7 @@ fn every_sample_event_parses_and_is_routed_to_the_function_of_its_folder() {
         for path in files {
             let text = read(&path);
             let shown = path.strip_prefix(workspace_root()).unwrap_or(&path).display().to_string();
-            if folder == "rank" {
+            if folder == "rank" || folder == "sweeper" {
                 let event: EventBridgeEvent<serde_json::Value> =
                     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not an EventBridge event: {e}"));
                 assert_eq!(event.detail_type, "Scheduled Event", "{shown}: not a scheduled event");
@@ -438,6 +438,9 @@ fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<S
         "deliver-gcs" => ("GcsConfig", |lookup| GcsConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string())),
         "deliver-sheets" => {
             ("SheetsConfig", |lookup| SheetsConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
+        "sweeper" => {
+            ("SweeperConfig", |lookup| SweeperConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
         }
         other => panic!("functions/{other}: add its configuration type to configuration_of in this test"),
     };
@@ -804,6 +807,67 @@ fn every_function_has_a_concurrency_cap_parameter_and_minus_one_means_no_cap() {
         flow_items(reserved, "!If").and_then(|items| items.get(1)?.strip_prefix("!Ref ")).unwrap_or_default();
     let default = template.parameter_default(parameter).and_then(|v| v.parse::<i64>().ok());
     assert!(default.is_some_and(|d| (1..=14).contains(&d)), "deliver-email's cap {parameter} defaults to {default:?}");
+}
+
+/// A statement's `Resource` (one or a list) as a list.
+fn resources_of(statement: &Yaml) -> Vec<&str> {
+    match statement.get("Resource") {
+        Some(Yaml::Scalar(one)) => vec![one.as_str()],
+        Some(Yaml::Seq(many)) => many.iter().filter_map(Yaml::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn the_sweeper_runs_on_its_schedule_may_touch_only_jobs_and_status_and_its_status_writes_go_nowhere() {
+    let template = Template::load();
+    let sweeper = template.function_by_binary("sweeper");
+    let schedules: Vec<&str> = template
+        .events_of(&sweeper)
+        .iter()
+        .filter(|(_, e)| e.get("Type").and_then(Yaml::as_str) == Some("Schedule"))
+        .filter_map(|(_, e)| e.get("Properties")?.get("Schedule")?.as_str())
+        .collect();
+    assert_eq!(schedules, ["!Ref SweepSchedule"], "the sweeper runs on the SweepSchedule parameter");
+    assert_eq!(template.parameter_default("SweepSchedule"), Some("rate(1 hour)"));
+    // The template's defaults are the configuration's.
+    let days = template.parameter_default("SweepDays").and_then(|d| d.parse::<u32>().ok());
+    let redrives = template.parameter_default("MaxRedrives").and_then(|d| d.parse::<u32>().ok());
+    assert_eq!(days, Some(popularity_reports::config::DEFAULT_SWEEP_DAYS));
+    assert_eq!(redrives, Some(popularity_reports::config::DEFAULT_MAX_REDRIVES));
+
+    let staging = "arn:${AWS::Partition}:s3:::${AWS::StackName}-staging-${AWS::AccountId}-${AWS::Region}";
+    let statements = policy_statements(&sweeper);
+    assert!(!statements.is_empty(), "the sweeper has no inline statements");
+    for statement in statements {
+        assert_eq!(statement.get("Effect").and_then(Yaml::as_str), Some("Allow"));
+        for action in actions(statement) {
+            let allowed: Vec<String> = match action {
+                "s3:ListBucket" => vec![format!("!Sub {staging}")],
+                "s3:GetObject" | "s3:PutObject" => {
+                    vec![format!("!Sub {staging}/jobs/*"), format!("!Sub {staging}/status/*")]
+                }
+                other => panic!("the sweeper may not {other}: it lists, reads and writes jobs/ and status/ only"),
+            };
+            for resource in resources_of(statement) {
+                assert!(
+                    allowed.iter().any(|a| a == resource),
+                    "the sweeper may {action} on {resource}, beyond {allowed:?}"
+                );
+            }
+        }
+    }
+    // Its status writes start nothing; its job rewrites start only the deliverer of the job's kind.
+    let routes = template.s3_routes();
+    let status_key = "status/20261119030000/acme/feed.json";
+    let routed: Vec<&String> = routes.iter().filter(|r| r.matches(status_key)).map(|r| &r.logical_id).collect();
+    assert!(routed.is_empty(), "{status_key} is routed to {routed:?}: the sweeper's status writes would start it");
+    for deliverer in DELIVERER_FUNCTIONS.iter().filter(|d| d.supported) {
+        let job_key = format!("{JOBS_PREFIX}{}/20261119030000/acme/feed.json", deliverer.job_kind);
+        let function = template.function_by_binary(deliverer.function);
+        let routed: Vec<&String> = routes.iter().filter(|r| r.matches(&job_key)).map(|r| &r.logical_id).collect();
+        assert_eq!(routed, [function.logical_id], "{job_key}");
+    }
 }
 
 #[test]

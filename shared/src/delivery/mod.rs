@@ -11,6 +11,7 @@
 //! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
 //! - [`error`]: delivery errors that say permanent or transient;
 //! - [`attempt`]: one attempt at one job, the same for every connector;
+//! - [`redrive`]: re-driving deliveries whose own retries are over (the sweeper, `popularity redeliver`);
 //! - [`files`]: a run's reports (or their deltas) as files at a destination, `_manifest.json` last;
 //! - [`conflicts`]: feeds that would write one destination, tenants sharing an externalId;
 //! - [`connection_test`]: connection-test requests, probes' reports, results;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod files;
 pub mod job;
 pub mod keys;
+pub mod redrive;
 pub mod registry;
 pub mod staging;
 pub mod status;

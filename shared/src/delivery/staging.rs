@@ -264,6 +264,34 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         }
     }
 
+    /// Writes `status` (a re-drive counted) over `current` — what
+    /// [`Self::read_status`] returned, `None` for no status — only if that is
+    /// still what is stored, as a claim is written. `false`: a deliverer (or
+    /// another sweeper) changed the status first, so nothing was written.
+    pub async fn record_redrive(
+        &self,
+        parts: &JobKeyParts,
+        current: Option<&StatusRecord>,
+        status: &DeliveryStatus,
+    ) -> Result<bool, StoreError> {
+        let condition = match current {
+            Some(record) => WriteCondition::Unchanged(&record.version),
+            None => WriteCondition::Absent,
+        };
+        match self.store.put_conditional(&parts.status_key(), to_json(status), JSON, condition).await? {
+            ConditionalPut::Written(_) => Ok(true),
+            ConditionalPut::ConditionFailed => Ok(false),
+        }
+    }
+
+    /// Re-writes the job object at `parts` with the very bytes it holds, so
+    /// its S3 notification starts the deliverer of its kind again.
+    pub async fn rewrite_job(&self, parts: &JobKeyParts) -> Result<(), StoreError> {
+        let key = parts.job_key();
+        let body = self.store.get(&key).await?;
+        self.store.put(&key, body, JSON).await.map(drop)
+    }
+
     /// Records the outcome of the claimed attempt and releases the claim,
     /// unless another attempt took the claim over meanwhile.
     pub async fn record(

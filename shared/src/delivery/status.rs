@@ -143,6 +143,18 @@ pub struct DeliveryStatus {
     /// attempt has read it; absent in statuses fanout wrote without a job.
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub plan: Option<DeliveryPlan>,
+    /// Times the job object was re-written to start another attempt after
+    /// the deliverer's own retries were over (the sweeper, `popularity
+    /// redeliver`); bounded by the sweeper's `MAX_REDRIVES`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
+    /// When the job was last re-driven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_redrive_at: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl DeliveryStatus {
@@ -159,7 +171,25 @@ impl DeliveryStatus {
             updated_at: at,
             claim: None,
             plan: None,
+            redrives: 0,
+            last_redrive_at: None,
         }
+    }
+
+    /// The status of a job no deliverer ever started (its event was lost, or
+    /// expired in Lambda's queue), recorded as `failed` with `reason` when
+    /// the job is first re-driven, so the re-drive is counted.
+    pub fn never_started(parts: &JobKeyParts, reason: String, at: DateTime<Utc>) -> DeliveryStatus {
+        let mut status = DeliveryStatus::empty(parts.run_id, &parts.tenant_id, &parts.feed_id, at);
+        status.outcome = DeliveryOutcome::Failed;
+        status.last_error = Some(reason);
+        status
+    }
+
+    /// Counts one more re-drive at `at`.
+    pub fn count_redrive(&mut self, at: DateTime<Utc>) {
+        self.redrives = self.redrives.saturating_add(1);
+        self.last_redrive_at = Some(at);
     }
 
     /// The status after the first attempt for a tenant and feed of a run,

@@ -5,3 +5,4 @@
 pub mod deliver;
 pub mod fanout;
 pub mod rank;
+pub mod sweeper;
