@@ -376,6 +376,16 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(name) && text.contains(value), "{text}");
         }
+        let err = RankConfig::from_lookup(lookup(&[
+            ("STAGING_BUCKET", "s"),
+            ("DATA_BUCKET", "d"),
+            ("HALF_LIFE_DAYS", "1e-300"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable HALF_LIFE_DAYS=\"1e-300\" is malformed: expected a number of days from 0.1 to 3650"
+        );
     }
 
     #[test]
@@ -427,16 +437,6 @@ mod tests {
         for (name, value) in [("SHEETS_API_ENDPOINT", "sheets.example"), ("SHEETS_WRITES_PER_MINUTE", "0")] {
             let error = SheetsConfig::from_lookup(lookup(&[
                 ("STAGING_BUCKET", "s"),
-        let err = RankConfig::from_lookup(lookup(&[
-            ("STAGING_BUCKET", "s"),
-            ("DATA_BUCKET", "d"),
-            ("HALF_LIFE_DAYS", "1e-300"),
-        ]))
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "environment variable HALF_LIFE_DAYS=\"1e-300\" is malformed: expected a number of days from 0.1 to 3650"
-        );
                 ("GOOGLE_SERVICE_ACCOUNT_SECRET", "k"),
                 (name, value),
             ]))
