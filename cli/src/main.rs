@@ -12,6 +12,7 @@ mod bench_sheets;
 mod commands;
 mod delivery_commands;
 mod local_deliverers;
+mod redeliver_command;
 mod status_command;
 mod tenant_command;
 
@@ -62,6 +63,8 @@ enum Command {
     Fanout(delivery_commands::FanoutArgs),
     /// Deliver every job of a run (every connector kind), as the deliverer Lambdas do.
     Deliver(delivery_commands::DeliverArgs),
+    /// Re-drive a run's failed deliveries (as the sweeper does), wait for and print their outcomes.
+    Redeliver(redeliver_command::RedeliverArgs),
     /// Print the address customers share their Google Sheets with (our
     /// service account's client_email, from GOOGLE_SERVICE_ACCOUNT_SECRET).
     SheetsIdentity(delivery_commands::SheetsIdentityArgs),
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => runtime.block_on(status_command::run(args)),
         Command::Fanout(args) => runtime.block_on(delivery_commands::fanout(args)),
         Command::Deliver(args) => runtime.block_on(delivery_commands::deliver(args)),
+        Command::Redeliver(args) => runtime.block_on(redeliver_command::run(args)),
         Command::SheetsIdentity(args) => runtime.block_on(delivery_commands::sheets_identity(args)),
     }
 }

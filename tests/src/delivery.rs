@@ -136,3 +136,29 @@ pub fn assert_logs_hold_none_of(capture: &LogCapture, secrets: &[&str]) {
         assert!(!logs.contains(secret), "a secret value appears in the logs");
     }
 }
+
+/// A customer who has not created their bucket yet: tenant `acme` (under
+/// its own secret prefix) with one feed, `default` (the artist report),
+/// through an `s3-bucket-policy` connector to a bucket of account
+/// 444444444444 that does not exist; the run is fanned out. Returns the
+/// tenant secret prefix, the bucket's name and the customer's account.
+pub async fn tenant_whose_bucket_is_missing(
+    admin: &SdkConfig,
+    staging: &S3Store,
+    hint: &str,
+) -> (String, String, SdkConfig) {
+    use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
+    use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+    let customer = crate::customer::account_config(admin, "444444444444").await;
+    let bucket = crate::unique_bucket_name(&format!("{hint}-dest"));
+    let prefix = unique_tenant_prefix(hint);
+    let secret = serde_json::json!({"schemaVersion": 1, "tenantId": "acme", "plan": "trial",
+        "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
+            "region": "us-east-1", "prefix": "in/"}},
+        "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]});
+    create_raw_secret(admin, &format!("{prefix}acme"), &secret.to_string()).await;
+    let tenants = SecretsManagerTenants::new(secrets_manager_client(admin), prefix.as_str()).unwrap();
+    let fanout = FanoutDeps { staging: staging.clone(), tenants, own_buckets: vec![] };
+    fan_out_run(&fanout, run_id(), pinned_now()).await.unwrap();
+    (prefix, bucket, customer)
+}

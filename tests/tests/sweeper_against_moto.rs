@@ -12,18 +12,17 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
-use integration_tests::customer::{account_config, keys_under};
+use integration_tests::customer::keys_under;
 use integration_tests::delivery::{
-    create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, unique_tenant_prefix,
+    event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, tenant_whose_bucket_is_missing,
 };
-use integration_tests::{moto_endpoint, sdk_config, unique_bucket_name};
+use integration_tests::{moto_endpoint, sdk_config};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{
     parse_job_key, AttemptResult, DeliverDeps, DeliveryOutcome, DeliveryStatus, JobDisposition, JobKeyParts,
 };
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::deliver::handle_deliverer_event;
-use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::handlers::sweeper::{handle_sweep, SweeperDeps};
 use popularity_reports::store::{
     s3_client, ConditionalPut, ObjectEntry, ObjectSink, ObjectStore, S3Reader, S3Store, S3Upload, StoreError,
@@ -90,17 +89,8 @@ async fn a_delivery_that_failed_on_a_missing_bucket_is_redriven_and_delivered_on
     let admin = sdk_config(&moto_endpoint()).await;
     let staging = staging_store(&admin, "sweep-heal").await;
     publish_synthetic_run(&staging, run_id(), 700, 1_000).await;
-    let customer = account_config(&admin, "444444444444").await;
-    let bucket = unique_bucket_name("sweep-heal-dest");
-    let prefix = unique_tenant_prefix("sweep-heal");
-    let secret = json!({"schemaVersion": 1, "tenantId": "acme", "plan": "trial",
-        "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
-            "region": "us-east-1", "prefix": "in/"}},
-        "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]});
-    create_raw_secret(&admin, &format!("{prefix}acme"), &secret.to_string()).await;
+    let (prefix, bucket, customer) = tenant_whose_bucket_is_missing(&admin, &staging, "sweep-heal").await;
     let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), prefix.as_str()).unwrap();
-    let fanout = FanoutDeps { staging: staging.clone(), tenants: tenants(), own_buckets: vec![] };
-    fan_out_run(&fanout, run_id(), pinned_now()).await.unwrap();
     let parts = parse_job_key(&format!("jobs/s3/{}/acme/default.json", run_id())).unwrap();
     let deliver = DeliverDeps {
         staging: staging.clone(),
