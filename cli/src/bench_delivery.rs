@@ -252,14 +252,9 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         }
     };
     let gcs_args: Vec<String> = match (&args.gcs_endpoint, &args.gcs_key_file) {
-        (Some(endpoint), Some(key_file)) => vec![
-            "--gcs-endpoint".into(),
-            endpoint.clone(),
-            "--gcs-key-file".into(),
-            key_file.display().to_string(),
-            "--destination-bucket".into(),
-            destination_bucket.clone(),
-        ],
+        (Some(endpoint), Some(key_file)) => {
+            vec!["--gcs-endpoint".into(), endpoint.clone(), "--gcs-key-file".into(), key_file.display().to_string()]
+        }
         _ => Vec::new(),
     };
     for round in 1..=args.runs {
