@@ -97,6 +97,9 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let file = args.file.display().to_string();
     let (_, config) = read_tenant_file(&args.file, args.tenant_id.as_deref())?;
     println!("{file}: {}", summary(&config));
+    for suggestion in config.suggestions() {
+        println!("{file}: suggestion: {suggestion}");
+    }
     Ok(())
 }
 

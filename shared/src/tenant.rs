@@ -61,6 +61,28 @@ impl TenantConfig {
     pub fn connector_of(&self, feed: &Feed) -> Option<&Connector> {
         self.connectors.get(&feed.connector)
     }
+
+    /// Advice on optional fields worth setting, one line each (never an
+    /// error): an `s3-role` connector without `bucketOwnerAccountId` is
+    /// offered its role's account, so that a bucket of the same name
+    /// re-created by someone else never receives the tenant's data.
+    pub fn suggestions(&self) -> Vec<String> {
+        self.connectors
+            .iter()
+            .filter_map(|(name, connector)| match connector {
+                Connector::S3Role(role) if role.destination.bucket_owner.is_none() => {
+                    let account = role.role_arn.split(':').nth(4).filter(|account| account.len() == 12)?;
+                    Some(format!(
+                        "connectors.{name}.bucketOwnerAccountId is not set: if bucket {} belongs to the role's \
+                         account, add \"bucketOwnerAccountId\": \"{account}\" (sent as ExpectedBucketOwner, so a \
+                         bucket of that name re-created by someone else never receives this tenant's data)",
+                        role.destination.bucket
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// The customer's plan, which bounds how many feeds it may have.
@@ -1523,6 +1545,13 @@ mod tests {
     }
 
     #[test]
+    fn a_connector_with_its_bucket_owner_gets_no_suggestion() {
+        let value = design_example_with(|v| v["connectors"]["lake"]["bucketOwnerAccountId"] = "111122223333".into());
+        let config = parse_tenant_secret("acme", &value.to_string()).unwrap();
+        assert!(config.suggestions().is_empty(), "{:?}", config.suggestions());
+    }
+
+    #[test]
     fn design_example_parses_with_the_documented_defaults() {
         let config = parse_tenant_secret("acme", DESIGN_EXAMPLE).unwrap();
         assert_eq!(config.schema_version, 1);
@@ -1540,6 +1569,10 @@ mod tests {
         assert_eq!(lake.destination.prefix, "massive/");
         assert_eq!(lake.role_arn, "arn:aws:iam::111122223333:role/popularity-delivery");
         assert_eq!(lake.external_id.expose_secret(), "mm-acme-7f3c");
+        let suggestions = config.suggestions();
+        assert_eq!(suggestions.len(), 1, "{suggestions:?}");
+        assert!(suggestions[0].starts_with("connectors.lake.bucketOwnerAccountId is not set"), "{suggestions:?}");
+        assert!(suggestions[0].contains("\"bucketOwnerAccountId\": \"111122223333\""), "{suggestions:?}");
 
         let all = &config.feeds[0];
         assert_eq!(all.id, "all");
