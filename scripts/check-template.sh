@@ -71,36 +71,10 @@ step "cfn-lint template.yaml"
 cfn-lint template.yaml || die "cfn-lint found problems in template.yaml"
 
 step "SAM transform (samtranslator, offline) + cfn-lint of the result"
-"$PY" - template.yaml "$OUT/transformed.json" <<'PY'
-"""Transforms the SAM template locally, as CloudFormation would on deploy."""
-import json
-import sys
-
-from cfnlint.decode import cfn_yaml
-from samtranslator.translator.transform import transform
-
-
-class OfflineManagedPolicies:
-    """The transform asks IAM for AWS managed policy ARNs only when a
-    function's Policies name one; this template names none, so no lookup."""
-
-    def load(self):
-        return {}
-
-
-source, target = sys.argv[1], sys.argv[2]
-template = json.loads(json.dumps(cfn_yaml.load(source)))
-for resource in template.get("Resources", {}).values():
-    # Local code paths are replaced by what `sam package` would upload.
-    if resource.get("Type") == "AWS::Serverless::Function":
-        resource.setdefault("Properties", {})["CodeUri"] = "s3://placeholder-bucket/function.zip"
-try:
-    transformed = transform(template, {}, OfflineManagedPolicies())
-except Exception as error:  # the translator's errors list every problem
-    sys.exit(f"SAM transform failed: {error}")
-with open(target, "w") as out:
-    json.dump(transformed, out, indent=2)
-PY
+# scripts/local/transform_template.py is also what the least-privilege test
+# (tests/tests/least_privilege_against_moto.rs) takes each function's policies from.
+"$PY" scripts/local/transform_template.py template.yaml "$OUT/transformed.json" \
+    || die "the SAM transform of template.yaml failed"
 cfn-lint "$OUT/transformed.json" || die "cfn-lint found problems in the transformed template ($OUT/transformed.json)"
 
 if [[ "$SAM_AVAILABLE" != 1 ]]; then
