@@ -19,7 +19,9 @@
 //! - [`sheets_double`]: the project's Sheets API v4 double (tabs, grids,
 //!   atomic batchUpdate, the 10M-cell limit, sharing, 429s, tokens);
 //! - [`local_stores`]: input and staging directories for tests without the
-//!   emulator, removed when dropped.
+//!   emulator, removed when dropped;
+//! - [`template_policies`]: each function's IAM policy and environment from
+//!   the transformed SAM template, resolved to a test's own names.
 //!
 //! Tests of IAM enforcement run against a second server,
 //! [`moto_auth_endpoint`], because moto's enforcement switch is global to a
@@ -38,6 +40,7 @@ pub mod parquet_fixtures;
 pub mod reference;
 pub mod reports;
 pub mod sheets_double;
+pub mod template_policies;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

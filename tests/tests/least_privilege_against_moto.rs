@@ -1,0 +1,492 @@
+//! Least privilege, proven by enforcement (issue 12, item 9). Each function's
+//! role is taken from the transformed template (`scripts/local/
+//! transform_template.py`, the transform `scripts/check-template.sh` lints),
+//! its intrinsics resolved to this test's stack name, account, region,
+//! buckets, tenant secret prefix and link-signer secret
+//! ([`integration_tests::template_policies`]), and created as a role on the
+//! moto server reserved for IAM enforcement (`MOTO_AUTH_ENDPOINT`). With
+//! enforcement on, the real handlers run a whole run, each with its own
+//! role's credentials and the environment the template gives it: rank
+//! (data bucket → reports and manifest in staging), fanout (tenant secrets →
+//! jobs), deliver-s3 (an `s3-role` customer in another account: AssumeRole,
+//! multipart upload), deliver-email (link-signer secret, SES), deliver-s3
+//! again for a customer whose bucket is missing (a failed status) and the
+//! sweeper re-driving it. Then the same run with one named statement
+//! removed shows which step fails, with an error or status naming the
+//! denial, and that nothing of it was half published.
+//!
+//! What moto does not enforce, and how the test deals with it (also in
+//! docs/operations.md, "Least privilege, proven"): Secrets Manager and SES
+//! requests are authorised against `*`, so those statements are widened to
+//! `*` for moto and their resource patterns checked by the test itself
+//! ([`FunctionPolicy::allows`]); no condition is evaluated (rank's
+//! `s3:prefix`, deliver-s3's `sts:ExternalId` `Null` and `s3:ResourceAccount`,
+//! the KMS `kms:ViaService`/`kms:ResourceAliases`), the last one replaced by
+//! the other accounts' bucket names; trust policies are not checked (the
+//! roles are assumed before enforcement starts, and moto checks no
+//! cross-account trust); KMS is never called (moto's Secrets Manager does
+//! not encrypt with the key), so neither the key policy nor the functions'
+//! `kms:Decrypt` statements are exercised; a missing object answers 404
+//! whether or not `s3:ListBucket` is granted.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use aws_config::SdkConfig;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_sdk_s3::config::Credentials;
+use aws_sdk_s3::error::DisplayErrorContext;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use integration_tests::customer::{
+    account_admin, account_config, admin_user, create_delivery_role, emails_to, enforce_iam, keys_under,
+    lock_auth_server, open_multipart_uploads, sent_emails, stop_enforcing_iam, with_credentials,
+};
+use integration_tests::delivery::{event_for_key, unique_tenant_prefix};
+use integration_tests::template_policies::{function_environment, transformed_template, FunctionPolicy, StackNames};
+use integration_tests::{fresh_bucket, moto_auth_endpoint, unique_bucket_name};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, RankConfig, SweeperConfig};
+use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::{DeliverDeps, DeliveryOutcome, DeliveryStatus, JobDisposition};
+use popularity_reports::domain::RunId;
+use popularity_reports::handlers::deliver::handle_deliverer_event;
+use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps, FanoutResponse};
+use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
+use popularity_reports::handlers::sweeper::{handle_sweep, SweepResponse, SweeperDeps};
+use popularity_reports::sample::{self, SampleSpec};
+use popularity_reports::store::{s3_client, ObjectStore, S3Store};
+use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use serde_json::{json, Value};
+
+const OUR_ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+/// acme's account: an `s3-role` connector.
+const CUSTOMER_ACCOUNT: &str = "333333333333";
+const SENDER: &str = "reports@least-privilege.example";
+const DATA_PREFIX: &str = "warehouse/";
+/// `events/rank/scheduled-monday.json`: 2026-11-16T03:00:00Z.
+const RANK_EVENT: &str = "scheduled-monday.json";
+const RUN: &str = "20261116030000";
+
+fn run() -> RunId {
+    RUN.parse().unwrap()
+}
+
+/// The deliverers' and fanout's clock: five minutes after the run.
+fn after_run() -> DateTime<Utc> {
+    run().time() + Duration::minutes(5)
+}
+
+/// The sweeper's: an hour later, when the deliverers' own retries are over.
+fn an_hour_after_run() -> DateTime<Utc> {
+    after_run() + Duration::hours(1)
+}
+
+/// The functions this test runs, by logical id, with their handler.
+const RANK: &str = "RankFunction";
+const FANOUT: &str = "FanoutFunction";
+const DELIVER_S3: &str = "DeliverS3Function";
+const DELIVER_EMAIL: &str = "DeliverEmailFunction";
+const SWEEPER: &str = "SweeperFunction";
+const FUNCTIONS: [&str; 5] = [RANK, FANOUT, DELIVER_S3, DELIVER_EMAIL, SWEEPER];
+
+/// A stack of this test's own on the auth server: its buckets, tenants,
+/// link-signing user and a role per function holding that function's
+/// policies from the template (less any statement removed), the
+/// credentials of each role, and the environment the template gives each
+/// function.
+struct Stack {
+    endpoint: String,
+    names: StackNames,
+    admin: SdkConfig,
+    /// Staging, read with `admin`, to look at what the functions wrote.
+    staging: S3Store,
+    policies: BTreeMap<&'static str, FunctionPolicy>,
+    credentials: BTreeMap<&'static str, SdkConfig>,
+    environments: BTreeMap<&'static str, BTreeMap<String, String>>,
+    customer_admin: SdkConfig,
+    customer_bucket: String,
+    recipient: String,
+    tenant_secret_arns: Vec<String>,
+    link_signer_secret_arn: String,
+    /// What [`FunctionPolicy::moto_document`] changed, per function.
+    moto_adjustments: BTreeMap<&'static str, Vec<String>>,
+}
+
+/// Creates secret `name` holding `value`; returns its ARN.
+async fn create_secret(admin: &SdkConfig, name: &str, value: &str) -> String {
+    let created = aws_sdk_secretsmanager::Client::new(admin)
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateSecret {name}: {}", DisplayErrorContext(&e)));
+    created.arn().unwrap_or_else(|| panic!("CreateSecret {name}: no ARN")).to_owned()
+}
+
+/// Credentials of role `role_arn`, assumed by `admin` (while enforcement is
+/// off: moto would otherwise check the role's trust policy, which trusts
+/// `lambda.amazonaws.com` only, as the template's does).
+async fn assume(admin: &SdkConfig, role_arn: &str, session: &str) -> SdkConfig {
+    let assumed = aws_sdk_sts::Client::new(admin)
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name(session)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("AssumeRole {role_arn}: {}", DisplayErrorContext(&e)));
+    let c = assumed.credentials().expect("AssumeRole returns credentials");
+    let expiry = SystemTime::try_from(*c.expiration()).ok();
+    with_credentials(
+        admin,
+        Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            expiry,
+            "least-privilege",
+        ),
+    )
+}
+
+impl Stack {
+    /// Deploys the stack's IAM as the template writes it, minus `removed`
+    /// (function logical id, statement name), and everything a run needs,
+    /// with enforcement off; the caller turns it on.
+    async fn deploy(endpoint: &str, removed: &[(&str, &str)]) -> Stack {
+        let admin = admin_user(endpoint).await;
+        let s3 = s3_client(&admin);
+        // <stack>-staging-<account>-<region> must fit in 63 characters.
+        let stack_name = unique_bucket_name("lp");
+        assert!(stack_name.len() <= 32, "{stack_name}");
+        let names = StackNames::new(&stack_name, OUR_ACCOUNT, REGION);
+        let staging_bucket = names.staging_bucket();
+        s3.create_bucket().bucket(&staging_bucket).send().await.unwrap();
+        let data_bucket = fresh_bucket(&s3, "lp-data").await;
+        let data = S3Store::new(s3.clone(), data_bucket.clone(), DATA_PREFIX);
+        let spec =
+            SampleSpec { tracks: 2_000, days: 30, end_date: NaiveDate::from_ymd_opt(2026, 11, 15).unwrap(), seed: 9 };
+        sample::generate(&data, &spec, &|_| {}).await.unwrap();
+
+        // acme's account: a delivery role trusting ours with an ExternalId
+        // (moto checks neither), its bucket; late-co's bucket is not created.
+        let customer = account_config(&admin, CUSTOMER_ACCOUNT).await;
+        let customer_admin = account_admin(&customer).await;
+        let customer_bucket = fresh_bucket(&s3_client(&customer_admin), "lp-acme").await;
+        let external_id = format!("pr-acme-{}", unique_bucket_name("x").replace('-', ""));
+        let role_arn = create_delivery_role(
+            &customer_admin,
+            &unique_bucket_name("lp-delivery"),
+            OUR_ACCOUNT,
+            &external_id,
+            &customer_bucket,
+        )
+        .await;
+        let late_bucket = unique_bucket_name("lp-late");
+
+        let prefix = unique_tenant_prefix("lp");
+        let recipient = format!("{}@acme.example", unique_bucket_name("ops"));
+        let acme = json!({"schemaVersion": 1, "tenantId": "acme", "plan": "standard", "enabled": true,
+            "connectors": {
+                "lake": {"type": "s3-role", "bucketArn": format!("arn:aws:s3:::{customer_bucket}"),
+                         "region": REGION, "prefix": "popularity/", "roleArn": role_arn, "externalId": external_id},
+                "inbox": {"type": "email", "recipients": [recipient]}},
+            "feeds": [{"id": "lake", "connector": "lake", "format": "tsv", "compression": "gzip"},
+                      {"id": "mail", "connector": "inbox", "reports": ["artist"]}]});
+        let late = json!({"schemaVersion": 1, "tenantId": "late-co", "plan": "trial", "enabled": true,
+            "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{late_bucket}"),
+                                    "region": REGION, "prefix": "in/"}},
+            "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]});
+        let tenant_secret_arns = vec![
+            create_secret(&admin, &format!("{prefix}acme"), &acme.to_string()).await,
+            create_secret(&admin, &format!("{prefix}late-co"), &late.to_string()).await,
+        ];
+
+        // SES: the sender, and the configuration set the stack creates
+        // (SesMailEvents defaults to true).
+        let ses = aws_sdk_ses::Client::new(&admin);
+        ses.verify_email_identity().email_address(SENDER).send().await.unwrap();
+        let configuration_set = format!("{stack_name}-mail");
+        let set = aws_sdk_ses::types::ConfigurationSet::builder().name(&configuration_set).build().unwrap();
+        ses.create_configuration_set().configuration_set(set).send().await.unwrap();
+
+        // The link-signing user with the template's policy, and its secret.
+        let mut names = names
+            .parameter("DataBucketName", &data_bucket)
+            .parameter("DataPrefix", DATA_PREFIX)
+            .parameter("TenantSecretPrefix", &prefix)
+            .parameter("SesSender", SENDER)
+            .resource("StagingBucket", &staging_bucket)
+            .resource("MailConfigurationSet", &configuration_set)
+            .attribute("FailedEventsQueue.QueueName", &format!("{stack_name}-failed-events"));
+        let template = transformed_template();
+        let link_signer_secret_arn = create_link_signer(&admin, template, &names).await;
+        names = names.resource("LinkSignerSecret", &link_signer_secret_arn);
+
+        let iam = aws_sdk_iam::Client::new(&admin);
+        let foreign_buckets = [customer_bucket.clone(), late_bucket.clone()];
+        let (mut policies, mut credentials, mut environments, mut moto_adjustments) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for function in FUNCTIONS {
+            let mut policy = FunctionPolicy::of(template, function, &names).unwrap_or_else(|e| panic!("{e}"));
+            for (_, statement) in removed.iter().filter(|(f, _)| *f == function) {
+                policy = policy.without(statement);
+            }
+            let role_name = format!("{stack_name}-{function}");
+            let role = iam
+                .create_role()
+                .role_name(&role_name)
+                .assume_role_policy_document(policy.trust_policy.to_string())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("CreateRole {role_name}: {}", DisplayErrorContext(&e)));
+            let (documents, adjustments) = policy.moto_document(OUR_ACCOUNT, &foreign_buckets);
+            for (policy_name, document) in documents {
+                iam.put_role_policy()
+                    .role_name(&role_name)
+                    .policy_name(&policy_name)
+                    .policy_document(document)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("PutRolePolicy {role_name} {policy_name}: {}", DisplayErrorContext(&e)));
+            }
+            let role_arn = role.role().expect("CreateRole returns the role").arn().to_owned();
+            credentials.insert(function, assume(&admin, &role_arn, function).await);
+            environments.insert(function, function_environment(template, function, &names).unwrap());
+            policies.insert(function, policy);
+            moto_adjustments.insert(function, adjustments);
+        }
+        Stack {
+            endpoint: endpoint.to_owned(),
+            staging: S3Store::new(s3, staging_bucket, ""),
+            names,
+            admin,
+            policies,
+            credentials,
+            environments,
+            customer_admin,
+            customer_bucket,
+            recipient,
+            tenant_secret_arns,
+            link_signer_secret_arn,
+            moto_adjustments,
+        }
+    }
+
+    fn lookup(&self, function: &str) -> impl Fn(&str) -> Option<String> + '_ {
+        let environment = &self.environments[function];
+        move |name: &str| environment.get(name).cloned()
+    }
+
+    fn role(&self, function: &str) -> &SdkConfig {
+        &self.credentials[function]
+    }
+
+    /// rank, as `functions/rank/src/main.rs` builds it, on the sample event.
+    async fn rank(&self) -> Result<String, String> {
+        let config = RankConfig::from_lookup(self.lookup(RANK)).unwrap();
+        let s3 = s3_client(self.role(RANK));
+        let deps = RankDeps {
+            data: S3Store::new(s3.clone(), config.data_bucket.clone(), &config.data_prefix),
+            staging: S3Store::new(s3, config.staging_bucket.clone(), ""),
+            settings: config.settings(),
+        };
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/rank").join(RANK_EVENT);
+        let event: EventBridgeEvent<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let response = handle_schedule_event(&deps, event).await.map_err(|e| e.to_string())?;
+        Ok(response.run_id)
+    }
+
+    fn delivery_config(&self, function: &str) -> DeliveryConfig {
+        DeliveryConfig::from_lookup(self.lookup(function)).unwrap()
+    }
+
+    fn tenants(&self, function: &str, config: &DeliveryConfig) -> SecretsManagerTenants {
+        SecretsManagerTenants::new(secrets_manager_client(self.role(function)), config.tenant_secret_prefix.clone())
+            .unwrap()
+    }
+
+    async fn fanout(&self) -> Result<FanoutResponse, String> {
+        let config = self.delivery_config(FANOUT);
+        let deps = FanoutDeps {
+            staging: S3Store::new(s3_client(self.role(FANOUT)), config.staging_bucket.clone(), ""),
+            tenants: self.tenants(FANOUT, &config),
+            own_buckets: config.own_buckets(),
+        };
+        let event = event_for_key(&format!("manifests/{RUN}.json"));
+        handle_manifest_event(&deps, event, after_run()).await.map_err(|e| e.to_string())
+    }
+
+    /// deliver-s3 on the job of `tenant`'s `feed`: the job's disposition, or
+    /// the handler's error.
+    async fn deliver_s3(&self, tenant: &str, feed: &str) -> Result<JobDisposition, String> {
+        let config = self.delivery_config(DELIVER_S3);
+        let role = self.role(DELIVER_S3);
+        let staging = S3Store::new(s3_client(role), config.staging_bucket.clone(), "");
+        let deps = DeliverDeps {
+            staging: staging.clone(),
+            tenants: self.tenants(DELIVER_S3, &config),
+            deliverer: S3Deliverer { staging, destinations: S3Destinations::new(role.clone(), config.own_buckets()) },
+            now: after_run,
+        };
+        let event = event_for_key(&format!("jobs/s3/{RUN}/{tenant}/{feed}.json"));
+        let response = handle_deliverer_event(&deps, event, None).await.map_err(|e| e.to_string())?;
+        Ok(response.jobs[0].disposition.clone())
+    }
+
+    async fn deliver_email(&self) -> Result<JobDisposition, String> {
+        let config = EmailConfig::from_lookup(self.lookup(DELIVER_EMAIL)).unwrap();
+        let role = self.role(DELIVER_EMAIL);
+        let bucket = config.delivery.staging_bucket.clone();
+        let staging = S3Store::new(s3_client(role), bucket.clone(), "");
+        let deps = DeliverDeps {
+            staging: staging.clone(),
+            tenants: self.tenants(DELIVER_EMAIL, &config.delivery),
+            deliverer: EmailDeliverer {
+                staging,
+                signer: S3LinkSigner::new(
+                    role.clone(),
+                    bucket,
+                    config.link_signer_secret.clone(),
+                    config.link_ttl_seconds,
+                ),
+                mailer: SesMailer::new(role).with_configuration_set(config.configuration_set.clone()),
+                sender: config.sender.clone(),
+                now: chrono::Utc::now,
+            },
+            now: after_run,
+        };
+        let event = event_for_key(&format!("jobs/email/{RUN}/acme/mail.json"));
+        let response = handle_deliverer_event(&deps, event, None).await.map_err(|e| e.to_string())?;
+        Ok(response.jobs[0].disposition.clone())
+    }
+
+    async fn sweep(&self) -> Result<SweepResponse, String> {
+        let config = SweeperConfig::from_lookup(self.lookup(SWEEPER)).unwrap();
+        let deps = SweeperDeps {
+            staging: S3Store::new(s3_client(self.role(SWEEPER)), config.staging_bucket.clone(), ""),
+            sweep_days: config.sweep_days,
+            max_redrives: config.max_redrives,
+            now: an_hour_after_run,
+        };
+        handle_sweep(&deps).await.map_err(|e| e.to_string())
+    }
+
+    /// Keys under `prefix` in staging, read with admin credentials.
+    async fn staging_keys(&self, prefix: &str) -> Vec<String> {
+        keys_under(&self.admin, self.staging.bucket(), prefix).await
+    }
+
+    async fn status(&self, tenant: &str, feed: &str) -> Option<DeliveryStatus> {
+        let key = format!("status/{RUN}/{tenant}/{feed}.json");
+        match self.staging.get(&key).await {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap()),
+            Err(_) => None,
+        }
+    }
+
+    async fn customer_keys(&self) -> Vec<String> {
+        keys_under(&self.customer_admin, &self.customer_bucket, "").await
+    }
+
+    async fn emails_to_acme(&self) -> usize {
+        emails_to(&sent_emails(&self.endpoint).await, &self.recipient).len()
+    }
+}
+
+/// Creates the link-signing user with the template's `LinkSignerUser`
+/// policy, resolved, and an access key, stored in the secret
+/// `<stack>-link-signer` as `LinkSignerSecret` holds it; returns its ARN.
+async fn create_link_signer(admin: &SdkConfig, template: &Value, names: &StackNames) -> String {
+    use integration_tests::template_policies::Resolver;
+    let user = &template["Resources"]["LinkSignerUser"]["Properties"];
+    let resolved = Resolver::new(template, names).resolve(user).unwrap_or_else(|e| panic!("LinkSignerUser: {e}"));
+    let iam = aws_sdk_iam::Client::new(admin);
+    let user_name = format!("{}-link-signer", names.stack_name);
+    iam.create_user().user_name(&user_name).send().await.unwrap();
+    for policy in resolved["Policies"].as_array().expect("LinkSignerUser has policies") {
+        iam.put_user_policy()
+            .user_name(&user_name)
+            .policy_name(policy["PolicyName"].as_str().unwrap())
+            .policy_document(policy["PolicyDocument"].to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PutUserPolicy {user_name}: {}", DisplayErrorContext(&e)));
+    }
+    let key = iam.create_access_key().user_name(&user_name).send().await.unwrap();
+    let key = key.access_key().unwrap();
+    let value = json!({"accessKeyId": key.access_key_id(), "secretAccessKey": key.secret_access_key()});
+    create_secret(admin, &format!("{}-link-signer", names.stack_name), &value.to_string()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_iam_enforcement() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = Stack::deploy(&endpoint, &[]).await;
+    for (function, adjustments) in &stack.moto_adjustments {
+        eprintln!("{function}: adjusted for moto: {adjustments:#?}");
+    }
+
+    enforce_iam(&endpoint, 0).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let to_s3 = stack.deliver_s3("acme", "lake").await;
+    let to_email = stack.deliver_email().await;
+    let to_missing_bucket = stack.deliver_s3("late-co", "default").await;
+    let swept = stack.sweep().await;
+    // Enforcement is on, and scoped: rank's role cannot read a job.
+    let job = format!("jobs/s3/{RUN}/acme/lake.json");
+    let outside_rank = s3_client(stack.role(RANK)).get_object().bucket(stack.staging.bucket()).key(&job).send().await;
+    stop_enforcing_iam(&endpoint).await;
+    let refused = DisplayErrorContext(outside_rank.expect_err("rank's role may not read jobs/")).to_string();
+    assert!(refused.contains("AccessDenied"), "{refused}");
+
+    assert_eq!(ranked, Ok(RUN.to_owned()), "rank published the run");
+    assert_eq!(stack.staging_keys("manifests/").await, vec![format!("manifests/{RUN}.json")]);
+    let reports = stack.staging_keys("reports/").await;
+    assert!(reports.len() >= 3 && reports.iter().all(|k| k.contains(RUN)), "one part of each report: {reports:?}");
+
+    let fanned_out = fanned_out.expect("fanout read the tenants and wrote the jobs");
+    assert_eq!((fanned_out.tenants, fanned_out.jobs_created, fanned_out.invalid_tenants), (2, 3, 0));
+    assert_eq!(
+        stack.staging_keys("jobs/").await,
+        vec![
+            format!("jobs/email/{RUN}/acme/mail.json"),
+            format!("jobs/s3/{RUN}/acme/lake.json"),
+            format!("jobs/s3/{RUN}/late-co/default.json"),
+        ]
+    );
+
+    assert_eq!(to_s3, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)));
+    let delivered = stack.customer_keys().await;
+    assert!(delivered.iter().any(|k| k.ends_with("_manifest.json")), "{delivered:?}");
+    assert!(delivered.len() >= 6, "three reports and their manifests: {delivered:?}");
+
+    assert_eq!(to_email, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)));
+    assert_eq!(stack.emails_to_acme().await, 1, "one email reached SES");
+
+    let failed = to_missing_bucket.expect_err("the bucket does not exist yet");
+    assert!(failed.contains("NoSuchBucket"), "{failed}");
+    assert_eq!(stack.status("late-co", "default").await.unwrap().outcome, DeliveryOutcome::Failed);
+
+    let swept = swept.expect("the sweeper read and re-wrote what it needed");
+    assert_eq!((swept.redriven, swept.final_outcomes), (1, 2), "{swept:?}");
+    assert_eq!(stack.status("late-co", "default").await.unwrap().redrives, 1);
+
+    // What moto authorises against `*` (Secrets Manager, SES), checked
+    // against the statements as the template writes them.
+    for function in [FANOUT, DELIVER_S3, DELIVER_EMAIL] {
+        for arn in &stack.tenant_secret_arns {
+            assert!(stack.policies[function].allows("secretsmanager:GetSecretValue", arn), "{function} {arn}");
+        }
+    }
+    let email = &stack.policies[DELIVER_EMAIL];
+    assert!(email.allows("secretsmanager:GetSecretValue", &stack.link_signer_secret_arn));
+    assert!(!stack.policies[FANOUT].allows("secretsmanager:GetSecretValue", &stack.link_signer_secret_arn));
+    let identity = format!("arn:aws:ses:{REGION}:{OUR_ACCOUNT}:identity/{SENDER}");
+    let set = format!("arn:aws:ses:{REGION}:{OUR_ACCOUNT}:configuration-set/{}-mail", stack.names.stack_name);
+    assert!(email.allows("ses:SendRawEmail", &identity) && email.allows("ses:SendRawEmail", &set));
+    assert!(!email.allows("ses:SendRawEmail", &format!("arn:aws:ses:{REGION}:{OUR_ACCOUNT}:identity/x@other.example")));
+}
