@@ -3,7 +3,9 @@
 //! attempt ends it too, both without writing anything — then claim the job
 //! with a conditional write, re-read the job, the run manifest and the
 //! tenant secret (jobs hold no credentials), let the connector's
-//! [`Deliverer`] deliver, and record the outcome over the claim. A transient
+//! [`Deliverer`] deliver — recording, over the claim, each part it delivers
+//! and skipping those an earlier attempt recorded ([`crate::delivery::resume`])
+//! — and record the outcome over the claim. A transient
 //! failure returns an error so the asynchronous invocation is retried; a
 //! permanent one is recorded as `invalid` and returns normally.
 
@@ -19,6 +21,7 @@ use crate::delivery::error::DeliveryError;
 use crate::delivery::job::{DeliveryJob, DeliveryPlan};
 use crate::delivery::keys::JobKeyParts;
 use crate::delivery::registry::JobKind;
+use crate::delivery::resume::{PartLedger, StatusLedger};
 use crate::delivery::staging::{DeliveryStaging, Recorded};
 use crate::delivery::status::{AttemptResult, DeliveredObject, DeliveryOutcome};
 use crate::manifest::RunManifest;
@@ -38,14 +41,17 @@ pub trait Deliverer: Send + Sync {
     /// The `jobs/<kind>/` and `connection-tests/<kind>/` this deliverer serves.
     fn kind(&self) -> JobKind;
 
-    /// Delivers the job; returns every object written, the destination's
-    /// `_manifest.json` (or its equivalent) last.
-    fn deliver(
+    /// Delivers the job; returns every object written (or skipped), the
+    /// destination's `_manifest.json` (or its equivalent) last. A deliverer
+    /// of files may skip the parts `ledger` says an earlier attempt
+    /// delivered, and records in it each part it delivers.
+    fn deliver<L: PartLedger>(
         &self,
         job: &DeliveryJob,
         tenant: &TenantConfig,
         connector: &Connector,
         manifest: &RunManifest,
+        ledger: &L,
     ) -> impl Future<Output = Result<Vec<DeliveredObject>, DeliveryError>> + Send;
 
     /// Probes the connector with the permissions the customer granted and
@@ -193,8 +199,9 @@ where
     };
 
     let started_at = now;
-    let mut claimed = claimed;
-    let (result, plan) = attempt(deps, parts).await;
+    let ledger = StatusLedger::new(staging, claimed);
+    let (result, plan) = attempt(deps, parts, &ledger).await;
+    let mut claimed = ledger.into_claimed();
     if plan.is_some() {
         claimed.status.plan = plan;
     }
@@ -286,11 +293,16 @@ pub(crate) fn attempt_result(result: Result<Vec<DeliveredObject>, DeliveryError>
 
 /// One attempt: everything that can go wrong becomes an [`AttemptResult`].
 /// Also returns what the job delivers, once it could be read.
-async fn attempt<S, T, D>(deps: &DeliverDeps<S, T, D>, parts: &JobKeyParts) -> (AttemptResult, Option<DeliveryPlan>)
+async fn attempt<S, T, D, L>(
+    deps: &DeliverDeps<S, T, D>,
+    parts: &JobKeyParts,
+    ledger: &L,
+) -> (AttemptResult, Option<DeliveryPlan>)
 where
     S: ObjectStore,
     T: TenantDirectory,
     D: Deliverer,
+    L: PartLedger,
 {
     let staging = DeliveryStaging::new(&deps.staging);
     let job = match staging.read_job(parts).await {
@@ -312,7 +324,7 @@ where
             Err(Ok(reason)) => return (AttemptResult::Skipped(reason), plan),
             Err(Err(error)) => return (attempt_result(Err(error)), plan),
         };
-    (attempt_result(deps.deliverer.deliver(&job, &tenant, &connector, &manifest).await), plan)
+    (attempt_result(deps.deliverer.deliver(&job, &tenant, &connector, &manifest, ledger).await), plan)
 }
 
 #[cfg(test)]
@@ -349,12 +361,13 @@ mod tests {
             JobKind::Email
         }
 
-        async fn deliver(
+        async fn deliver<L: PartLedger>(
             &self,
             job: &DeliveryJob,
             _tenant: &TenantConfig,
             _connector: &Connector,
             _manifest: &RunManifest,
+            _ledger: &L,
         ) -> Result<Vec<DeliveredObject>, DeliveryError> {
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
             if call < self.failures {

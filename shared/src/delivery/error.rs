@@ -39,6 +39,10 @@ pub enum DeliveryError {
         #[source]
         source: StoreError,
     },
+    /// Another attempt took over this attempt's claim (it outlived its
+    /// expiry): this one stops, and the other's outcome stands.
+    #[error("another attempt took over the claim in {status} while this one was delivering; this one stops here")]
+    ClaimLost { status: String },
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error(transparent)]
@@ -75,6 +79,7 @@ impl DeliveryError {
             DeliveryError::Links(error) => error.is_permanent(),
             DeliveryError::Sheets(error) => error.is_permanent(),
             DeliveryError::Staging { .. }
+            | DeliveryError::ClaimLost { .. }
             | DeliveryError::Directory(_)
             | DeliveryError::Destination { .. }
             | DeliveryError::Mail(_) => false,

@@ -7,7 +7,9 @@
 //! `removed-NNN.<ext>`), then `<prefix><data_type>/<runId>/_manifest.json`
 //! is written last, so a consumer that sees the manifest may read every
 //! file. Names and bytes are deterministic per run and feed, so a retried
-//! delivery writes the same.
+//! delivery writes the same; with a [`PartLedger`] of the job's status, it
+//! skips the parts an earlier attempt recorded as delivered
+//! ([`crate::delivery::resume`]) and records each part it delivers.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -16,8 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::delivery::error::DeliveryError;
 use crate::delivery::job::DeliveryJob;
+use crate::delivery::resume::PartLedger;
 use crate::delivery::staging::DeliveryStaging;
-use crate::delivery::status::DeliveredObject;
+use crate::delivery::status::{DeliveredObject, PartOrigin, SourcePart};
 use crate::delta::{ensure_delta, DeltaSettings, FileKind};
 use crate::domain::{file_key, report_run_prefix, Compression, Encoding, Format, ReportKind, RunId};
 use crate::manifest::{run_manifest_key, DeliveryMode, RunManifest};
@@ -82,6 +85,7 @@ pub fn delivered_object(location: String, bytes: u64, sha256: String, receipt: U
         crc32c: receipt.crc32c,
         md5: receipt.md5,
         already_existed: receipt.already_existed,
+        skipped: false,
     }
 }
 
@@ -165,15 +169,18 @@ impl ReportSource {
 
 /// Writes one report of the job's run into `destination` (rooted at the
 /// connector's bucket and `prefix`): every file — converted to the feed's
-/// encoding on the way — then `_manifest.json`. Returns the objects
-/// written, in that order.
-pub async fn deliver_report_files<S: ObjectStore, D: ObjectSink>(
+/// encoding on the way — that `ledger` does not say an earlier attempt
+/// delivered, each recorded in `ledger` as it completes, then
+/// `_manifest.json`, always. Returns the objects of the report, skipped ones
+/// included, in that order.
+pub async fn deliver_report_files<S: ObjectStore, D: ObjectSink, L: PartLedger>(
     staging: &S,
     destination: &D,
     prefix: &str,
     job: &DeliveryJob,
     manifest: &RunManifest,
     kind: ReportKind,
+    ledger: &L,
 ) -> Result<Vec<DeliveredObject>, DeliveryError> {
     let source = ReportSource::resolve(staging, job, manifest, kind).await?;
     let target_encoding = job.encoding();
@@ -181,26 +188,38 @@ pub async fn deliver_report_files<S: ObjectStore, D: ObjectSink>(
     let mut parts = Vec::with_capacity(source.files.len());
     for (number, file) in source.numbered() {
         let target_key = file_key(kind, job.run_id, file.kind.stem(), number, target_encoding);
-        let moved = transfer_part(
-            staging,
-            destination,
-            PartTransfer {
-                kind,
-                columns: file.kind.columns(),
-                source: &file.part,
-                source_encoding: source.encoding,
-                target_key: &target_key,
-                target_encoding,
-            },
-        )
-        .await?;
-        let summary = moved.summary;
-        delivered.push(delivered_object(
-            destination.describe(&target_key),
-            summary.bytes,
-            summary.sha256.clone(),
-            moved.receipt,
-        ));
+        let origin = PartOrigin {
+            key: destination.describe(&target_key),
+            connector: job.connector.clone(),
+            connector_type: job.connector_type.clone(),
+            format: job.format,
+            compression: job.compression,
+            source: SourcePart { key: file.part.key.clone(), bytes: file.part.bytes, sha256: file.part.sha256.clone() },
+        };
+        let summary = if let Some(earlier) = ledger.skip(&origin) {
+            let mut object = DeliveredObject::new(origin.key, earlier.bytes, earlier.sha256.clone());
+            object.skipped = true;
+            delivered.push(object);
+            PartSummary { key: target_key.clone(), rows: earlier.rows, bytes: earlier.bytes, sha256: earlier.sha256 }
+        } else {
+            let moved = transfer_part(
+                staging,
+                destination,
+                PartTransfer {
+                    kind,
+                    columns: file.kind.columns(),
+                    source: &file.part,
+                    source_encoding: source.encoding,
+                    target_key: &target_key,
+                    target_encoding,
+                },
+            )
+            .await?;
+            let summary = moved.summary;
+            ledger.record(origin.clone(), &summary).await?;
+            delivered.push(delivered_object(origin.key, summary.bytes, summary.sha256.clone(), moved.receipt));
+            summary
+        };
         let delta_kind = source.base_run_id.map(|_| file.kind);
         parts.push(DestinationPart {
             kind: delta_kind,

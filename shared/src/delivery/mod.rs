@@ -11,6 +11,7 @@
 //! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
 //! - [`error`]: delivery errors that say permanent or transient;
 //! - [`attempt`]: one attempt at one job, the same for every connector;
+//! - [`resume`]: the parts earlier attempts of a job delivered, and when a retry skips them;
 //! - [`redrive`]: re-driving deliveries whose own retries are over (the sweeper, `popularity redeliver`);
 //! - [`files`]: a run's reports (or their deltas) as files at a destination, `_manifest.json` last;
 //! - [`conflicts`]: feeds that would write one destination, tenants sharing an externalId;
@@ -30,6 +31,7 @@ pub mod job;
 pub mod keys;
 pub mod redrive;
 pub mod registry;
+pub mod resume;
 pub mod staging;
 pub mod status;
 
@@ -45,5 +47,6 @@ pub use keys::{
 pub use registry::{ConnectorKind, JobKind, UnknownJobKind};
 pub use staging::{DeliveryStaging, StatusRecord};
 pub use status::{
-    Attempt, AttemptResult, Claim, DeliveredObject, DeliveryOutcome, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION,
+    Attempt, AttemptResult, Claim, DeliveredObject, DeliveredPart, DeliveryOutcome, DeliveryStatus, PartOrigin,
+    SourcePart, DELIVERY_STATUS_SCHEMA_VERSION,
 };

@@ -1,7 +1,8 @@
 //! The staging bucket as deliveries see it (DESIGN §5, §7): a narrow,
 //! domain-named port over [`ObjectStore`] that reads run manifests, jobs and
-//! status objects, claims a job and records an attempt's outcome with
-//! conditional writes, and creates job and status objects only if absent.
+//! status objects, claims a job, records the parts an attempt delivers and
+//! its outcome with conditional writes, and creates job and status objects
+//! only if absent.
 //! This is the one place a status object is read, so every caller — fanout,
 //! the deliverers, `popularity status` — treats an unreadable one the same
 //! way: a status whose body does not decode is *damaged* (reported as such,
@@ -14,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::job::{decode_job, DeliveryJob};
 use crate::delivery::keys::{echoed_key, status_key, JobKeyParts};
-use crate::delivery::status::{AttemptResult, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION};
+use crate::delivery::status::{AttemptResult, DeliveredPart, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION};
 use crate::domain::RunId;
 use crate::manifest::{run_manifest_key, RunManifest, MANIFESTS_PREFIX, MANIFEST_SCHEMA_VERSION};
 use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, PutOutcome, StoreError, WriteCondition};
@@ -47,6 +48,29 @@ pub struct ClaimedJob {
     pub status: DeliveryStatus,
     version: ObjectVersion,
     key: String,
+    /// Parts this attempt skipped because an earlier one delivered them;
+    /// recorded on the attempt with its outcome.
+    pub skipped_parts: u32,
+}
+
+impl ClaimedJob {
+    /// The attempt's number in `attempts`.
+    pub fn attempt(&self) -> u32 {
+        self.status.claim.as_ref().map_or(0, |claim| claim.attempt)
+    }
+
+    /// The status object's location, for messages.
+    pub fn status_key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// What recording a delivered part over a claim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartRecorded {
+    Written,
+    /// Another attempt took the claim over; nothing was written.
+    ClaimLost,
 }
 
 /// What recording an outcome over a claim did.
@@ -259,7 +283,7 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
             None => WriteCondition::Absent,
         };
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
-            ConditionalPut::Written(version) => Ok(Some(ClaimedJob { status, version, key })),
+            ConditionalPut::Written(version) => Ok(Some(ClaimedJob { status, version, key, skipped_parts: 0 })),
             ConditionalPut::ConditionFailed => Ok(None),
         }
     }
@@ -292,6 +316,42 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         self.store.put(&key, body, JSON).await.map(drop)
     }
 
+    /// Records `part`, delivered by the claimed attempt, in its status
+    /// (keeping the claim), unless another attempt took the claim over.
+    /// After a failed write the stored status is unknown: [`Self::resync`].
+    pub async fn record_part(&self, claimed: &mut ClaimedJob, part: DeliveredPart) -> Result<PartRecorded, StoreError> {
+        let mut status = claimed.status.clone();
+        status.record_part(part);
+        let condition = WriteCondition::Unchanged(&claimed.version);
+        match self.store.put_conditional(&claimed.key, to_json(&status), JSON, condition).await? {
+            ConditionalPut::Written(version) => {
+                claimed.status = status;
+                claimed.version = version;
+                Ok(PartRecorded::Written)
+            }
+            ConditionalPut::ConditionFailed => Ok(PartRecorded::ClaimLost),
+        }
+    }
+
+    /// Re-reads the claimed status after a write whose outcome is unknown
+    /// (it may have been stored and its answer lost) and adopts what is
+    /// stored if the claim is still this attempt's. `false`: another
+    /// attempt holds it now.
+    pub async fn resync(&self, claimed: &mut ClaimedJob) -> Result<bool, StoreError> {
+        let object = self.store.get_versioned(&claimed.key).await?;
+        let ours = &claimed.status;
+        let stored = decode_status(&object.body, ours.run_id, &ours.tenant_id, &ours.feed_id);
+        let token = claimed.status.claim.as_ref().map(|claim| claim.token.as_str());
+        match stored {
+            Ok(stored) if stored.claim.as_ref().map(|claim| claim.token.as_str()) == token => {
+                claimed.status = stored;
+                claimed.version = object.version;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Records the outcome of the claimed attempt and releases the claim,
     /// unless another attempt took the claim over meanwhile.
     pub async fn record(
@@ -301,8 +361,11 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         finished_at: DateTime<Utc>,
         result: AttemptResult,
     ) -> Result<Recorded, StoreError> {
-        let ClaimedJob { mut status, version, key } = claimed;
+        let ClaimedJob { mut status, version, key, skipped_parts } = claimed;
         status.record_attempt(started_at, finished_at, result);
+        if let Some(attempt) = status.attempts.last_mut() {
+            attempt.skipped_parts = skipped_parts;
+        }
         let condition = WriteCondition::Unchanged(&version);
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
             ConditionalPut::Written(_) => Ok(Recorded::Written(status)),

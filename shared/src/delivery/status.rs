@@ -3,15 +3,18 @@
 //! the attempt under way. One invocation at a time delivers a job: it first
 //! writes a claim (outcome `in-progress`, with the moment it expires — when
 //! the invocation's time is up) by a conditional write, and records its
-//! outcome over that claim the same way; `delivered` is final. Pure types,
-//! no I/O: [`crate::delivery::staging`] reads and writes them.
+//! outcome over that claim the same way; `delivered` is final. While it
+//! holds the claim, an attempt that delivers files records each part as it
+//! completes (`deliveredParts`), so a later attempt of the same job can skip
+//! it ([`crate::delivery::resume`]). Pure types, no I/O:
+//! [`crate::delivery::staging`] reads and writes them.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::job::DeliveryPlan;
 use crate::delivery::keys::JobKeyParts;
-use crate::domain::RunId;
+use crate::domain::{Compression, Format, RunId};
 
 /// The only `schemaVersion` of status objects this build writes and reads.
 pub const DELIVERY_STATUS_SCHEMA_VERSION: u32 = 1;
@@ -68,6 +71,10 @@ pub struct Attempt {
     pub outcome: DeliveryOutcome,
     /// Why the attempt did not deliver; `None` when it did.
     pub error: Option<String>,
+    /// Parts this attempt did not upload because an earlier attempt of the
+    /// job had delivered them (`deliveredParts`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_parts: u32,
 }
 
 /// The attempt that holds the job. It expires when the invocation that
@@ -109,12 +116,61 @@ pub struct DeliveredObject {
     /// never changes), so it was not written again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already_existed: bool,
+    /// An earlier attempt of this job delivered this part (its entry in
+    /// `deliveredParts` says which), so this attempt did not upload it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 impl DeliveredObject {
     pub fn new(key: String, bytes: u64, sha256: String) -> DeliveredObject {
-        DeliveredObject { key, bytes, sha256, crc32c: None, md5: None, already_existed: false }
+        DeliveredObject { key, bytes, sha256, crc32c: None, md5: None, already_existed: false, skipped: false }
     }
+}
+
+/// What a report part delivered to a destination was made from and written
+/// through: an earlier attempt's part may stand in for this attempt's only
+/// when all of it is the same ([`crate::delivery::resume::may_skip`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartOrigin {
+    /// The destination object: bucket, prefix and name (`s3://bucket/prefix/…`).
+    pub key: String,
+    /// The job's connector, by name and type.
+    pub connector: String,
+    pub connector_type: String,
+    /// The encoding written.
+    pub format: Format,
+    pub compression: Compression,
+    /// The staging file it was made from, as the run manifest (or the
+    /// delta) lists it.
+    pub source: SourcePart,
+}
+
+/// A staging file as the run manifest (or the delta) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourcePart {
+    pub key: String,
+    pub bytes: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+/// A part an attempt delivered, recorded in the status as soon as it was
+/// complete at the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveredPart {
+    #[serde(flatten)]
+    pub origin: PartOrigin,
+    /// What the destination object holds (after any conversion).
+    pub rows: u64,
+    pub bytes: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+    /// The attempt that uploaded it.
+    pub attempt: u32,
 }
 
 /// `status/<runId>/<tenantId>/<feedId>.json`: every attempt at one job and
@@ -151,6 +207,11 @@ pub struct DeliveryStatus {
     /// When the job was last re-driven.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_redrive_at: Option<DateTime<Utc>>,
+    /// Every part an attempt of this job delivered, recorded as it
+    /// completed, by destination key (a few per report): what a later
+    /// attempt may skip.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered_parts: Vec<DeliveredPart>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -173,6 +234,7 @@ impl DeliveryStatus {
             plan: None,
             redrives: 0,
             last_redrive_at: None,
+            delivered_parts: Vec::new(),
         }
     }
 
@@ -255,9 +317,17 @@ impl DeliveryStatus {
         if error.is_some() {
             self.last_error.clone_from(&error);
         }
-        self.attempts.push(Attempt { number, started_at, finished_at, outcome, error });
+        self.attempts.push(Attempt { number, started_at, finished_at, outcome, error, skipped_parts: 0 });
         self.outcome = outcome;
         self.updated_at = finished_at;
+    }
+
+    /// Records a delivered part, replacing what was recorded at its key.
+    pub fn record_part(&mut self, part: DeliveredPart) {
+        match self.delivered_parts.iter_mut().find(|recorded| recorded.origin.key == part.origin.key) {
+            Some(recorded) => *recorded = part,
+            None => self.delivered_parts.push(part),
+        }
     }
 
     /// Bytes written at the destination.

@@ -43,6 +43,7 @@ use crate::delivery::error::DeliveryError;
 use crate::delivery::files::deliver_report_files;
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::registry::JobKind;
+use crate::delivery::resume::{NoResume, PartLedger};
 use crate::delivery::status::DeliveredObject;
 use crate::manifest::RunManifest;
 use crate::store::{
@@ -340,18 +341,23 @@ impl<S: ObjectStore> Deliverer for GcsDeliverer<S> {
         JobKind::Gcs
     }
 
-    async fn deliver(
+    /// Uploads every part on every attempt (no [`PartLedger`]): an object an
+    /// earlier attempt finalized answers 412 and counts as written.
+    async fn deliver<L: PartLedger>(
         &self,
         job: &DeliveryJob,
         _tenant: &TenantConfig,
         connector: &Connector,
         manifest: &RunManifest,
+        _ledger: &L,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let gcs = gcs_connector(&job.connector, connector)?;
         let store = GcsStore::open(&job.connector, gcs, &self.endpoint).await?;
         let mut delivered = Vec::new();
         for &kind in &job.reports {
-            delivered.extend(deliver_report_files(&self.staging, &store, &store.prefix, job, manifest, kind).await?);
+            delivered.extend(
+                deliver_report_files(&self.staging, &store, &store.prefix, job, manifest, kind, &NoResume).await?,
+            );
         }
         Ok(delivered)
     }

@@ -3,7 +3,9 @@
 //! from staging (read with our credentials) into the customer's bucket
 //! (written with theirs: an assumed role with the tenant's external id, the
 //! tenant's own keys, or our role where their bucket policy trusts us), then
-//! `_manifest.json` last. Customers grant only `s3:PutObject`,
+//! `_manifest.json` last; a retry skips the parts an earlier attempt of the
+//! job recorded as delivered ([`crate::delivery::resume`]), since nothing
+//! here can look at what the bucket holds. Customers grant only `s3:PutObject`,
 //! `s3:ListBucketMultipartUploads` and `s3:AbortMultipartUpload`: nothing
 //! here reads their bucket, and only `s3:PutObject` is required. Every call
 //! carries `ExpectedBucketOwner` when the connector names the owner.
@@ -22,6 +24,7 @@ use crate::delivery::error::DeliveryError;
 use crate::delivery::files::deliver_report_files;
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::registry::JobKind;
+use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
 use crate::domain::report_run_prefix;
 use crate::manifest::RunManifest;
@@ -149,19 +152,21 @@ impl<S: ObjectStore> Deliverer for S3Deliverer<S> {
         JobKind::S3
     }
 
-    async fn deliver(
+    async fn deliver<L: PartLedger>(
         &self,
         job: &DeliveryJob,
         tenant: &TenantConfig,
         connector: &Connector,
         manifest: &RunManifest,
+        ledger: &L,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let opened = self.destinations.open(&tenant.tenant_id, &job.connector, connector).await?;
         let mut delivered = Vec::new();
         for &kind in &job.reports {
             clear_killed_attempt(&opened.store, &report_run_prefix(kind, job.run_id)).await;
             let prefix = &opened.destination.prefix;
-            delivered.extend(deliver_report_files(&self.staging, &opened.store, prefix, job, manifest, kind).await?);
+            delivered
+                .extend(deliver_report_files(&self.staging, &opened.store, prefix, job, manifest, kind, ledger).await?);
         }
         Ok(delivered)
     }

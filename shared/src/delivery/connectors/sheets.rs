@@ -40,6 +40,7 @@ use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestReque
 use crate::delivery::error::DeliveryError;
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::registry::JobKind;
+use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
 use crate::domain::{Encoding, ReportKind};
 use crate::manifest::{run_manifest_key, RunManifest};
@@ -759,12 +760,13 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
         JobKind::Sheets
     }
 
-    async fn deliver(
+    async fn deliver<L: PartLedger>(
         &self,
         job: &DeliveryJob,
         _tenant: &TenantConfig,
         connector: &Connector,
         manifest: &RunManifest,
+        _ledger: &L,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let sheet = sheets_connector(&job.connector, connector)?;
         self.write(job, sheet, manifest).await

@@ -24,6 +24,7 @@ use crate::delivery::error::DeliveryError;
 use crate::delivery::files::ReportSource;
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::registry::JobKind;
+use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
 use crate::delta::FileKind;
 use crate::domain::{Encoding, ReportKind, RunId};
@@ -125,12 +126,13 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
         JobKind::Email
     }
 
-    async fn deliver(
+    async fn deliver<P: PartLedger>(
         &self,
         job: &DeliveryJob,
         tenant: &TenantConfig,
         connector: &Connector,
         manifest: &RunManifest,
+        _ledger: &P,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let recipients = recipients_of(&job.connector, connector)?;
         let reports = self.linked_parts(job, manifest).await?;
