@@ -106,6 +106,7 @@ struct Stack {
     environments: BTreeMap<&'static str, BTreeMap<String, String>>,
     customer_admin: SdkConfig,
     customer_bucket: String,
+    customer_role_arn: String,
     recipient: String,
     tenant_secret_arns: Vec<String>,
     link_signer_secret_arn: String,
@@ -267,6 +268,7 @@ impl Stack {
             environments,
             customer_admin,
             customer_bucket,
+            customer_role_arn: role_arn,
             recipient,
             tenant_secret_arns,
             link_signer_secret_arn,
@@ -489,4 +491,156 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
     let set = format!("arn:aws:ses:{REGION}:{OUR_ACCOUNT}:configuration-set/{}-mail", stack.names.stack_name);
     assert!(email.allows("ses:SendRawEmail", &identity) && email.allows("ses:SendRawEmail", &set));
     assert!(!email.allows("ses:SendRawEmail", &format!("arn:aws:ses:{REGION}:{OUR_ACCOUNT}:identity/x@other.example")));
+}
+
+/// The HTTP status and body of a refused request. moto answers a denied
+/// query-protocol call (STS, SES) with `<ErrorResponse><Errors><Error>`,
+/// which the Rust SDK's parser does not read (it expects
+/// `<ErrorResponse><Error>`, as AWS sends): the error it builds has no code,
+/// so the denial is read from the body itself.
+fn denial_answered<O: std::fmt::Debug, E>(
+    result: Result<O, aws_sdk_sts::error::SdkError<E, aws_sdk_sts::config::http::HttpResponse>>,
+) -> String {
+    let error = result.expect_err("the request is refused");
+    let response = error.raw_response().expect("an HTTP answer");
+    let body = response.body().bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    format!("HTTP {}: {body}", response.status().as_u16())
+}
+
+/// Deploys the stack without `removed`, turns enforcement on, and leaves it
+/// on: the caller runs the steps, then calls [`stop_enforcing_iam`].
+async fn deploy_without(endpoint: &str, removed: (&str, &str)) -> Stack {
+    let stack = Stack::deploy(endpoint, &[removed]).await;
+    enforce_iam(endpoint, 0).await;
+    stack
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_publish_statement_rank_fails_on_the_first_write_and_publishes_nothing() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = deploy_without(&endpoint, (RANK, "PublishReportsAndManifest")).await;
+    let ranked = stack.rank().await;
+    stop_enforcing_iam(&endpoint).await;
+
+    let error = ranked.expect_err("rank may not write reports/ or manifests/");
+    assert!(error.contains("AccessDenied"), "{error}");
+    assert!(stack.staging_keys("").await.is_empty(), "no report part, no manifest");
+    assert!(open_multipart_uploads(&stack.admin, stack.staging.bucket()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_list_tenants_fanout_fails_at_the_tenant_directory_and_writes_no_job() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = deploy_without(&endpoint, (FANOUT, "ListTenants")).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    stop_enforcing_iam(&endpoint).await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    let error = fanned_out.expect_err("fanout may not list the tenant secrets");
+    assert!(error.contains("AccessDenied") && error.contains("secretsmanager:ListSecrets"), "{error}");
+    assert!(stack.staging_keys("jobs/").await.is_empty(), "no job");
+    assert!(stack.staging_keys("status/").await.is_empty(), "no status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_staging_reads_deliver_s3_cannot_read_the_job_and_writes_nothing_anywhere() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = deploy_without(&endpoint, (DELIVER_S3, "ReadJobsManifestsReportsStatus")).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let delivered = stack.deliver_s3("acme", "lake").await;
+    stop_enforcing_iam(&endpoint).await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    assert!(fanned_out.is_ok(), "{fanned_out:?}");
+    let error = delivered.expect_err("deliver-s3 may not read jobs/ (nor reports/)");
+    assert!(error.contains("AccessDenied"), "{error}");
+    assert!(stack.customer_keys().await.is_empty(), "nothing reached the customer");
+    assert!(open_multipart_uploads(&stack.customer_admin, &stack.customer_bucket).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_assume_customer_roles_deliver_s3_fails_at_the_customer_role_and_the_bucket_stays_empty() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = deploy_without(&endpoint, (DELIVER_S3, "AssumeCustomerRoles")).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let delivered = stack.deliver_s3("acme", "lake").await;
+    let mailed = stack.deliver_email().await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    assert!(fanned_out.is_ok(), "{fanned_out:?}");
+    let error = delivered.expect_err("deliver-s3 may not assume the customer's role");
+    let status = stack.status("acme", "lake").await.expect("a status is recorded");
+    assert_eq!(status.outcome, DeliveryOutcome::Failed);
+    // moto's STS error body does not parse in the Rust SDK (see
+    // `denial_answered`): the status names the step, loading the customer
+    // role's credentials, not the code.
+    let cause = status.last_error.unwrap_or_default();
+    assert!(cause.contains("loading credentials") && cause.contains(&stack.customer_bucket), "{cause}");
+    assert!(error.contains("loading credentials"), "{error}");
+    let denied = aws_sdk_sts::Client::new(stack.role(DELIVER_S3))
+        .assume_role()
+        .role_arn(&stack.customer_role_arn)
+        .external_id("pr-acme-any")
+        .role_session_name("least-privilege")
+        .send()
+        .await;
+    stop_enforcing_iam(&endpoint).await;
+    let denial = denial_answered(denied);
+    assert!(denial.contains("AccessDenied") && denial.contains("sts:AssumeRole"), "{denial}");
+    assert!(stack.customer_keys().await.is_empty(), "nothing reached the customer");
+    assert!(open_multipart_uploads(&stack.customer_admin, &stack.customer_bucket).await.is_empty());
+    assert_eq!(mailed, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)), "the other function is unaffected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_send_from_sender_only_the_send_is_refused_the_status_says_so_and_no_mail_leaves() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = deploy_without(&endpoint, (DELIVER_EMAIL, "SendFromSenderOnly")).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let mailed = stack.deliver_email().await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    assert!(fanned_out.is_ok(), "{fanned_out:?}");
+    let status = stack.status("acme", "mail").await.expect("a status is recorded");
+    assert_eq!(status.outcome, DeliveryOutcome::Failed, "{mailed:?}");
+    // As for STS: the status names the call and the HTTP status; the body,
+    // read directly, the denial.
+    let cause = status.last_error.unwrap_or_default();
+    assert!(cause.contains("SES SendRawEmail") && cause.contains("HTTP 403"), "{cause}");
+    let raw = aws_sdk_ses::primitives::Blob::new(format!("From: {SENDER}\r\nTo: {SENDER}\r\nSubject: x\r\n\r\nx"));
+    let message = aws_sdk_ses::types::RawMessage::builder().data(raw).build().unwrap();
+    let denied = aws_sdk_ses::Client::new(stack.role(DELIVER_EMAIL)).send_raw_email().raw_message(message).send().await;
+    stop_enforcing_iam(&endpoint).await;
+    let denial = denial_answered(denied);
+    assert!(denial.contains("AccessDenied") && denial.contains("ses:SendRawEmail"), "{denial}");
+    assert_eq!(stack.emails_to_acme().await, 0, "no mail was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_statement_the_sweeper_fails_and_the_failed_delivery_is_left_as_it_was() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = deploy_without(&endpoint, (SWEEPER, "ReadAndRewriteJobsAndStatus")).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let failed = stack.deliver_s3("late-co", "default").await;
+    let swept = stack.sweep().await;
+    stop_enforcing_iam(&endpoint).await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    assert!(fanned_out.is_ok(), "{fanned_out:?}");
+    assert!(failed.is_err_and(|e| e.contains("NoSuchBucket")));
+    let error = swept.expect_err("the sweeper may not read status/ or re-write jobs/");
+    assert!(error.contains("AccessDenied"), "{error}");
+    let status = stack.status("late-co", "default").await.unwrap();
+    assert_eq!((status.outcome, status.redrives), (DeliveryOutcome::Failed, 0));
 }
