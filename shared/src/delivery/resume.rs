@@ -136,7 +136,10 @@ mod tests {
     use crate::delivery::job::tests::{at, job_for};
     use crate::delivery::status::{DeliveryStatus, SourcePart};
     use crate::domain::{Compression, Format};
-    use crate::store::{LocalDirStore, ObjectSink};
+    use crate::store::{
+        ConditionalPut, LocalDirStore, ObjectEntry, ObjectSink, StoreError, UploadReceipt, VersionedObject,
+        WriteCondition,
+    };
 
     const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
@@ -247,6 +250,86 @@ mod tests {
         let crate::delivery::staging::Recorded::Written(status) = recorded else { panic!("claim lost: {recorded:?}") };
         assert_eq!(status.attempts[1].skipped_parts, 1);
         assert_eq!(status.delivered_parts.len(), 2);
+    }
+
+    /// A local store whose next conditional write is stored but answered
+    /// with an error, as when the connection drops before S3's answer.
+    struct AnswerLost {
+        inner: LocalDirStore,
+        lose_next: std::sync::atomic::AtomicBool,
+    }
+
+    impl ObjectSink for AnswerLost {
+        type Upload = crate::store::LocalUpload;
+
+        async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<UploadReceipt, StoreError> {
+            self.inner.put(key, body, content_type).await
+        }
+
+        async fn start_upload(&self, key: &str, content_type: &str) -> Result<Self::Upload, StoreError> {
+            self.inner.start_upload(key, content_type).await
+        }
+
+        fn describe(&self, key: &str) -> String {
+            self.inner.describe(key)
+        }
+    }
+
+    impl ObjectStore for AnswerLost {
+        type Reader = crate::store::LocalReader;
+
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectEntry>, StoreError> {
+            self.inner.list(prefix).await
+        }
+
+        async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+            self.inner.get(key).await
+        }
+
+        async fn get_versioned(&self, key: &str) -> Result<VersionedObject, StoreError> {
+            self.inner.get_versioned(key).await
+        }
+
+        async fn open(&self, key: &str) -> Result<Self::Reader, StoreError> {
+            self.inner.open(key).await
+        }
+
+        async fn put_conditional(
+            &self,
+            key: &str,
+            body: Bytes,
+            content_type: &str,
+            condition: WriteCondition<'_>,
+        ) -> Result<ConditionalPut, StoreError> {
+            let written = self.inner.put_conditional(key, body, content_type, condition).await?;
+            if self.lose_next.swap(false, Ordering::SeqCst) {
+                let detail = "connection reset before the answer".to_owned();
+                return Err(StoreError::S3 { operation: "PutObject", location: self.describe(key), detail });
+            }
+            Ok(written)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_part_record_whose_answer_was_lost_is_read_back_and_the_outcome_is_still_recorded() {
+        let (_dir, store) = LocalDirStore::in_temp_dir("resume-answer-lost");
+        let claimed = claimed_ledger(&store, Vec::new()).await.into_claimed();
+        let store = AnswerLost { inner: store, lose_next: std::sync::atomic::AtomicBool::new(true) };
+        let ledger = StatusLedger::new(DeliveryStaging::new(&store), claimed);
+        let written = PartSummary { key: "x".into(), rows: 5, bytes: 600, sha256: SHA.into() };
+        ledger.record(origin(), &written).await.unwrap();
+
+        // The claim's version is the one the lost answer would have given:
+        // the outcome is written over it, not taken for a lost claim.
+        let staging = DeliveryStaging::new(&store);
+        let at = at("2026-11-19T04:21:00Z");
+        let recorded = staging
+            .record(ledger.into_claimed(), at, at, crate::delivery::status::AttemptResult::Delivered(Vec::new()))
+            .await
+            .unwrap();
+        let crate::delivery::staging::Recorded::Written(status) = recorded else { panic!("claim lost: {recorded:?}") };
+        assert_eq!(status.delivered_parts.len(), 1, "the part's record was stored");
+        assert!(status.is_delivered());
     }
 
     #[tokio::test]
