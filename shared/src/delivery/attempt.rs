@@ -139,6 +139,41 @@ pub fn claim_expiry(now: DateTime<Utc>, deadline: Option<DateTime<Utc>>) -> Date
     deadline.unwrap_or(now + Duration::seconds(DEFAULT_CLAIM_SECONDS)) + Duration::seconds(CLAIM_MARGIN_SECONDS)
 }
 
+/// How often the outcome of an attempt is written before the attempt gives
+/// up on recording it, and the wait before the first retry (doubled each
+/// time): 4 writes, each with the SDK's own retries, over about 7 s.
+const RECORD_WRITES: u32 = 4;
+const RECORD_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Records the outcome over the claim, trying again when the write fails.
+/// An outcome not recorded leaves the claim in place: Lambda's retries then
+/// find it live and do nothing, and once it expires the sweeper re-drives a
+/// job that was in fact delivered — an email sent twice (the fault matrix,
+/// issue 13 item 4: `s3:PutObject` of the status failing for all of the
+/// SDK's attempts). So the write gets more patience than one SDK call.
+async fn record_outcome<S: ObjectStore>(
+    staging: &DeliveryStaging<'_, S>,
+    job_key: &str,
+    claimed: crate::delivery::staging::ClaimedJob,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    result: AttemptResult,
+) -> Result<Recorded, StoreError> {
+    let mut wait = RECORD_RETRY_WAIT;
+    let mut write = 1;
+    loop {
+        match staging.record(claimed.clone(), started_at, finished_at, result.clone()).await {
+            Err(error) if write < RECORD_WRITES => {
+                warn!(%job_key, %error, write, "could not record the outcome; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                write += 1;
+            }
+            recorded => return recorded,
+        }
+    }
+}
+
 /// Delivers the job at `parts` unless it is delivered or claimed by a live
 /// attempt. `deadline` is when this invocation is killed, if known.
 #[instrument(skip_all, fields(run_id = %parts.run_id, tenant = %parts.tenant_id, feed = %parts.feed_id))]
@@ -210,7 +245,7 @@ where
         AttemptResult::Failed(reason) => Some(reason.clone()),
         _ => None,
     };
-    let status = match staging.record(claimed, started_at, finished_at, result).await {
+    let status = match record_outcome(&staging, &job_key, claimed, started_at, finished_at, result).await {
         Ok(Recorded::Written(status)) => status,
         Ok(Recorded::ClaimLost) => {
             warn!(%job_key, "this attempt outlived its claim and another took it over; its outcome is not recorded");
