@@ -644,3 +644,93 @@ async fn without_its_statement_the_sweeper_fails_and_the_failed_delivery_is_left
     let status = stack.status("late-co", "default").await.unwrap();
     assert_eq!((status.outcome, status.redrives), (DeliveryOutcome::Failed, 0));
 }
+
+/// Onboards tenant `ours`, whose `s3-role` connector names a role of our own
+/// account (issue 12, item 1): a bucket of ours and a role allowed to write
+/// it that trusts exactly deliver-s3's session with the tenant's
+/// ExternalId — the most a role of ours could do to be reachable. moto
+/// checks this trust policy (the role is in the caller's account). Returns
+/// the role's ARN and the bucket.
+async fn onboard_a_tenant_naming_a_role_of_our_own(stack: &Stack) -> (String, String) {
+    let bucket = fresh_bucket(&s3_client(&stack.admin), "lp-ours").await;
+    let external_id = format!("pr-ours-{}", unique_bucket_name("x").replace('-', ""));
+    let deliver_s3_session =
+        format!("arn:aws:sts::{OUR_ACCOUNT}:assumed-role/{}-{DELIVER_S3}/{DELIVER_S3}", stack.names.stack_name);
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": deliver_s3_session}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": external_id}}}]});
+    let write = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:CreateMultipartUpload",
+            "s3:UploadPart", "s3:CompleteMultipartUpload"], "Resource": format!("arn:aws:s3:::{bucket}/*")},
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploads"],
+            "Resource": format!("arn:aws:s3:::{bucket}")}]});
+    let iam = aws_sdk_iam::Client::new(&stack.admin);
+    let role_name = format!("{}-ours", stack.names.stack_name);
+    let role = iam.create_role().role_name(&role_name).assume_role_policy_document(trust.to_string()).send().await;
+    let role_arn = role.unwrap().role().unwrap().arn().to_owned();
+    iam.put_role_policy()
+        .role_name(&role_name)
+        .policy_name("write")
+        .policy_document(write.to_string())
+        .send()
+        .await
+        .unwrap();
+    let prefix = &stack.names.parameters["TenantSecretPrefix"];
+    let ours = json!({"schemaVersion": 1, "tenantId": "ours", "plan": "standard", "enabled": true,
+        "connectors": {"lake": {"type": "s3-role", "bucketArn": format!("arn:aws:s3:::{bucket}"), "region": REGION,
+                                "prefix": "", "roleArn": role_arn, "externalId": external_id}},
+        "feeds": [{"id": "lake", "connector": "lake", "reports": ["artist"]}]});
+    create_secret(&stack.admin, &format!("{prefix}ours"), &ours.to_string()).await;
+    (role_arn, bucket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_s3_cannot_assume_a_role_of_our_own_account_even_one_that_trusts_it() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = Stack::deploy(&endpoint, &[]).await;
+    let (role_arn, bucket) = onboard_a_tenant_naming_a_role_of_our_own(&stack).await;
+    enforce_iam(&endpoint, 0).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let delivered = stack.deliver_s3("ours", "lake").await;
+    let denied = aws_sdk_sts::Client::new(stack.role(DELIVER_S3))
+        .assume_role()
+        .role_arn(&role_arn)
+        .external_id("pr-ours-any")
+        .role_session_name(DELIVER_S3)
+        .send()
+        .await;
+    stop_enforcing_iam(&endpoint).await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    assert_eq!(fanned_out.map(|f| f.jobs_created), Ok(4));
+    let error = delivered.expect_err("NeverAssumeOurOwnRoles denies it");
+    assert!(error.contains("loading credentials"), "{error}");
+    assert_eq!(stack.status("ours", "lake").await.unwrap().outcome, DeliveryOutcome::Failed);
+    let denial = denial_answered(denied);
+    assert!(denial.contains("AccessDenied") && denial.contains("sts:AssumeRole"), "{denial}");
+    assert!(keys_under(&stack.admin, &bucket, "").await.is_empty(), "nothing written with our own role");
+}
+
+/// The control for the test above: the same tenant, the same trusting role,
+/// with only the `Deny` removed, is delivered — so it is that statement, not
+/// something else, that keeps deliver-s3 out of our own account's roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_never_assume_our_own_roles_the_role_of_our_own_that_trusts_deliver_s3_is_assumed() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = Stack::deploy(&endpoint, &[(DELIVER_S3, "NeverAssumeOurOwnRoles")]).await;
+    let (_, bucket) = onboard_a_tenant_naming_a_role_of_our_own(&stack).await;
+    enforce_iam(&endpoint, 0).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let delivered = stack.deliver_s3("ours", "lake").await;
+    stop_enforcing_iam(&endpoint).await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    assert!(fanned_out.is_ok(), "{fanned_out:?}");
+    assert_eq!(delivered, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)));
+    let written = keys_under(&stack.admin, &bucket, "").await;
+    assert!(written.iter().any(|k| k.ends_with("_manifest.json")), "{written:?}");
+}
