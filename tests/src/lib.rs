@@ -11,7 +11,8 @@
 //! - [`reports`]: reading published reports back and checking invariants;
 //! - [`customer`]: a customer's side of a delivery (another account, its
 //!   bucket, delivery role or user, IAM enforcement, sent mail, links);
-//! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request;
+//! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request, or
+//!   (HTTP mode) fails the n-th request of an AWS call kind;
 //! - [`google_keys`]: generated service-account keys and the checks of the
 //!   self-signed JWTs Google's client libraries send;
 //! - [`gcs_guard`]: an HTTP guard in front of fake-gcs-server that adds what
