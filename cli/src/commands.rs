@@ -57,6 +57,10 @@ pub struct RankArgs {
     /// Decoding and writing threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Input objects up to this many MiB are fetched whole, larger ones by
+    /// ranged GETs of their row groups.
+    #[arg(long, default_value_t = popularity_reports::input::WHOLE_READ_MAX_BYTES >> 20)]
+    pub whole_read_max_mib: u64,
 }
 
 #[derive(Args)]
@@ -145,6 +149,7 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         settings.threads = threads;
     }
+    settings.whole_read_max_bytes = args.whole_read_max_mib.saturating_mul(1 << 20);
     settings
         .rules
         .check()

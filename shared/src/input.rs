@@ -6,6 +6,8 @@
 //! It validates what it reads — column presence and type, nulls, folder names
 //! — and every error names the object, and the row group and column where
 //! they apply. It does not interpret values (that is the ranking's job).
+//! [`ParquetObject`] reads one object a row group at a time, large objects
+//! by ranged GETs (`parquet_object.rs`).
 
 use std::fmt;
 
@@ -14,9 +16,14 @@ use chrono::NaiveDate;
 use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::DataType;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::store::{ObjectEntry, ObjectStore, StoreError};
+
+mod parquet_object;
+
+pub use parquet_object::{ParquetObject, RowGroupBytes, ROW_GROUPS_IN_FLIGHT, WHOLE_READ_MAX_BYTES};
 
 pub const CATALOGUE_PREFIX: &str = "catalogue/";
 pub const PLAYS_PREFIX: &str = "plays/";
@@ -104,7 +111,7 @@ pub fn read_int64_columns_into(
         column: column.map(str::to_owned),
     };
     let reader = open(file, bytes)?;
-    let column_indices = locate_columns(file, &reader, columns)?;
+    let column_indices = locate_columns(file, reader.metadata(), columns)?;
     let group = reader
         .get_row_group(row_group)
         .map_err(|e| InputError::Decode { place: place(None), detail: e.to_string() })?;
@@ -126,7 +133,7 @@ pub fn read_int64_columns_into(
 /// the named columns with usable types.
 pub fn inspect(file: &str, bytes: Bytes, columns: &[&str]) -> Result<usize, InputError> {
     let reader = open(file, bytes)?;
-    locate_columns(file, &reader, columns)?;
+    locate_columns(file, reader.metadata(), columns)?;
     Ok(reader.num_row_groups())
 }
 
@@ -137,12 +144,8 @@ fn open(file: &str, bytes: Bytes) -> Result<SerializedFileReader<Bytes>, InputEr
     })
 }
 
-fn locate_columns(
-    file: &str,
-    reader: &SerializedFileReader<Bytes>,
-    columns: &[&str],
-) -> Result<Vec<usize>, InputError> {
-    let schema = reader.metadata().file_metadata().schema_descr();
+fn locate_columns(file: &str, metadata: &ParquetMetaData, columns: &[&str]) -> Result<Vec<usize>, InputError> {
+    let schema = metadata.file_metadata().schema_descr();
     let place = |column: &str| InputPlace { file: file.to_owned(), row_group: None, column: Some(column.to_owned()) };
     columns
         .iter()

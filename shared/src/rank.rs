@@ -44,6 +44,10 @@ pub struct RankSettings {
     pub encoding: Encoding,
     /// Decoding and writing threads.
     pub threads: usize,
+    /// Input objects up to this size are fetched whole; larger ones (a
+    /// catalogue written as one object) by ranged GETs of their row groups,
+    /// so memory does not grow with the object ([`input::ParquetObject`]).
+    pub whole_read_max_bytes: u64,
 }
 
 impl Default for RankSettings {
@@ -53,6 +57,7 @@ impl Default for RankSettings {
             part_rows: 5_000_000,
             encoding: Encoding::default(),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            whole_read_max_bytes: input::WHOLE_READ_MAX_BYTES,
         }
     }
 }
@@ -179,7 +184,7 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
     info!(run_id = %run, elapsed_ms = elapsed_ms(), "inputs listed");
 
     let threads = settings.threads.max(1);
-    let catalogue = Arc::new(read_catalogue(input, &catalogue_files, threads).await?);
+    let catalogue = Arc::new(read_catalogue(input, &catalogue_files, threads, settings.whole_read_max_bytes).await?);
     info!(run_id = %run, tracks = catalogue.tracks.len(), artists = catalogue.artist_ids.len(),
           products = catalogue.product_ids.len(), elapsed_ms = elapsed_ms(), "catalogue read");
 
@@ -188,7 +193,8 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
         let weight = window.iter().find(|w| w.day == *day).expect("day of the window").weight;
         play_files.extend(files.iter().map(|f| (f.clone(), weight)));
     }
-    let (track_scores, counts) = read_plays(input, &play_files, Arc::clone(&catalogue), threads).await?;
+    let (track_scores, counts) =
+        read_plays(input, &play_files, Arc::clone(&catalogue), threads, settings.whole_read_max_bytes).await?;
     if counts.unknown_track_rows > 0 {
         warn!(run_id = %run, unknown_track_play_rows = counts.unknown_track_rows,
               unknown_track_plays = counts.unknown_track_plays as u64, "plays of tracks not in the catalogue were ignored");
@@ -361,19 +367,23 @@ pub fn rank_reports(catalogue: Catalogue, track_scores: Vec<u128>) -> Vec<Ranked
 struct DecodeUnit {
     file: Arc<str>,
     file_index: usize,
-    bytes: Bytes,
+    data: input::RowGroupBytes,
     row_group: usize,
     weight: u64,
 }
 
-/// Fetches `files` one after another (the next while the current decodes)
-/// and runs `decode` on `threads` threads, one row group at a time. Stops at
-/// the first error, from the store or from `decode`.
+/// Fetches `files` one after another (the next while the current decodes;
+/// a file over `whole_read_max_bytes` by ranged GETs, a few row groups in
+/// flight) and runs `decode` on `threads` threads, one row group at a time.
+/// The queue to the decoders is bounded, so at most a few row groups (or
+/// two small files) are held at once. Stops at the first error, from the
+/// store or from `decode`.
 async fn decode_in_parallel<S, T, D>(
     store: &S,
     files: &[(InputFile, u64)],
     columns: &'static [&'static str],
     threads: usize,
+    whole_read_max_bytes: u64,
     decode: D,
 ) -> Result<Vec<T>, InputError>
 where
@@ -398,14 +408,8 @@ where
                             if failed.load(Ordering::Relaxed) {
                                 continue;
                             }
-                            let outcome = input::read_int64_columns_into(
-                                &unit.file,
-                                unit.bytes.clone(),
-                                unit.row_group,
-                                columns,
-                                &mut buffers,
-                            )
-                            .and_then(|()| decode(&unit, &mut buffers));
+                            let outcome =
+                                unit.data.decode_into(columns, &mut buffers).and_then(|()| decode(&unit, &mut buffers));
                             match outcome {
                                 Ok(value) => results.push(value),
                                 Err(error) => {
@@ -435,17 +439,18 @@ where
             if failed.load(Ordering::Relaxed) {
                 break;
             }
-            let bytes = store.get(&file.key).await?;
-            let name: Arc<str> = store.describe(&file.key).into();
-            let row_groups = input::inspect(&name, bytes.clone(), columns)?;
-            for row_group in 0..row_groups {
-                let unit = DecodeUnit {
-                    file: Arc::clone(&name),
-                    file_index,
-                    bytes: bytes.clone(),
-                    row_group,
-                    weight: *weight,
-                };
+            let object = input::ParquetObject::open(store, file, columns, whole_read_max_bytes).await?;
+            let name = Arc::clone(object.name());
+            let mut row_groups = futures_util::stream::iter(0..object.row_groups())
+                .map(|row_group| object.fetch_row_group(store, row_group))
+                .buffered(input::ROW_GROUPS_IN_FLIGHT);
+            while let Some(data) = row_groups.next().await {
+                let data = data?;
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let row_group = data.row_group();
+                let unit = DecodeUnit { file: Arc::clone(&name), file_index, data, row_group, weight: *weight };
                 if sender.send_async(unit).await.is_err() {
                     break;
                 }
@@ -464,14 +469,16 @@ async fn read_catalogue<S: ObjectStore>(
     store: &S,
     files: &[InputFile],
     threads: usize,
+    whole_read_max_bytes: u64,
 ) -> Result<Catalogue, InputError> {
     let files: Vec<(InputFile, u64)> = files.iter().map(|f| (f.clone(), 0)).collect();
-    let mut chunks = decode_in_parallel(store, &files, &CATALOGUE_COLUMNS, threads, |unit, buffers| {
-        // The catalogue keeps every row group, so it takes the buffers.
-        let columns: Vec<Vec<i64>> = buffers.iter_mut().map(std::mem::take).collect();
-        Ok((unit.file_index, unit.row_group, columns))
-    })
-    .await?;
+    let mut chunks =
+        decode_in_parallel(store, &files, &CATALOGUE_COLUMNS, threads, whole_read_max_bytes, |unit, buffers| {
+            // The catalogue keeps every row group, so it takes the buffers.
+            let columns: Vec<Vec<i64>> = buffers.iter_mut().map(std::mem::take).collect();
+            Ok((unit.file_index, unit.row_group, columns))
+        })
+        .await?;
     chunks.sort_unstable_by_key(|&(file, row_group, _)| (file, row_group));
     let rows: usize = chunks.iter().map(|(_, _, c)| c[0].len()).sum();
     let names: Vec<String> = files.iter().map(|(f, _)| store.describe(&f.key)).collect();
@@ -519,26 +526,28 @@ async fn read_plays<S: ObjectStore>(
     files: &[(InputFile, u64)],
     catalogue: Arc<Catalogue>,
     threads: usize,
+    whole_read_max_bytes: u64,
 ) -> Result<(Vec<u128>, BatchCounts), InputError> {
     let accumulator = Arc::new(ScoreAccumulator::new(catalogue.tracks.len()));
     let sink = Arc::clone(&accumulator);
-    let batches = decode_in_parallel(store, files, &PLAYS_COLUMNS, threads, move |unit, columns| {
-        let (track_ids, plays) = (&columns[0], &columns[1]);
-        if let Some(row) = plays.iter().position(|&p| p < 0) {
-            return Err(InputError::NegativePlays {
-                place: InputPlace {
-                    file: unit.file.to_string(),
-                    row_group: Some(unit.row_group),
-                    column: Some("plays".into()),
-                },
-                track_id: track_ids[row],
-                plays: plays[row],
-            });
-        }
-        let tracks: &IdIndex = &catalogue.tracks;
-        Ok(sink.add_batch(tracks, track_ids, plays, unit.weight))
-    })
-    .await?;
+    let batches =
+        decode_in_parallel(store, files, &PLAYS_COLUMNS, threads, whole_read_max_bytes, move |unit, columns| {
+            let (track_ids, plays) = (&columns[0], &columns[1]);
+            if let Some(row) = plays.iter().position(|&p| p < 0) {
+                return Err(InputError::NegativePlays {
+                    place: InputPlace {
+                        file: unit.file.to_string(),
+                        row_group: Some(unit.row_group),
+                        column: Some("plays".into()),
+                    },
+                    track_id: track_ids[row],
+                    plays: plays[row],
+                });
+            }
+            let tracks: &IdIndex = &catalogue.tracks;
+            Ok(sink.add_batch(tracks, track_ids, plays, unit.weight))
+        })
+        .await?;
     let mut counts = BatchCounts::default();
     for batch in batches {
         counts.add(batch);

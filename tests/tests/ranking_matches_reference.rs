@@ -125,6 +125,7 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
         part_rows: case.part_rows,
         encoding: case.encoding,
         threads: case.threads,
+        ..RankSettings::default()
     };
     let manifest = rank_run(input, output, &settings, case.run_time).await.unwrap().manifest;
     let expected =

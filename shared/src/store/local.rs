@@ -7,6 +7,8 @@
 //! object's version is the SHA-256 of its bytes; a write conditional on a
 //! version compares and replaces under one lock per process, so it is atomic
 //! between the tasks of one process (the CLI, tests), not between processes.
+//! A ranged read's version is the file's length and modification time
+//! instead: hashing a large file for every range would read it whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +19,8 @@ use std::io::Write;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ConditionalPut, ObjectEntry, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, ObjectVersion, StoreError,
-    UploadReceipt, VersionedObject, WriteCondition,
+    ByteRange, ConditionalPut, ObjectEntry, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, ObjectVersion,
+    RangeRead, StoreError, UploadReceipt, VersionedObject, WriteCondition,
 };
 
 /// Objects stored as files under `root`.
@@ -84,6 +86,44 @@ fn version_of(body: &[u8]) -> ObjectVersion {
     ObjectVersion(hex::encode(Sha256::digest(body)))
 }
 
+/// The version a ranged read reports: length and modification time.
+fn stat_version(metadata: &std::fs::Metadata) -> ObjectVersion {
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos());
+    ObjectVersion(format!("len={},mtime_ns={modified}", metadata.len()))
+}
+
+/// What a ranged read of a local file found, before it becomes a result.
+enum LocalRange {
+    Read(RangeRead),
+    Changed(ObjectVersion),
+    Unsatisfiable(u64),
+}
+
+fn read_local_range(
+    path: &Path,
+    range: ByteRange,
+    if_version: Option<&ObjectVersion>,
+) -> Result<LocalRange, std::io::Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let version = stat_version(&file.metadata()?);
+    if if_version.is_some_and(|expected| *expected != version) {
+        return Ok(LocalRange::Changed(version));
+    }
+    let object_size = file.metadata()?.len();
+    let Some(span) = range.within(object_size) else {
+        return Ok(LocalRange::Unsatisfiable(object_size));
+    };
+    file.seek(SeekFrom::Start(span.start))?;
+    let mut body = vec![0; (span.end - span.start) as usize];
+    file.read_exact(&mut body)?;
+    Ok(LocalRange::Read(RangeRead { body: Bytes::from(body), start: span.start, object_size, version }))
+}
+
 impl ObjectSink for LocalDirStore {
     type Upload = LocalUpload;
 
@@ -144,6 +184,30 @@ impl ObjectStore for LocalDirStore {
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         tokio::fs::read(self.path_of(key)).await.map(Bytes::from).map_err(|e| self.io_error("read", key, e))
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: ByteRange,
+        if_version: Option<&ObjectVersion>,
+    ) -> Result<RangeRead, StoreError> {
+        let path = self.path_of(key);
+        let expected = if_version.cloned();
+        let read = tokio::task::spawn_blocking(move || read_local_range(&path, range, expected.as_ref()))
+            .await
+            .expect("ranged read panicked")
+            .map_err(|e| self.io_error("read", key, e))?;
+        match read {
+            LocalRange::Read(read) => Ok(read),
+            LocalRange::Changed(now) => Err(StoreError::Changed {
+                location: self.describe(key),
+                detail: format!("{} was read before, now it is {}", if_version.map_or("", |v| v.0.as_str()), now.0),
+            }),
+            LocalRange::Unsatisfiable(size) => {
+                Err(StoreError::RangeNotSatisfiable { location: self.describe(key), range: range.http_header(), size })
+            }
+        }
     }
 
     async fn open(&self, key: &str) -> Result<LocalReader, StoreError> {
@@ -308,6 +372,26 @@ impl Drop for LocalUpload {
 mod tests {
     use super::*;
     use crate::store::PutOutcome;
+
+    #[tokio::test]
+    async fn ranged_reads_give_the_asked_bytes_and_refuse_a_replaced_file() {
+        let (_dir, store) = LocalDirStore::in_temp_dir("local-ranges");
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        store.put("a/k.bin", Bytes::from(body.clone()), "application/octet-stream").await.unwrap();
+        let tail = store.get_range("a/k.bin", ByteRange::Suffix(100), None).await.unwrap();
+        assert_eq!((tail.start, tail.object_size), (9_900, 10_000));
+        assert_eq!(tail.body, body[9_900..]);
+        let span = store.get_range("a/k.bin", ByteRange::Span { start: 5, end: 50 }, Some(&tail.version)).await;
+        assert_eq!(span.unwrap().body, body[5..50]);
+        let past = store.get_range("a/k.bin", ByteRange::Span { start: 10_000, end: 10_010 }, None).await;
+        assert!(matches!(past, Err(StoreError::RangeNotSatisfiable { size: 10_000, .. })), "{past:?}");
+
+        store.put("a/k.bin", Bytes::from_static(b"shorter"), "application/octet-stream").await.unwrap();
+        let stale = store.get_range("a/k.bin", ByteRange::Span { start: 0, end: 5 }, Some(&tail.version)).await;
+        assert!(matches!(stale, Err(StoreError::Changed { .. })), "{stale:?}");
+        let missing = store.get_range("a/absent.bin", ByteRange::Suffix(5), None).await;
+        assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    }
 
     #[tokio::test]
     async fn an_upload_is_invisible_until_finished_and_gone_when_aborted() {

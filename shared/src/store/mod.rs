@@ -58,6 +58,49 @@ pub struct VersionedObject {
     pub version: ObjectVersion,
 }
 
+/// Which bytes of an object [`ObjectStore::get_range`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// The last `n` bytes (all of a shorter object): how a Parquet footer
+    /// is read without knowing the object's size.
+    Suffix(u64),
+    /// Bytes `start..end` (end exclusive); an end past the object's end
+    /// reads to its end.
+    Span { start: u64, end: u64 },
+}
+
+impl ByteRange {
+    /// The HTTP `Range` header value (`bytes=-n`, `bytes=a-b` inclusive).
+    pub fn http_header(&self) -> String {
+        match *self {
+            ByteRange::Suffix(n) => format!("bytes=-{n}"),
+            ByteRange::Span { start, end } => format!("bytes={start}-{}", end.saturating_sub(1)),
+        }
+    }
+
+    /// `start..end` within an object of `size` bytes (an end past the end
+    /// is cut to it), or `None` when the range starts past the end or is empty.
+    pub fn within(&self, size: u64) -> Option<std::ops::Range<u64>> {
+        let (start, end) = match *self {
+            ByteRange::Suffix(n) => (size.saturating_sub(n), size),
+            ByteRange::Span { start, end } => (start, end.min(size)),
+        };
+        (start < end || (start == 0 && size == 0)).then_some(start..end)
+    }
+}
+
+/// What [`ObjectStore::get_range`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeRead {
+    pub body: Bytes,
+    /// Where in the object `body` starts.
+    pub start: u64,
+    /// The whole object's size.
+    pub object_size: u64,
+    /// The version the bytes are of.
+    pub version: ObjectVersion,
+}
+
 /// When [`ObjectStore::put_conditional`] may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteCondition<'a> {
@@ -133,6 +176,43 @@ pub trait ObjectStore: ObjectSink {
     /// [`ObjectStore::put_conditional`] that must not overwrite a change
     /// made in between.
     fn get_versioned(&self, key: &str) -> impl Future<Output = Result<VersionedObject, StoreError>> + Send;
+
+    /// A range of the object's bytes, and the version they are of. With
+    /// `if_version`, only from that version (S3's `If-Match: <ETag>`): an
+    /// object replaced since is [`StoreError::Changed`], so that a reader
+    /// assembling an object from several ranges never mixes two versions.
+    /// A version from `get_range` is comparable with other `get_range`
+    /// versions of the same store (a local file's is its length and
+    /// modification time, not the hash [`ObjectStore::get_versioned`] gives).
+    /// The default reads the whole object and slices it.
+    fn get_range(
+        &self,
+        key: &str,
+        range: ByteRange,
+        if_version: Option<&ObjectVersion>,
+    ) -> impl Future<Output = Result<RangeRead, StoreError>> + Send {
+        async move {
+            let whole = self.get_versioned(key).await?;
+            if let Some(expected) = if_version {
+                if whole.version != *expected {
+                    return Err(StoreError::Changed {
+                        location: self.describe(key),
+                        detail: format!("version {} was read before, now it is {}", expected.0, whole.version.0),
+                    });
+                }
+            }
+            let object_size = whole.body.len() as u64;
+            let Some(span) = range.within(object_size) else {
+                return Err(StoreError::RangeNotSatisfiable {
+                    location: self.describe(key),
+                    range: range.http_header(),
+                    size: object_size,
+                });
+            };
+            let body = whole.body.slice(span.start as usize..span.end as usize);
+            Ok(RangeRead { body, start: span.start, object_size, version: whole.version })
+        }
+    }
 
     /// Opens the object for reading in chunks, so that objects of any size
     /// can be streamed with bounded memory. The chunks are not checked
@@ -214,6 +294,13 @@ pub enum StoreError {
     /// (error code, message, request id).
     #[error("S3 {operation} {location} failed: {detail}")]
     S3 { operation: &'static str, location: String, detail: String },
+    /// A read conditional on a version found the object replaced (or gone)
+    /// since that version was read.
+    #[error("{location} changed while it was being read ({detail}); it was not read further, so that no two versions of it are mixed")]
+    Changed { location: String, detail: String },
+    /// A ranged read asked for bytes the object does not have.
+    #[error("{location} has no bytes in range {range}: it is {size} bytes long")]
+    RangeNotSatisfiable { location: String, range: String, size: u64 },
     /// A Google Cloud Storage call failed; `status` is the HTTP status when
     /// the service answered, `detail` its error message (never a credential).
     #[error("GCS {operation} {location} failed: {detail}")]
