@@ -9,11 +9,9 @@ use std::process::Output;
 
 use integration_tests::customer::keys_under;
 use integration_tests::delivery::{
-    event_for_key, publish_synthetic_run, run_id, staging_store, tenant_whose_bucket_is_missing,
+    event_for_key, publish_synthetic_run, run_id, s3_deliver_deps, staging_store, tenant_whose_bucket_is_missing,
 };
 use integration_tests::{moto_endpoint, sdk_config};
-use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
-use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::store::{s3_client, ObjectStore};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
@@ -43,15 +41,7 @@ async fn redeliver_local_fails_while_the_bucket_is_missing_then_delivers_then_ha
     let (prefix, bucket, customer) = tenant_whose_bucket_is_missing(&admin, &staging, "cli-redeliver").await;
     let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), prefix.as_str()).unwrap();
     let job_key = format!("jobs/s3/{}/acme/default.json", run_id());
-    let deliver = DeliverDeps {
-        staging: staging.clone(),
-        tenants: tenants(),
-        deliverer: S3Deliverer {
-            staging: staging.clone(),
-            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
-        },
-        now: chrono::Utc::now,
-    };
+    let deliver = s3_deliver_deps(&admin, &staging, tenants(), chrono::Utc::now);
     assert!(handle_deliverer_event(&deliver, event_for_key(&job_key), None).await.is_err(), "no bucket yet");
     let run = run_id().to_string();
     let args = ["redeliver", run.as_str(), "--tenant", "acme", "--local", "--timeout-seconds", "20"];

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use aws_config::SdkConfig;
 use aws_lambda_events::s3::S3Event;
 use chrono::{DateTime, Utc};
+use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::domain::RunId;
 use popularity_reports::manifest::RunManifest;
 use popularity_reports::store::{ObjectStore, S3Store};
@@ -23,6 +25,26 @@ pub const RUN_ID: &str = "20261119030000";
 
 pub fn run_id() -> RunId {
     RUN_ID.parse().unwrap()
+}
+
+/// deliver-s3's dependencies as its `main.rs` builds them: staging, the
+/// given tenant directory, destinations reached with `admin`'s credentials,
+/// the staging bucket refused as a destination, and the clock `now`.
+pub fn s3_deliver_deps<T>(
+    admin: &SdkConfig,
+    staging: &S3Store,
+    tenants: T,
+    now: fn() -> DateTime<Utc>,
+) -> DeliverDeps<S3Store, T, S3Deliverer<S3Store>> {
+    DeliverDeps {
+        staging: staging.clone(),
+        tenants,
+        deliverer: S3Deliverer {
+            staging: staging.clone(),
+            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
+        },
+        now,
+    }
 }
 
 /// The S3 event in `events/<path>`, parsed as the function receives it.

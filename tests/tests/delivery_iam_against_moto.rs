@@ -11,12 +11,11 @@ use integration_tests::customer::{
     open_multipart_uploads, set_user_put_object, stop_enforcing_iam,
 };
 use integration_tests::delivery::{
-    create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, sample_event, staging_store,
-    unique_tenant_prefix,
+    create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, s3_deliver_deps, sample_event,
+    staging_store, unique_tenant_prefix,
 };
 use integration_tests::{fresh_bucket, moto_auth_endpoint, unique_bucket_name};
-use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
-use popularity_reports::delivery::{DeliverDeps, JobDisposition};
+use popularity_reports::delivery::JobDisposition;
 use popularity_reports::delivery::{DeliveryOutcome, DeliveryStatus};
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::deliver::handle_deliverer_event;
@@ -53,15 +52,7 @@ async fn exactly_the_seed_grants_deliver_and_without_put_object_the_status_names
     let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), prefix.clone()).unwrap();
     let fanout =
         FanoutDeps { staging: staging.clone(), tenants: tenants(), own_buckets: vec![staging.bucket().to_owned()] };
-    let deps = DeliverDeps {
-        staging: staging.clone(),
-        tenants: tenants(),
-        deliverer: S3Deliverer {
-            staging: staging.clone(),
-            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
-        },
-        now: pinned_now,
-    };
+    let deps = s3_deliver_deps(&admin, &staging, tenants(), pinned_now);
 
     enforce_iam(&endpoint, 0).await;
     handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use integration_tests::customer::keys_under;
 use integration_tests::delivery::{
-    event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, tenant_whose_bucket_is_missing,
+    event_for_key, pinned_now, publish_synthetic_run, run_id, s3_deliver_deps, staging_store,
+    tenant_whose_bucket_is_missing,
 };
 use integration_tests::{moto_endpoint, sdk_config};
-use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{
     parse_job_key, AttemptResult, DeliverDeps, DeliveryOutcome, DeliveryStatus, JobDisposition, JobKeyParts,
 };
@@ -92,15 +92,7 @@ async fn a_delivery_that_failed_on_a_missing_bucket_is_redriven_and_delivered_on
     let (prefix, bucket, customer) = tenant_whose_bucket_is_missing(&admin, &staging, "sweep-heal").await;
     let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), prefix.as_str()).unwrap();
     let parts = parse_job_key(&format!("jobs/s3/{}/acme/default.json", run_id())).unwrap();
-    let deliver = DeliverDeps {
-        staging: staging.clone(),
-        tenants: tenants(),
-        deliverer: S3Deliverer {
-            staging: staging.clone(),
-            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
-        },
-        now: pinned_now,
-    };
+    let deliver = s3_deliver_deps(&admin, &staging, tenants(), pinned_now);
     let job_body = staging.get(&parts.job_key()).await.unwrap();
 
     // The bucket does not exist yet: the delivery fails (transient).
