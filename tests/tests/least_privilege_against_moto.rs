@@ -546,7 +546,7 @@ async fn without_list_tenants_fanout_fails_at_the_tenant_directory_and_writes_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_its_staging_reads_deliver_s3_cannot_read_the_job_and_writes_nothing_anywhere() {
+async fn without_its_staging_reads_deliver_s3_cannot_read_the_status_and_attempts_nothing() {
     let endpoint = moto_auth_endpoint();
     let _serial = lock_auth_server(&endpoint).await;
     let stack = deploy_without(&endpoint, (DELIVER_S3, "ReadJobsManifestsReportsStatus")).await;
@@ -557,8 +557,10 @@ async fn without_its_staging_reads_deliver_s3_cannot_read_the_job_and_writes_not
 
     assert_eq!(ranked, Ok(RUN.to_owned()));
     assert!(fanned_out.is_ok(), "{fanned_out:?}");
-    let error = delivered.expect_err("deliver-s3 may not read jobs/ (nor reports/)");
-    assert!(error.contains("AccessDenied"), "{error}");
+    let error = delivered.expect_err("deliver-s3 may not read status/ (nor jobs/, manifests/, reports/)");
+    assert!(error.contains("could not read the status") && error.contains("AccessDenied"), "{error}");
+    assert!(error.contains("nothing was attempted"), "{error}");
+    assert!(stack.status("acme", "lake").await.is_none(), "no status was written");
     assert!(stack.customer_keys().await.is_empty(), "nothing reached the customer");
     assert!(open_multipart_uploads(&stack.customer_admin, &stack.customer_bucket).await.is_empty());
 }
