@@ -11,7 +11,9 @@
 //! Security and pacing the lints cannot judge: every function has a
 //! concurrency cap parameter (-1 = none); the tenant secrets key lets only
 //! the functions that read tenant secrets and the onboarding role decrypt;
-//! DKIM and the bounce and complaint topic sit behind their conditions.
+//! DKIM and the bounce and complaint topic sit behind their conditions;
+//! the metrics that need a person (runs without plays, re-drives exhausted)
+//! have alarms on exactly what the code emits.
 //!
 //! The workspace has no YAML crate, and these checks need only the block
 //! structure of the template, so [`yaml`] is a small reader of that subset
@@ -867,6 +869,50 @@ fn the_sweeper_runs_on_its_schedule_may_touch_only_jobs_and_status_and_its_statu
         let function = template.function_by_binary(deliverer.function);
         let routed: Vec<&String> = routes.iter().filter(|r| r.matches(&job_key)).map(|r| &r.logical_id).collect();
         assert_eq!(routed, [function.logical_id], "{job_key}");
+    }
+}
+
+/// The metrics that mean a person should look, and the handler that emits
+/// each (under `PopularityReports`, dimension `Function`).
+const ALARMED_METRICS: [(&str, &str, &str); 2] = [
+    ("RunsWithoutPlays", "rank", "shared/src/handlers/rank.rs"),
+    ("RedrivesExhausted", "sweeper", "shared/src/handlers/sweeper.rs"),
+];
+
+#[test]
+fn every_metric_that_needs_a_person_has_an_alarm_on_what_the_code_emits_notifying_the_alarm_topic() {
+    let template = Template::load();
+    let alarms: Vec<&Yaml> = template
+        .resources()
+        .iter()
+        .filter(|(_, resource)| Template::resource_type(resource) == "AWS::CloudWatch::Alarm")
+        .filter_map(|(_, resource)| resource.get("Properties"))
+        .collect();
+    let text = |node: &Yaml, key: &str| node.get(key).and_then(Yaml::as_str).unwrap_or_default().to_owned();
+    for (metric, function, source) in ALARMED_METRICS {
+        let code = read(&workspace_root().join(source));
+        assert!(
+            code.contains(&format!("(\"{metric}\",")) && code.contains(&format!("(\"Function\", \"{function}\")")),
+            "{source} no longer emits {metric} with Function={function}: update the alarm and this list"
+        );
+        let alarm = alarms
+            .iter()
+            .find(|alarm| text(alarm, "MetricName") == metric)
+            .unwrap_or_else(|| panic!("template.yaml has no alarm on {metric}"));
+        assert_eq!(text(alarm, "Namespace"), "PopularityReports", "{metric}");
+        let dimensions = alarm.get("Dimensions").and_then(Yaml::items).unwrap_or(&[]);
+        assert!(
+            dimensions.iter().any(|d| text(d, "Name") == "Function" && text(d, "Value") == function),
+            "the alarm on {metric} must select Function={function}, as the code emits it"
+        );
+        assert_eq!(text(alarm, "ComparisonOperator"), "GreaterThanThreshold", "{metric}");
+        assert_eq!(text(alarm, "Threshold"), "0", "{metric}: one occurrence is enough");
+        assert_eq!(text(alarm, "TreatMissingData"), "notBreaching", "{metric}: no data is no problem");
+        assert_eq!(
+            text(alarm, "AlarmActions"),
+            "!If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]",
+            "{metric}: notifies the operator's topic when one is given"
+        );
     }
 }
 

@@ -151,6 +151,9 @@ const RECORD_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 /// job that was in fact delivered — an email sent twice (the fault matrix,
 /// issue 13 item 4: `s3:PutObject` of the status failing for all of the
 /// SDK's attempts). So the write gets more patience than one SDK call.
+/// A write that was stored but whose answer was lost is recognised by the
+/// next one (`DeliveryStaging::record` reads the status back when its
+/// condition fails), so it is not mistaken for a lost claim.
 async fn record_outcome<S: ObjectStore>(
     staging: &DeliveryStaging<'_, S>,
     job_key: &str,

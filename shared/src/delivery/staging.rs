@@ -369,7 +369,31 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         let condition = WriteCondition::Unchanged(&version);
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
             ConditionalPut::Written(_) => Ok(Recorded::Written(status)),
-            ConditionalPut::ConditionFailed => Ok(Recorded::ClaimLost),
+            ConditionalPut::ConditionFailed => self.recorded_by_a_lost_answer(&key, &status).await,
+        }
+    }
+
+    /// After a failed condition: the status changed since the claim, either
+    /// because another attempt took the claim over, or because an earlier
+    /// write of this very outcome was stored and only its answer was lost
+    /// (the caller retries a write that failed). In the second case the
+    /// stored status holds this attempt, same number and times, and is ours.
+    async fn recorded_by_a_lost_answer(&self, key: &str, ours: &DeliveryStatus) -> Result<Recorded, StoreError> {
+        let Some(attempt) = ours.attempts.last() else { return Ok(Recorded::ClaimLost) };
+        let object = self.store.get_versioned(key).await?;
+        let stored = decode_status(&object.body, ours.run_id, &ours.tenant_id, &ours.feed_id);
+        match stored {
+            Ok(stored)
+                if stored.attempts.iter().any(|recorded| {
+                    recorded.number == attempt.number
+                        && recorded.started_at == attempt.started_at
+                        && recorded.finished_at == attempt.finished_at
+                        && recorded.outcome == attempt.outcome
+                }) =>
+            {
+                Ok(Recorded::Written(stored))
+            }
+            _ => Ok(Recorded::ClaimLost),
         }
     }
 }
@@ -380,6 +404,28 @@ mod tests {
     use crate::delivery::job::tests::{at, job_for, run};
     use crate::delivery::status::DeliveryOutcome;
     use crate::store::{LocalDirStore, ObjectSink};
+
+    #[tokio::test]
+    async fn an_outcome_written_again_after_a_lost_answer_is_recognised_as_ours_not_as_a_lost_claim() {
+        let (_dir, store) = LocalDirStore::in_temp_dir("staging-record-twice");
+        let staging = DeliveryStaging::new(&store);
+        let parts = job_for("role").key_parts();
+        let now = at("2026-11-19T03:20:00Z");
+        let expires = at("2026-11-19T03:35:00Z");
+        let claimed = staging.claim(&parts, None, "a".into(), now, expires).await.unwrap().unwrap();
+        // The first write is stored; the caller never hears so and writes
+        // the same outcome again over the version it claimed.
+        let first = staging.record(claimed.clone(), now, now, AttemptResult::Delivered(Vec::new())).await.unwrap();
+        assert!(matches!(first, Recorded::Written(_)));
+        let again = staging.record(claimed.clone(), now, now, AttemptResult::Delivered(Vec::new())).await.unwrap();
+        let Recorded::Written(status) = again else { panic!("taken for a lost claim: {again:?}") };
+        assert!(status.is_delivered());
+        assert_eq!(status.attempts.len(), 1, "recorded once");
+
+        // A different outcome of the same claim is not ours: the claim was lost.
+        let other = staging.record(claimed, now, expires, AttemptResult::Failed("late".into())).await.unwrap();
+        assert!(matches!(other, Recorded::ClaimLost), "{other:?}");
+    }
 
     #[tokio::test]
     async fn of_two_attempts_claiming_the_same_status_only_one_wins() {
