@@ -9,9 +9,10 @@
 //! role's credentials and the environment the template gives it: rank
 //! (data bucket → reports and manifest in staging), fanout (tenant secrets →
 //! jobs), deliver-s3 (an `s3-role` customer in another account: AssumeRole,
-//! multipart upload), deliver-email (link-signer secret, SES), deliver-s3
-//! again for a customer whose bucket is missing (a failed status) and the
-//! sweeper re-driving it. Then the same run with one named statement
+//! multipart upload), deliver-email (link-signer secret, SES),
+//! deliver-sheets (our Google key from its secret, then the project's Sheets
+//! double), deliver-s3 again for a customer whose bucket is missing (a
+//! failed status) and the sweeper re-driving it. Then the same run with one named statement
 //! removed shows which step fails, with an error or status naming the
 //! denial, and that nothing of it was half published.
 //!
@@ -42,11 +43,14 @@ use integration_tests::customer::{
     lock_auth_server, open_multipart_uploads, sent_emails, stop_enforcing_iam, with_credentials,
 };
 use integration_tests::delivery::{event_for_key, unique_tenant_prefix};
+use integration_tests::google_keys::TestServiceAccount;
+use integration_tests::sheets_double::{SheetsDouble, TabSpec};
 use integration_tests::template_policies::{function_environment, transformed_template, FunctionPolicy, StackNames};
 use integration_tests::{fresh_bucket, moto_auth_endpoint, unique_bucket_name};
-use popularity_reports::config::{DeliveryConfig, EmailConfig, RankConfig, SweeperConfig};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, RankConfig, SheetsConfig, SweeperConfig};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
 use popularity_reports::delivery::{DeliverDeps, DeliveryOutcome, DeliveryStatus, JobDisposition};
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::deliver::handle_deliverer_event;
@@ -87,8 +91,9 @@ const RANK: &str = "RankFunction";
 const FANOUT: &str = "FanoutFunction";
 const DELIVER_S3: &str = "DeliverS3Function";
 const DELIVER_EMAIL: &str = "DeliverEmailFunction";
+const DELIVER_SHEETS: &str = "DeliverSheetsFunction";
 const SWEEPER: &str = "SweeperFunction";
-const FUNCTIONS: [&str; 5] = [RANK, FANOUT, DELIVER_S3, DELIVER_EMAIL, SWEEPER];
+const FUNCTIONS: [&str; 6] = [RANK, FANOUT, DELIVER_S3, DELIVER_EMAIL, DELIVER_SHEETS, SWEEPER];
 
 /// A stack of this test's own on the auth server: its buckets, tenants,
 /// link-signing user and a role per function holding that function's
@@ -108,6 +113,10 @@ struct Stack {
     customer_bucket: String,
     customer_role_arn: String,
     recipient: String,
+    /// sheet-co's spreadsheet, on the project's Sheets double.
+    sheets: SheetsDouble,
+    spreadsheet: String,
+    google_key_secret_arn: String,
     tenant_secret_arns: Vec<String>,
     link_signer_secret_arn: String,
     /// What [`FunctionPolicy::moto_document`] changed, per function.
@@ -199,9 +208,25 @@ impl Stack {
             "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{late_bucket}"),
                                     "region": REGION, "prefix": "in/"}},
             "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]});
+        // sheet-co: a spreadsheet shared with our service account, whose key
+        // is in the secret GoogleServiceAccountSecret names.
+        let sheets = SheetsDouble::start();
+        sheets.set_write_quota_per_minute(None);
+        let ours = TestServiceAccount::generate(&format!("feeds@{stack_name}.iam.gserviceaccount.com"));
+        sheets.register(&ours);
+        let spreadsheet = format!("1Sheet{}", stack_name.replace('-', "_"));
+        sheets.create_spreadsheet(&spreadsheet, &[TabSpec::new("Notes", 40, 5)]);
+        sheets.share(&spreadsheet, &ours.client_email);
+        let google_key_secret = format!("{stack_name}/google-service-account");
+        let google_key_secret_arn = create_secret(&admin, &google_key_secret, &ours.key_json_string()).await;
+        let sheet_co = json!({"schemaVersion": 1, "tenantId": "sheet-co", "plan": "standard", "enabled": true,
+            "connectors": {"sheet": {"type": "google-sheets", "maxRows": 10,
+                "spreadsheetUrl": format!("https://docs.google.com/spreadsheets/d/{spreadsheet}/edit")}},
+            "feeds": [{"id": "top", "connector": "sheet", "reports": ["artist"]}]});
         let tenant_secret_arns = vec![
             create_secret(&admin, &format!("{prefix}acme"), &acme.to_string()).await,
             create_secret(&admin, &format!("{prefix}late-co"), &late.to_string()).await,
+            create_secret(&admin, &format!("{prefix}sheet-co"), &sheet_co.to_string()).await,
         ];
 
         // SES: the sender, and the configuration set the stack creates
@@ -218,6 +243,9 @@ impl Stack {
             .parameter("DataPrefix", DATA_PREFIX)
             .parameter("TenantSecretPrefix", &prefix)
             .parameter("SesSender", SENDER)
+            .parameter("GoogleServiceAccountSecret", &google_key_secret)
+            // Google's quota is the template's default (60); the double has none.
+            .parameter("SheetsWritesPerMinute", "300")
             .resource("StagingBucket", &staging_bucket)
             .resource("MailConfigurationSet", &configuration_set)
             .attribute("FailedEventsQueue.QueueName", &format!("{stack_name}-failed-events"));
@@ -254,7 +282,13 @@ impl Stack {
             }
             let role_arn = role.role().expect("CreateRole returns the role").arn().to_owned();
             credentials.insert(function, assume(&admin, &role_arn, function).await);
-            environments.insert(function, function_environment(template, function, &names).unwrap());
+            let mut environment = function_environment(template, function, &names).unwrap();
+            if function == DELIVER_SHEETS {
+                // Declared by the template with AWS::NoValue (Google's API);
+                // set for local runs as `sam local invoke --env-vars` does.
+                environment.insert("SHEETS_API_ENDPOINT".to_owned(), sheets.endpoint());
+            }
+            environments.insert(function, environment);
             policies.insert(function, policy);
             moto_adjustments.insert(function, adjustments);
         }
@@ -270,6 +304,9 @@ impl Stack {
             customer_bucket,
             customer_role_arn: role_arn,
             recipient,
+            sheets,
+            spreadsheet,
+            google_key_secret_arn,
             tenant_secret_arns,
             link_signer_secret_arn,
             moto_adjustments,
@@ -364,6 +401,32 @@ impl Stack {
         Ok(response.jobs[0].disposition.clone())
     }
 
+    /// deliver-sheets, as its `main.rs` builds it: our Google key read from
+    /// its secret (the cold start), then sheet-co's job.
+    async fn deliver_sheets(&self) -> Result<JobDisposition, String> {
+        let config = SheetsConfig::from_lookup(self.lookup(DELIVER_SHEETS)).unwrap();
+        let role = self.role(DELIVER_SHEETS);
+        let secrets = secrets_manager_client(role);
+        let identity =
+            SheetsIdentity::load(&secrets, &config.service_account_secret).await.map_err(|e| e.to_string())?;
+        let staging = S3Store::new(s3_client(role), config.delivery.staging_bucket.clone(), "");
+        let client =
+            SheetsClient::new(identity, &config.sheets_endpoint, config.writes_per_minute, RetryPolicy::default());
+        let deps = DeliverDeps {
+            staging: staging.clone(),
+            tenants: self.tenants(DELIVER_SHEETS, &config.delivery),
+            deliverer: SheetsDeliverer { staging, client, now: chrono::Utc::now },
+            now: after_run,
+        };
+        let event = event_for_key(&format!("jobs/sheets/{RUN}/sheet-co/top.json"));
+        let response = handle_deliverer_event(&deps, event, None).await.map_err(|e| e.to_string())?;
+        Ok(response.jobs[0].disposition.clone())
+    }
+
+    fn sheet_tabs(&self) -> Vec<String> {
+        self.sheets.tabs(&self.spreadsheet).into_iter().map(|tab| tab.title).collect()
+    }
+
     async fn sweep(&self) -> Result<SweepResponse, String> {
         let config = SweeperConfig::from_lookup(self.lookup(SWEEPER)).unwrap();
         let deps = SweeperDeps {
@@ -436,6 +499,7 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
     let fanned_out = stack.fanout().await;
     let to_s3 = stack.deliver_s3("acme", "lake").await;
     let to_email = stack.deliver_email().await;
+    let to_sheet = stack.deliver_sheets().await;
     let to_missing_bucket = stack.deliver_s3("late-co", "default").await;
     let swept = stack.sweep().await;
     // Enforcement is on, and scoped: rank's role cannot read a job.
@@ -451,13 +515,14 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
     assert!(reports.len() >= 3 && reports.iter().all(|k| k.contains(RUN)), "one part of each report: {reports:?}");
 
     let fanned_out = fanned_out.expect("fanout read the tenants and wrote the jobs");
-    assert_eq!((fanned_out.tenants, fanned_out.jobs_created, fanned_out.invalid_tenants), (2, 3, 0));
+    assert_eq!((fanned_out.tenants, fanned_out.jobs_created, fanned_out.invalid_tenants), (3, 4, 0));
     assert_eq!(
         stack.staging_keys("jobs/").await,
         vec![
             format!("jobs/email/{RUN}/acme/mail.json"),
             format!("jobs/s3/{RUN}/acme/lake.json"),
             format!("jobs/s3/{RUN}/late-co/default.json"),
+            format!("jobs/sheets/{RUN}/sheet-co/top.json"),
         ]
     );
 
@@ -469,21 +534,30 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
     assert_eq!(to_email, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)));
     assert_eq!(stack.emails_to_acme().await, 1, "one email reached SES");
 
+    assert_eq!(to_sheet, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)));
+    let tabs = stack.sheet_tabs();
+    assert!(
+        tabs.len() == 3 && tabs[0] == "Notes" && tabs[2] == "_popularity",
+        "the customer's, a report's, ours: {tabs:?}"
+    );
+
     let failed = to_missing_bucket.expect_err("the bucket does not exist yet");
     assert!(failed.contains("NoSuchBucket"), "{failed}");
     assert_eq!(stack.status("late-co", "default").await.unwrap().outcome, DeliveryOutcome::Failed);
 
     let swept = swept.expect("the sweeper read and re-wrote what it needed");
-    assert_eq!((swept.redriven, swept.final_outcomes), (1, 2), "{swept:?}");
+    assert_eq!((swept.redriven, swept.final_outcomes), (1, 3), "{swept:?}");
     assert_eq!(stack.status("late-co", "default").await.unwrap().redrives, 1);
 
     // What moto authorises against `*` (Secrets Manager, SES), checked
     // against the statements as the template writes them.
-    for function in [FANOUT, DELIVER_S3, DELIVER_EMAIL] {
+    for function in [FANOUT, DELIVER_S3, DELIVER_EMAIL, DELIVER_SHEETS] {
         for arn in &stack.tenant_secret_arns {
             assert!(stack.policies[function].allows("secretsmanager:GetSecretValue", arn), "{function} {arn}");
         }
     }
+    assert!(stack.policies[DELIVER_SHEETS].allows("secretsmanager:GetSecretValue", &stack.google_key_secret_arn));
+    assert!(!stack.policies[DELIVER_S3].allows("secretsmanager:GetSecretValue", &stack.google_key_secret_arn));
     let email = &stack.policies[DELIVER_EMAIL];
     assert!(email.allows("secretsmanager:GetSecretValue", &stack.link_signer_secret_arn));
     assert!(!stack.policies[FANOUT].allows("secretsmanager:GetSecretValue", &stack.link_signer_secret_arn));
@@ -494,10 +568,10 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
 }
 
 /// The HTTP status and body of a refused request. moto answers a denied
-/// query-protocol call (STS, SES) with `<ErrorResponse><Errors><Error>`,
-/// which the Rust SDK's parser does not read (it expects
-/// `<ErrorResponse><Error>`, as AWS sends): the error it builds has no code,
-/// so the denial is read from the body itself.
+/// call of STS or SES with `<ErrorResponse><Errors><Error>`, which the Rust
+/// SDK's parser does not read (it expects `<ErrorResponse><Error>`, as AWS
+/// sends), and Secrets Manager's calls likewise: the error the SDK builds
+/// has no code, so the denial is read from the body itself.
 fn denial_answered<O: std::fmt::Debug, E>(
     result: Result<O, aws_sdk_sts::error::SdkError<E, aws_sdk_sts::config::http::HttpResponse>>,
 ) -> String {
@@ -536,11 +610,14 @@ async fn without_list_tenants_fanout_fails_at_the_tenant_directory_and_writes_no
     let stack = deploy_without(&endpoint, (FANOUT, "ListTenants")).await;
     let ranked = stack.rank().await;
     let fanned_out = stack.fanout().await;
+    let denied = secrets_manager_client(stack.role(FANOUT)).list_secrets().send().await;
     stop_enforcing_iam(&endpoint).await;
 
     assert_eq!(ranked, Ok(RUN.to_owned()));
     let error = fanned_out.expect_err("fanout may not list the tenant secrets");
-    assert!(error.contains("AccessDenied") && error.contains("secretsmanager:ListSecrets"), "{error}");
+    assert!(error.contains("ListSecrets") && (error.contains("AccessDenied") || error.contains("HTTP 403")), "{error}");
+    let denial = denial_answered(denied);
+    assert!(denial.contains("AccessDenied") && denial.contains("secretsmanager:ListSecrets"), "{denial}");
     assert!(stack.staging_keys("jobs/").await.is_empty(), "no job");
     assert!(stack.staging_keys("status/").await.is_empty(), "no status");
 }
@@ -706,7 +783,7 @@ async fn deliver_s3_cannot_assume_a_role_of_our_own_account_even_one_that_trusts
     stop_enforcing_iam(&endpoint).await;
 
     assert_eq!(ranked, Ok(RUN.to_owned()));
-    assert_eq!(fanned_out.map(|f| f.jobs_created), Ok(4));
+    assert_eq!(fanned_out.map(|f| f.jobs_created), Ok(5));
     let error = delivered.expect_err("NeverAssumeOurOwnRoles denies it");
     assert!(error.contains("loading credentials"), "{error}");
     assert_eq!(stack.status("ours", "lake").await.unwrap().outcome, DeliveryOutcome::Failed);
@@ -735,4 +812,32 @@ async fn without_never_assume_our_own_roles_the_role_of_our_own_that_trusts_deli
     assert_eq!(delivered, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)));
     let written = keys_under(&stack.admin, &bucket, "").await;
     assert!(written.iter().any(|k| k.ends_with("_manifest.json")), "{written:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_secrets_statement_deliver_sheets_cannot_load_our_google_key_and_the_sheet_is_untouched() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let stack = deploy_without(&endpoint, (DELIVER_SHEETS, "ReadTenantsAndOurGoogleKey")).await;
+    let ranked = stack.rank().await;
+    let fanned_out = stack.fanout().await;
+    let delivered = stack.deliver_sheets().await;
+    let config = SheetsConfig::from_lookup(stack.lookup(DELIVER_SHEETS)).unwrap();
+    let denied = secrets_manager_client(stack.role(DELIVER_SHEETS))
+        .get_secret_value()
+        .secret_id(&config.service_account_secret)
+        .send()
+        .await;
+    stop_enforcing_iam(&endpoint).await;
+
+    assert_eq!(ranked, Ok(RUN.to_owned()));
+    assert!(fanned_out.is_ok(), "{fanned_out:?}");
+    // Like STS's and SES's, this denial's body does not parse in the SDK:
+    // the error names the secret and HTTP 403, the raw answer the denial.
+    let error = delivered.expect_err("deliver-sheets may not read its key: its cold start fails");
+    assert!(error.contains(&config.service_account_secret) && error.contains("HTTP 403"), "{error}");
+    let denial = denial_answered(denied);
+    assert!(denial.contains("AccessDenied") && denial.contains("secretsmanager:GetSecretValue"), "{denial}");
+    assert_eq!(stack.sheet_tabs(), vec!["Notes".to_owned()], "nothing was written to the spreadsheet");
+    assert!(stack.status("sheet-co", "top").await.is_none(), "no attempt was made");
 }
