@@ -10,8 +10,9 @@
 //! (data bucket → reports and manifest in staging), fanout (tenant secrets →
 //! jobs), deliver-s3 (an `s3-role` customer in another account: AssumeRole,
 //! multipart upload), deliver-email (link-signer secret, SES),
-//! deliver-sheets (our Google key from its secret, then the project's Sheets
-//! double), deliver-s3 again for a customer whose bucket is missing (a
+//! deliver-gcs (the tenant's service account, on fake-gcs-server behind
+//! the project's guard), deliver-sheets (our Google key from its secret,
+//! then the project's Sheets double), deliver-s3 again for a customer whose bucket is missing (a
 //! failed status) and the sweeper re-driving it. Then the same run with one named statement
 //! removed shows which step fails, with an error or status naming the
 //! denial, and that nothing of it was half published.
@@ -43,12 +44,14 @@ use integration_tests::customer::{
     lock_auth_server, open_multipart_uploads, sent_emails, stop_enforcing_iam, with_credentials,
 };
 use integration_tests::delivery::{event_for_key, unique_tenant_prefix};
+use integration_tests::gcs_guard::GcsGuard;
 use integration_tests::google_keys::TestServiceAccount;
 use integration_tests::sheets_double::{SheetsDouble, TabSpec};
 use integration_tests::template_policies::{function_environment, transformed_template, FunctionPolicy, StackNames};
-use integration_tests::{fresh_bucket, moto_auth_endpoint, unique_bucket_name};
-use popularity_reports::config::{DeliveryConfig, EmailConfig, RankConfig, SheetsConfig, SweeperConfig};
+use integration_tests::{fresh_bucket, gcs_emulator_endpoint, moto_auth_endpoint, unique_bucket_name};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig, SheetsConfig, SweeperConfig};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
 use popularity_reports::delivery::{DeliverDeps, DeliveryOutcome, DeliveryStatus, JobDisposition};
@@ -91,9 +94,10 @@ const RANK: &str = "RankFunction";
 const FANOUT: &str = "FanoutFunction";
 const DELIVER_S3: &str = "DeliverS3Function";
 const DELIVER_EMAIL: &str = "DeliverEmailFunction";
+const DELIVER_GCS: &str = "DeliverGcsFunction";
 const DELIVER_SHEETS: &str = "DeliverSheetsFunction";
 const SWEEPER: &str = "SweeperFunction";
-const FUNCTIONS: [&str; 6] = [RANK, FANOUT, DELIVER_S3, DELIVER_EMAIL, DELIVER_SHEETS, SWEEPER];
+const FUNCTIONS: [&str; 7] = [RANK, FANOUT, DELIVER_S3, DELIVER_EMAIL, DELIVER_GCS, DELIVER_SHEETS, SWEEPER];
 
 /// A stack of this test's own on the auth server: its buckets, tenants,
 /// link-signing user and a role per function holding that function's
@@ -113,6 +117,9 @@ struct Stack {
     customer_bucket: String,
     customer_role_arn: String,
     recipient: String,
+    /// gcs-co's bucket on fake-gcs-server, behind the project's guard.
+    gcs: GcsGuard,
+    gcs_bucket: String,
     /// sheet-co's spreadsheet, on the project's Sheets double.
     sheets: SheetsDouble,
     spreadsheet: String,
@@ -223,7 +230,19 @@ impl Stack {
             "connectors": {"sheet": {"type": "google-sheets", "maxRows": 10,
                 "spreadsheetUrl": format!("https://docs.google.com/spreadsheets/d/{spreadsheet}/edit")}},
             "feeds": [{"id": "top", "connector": "sheet", "reports": ["artist"]}]});
+        // gcs-co: a bucket its own service account may create objects in.
+        let gcs = GcsGuard::start(&gcs_emulator_endpoint());
+        let gcs_bucket = unique_bucket_name("lp-gcs");
+        gcs.create_bucket(&gcs_bucket).await;
+        let gcs_account = TestServiceAccount::generate(&format!("feeds@gcs-{stack_name}.iam.gserviceaccount.com"));
+        gcs.register(&gcs_account);
+        gcs.grant_object_creator(&gcs_bucket, &gcs_account.client_email);
+        let gcs_co = json!({"schemaVersion": 1, "tenantId": "gcs-co", "plan": "standard", "enabled": true,
+            "connectors": {"bucket": {"type": "gcs", "bucket": gcs_bucket, "prefix": "feeds/",
+                                      "serviceAccountJson": gcs_account.key_json()}},
+            "feeds": [{"id": "top", "connector": "bucket", "reports": ["artist"]}]});
         let tenant_secret_arns = vec![
+            create_secret(&admin, &format!("{prefix}gcs-co"), &gcs_co.to_string()).await,
             create_secret(&admin, &format!("{prefix}acme"), &acme.to_string()).await,
             create_secret(&admin, &format!("{prefix}late-co"), &late.to_string()).await,
             create_secret(&admin, &format!("{prefix}sheet-co"), &sheet_co.to_string()).await,
@@ -283,10 +302,13 @@ impl Stack {
             let role_arn = role.role().expect("CreateRole returns the role").arn().to_owned();
             credentials.insert(function, assume(&admin, &role_arn, function).await);
             let mut environment = function_environment(template, function, &names).unwrap();
+            // Declared by the template with AWS::NoValue (Google's APIs);
+            // set for local runs as `sam local invoke --env-vars` does.
             if function == DELIVER_SHEETS {
-                // Declared by the template with AWS::NoValue (Google's API);
-                // set for local runs as `sam local invoke --env-vars` does.
                 environment.insert("SHEETS_API_ENDPOINT".to_owned(), sheets.endpoint());
+            }
+            if function == DELIVER_GCS {
+                environment.insert("STORAGE_EMULATOR_HOST".to_owned(), gcs.endpoint());
             }
             environments.insert(function, environment);
             policies.insert(function, policy);
@@ -304,6 +326,8 @@ impl Stack {
             customer_bucket,
             customer_role_arn: role_arn,
             recipient,
+            gcs,
+            gcs_bucket,
             sheets,
             spreadsheet,
             google_key_secret_arn,
@@ -397,6 +421,22 @@ impl Stack {
             now: after_run,
         };
         let event = event_for_key(&format!("jobs/email/{RUN}/acme/mail.json"));
+        let response = handle_deliverer_event(&deps, event, None).await.map_err(|e| e.to_string())?;
+        Ok(response.jobs[0].disposition.clone())
+    }
+
+    /// deliver-gcs, as its `main.rs` builds it, on gcs-co's job.
+    async fn deliver_gcs(&self) -> Result<JobDisposition, String> {
+        let config = GcsConfig::from_lookup(self.lookup(DELIVER_GCS)).unwrap();
+        let role = self.role(DELIVER_GCS);
+        let staging = S3Store::new(s3_client(role), config.delivery.staging_bucket.clone(), "");
+        let deps = DeliverDeps {
+            staging: staging.clone(),
+            tenants: self.tenants(DELIVER_GCS, &config.delivery),
+            deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone() },
+            now: after_run,
+        };
+        let event = event_for_key(&format!("jobs/gcs/{RUN}/gcs-co/top.json"));
         let response = handle_deliverer_event(&deps, event, None).await.map_err(|e| e.to_string())?;
         Ok(response.jobs[0].disposition.clone())
     }
@@ -500,6 +540,7 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
     let to_s3 = stack.deliver_s3("acme", "lake").await;
     let to_email = stack.deliver_email().await;
     let to_sheet = stack.deliver_sheets().await;
+    let to_gcs = stack.deliver_gcs().await;
     let to_missing_bucket = stack.deliver_s3("late-co", "default").await;
     let swept = stack.sweep().await;
     // Enforcement is on, and scoped: rank's role cannot read a job.
@@ -515,11 +556,12 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
     assert!(reports.len() >= 3 && reports.iter().all(|k| k.contains(RUN)), "one part of each report: {reports:?}");
 
     let fanned_out = fanned_out.expect("fanout read the tenants and wrote the jobs");
-    assert_eq!((fanned_out.tenants, fanned_out.jobs_created, fanned_out.invalid_tenants), (3, 4, 0));
+    assert_eq!((fanned_out.tenants, fanned_out.jobs_created, fanned_out.invalid_tenants), (4, 5, 0));
     assert_eq!(
         stack.staging_keys("jobs/").await,
         vec![
             format!("jobs/email/{RUN}/acme/mail.json"),
+            format!("jobs/gcs/{RUN}/gcs-co/top.json"),
             format!("jobs/s3/{RUN}/acme/lake.json"),
             format!("jobs/s3/{RUN}/late-co/default.json"),
             format!("jobs/sheets/{RUN}/sheet-co/top.json"),
@@ -541,17 +583,21 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
         "the customer's, a report's, ours: {tabs:?}"
     );
 
+    assert_eq!(to_gcs, Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered)));
+    let in_gcs = stack.gcs.list_objects(&stack.gcs_bucket, "feeds/").await;
+    assert!(in_gcs.iter().any(|name| name.ends_with("_manifest.json")) && in_gcs.len() >= 2, "{in_gcs:?}");
+
     let failed = to_missing_bucket.expect_err("the bucket does not exist yet");
     assert!(failed.contains("NoSuchBucket"), "{failed}");
     assert_eq!(stack.status("late-co", "default").await.unwrap().outcome, DeliveryOutcome::Failed);
 
     let swept = swept.expect("the sweeper read and re-wrote what it needed");
-    assert_eq!((swept.redriven, swept.final_outcomes), (1, 3), "{swept:?}");
+    assert_eq!((swept.redriven, swept.final_outcomes), (1, 4), "{swept:?}");
     assert_eq!(stack.status("late-co", "default").await.unwrap().redrives, 1);
 
     // What moto authorises against `*` (Secrets Manager, SES), checked
     // against the statements as the template writes them.
-    for function in [FANOUT, DELIVER_S3, DELIVER_EMAIL, DELIVER_SHEETS] {
+    for function in [FANOUT, DELIVER_S3, DELIVER_EMAIL, DELIVER_GCS, DELIVER_SHEETS] {
         for arn in &stack.tenant_secret_arns {
             assert!(stack.policies[function].allows("secretsmanager:GetSecretValue", arn), "{function} {arn}");
         }
@@ -783,7 +829,7 @@ async fn deliver_s3_cannot_assume_a_role_of_our_own_account_even_one_that_trusts
     stop_enforcing_iam(&endpoint).await;
 
     assert_eq!(ranked, Ok(RUN.to_owned()));
-    assert_eq!(fanned_out.map(|f| f.jobs_created), Ok(5));
+    assert_eq!(fanned_out.map(|f| f.jobs_created), Ok(6));
     let error = delivered.expect_err("NeverAssumeOurOwnRoles denies it");
     assert!(error.contains("loading credentials"), "{error}");
     assert_eq!(stack.status("ours", "lake").await.unwrap().outcome, DeliveryOutcome::Failed);
