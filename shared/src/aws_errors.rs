@@ -7,7 +7,6 @@
 //! on one line.
 
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// The longest detail kept from one error.
@@ -38,9 +37,27 @@ where
             }
             text
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => display_chain(other),
     };
     cut(&text.replace(['\n', '\r'], " "))
+}
+
+/// Each error of the chain by its `Display`, joined by `: ` — what
+/// `DisplayErrorContext` writes, without the `Debug` dump of the outermost
+/// error it appends in parentheses (`(TimeoutError(TimeoutError { … }))`).
+pub fn display_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        let next_text = next.to_string();
+        // Some errors repeat their source's text in their own.
+        if !text.ends_with(&next_text) {
+            text.push_str(": ");
+            text.push_str(&next_text);
+        }
+        source = next.source();
+    }
+    text
 }
 
 /// `text` cut to [`MAX_DETAIL_CHARS`] characters.
@@ -85,6 +102,15 @@ mod tests {
         let error = SdkError::service_error(PutObjectError::generic(metadata), response);
         assert_eq!(one_line(&error), "AccessDenied: no way (HTTP 403)");
         assert_eq!(code(&error), Some("AccessDenied"));
+    }
+
+    #[test]
+    fn an_error_without_a_response_is_its_chain_of_messages_without_a_debug_dump() {
+        let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out after 30s");
+        let error: SdkError<PutObjectError, Response> = SdkError::timeout_error(source);
+        let text = one_line(&error);
+        assert_eq!(text, "request has timed out: read timed out after 30s");
+        assert!(!text.contains('(') && !text.contains('{'), "{text}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -310,9 +310,9 @@ impl SecretsManagerTenants {
 
     fn read_error<E>(&self, operation: &'static str, error: SdkError<E>) -> DirectoryError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        DirectoryError::Read { operation, prefix: self.prefix.clone(), detail: DisplayErrorContext(&error).to_string() }
+        DirectoryError::Read { operation, prefix: self.prefix.clone(), detail: crate::aws_errors::one_line(&error) }
     }
 
     /// Every secret name that really starts with the prefix. The service's
@@ -411,7 +411,7 @@ impl TenantDirectory for SecretsManagerTenants {
                 return Err(DirectoryError::ReadOne {
                     operation: "GetSecretValue",
                     secret_name,
-                    detail: DisplayErrorContext(&error).to_string(),
+                    detail: crate::aws_errors::one_line(&error),
                 })
             }
         };

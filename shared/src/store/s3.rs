@@ -8,9 +8,9 @@
 
 use std::collections::VecDeque;
 
-use crate::aws_errors::one_line;
+use crate::aws_errors::{cut, display_chain, one_line};
 use aws_sdk_s3::config::ResponseChecksumValidation;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::ByteStream;
@@ -270,7 +270,7 @@ impl ObjectStore for S3Store {
         let body = output.body.collect().await.map_err(|e| StoreError::S3 {
             operation: "GetObject",
             location: self.describe(key),
-            detail: DisplayErrorContext(&e).to_string(),
+            detail: cut(&display_chain(&e)),
         })?;
         Ok(VersionedObject { body: body.into_bytes(), version })
     }
@@ -328,7 +328,7 @@ impl ObjectStore for S3Store {
         let body = output.body.collect().await.map_err(|e| StoreError::S3 {
             operation: "GetObject",
             location: self.describe(key),
-            detail: DisplayErrorContext(&e).to_string(),
+            detail: cut(&display_chain(&e)),
         })?;
         let body = body.into_bytes();
         let (start, object_size) = match content_range.as_deref() {
@@ -441,7 +441,7 @@ impl ObjectReader for S3Reader {
         self.body.try_next().await.map_err(|e| StoreError::S3 {
             operation: "GetObject",
             location: self.location.clone(),
-            detail: DisplayErrorContext(&e).to_string(),
+            detail: cut(&display_chain(&e)),
         })
     }
 }
@@ -729,7 +729,7 @@ impl Drop for S3Upload {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     if let Err(e) = request.send().await {
-                        tracing::warn!(%bucket, %key, error = %DisplayErrorContext(&e),
+                        tracing::warn!(%bucket, %key, error = %one_line(&e),
                             "could not abort a dropped multipart upload");
                     }
                 });

@@ -202,9 +202,7 @@ async fn probe_bucket(opened: &OpenedBucket<'_>, connector: &Connector, request_
                     format!(
                         "the role could not be assumed: {}; check that its trust policy trusts our delivery role with \
                          sts:ExternalId equal to the connector's externalId",
-                        crate::aws_errors::cut(
-                            &aws_smithy_types::error::display::DisplayErrorContext(&error).to_string()
-                        )
+                        crate::aws_errors::cut(&crate::aws_errors::display_chain(&error))
                     ),
                 );
                 return report;

@@ -17,9 +17,8 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
-use crate::aws_errors::{cut, one_line};
+use crate::aws_errors::{cut, display_chain, one_line};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tracing::warn;
@@ -223,10 +222,7 @@ impl S3LinkSigner {
             .base
             .credentials_provider()
             .ok_or_else(|| LinkError::Credentials { detail: "no AWS credentials are configured".to_owned() })?;
-        provider
-            .provide_credentials()
-            .await
-            .map_err(|e| LinkError::Credentials { detail: cut(&DisplayErrorContext(&e).to_string()) })
+        provider.provide_credentials().await.map_err(|e| LinkError::Credentials { detail: cut(&display_chain(&e)) })
     }
 }
 
