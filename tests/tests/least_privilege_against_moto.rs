@@ -2,34 +2,39 @@
 //! role is taken from the transformed template (`scripts/local/
 //! transform_template.py`, the transform `scripts/check-template.sh` lints),
 //! its intrinsics resolved to this test's stack name, account, region,
-//! buckets, tenant secret prefix and link-signer secret
+//! buckets, tenant secret prefix and secrets
 //! ([`integration_tests::template_policies`]), and created as a role on the
-//! moto server reserved for IAM enforcement (`MOTO_AUTH_ENDPOINT`). With
-//! enforcement on, the real handlers run a whole run, each with its own
-//! role's credentials and the environment the template gives it: rank
-//! (data bucket → reports and manifest in staging), fanout (tenant secrets →
-//! jobs), deliver-s3 (an `s3-role` customer in another account: AssumeRole,
-//! multipart upload), deliver-email (link-signer secret, SES),
-//! deliver-gcs (the tenant's service account, on fake-gcs-server behind
-//! the project's guard), deliver-sheets (our Google key from its secret,
-//! then the project's Sheets double), deliver-s3 again for a customer whose bucket is missing (a
-//! failed status) and the sweeper re-driving it. Then the same run with one named statement
-//! removed shows which step fails, with an error or status naming the
-//! denial, and that nothing of it was half published.
+//! moto server reserved for IAM enforcement (`MOTO_AUTH_ENDPOINT`; the GCS
+//! step also needs `GCS_EMULATOR_ENDPOINT`). With enforcement on, the real
+//! handlers run a whole run, each with its own role's credentials and the
+//! environment the template gives it: rank (data bucket → reports and
+//! manifest in staging), fanout (tenant secrets → jobs), deliver-s3 (an
+//! `s3-role` customer in another account: AssumeRole, multipart upload),
+//! deliver-email (link-signer secret, SES), deliver-gcs (the tenant's
+//! service account, on fake-gcs-server behind the project's guard),
+//! deliver-sheets (our Google key from its secret, then the project's
+//! Sheets double), deliver-s3 again for a customer whose bucket is missing
+//! (a failed status) and the sweeper re-driving it. Then the same run with
+//! one named statement removed shows which step fails, with an error or
+//! status naming the refused call (moto's raw answer naming the denial),
+//! and that nothing of it was half published.
 //!
 //! What moto does not enforce, and how the test deals with it (also in
 //! docs/operations.md, "Least privilege, proven"): Secrets Manager and SES
 //! requests are authorised against `*`, so those statements are widened to
 //! `*` for moto and their resource patterns checked by the test itself
 //! ([`FunctionPolicy::allows`]); no condition is evaluated (rank's
-//! `s3:prefix`, deliver-s3's `sts:ExternalId` `Null` and `s3:ResourceAccount`,
-//! the KMS `kms:ViaService`/`kms:ResourceAliases`), the last one replaced by
-//! the other accounts' bucket names; trust policies are not checked (the
-//! roles are assumed before enforcement starts, and moto checks no
-//! cross-account trust); KMS is never called (moto's Secrets Manager does
-//! not encrypt with the key), so neither the key policy nor the functions'
+//! `s3:prefix`, deliver-s3's `sts:ExternalId` `Null` and
+//! `s3:ResourceAccount`, the KMS `kms:ViaService`/`kms:ResourceAliases`),
+//! the `s3:ResourceAccount` one replaced by the other accounts' bucket
+//! names; the functions' trust policies are not checked (the roles are
+//! assumed before enforcement starts) and moto checks no cross-account
+//! trust; KMS is never called (moto's Secrets Manager does not encrypt
+//! with the key), so neither the key policy nor the functions'
 //! `kms:Decrypt` statements are exercised; a missing object answers 404
-//! whether or not `s3:ListBucket` is granted.
+//! whether or not `s3:ListBucket` is granted; moto 5.2.6 authorises S3 by
+//! operation name, so each S3 action also gets the names of the operations
+//! it covers.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
