@@ -215,7 +215,7 @@ impl Stack {
                          "region": REGION, "prefix": "popularity/", "roleArn": role_arn, "externalId": external_id},
                 "inbox": {"type": "email", "recipients": [recipient]}},
             "feeds": [{"id": "lake", "connector": "lake", "format": "tsv", "compression": "gzip"},
-                      {"id": "mail", "connector": "inbox", "reports": ["artist"]}]});
+                      {"id": "mail", "connector": "inbox", "reports": ["artist"], "format": "tsv"}]});
         let late = json!({"schemaVersion": 1, "tenantId": "late-co", "plan": "trial", "enabled": true,
             "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{late_bucket}"),
                                     "region": REGION, "prefix": "in/"}},
@@ -891,4 +891,101 @@ async fn without_its_secrets_statement_deliver_sheets_cannot_load_our_google_key
     assert!(denial.contains("AccessDenied") && denial.contains("secretsmanager:GetSecretValue"), "{denial}");
     assert_eq!(stack.sheet_tabs(), vec!["Notes".to_owned()], "nothing was written to the spreadsheet");
     assert!(stack.status("sheet-co", "top").await.is_none(), "no attempt was made");
+}
+
+/// The whole run of the first test, step by step; the name of the first
+/// step that does not do what it does with the template's policies, or
+/// `None` when every step does.
+async fn first_failing_step(stack: &Stack) -> Option<&'static str> {
+    let delivered = Ok(JobDisposition::Attempted(DeliveryOutcome::Delivered));
+    if stack.rank().await != Ok(RUN.to_owned()) {
+        return Some("rank");
+    }
+    if !stack.fanout().await.is_ok_and(|f| f.jobs_created == 5) {
+        return Some("fanout");
+    }
+    if stack.deliver_s3("acme", "lake").await != delivered {
+        return Some("deliver-s3");
+    }
+    if stack.deliver_email().await != delivered {
+        return Some("deliver-email");
+    }
+    if stack.deliver_gcs().await != delivered {
+        return Some("deliver-gcs");
+    }
+    if stack.deliver_sheets().await != delivered {
+        return Some("deliver-sheets");
+    }
+    if !stack.deliver_s3("late-co", "default").await.is_err_and(|e| e.contains("NoSuchBucket")) {
+        return Some("deliver-s3 (missing bucket)");
+    }
+    if !stack.sweep().await.is_ok_and(|s| s.redriven == 1) {
+        return Some("sweeper");
+    }
+    None
+}
+
+/// Statements a whole run does not need on moto, and why: removing any other
+/// statement fails a step. A statement that becomes unnecessary (or a new
+/// one this run does not use) changes this list and fails the test, so an
+/// excess permission cannot slip in unnoticed.
+const NOT_EXERCISED_BY_A_RUN: [(&str, &str, &str); 25] = [
+    (RANK, "RankFunctionRolePolicy0", SQS),
+    (RANK, "ListStaging", MOTO_404),
+    (FANOUT, "FanoutFunctionRolePolicy0", SQS),
+    (FANOUT, "ListStaging", MOTO_404),
+    (FANOUT, "ReadTenants", "moto's BatchGetSecretValue does not check GetSecretValue on each secret"),
+    (FANOUT, "DecryptTenantSecretsThroughSecretsManager", NO_KMS),
+    (DELIVER_S3, "DeliverS3FunctionRolePolicy0", SQS),
+    (DELIVER_S3, "ListStaging", MOTO_404),
+    (DELIVER_S3, "ComputeAndReadDeltas", NO_DELTA),
+    (DELIVER_S3, "DecryptTenantSecretsThroughSecretsManager", NO_KMS),
+    (DELIVER_S3, "NeverAssumeOurOwnRoles", "a Deny: its own two tests show what it refuses"),
+    (DELIVER_EMAIL, "DeliverEmailFunctionRolePolicy0", SQS),
+    (DELIVER_EMAIL, "DeliverEmailFunctionRolePolicy1", SAME_FOR_MOTO),
+    (DELIVER_EMAIL, "ListStaging", MOTO_404),
+    (DELIVER_EMAIL, "ComputeAndReadDeltas", NO_DELTA),
+    (DELIVER_EMAIL, "ReadTenants", SAME_FOR_MOTO),
+    (DELIVER_EMAIL, "DecryptTenantSecretsThroughSecretsManager", NO_KMS),
+    (DELIVER_GCS, "DeliverGcsFunctionRolePolicy0", SQS),
+    (DELIVER_GCS, "ListStaging", MOTO_404),
+    (DELIVER_GCS, "ComputeAndReadDeltas", NO_DELTA),
+    (DELIVER_GCS, "DecryptTenantSecretsThroughSecretsManager", NO_KMS),
+    (DELIVER_SHEETS, "DeliverSheetsFunctionRolePolicy0", SQS),
+    (DELIVER_SHEETS, "ListStaging", MOTO_404),
+    (DELIVER_SHEETS, "DecryptTenantSecretsThroughSecretsManager", NO_KMS),
+    (SWEEPER, "SweeperFunctionRolePolicy0", SQS),
+];
+const SQS: &str = "SQSSendMessagePolicy: Lambda sends to the failure queue, not the handler";
+const MOTO_404: &str = "moto answers a missing object 404 without s3:ListBucket (AWS: 403)";
+const NO_KMS: &str = "moto's Secrets Manager never calls KMS";
+const NO_DELTA: &str = "no delta feed in this run";
+const SAME_FOR_MOTO: &str =
+    "its two GetSecretValue statements are both `*` for moto, so either covers the other; `allows` tells them apart";
+
+/// Removes every statement of every function in turn (49 whole runs, a few
+/// minutes): run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "49 whole runs; run with --ignored"]
+async fn every_statement_a_whole_run_does_not_need_is_listed_with_the_reason() {
+    let endpoint = moto_auth_endpoint();
+    let _serial = lock_auth_server(&endpoint).await;
+    let full = Stack::deploy(&endpoint, &[]).await;
+    let mut not_needed = Vec::new();
+    let mut failing = Vec::new();
+    for function in FUNCTIONS {
+        for statement in full.policies[function].statement_names() {
+            let stack = Stack::deploy(&endpoint, &[(function, statement)]).await;
+            enforce_iam(&endpoint, 0).await;
+            let failed = first_failing_step(&stack).await;
+            stop_enforcing_iam(&endpoint).await;
+            eprintln!("without {function} {statement}: {}", failed.unwrap_or("every step as with it"));
+            match failed {
+                None => not_needed.push((function, statement.to_owned())),
+                Some(step) => failing.push((function, statement.to_owned(), step)),
+            }
+        }
+    }
+    let expected: Vec<(&str, String)> = NOT_EXERCISED_BY_A_RUN.iter().map(|(f, s, _)| (*f, (*s).to_owned())).collect();
+    assert_eq!(not_needed, expected, "statements a whole run does not need (others fail: {failing:#?})");
 }
