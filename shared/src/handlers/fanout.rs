@@ -74,6 +74,12 @@ pub enum FanoutError {
     Manifest(#[from] ManifestError),
     #[error("could not list earlier runs: {0}")]
     ListRuns(StoreError),
+    #[error("could not list {location} (the reports of a delta feed's base run): {source}")]
+    ListReports {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error("could not write {what}: {source}")]
@@ -87,6 +93,7 @@ impl From<FanoutError> for Diagnostic {
             FanoutError::Manifest(ManifestError::Invalid { .. } | ManifestError::Missing { .. }) => "InvalidManifest",
             FanoutError::Manifest(ManifestError::Unreadable { .. })
             | FanoutError::ListRuns(_)
+            | FanoutError::ListReports { .. }
             | FanoutError::Directory(_)
             | FanoutError::Write { .. } => "FanoutFailed",
         };
@@ -348,7 +355,7 @@ async fn plan_delta<S: ObjectStore>(
             "its last full delivery is fullEverySeconds ({full_every} s) or more before this run"
         )));
     }
-    if let Some(reason) = missing_reports(context, base, &feed.reports).await {
+    if let Some(reason) = missing_reports(context, base, &feed.reports).await? {
         return Ok(DeliveryPlan::full_because(format!("the base run {base} (its last delivery): {reason}")));
     }
     Ok(DeliveryPlan::delta_against(base))
@@ -382,30 +389,36 @@ async fn delivered_status<S: ObjectStore>(
 
 /// Why the canonical reports of `run` cannot serve as a delta's base, if
 /// they cannot: the manifest or a part listed in it is gone from staging
-/// (the lifecycle expires reports/ before manifests/).
+/// (the lifecycle expires reports/ before manifests/). A read or listing
+/// that fails says nothing about that: it fails the invocation (Lambda
+/// retries), so a passing fault never turns a delta delivery into a full
+/// one (the fault matrix found it did).
 async fn missing_reports<S: ObjectStore>(
     context: &RunContext<'_, S>,
     run: RunId,
     reports: &[ReportKind],
-) -> Option<String> {
+) -> Result<Option<String>, FanoutError> {
     let manifest = match context.staging.read_manifest(run).await {
         Ok(manifest) => manifest,
-        Err(error) => return Some(error.to_string()),
+        Err(error @ ManifestError::Unreadable { .. }) => return Err(error.into()),
+        Err(error) => return Ok(Some(error.to_string())),
     };
     for &kind in reports {
         let Some(report) = manifest.report(kind) else {
-            return Some(format!("it has no {} report", kind.data_type()));
+            return Ok(Some(format!("it has no {} report", kind.data_type())));
         };
         let folder = format!("{REPORTS_PREFIX}{}", report_run_prefix(kind, run));
-        let present = match context.staging.store().list(&folder).await {
-            Ok(listed) => listed,
-            Err(error) => return Some(format!("listing {} failed: {error}", context.staging.describe(&folder))),
-        };
+        let present = context
+            .staging
+            .store()
+            .list(&folder)
+            .await
+            .map_err(|source| FanoutError::ListReports { location: context.staging.describe(&folder), source })?;
         if let Some(gone) = report.parts.iter().find(|part| !present.iter().any(|entry| entry.key == part.key)) {
-            return Some(format!("{} is no longer in staging", context.staging.describe(&gone.key)));
+            return Ok(Some(format!("{} is no longer in staging", context.staging.describe(&gone.key))));
         }
     }
-    None
+    Ok(None)
 }
 
 /// The newest earlier run less than `interval` seconds before this one in

@@ -1,0 +1,562 @@
+//! Fault matrix (issue 13, item 4) for the functions upstream and around the
+//! deliverers: fanout, rank and the sweeper. As in
+//! `fault_matrix_against_moto.rs`, every AWS call kind the function makes in
+//! a fault-free baseline (S3 list/get/put, conditional puts, Secrets Manager
+//! list/batch-get/get) is failed at its first, second and last request with
+//! a connection reset, an HTTP 500 or throttling (S3: 503 SlowDown), once
+//! (the SDK's retry absorbs it), for all 3 SDK attempts (the invocation
+//! fails) or for good, through one [`FaultProxy`] per cell in HTTP mode and
+//! with the functions' SDK configuration (standard retries, the backoff
+//! shortened). A failing invocation is repeated as Lambda's asynchronous
+//! retry would: up to `MaximumRetryAttempts` (2) + 1 for rank and fanout;
+//! the sweeper has `MaximumRetryAttempts: 0`, so its retry is the next
+//! hourly sweep. Then, for every cell:
+//!
+//! - fanout: the job and status objects of the run equal the baseline's,
+//!   byte for byte (every due feed has exactly one job, none for a feed not
+//!   due or invalid, the statuses as without faults); a re-invocation after
+//!   success writes nothing (no object's bytes or time change); after a
+//!   fault that never ends, nothing differs from the baseline in what was
+//!   written, and once the fault clears one invocation completes it;
+//! - rank: the run is published completely (manifest present, every part it
+//!   lists present with the listed bytes and SHA-256, the same as the
+//!   fault-free run's) or there is no manifest; a retry after a partial
+//!   failure publishes the same bytes; a re-invocation after success writes
+//!   nothing;
+//! - the sweeper: no job re-written more than once per sweep, none for a
+//!   `delivered`, `invalid` or exhausted status (whose bytes never change),
+//!   every delivery the baseline re-drove is re-driven by a later sweep once
+//!   the fault is gone, and `redrives` in the status counts the re-writes
+//!   that happened (one more when the status write succeeded and the
+//!   re-write did not: said in the table).
+//!
+//! The tables are printed (shown on failure, or with `--nocapture`) and
+//! recorded in docs/reliability.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_sdk_s3::config::Credentials;
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use integration_tests::delivery::{
+    create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, unique_tenant_prefix,
+    RUN_ID,
+};
+use integration_tests::fault_proxy::{CallKind, Fault, FaultProxy, SeenRequest};
+use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
+use popularity_reports::delivery::{parse_job_key, status_key, AttemptResult, DeliveryOutcome, DeliveryStatus};
+use popularity_reports::domain::RunId;
+use popularity_reports::handlers::fanout::{fan_out_run, handle_manifest_event, FanoutDeps};
+use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
+use popularity_reports::handlers::sweeper::{handle_sweep, SweeperDeps};
+use popularity_reports::manifest::RunManifest;
+use popularity_reports::rank::RankSettings;
+use popularity_reports::sample::{self, SampleSpec};
+use popularity_reports::sdk_config::SdkTimeouts;
+use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
+use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+/// The SDK's standard retry mode (the functions' default): 3 attempts.
+const SDK_ATTEMPTS: u64 = 3;
+/// template.yaml: `MaximumRetryAttempts: 2` on rank and fanout.
+const LAMBDA_INVOCATIONS: usize = 3;
+/// Cells run at once (each with its own proxy and staging bucket).
+const CONCURRENT_CELLS: usize = 4;
+
+// ------------------------------------------------------------------ cells
+
+/// How many of a kind's requests fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Burst {
+    /// One request: the SDK's retry absorbs it.
+    Once,
+    /// Every attempt of one call: the call fails, and so the invocation.
+    AllAttempts,
+    /// Every request of the kind from the n-th on.
+    Permanent,
+}
+
+impl Burst {
+    fn times(self) -> u64 {
+        match self {
+            Burst::Once => 1,
+            Burst::AllAttempts => SDK_ATTEMPTS,
+            Burst::Permanent => u64::MAX,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Burst::Once => "once",
+            Burst::AllAttempts => "x3",
+            Burst::Permanent => "always",
+        }
+    }
+}
+
+/// A cell: requests `nth ..` of `kind` fail with `fault`.
+#[derive(Debug, Clone)]
+struct Cell {
+    kind: CallKind,
+    nth: u64,
+    nth_label: String,
+    fault: Fault,
+    burst: Burst,
+}
+
+impl Cell {
+    fn describe(&self) -> String {
+        format!("{} #{} {} {}", self.kind, self.nth_label, self.fault.short_name(), self.burst.label())
+    }
+
+    fn permanent(&self) -> bool {
+        self.burst == Burst::Permanent
+    }
+
+    fn arm(&self, proxy: &FaultProxy) {
+        proxy.fail_requests(self.kind.clone(), self.nth, self.burst.times(), self.fault);
+    }
+
+    /// Whether `text` names this cell's fault.
+    fn is_named_in(&self, text: &str) -> bool {
+        let words: &[&str] = match self.fault {
+            Fault::Reset => &["dispatch", "connection", "reset", "io error", "response error", "closed"],
+            Fault::InternalError => &["InternalError", "InternalServiceError", "InternalFailure", "500"],
+            Fault::Throttle => &["SlowDown", "Throttling", "503", "Rate exceeded"],
+        };
+        words.iter().any(|word| text.contains(word))
+    }
+}
+
+/// The cells of a matrix, from the requests of each kind in the baseline:
+/// for each kind, its first, second and last request, each with each
+/// fault, once and for all the SDK's attempts; and each kind's first
+/// request with a 500 for good.
+fn cells_from(counts: &BTreeMap<CallKind, u64>) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (kind, &count) in counts {
+        let mut positions = vec![(1, "1".to_owned())];
+        if count >= 3 {
+            positions.push((2, "2".to_owned()));
+        }
+        if count >= 2 {
+            positions.push((count, format!("last={count}")));
+        }
+        for (nth, nth_label) in positions {
+            for fault in Fault::ALL {
+                for burst in [Burst::Once, Burst::AllAttempts] {
+                    cells.push(Cell { kind: kind.clone(), nth, nth_label: nth_label.clone(), fault, burst });
+                }
+            }
+        }
+        cells.push(Cell {
+            kind: kind.clone(),
+            nth: 1,
+            nth_label: "1".to_owned(),
+            fault: Fault::InternalError,
+            burst: Burst::Permanent,
+        });
+    }
+    cells
+}
+
+/// What a cell led to.
+#[derive(Debug, Default)]
+struct CellResult {
+    cell: String,
+    faults_fired: u64,
+    /// Invocations, as the table shows them (`2`, `3 + 1 after`).
+    invocations: String,
+    outcome: String,
+    /// The error of the last failed invocation, shortened.
+    cause: Option<String>,
+    problems: Vec<String>,
+    /// Expected departures from the rule, said in the table.
+    notes: Vec<String>,
+    seconds: f64,
+}
+
+impl CellResult {
+    fn row(&self) -> String {
+        let verdict = match (self.problems.is_empty(), self.notes.is_empty()) {
+            (true, true) => "ok".to_owned(),
+            (true, false) => format!("ok ({})", self.notes.join("; ")),
+            (false, _) => format!("**{}**", self.problems.join("; ")),
+        };
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {:.1} |",
+            self.cell,
+            self.faults_fired,
+            self.invocations,
+            self.outcome,
+            self.cause.as_deref().unwrap_or("—"),
+            verdict,
+            self.seconds
+        )
+    }
+}
+
+fn shorten(text: &str) -> String {
+    let one_line = text.replace(['\n', '|'], " ");
+    if one_line.chars().count() > 110 {
+        format!("{}…", one_line.chars().take(110).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+fn counts_of(requests: &[SeenRequest]) -> BTreeMap<CallKind, u64> {
+    let mut counts = BTreeMap::new();
+    for seen in requests {
+        *counts.entry(seen.kind.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A function's SDK configuration (timeouts from `sdk_config.rs`, standard
+/// retries with 3 attempts) aimed at `endpoint`; only the backoff between
+/// attempts is shortened.
+async fn function_config(endpoint: &str) -> SdkConfig {
+    let loader = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "fault-matrix"));
+    SdkTimeouts::default()
+        .apply(loader)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(SDK_ATTEMPTS as u32)
+                .with_initial_backoff(Duration::from_millis(20))
+                .with_max_backoff(Duration::from_millis(200)),
+        )
+        .load()
+        .await
+}
+
+/// Runs the baseline (`cell` = `None`), then every cell from its request
+/// counts, `CONCURRENT_CELLS` at a time. `run_cell` returns the cell's
+/// result and the requests of each kind it made.
+async fn run_matrix<F, Fut>(run_cell: F) -> (Vec<CellResult>, BTreeMap<CallKind, u64>, Duration)
+where
+    F: Fn(usize, Option<Cell>) -> Fut + Clone + 'static,
+    Fut: Future<Output = (CellResult, BTreeMap<CallKind, u64>)> + 'static,
+{
+    let started = Instant::now();
+    let (baseline, counts) = run_cell(0, None).await;
+    assert!(baseline.problems.is_empty() && baseline.faults_fired == 0, "the baseline failed: {}", baseline.row());
+    let cells = cells_from(&counts);
+    // fanout's future is not `Send`: the cells run as local tasks of this
+    // thread; their I/O overlaps.
+    let permits = Arc::new(Semaphore::new(CONCURRENT_CELLS));
+    let local = tokio::task::LocalSet::new();
+    let mut results = local
+        .run_until(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (index, cell) in cells.into_iter().enumerate() {
+                let (run_cell, permits) = (run_cell.clone(), permits.clone());
+                tasks.spawn_local(async move {
+                    let _permit = permits.acquire_owned().await.unwrap();
+                    (index, run_cell(index + 1, Some(cell)).await.0)
+                });
+            }
+            let mut results = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                results.push(done.expect("a cell panicked"));
+            }
+            results
+        })
+        .await;
+    results.sort_by_key(|(index, _)| *index);
+    let mut results: Vec<CellResult> = results.into_iter().map(|(_, result)| result).collect();
+    results.insert(0, baseline);
+    (results, counts, started.elapsed())
+}
+
+fn table(function: &str, results: &[CellResult], counts: &BTreeMap<CallKind, u64>, elapsed: Duration) -> String {
+    let kinds: Vec<String> = counts.iter().map(|(kind, count)| format!("{kind} ×{count}")).collect();
+    let failed = results.iter().filter(|r| !r.problems.is_empty()).count();
+    let mut text = format!(
+        "{function}: {} cells in {:.0} s, {failed} with problems; baseline requests: {}\n\
+         | cell (kind #n fault burst) | faults fired | invocations | final state | error of the last failure | invariants | s |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+        results.len() - 1,
+        elapsed.as_secs_f64(),
+        kinds.join(", ")
+    );
+    for result in results {
+        text.push_str(&result.row());
+        text.push('\n');
+    }
+    text
+}
+
+fn assert_no_problems(table: &str, results: &[CellResult]) {
+    let failing: Vec<String> = results.iter().filter(|r| !r.problems.is_empty()).map(CellResult::row).collect();
+    assert!(
+        failing.is_empty(),
+        "{} cells broke an invariant:\n{}\n\nwhole table:\n{table}",
+        failing.len(),
+        failing.join("\n")
+    );
+}
+
+/// Every object under `prefix` of `bucket`: its bytes and last-modified time.
+async fn objects_under(admin: &SdkConfig, bucket: &str, prefix: &str) -> BTreeMap<String, (Vec<u8>, String)> {
+    let client = s3_client(admin);
+    let mut objects = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let page =
+            client.list_objects_v2().bucket(bucket).prefix(prefix).set_continuation_token(token).send().await.unwrap();
+        for object in page.contents() {
+            let key = object.key().unwrap().to_owned();
+            let body = client.get_object().bucket(bucket).key(&key).send().await.unwrap();
+            let bytes = body.body.collect().await.unwrap().into_bytes().to_vec();
+            let modified = object.last_modified().map(|t| t.to_string()).unwrap_or_default();
+            objects.insert(key, (bytes, modified));
+        }
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return objects;
+        }
+    }
+}
+
+fn bodies(objects: &BTreeMap<String, (Vec<u8>, String)>) -> BTreeMap<String, Vec<u8>> {
+    objects.iter().map(|(key, (bytes, _))| (key.clone(), bytes.clone())).collect()
+}
+
+/// How `actual` differs from `expected`, key by key, in a few words.
+fn differences(expected: &BTreeMap<String, Vec<u8>>, actual: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (key, bytes) in actual {
+        match expected.get(key) {
+            None => found.push(format!("unexpected {key}")),
+            Some(want) if want != bytes => found.push(format!("{key} differs from the baseline's")),
+            Some(_) => {}
+        }
+    }
+    for key in expected.keys().filter(|key| !actual.contains_key(*key)) {
+        found.push(format!("missing {key}"));
+    }
+    found
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+// ----------------------------------------------------------------- fanout
+
+/// An earlier run, 3.5 days before the run fanned out: the weekly feed was
+/// delivered in it (so it is not due), and the delta feed's base.
+const EARLIER_RUN: &str = "20261115150000";
+
+struct FanoutWorld {
+    endpoint: String,
+    admin: SdkConfig,
+    prefix: String,
+    /// The baseline's job and status objects of the run.
+    baseline: Mutex<Option<BTreeMap<String, Vec<u8>>>>,
+}
+
+/// Tenants that exercise every decision fanout makes: a due s3-role feed, a
+/// delta feed with a base, a due email feed and a weekly one delivered 3.5
+/// days ago, a disabled tenant and a secret that is not a tenant.
+async fn fanout_world() -> Arc<FanoutWorld> {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    let prefix = unique_tenant_prefix("fm-fanout");
+    let role = |tenant: &str| format!("arn:aws:iam::222222222222:role/fm-{tenant}");
+    let tenants = [
+        json!({
+            "schemaVersion": 1, "tenantId": "lake", "plan": "standard", "enabled": true,
+            "connectors": {"lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::fm-fanout-lake",
+                "region": "us-east-1", "prefix": "in/", "roleArn": role("lake"), "externalId": "pr-fm-lake-0001"}},
+            "feeds": [{"id": "lake", "connector": "lake", "reports": ["track", "artist"]}]
+        }),
+        json!({
+            "schemaVersion": 1, "tenantId": "deltas", "plan": "standard", "enabled": true,
+            "connectors": {"lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::fm-fanout-deltas",
+                "region": "us-east-1", "prefix": "in/", "roleArn": role("deltas"), "externalId": "pr-fm-deltas-01"}},
+            "feeds": [{"id": "changes", "connector": "lake", "reports": ["track"], "mode": "delta"}]
+        }),
+        json!({
+            "schemaVersion": 1, "tenantId": "mail", "plan": "standard", "enabled": true,
+            "connectors": {"inbox": {"type": "email", "recipients": ["fm@acme.example"]}},
+            "feeds": [
+                {"id": "daily", "connector": "inbox", "reports": ["track"]},
+                {"id": "weekly", "connector": "inbox", "reports": ["artist"], "intervalSeconds": 604800}
+            ]
+        }),
+        json!({
+            "schemaVersion": 1, "tenantId": "off", "plan": "standard", "enabled": false,
+            "connectors": {"inbox": {"type": "email", "recipients": ["off@acme.example"]}},
+            "feeds": [{"id": "daily", "connector": "inbox", "reports": ["track"]}]
+        }),
+        json!({"schemaVersion": 1, "tenantId": "broken", "feeds": "none"}),
+    ];
+    for tenant in tenants {
+        let id = tenant["tenantId"].as_str().unwrap().to_owned();
+        create_raw_secret(&admin, &format!("{prefix}{id}"), &tenant.to_string()).await;
+    }
+    Arc::new(FanoutWorld { endpoint, admin, prefix, baseline: Mutex::new(None) })
+}
+
+/// A staging bucket as fanout finds it: the earlier run and this one
+/// published, the earlier run delivered to the weekly and the delta feed.
+async fn fanout_staging(world: &FanoutWorld) -> S3Store {
+    let staging = staging_store(&world.admin, "fm-fan").await;
+    let earlier: RunId = EARLIER_RUN.parse().unwrap();
+    publish_synthetic_run(&staging, earlier, 300, 200).await;
+    publish_synthetic_run(&staging, run_id(), 300, 200).await;
+    let at = earlier.time() + chrono::Duration::minutes(10);
+    for (tenant, feed) in [("mail", "weekly"), ("deltas", "changes")] {
+        let status = DeliveryStatus::first_record(earlier, tenant, feed, at, at, AttemptResult::Delivered(Vec::new()));
+        let body = Bytes::from(serde_json::to_vec(&status).unwrap());
+        staging.put(&status_key(earlier, tenant, feed), body, "application/json").await.unwrap();
+    }
+    staging
+}
+
+/// The run's job and status objects, the bucket name taken out.
+async fn fanout_objects(world: &FanoutWorld, bucket: &str) -> BTreeMap<String, (Vec<u8>, String)> {
+    let mut objects = BTreeMap::new();
+    for prefix in [format!("status/{RUN_ID}/"), "jobs/".to_owned()] {
+        for (key, (bytes, modified)) in objects_under(&world.admin, bucket, &prefix).await {
+            let text = String::from_utf8_lossy(&bytes).replace(bucket, "STAGING");
+            objects.insert(key, (text.into_bytes(), modified));
+        }
+    }
+    objects
+}
+
+async fn fanout_cell(
+    world: Arc<FanoutWorld>,
+    _index: usize,
+    cell: Option<Cell>,
+) -> (CellResult, BTreeMap<CallKind, u64>) {
+    let started = Instant::now();
+    let staging = fanout_staging(&world).await;
+    let proxy = FaultProxy::start_http(&world.endpoint);
+    let config = function_config(&proxy.endpoint()).await;
+    if let Some(cell) = &cell {
+        cell.arm(&proxy);
+    }
+    let deps = FanoutDeps {
+        staging: S3Store::new(s3_client(&config), staging.bucket(), ""),
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&config), world.prefix.as_str()).unwrap(),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
+    let event = event_for_key(&format!("manifests/{RUN_ID}.json"));
+    let (mut invocations, mut last_error, mut response) = (0, None, None);
+    while invocations < LAMBDA_INVOCATIONS {
+        invocations += 1;
+        match handle_manifest_event(&deps, event.clone(), pinned_now()).await {
+            Ok(done) => {
+                response = Some(done);
+                break;
+            }
+            Err(error) => last_error = Some(error.to_string()),
+        }
+    }
+    let counts = counts_of(&proxy.requests());
+    let faults_fired = proxy.request_faults_fired();
+    proxy.clear_request_faults();
+    let mut result = CellResult {
+        cell: cell.as_ref().map_or("baseline (no fault)".to_owned(), Cell::describe),
+        faults_fired,
+        invocations: invocations.to_string(),
+        cause: last_error.as_deref().map(shorten),
+        ..Default::default()
+    };
+    let after = fanout_objects(&world, staging.bucket()).await;
+    let Some(cell) = cell else {
+        let response = response.expect("the baseline fanout succeeds");
+        assert!(
+            response.jobs_created == 3 && response.feeds_not_delivered == 2 && response.invalid_tenants == 1,
+            "{response:?}"
+        );
+        let keys: Vec<&String> = after.keys().collect();
+        eprintln!("fanout baseline: {response:?}; objects: {keys:?}");
+        *world.baseline.lock().unwrap() = Some(bodies(&after));
+        result.outcome =
+            format!("{} jobs, {} statuses", response.jobs_created, after.len() as u64 - response.jobs_created);
+        return (result, counts);
+    };
+    let baseline = world.baseline.lock().unwrap().clone().expect("the baseline ran first");
+    match response {
+        Some(response) => {
+            result.outcome = format!("done: {} jobs created", response.jobs_created);
+            result.problems.extend(differences(&baseline, &bodies(&after)));
+            if cell.permanent() {
+                result.notes.push("not needed: fanout did without it".to_owned());
+            }
+            // A re-invocation after success writes nothing.
+            let again = handle_manifest_event(&deps, event.clone(), pinned_now()).await;
+            match again {
+                Ok(again) if again.jobs_created == 0 => {}
+                Ok(again) => result.problems.push(format!("a re-invocation created {} jobs", again.jobs_created)),
+                Err(error) => result.problems.push(format!("a re-invocation failed: {error}")),
+            }
+            let unchanged = fanout_objects(&world, staging.bucket()).await;
+            if unchanged != after {
+                result.problems.push("a re-invocation changed objects".to_owned());
+            }
+        }
+        None => {
+            result.outcome = "failed".to_owned();
+            if !cell.permanent() {
+                result.problems.push(format!("failed after {invocations} invocations"));
+            } else if !last_error.as_deref().is_some_and(|error| cell.is_named_in(error)) {
+                result.problems.push("the error does not name the fault".to_owned());
+            }
+            // What was written is what the baseline wrote, no more.
+            let written = bodies(&after);
+            let wrong: Vec<String> =
+                differences(&baseline, &written).into_iter().filter(|d| !d.starts_with("missing")).collect();
+            result.problems.extend(wrong);
+            if !written.is_empty() {
+                result.notes.push(format!("{} of {} objects written before it failed", written.len(), baseline.len()));
+            }
+            // Once the fault is gone, one invocation completes the run.
+            match handle_manifest_event(&deps, event.clone(), pinned_now()).await {
+                Ok(_) => {
+                    result.invocations = format!("{invocations} + 1 after");
+                    result.outcome = "failed; completed once the fault cleared".to_owned();
+                    result
+                        .problems
+                        .extend(differences(&baseline, &bodies(&fanout_objects(&world, staging.bucket()).await)));
+                }
+                Err(error) => result.problems.push(format!("still failing without the fault: {error}")),
+            }
+        }
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    (result, counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fanout_under_every_fault_writes_each_due_job_once_and_the_statuses_of_a_fault_free_run() {
+    let world = fanout_world().await;
+    let (results, counts, elapsed) = run_matrix(move |index, cell| fanout_cell(world.clone(), index, cell)).await;
+    for kind in ["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"] {
+        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
+    }
+    let table = table(
+        "fanout (5 tenants: 3 due feeds (s3-role, delta, email), one not due, one disabled, one invalid secret; a delta feed with a base)",
+        &results,
+        &counts,
+        elapsed,
+    );
+    eprintln!("{table}");
+    assert_no_problems(&table, &results);
+}
