@@ -560,3 +560,205 @@ async fn fanout_under_every_fault_writes_each_due_job_once_and_the_statuses_of_a
     eprintln!("{table}");
     assert_no_problems(&table, &results);
 }
+
+// ------------------------------------------------------------------- rank
+
+const DATA_PREFIX: &str = "warehouse/music/";
+
+struct RankWorld {
+    endpoint: String,
+    admin: SdkConfig,
+    data_bucket: String,
+    /// The fault-free run's parts: key → (bytes, SHA-256).
+    baseline: Mutex<Option<BTreeMap<String, (u64, String)>>>,
+}
+
+/// A data bucket with the sample generator's small catalogue: 3,000
+/// tracks, 35 days of plays.
+async fn rank_world() -> Arc<RankWorld> {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    let s3 = s3_client(&admin);
+    let data_bucket = fresh_bucket(&s3, "fm-rank-data").await;
+    let data = S3Store::new(s3, data_bucket.clone(), DATA_PREFIX);
+    let spec =
+        SampleSpec { tracks: 3_000, days: 35, end_date: NaiveDate::from_ymd_opt(2026, 11, 18).unwrap(), seed: 13 };
+    sample::generate(&data, &spec, &|_| {}).await.unwrap();
+    Arc::new(RankWorld { endpoint, admin, data_bucket, baseline: Mutex::new(None) })
+}
+
+fn rank_event() -> EventBridgeEvent<serde_json::Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/rank/scheduled-thursday.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// What the staging bucket holds of the run: `Ok(None)` without a
+/// manifest, `Ok(Some(parts))` with a manifest whose every part is there
+/// with the listed bytes and SHA-256, `Err` naming what is wrong.
+async fn published_parts(
+    world: &RankWorld,
+    staging: &S3Store,
+    run: RunId,
+) -> Result<Option<BTreeMap<String, (u64, String)>>, String> {
+    let manifest_key = format!("manifests/{run}.json");
+    let objects = objects_under(&world.admin, staging.bucket(), "").await;
+    let Some((manifest, _)) = objects.get(&manifest_key) else {
+        return Ok(None);
+    };
+    let manifest: RunManifest = serde_json::from_slice(manifest).map_err(|e| format!("an unreadable manifest: {e}"))?;
+    let mut parts = BTreeMap::new();
+    for report in &manifest.reports {
+        for part in &report.parts {
+            let Some((bytes, _)) = objects.get(&part.key) else {
+                return Err(format!("a manifest without its part {}", part.key));
+            };
+            if bytes.len() as u64 != part.bytes || sha256(bytes) != part.sha256 {
+                return Err(format!("{} is not the part the manifest lists", part.key));
+            }
+            parts.insert(part.key.clone(), (part.bytes, part.sha256.clone()));
+        }
+    }
+    Ok(Some(parts))
+}
+
+async fn rank_cell(world: Arc<RankWorld>, _index: usize, cell: Option<Cell>) -> (CellResult, BTreeMap<CallKind, u64>) {
+    let started = Instant::now();
+    let staging_bucket = fresh_bucket(&s3_client(&world.admin), "fm-rank").await;
+    let admin_staging = S3Store::new(s3_client(&world.admin), staging_bucket.clone(), "");
+    let proxy = FaultProxy::start_http(&world.endpoint);
+    let config = function_config(&proxy.endpoint()).await;
+    if let Some(cell) = &cell {
+        cell.arm(&proxy);
+    }
+    let deps = RankDeps {
+        data: S3Store::new(s3_client(&config), world.data_bucket.clone(), DATA_PREFIX),
+        staging: S3Store::new(s3_client(&config), staging_bucket.clone(), ""),
+        settings: RankSettings { part_rows: 1_000, ..RankSettings::default() },
+    };
+    let event = rank_event();
+    let run = RunId::from_time(event.time.unwrap());
+    let (mut invocations, mut last_error, mut published) = (0, None, false);
+    // After each failed invocation: never a manifest without its parts.
+    let mut problems = Vec::new();
+    while invocations < LAMBDA_INVOCATIONS {
+        invocations += 1;
+        match handle_schedule_event(&deps, event.clone()).await {
+            Ok(_) => {
+                published = true;
+                break;
+            }
+            Err(error) => {
+                last_error = Some(error.to_string());
+                match published_parts(&world, &admin_staging, run).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => problems.push(format!("invocation {invocations} failed after publishing")),
+                    Err(wrong) => problems.push(wrong),
+                }
+            }
+        }
+    }
+    let counts = counts_of(&proxy.requests());
+    let faults_fired = proxy.request_faults_fired();
+    proxy.clear_request_faults();
+    let mut result = CellResult {
+        cell: cell.as_ref().map_or("baseline (no fault)".to_owned(), Cell::describe),
+        faults_fired,
+        invocations: invocations.to_string(),
+        cause: last_error.as_deref().map(shorten),
+        problems,
+        ..Default::default()
+    };
+    let state = published_parts(&world, &admin_staging, run).await;
+    let Some(cell) = cell else {
+        let parts = state.expect("the baseline publishes whole").expect("the baseline publishes");
+        result.outcome = format!("published, {} parts", parts.len());
+        *world.baseline.lock().unwrap() = Some(parts);
+        return (result, counts);
+    };
+    let baseline = world.baseline.lock().unwrap().clone().expect("the baseline ran first");
+    let same_as_baseline = |parts: &BTreeMap<String, (u64, String)>, problems: &mut Vec<String>| {
+        if *parts != baseline {
+            problems.push("published parts differ from the fault-free run's".to_owned());
+        }
+    };
+    match (published, state) {
+        (_, Err(wrong)) => {
+            result.outcome = "damaged".to_owned();
+            result.problems.push(wrong);
+        }
+        (true, Ok(Some(parts))) => {
+            result.outcome = "published".to_owned();
+            same_as_baseline(&parts, &mut result.problems);
+            if cell.permanent() {
+                result.notes.push("not needed: rank did without it".to_owned());
+            }
+            // A re-invocation after success writes nothing.
+            let before = proxy.requests().len();
+            match handle_schedule_event(&deps, event.clone()).await {
+                Ok(again) if again.already_published => {}
+                Ok(_) => result.problems.push("a re-invocation published again".to_owned()),
+                Err(error) => result.problems.push(format!("a re-invocation failed: {error}")),
+            }
+            let writes = proxy.requests()[before..]
+                .iter()
+                .filter(|seen| {
+                    matches!(
+                        seen.kind.as_str(),
+                        "s3:PutObject" | "s3:CreateMultipartUpload" | "s3:UploadPart" | "s3:CompleteMultipartUpload"
+                    )
+                })
+                .count();
+            if writes > 0 {
+                result.problems.push(format!("a re-invocation made {writes} writes"));
+            }
+        }
+        (true, Ok(None)) => {
+            result.outcome = "no manifest".to_owned();
+            result.problems.push("succeeded without publishing".to_owned());
+        }
+        (false, Ok(Some(_))) => {
+            result.outcome = "published".to_owned();
+            result.problems.push("failed after publishing".to_owned());
+        }
+        (false, Ok(None)) => {
+            result.outcome = "not published".to_owned();
+            if !cell.permanent() {
+                result.problems.push(format!("not published after {invocations} invocations"));
+            } else if !last_error.as_deref().is_some_and(|error| cell.is_named_in(error)) {
+                result.problems.push("the error does not name the fault".to_owned());
+            }
+            let left = objects_under(&world.admin, &staging_bucket, "reports/").await.len();
+            if left > 0 {
+                result.notes.push(format!("{left} parts left without a manifest"));
+            }
+            // Once the fault is gone, a retry publishes the same bytes.
+            match handle_schedule_event(&deps, event.clone()).await {
+                Ok(_) => match published_parts(&world, &admin_staging, run).await {
+                    Ok(Some(parts)) => {
+                        result.invocations = format!("{invocations} + 1 after");
+                        result.outcome = "not published; published once the fault cleared".to_owned();
+                        same_as_baseline(&parts, &mut result.problems);
+                    }
+                    Ok(None) => result.problems.push("the retry without the fault published nothing".to_owned()),
+                    Err(wrong) => result.problems.push(wrong),
+                },
+                Err(error) => result.problems.push(format!("still failing without the fault: {error}")),
+            }
+        }
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    (result, counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rank_under_every_fault_publishes_the_whole_run_or_no_manifest() {
+    let world = rank_world().await;
+    let (results, counts, elapsed) = run_matrix(move |index, cell| rank_cell(world.clone(), index, cell)).await;
+    for kind in ["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"] {
+        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
+    }
+    let table =
+        table("rank (sample data: 3,000 tracks, 35 days of plays; parts of 1,000 rows)", &results, &counts, elapsed);
+    eprintln!("{table}");
+    assert_no_problems(&table, &results);
+}
