@@ -49,7 +49,7 @@ use integration_tests::delivery::{
 };
 use integration_tests::fault_proxy::{CallKind, Fault, FaultProxy, SeenRequest};
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
-use popularity_reports::delivery::{parse_job_key, status_key, AttemptResult, DeliveryOutcome, DeliveryStatus};
+use popularity_reports::delivery::{parse_job_key, status_key, AttemptResult, DeliveryStatus};
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, handle_manifest_event, FanoutDeps};
 use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
@@ -58,7 +58,7 @@ use popularity_reports::manifest::RunManifest;
 use popularity_reports::rank::RankSettings;
 use popularity_reports::sample::{self, SampleSpec};
 use popularity_reports::sdk_config::SdkTimeouts;
-use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
+use popularity_reports::store::{s3_client, ObjectSink, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -759,6 +759,234 @@ async fn rank_under_every_fault_publishes_the_whole_run_or_no_manifest() {
     }
     let table =
         table("rank (sample data: 3,000 tracks, 35 days of plays; parts of 1,000 rows)", &results, &counts, elapsed);
+    eprintln!("{table}");
+    assert_no_problems(&table, &results);
+}
+
+// ---------------------------------------------------------------- sweeper
+
+/// The sweeper's `MAX_REDRIVES` in these cells.
+const MAX_REDRIVES: u32 = 3;
+/// The feeds of the sweeper's tenant, one per state a job can be in.
+const SWEEP_FEEDS: [&str; 7] = ["failed", "expired", "never", "recent", "delivered", "invalid", "exhausted"];
+/// Never re-driven: their statuses must not change.
+const FINAL_FEEDS: [&str; 3] = ["delivered", "invalid", "exhausted"];
+
+/// The three sweeps of a cell, an hour apart (the schedule; a failed sweep
+/// is not retried, `MaximumRetryAttempts: 0`), the first 8 hours after the
+/// jobs were created (every claim expired, the never-started job old enough).
+fn first_sweep() -> DateTime<Utc> {
+    pinned_now() + chrono::Duration::hours(8)
+}
+
+fn second_sweep() -> DateTime<Utc> {
+    first_sweep() + chrono::Duration::hours(1)
+}
+
+fn third_sweep() -> DateTime<Utc> {
+    first_sweep() + chrono::Duration::hours(2)
+}
+
+struct SweepWorld {
+    endpoint: String,
+    admin: SdkConfig,
+    prefix: String,
+    /// The feeds the fault-free sweeps re-drove.
+    baseline: Mutex<Option<BTreeSet<String>>>,
+}
+
+async fn sweep_world() -> Arc<SweepWorld> {
+    let endpoint = moto_endpoint();
+    let admin = sdk_config(&endpoint).await;
+    let prefix = unique_tenant_prefix("fm-sweep");
+    // One inbox per feed: two feeds of one tenant may not deliver alike.
+    let feeds: Vec<_> = SWEEP_FEEDS.iter().map(|id| json!({"id": id, "connector": id, "reports": ["track"]})).collect();
+    let connectors: serde_json::Map<String, serde_json::Value> = SWEEP_FEEDS
+        .iter()
+        .map(|id| (id.to_string(), json!({"type": "email", "recipients": [format!("{id}@acme.example")]})))
+        .collect();
+    let tenant = json!({
+        "schemaVersion": 1, "tenantId": "sw", "plan": "enterprise", "enabled": true,
+        "connectors": connectors, "feeds": feeds
+    });
+    create_raw_secret(&admin, &format!("{prefix}sw"), &tenant.to_string()).await;
+    Arc::new(SweepWorld { endpoint, admin, prefix, baseline: Mutex::new(None) })
+}
+
+/// A staging bucket with the run, a job per feed (written by fanout) and a
+/// status for each but `never`: `failed` and `recent` failed (the latter
+/// 10 minutes before the first sweep), `expired` claimed by an attempt
+/// whose claim ran out, `delivered`, `invalid`, and `exhausted` (failed,
+/// re-driven `MAX_REDRIVES` times).
+async fn sweep_staging(world: &SweepWorld) -> S3Store {
+    let staging = staging_store(&world.admin, "fm-sweep").await;
+    publish_synthetic_run(&staging, run_id(), 300, 200).await;
+    let fanout = FanoutDeps {
+        staging: staging.clone(),
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&world.admin), world.prefix.as_str()).unwrap(),
+        own_buckets: vec![staging.bucket().to_owned()],
+    };
+    let planned = fan_out_run(&fanout, run_id(), pinned_now()).await.unwrap();
+    assert_eq!(planned.jobs_created, SWEEP_FEEDS.len() as u64, "{planned:?}");
+    let at = pinned_now() + chrono::Duration::minutes(1);
+    let failed = |feed: &str, at: DateTime<Utc>| {
+        DeliveryStatus::first_record(run_id(), "sw", feed, at, at, AttemptResult::Failed("boom".to_owned()))
+    };
+    let mut exhausted = failed("exhausted", at);
+    exhausted.redrives = MAX_REDRIVES;
+    exhausted.last_redrive_at = Some(at + chrono::Duration::hours(1));
+    let expired_job = parse_job_key(&format!("jobs/email/{RUN_ID}/sw/expired.json")).unwrap();
+    let statuses = [
+        failed("failed", at),
+        failed("recent", first_sweep() - chrono::Duration::minutes(10)),
+        DeliveryStatus::claimed(None, &expired_job, "token".to_owned(), at, at + chrono::Duration::minutes(16)),
+        DeliveryStatus::first_record(run_id(), "sw", "delivered", at, at, AttemptResult::Delivered(Vec::new())),
+        DeliveryStatus::first_record(run_id(), "sw", "invalid", at, at, AttemptResult::Invalid("bad".to_owned())),
+        exhausted,
+    ];
+    for status in statuses {
+        let body = Bytes::from(serde_json::to_vec(&status).unwrap());
+        staging.put(&status_key(run_id(), "sw", &status.feed_id), body, "application/json").await.unwrap();
+    }
+    staging
+}
+
+/// The feed of each job object a forwarded `PutObject` among `requests` wrote.
+fn job_rewrites(requests: &[SeenRequest], bucket: &str) -> Vec<String> {
+    let prefix = format!("/{bucket}/jobs/email/{RUN_ID}/sw/");
+    requests
+        .iter()
+        .filter(|seen| seen.kind.as_str() == "s3:PutObject" && seen.fault.is_none())
+        .filter_map(|seen| Some(seen.path.strip_prefix(&prefix)?.strip_suffix(".json")?.to_owned()))
+        .collect()
+}
+
+async fn statuses_of(world: &SweepWorld, bucket: &str) -> BTreeMap<String, Vec<u8>> {
+    objects_under(&world.admin, bucket, &format!("status/{RUN_ID}/sw/"))
+        .await
+        .into_iter()
+        .map(|(key, (bytes, _))| {
+            let feed = key.rsplit('/').next().unwrap().trim_end_matches(".json").to_owned();
+            (feed, bytes)
+        })
+        .collect()
+}
+
+async fn sweep_cell(
+    world: Arc<SweepWorld>,
+    _index: usize,
+    cell: Option<Cell>,
+) -> (CellResult, BTreeMap<CallKind, u64>) {
+    let started = Instant::now();
+    let staging = sweep_staging(&world).await;
+    let initial = statuses_of(&world, staging.bucket()).await;
+    let proxy = FaultProxy::start_http(&world.endpoint);
+    let config = function_config(&proxy.endpoint()).await;
+    if let Some(cell) = &cell {
+        cell.arm(&proxy);
+    }
+    let store = S3Store::new(s3_client(&config), staging.bucket(), "");
+    let mut problems = Vec::new();
+    let (mut last_error, mut failed_sweeps, mut rewrites) = (None, 0, BTreeMap::<String, u32>::new());
+    let mut counts = BTreeMap::new();
+    for (sweep, now) in [(1, first_sweep as fn() -> DateTime<Utc>), (2, second_sweep), (3, third_sweep)] {
+        if sweep == 3 {
+            // The fault is over.
+            counts = counts_of(&proxy.requests());
+            proxy.clear_request_faults();
+        }
+        let before = proxy.requests().len();
+        let deps = SweeperDeps { staging: store.clone(), sweep_days: 3, max_redrives: MAX_REDRIVES, now };
+        if let Err(error) = handle_sweep(&deps).await {
+            last_error = Some(error.to_string());
+            failed_sweeps += 1;
+        }
+        let this_sweep = job_rewrites(&proxy.requests()[before..], staging.bucket());
+        let mut seen = BTreeSet::new();
+        for feed in this_sweep {
+            if !seen.insert(feed.clone()) {
+                problems.push(format!("{feed} re-written twice in sweep {sweep}"));
+            }
+            *rewrites.entry(feed).or_insert(0) += 1;
+        }
+    }
+    let faults_fired = proxy.request_faults_fired();
+    let statuses = statuses_of(&world, staging.bucket()).await;
+    let redrives = |feed: &str| -> u32 {
+        statuses
+            .get(feed)
+            .map(|bytes| serde_json::from_slice::<DeliveryStatus>(bytes).expect("a status").redrives)
+            .unwrap_or(0)
+    };
+    for feed in FINAL_FEEDS {
+        if rewrites.contains_key(feed) {
+            problems.push(format!("{feed}: job re-written"));
+        }
+        if statuses.get(feed) != initial.get(feed) {
+            problems.push(format!("{feed}: status changed"));
+        }
+    }
+    let mut notes = Vec::new();
+    for feed in SWEEP_FEEDS.iter().filter(|feed| !FINAL_FEEDS.contains(feed)) {
+        let (counted, done) = (redrives(feed), rewrites.get(*feed).copied().unwrap_or(0));
+        let counted_before = if *feed == "exhausted" { MAX_REDRIVES } else { 0 };
+        let counted = counted - counted_before;
+        if counted < done || counted > 3 {
+            problems.push(format!("{feed}: redrives {counted} for {done} re-writes"));
+        } else if counted > done {
+            notes.push(format!("{feed}: redrives {counted} for {done} re-writes (counted, then the re-write failed)"));
+        }
+    }
+    let redriven: BTreeSet<String> = rewrites.keys().cloned().collect();
+    let outcome = rewrites.iter().map(|(feed, n)| format!("{feed} ×{n}")).collect::<Vec<_>>().join(", ");
+    let mut result = CellResult {
+        cell: cell.as_ref().map_or("baseline (no fault)".to_owned(), Cell::describe),
+        faults_fired,
+        invocations: format!("3 sweeps, {failed_sweeps} failed"),
+        outcome: format!("re-written: {outcome}"),
+        cause: last_error.as_deref().map(shorten),
+        problems,
+        notes,
+        ..Default::default()
+    };
+    let Some(cell) = cell else {
+        assert_eq!(failed_sweeps, 0, "{}", result.row());
+        let want: BTreeMap<String, u32> =
+            [("expired", 3), ("failed", 3), ("never", 3), ("recent", 2)].map(|(f, n)| (f.to_owned(), n)).into();
+        assert_eq!(rewrites, want, "the fault-free sweeps");
+        *world.baseline.lock().unwrap() = Some(redriven);
+        result.seconds = started.elapsed().as_secs_f64();
+        return (result, counts);
+    };
+    let baseline = world.baseline.lock().unwrap().clone().expect("the baseline ran first");
+    // Every delivery due is re-driven once the fault is gone.
+    for feed in baseline.difference(&redriven) {
+        result.problems.push(format!("{feed} never re-driven"));
+    }
+    if cell.permanent() && failed_sweeps == 0 {
+        result.notes.push("not needed: the sweeps did without it".to_owned());
+    }
+    if failed_sweeps > 0 && !last_error.as_deref().is_some_and(|error| cell.is_named_in(error)) {
+        result.problems.push("the error does not name the fault".to_owned());
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    (result, counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sweeper_under_every_fault_redrives_each_due_delivery_at_most_once_a_sweep_and_never_a_final_one() {
+    let world = sweep_world().await;
+    let (results, counts, elapsed) = run_matrix(move |index, cell| sweep_cell(world.clone(), index, cell)).await;
+    for kind in ["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"] {
+        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
+    }
+    let table = table(
+        "sweeper (7 jobs: failed, expired claim, never started, failed 10 min before, delivered, invalid, \
+         exhausted; 2 sweeps an hour apart under the fault, a third after it)",
+        &results,
+        &counts,
+        elapsed,
+    );
     eprintln!("{table}");
     assert_no_problems(&table, &results);
 }
