@@ -1,6 +1,8 @@
-//! Fault matrix (issue 13, item 4): every AWS call kind deliver-s3 and
-//! deliver-email make, failed at its first, second or last request with a
-//! connection reset, an HTTP 500 or throttling (S3: 503 SlowDown), once (the
+//! Fault matrix (issue 13, item 4): every AWS call kind deliver-s3,
+//! deliver-email and deliver-gcs make (deliver-gcs: its AWS side — staging,
+//! tenant secret, status — with fake-gcs-server behind the project's guard
+//! unfaulted; it needs `GCS_EMULATOR_ENDPOINT`), failed at its first,
+//! second or last request with a connection reset, an HTTP 500 or throttling (S3: 503 SlowDown), once (the
 //! SDK's own retry absorbs it), for all of the SDK's attempts (the call
 //! fails, the invocation fails, Lambda's asynchronous retry re-invokes) or
 //! for good. Every client of the function — staging, tenant secrets, the
@@ -32,8 +34,11 @@ use integration_tests::delivery::{
     RUN_ID,
 };
 use integration_tests::fault_proxy::{CallKind, Fault, FaultProxy};
-use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
+use integration_tests::gcs_guard::GcsGuard;
+use integration_tests::google_keys::TestServiceAccount;
+use integration_tests::{fresh_bucket, gcs_emulator_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
+use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{DeliverDeps, Deliverer, DeliveryOutcome, DeliveryStatus};
 use popularity_reports::domain::{report_run_prefix, ReportKind};
@@ -182,9 +187,12 @@ struct World {
     manifest: RunManifest,
     customer: SdkConfig,
     signer_secret: String,
+    /// deliver-gcs: fake-gcs-server behind the project's guard, and the
+    /// customer's service account (the same in every cell's secret).
+    gcs: Option<(GcsGuard, TestServiceAccount)>,
 }
 
-async fn world(hint: &str) -> Arc<World> {
+async fn world(function: Function, hint: &str) -> Arc<World> {
     let endpoint = moto_endpoint();
     let admin = sdk_config(&endpoint).await;
     let staging = staging_store(&admin, hint).await;
@@ -202,7 +210,13 @@ async fn world(hint: &str) -> Arc<World> {
             .to_string(),
     )
     .await;
-    Arc::new(World { endpoint, admin, staging, manifest, customer, signer_secret })
+    let gcs = (function == Function::DeliverGcs).then(|| {
+        let guard = GcsGuard::start(&gcs_emulator_endpoint());
+        let account = TestServiceAccount::generate("fault-matrix@acme-analytics.iam.gserviceaccount.com");
+        guard.register(&account);
+        (guard, account)
+    });
+    Arc::new(World { endpoint, admin, staging, manifest, customer, signer_secret, gcs })
 }
 
 /// A function's SDK configuration (timeouts from `sdk_config.rs`, standard
@@ -302,6 +316,9 @@ fn deps_through<D>(
 enum Function {
     DeliverS3,
     DeliverEmail,
+    /// The AWS side only: staging, tenant secrets, status; the GCS side
+    /// (fake-gcs-server) is not faulted here.
+    DeliverGcs,
 }
 
 /// Sets up one tenant for `function`, runs fanout (directly on moto), then
@@ -349,6 +366,20 @@ async fn run_cell(
             create_raw_secret(&world.admin, &format!("{prefix}{tenant}"), &secret.to_string()).await;
             (Some(recipient), None)
         }
+        Function::DeliverGcs => {
+            let (guard, account) = world.gcs.as_ref().expect("a GCS world");
+            let bucket = unique_bucket_name("fm-gcs");
+            guard.create_bucket(&bucket).await;
+            guard.grant_object_creator(&bucket, &account.client_email);
+            let secret = json!({
+                "schemaVersion": 1, "tenantId": tenant, "plan": "standard", "enabled": true,
+                "connectors": {"lake": {"type": "gcs", "bucket": bucket, "prefix": "in/",
+                    "serviceAccountJson": account.key_json()}},
+                "feeds": [{"id": feed, "connector": "lake", "reports": ["track"]}]
+            });
+            create_raw_secret(&world.admin, &format!("{prefix}{tenant}"), &secret.to_string()).await;
+            (None, Some(bucket))
+        }
     };
     let fanout = FanoutDeps {
         staging: world.staging.clone(),
@@ -366,6 +397,7 @@ async fn run_cell(
     let kind_segment = match function {
         Function::DeliverS3 => "s3",
         Function::DeliverEmail => "email",
+        Function::DeliverGcs => "gcs",
     };
     let job_key = format!("jobs/{kind_segment}/{RUN_ID}/{tenant}/{feed}.json");
     let (mut invocations, mut last_error, mut swept) = (0, None, false);
@@ -399,6 +431,13 @@ async fn run_cell(
                     mailer: SesMailer::new(&config),
                     sender: SENDER.to_owned(),
                     now,
+                };
+                invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
+            }
+            Function::DeliverGcs => {
+                let deliverer = GcsDeliverer {
+                    staging: S3Store::new(s3_client(&config), world.staging.bucket(), ""),
+                    endpoint: world.gcs.as_ref().unwrap().0.endpoint(),
                 };
                 invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
             }
@@ -479,6 +518,16 @@ async fn run_cell(
                 problems.push(format!("{sends_forwarded} SendRawEmail reached SES, expected {expected}"));
             }
         }
+        Function::DeliverGcs => {
+            let guard = &world.gcs.as_ref().unwrap().0;
+            let bucket = bucket.as_deref().unwrap();
+            let mut objects = BTreeMap::new();
+            for name in guard.list_objects(bucket, "").await {
+                let bytes = guard.read_object(bucket, &name).await.unwrap_or_default();
+                objects.insert(name, bytes);
+            }
+            check_objects(&world, &objects, delivered, &mut problems);
+        }
     }
 
     let result = CellResult {
@@ -517,12 +566,22 @@ async fn run_cell(
 /// `_manifest.json` without every part, and, once delivered, every part and
 /// the manifest.
 async fn check_destination(world: &World, bucket: &str, delivered: bool, problems: &mut Vec<String>) {
+    let destination = S3Store::new(s3_client(&world.customer), bucket, "");
+    let mut objects = BTreeMap::new();
+    for key in keys_under(&world.customer, bucket, "").await {
+        let bytes = destination.get(&key).await.unwrap().to_vec();
+        objects.insert(key, bytes);
+    }
+    check_objects(world, &objects, delivered, problems);
+}
+
+/// [`check_destination`]'s rule over a destination's objects by name.
+fn check_objects(world: &World, objects: &BTreeMap<String, Vec<u8>>, delivered: bool, problems: &mut Vec<String>) {
     let track = world.manifest.report(ReportKind::Track).unwrap();
     let folder = format!("in/{}", report_run_prefix(ReportKind::Track, run_id()));
-    let destination = S3Store::new(s3_client(&world.customer), bucket, "");
-    let keys = keys_under(&world.customer, bucket, "").await;
+    let keys: Vec<&String> = objects.keys().collect();
     let mut parts_whole = 0;
-    for key in &keys {
+    for key in keys.iter().copied() {
         let Some(name) = key.strip_prefix(&folder) else {
             problems.push(format!("unexpected object {key}"));
             continue;
@@ -534,14 +593,14 @@ async fn check_destination(world: &World, bucket: &str, delivered: bool, problem
             problems.push(format!("unexpected object {key}"));
             continue;
         };
-        let bytes = destination.get(key).await.unwrap();
-        if bytes.len() as u64 != part.bytes || sha256(&bytes) != part.sha256 {
+        let bytes = &objects[key];
+        if bytes.len() as u64 != part.bytes || sha256(bytes) != part.sha256 {
             problems.push(format!("{key} holds {} bytes that are not the staging part's {}", bytes.len(), part.bytes));
         } else {
             parts_whole += 1;
         }
     }
-    let has_manifest = keys.iter().any(|k| k == &format!("{folder}_manifest.json"));
+    let has_manifest = keys.iter().any(|k| **k == format!("{folder}_manifest.json"));
     if has_manifest && parts_whole != track.parts.len() {
         problems.push(format!("_manifest.json with {parts_whole} of {} parts", track.parts.len()));
     }
@@ -607,7 +666,7 @@ fn cells_from(counts: &BTreeMap<CallKind, u64>) -> Vec<Cell> {
 /// Runs the baseline, then every cell, `CONCURRENT_CELLS` at a time.
 async fn run_matrix(function: Function, hint: &str) -> (Vec<CellResult>, BTreeMap<CallKind, u64>, Duration) {
     let started = Instant::now();
-    let world = world(hint).await;
+    let world = world(function, hint).await;
     let (baseline, counts, sequence) = run_cell(world.clone(), function, 0, None).await;
     eprintln!("{function:?} baseline requests, in order:\n{}", sequence.join("\n"));
     assert!(baseline.problems.is_empty(), "the baseline delivery failed: {}", baseline.row());
@@ -703,6 +762,23 @@ async fn deliver_email_under_every_fault_sends_exactly_one_email_or_fails_naming
         assert!(result.sends_forwarded <= 1 || !result.problems.is_empty());
     }
     let table = table("deliver-email (track report, 2 linked parts, link signer secret)", &results, &counts, elapsed);
+    eprintln!("{table}");
+    assert_no_problems(&table, &results);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliver_gcs_under_every_aws_fault_delivers_whole_objects_or_fails_naming_the_cause() {
+    let (results, counts, elapsed) = run_matrix(Function::DeliverGcs, "fm-gcs").await;
+    for kind in ["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue"] {
+        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
+    }
+    let table = table(
+        "deliver-gcs, AWS side (track report: part-001 over 8 MiB, a resumable upload, and a small part; \
+         fake-gcs-server not faulted)",
+        &results,
+        &counts,
+        elapsed,
+    );
     eprintln!("{table}");
     assert_no_problems(&table, &results);
 }
