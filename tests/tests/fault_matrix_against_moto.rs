@@ -30,16 +30,18 @@ use integration_tests::customer::{
     account_config, create_delivery_role, keys_under, open_multipart_uploads, sent_emails,
 };
 use integration_tests::delivery::{
-    create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, unique_tenant_prefix,
-    RUN_ID,
+    create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, synthetic_items,
+    unique_tenant_prefix, RUN_ID,
 };
 use integration_tests::fault_proxy::{CallKind, Fault, FaultProxy};
 use integration_tests::gcs_guard::GcsGuard;
 use integration_tests::google_keys::TestServiceAccount;
+use integration_tests::sheets_double::{SheetsDouble, TabSpec};
 use integration_tests::{fresh_bucket, gcs_emulator_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
+use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
 use popularity_reports::delivery::{DeliverDeps, Deliverer, DeliveryOutcome, DeliveryStatus};
 use popularity_reports::domain::{report_run_prefix, ReportKind};
 use popularity_reports::handlers::deliver::handle_deliverer_event;
@@ -55,6 +57,9 @@ use tokio::sync::Semaphore;
 const OUR_ACCOUNT: &str = "123456789012";
 const ROLE_ACCOUNT: &str = "222222222222";
 const SENDER: &str = "reports@popularity.example";
+/// deliver-sheets: our service account, and the rows a sheet gets.
+const SHEETS_ACCOUNT: &str = "popularity-feeds@popularity-ops.iam.gserviceaccount.com";
+const SHEET_ROWS: u64 = 100;
 
 /// The SDK's standard retry mode (the functions' default): 3 attempts.
 const SDK_ATTEMPTS: u64 = 3;
@@ -190,6 +195,8 @@ struct World {
     /// deliver-gcs: fake-gcs-server behind the project's guard, and the
     /// customer's service account (the same in every cell's secret).
     gcs: Option<(GcsGuard, TestServiceAccount)>,
+    /// deliver-sheets: the project's Sheets double and our key file.
+    sheets: Option<(SheetsDouble, String)>,
 }
 
 async fn world(function: Function, hint: &str) -> Arc<World> {
@@ -216,7 +223,14 @@ async fn world(function: Function, hint: &str) -> Arc<World> {
         guard.register(&account);
         (guard, account)
     });
-    Arc::new(World { endpoint, admin, staging, manifest, customer, signer_secret, gcs })
+    let sheets = (function == Function::DeliverSheets).then(|| {
+        let double = SheetsDouble::start();
+        double.set_write_quota_per_minute(None);
+        let ours = TestServiceAccount::generate(SHEETS_ACCOUNT);
+        double.register(&ours);
+        (double, ours.key_json_string())
+    });
+    Arc::new(World { endpoint, admin, staging, manifest, customer, signer_secret, gcs, sheets })
 }
 
 /// A function's SDK configuration (timeouts from `sdk_config.rs`, standard
@@ -319,6 +333,8 @@ enum Function {
     /// The AWS side only: staging, tenant secrets, status; the GCS side
     /// (fake-gcs-server) is not faulted here.
     DeliverGcs,
+    /// The AWS side only; the Sheets double is not faulted here.
+    DeliverSheets,
 }
 
 /// Sets up one tenant for `function`, runs fanout (directly on moto), then
@@ -380,6 +396,20 @@ async fn run_cell(
             create_raw_secret(&world.admin, &format!("{prefix}{tenant}"), &secret.to_string()).await;
             (None, Some(bucket))
         }
+        Function::DeliverSheets => {
+            let double = &world.sheets.as_ref().expect("a Sheets world").0;
+            let spreadsheet = format!("1Sheet{}", unique_bucket_name("fm").replace('-', "_"));
+            double.create_spreadsheet(&spreadsheet, &[TabSpec::new("Notes", 10, 3)]);
+            double.share(&spreadsheet, SHEETS_ACCOUNT);
+            let secret = json!({
+                "schemaVersion": 1, "tenantId": tenant, "plan": "standard", "enabled": true,
+                "connectors": {"sheet": {"type": "google-sheets", "maxRows": SHEET_ROWS,
+                    "spreadsheetUrl": format!("https://docs.google.com/spreadsheets/d/{spreadsheet}/edit")}},
+                "feeds": [{"id": feed, "connector": "sheet", "reports": ["track"]}]
+            });
+            create_raw_secret(&world.admin, &format!("{prefix}{tenant}"), &secret.to_string()).await;
+            (None, Some(spreadsheet))
+        }
     };
     let fanout = FanoutDeps {
         staging: world.staging.clone(),
@@ -398,6 +428,7 @@ async fn run_cell(
         Function::DeliverS3 => "s3",
         Function::DeliverEmail => "email",
         Function::DeliverGcs => "gcs",
+        Function::DeliverSheets => "sheets",
     };
     let job_key = format!("jobs/{kind_segment}/{RUN_ID}/{tenant}/{feed}.json");
     let (mut invocations, mut last_error, mut swept) = (0, None, false);
@@ -438,6 +469,17 @@ async fn run_cell(
                 let deliverer = GcsDeliverer {
                     staging: S3Store::new(s3_client(&config), world.staging.bucket(), ""),
                     endpoint: world.gcs.as_ref().unwrap().0.endpoint(),
+                };
+                invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
+            }
+            Function::DeliverSheets => {
+                let (double, key_json) = world.sheets.as_ref().unwrap();
+                let identity = SheetsIdentity::from_key_file("test/our-google-key", key_json).unwrap();
+                let retry = RetryPolicy { first_backoff: Duration::from_millis(20), budget: Duration::from_secs(30) };
+                let deliverer = SheetsDeliverer {
+                    staging: S3Store::new(s3_client(&config), world.staging.bucket(), ""),
+                    client: SheetsClient::new(identity, &double.endpoint(), 6_000, retry),
+                    now,
                 };
                 invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
             }
@@ -528,6 +570,11 @@ async fn run_cell(
             }
             check_objects(&world, &objects, delivered, &mut problems);
         }
+        Function::DeliverSheets => {
+            let double = &world.sheets.as_ref().unwrap().0;
+            let spreadsheet = bucket.as_deref().unwrap();
+            check_sheet(double, spreadsheet, delivered, &mut problems);
+        }
     }
 
     let result = CellResult {
@@ -573,6 +620,30 @@ async fn check_destination(world: &World, bucket: &str, delivered: bool, problem
         objects.insert(key, bytes);
     }
     check_objects(world, &objects, delivered, problems);
+}
+
+/// deliver-sheets: the track tab, when there is one, holds the header and
+/// exactly the staged top `SHEET_ROWS` ids in order; once delivered it is
+/// there.
+fn check_sheet(double: &SheetsDouble, spreadsheet: &str, delivered: bool, problems: &mut Vec<String>) {
+    let tab = ReportKind::Track.data_type();
+    let has_tab = double.tabs(spreadsheet).iter().any(|t| t.title == tab);
+    if !has_tab {
+        if delivered {
+            problems.push(format!("delivered without the {tab} tab"));
+        }
+        return;
+    }
+    let text = |value: &serde_json::Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+    let ids: Vec<String> = double.values(spreadsheet, tab).iter().skip(1).map(|row| text(&row[0])).collect();
+    let expected: Vec<String> = synthetic_items(ReportKind::Track, ROWS)
+        .iter()
+        .take(SHEET_ROWS as usize)
+        .map(|item| item.id.to_string())
+        .collect();
+    if ids != expected {
+        problems.push(format!("the {tab} tab holds {} rows that are not the staged top {SHEET_ROWS}", ids.len()));
+    }
 }
 
 /// [`check_destination`]'s rule over a destination's objects by name.
@@ -775,6 +846,22 @@ async fn deliver_gcs_under_every_aws_fault_delivers_whole_objects_or_fails_namin
     let table = table(
         "deliver-gcs, AWS side (track report: part-001 over 8 MiB, a resumable upload, and a small part; \
          fake-gcs-server not faulted)",
+        &results,
+        &counts,
+        elapsed,
+    );
+    eprintln!("{table}");
+    assert_no_problems(&table, &results);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliver_sheets_under_every_aws_fault_writes_the_exact_top_rows_or_fails_naming_the_cause() {
+    let (results, counts, elapsed) = run_matrix(Function::DeliverSheets, "fm-sheets").await;
+    for kind in ["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue"] {
+        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
+    }
+    let table = table(
+        "deliver-sheets, AWS side (track report, top 100 rows; the Sheets double not faulted)",
         &results,
         &counts,
         elapsed,
