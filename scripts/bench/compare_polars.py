@@ -52,7 +52,9 @@ def ensure_polars():
     return version
 
 
-def popularity_binary(build):
+def popularity_binary(build, binary=None):
+    if binary:
+        return os.path.abspath(binary)
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     if build:
         say("cargo build --release -p popularity-cli")
@@ -99,11 +101,13 @@ def main():
     parser.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-data"), help="data sets are kept here")
     parser.add_argument("--out", default="/dev/shm/compare-polars", help="outputs (emptied before every run)")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--binary", help="a popularity binary to measure instead of building one (e.g. a saved copy)")
     parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--polars-sort", choices=["stable", "two-keys"], help="polars_rank.py --sort (default: its own)")
     args = parser.parse_args()
 
     version = ensure_polars()
-    binary = popularity_binary(not args.no_build)
+    binary = popularity_binary(not args.no_build, args.binary)
     data = ensure_data(binary, args.dir, args.tracks, args.days)
     ours_out, polars_out = os.path.join(args.out, "ours"), os.path.join(args.out, "polars")
     commands = {
@@ -113,7 +117,8 @@ def main():
             ours_out,
         ),
         "polars": (
-            [VENV_PYTHON, POLARS_SCRIPT, "--time", RUN_TIME, "--data", data, "--out", polars_out],
+            [VENV_PYTHON, POLARS_SCRIPT, "--time", RUN_TIME, "--data", data, "--out", polars_out]
+            + (["--sort", args.polars_sort] if args.polars_sort else []),
             dict(os.environ, POLARS_MAX_THREADS=str(args.threads)),
             polars_out,
         ),

@@ -114,12 +114,16 @@ def scored_catalogue(data, days, wide):
     )
 
 
-def ranked(scored, id_column):
-    """A report's items in rank order: id, score (score descending, id ascending)."""
+def ranked(scored, id_column, sort):
+    """A report's items in rank order: id, score (score descending, id
+    ascending). `sort`: "stable" sorts by id, then stably by score alone
+    (two single-key sorts); "two-keys" sorts once by both."""
     if id_column == "trackId":
         items = scored.select(pl.col(id_column).alias("id"), "score")
     else:
         items = scored.group_by(id_column).agg(pl.col("score").sum()).rename({id_column: "id"})
+    if sort == "stable":
+        return items.sort("id").sort("score", descending=True, maintain_order=True)
     return items.sort(["score", "id"], descending=[True, False])
 
 
@@ -175,6 +179,7 @@ def main():
     parser.add_argument("--half-life-days", type=float, default=float(os.environ.get("HALF_LIFE_DAYS", 7.0)))
     parser.add_argument("--part-rows", type=int, default=int(os.environ.get("PART_ROWS", 5_000_000)))
     parser.add_argument("--int128", action="store_true", help="sum scores as Int128 from the start")
+    parser.add_argument("--sort", choices=["stable", "two-keys"], default="two-keys", help="how reports are ordered")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -194,7 +199,7 @@ def main():
     phase(f"scored {scored.height} tracks")
 
     frame = scored.lazy()
-    reports = pl.collect_all([ranked(frame, id_column) for _, id_column, _ in REPORTS])
+    reports = pl.collect_all([ranked(frame, id_column, args.sort) for _, id_column, _ in REPORTS])
     del scored, frame
     phase("ranked")
 

@@ -474,8 +474,15 @@ async fn read_catalogue<S: ObjectStore>(
     let files: Vec<(InputFile, u64)> = files.iter().map(|f| (f.clone(), 0)).collect();
     let mut chunks =
         decode_in_parallel(store, &files, &CATALOGUE_COLUMNS, threads, whole_read_max_bytes, |unit, buffers| {
-            // The catalogue keeps every row group, so it takes the buffers.
-            let columns: Vec<Vec<i64>> = buffers.iter_mut().map(std::mem::take).collect();
+            // The catalogue keeps every row group, so it takes the buffers
+            // (and leaves ones as large, so the next decode allocates once).
+            let columns: Vec<Vec<i64>> = buffers
+                .iter_mut()
+                .map(|b| {
+                    let capacity = b.len();
+                    std::mem::replace(b, Vec::with_capacity(capacity))
+                })
+                .collect();
             Ok((unit.file_index, unit.row_group, columns))
         })
         .await?;
@@ -492,15 +499,6 @@ async fn read_catalogue<S: ObjectStore>(
         file_starts[*file] = file_starts[*file].min(next_row);
         next_row += columns[0].len();
     }
-    let mut columns: [Vec<i64>; 3] = Default::default();
-    for (index, column) in columns.iter_mut().enumerate() {
-        column.reserve_exact(rows);
-        for chunk in &mut chunks {
-            column.extend_from_slice(&std::mem::take(&mut chunk.2[index]));
-        }
-    }
-    drop(chunks);
-    let [track_ids, artist_ids, product_ids] = columns;
     let place_of_row = move |row: usize| {
         let file = file_starts
             .iter()
@@ -511,7 +509,11 @@ async fn read_catalogue<S: ObjectStore>(
         format!("{} (row {})", names[file], row - file_starts[file])
     };
     tokio::task::spawn_blocking(move || {
-        Catalogue::build(&track_ids, artist_ids, product_ids).map_err(|duplicate| InputError::DuplicateTrack {
+        // The row groups stay as decoded: joining them would touch 24 bytes
+        // a track of fresh memory again.
+        let column = |index: usize| chunks.iter().map(|(_, _, c)| &c[index][..]).collect::<Vec<&[i64]>>();
+        let (track_ids, artist_ids, product_ids) = (column(0), column(1), column(2));
+        Catalogue::build(&track_ids, &artist_ids, &product_ids).map_err(|duplicate| InputError::DuplicateTrack {
             track_id: duplicate.id,
             first: place_of_row(duplicate.first_row),
             second: place_of_row(duplicate.second_row),

@@ -44,31 +44,47 @@ impl IdIndex {
     /// Builds the index of the distinct values. With `unique`, a repeated
     /// value is an error naming both rows.
     pub fn build(values: &[i64], unique: bool) -> Result<Self, DuplicateId> {
-        assert!(values.len() < EMPTY as usize, "more than 4 billion ids");
-        let Some((&min, &max)) = values.iter().min().zip(values.iter().max()) else {
+        Self::build_from_pieces(&[values], unique)
+    }
+
+    /// [`IdIndex::build`] over a column in pieces (rows numbered across
+    /// them): the catalogue stays in the row groups it was decoded in, since
+    /// joining them would touch as much fresh memory again.
+    pub fn build_from_pieces(pieces: &[&[i64]], unique: bool) -> Result<Self, DuplicateId> {
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        assert!(len < EMPTY as usize, "more than 4 billion ids");
+        let bounds = pieces
+            .iter()
+            .filter_map(|p| p.iter().min().zip(p.iter().max()))
+            .reduce(|(min, max), (p_min, p_max)| (min.min(p_min), max.max(p_max)));
+        let Some((&min, &max)) = bounds else {
             return Ok(Self { ids: Vec::new(), lookup: IdLookup::Dense { min: 0, slots: Vec::new() } });
         };
         let range = (max as i128 - min as i128 + 1) as u128;
-        if range <= (values.len() as u128 * DENSE_SLOTS_PER_ID as u128).max(1024) {
-            Self::build_dense(values, min, range as usize, unique)
+        if range <= (len as u128 * DENSE_SLOTS_PER_ID as u128).max(1024) {
+            Self::build_dense(pieces, len, min, range as usize, unique)
         } else {
-            Self::build_sorted(values, min, max, unique)
+            Self::build_sorted(pieces, len, min, max, unique)
         }
     }
 
-    fn build_dense(values: &[i64], min: i64, range: usize, unique: bool) -> Result<Self, DuplicateId> {
+    fn build_dense(pieces: &[&[i64]], len: usize, min: i64, range: usize, unique: bool) -> Result<Self, DuplicateId> {
         // First pass marks each slot with the first row holding it.
         let mut slots = vec![EMPTY; range];
-        for (row, &id) in values.iter().enumerate() {
-            let slot = &mut slots[id.wrapping_sub(min) as u64 as usize];
-            if *slot == EMPTY {
-                *slot = row as u32;
-            } else if unique {
-                return Err(DuplicateId { id, first_row: *slot as usize, second_row: row });
+        let mut row = 0;
+        for piece in pieces {
+            for &id in *piece {
+                let slot = &mut slots[id.wrapping_sub(min) as u64 as usize];
+                if *slot == EMPTY {
+                    *slot = row as u32;
+                } else if unique {
+                    return Err(DuplicateId { id, first_row: *slot as usize, second_row: row });
+                }
+                row += 1;
             }
         }
         // Second pass turns rows into positions in id order.
-        let mut ids = Vec::with_capacity(values.len());
+        let mut ids = Vec::with_capacity(len);
         for (offset, slot) in slots.iter_mut().enumerate() {
             if *slot != EMPTY {
                 *slot = ids.len() as u32;
@@ -78,10 +94,11 @@ impl IdIndex {
         Ok(Self { ids, lookup: IdLookup::Dense { min, slots } })
     }
 
-    fn build_sorted(values: &[i64], min: i64, max: i64, unique: bool) -> Result<Self, DuplicateId> {
-        let mut rows: Vec<(i64, u32)> = values.iter().enumerate().map(|(row, &id)| (id, row as u32)).collect();
+    fn build_sorted(pieces: &[&[i64]], len: usize, min: i64, max: i64, unique: bool) -> Result<Self, DuplicateId> {
+        let mut rows: Vec<(i64, u32)> = Vec::with_capacity(len);
+        rows.extend(pieces.iter().flat_map(|p| p.iter()).enumerate().map(|(row, &id)| (id, row as u32)));
         rows.sort_unstable();
-        let mut ids: Vec<i64> = Vec::with_capacity(values.len());
+        let mut ids: Vec<i64> = Vec::with_capacity(len);
         for window in rows.windows(2) {
             if unique && window[0].0 == window[1].0 {
                 let (first, second) = (window[0].1.min(window[1].1), window[0].1.max(window[1].1));
@@ -168,10 +185,11 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// Builds the catalogue from its three columns (row-aligned, any order).
-    /// Duplicate track ids are an error naming the two rows.
-    pub fn build(track_ids: &[i64], artist_ids: Vec<i64>, product_ids: Vec<i64>) -> Result<Self, DuplicateId> {
-        let tracks = IdIndex::build(track_ids, true)?;
+    /// Builds the catalogue from its three columns (row-aligned, any order),
+    /// each in the same pieces (row groups). Duplicate track ids are an
+    /// error naming the two rows, numbered across the pieces.
+    pub fn build(track_ids: &[&[i64]], artist_ids: &[&[i64]], product_ids: &[&[i64]]) -> Result<Self, DuplicateId> {
+        let tracks = IdIndex::build_from_pieces(track_ids, true)?;
         let ((artist_of_track, artist_ids), (product_of_track, product_ids)) = std::thread::scope(|scope| {
             let artists = scope.spawn(|| positions_in_track_order(&tracks, track_ids, artist_ids));
             let products = positions_in_track_order(&tracks, track_ids, product_ids);
@@ -183,21 +201,32 @@ impl Catalogue {
 
 /// For a grouping column (artist or product): the group position of every
 /// track position, and the sorted distinct group ids.
-fn positions_in_track_order(tracks: &IdIndex, track_ids: &[i64], group_ids: Vec<i64>) -> (Vec<u32>, Vec<i64>) {
-    let groups = IdIndex::build(&group_ids, false).expect("duplicates allowed");
+fn positions_in_track_order(tracks: &IdIndex, track_ids: &[&[i64]], group_ids: &[&[i64]]) -> (Vec<u32>, Vec<i64>) {
+    let groups = IdIndex::build_from_pieces(group_ids, false).expect("duplicates allowed");
     let group_position = |group: i64| groups.position(group).expect("every group is indexed");
     // Catalogues are usually exported in trackId order; then rows already
     // are positions and the track lookup is skipped.
-    let group_of_track = if track_ids.windows(2).all(|w| w[0] < w[1]) {
-        group_ids.iter().map(|&group| group_position(group)).collect()
-    } else {
-        let mut group_of_track = vec![0u32; tracks.len()];
-        for (&track, &group) in track_ids.iter().zip(&group_ids) {
-            let track_position = tracks.position(track).expect("every catalogue track is indexed");
-            group_of_track[track_position as usize] = group_position(group);
+    let ascending = track_ids.iter().all(|p| p.windows(2).all(|w| w[0] < w[1]))
+        && track_ids
+            .iter()
+            .filter_map(|p| p.first().zip(p.last()))
+            .collect::<Vec<_>>()
+            .windows(2)
+            .all(|w| w[0].1 < w[1].0);
+    let mut group_of_track = Vec::with_capacity(tracks.len());
+    if ascending {
+        for piece in group_ids {
+            group_of_track.extend(piece.iter().map(|&group| group_position(group)));
         }
-        group_of_track
-    };
+    } else {
+        group_of_track.resize(tracks.len(), 0u32);
+        for (track_piece, group_piece) in track_ids.iter().zip(group_ids) {
+            for (&track, &group) in track_piece.iter().zip(group_piece.iter()) {
+                let track_position = tracks.position(track).expect("every catalogue track is indexed");
+                group_of_track[track_position as usize] = group_position(group);
+            }
+        }
+    }
     (group_of_track, groups.into_ids())
 }
 
@@ -291,9 +320,12 @@ pub fn group_scores(track_scores: &[u128], group_of_track: &[u32], groups: usize
 /// A report's items in rank order: (score, id) pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RankedItems {
-    /// Every score fits 64 bits: pairs of (`max - score`, id), the shortfall
-    /// ascending — half the memory of u128 scores, and the radix key itself.
-    Narrow { max: u64, items: Vec<(u64, i64)> },
+    /// Every score fits 64 bits: `(max - score) << 64 | id as u64`, the
+    /// shortfall ascending. Packed into the u128 the score was summed in, so
+    /// ranking writes into the scores' own memory instead of touching as
+    /// much fresh memory again (first touches are what a busy VM makes
+    /// slow), and the radix key is the high half.
+    Narrow { max: u64, items: Vec<u128> },
     /// Some score needs more than 64 bits: (score, id), score descending.
     Wide(Vec<(u128, i64)>),
 }
@@ -315,8 +347,8 @@ impl RankedItems {
     pub fn get(&self, rank: usize) -> (u128, i64) {
         match self {
             RankedItems::Narrow { max, items } => {
-                let (shortfall, id) = items[rank];
-                (u128::from(max - shortfall), id)
+                let packed = items[rank];
+                (u128::from(max - key_of(packed)), packed as u64 as i64)
             }
             RankedItems::Wide(items) => items[rank],
         }
@@ -331,19 +363,27 @@ impl RankedItems {
     }
 }
 
+/// The radix key of a packed narrow item: its shortfall.
+#[inline]
+fn key_of(packed: u128) -> u64 {
+    (packed >> 64) as u64
+}
+
 /// Orders items by score descending, then id ascending. `ids` must be
 /// ascending (positions follow id order), so a stable sort on the score
 /// alone gives the tie-break. The ids travel with their keys so that
 /// writing the report reads one array front to back instead of jumping
 /// around by position.
-pub fn rank_by_score(ids: Vec<i64>, scores: Vec<u128>) -> RankedItems {
+pub fn rank_by_score(ids: Vec<i64>, mut scores: Vec<u128>) -> RankedItems {
     assert_eq!(ids.len(), scores.len());
     debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must be ascending");
     let max = scores.iter().copied().max().unwrap_or(0);
     if let Ok(max) = u64::try_from(max) {
-        let items: Vec<(u64, i64)> = scores.iter().map(|&s| max - s as u64).zip(ids).collect();
-        drop(scores);
-        RankedItems::Narrow { max, items: radix_sort_by_key(items) }
+        for (score, &id) in scores.iter_mut().zip(&ids) {
+            *score = (u128::from(max - *score as u64) << 64) | u128::from(id as u64);
+        }
+        drop(ids);
+        RankedItems::Narrow { max, items: radix_sort_by_key(scores) }
     } else {
         let mut items: Vec<(u128, i64)> = scores.into_iter().zip(ids).collect();
         items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -359,57 +399,70 @@ const BUCKETS: usize = 1 << DIGIT_BITS;
 /// Below this many items one thread sorts alone.
 const PARALLEL_SORT_MIN: usize = 1 << 20;
 
-/// Stable radix sort of `(key, payload)` pairs by key. Large inputs are
-/// split at a sampled median key into two halves (one stable two-way pass;
-/// every key of the first half is below every key of the second), and each
-/// half is sorted on its own thread. Splitting by value rather than by top
-/// digit matters: scores are Zipf-distributed, so nearly all keys share
-/// their top digits.
-fn radix_sort_by_key(items: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
+/// Stable radix sort of packed items by [`key_of`]. Large inputs are split
+/// at a sampled median key into two halves (one stable two-way pass into
+/// the scratch array; every key of the first half is below every key of
+/// the second), and each half is sorted on its own thread, the input array
+/// serving as its scratch. Splitting by value rather than by top digit
+/// matters: scores are Zipf-distributed, so nearly all keys share their top
+/// digits. One scratch array is all the fresh memory the sort touches.
+fn radix_sort_by_key(mut items: Vec<u128>) -> Vec<u128> {
     let n = items.len();
+    let mut scratch = vec![0u128; n];
     if n < PARALLEL_SORT_MIN {
-        return lsd_radix_sort(items);
+        return if lsd_radix_sort(&mut items, &mut scratch) { scratch } else { items };
     }
-    let mut sample: Vec<u64> = items.iter().step_by(n / 4096).map(|i| i.0).collect();
+    let mut sample: Vec<u64> = items.iter().step_by(n / 4096).map(|&i| key_of(i)).collect();
     let middle = sample.len() / 2;
     let pivot = *sample.select_nth_unstable(middle).1;
-    let (mut low, mut high): (Vec<(u64, i64)>, Vec<(u64, i64)>) =
-        (Vec::with_capacity(n / 2 + n / 8), Vec::with_capacity(n / 2 + n / 8));
+    let low_count = items.iter().filter(|&&i| key_of(i) < pivot).count();
+    let (mut low, mut high) = (0, low_count);
     for &item in &items {
-        if item.0 < pivot {
-            low.push(item);
+        if key_of(item) < pivot {
+            scratch[low] = item;
+            low += 1;
         } else {
-            high.push(item);
+            scratch[high] = item;
+            high += 1;
         }
     }
-    drop(items);
-    let (mut low, mut high) = std::thread::scope(|scope| {
-        let high = scope.spawn(move || lsd_radix_sort(high));
-        let low = lsd_radix_sort(low);
-        (low, high.join().expect("sorting thread panicked"))
+    let (low_items, high_items) = scratch.split_at_mut(low_count);
+    let (low_spare, high_spare) = items.split_at_mut(low_count);
+    std::thread::scope(|scope| {
+        scope.spawn(|| sort_in_place(high_items, high_spare));
+        sort_in_place(low_items, low_spare);
     });
-    low.append(&mut high);
-    low
+    scratch
 }
 
-/// Stable LSD radix sort of `(key, payload)` pairs by key, over the digits
-/// of `key - min` only, skipping passes in which every key has the same
-/// digit.
-fn lsd_radix_sort(mut items: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
+/// Sorts `items`, using `spare` (as long) as scratch; the result ends in
+/// `items`.
+fn sort_in_place(items: &mut [u128], spare: &mut [u128]) {
+    if lsd_radix_sort(items, spare) {
+        items.copy_from_slice(spare);
+    }
+}
+
+/// Stable LSD radix sort of packed items by [`key_of`], over the digits of
+/// `key - min` only, skipping passes in which every key has the same digit.
+/// The passes alternate between `items` and `scratch` (as long); returns
+/// whether the result ended in `scratch`.
+fn lsd_radix_sort(items: &mut [u128], scratch: &mut [u128]) -> bool {
     let n = items.len();
-    let (min_key, max_key) = items.iter().fold((u64::MAX, 0), |(lo, hi), i| (lo.min(i.0), hi.max(i.0)));
+    let (min_key, max_key) = items.iter().fold((u64::MAX, 0), |(lo, hi), &i| (lo.min(key_of(i)), hi.max(key_of(i))));
     if n < 2 || min_key == max_key {
-        return items;
+        return false;
     }
     let digits = (64 - (max_key - min_key).leading_zeros()).div_ceil(DIGIT_BITS) as usize;
     let mut histograms = vec![[0usize; BUCKETS]; digits];
-    for item in &items {
-        let key = item.0 - min_key;
+    for &item in items.iter() {
+        let key = key_of(item) - min_key;
         for (digit, histogram) in histograms.iter_mut().enumerate() {
             histogram[((key >> (digit as u32 * DIGIT_BITS)) & 0xFF) as usize] += 1;
         }
     }
-    let mut scratch = vec![(0u64, 0i64); n];
+    let (mut from, mut to) = (items, scratch);
+    let mut in_scratch = false;
     for (digit, histogram) in histograms.iter().enumerate() {
         if histogram.iter().any(|&count| count == n) {
             continue;
@@ -421,14 +474,15 @@ fn lsd_radix_sort(mut items: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
             total += count;
         }
         let shift = digit as u32 * DIGIT_BITS;
-        for &item in &items {
-            let bucket = (((item.0 - min_key) >> shift) & 0xFF) as usize;
-            scratch[offsets[bucket]] = item;
+        for &item in from.iter() {
+            let bucket = (((key_of(item) - min_key) >> shift) & 0xFF) as usize;
+            to[offsets[bucket]] = item;
             offsets[bucket] += 1;
         }
-        std::mem::swap(&mut items, &mut scratch);
+        std::mem::swap(&mut from, &mut to);
+        in_scratch = !in_scratch;
     }
-    items
+    in_scratch
 }
 
 /// A deterministic xorshift64 sequence for tests and measurements.
@@ -474,12 +528,34 @@ mod tests {
 
     #[test]
     fn groups_are_deduplicated_and_mapped_in_track_order() {
-        let catalogue = Catalogue::build(&[30, 10, 20], vec![7, 5, 7], vec![100, 200, 100]).unwrap();
+        let catalogue =
+            Catalogue::build(&[&[30, 10][..], &[20]], &[&[7, 5][..], &[7]], &[&[100, 200][..], &[100]]).unwrap();
         assert_eq!(catalogue.tracks.ids(), &[10, 20, 30]);
         assert_eq!(catalogue.artist_ids, vec![5, 7]);
         assert_eq!(catalogue.artist_of_track, vec![0, 1, 1]);
         assert_eq!(catalogue.product_ids, vec![100, 200]);
         assert_eq!(catalogue.product_of_track, vec![1, 0, 0]);
+    }
+
+    #[test]
+    fn a_catalogue_in_pieces_maps_tracks_like_a_whole_column() {
+        // Ascending within each piece but not across them: the track lookup.
+        let catalogue =
+            Catalogue::build(&[&[20, 30][..], &[10, 40]], &[&[7, 5][..], &[7, 9]], &[&[100, 200][..], &[100, 300]])
+                .unwrap();
+        assert_eq!(catalogue.tracks.ids(), &[10, 20, 30, 40]);
+        assert_eq!((catalogue.artist_ids, catalogue.artist_of_track), (vec![5, 7, 9], vec![1, 1, 0, 2]));
+        assert_eq!((catalogue.product_ids, catalogue.product_of_track), (vec![100, 200, 300], vec![0, 0, 1, 2]));
+        // Ascending throughout: rows are positions.
+        let catalogue =
+            Catalogue::build(&[&[10, 20][..], &[30, 40]], &[&[7, 7][..], &[5, 9]], &[&[100, 100][..], &[200, 300]])
+                .unwrap();
+        assert_eq!((catalogue.artist_ids, catalogue.artist_of_track), (vec![5, 7, 9], vec![1, 1, 0, 2]));
+        // A duplicate names rows counted across the pieces.
+        for pieces in [&[&[5, 6][..], &[7, 6][..]], &[&[5, 6_000_000_000][..], &[7, 6_000_000_000][..]]] {
+            let err = IdIndex::build_from_pieces(pieces, true).unwrap_err();
+            assert_eq!((err.id, err.first_row, err.second_row), (pieces[0][1], 1, 3));
+        }
     }
 
     /// Ranks of ids 0..n by `scores`, as (id, score) in rank order.
