@@ -13,6 +13,8 @@
 //!   bucket, delivery role or user, IAM enforcement, sent mail, links);
 //! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request, or
 //!   (HTTP mode) fails the n-th request of an AWS call kind;
+//! - [`fault_matrix`]: the fault matrix's cells (call kind × request ×
+//!   fault × burst), the baseline they come from, and the outcome table;
 //! - [`google_keys`]: generated service-account keys and the checks of the
 //!   self-signed JWTs Google's client libraries send;
 //! - [`gcs_guard`]: an HTTP guard in front of fake-gcs-server that adds what
@@ -33,6 +35,7 @@
 
 pub mod customer;
 pub mod delivery;
+pub mod fault_matrix;
 pub mod fault_proxy;
 pub mod gcs_guard;
 pub mod google_keys;

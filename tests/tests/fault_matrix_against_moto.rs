@@ -19,12 +19,12 @@
 //! naming the cause. The tables are printed (shown on failure, or with
 //! `--nocapture`) and recorded in docs/reliability.md.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_s3::config::Credentials;
+use aws_config::SdkConfig;
 use chrono::{DateTime, Utc};
 use integration_tests::customer::{
     account_config, create_delivery_role, keys_under, open_multipart_uploads, sent_emails,
@@ -33,7 +33,11 @@ use integration_tests::delivery::{
     create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, synthetic_items,
     unique_tenant_prefix, RUN_ID,
 };
-use integration_tests::fault_proxy::{CallKind, Fault, FaultProxy};
+use integration_tests::fault_matrix::{
+    cells_from, counts_of, faulted_proxy, invoke_as_lambda, run_matrix, sha256, shorten, Burst, Cell, CellResult,
+    Injection, MatrixRun, OutcomeColumns,
+};
+use integration_tests::fault_proxy::{CallKind, Fault};
 use integration_tests::gcs_guard::GcsGuard;
 use integration_tests::google_keys::TestServiceAccount;
 use integration_tests::sheets_double::{SheetsDouble, TabSpec};
@@ -47,12 +51,9 @@ use popularity_reports::domain::{report_run_prefix, ReportKind};
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::manifest::RunManifest;
-use popularity_reports::sdk_config::SdkTimeouts;
 use popularity_reports::store::{s3_client, ObjectStore, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 const OUR_ACCOUNT: &str = "123456789012";
 const ROLE_ACCOUNT: &str = "222222222222";
@@ -61,13 +62,6 @@ const SENDER: &str = "reports@popularity.example";
 const SHEETS_ACCOUNT: &str = "popularity-feeds@popularity-ops.iam.gserviceaccount.com";
 const SHEET_ROWS: u64 = 100;
 
-/// The SDK's standard retry mode (the functions' default): 3 attempts.
-const SDK_ATTEMPTS: u64 = 3;
-/// template.yaml: `MaximumRetryAttempts: 2` on every deliverer, so at most
-/// three invocations of one event.
-const LAMBDA_INVOCATIONS: usize = 3;
-/// Cells run at once (each with its own proxy, tenant and bucket).
-const CONCURRENT_CELLS: usize = 4;
 /// Calls deliver-s3 makes only to clean up (aborting uploads an earlier
 /// attempt left open, or its own after a failure): when they fail for good,
 /// the delivery goes on, and an upload whose abort is refused stays open
@@ -80,108 +74,25 @@ const BEST_EFFORT: [&str; 2] = ["s3:ListMultipartUploads", "s3:AbortMultipartUpl
 const ROWS: u64 = 150_000;
 const PART_ROWS: u64 = 140_000;
 
-/// How many of a kind's requests fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Burst {
-    /// One request: the SDK's retry absorbs it.
-    Once,
-    /// Every attempt of one call: the call fails, and so the invocation.
-    AllAttempts,
-    /// Every request of the kind from the n-th on.
-    Permanent,
-}
-
-impl Burst {
-    fn times(self) -> u64 {
-        match self {
-            Burst::Once => 1,
-            Burst::AllAttempts => SDK_ATTEMPTS,
-            Burst::Permanent => u64::MAX,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Burst::Once => "once",
-            Burst::AllAttempts => "x3",
-            Burst::Permanent => "always",
-        }
-    }
-}
-
-/// One fault of a cell: requests `nth ..` of `kind` fail with `fault`.
-#[derive(Debug, Clone)]
-struct Injection {
-    kind: CallKind,
-    nth: u64,
-    nth_label: String,
-    fault: Fault,
-    burst: Burst,
-}
-
-impl Injection {
-    fn describe(&self) -> String {
-        format!("{} #{} {} {}", self.kind, self.nth_label, self.fault.short_name(), self.burst.label())
-    }
-}
-
-/// A cell: one or two injections (a failed abort needs a failed upload first).
-#[derive(Debug, Clone)]
-struct Cell {
-    injections: Vec<Injection>,
-}
-
-impl Cell {
-    fn describe(&self) -> String {
-        self.injections.iter().map(Injection::describe).collect::<Vec<_>>().join(" + ")
-    }
-
-    fn permanent(&self) -> bool {
-        self.injections.iter().any(|i| i.burst == Burst::Permanent)
-    }
-}
-
-/// What a cell led to.
+/// What a cell led to, with what the email test checks after the matrix.
 #[derive(Debug)]
-struct CellResult {
-    cell: String,
-    /// Handler invocations (Lambda's, then the sweeper's).
-    invocations: usize,
-    swept: bool,
-    outcome: String,
-    faults_fired: u64,
-    /// The recorded cause of a failure, shortened.
-    cause: Option<String>,
-    problems: Vec<String>,
-    /// Expected departures from the rule, said in the table.
-    notes: Vec<String>,
-    seconds: f64,
+struct DeliveryCellResult {
+    result: CellResult,
     /// deliver-email: the recipient, to count the messages moto received.
     recipient: Option<String>,
     /// deliver-email: SendRawEmail requests that reached moto.
     sends_forwarded: u64,
 }
 
-impl CellResult {
-    fn row(&self) -> String {
-        let verdict = match (self.problems.is_empty(), self.notes.is_empty()) {
-            (true, true) => "ok".to_owned(),
-            (true, false) => format!("ok ({})", self.notes.join("; ")),
-            (false, _) => format!("**{}**", self.problems.join("; ")),
-        };
-        format!(
-            "| {} | {} | {}{} | {} | {} | {} | {:.1} |",
-            self.cell,
-            self.faults_fired,
-            self.invocations,
-            if self.swept { " (+sweeper)" } else { "" },
-            self.outcome,
-            self.cause.as_deref().unwrap_or("—"),
-            verdict,
-            self.seconds
-        )
+impl Borrow<CellResult> for DeliveryCellResult {
+    fn borrow(&self) -> &CellResult {
+        &self.result
     }
 }
+
+/// The table's outcome and cause columns: the final delivery status, and
+/// the cause it records (or the last error).
+const COLUMNS: OutcomeColumns = OutcomeColumns { outcome: "final status", cause: "cause recorded" };
 
 /// What every cell shares: the emulator, a staging bucket with one
 /// published run, the customer account.
@@ -233,26 +144,6 @@ async fn world(function: Function, hint: &str) -> Arc<World> {
     Arc::new(World { endpoint, admin, staging, manifest, customer, signer_secret, gcs, sheets })
 }
 
-/// A function's SDK configuration (timeouts from `sdk_config.rs`, standard
-/// retries with 3 attempts) aimed at `endpoint`; only the backoff between
-/// attempts is shortened.
-async fn function_config(endpoint: &str) -> SdkConfig {
-    let loader = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "fault-matrix"));
-    SdkTimeouts::default()
-        .apply(loader)
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(SDK_ATTEMPTS as u32)
-                .with_initial_backoff(Duration::from_millis(20))
-                .with_max_backoff(Duration::from_millis(200)),
-        )
-        .load()
-        .await
-}
-
 /// The clock of the sweeper's re-drive: well after any claim of the first
 /// invocations expired (deadline + 30 s) and the sweeper's 45-minute wait.
 fn two_hours_later() -> DateTime<Utc> {
@@ -268,45 +159,18 @@ async fn status_of(staging: &S3Store, tenant: &str, feed: &str) -> Option<Delive
     Some(serde_json::from_slice(&body).expect("a status object"))
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Words one of which a failure caused by `fault` must name.
-fn cause_words(fault: Fault) -> &'static [&'static str] {
-    match fault {
-        Fault::Reset => &["dispatch", "connection", "reset", "io error", "response error", "closed"],
-        Fault::InternalError => &["InternalError", "InternalServiceError", "InternalFailure", "500"],
-        Fault::Throttle => &["SlowDown", "Throttling", "503", "Rate exceeded"],
-    }
-}
-
-fn shorten(text: &str) -> String {
-    let one_line = text.replace(['\n', '|'], " ");
-    if one_line.chars().count() > 110 {
-        format!("{}…", one_line.chars().take(110).collect::<String>())
-    } else {
-        one_line
-    }
-}
-
-/// Invokes `deliver` as Lambda's asynchronous invocation would: again while
-/// it fails, up to `LAMBDA_INVOCATIONS` times. Returns the invocations made
-/// and the last error.
-async fn invoke_as_lambda<D, S, T>(deps: &DeliverDeps<S, T, D>, job_key: &str) -> (usize, Option<String>)
+/// Delivers the job at `job_key` as Lambda's asynchronous invocation would
+/// ([`invoke_as_lambda`]). Returns the invocations made and, when none
+/// succeeded, the last error.
+async fn deliver_as_lambda<D, S, T>(deps: &DeliverDeps<S, T, D>, job_key: &str) -> (usize, Option<String>)
 where
     S: ObjectStore,
     T: popularity_reports::tenant_directory::TenantDirectory,
     D: Deliverer,
 {
-    let mut last_error = None;
-    for invocation in 1..=LAMBDA_INVOCATIONS {
-        match handle_deliverer_event(deps, event_for_key(job_key), deadline((deps.now)())).await {
-            Ok(_) => return (invocation, None),
-            Err(error) => last_error = Some(error.to_string()),
-        }
-    }
-    (LAMBDA_INVOCATIONS, last_error)
+    let invoked =
+        invoke_as_lambda(|_| handle_deliverer_event(deps, event_for_key(job_key), deadline((deps.now)()))).await;
+    (invoked.made, invoked.final_error())
 }
 
 /// The deliverer's dependencies with every client through `config`.
@@ -346,7 +210,7 @@ async fn run_cell(
     function: Function,
     index: usize,
     cell: Option<Cell>,
-) -> (CellResult, BTreeMap<CallKind, u64>, Vec<String>) {
+) -> (DeliveryCellResult, BTreeMap<CallKind, u64>, Vec<String>) {
     let started = Instant::now();
     let tenant = format!("fm-{index}");
     let prefix = unique_tenant_prefix("fault-matrix");
@@ -419,11 +283,7 @@ async fn run_cell(
     let planned = fan_out_run(&fanout, run_id(), pinned_now()).await.unwrap();
     assert_eq!(planned.jobs_created, 1, "{tenant}: {planned:?}");
 
-    let proxy = FaultProxy::start_http(&world.endpoint);
-    let config = function_config(&proxy.endpoint()).await;
-    for injection in cell.iter().flat_map(|cell| &cell.injections) {
-        proxy.fail_requests(injection.kind.clone(), injection.nth, injection.burst.times(), injection.fault);
-    }
+    let (proxy, config) = faulted_proxy(&world.endpoint, cell.as_ref()).await;
     let kind_segment = match function {
         Function::DeliverS3 => "s3",
         Function::DeliverEmail => "email",
@@ -448,7 +308,7 @@ async fn run_cell(
                     staging: S3Store::new(s3_client(&config), world.staging.bucket(), ""),
                     destinations: S3Destinations::new(config.clone(), vec![world.staging.bucket().to_owned()]),
                 };
-                invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
+                deliver_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
             }
             Function::DeliverEmail => {
                 let deliverer = EmailDeliverer {
@@ -463,14 +323,14 @@ async fn run_cell(
                     sender: SENDER.to_owned(),
                     now,
                 };
-                invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
+                deliver_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
             }
             Function::DeliverGcs => {
                 let deliverer = GcsDeliverer {
                     staging: S3Store::new(s3_client(&config), world.staging.bucket(), ""),
                     endpoint: world.gcs.as_ref().unwrap().0.endpoint(),
                 };
-                invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
+                deliver_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
             }
             Function::DeliverSheets => {
                 let (double, key_json) = world.sheets.as_ref().unwrap();
@@ -481,7 +341,7 @@ async fn run_cell(
                     client: SheetsClient::new(identity, &double.endpoint(), 6_000, retry),
                     now,
                 };
-                invoke_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
+                deliver_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
             }
         };
         invocations += made;
@@ -489,10 +349,7 @@ async fn run_cell(
     }
     proxy.clear_request_faults();
 
-    let mut counts = BTreeMap::new();
-    for seen in proxy.requests() {
-        *counts.entry(seen.kind).or_insert(0) += 1;
-    }
+    let counts = counts_of(&proxy.requests());
     let status = status_of(&world.staging, &tenant, feed).await;
     let outcome = status.as_ref().map_or("no status".to_owned(), |s| s.outcome.as_str().to_owned());
     let delivered = status.as_ref().is_some_and(|s| s.outcome == DeliveryOutcome::Delivered);
@@ -512,11 +369,10 @@ async fn run_cell(
                     problems.push("delivered despite a permanent fault".to_owned());
                 }
             } else {
-                let fault = cell.injections.iter().find(|i| i.burst == Burst::Permanent).unwrap().fault;
                 let named = [recorded_cause.as_deref(), last_error.as_deref()]
                     .into_iter()
                     .flatten()
-                    .any(|text| cause_words(fault).iter().any(|word| text.contains(word)));
+                    .any(|text| cell.is_named_in(text));
                 if !named {
                     problems
                         .push(format!("the failure does not name the cause: {}", cause.clone().unwrap_or_default()));
@@ -578,18 +434,16 @@ async fn run_cell(
     }
 
     let result = CellResult {
-        cell: cell.as_ref().map_or("baseline (no fault)".to_owned(), Cell::describe),
-        invocations,
-        swept,
-        outcome,
+        cell: Cell::label(cell.as_ref()),
         faults_fired: proxy.request_faults_fired(),
+        invocations: format!("{invocations}{}", if swept { " (+sweeper)" } else { "" }),
+        outcome,
         cause: cause.map(|c| shorten(&c)),
         problems,
         notes,
         seconds: started.elapsed().as_secs_f64(),
-        recipient,
-        sends_forwarded,
     };
+    let result = DeliveryCellResult { result, recipient, sends_forwarded };
     let sequence = proxy
         .requests()
         .iter()
@@ -681,191 +535,96 @@ fn check_objects(world: &World, objects: &BTreeMap<String, Vec<u8>>, delivered: 
 }
 
 /// The cells of a matrix, from the requests of each kind in a baseline
-/// delivery: for each kind, its first, second and last request, each with
-/// each fault, once and for all the SDK's attempts; each kind's first
-/// request with a 500 for good; and a failed abort after a failed upload.
-fn cells_from(counts: &BTreeMap<CallKind, u64>) -> Vec<Cell> {
-    let mut cells = Vec::new();
-    for (kind, &count) in counts {
-        let mut positions = vec![(1, "1".to_owned())];
-        if count >= 3 {
-            positions.push((2, "2".to_owned()));
-        }
-        if count >= 2 {
-            positions.push((count, format!("last={count}")));
-        }
-        for (nth, nth_label) in positions {
-            for fault in Fault::ALL {
-                for burst in [Burst::Once, Burst::AllAttempts] {
-                    let injection = Injection { kind: kind.clone(), nth, nth_label: nth_label.clone(), fault, burst };
-                    cells.push(Cell { injections: vec![injection] });
-                }
-            }
-        }
-        let injection = Injection {
-            kind: kind.clone(),
-            nth: 1,
-            nth_label: "1".to_owned(),
-            fault: Fault::InternalError,
-            burst: Burst::Permanent,
-        };
-        cells.push(Cell { injections: vec![injection] });
-    }
+/// delivery: [`cells_from`]'s, and a failed abort after a failed upload.
+fn delivery_cells(counts: &BTreeMap<CallKind, u64>) -> Vec<Cell> {
+    let mut cells = cells_from(counts);
     let upload_part = CallKind::new("s3:UploadPart");
     if counts.contains_key(&upload_part) {
         for burst in [Burst::Once, Burst::AllAttempts, Burst::Permanent] {
-            let failed_upload = Injection {
-                kind: upload_part.clone(),
-                nth: 2,
-                nth_label: "2".to_owned(),
-                fault: Fault::InternalError,
-                burst: Burst::AllAttempts,
-            };
-            let failed_abort = Injection {
-                kind: CallKind::new("s3:AbortMultipartUpload"),
-                nth: 1,
-                nth_label: "1".to_owned(),
-                fault: Fault::InternalError,
-                burst,
-            };
+            let failed_upload = Injection::new(upload_part.clone(), 2, "2", Fault::InternalError, Burst::AllAttempts);
+            let failed_abort =
+                Injection::new(CallKind::new("s3:AbortMultipartUpload"), 1, "1", Fault::InternalError, burst);
             cells.push(Cell { injections: vec![failed_upload, failed_abort] });
         }
     }
     cells
 }
 
-/// Runs the baseline, then every cell, `CONCURRENT_CELLS` at a time.
-async fn run_matrix(function: Function, hint: &str) -> (Vec<CellResult>, BTreeMap<CallKind, u64>, Duration) {
+/// Runs the baseline, then every cell, `CONCURRENT_CELLS` at a time; the
+/// time taken counts the shared setup too.
+async fn deliver_matrix(function: Function, hint: &str) -> MatrixRun<DeliveryCellResult> {
     let started = Instant::now();
     let world = world(function, hint).await;
-    let (baseline, counts, sequence) = run_cell(world.clone(), function, 0, None).await;
-    eprintln!("{function:?} baseline requests, in order:\n{}", sequence.join("\n"));
-    assert!(baseline.problems.is_empty(), "the baseline delivery failed: {}", baseline.row());
-    assert!(baseline.faults_fired == 0 && baseline.invocations == 1, "{}", baseline.row());
-    let cells = cells_from(&counts);
-    // fanout's future is not `Send` (a closure over borrowed tenants), so
-    // the cells run as local tasks of this thread; their I/O overlaps.
-    let permits = Arc::new(Semaphore::new(CONCURRENT_CELLS));
-    let local = tokio::task::LocalSet::new();
-    let mut results = local
-        .run_until(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            for (index, cell) in cells.into_iter().enumerate() {
-                let (world, permits) = (world.clone(), permits.clone());
-                tasks.spawn_local(async move {
-                    let _permit = permits.acquire_owned().await.unwrap();
-                    (index, run_cell(world, function, index + 1, Some(cell)).await.0)
-                });
+    let mut matrix = run_matrix(delivery_cells, move |index, cell| {
+        let world = world.clone();
+        async move {
+            let baseline = cell.is_none();
+            let (result, counts, sequence) = run_cell(world, function, index, cell).await;
+            if baseline {
+                eprintln!("{function:?} baseline requests, in order:\n{}", sequence.join("\n"));
+                let baseline = &result.result;
+                assert!(baseline.problems.is_empty(), "the baseline delivery failed: {}", baseline.row());
+                assert!(baseline.faults_fired == 0 && baseline.invocations == "1", "{}", baseline.row());
             }
-            let mut results = Vec::new();
-            while let Some(done) = tasks.join_next().await {
-                results.push(done.expect("a cell panicked"));
-            }
-            results
-        })
-        .await;
-    results.sort_by_key(|(index, _)| *index);
-    let mut results: Vec<CellResult> = results.into_iter().map(|(_, result)| result).collect();
-    results.insert(0, baseline);
-    (results, counts, started.elapsed())
-}
-
-fn table(function: &str, results: &[CellResult], counts: &BTreeMap<CallKind, u64>, elapsed: Duration) -> String {
-    let kinds: Vec<String> = counts.iter().map(|(kind, count)| format!("{kind} ×{count}")).collect();
-    let failed = results.iter().filter(|r| !r.problems.is_empty()).count();
-    let mut text = format!(
-        "{function}: {} cells in {:.0} s, {failed} with problems; baseline requests: {}\n\
-         | cell (kind #n fault burst) | faults fired | invocations | final status | cause recorded | invariants | s |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
-        results.len() - 1,
-        elapsed.as_secs_f64(),
-        kinds.join(", ")
-    );
-    for result in results {
-        text.push_str(&result.row());
-        text.push('\n');
-    }
-    text
-}
-
-fn assert_no_problems(table: &str, results: &[CellResult]) {
-    let failing: Vec<String> = results.iter().filter(|r| !r.problems.is_empty()).map(CellResult::row).collect();
-    assert!(
-        failing.is_empty(),
-        "{} cells broke an invariant:\n{}\n\nwhole table:\n{table}",
-        failing.len(),
-        failing.join("\n")
-    );
+            (result, counts)
+        }
+    })
+    .await;
+    matrix.elapsed = started.elapsed();
+    matrix
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deliver_s3_under_every_fault_delivers_whole_objects_once_or_fails_naming_the_cause() {
-    let (results, counts, elapsed) = run_matrix(Function::DeliverS3, "fm-s3").await;
-    for kind in ["s3:GetObject", "s3:PutObject", "s3:CreateMultipartUpload", "s3:UploadPart", "sts:AssumeRole"] {
-        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
-    }
-    let table = table(
+    let matrix = deliver_matrix(Function::DeliverS3, "fm-s3").await;
+    matrix.assert_baseline_made(&[
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:CreateMultipartUpload",
+        "s3:UploadPart",
+        "sts:AssumeRole",
+    ]);
+    matrix.print_and_assert_no_problems(
         "deliver-s3 (s3-role, track report: a 2-part multipart object and a small one)",
-        &results,
-        &counts,
-        elapsed,
+        &COLUMNS,
     );
-    eprintln!("{table}");
-    assert_no_problems(&table, &results);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deliver_email_under_every_fault_sends_exactly_one_email_or_fails_naming_the_cause() {
-    let (results, counts, elapsed) = run_matrix(Function::DeliverEmail, "fm-email").await;
-    for kind in ["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue", "ses:SendRawEmail"] {
-        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
-    }
+    let mut matrix = deliver_matrix(Function::DeliverEmail, "fm-email").await;
+    matrix.assert_baseline_made(&["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue", "ses:SendRawEmail"]);
     // What moto's SES received, per cell recipient.
     let sent = sent_emails(&moto_endpoint()).await;
-    let mut results = results;
-    for result in &mut results {
-        let recipient = result.recipient.as_deref().unwrap();
+    for DeliveryCellResult { result, recipient, sends_forwarded } in &mut matrix.results {
+        let recipient = recipient.as_deref().unwrap();
         let received = sent.iter().filter(|email| email.is_to(recipient)).count() as u64;
         let expected = u64::from(result.outcome == "delivered");
         if received != expected {
             result.problems.push(format!("{received} emails received, expected {expected}"));
         }
-        assert!(result.sends_forwarded <= 1 || !result.problems.is_empty());
+        assert!(*sends_forwarded <= 1 || !result.problems.is_empty());
     }
-    let table = table("deliver-email (track report, 2 linked parts, link signer secret)", &results, &counts, elapsed);
-    eprintln!("{table}");
-    assert_no_problems(&table, &results);
+    matrix.print_and_assert_no_problems("deliver-email (track report, 2 linked parts, link signer secret)", &COLUMNS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deliver_gcs_under_every_aws_fault_delivers_whole_objects_or_fails_naming_the_cause() {
-    let (results, counts, elapsed) = run_matrix(Function::DeliverGcs, "fm-gcs").await;
-    for kind in ["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue"] {
-        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
-    }
-    let table = table(
+    let matrix = deliver_matrix(Function::DeliverGcs, "fm-gcs").await;
+    matrix.assert_baseline_made(&["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue"]);
+    matrix.print_and_assert_no_problems(
         "deliver-gcs, AWS side (track report: part-001 over 8 MiB, a resumable upload, and a small part; \
          fake-gcs-server not faulted)",
-        &results,
-        &counts,
-        elapsed,
+        &COLUMNS,
     );
-    eprintln!("{table}");
-    assert_no_problems(&table, &results);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deliver_sheets_under_every_aws_fault_writes_the_exact_top_rows_or_fails_naming_the_cause() {
-    let (results, counts, elapsed) = run_matrix(Function::DeliverSheets, "fm-sheets").await;
-    for kind in ["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue"] {
-        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
-    }
-    let table = table(
+    let matrix = deliver_matrix(Function::DeliverSheets, "fm-sheets").await;
+    matrix.assert_baseline_made(&["s3:GetObject", "s3:PutObject", "secretsmanager:GetSecretValue"]);
+    matrix.print_and_assert_no_problems(
         "deliver-sheets, AWS side (track report, top 100 rows; the Sheets double not faulted)",
-        &results,
-        &counts,
-        elapsed,
+        &COLUMNS,
     );
-    eprintln!("{table}");
-    assert_no_problems(&table, &results);
 }

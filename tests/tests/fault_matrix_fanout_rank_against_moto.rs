@@ -34,20 +34,22 @@
 //! recorded in docs/reliability.md.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use aws_sdk_s3::config::Credentials;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use integration_tests::delivery::{
     create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store, unique_tenant_prefix,
     RUN_ID,
 };
-use integration_tests::fault_proxy::{CallKind, Fault, FaultProxy, SeenRequest};
+use integration_tests::fault_matrix::{
+    cells_from, counts_of, faulted_proxy, invoke_as_lambda, run_matrix, sha256, shorten, Cell, CellResult,
+    OutcomeColumns,
+};
+use integration_tests::fault_proxy::{CallKind, FaultProxy, SeenRequest};
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
 use popularity_reports::delivery::{parse_job_key, status_key, AttemptResult, DeliveryStatus};
 use popularity_reports::domain::RunId;
@@ -57,256 +59,15 @@ use popularity_reports::handlers::sweeper::{handle_sweep, SweeperDeps};
 use popularity_reports::manifest::RunManifest;
 use popularity_reports::rank::RankSettings;
 use popularity_reports::sample::{self, SampleSpec};
-use popularity_reports::sdk_config::SdkTimeouts;
 use popularity_reports::store::{s3_client, ObjectSink, S3Store};
 use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
-/// The SDK's standard retry mode (the functions' default): 3 attempts.
-const SDK_ATTEMPTS: u64 = 3;
-/// template.yaml: `MaximumRetryAttempts: 2` on rank and fanout.
-const LAMBDA_INVOCATIONS: usize = 3;
-/// Cells run at once (each with its own proxy and staging bucket).
-const CONCURRENT_CELLS: usize = 4;
+/// The table's outcome and cause columns: what the function left, and the
+/// error of its last failed invocation.
+const COLUMNS: OutcomeColumns = OutcomeColumns { outcome: "final state", cause: "error of the last failure" };
 
-// ------------------------------------------------------------------ cells
-
-/// How many of a kind's requests fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Burst {
-    /// One request: the SDK's retry absorbs it.
-    Once,
-    /// Every attempt of one call: the call fails, and so the invocation.
-    AllAttempts,
-    /// Every request of the kind from the n-th on.
-    Permanent,
-}
-
-impl Burst {
-    fn times(self) -> u64 {
-        match self {
-            Burst::Once => 1,
-            Burst::AllAttempts => SDK_ATTEMPTS,
-            Burst::Permanent => u64::MAX,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Burst::Once => "once",
-            Burst::AllAttempts => "x3",
-            Burst::Permanent => "always",
-        }
-    }
-}
-
-/// A cell: requests `nth ..` of `kind` fail with `fault`.
-#[derive(Debug, Clone)]
-struct Cell {
-    kind: CallKind,
-    nth: u64,
-    nth_label: String,
-    fault: Fault,
-    burst: Burst,
-}
-
-impl Cell {
-    fn describe(&self) -> String {
-        format!("{} #{} {} {}", self.kind, self.nth_label, self.fault.short_name(), self.burst.label())
-    }
-
-    fn permanent(&self) -> bool {
-        self.burst == Burst::Permanent
-    }
-
-    fn arm(&self, proxy: &FaultProxy) {
-        proxy.fail_requests(self.kind.clone(), self.nth, self.burst.times(), self.fault);
-    }
-
-    /// Whether `text` names this cell's fault.
-    fn is_named_in(&self, text: &str) -> bool {
-        let words: &[&str] = match self.fault {
-            Fault::Reset => &["dispatch", "connection", "reset", "io error", "response error", "closed"],
-            Fault::InternalError => &["InternalError", "InternalServiceError", "InternalFailure", "500"],
-            Fault::Throttle => &["SlowDown", "Throttling", "503", "Rate exceeded"],
-        };
-        words.iter().any(|word| text.contains(word))
-    }
-}
-
-/// The cells of a matrix, from the requests of each kind in the baseline:
-/// for each kind, its first, second and last request, each with each
-/// fault, once and for all the SDK's attempts; and each kind's first
-/// request with a 500 for good.
-fn cells_from(counts: &BTreeMap<CallKind, u64>) -> Vec<Cell> {
-    let mut cells = Vec::new();
-    for (kind, &count) in counts {
-        let mut positions = vec![(1, "1".to_owned())];
-        if count >= 3 {
-            positions.push((2, "2".to_owned()));
-        }
-        if count >= 2 {
-            positions.push((count, format!("last={count}")));
-        }
-        for (nth, nth_label) in positions {
-            for fault in Fault::ALL {
-                for burst in [Burst::Once, Burst::AllAttempts] {
-                    cells.push(Cell { kind: kind.clone(), nth, nth_label: nth_label.clone(), fault, burst });
-                }
-            }
-        }
-        cells.push(Cell {
-            kind: kind.clone(),
-            nth: 1,
-            nth_label: "1".to_owned(),
-            fault: Fault::InternalError,
-            burst: Burst::Permanent,
-        });
-    }
-    cells
-}
-
-/// What a cell led to.
-#[derive(Debug, Default)]
-struct CellResult {
-    cell: String,
-    faults_fired: u64,
-    /// Invocations, as the table shows them (`2`, `3 + 1 after`).
-    invocations: String,
-    outcome: String,
-    /// The error of the last failed invocation, shortened.
-    cause: Option<String>,
-    problems: Vec<String>,
-    /// Expected departures from the rule, said in the table.
-    notes: Vec<String>,
-    seconds: f64,
-}
-
-impl CellResult {
-    fn row(&self) -> String {
-        let verdict = match (self.problems.is_empty(), self.notes.is_empty()) {
-            (true, true) => "ok".to_owned(),
-            (true, false) => format!("ok ({})", self.notes.join("; ")),
-            (false, _) => format!("**{}**", self.problems.join("; ")),
-        };
-        format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} |",
-            self.cell,
-            self.faults_fired,
-            self.invocations,
-            self.outcome,
-            self.cause.as_deref().unwrap_or("—"),
-            verdict,
-            self.seconds
-        )
-    }
-}
-
-fn shorten(text: &str) -> String {
-    let one_line = text.replace(['\n', '|'], " ");
-    if one_line.chars().count() > 110 {
-        format!("{}…", one_line.chars().take(110).collect::<String>())
-    } else {
-        one_line
-    }
-}
-
-fn counts_of(requests: &[SeenRequest]) -> BTreeMap<CallKind, u64> {
-    let mut counts = BTreeMap::new();
-    for seen in requests {
-        *counts.entry(seen.kind.clone()).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// A function's SDK configuration (timeouts from `sdk_config.rs`, standard
-/// retries with 3 attempts) aimed at `endpoint`; only the backoff between
-/// attempts is shortened.
-async fn function_config(endpoint: &str) -> SdkConfig {
-    let loader = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "fault-matrix"));
-    SdkTimeouts::default()
-        .apply(loader)
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(SDK_ATTEMPTS as u32)
-                .with_initial_backoff(Duration::from_millis(20))
-                .with_max_backoff(Duration::from_millis(200)),
-        )
-        .load()
-        .await
-}
-
-/// Runs the baseline (`cell` = `None`), then every cell from its request
-/// counts, `CONCURRENT_CELLS` at a time. `run_cell` returns the cell's
-/// result and the requests of each kind it made.
-async fn run_matrix<F, Fut>(run_cell: F) -> (Vec<CellResult>, BTreeMap<CallKind, u64>, Duration)
-where
-    F: Fn(usize, Option<Cell>) -> Fut + Clone + 'static,
-    Fut: Future<Output = (CellResult, BTreeMap<CallKind, u64>)> + 'static,
-{
-    let started = Instant::now();
-    let (baseline, counts) = run_cell(0, None).await;
-    assert!(baseline.problems.is_empty() && baseline.faults_fired == 0, "the baseline failed: {}", baseline.row());
-    let cells = cells_from(&counts);
-    // fanout's future is not `Send`: the cells run as local tasks of this
-    // thread; their I/O overlaps.
-    let permits = Arc::new(Semaphore::new(CONCURRENT_CELLS));
-    let local = tokio::task::LocalSet::new();
-    let mut results = local
-        .run_until(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            for (index, cell) in cells.into_iter().enumerate() {
-                let (run_cell, permits) = (run_cell.clone(), permits.clone());
-                tasks.spawn_local(async move {
-                    let _permit = permits.acquire_owned().await.unwrap();
-                    (index, run_cell(index + 1, Some(cell)).await.0)
-                });
-            }
-            let mut results = Vec::new();
-            while let Some(done) = tasks.join_next().await {
-                results.push(done.expect("a cell panicked"));
-            }
-            results
-        })
-        .await;
-    results.sort_by_key(|(index, _)| *index);
-    let mut results: Vec<CellResult> = results.into_iter().map(|(_, result)| result).collect();
-    results.insert(0, baseline);
-    (results, counts, started.elapsed())
-}
-
-fn table(function: &str, results: &[CellResult], counts: &BTreeMap<CallKind, u64>, elapsed: Duration) -> String {
-    let kinds: Vec<String> = counts.iter().map(|(kind, count)| format!("{kind} ×{count}")).collect();
-    let failed = results.iter().filter(|r| !r.problems.is_empty()).count();
-    let mut text = format!(
-        "{function}: {} cells in {:.0} s, {failed} with problems; baseline requests: {}\n\
-         | cell (kind #n fault burst) | faults fired | invocations | final state | error of the last failure | invariants | s |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
-        results.len() - 1,
-        elapsed.as_secs_f64(),
-        kinds.join(", ")
-    );
-    for result in results {
-        text.push_str(&result.row());
-        text.push('\n');
-    }
-    text
-}
-
-fn assert_no_problems(table: &str, results: &[CellResult]) {
-    let failing: Vec<String> = results.iter().filter(|r| !r.problems.is_empty()).map(CellResult::row).collect();
-    assert!(
-        failing.is_empty(),
-        "{} cells broke an invariant:\n{}\n\nwhole table:\n{table}",
-        failing.len(),
-        failing.join("\n")
-    );
-}
+// ---------------------------------------------------------------- objects
 
 /// Every object under `prefix` of `bucket`: its bytes and last-modified time.
 async fn objects_under(admin: &SdkConfig, bucket: &str, prefix: &str) -> BTreeMap<String, (Vec<u8>, String)> {
@@ -350,8 +111,28 @@ fn differences(expected: &BTreeMap<String, Vec<u8>>, actual: &BTreeMap<String, V
     found
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+/// Ends a cell's faulted invocations: the requests of each kind it made
+/// (the baseline's counts), and its result so far, the fault cleared for
+/// what the cell checks next.
+fn close_cell(
+    proxy: &FaultProxy,
+    cell: Option<&Cell>,
+    invocations: usize,
+    last_error: Option<&str>,
+    problems: Vec<String>,
+) -> (BTreeMap<CallKind, u64>, CellResult) {
+    let counts = counts_of(&proxy.requests());
+    let faults_fired = proxy.request_faults_fired();
+    proxy.clear_request_faults();
+    let result = CellResult {
+        cell: Cell::label(cell),
+        faults_fired,
+        invocations: invocations.to_string(),
+        cause: last_error.map(shorten),
+        problems,
+        ..Default::default()
+    };
+    (counts, result)
 }
 
 // ----------------------------------------------------------------- fanout
@@ -446,38 +227,16 @@ async fn fanout_cell(
 ) -> (CellResult, BTreeMap<CallKind, u64>) {
     let started = Instant::now();
     let staging = fanout_staging(&world).await;
-    let proxy = FaultProxy::start_http(&world.endpoint);
-    let config = function_config(&proxy.endpoint()).await;
-    if let Some(cell) = &cell {
-        cell.arm(&proxy);
-    }
+    let (proxy, config) = faulted_proxy(&world.endpoint, cell.as_ref()).await;
     let deps = FanoutDeps {
         staging: S3Store::new(s3_client(&config), staging.bucket(), ""),
         tenants: SecretsManagerTenants::new(secrets_manager_client(&config), world.prefix.as_str()).unwrap(),
         own_buckets: vec![staging.bucket().to_owned()],
     };
     let event = event_for_key(&format!("manifests/{RUN_ID}.json"));
-    let (mut invocations, mut last_error, mut response) = (0, None, None);
-    while invocations < LAMBDA_INVOCATIONS {
-        invocations += 1;
-        match handle_manifest_event(&deps, event.clone(), pinned_now()).await {
-            Ok(done) => {
-                response = Some(done);
-                break;
-            }
-            Err(error) => last_error = Some(error.to_string()),
-        }
-    }
-    let counts = counts_of(&proxy.requests());
-    let faults_fired = proxy.request_faults_fired();
-    proxy.clear_request_faults();
-    let mut result = CellResult {
-        cell: cell.as_ref().map_or("baseline (no fault)".to_owned(), Cell::describe),
-        faults_fired,
-        invocations: invocations.to_string(),
-        cause: last_error.as_deref().map(shorten),
-        ..Default::default()
-    };
+    let invoked = invoke_as_lambda(|_| handle_manifest_event(&deps, event.clone(), pinned_now())).await;
+    let (invocations, last_error, response) = (invoked.made, invoked.last_error, invoked.response);
+    let (counts, mut result) = close_cell(&proxy, cell.as_ref(), invocations, last_error.as_deref(), Vec::new());
     let after = fanout_objects(&world, staging.bucket()).await;
     let Some(cell) = cell else {
         let response = response.expect("the baseline fanout succeeds");
@@ -547,18 +306,12 @@ async fn fanout_cell(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fanout_under_every_fault_writes_each_due_job_once_and_the_statuses_of_a_fault_free_run() {
     let world = fanout_world().await;
-    let (results, counts, elapsed) = run_matrix(move |index, cell| fanout_cell(world.clone(), index, cell)).await;
-    for kind in ["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"] {
-        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
-    }
-    let table = table(
+    let matrix = run_matrix(cells_from, move |index, cell| fanout_cell(world.clone(), index, cell)).await;
+    matrix.assert_baseline_made(&["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"]);
+    matrix.print_and_assert_no_problems(
         "fanout (5 tenants: 3 due feeds (s3-role, delta, email), one not due, one disabled, one invalid secret; a delta feed with a base)",
-        &results,
-        &counts,
-        elapsed,
+        &COLUMNS,
     );
-    eprintln!("{table}");
-    assert_no_problems(&table, &results);
 }
 
 // ------------------------------------------------------------------- rank
@@ -625,11 +378,7 @@ async fn rank_cell(world: Arc<RankWorld>, _index: usize, cell: Option<Cell>) -> 
     let started = Instant::now();
     let staging_bucket = fresh_bucket(&s3_client(&world.admin), "fm-rank").await;
     let admin_staging = S3Store::new(s3_client(&world.admin), staging_bucket.clone(), "");
-    let proxy = FaultProxy::start_http(&world.endpoint);
-    let config = function_config(&proxy.endpoint()).await;
-    if let Some(cell) = &cell {
-        cell.arm(&proxy);
-    }
+    let (proxy, config) = faulted_proxy(&world.endpoint, cell.as_ref()).await;
     let deps = RankDeps {
         data: S3Store::new(s3_client(&config), world.data_bucket.clone(), DATA_PREFIX),
         staging: S3Store::new(s3_client(&config), staging_bucket.clone(), ""),
@@ -637,37 +386,27 @@ async fn rank_cell(world: Arc<RankWorld>, _index: usize, cell: Option<Cell>) -> 
     };
     let event = rank_event();
     let run = RunId::from_time(event.time.unwrap());
-    let (mut invocations, mut last_error, mut published) = (0, None, false);
     // After each failed invocation: never a manifest without its parts.
-    let mut problems = Vec::new();
-    while invocations < LAMBDA_INVOCATIONS {
-        invocations += 1;
-        match handle_schedule_event(&deps, event.clone()).await {
-            Ok(_) => {
-                published = true;
-                break;
+    let problems = Mutex::new(Vec::new());
+    let invoked = invoke_as_lambda(|invocation| {
+        let (deps, event, world, admin_staging, problems) = (&deps, &event, &world, &admin_staging, &problems);
+        async move {
+            let outcome = handle_schedule_event(deps, event.clone()).await;
+            if outcome.is_err() {
+                let found = match published_parts(world, admin_staging, run).await {
+                    Ok(None) => None,
+                    Ok(Some(_)) => Some(format!("invocation {invocation} failed after publishing")),
+                    Err(wrong) => Some(wrong),
+                };
+                problems.lock().unwrap().extend(found);
             }
-            Err(error) => {
-                last_error = Some(error.to_string());
-                match published_parts(&world, &admin_staging, run).await {
-                    Ok(None) => {}
-                    Ok(Some(_)) => problems.push(format!("invocation {invocations} failed after publishing")),
-                    Err(wrong) => problems.push(wrong),
-                }
-            }
+            outcome
         }
-    }
-    let counts = counts_of(&proxy.requests());
-    let faults_fired = proxy.request_faults_fired();
-    proxy.clear_request_faults();
-    let mut result = CellResult {
-        cell: cell.as_ref().map_or("baseline (no fault)".to_owned(), Cell::describe),
-        faults_fired,
-        invocations: invocations.to_string(),
-        cause: last_error.as_deref().map(shorten),
-        problems,
-        ..Default::default()
-    };
+    })
+    .await;
+    let (invocations, last_error, published) = (invoked.made, invoked.last_error, invoked.response.is_some());
+    let problems = problems.into_inner().unwrap();
+    let (counts, mut result) = close_cell(&proxy, cell.as_ref(), invocations, last_error.as_deref(), problems);
     let state = published_parts(&world, &admin_staging, run).await;
     let Some(cell) = cell else {
         let parts = state.expect("the baseline publishes whole").expect("the baseline publishes");
@@ -753,14 +492,12 @@ async fn rank_cell(world: Arc<RankWorld>, _index: usize, cell: Option<Cell>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rank_under_every_fault_publishes_the_whole_run_or_no_manifest() {
     let world = rank_world().await;
-    let (results, counts, elapsed) = run_matrix(move |index, cell| rank_cell(world.clone(), index, cell)).await;
-    for kind in ["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"] {
-        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
-    }
-    let table =
-        table("rank (sample data: 3,000 tracks, 35 days of plays; parts of 1,000 rows)", &results, &counts, elapsed);
-    eprintln!("{table}");
-    assert_no_problems(&table, &results);
+    let matrix = run_matrix(cells_from, move |index, cell| rank_cell(world.clone(), index, cell)).await;
+    matrix.assert_baseline_made(&["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"]);
+    matrix.print_and_assert_no_problems(
+        "rank (sample data: 3,000 tracks, 35 days of plays; parts of 1,000 rows)",
+        &COLUMNS,
+    );
 }
 
 // ---------------------------------------------------------------- sweeper
@@ -880,11 +617,7 @@ async fn sweep_cell(
     let started = Instant::now();
     let staging = sweep_staging(&world).await;
     let initial = statuses_of(&world, staging.bucket()).await;
-    let proxy = FaultProxy::start_http(&world.endpoint);
-    let config = function_config(&proxy.endpoint()).await;
-    if let Some(cell) = &cell {
-        cell.arm(&proxy);
-    }
+    let (proxy, config) = faulted_proxy(&world.endpoint, cell.as_ref()).await;
     let store = S3Store::new(s3_client(&config), staging.bucket(), "");
     let mut problems = Vec::new();
     let (mut last_error, mut failed_sweeps, mut rewrites) = (None, 0, BTreeMap::<String, u32>::new());
@@ -940,7 +673,7 @@ async fn sweep_cell(
     let redriven: BTreeSet<String> = rewrites.keys().cloned().collect();
     let outcome = rewrites.iter().map(|(feed, n)| format!("{feed} ×{n}")).collect::<Vec<_>>().join(", ");
     let mut result = CellResult {
-        cell: cell.as_ref().map_or("baseline (no fault)".to_owned(), Cell::describe),
+        cell: Cell::label(cell.as_ref()),
         faults_fired,
         invocations: format!("3 sweeps, {failed_sweeps} failed"),
         outcome: format!("re-written: {outcome}"),
@@ -976,17 +709,11 @@ async fn sweep_cell(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sweeper_under_every_fault_redrives_each_due_delivery_at_most_once_a_sweep_and_never_a_final_one() {
     let world = sweep_world().await;
-    let (results, counts, elapsed) = run_matrix(move |index, cell| sweep_cell(world.clone(), index, cell)).await;
-    for kind in ["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"] {
-        assert!(counts.contains_key(&CallKind::new(kind)), "the baseline made no {kind}: {counts:?}");
-    }
-    let table = table(
+    let matrix = run_matrix(cells_from, move |index, cell| sweep_cell(world.clone(), index, cell)).await;
+    matrix.assert_baseline_made(&["s3:GetObject", "s3:PutObject", "s3:ListObjectsV2"]);
+    matrix.print_and_assert_no_problems(
         "sweeper (7 jobs: failed, expired claim, never started, failed 10 min before, delivered, invalid, \
          exhausted; 2 sweeps an hour apart under the fault, a third after it)",
-        &results,
-        &counts,
-        elapsed,
+        &COLUMNS,
     );
-    eprintln!("{table}");
-    assert_no_problems(&table, &results);
 }
