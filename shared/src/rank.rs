@@ -116,7 +116,12 @@ pub enum RankError {
     #[error("the scoring settings cannot be used, nothing published: {0}")]
     Settings(#[from] ScoringRulesError),
     #[error("bad input, nothing published: {0}")]
-    Input(#[from] InputError),
+    Input(#[source] InputError),
+    /// The input could not be read (a network or service failure, or an
+    /// object replaced while it was read): not the data's fault, and a
+    /// retry may well succeed.
+    #[error("could not read the input, nothing published; a retry may succeed: {0}")]
+    ReadInput(#[source] StoreError),
     #[error("could not write report part {key}: {source}")]
     WritePart {
         key: String,
@@ -133,6 +138,15 @@ pub enum RankError {
     },
     #[error("run manifest {location} exists but cannot be read, so run {run} is left as it is: {reason}")]
     PublishedManifestUnreadable { run: RunId, location: String, reason: String },
+}
+
+impl From<InputError> for RankError {
+    fn from(error: InputError) -> Self {
+        match error {
+            InputError::Store(store) => Self::ReadInput(store),
+            bad => Self::Input(bad),
+        }
+    }
 }
 
 /// What a call of [`rank_run`] published.
@@ -614,6 +628,20 @@ async fn write_reports<O: ObjectStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_to_read_the_input_is_not_called_bad_input() {
+        let unreachable = StoreError::S3 {
+            operation: "GetObject",
+            location: "s3://data/plays/date=2026-11-18/part-0.parquet".into(),
+            detail: "request has timed out".into(),
+        };
+        let error = RankError::from(InputError::Store(unreachable));
+        assert!(matches!(error, RankError::ReadInput(_)), "{error}");
+        assert!(error.to_string().starts_with("could not read the input"), "{error}");
+        let bad = RankError::from(InputError::NoCatalogue { location: "s3://data/".into() });
+        assert!(bad.to_string().starts_with("bad input"), "{bad}");
+    }
 
     #[test]
     fn modifier_runs_give_the_same_items_as_computing_each_one() {

@@ -409,7 +409,7 @@ async fn an_object_replaced_after_its_footer_was_read_fails_the_run_and_publishe
     assert!(observed.replaced.load(Ordering::SeqCst), "the object was not replaced");
     let message = error.to_string();
     match &error {
-        RankError::Input(InputError::Store(StoreError::Changed { location, .. })) => assert_eq!(*location, name),
+        RankError::ReadInput(StoreError::Changed { location, .. }) => assert_eq!(*location, name),
         other => panic!("expected the object to be reported as changed, got: {other}"),
     }
     // moto honours If-Match on GetObject: the refusal comes from the server

@@ -56,6 +56,7 @@ impl From<RankHandlerError> for Diagnostic {
             | RankHandlerError::Rank(RankError::RunTime(_)) => "InvalidEvent",
             RankHandlerError::Rank(RankError::Settings(_)) => "InvalidSettings",
             RankHandlerError::Rank(RankError::Input(_)) => "BadInput",
+            RankHandlerError::Rank(RankError::ReadInput(_)) => "ReadFailed",
             RankHandlerError::Rank(_) => "PublishFailed",
         };
         Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
