@@ -7,18 +7,23 @@ window and integer day weights, same exact scores, same three reports written
 in the same format: `reports/<data_type>/<runId>/part-NNN.json`, a JSON array
 with one object per line, at most --part-rows items per part. On the
 project's generated data its parts are byte-identical to ours
-(scripts/bench/compare_polars.py --verify checks it). It does not write the
-run manifest and does not hash the parts (ours does both).
+(scripts/bench/compare_polars.py checks it after measuring). It does not
+write the run manifest, does not hash the parts and does not refuse
+negative plays (ours does all three).
 
 Scores: S = sum of plays_d * w_d with w_d < 2^32, summed as UInt64 -- exact
-as long as no track has 2^32 or more plays in the window and the catalogue's
-scores total below 2^63 (then no artist or product sum can wrap either).
+as long as every track's plays in the window times the largest day weight
+stay below 2^64 and the catalogue's scores total below 2^63 (then no
+artist or product sum can wrap either).
 Both are checked after scoring; when either fails, the scores are summed
 again as Int128, exact for any input this project accepts. The generated
 data never needs that (a 10M-track catalogue's top track has < 2^23 plays
 in 14 days).
 
-Run with POLARS_MAX_THREADS set (the runner sets 2), e.g.
+Scoring runs on Polars' streaming engine (--engine), ordering on the
+in-memory one; --sort picks one two-key sort per report or an id sort and a
+stable score sort (same bytes). Run with POLARS_MAX_THREADS set (the runner
+sets 2), e.g.
   POLARS_MAX_THREADS=2 .venv/bin/python scripts/bench/polars_rank.py \
       --data DIR --out OUT --time 2026-11-19T03:00:00Z
 """
