@@ -17,7 +17,7 @@ use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::DataType;
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
 
 use crate::store::{ObjectEntry, ObjectStore, StoreError};
 
@@ -115,8 +115,21 @@ pub fn read_int64_columns_into(
     let group = reader
         .get_row_group(row_group)
         .map_err(|e| InputError::Decode { place: place(None), detail: e.to_string() })?;
+    decode_row_group(group.as_ref(), columns, &column_indices, decoded, place)
+}
+
+/// Decodes the columns at `indices` (named `names`) of one row group into
+/// `decoded`, each vector cleared first; a null or an undecodable page is
+/// an error naming its place. Shared by whole-file and ranged reads.
+pub(crate) fn decode_row_group(
+    group: &dyn RowGroupReader,
+    names: &[&str],
+    indices: &[usize],
+    decoded: &mut [Vec<i64>],
+    place: impl Fn(Option<&str>) -> InputPlace,
+) -> Result<(), InputError> {
     let rows = usize::try_from(group.metadata().num_rows()).unwrap_or(0);
-    for ((&name, &index), values) in columns.iter().zip(&column_indices).zip(decoded.iter_mut()) {
+    for ((&name, &index), values) in names.iter().zip(indices).zip(decoded.iter_mut()) {
         let column_reader = group
             .get_column_reader(index)
             .map_err(|e| InputError::Decode { place: place(Some(name)), detail: e.to_string() })?;

@@ -27,10 +27,10 @@ use futures_util::future::try_join_all;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{ReaderProperties, ReaderPropertiesPtr};
-use parquet::file::reader::{ChunkReader, Length, RowGroupReader};
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedRowGroupReader;
 
-use super::{decode_column, locate_columns, ColumnProblem, InputError, InputFile, InputPlace};
+use super::{decode_row_group, locate_columns, InputError, InputFile, InputPlace};
 use crate::store::{ByteRange, ObjectStore, ObjectVersion};
 
 /// Objects up to this size are read whole, in one GET: fewer requests for
@@ -249,18 +249,7 @@ impl RowGroupBytes {
             reader_properties(),
         )
         .map_err(|e| InputError::Decode { place: place(None), detail: e.to_string() })?;
-        let rows = usize::try_from(group.num_rows()).unwrap_or(0);
-        for ((&name, &index), values) in names.iter().zip(self.columns.iter()).zip(decoded.iter_mut()) {
-            let column_reader = reader
-                .get_column_reader(index)
-                .map_err(|e| InputError::Decode { place: place(Some(name)), detail: e.to_string() })?;
-            values.clear();
-            decode_column(column_reader, rows, values).map_err(|problem| match problem {
-                ColumnProblem::Nulls(nulls) => InputError::Nulls { place: place(Some(name)), nulls },
-                ColumnProblem::Decode(detail) => InputError::Decode { place: place(Some(name)), detail },
-            })?;
-        }
-        Ok(())
+        decode_row_group(&reader, names, &self.columns, decoded, place)
     }
 }
 
