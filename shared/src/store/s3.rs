@@ -51,7 +51,23 @@ pub struct S3Store {
     expected_owner: Option<String>,
 }
 
+/// A GetObject's configuration without the SDK's response checksum
+/// validation: objects uploaded in parts carry a composite (part-level) CRC
+/// the SDK cannot check and only warns about; callers verify the bytes.
+fn without_checksum_validation() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+}
+
 impl S3Store {
+    /// GetObject of `key` in this store's bucket, its owner checked.
+    fn get_object(&self, key: &str) -> aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.expected_owner.clone())
+            .key(self.full_key(key))
+    }
+
     /// A store rooted at `s3://bucket/prefix`. The prefix is normalised to be
     /// empty or end with exactly one `/`.
     pub fn new(client: Client, bucket: impl Into<String>, prefix: &str) -> Self {
@@ -259,9 +275,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_versioned(&self, key: &str) -> Result<VersionedObject, StoreError> {
-        let request =
-            self.client.get_object().bucket(&self.bucket).set_expected_bucket_owner(self.expected_owner.clone());
-        let output = match request.key(self.full_key(key)).send().await {
+        let output = match self.get_object(key).send().await {
             Ok(output) => output,
             Err(e) if is_missing_key(&e) => return Err(StoreError::NotFound { location: self.describe(key) }),
             Err(e) => return Err(self.error("GetObject", key, e)),
@@ -286,17 +300,9 @@ impl ObjectStore for S3Store {
         range: ByteRange,
         if_version: Option<&ObjectVersion>,
     ) -> Result<RangeRead, StoreError> {
-        let unvalidated = aws_sdk_s3::config::Builder::default()
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .key(self.full_key(key))
-            .range(range.http_header())
-            .set_if_match(if_version.map(|version| version.0.clone()));
-        let output = match request.customize().config_override(unvalidated).send().await {
+        let request =
+            self.get_object(key).range(range.http_header()).set_if_match(if_version.map(|version| version.0.clone()));
+        let output = match request.customize().config_override(without_checksum_validation()).send().await {
             Ok(output) => output,
             Err(e) if is_missing_key(&e) && if_version.is_some() => {
                 return Err(StoreError::Changed {
@@ -349,15 +355,7 @@ impl ObjectStore for S3Store {
     /// are verified by their callers instead — [`crate::transfer`] checks
     /// every byte against the manifest's SHA-256.
     async fn open(&self, key: &str) -> Result<S3Reader, StoreError> {
-        let unvalidated = aws_sdk_s3::config::Builder::default()
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .set_expected_bucket_owner(self.expected_owner.clone())
-            .key(self.full_key(key));
-        match request.customize().config_override(unvalidated).send().await {
+        match self.get_object(key).customize().config_override(without_checksum_validation()).send().await {
             Ok(output) => Ok(S3Reader { body: output.body, location: self.describe(key) }),
             Err(e) if is_missing_key(&e) => Err(StoreError::NotFound { location: self.describe(key) }),
             Err(e) => Err(self.error("GetObject", key, e)),
