@@ -12,7 +12,10 @@ Cases:
 - raw play events made here (ties on purpose, unknown and unplayed tracks,
   misfiled and id-less events, a run at midnight, a fractional half-life),
   aggregated into plays/date=... by daily_plays.sql, checked against a count
-  made here, then ranked by both;
+  made here, then ranked by both; the aggregated days and the catalogue are
+  written as Athena's UNLOAD writes them (lower-case column names, objects
+  named after the query id without an extension), so `rank` is shown to read
+  Athena's output;
 - the same catalogue with no plays in the window (every modifier 0).
 And the comparison itself is shown to catch one changed tie-break.
 
@@ -32,6 +35,7 @@ import re
 import subprocess
 import tempfile
 import unittest
+import uuid
 
 import duckdb
 
@@ -89,17 +93,26 @@ def with_day(sql, day):
     return substitute_once(sql, r"e\.\"date\" = '\d{4}-\d{2}-\d{2}'", f"e.\"date\" = '{day.isoformat()}'")
 
 
+def data_files(pattern):
+    """The data objects rank reads (shared/src/input.rs): `*.parquet` or names
+    without an extension (Athena's), not hidden or marker files."""
+    def is_data(path):
+        name = os.path.basename(path)
+        return not name.startswith(("_", ".")) and (name.endswith(".parquet") or "." not in name)
+    return sorted(path for path in glob.glob(pattern) if os.path.isfile(path) and is_data(path))
+
+
 def open_inputs(data_dir):
     """A DuckDB session whose `catalogue` and `plays` are the Parquet under
     data_dir, shaped like the Glue tables of the template (date as STRING)."""
     db = duckdb.connect()
     db.execute("SET TimeZone = 'UTC'")
-    catalogue = os.path.join(data_dir, "catalogue", "*.parquet")
-    plays = os.path.join(data_dir, "plays", "*", "*.parquet")
-    db.execute(f"CREATE VIEW catalogue AS SELECT * FROM read_parquet('{catalogue}')")
-    if glob.glob(plays):
+    catalogue = data_files(os.path.join(data_dir, "catalogue", "*"))
+    plays = data_files(os.path.join(data_dir, "plays", "*", "*"))
+    db.execute(f"CREATE VIEW catalogue AS SELECT * FROM read_parquet({catalogue!r})")
+    if plays:
         db.execute(
-            f"CREATE VIEW plays AS SELECT * FROM read_parquet('{plays}', "
+            f"CREATE VIEW plays AS SELECT * FROM read_parquet({plays!r}, "
             "hive_partitioning = true, hive_types = {'date': VARCHAR})"
         )
     else:
@@ -311,7 +324,9 @@ class SqlMatchesRust(unittest.TestCase):
         cat = self.load_table(db, "cat", {"trackId": "BIGINT", "masterArtistId": "BIGINT", "productId": "BIGINT"},
                               catalogue)
         os.makedirs(os.path.join(data, "catalogue"))
-        db.execute(f"COPY {cat} TO '{os.path.join(data, 'catalogue', 'part-00000.parquet')}' (FORMAT parquet)")
+        db.execute(f"COPY (SELECT trackId AS trackid, masterArtistId AS masterartistid, productId AS productid FROM {cat}) "
+                   f"TO '{os.path.join(data, 'catalogue', '20261119_020000_00007_fghij_' + str(uuid.UUID(int=7)))}' "
+                   "(FORMAT parquet)")
         db.execute(
             f"CREATE VIEW play_events AS SELECT * FROM read_parquet('{events_dir}/*/*.parquet', "
             "hive_partitioning = true, hive_types = {'date': VARCHAR})"
@@ -321,9 +336,15 @@ class SqlMatchesRust(unittest.TestCase):
             rows = db.execute(with_day(daily_plays, day)).fetchall()
             want = sorted((track, n) for (d, track), n in expected.items() if d == day.isoformat())
             self.assertEqual(rows, want, f"daily plays of {day}")
+            # Written as Athena's UNLOAD writes it: lower-case column names,
+            # an object named after the query id, without an extension.
             folder = os.path.join(data, "plays", f"date={day.isoformat()}")
             os.makedirs(folder)
-            db.execute(f"COPY ({with_day(daily_plays, day)}) TO '{folder}/part-00000.parquet' (FORMAT parquet)")
+            athena_name = f"{day:%Y%m%d}_030000_00012_abcde_{uuid.UUID(int=rng.getrandbits(128))}"
+            db.execute(f"COPY (SELECT trackId AS trackid, plays FROM ({with_day(daily_plays, day)})) "
+                       f"TO '{folder}/{athena_name}' (FORMAT parquet)")
+            self.assertEqual(db.execute(f"SELECT name FROM parquet_schema('{folder}/{athena_name}')").fetchall()[1:],
+                             [("trackid",), ("plays",)])
 
         # At midnight: the window is 11-14 .. 11-18 (11-19 starts at T and is
         # out; 11-14 starts exactly at T - 5 days and is in), H = 3.5 days.

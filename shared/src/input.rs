@@ -5,7 +5,11 @@
 //!
 //! It validates what it reads — column presence and type, nulls, folder names
 //! — and every error names the object, and the row group and column where
-//! they apply. It does not interpret values (that is the ranking's job).
+//! they apply. It reads what Athena and Glue write as well as what Spark and
+//! DuckDB write: column names match ignoring ASCII case when no column has
+//! the exact name (Athena writes `trackid`), and data objects are `*.parquet`
+//! or names without an extension (Athena's UNLOAD and CTAS name them after
+//! the query id). It does not interpret values (that is the ranking's job).
 //! [`ParquetObject`] reads one object a row group at a time, large objects
 //! by ranged GETs (`parquet_object.rs`).
 
@@ -58,6 +62,8 @@ pub enum InputError {
     Unreadable { place: InputPlace, detail: String },
     #[error("{place}: missing column {column}; the file has columns [{found}]")]
     MissingColumn { place: InputPlace, column: String, found: String },
+    #[error("{place}: no column is named exactly {column}, and columns [{candidates}] all match it ignoring case; rename all but one")]
+    AmbiguousColumn { place: InputPlace, column: String, candidates: String },
     #[error("{place}: has type {found}, expected INT64")]
     WrongType { place: InputPlace, found: String },
     #[error("{place}: column is repeated (a list); expected one INT64 value per row")]
@@ -70,7 +76,7 @@ pub enum InputError {
     NegativePlays { place: InputPlace, track_id: i64, plays: i64 },
     #[error("{place}: folder {folder:?} is not named date=YYYY-MM-DD; plays must be partitioned by UTC day")]
     BadPlaysFolder { place: InputPlace, folder: String },
-    #[error("{location}: no catalogue files (catalogue/*.parquet); the catalogue must list every track")]
+    #[error("{location}: no catalogue files (catalogue/*.parquet, or Parquet objects without an extension); the catalogue must list every track")]
     NoCatalogue { location: String },
     #[error("the catalogue ({files}) has no rows; the catalogue must list every track")]
     EmptyCatalogue { files: String },
@@ -163,13 +169,25 @@ fn locate_columns(file: &str, metadata: &ParquetMetaData, columns: &[&str]) -> R
     columns
         .iter()
         .map(|&name| {
-            let Some(index) = schema.columns().iter().position(|c| c.path().parts() == [name]) else {
-                let found = schema.columns().iter().map(|c| c.path().string()).collect::<Vec<_>>().join(", ");
-                return Err(InputError::MissingColumn {
-                    place: place(name).without_column(),
-                    column: name.to_owned(),
-                    found,
-                });
+            let index = match find_column(schema.columns().iter().map(|c| c.path().parts()), name) {
+                ColumnMatch::Found(index) => index,
+                ColumnMatch::Missing => {
+                    let found = schema.columns().iter().map(|c| c.path().string()).collect::<Vec<_>>().join(", ");
+                    return Err(InputError::MissingColumn {
+                        place: place(name).without_column(),
+                        column: name.to_owned(),
+                        found,
+                    });
+                }
+                ColumnMatch::Ambiguous(indices) => {
+                    let candidates =
+                        indices.iter().map(|&i| schema.column(i).path().string()).collect::<Vec<_>>().join(", ");
+                    return Err(InputError::AmbiguousColumn {
+                        place: place(name).without_column(),
+                        column: name.to_owned(),
+                        candidates,
+                    });
+                }
             };
             let descriptor = schema.column(index);
             if descriptor.max_rep_level() > 0 {
@@ -184,6 +202,35 @@ fn locate_columns(file: &str, metadata: &ParquetMetaData, columns: &[&str]) -> R
             }
         })
         .collect()
+}
+
+enum ColumnMatch {
+    Found(usize),
+    Missing,
+    Ambiguous(Vec<usize>),
+}
+
+/// The top-level column named `name` among `paths` (each a leaf column's
+/// path): the one of exactly that name, else the only one whose name equals
+/// it ignoring ASCII case (Athena and Glue lower-case every column name).
+fn find_column<'a>(paths: impl Iterator<Item = &'a [String]> + Clone, name: &str) -> ColumnMatch {
+    let top_level = |path: &'a [String]| match path {
+        [only] => Some(only.as_str()),
+        _ => None,
+    };
+    if let Some(index) = paths.clone().position(|path| top_level(path) == Some(name)) {
+        return ColumnMatch::Found(index);
+    }
+    let folded: Vec<usize> = paths
+        .enumerate()
+        .filter(|(_, path)| top_level(path).is_some_and(|column| column.eq_ignore_ascii_case(name)))
+        .map(|(index, _)| index)
+        .collect();
+    match folded.as_slice() {
+        [] => ColumnMatch::Missing,
+        [index] => ColumnMatch::Found(*index),
+        _ => ColumnMatch::Ambiguous(folded),
+    }
 }
 
 impl InputPlace {
@@ -247,7 +294,8 @@ pub struct InputFile {
     pub size: u64,
 }
 
-/// The `catalogue/*.parquet` objects, sorted by key.
+/// The catalogue's data objects (`catalogue/*.parquet`, or named without an
+/// extension as Athena names them), sorted by key.
 pub async fn find_catalogue<S: ObjectStore>(store: &S) -> Result<Vec<InputFile>, InputError> {
     let files: Vec<InputFile> = store
         .list(CATALOGUE_PREFIX)
@@ -306,10 +354,14 @@ fn parse_date_folder(folder: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()
 }
 
-/// `*.parquet`, not a Hadoop/Spark hidden or marker file (`_SUCCESS`, `.crc`).
+/// A data object: `*.parquet` (Spark, Glue, DuckDB), or a name without an
+/// extension (Athena's UNLOAD and CTAS write `<query id>_<uuid>`); not a
+/// Hadoop/Spark hidden or marker file (`_SUCCESS`, `.crc`) and not a file of
+/// another format (`notes.csv`). An extension-less object that is not
+/// Parquet fails the run with an error naming it, rather than being skipped.
 fn is_parquet_data_file(entry: &ObjectEntry) -> bool {
     let name = entry.key.rsplit('/').next().unwrap_or("");
-    !is_hidden(name) && name.ends_with(".parquet")
+    !name.is_empty() && !is_hidden(name) && (name.ends_with(".parquet") || !name.contains('.'))
 }
 
 fn is_hidden(name: &str) -> bool {
@@ -335,5 +387,35 @@ mod tests {
         assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/_SUCCESS")));
         assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/.part-0.parquet.crc")));
         assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/notes.csv")));
+        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/")));
+        // What Athena's UNLOAD writes: the query id and a uuid, no extension.
+        assert!(is_parquet_data_file(&entry(
+            "plays/date=2026-01-01/20261119_030000_00012_abcde_1f4c0bd3-1b8b-4f2e-9c8e-1a2b3c4d5e6f"
+        )));
+    }
+
+    fn paths(names: &[&[&str]]) -> Vec<Vec<String>> {
+        names.iter().map(|path| path.iter().map(|part| part.to_string()).collect()).collect()
+    }
+
+    fn find(columns: &[Vec<String>], name: &str) -> ColumnMatch {
+        find_column(columns.iter().map(Vec::as_slice), name)
+    }
+
+    #[test]
+    fn columns_match_exactly_first_then_ignoring_case() {
+        let athena = paths(&[&["trackid"], &["plays"]]);
+        assert!(matches!(find(&athena, "trackId"), ColumnMatch::Found(0)));
+        assert!(matches!(find(&athena, "plays"), ColumnMatch::Found(1)));
+        assert!(matches!(find(&athena, "productId"), ColumnMatch::Missing));
+        // The exact name wins over a case-folded one.
+        let both = paths(&[&["TRACKID"], &["trackId"], &["trackid"]]);
+        assert!(matches!(find(&both, "trackId"), ColumnMatch::Found(1)));
+        // Two case-folded matches and no exact one: refuse to guess.
+        let two = paths(&[&["TRACKID"], &["trackid"]]);
+        assert!(matches!(find(&two, "trackId"), ColumnMatch::Ambiguous(ref i) if i == &[0, 1]));
+        // A nested field of that name is not the column.
+        let nested = paths(&[&["meta", "trackId"]]);
+        assert!(matches!(find(&nested, "trackId"), ColumnMatch::Missing));
     }
 }

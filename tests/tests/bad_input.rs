@@ -4,6 +4,8 @@
 //! counted and ignored. Run times no run can have (before 2000, past year
 //! 9999, more than a day ahead) and degenerate settings are refused naming
 //! them; a window without plays is published with a warning and a metric.
+//! Input as Athena writes it (lower-case column names, objects without an
+//! extension) ranks the same as the exact names.
 
 use chrono::{DateTime, Utc};
 use integration_tests::local_stores::LocalStores;
@@ -84,6 +86,48 @@ async fn int32_columns_are_widened_not_rejected() {
     fixture.put(&format!("plays/date={DAY}/part-0.parquet"), file).await;
     let manifest = fixture.rank().await.unwrap();
     assert_eq!(manifest.inputs.play_rows, 2);
+}
+
+#[tokio::test]
+async fn athena_written_input_with_lower_case_columns_and_no_extension_ranks_the_same() {
+    let fixture = Fixture::valid().await;
+    let expected = fixture.rank().await.unwrap();
+    let athena = Fixture { stores: LocalStores::new("bad-input-athena") };
+    let catalogue = parquet_file(
+        &[
+            Column::Int64("trackid", vec![1, 2, 3]),
+            Column::Int64("masterartistid", vec![10, 10, 11]),
+            Column::Int64("productid", vec![100, 100, 101]),
+        ],
+        2,
+    );
+    athena.put("catalogue/20261119_020000_00007_fghij_0e4c1b8a-8c55-4f4c-9a43-6a0e1f0b9c11", catalogue).await;
+    let plays = parquet_file(&[Column::Int64("trackid", vec![1, 3]), Column::Int64("plays", vec![5, 9])], 10);
+    athena
+        .put(&format!("plays/date={DAY}/20261119_030000_00012_abcde_1f4c0bd3-1b8b-4f2e-9c8e-1a2b3c4d5e6f"), plays)
+        .await;
+    let manifest = athena.rank().await.unwrap();
+    assert_eq!((manifest.inputs.play_rows, manifest.inputs.catalogue_rows), (2, 3));
+    // Parts carry their byte size and SHA-256: the same reports, to the byte.
+    assert_eq!(manifest.reports, expected.reports);
+}
+
+#[tokio::test]
+async fn columns_that_match_only_ignoring_case_twice_are_rejected_naming_both() {
+    let fixture = Fixture::valid().await;
+    let file = parquet_file(
+        &[Column::Int64("TRACKID", vec![1]), Column::Int64("trackid", vec![1]), Column::Int64("plays", vec![3])],
+        10,
+    );
+    fixture.put(&format!("plays/date={DAY}/part-0.parquet"), file).await;
+    fixture.assert_rejected(&[&format!("plays/date={DAY}/part-0.parquet"), "trackId", "TRACKID, trackid"]).await;
+}
+
+#[tokio::test]
+async fn an_object_without_an_extension_that_is_not_parquet_is_rejected_naming_it() {
+    let fixture = Fixture::valid().await;
+    fixture.put(&format!("plays/date={DAY}/README"), b"plays of the 18th, exported by hand".to_vec()).await;
+    fixture.assert_rejected(&[&format!("plays/date={DAY}/README"), "not a readable Parquet file"]).await;
 }
 
 #[tokio::test]
