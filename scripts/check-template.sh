@@ -5,8 +5,17 @@
 #      output: only this sees circular dependencies (an S3 notification plus
 #      a policy that !Refs the same bucket) and bad cron expressions
 #   3. sam validate --lint
-#   4. sam build (cargo-lambda, release) and a bootstrap for every function
-#      in .aws-sam/build/<LogicalId>/, for the architecture built
+#   4. sam build (cargo-lambda) and a bootstrap for every function in
+#      .aws-sam/check/build/<LogicalId>/, for the architecture built
+#
+# The build in step 4 proves that every function of the template compiles and
+# links for the template's architecture through SAM's own builder. It is not
+# what gets deployed, so by default it builds with a quick profile (the
+# release profile overridden to opt-level 0, no debug info, 256 codegen
+# units: 370 s from cold against 1,013 s optimised, on 2 cores) into its own
+# build directory, where `sam deploy` never looks; `sam build` by hand still
+# builds the optimised release binaries into .aws-sam/build.
+# TEMPLATE_CHECK_PROFILE=release checks the optimised build instead.
 # Tools go into the project's .venv (created by scripts/emulator.sh install):
 # aws-sam-cli (brings cfn-lint and samtranslator) and cargo-lambda. Needs the
 # Rust toolchain and Python 3; no Docker, no AWS account, no credentials.
@@ -93,12 +102,12 @@ fi
 # Functions and the bootstrap each must have, checked against the ELF
 # machine of the architecture built.
 check_bootstraps() {
-    "$PY" - "$OUT/transformed.json" "$1" <<'PY'
+    "$PY" - "$OUT/transformed.json" "$1" "$BUILD_DIR" <<'PY'
 import json
 import os
 import sys
 
-transformed, architecture = sys.argv[1], sys.argv[2]
+transformed, architecture, build_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 machine = {"arm64": 0xB7, "x86_64": 0x3E}[architecture]
 functions = [
     logical_id
@@ -107,7 +116,7 @@ functions = [
 ]
 problems = []
 for logical_id in sorted(functions):
-    path = os.path.join(".aws-sam", "build", logical_id, "bootstrap")
+    path = os.path.join(build_dir, logical_id, "bootstrap")
     if not os.path.isfile(path):
         problems.append(f"{path} is missing")
         continue
@@ -135,11 +144,21 @@ if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux
     fi
 fi
 
+case "${TEMPLATE_CHECK_PROFILE:-quick}" in
+    quick)
+        export CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=0 \
+            CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_INCREMENTAL=false
+        ;;
+    release) ;;
+    *) die "TEMPLATE_CHECK_PROFILE must be quick or release, not '$TEMPLATE_CHECK_PROFILE'" ;;
+esac
+BUILD_DIR="$OUT/build"
+
 sam_build() {
     local started=$SECONDS
-    rm -rf .aws-sam/build
-    step "sam build (Architecture=$1)"
-    if sam build --parameter-overrides "Architecture=$1"; then
+    rm -rf "$BUILD_DIR"
+    step "sam build (Architecture=$1, ${TEMPLATE_CHECK_PROFILE:-quick} profile, into $BUILD_DIR)"
+    if sam build --build-dir "$BUILD_DIR" --cache-dir "$OUT/cache" --parameter-overrides "Architecture=$1"; then
         say "sam build for $1 took $((SECONDS - started)) s"
         return 0
     fi
