@@ -15,7 +15,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::delivery::{
     parse_job_key, DeliveryOutcome, DeliveryPlan, DeliveryStaging, DeliveryStatus, JobKind, KeyError, StatusRecord,
-    JOBS_PREFIX, STATUS_PREFIX,
+    UnusableStatus, JOBS_PREFIX, STATUS_PREFIX,
 };
 use crate::domain::RunId;
 use crate::manifest::DeliveryMode;
@@ -305,7 +305,7 @@ pub enum StatusReportError {
 #[derive(Default)]
 struct Found {
     job: Option<(JobKind, String)>,
-    status: Option<Result<DeliveryStatus, String>>,
+    status: Option<Result<DeliveryStatus, UnusableStatus>>,
 }
 
 /// Reads every job and status object of `run` from the staging store and
@@ -374,7 +374,7 @@ pub async fn run_status<S: ObjectStore>(staging: &S, run: RunId) -> Result<RunSt
                     objects: 0,
                     bytes: 0,
                     updated_at: None,
-                    last_error: Some(reason),
+                    last_error: Some(reason.to_string()),
                 },
                 Some(Ok(status)) => StatusRow {
                     tenant_id,

@@ -45,7 +45,7 @@ pub use keys::{
     TENANT_STATUS_FEED_ID,
 };
 pub use registry::{ConnectorKind, JobKind, UnknownJobKind};
-pub use staging::{DeliveryStaging, StatusRecord};
+pub use staging::{DeliveryStaging, StatusRecord, UnusableStatus};
 pub use status::{
     Attempt, AttemptResult, Claim, DeliveredObject, DeliveredPart, DeliveryOutcome, DeliveryStatus, PartOrigin,
     SourcePart, DELIVERY_STATUS_SCHEMA_VERSION,

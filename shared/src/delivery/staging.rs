@@ -26,9 +26,8 @@ const JSON: &str = "application/json";
 /// the version a conditional write must replace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusRecord {
-    /// `Err` names why the body is not a status of this job (not JSON, an
-    /// unknown `schemaVersion`, another run's, tenant's or feed's).
-    pub status: Result<DeliveryStatus, String>,
+    /// `Err` says why the body is not a status of this job.
+    pub status: Result<DeliveryStatus, UnusableStatus>,
     pub version: ObjectVersion,
 }
 
@@ -112,8 +111,21 @@ impl From<ManifestError> for DeliveryError {
     }
 }
 
+/// Why a stored status object cannot be used as the status of its job. A
+/// deliverer replaces it with its own; the sweeper leaves it alone and
+/// `popularity status` shows it as damaged, with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnusableStatus {
+    #[error("not a status object: {0}")]
+    NotAStatus(String),
+    #[error("schemaVersion {0} is not the {DELIVERY_STATUS_SCHEMA_VERSION} this build reads")]
+    UnknownSchemaVersion(u32),
+    #[error("it is the status of run {run} tenant {tenant_id:?} feed {feed_id:?}, not of the job its key names")]
+    OtherJob { run: RunId, tenant_id: String, feed_id: String },
+}
+
 /// A status body decoded for the job it must be about.
-fn decode_status(body: &[u8], run: RunId, tenant_id: &str, feed_id: &str) -> Result<DeliveryStatus, String> {
+fn decode_status(body: &[u8], run: RunId, tenant_id: &str, feed_id: &str) -> Result<DeliveryStatus, UnusableStatus> {
     // The version is checked first so a future format is reported as such,
     // not as whatever field it happens to lack.
     #[derive(serde::Deserialize)]
@@ -121,19 +133,18 @@ fn decode_status(body: &[u8], run: RunId, tenant_id: &str, feed_id: &str) -> Res
     struct Versioned {
         schema_version: u32,
     }
-    let versioned: Versioned = serde_json::from_slice(body).map_err(|e| format!("not a status object: {e}"))?;
+    let not_a_status = |e: serde_json::Error| UnusableStatus::NotAStatus(e.to_string());
+    let versioned: Versioned = serde_json::from_slice(body).map_err(not_a_status)?;
     if versioned.schema_version != DELIVERY_STATUS_SCHEMA_VERSION {
-        return Err(format!(
-            "schemaVersion {} is not the {DELIVERY_STATUS_SCHEMA_VERSION} this build reads",
-            versioned.schema_version
-        ));
+        return Err(UnusableStatus::UnknownSchemaVersion(versioned.schema_version));
     }
-    let status: DeliveryStatus = serde_json::from_slice(body).map_err(|e| format!("not a status object: {e}"))?;
+    let status: DeliveryStatus = serde_json::from_slice(body).map_err(not_a_status)?;
     if status.run_id != run || status.tenant_id != tenant_id || status.feed_id != feed_id {
-        return Err(format!(
-            "it is the status of run {} tenant {:?} feed {:?}, not of the job its key names",
-            status.run_id, status.tenant_id, status.feed_id
-        ));
+        return Err(UnusableStatus::OtherJob {
+            run: status.run_id,
+            tenant_id: status.tenant_id,
+            feed_id: status.feed_id,
+        });
     }
     Ok(status)
 }
@@ -477,7 +488,7 @@ mod tests {
         {
             store.put(&key, Bytes::copy_from_slice(body), JSON).await.unwrap();
             let record = staging.read_status(run(), "acme", "role").await.unwrap().unwrap();
-            let reason = record.status.unwrap_err();
+            let reason = record.status.unwrap_err().to_string();
             assert!(reason.contains(fragment), "{reason}");
         }
         let other = DeliveryStatus::first_record(
@@ -490,7 +501,10 @@ mod tests {
         );
         store.put(&key, to_json(&other), JSON).await.unwrap();
         let record = staging.read_status(run(), "acme", "role").await.unwrap().unwrap();
-        assert!(record.status.unwrap_err().contains("tenant \"beta\""));
+        assert_eq!(
+            record.status.unwrap_err(),
+            UnusableStatus::OtherJob { run: run(), tenant_id: "beta".into(), feed_id: "role".into() }
+        );
         assert_eq!(staging.read_status(run(), "acme", "none").await.unwrap(), None);
     }
 
