@@ -12,9 +12,12 @@
 # links for the template's architecture through SAM's own builder. It is not
 # what gets deployed, so by default it builds with a quick profile (the
 # release profile overridden to opt-level 0, no debug info, 256 codegen
-# units: 370 s from cold against 1,013 s optimised, on 2 cores) into its own
-# build directory, where `sam deploy` never looks; `sam build` by hand still
-# builds the optimised release binaries into .aws-sam/build.
+# units: 370 s from cold against 1,013 s optimised, on 2 cores) into a build
+# directory of its own (.aws-sam/check/build, where `sam deploy` never
+# looks) and a cargo target directory of its own (<target>/template-check),
+# so its unoptimised bootstraps never replace the optimised ones in
+# <target>/lambda; `sam build` by hand still builds the optimised release
+# binaries into .aws-sam/build.
 # TEMPLATE_CHECK_PROFILE=release checks the optimised build instead.
 # Tools go into the project's .venv (created by scripts/emulator.sh install):
 # aws-sam-cli (brings cfn-lint and samtranslator) and cargo-lambda. Needs the
@@ -148,6 +151,7 @@ case "${TEMPLATE_CHECK_PROFILE:-quick}" in
     quick)
         export CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=0 \
             CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_INCREMENTAL=false
+        export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/template-check"
         ;;
     release) ;;
     *) die "TEMPLATE_CHECK_PROFILE must be quick or release, not '$TEMPLATE_CHECK_PROFILE'" ;;
@@ -158,7 +162,7 @@ sam_build() {
     local started=$SECONDS
     rm -rf "$BUILD_DIR"
     step "sam build (Architecture=$1, ${TEMPLATE_CHECK_PROFILE:-quick} profile, into $BUILD_DIR)"
-    if sam build --build-dir "$BUILD_DIR" --cache-dir "$OUT/cache" --parameter-overrides "Architecture=$1"; then
+    if sam build --build-dir "$BUILD_DIR" --parameter-overrides "Architecture=$1"; then
         say "sam build for $1 took $((SECONDS - started)) s"
         return 0
     fi

@@ -73,7 +73,9 @@ def window(run_time, lookback_days, half_life_days):
 
 
 def data_files(folder):
-    """The Parquet data files of a folder, as rank lists them (no _ or . names)."""
+    """The `*.parquet` files of a folder, not _ or . names: what `popularity
+    generate` writes (rank also reads Athena's extension-less names and
+    lower-case columns; this reference does not need to)."""
     return sorted(
         f for f in glob.glob(os.path.join(folder, "*.parquet")) if not os.path.basename(f).startswith(("_", "."))
     )

@@ -12,7 +12,7 @@ server. Only 127.0.0.1 is contacted.
 
     cargo build --release -p popularity-cli
     .venv/bin/python scripts/bench/rank_through_moto.py \\
-        --popularity $CARGO_TARGET_DIR/release/popularity \\
+        --popularity ${CARGO_TARGET_DIR:-target}/release/popularity \\
         --work /var/tmp/rank-moto --tracks 25000000 50000000 100000000
 
 Results and the machine's state go into docs/benchmarks.md by hand.

@@ -301,7 +301,7 @@ pub async fn find_catalogue<S: ObjectStore>(store: &S) -> Result<Vec<InputFile>,
         .list(CATALOGUE_PREFIX)
         .await?
         .into_iter()
-        .filter(is_parquet_data_file)
+        .filter(|entry| is_parquet_data_file(entry, &entry.key[CATALOGUE_PREFIX.len()..]))
         .map(|ObjectEntry { key, size }| InputFile { key, size })
         .collect();
     if files.is_empty() {
@@ -313,6 +313,8 @@ pub async fn find_catalogue<S: ObjectStore>(store: &S) -> Result<Vec<InputFile>,
 /// The plays files of the given days, grouped by day (days without files are
 /// absent). Every folder under `plays/` must be named `date=YYYY-MM-DD`, in
 /// the window or not: a misnamed folder would otherwise be silently ignored.
+/// Hidden folders (`_temporary/`, `.hive-staging/`: a writer's work in
+/// progress) and EMR's `date=…_$folder$` markers are skipped.
 pub async fn find_plays<S: ObjectStore>(
     store: &S,
     days: &[NaiveDate],
@@ -320,8 +322,8 @@ pub async fn find_plays<S: ObjectStore>(
     let mut by_day: Vec<(NaiveDate, Vec<InputFile>)> = days.iter().map(|&d| (d, Vec::new())).collect();
     for entry in store.list(PLAYS_PREFIX).await? {
         let relative = &entry.key[PLAYS_PREFIX.len()..];
-        let Some((folder, _rest)) = relative.split_once('/') else {
-            if is_hidden(relative) || relative.is_empty() {
+        let Some((folder, below)) = relative.split_once('/') else {
+            if is_hidden(relative) || relative.is_empty() || relative.ends_with(FOLDER_MARKER_SUFFIX) {
                 continue;
             }
             return Err(InputError::BadPlaysFolder {
@@ -329,13 +331,16 @@ pub async fn find_plays<S: ObjectStore>(
                 folder: String::new(),
             });
         };
+        if is_hidden(folder) {
+            continue;
+        }
         let Some(day) = parse_date_folder(folder) else {
             return Err(InputError::BadPlaysFolder {
                 place: InputPlace { file: store.describe(&entry.key), row_group: None, column: None },
                 folder: folder.to_owned(),
             });
         };
-        if !is_parquet_data_file(&entry) {
+        if !is_parquet_data_file(&entry, below) {
             continue;
         }
         if let Some((_, files)) = by_day.iter_mut().find(|(d, _)| *d == day) {
@@ -354,14 +359,22 @@ fn parse_date_folder(folder: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()
 }
 
-/// A data object: `*.parquet` (Spark, Glue, DuckDB), or a name without an
-/// extension (Athena's UNLOAD and CTAS write `<query id>_<uuid>`); not a
-/// Hadoop/Spark hidden or marker file (`_SUCCESS`, `.crc`) and not a file of
-/// another format (`notes.csv`). An extension-less object that is not
-/// Parquet fails the run with an error naming it, rather than being skipped.
-fn is_parquet_data_file(entry: &ObjectEntry) -> bool {
-    let name = entry.key.rsplit('/').next().unwrap_or("");
-    !name.is_empty() && !is_hidden(name) && (name.ends_with(".parquet") || !name.contains('.'))
+/// The suffix of the empty objects EMR (s3n) writes for a folder.
+const FOLDER_MARKER_SUFFIX: &str = "_$folder$";
+
+/// A data object, given its key and its path `below` the data folder
+/// (`catalogue/`, `plays/date=…/`): `*.parquet` (Spark, Glue, DuckDB), or a
+/// non-empty object named without an extension (Athena's UNLOAD and CTAS
+/// write `<query id>_<uuid>`). Not data: anything in or under a hidden
+/// folder or named hidden (`_SUCCESS`, `.crc`, `_temporary/…`, Hadoop's and
+/// Spark's convention), folder markers (keys ending in `/`, empty objects
+/// such as EMR's `…_$folder$`) and files of another format (`notes.csv`). A
+/// non-empty extension-less object that is not Parquet fails the run with
+/// an error naming it, rather than being skipped.
+fn is_parquet_data_file(entry: &ObjectEntry, below: &str) -> bool {
+    let name = below.rsplit('/').next().unwrap_or("");
+    let extension_less = !name.contains('.') && entry.size > 0;
+    !name.is_empty() && !below.split('/').any(is_hidden) && (name.ends_with(".parquet") || extension_less)
 }
 
 fn is_hidden(name: &str) -> bool {
@@ -382,16 +395,26 @@ mod tests {
 
     #[test]
     fn marker_files_are_not_data() {
-        let entry = |key: &str| ObjectEntry { key: key.into(), size: 1 };
-        assert!(is_parquet_data_file(&entry("plays/date=2026-01-01/part-0.parquet")));
-        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/_SUCCESS")));
-        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/.part-0.parquet.crc")));
-        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/notes.csv")));
-        assert!(!is_parquet_data_file(&entry("plays/date=2026-01-01/")));
+        let data =
+            |below: &str| is_parquet_data_file(&ObjectEntry { key: format!("catalogue/{below}"), size: 1 }, below);
+        assert!(data("part-0.parquet"));
+        assert!(!data("_SUCCESS"));
+        assert!(!data(".part-0.parquet.crc"));
+        assert!(!data("notes.csv"));
+        assert!(!data(""));
+        assert!(!data("sub/"));
+        // A writer's work in progress, in a hidden folder at any depth.
+        assert!(!data("_temporary/0/_temporary/attempt_1/part-00000.parquet"));
+        assert!(!data("_temporary/0/part-00000"));
+        assert!(!data("sub/.hive-staging/part-00000"));
+        assert!(data("sub/part-00000.parquet"));
+        // Empty extension-less objects are folder markers (EMR's `x_$folder$`).
+        let empty =
+            |below: &str| is_parquet_data_file(&ObjectEntry { key: format!("catalogue/{below}"), size: 0 }, below);
+        assert!(!empty("sub_$folder$"));
+        assert!(!empty("sub"));
         // What Athena's UNLOAD writes: the query id and a uuid, no extension.
-        assert!(is_parquet_data_file(&entry(
-            "plays/date=2026-01-01/20261119_030000_00012_abcde_1f4c0bd3-1b8b-4f2e-9c8e-1a2b3c4d5e6f"
-        )));
+        assert!(data("20261119_030000_00012_abcde_1f4c0bd3-1b8b-4f2e-9c8e-1a2b3c4d5e6f"));
     }
 
     fn paths(names: &[&[&str]]) -> Vec<Vec<String>> {

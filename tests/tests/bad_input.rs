@@ -113,6 +113,23 @@ async fn athena_written_input_with_lower_case_columns_and_no_extension_ranks_the
 }
 
 #[tokio::test]
+async fn a_writers_work_in_progress_and_folder_markers_are_skipped() {
+    let expected = Fixture::valid().await.rank().await.unwrap();
+    let fixture = Fixture::valid().await;
+    let garbage = || b"half-written by a job still running".to_vec();
+    fixture.put("catalogue/_temporary/0/part-9.parquet", garbage()).await;
+    fixture.put("catalogue/.hive-staging/part-9", garbage()).await;
+    fixture.put("catalogue/extra_$folder$", Vec::new()).await;
+    fixture.put("plays/_temporary/0/part-0.parquet", garbage()).await;
+    fixture.put(&format!("plays/date={DAY}/_temporary/0/part-00000"), garbage()).await;
+    fixture.put(&format!("plays/date={DAY}_$folder$"), Vec::new()).await;
+    fixture.put(&format!("plays/date={DAY}/marker"), Vec::new()).await;
+    let manifest = fixture.rank().await.unwrap();
+    assert_eq!((manifest.inputs.catalogue_files, manifest.inputs.play_files), (1, 1));
+    assert_eq!(manifest.reports, expected.reports);
+}
+
+#[tokio::test]
 async fn columns_that_match_only_ignoring_case_twice_are_rejected_naming_both() {
     let fixture = Fixture::valid().await;
     let file = parquet_file(
