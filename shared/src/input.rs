@@ -121,21 +121,22 @@ pub fn read_int64_columns_into(
     let group = reader
         .get_row_group(row_group)
         .map_err(|e| InputError::Decode { place: place(None), detail: e.to_string() })?;
-    decode_row_group(group.as_ref(), columns, &column_indices, decoded, place)
+    decode_row_group(group.as_ref(), &column_indices, decoded, place)
 }
 
-/// Decodes the columns at `indices` (named `names`) of one row group into
-/// `decoded`, each vector cleared first; a null or an undecodable page is
-/// an error naming its place. Shared by whole-file and ranged reads.
+/// Decodes the columns at `indices` of one row group into `decoded`, each
+/// vector cleared first; a null or an undecodable page is an error naming
+/// its place, with the column's name as the file spells it (`trackid` in
+/// Athena's output). Shared by whole-file and ranged reads.
 pub(crate) fn decode_row_group(
     group: &dyn RowGroupReader,
-    names: &[&str],
     indices: &[usize],
     decoded: &mut [Vec<i64>],
     place: impl Fn(Option<&str>) -> InputPlace,
 ) -> Result<(), InputError> {
     let rows = usize::try_from(group.metadata().num_rows()).unwrap_or(0);
-    for ((&name, &index), values) in names.iter().zip(indices).zip(decoded.iter_mut()) {
+    for (&index, values) in indices.iter().zip(decoded.iter_mut()) {
+        let name = group.metadata().column(index).column_descr().name();
         let column_reader = group
             .get_column_reader(index)
             .map_err(|e| InputError::Decode { place: place(Some(name)), detail: e.to_string() })?;
@@ -190,6 +191,8 @@ fn locate_columns(file: &str, metadata: &ParquetMetaData, columns: &[&str]) -> R
                 }
             };
             let descriptor = schema.column(index);
+            // From here on the column is named as the file spells it.
+            let name = descriptor.name();
             if descriptor.max_rep_level() > 0 {
                 return Err(InputError::Repeated { place: place(name) });
             }

@@ -225,6 +225,20 @@ async fn null_values_are_rejected_naming_file_row_group_and_column() {
 }
 
 #[tokio::test]
+async fn errors_in_a_column_matched_ignoring_case_name_it_as_the_file_spells_it() {
+    let fixture = Fixture::valid().await;
+    let file =
+        parquet_file(&[Column::Int64("trackid", vec![1, 2]), Column::OptionalInt64("PLAYS", vec![Some(1), None])], 10);
+    fixture.put(&format!("plays/date={DAY}/part-0.parquet"), file).await;
+    fixture.assert_rejected(&["row group 0", "column PLAYS", "1 null value"]).await;
+
+    let fixture = Fixture::valid().await;
+    let file = parquet_file(&[Column::Utf8("trackid", vec!["1".into()]), Column::Int64("plays", vec![3])], 10);
+    fixture.put(&format!("plays/date={DAY}/part-0.parquet"), file).await;
+    fixture.assert_rejected(&["column trackid", "expected INT64"]).await;
+}
+
+#[tokio::test]
 async fn a_plays_folder_not_named_by_date_is_rejected_naming_it() {
     let fixture = Fixture::valid().await;
     fixture.put("plays/2026-11-17/part-0.parquet", plays_file(&[(1, 1)], 10)).await;

@@ -249,7 +249,7 @@ impl RowGroupBytes {
             reader_properties(),
         )
         .map_err(|e| InputError::Decode { place: place(None), detail: e.to_string() })?;
-        decode_row_group(&reader, names, &self.columns, decoded, place)
+        decode_row_group(&reader, &self.columns, decoded, place)
     }
 }
 
