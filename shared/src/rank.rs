@@ -423,7 +423,7 @@ where
                                 continue;
                             }
                             let outcome =
-                                unit.data.decode_into(columns, &mut buffers).and_then(|()| decode(&unit, &mut buffers));
+                                unit.data.decode_into(&mut buffers).and_then(|()| decode(&unit, &mut buffers));
                             match outcome {
                                 Ok(value) => results.push(value),
                                 Err(error) => {

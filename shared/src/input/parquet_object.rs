@@ -104,7 +104,7 @@ impl ParquetObject {
         let column_indices = locate_columns(&name, &metadata, columns)?;
         let object =
             Self { key: file.key.clone(), name, metadata: Arc::new(metadata), columns: column_indices.into(), source };
-        object.check_column_chunks(columns, data_end)?;
+        object.check_column_chunks(data_end)?;
         Ok(object)
     }
 
@@ -179,10 +179,11 @@ impl ParquetObject {
     /// footer: a footer that says otherwise is corrupt, or the object was cut
     /// short. Checked up front, so that no read goes past the end and the
     /// parquet reader (which asserts on negative offsets) never sees them.
-    fn check_column_chunks(&self, names: &[&str], data_end: u64) -> Result<(), InputError> {
+    fn check_column_chunks(&self, data_end: u64) -> Result<(), InputError> {
         for row_group in 0..self.metadata.num_row_groups() {
             let group = self.metadata.row_group(row_group);
-            for (&index, &name) in self.columns.iter().zip(names) {
+            for &index in self.columns.iter() {
+                let name = group.column(index).column_descr().name();
                 let span = chunk_span(group.column(index))
                     .map_err(|detail| unreadable(&self.name, Some(row_group), Some(name), detail))?;
                 if span.start < PARQUET_MAGIC.len() as u64 || span.end > data_end {
@@ -230,11 +231,10 @@ impl RowGroupBytes {
         self.data.pieces.iter().map(|(_, piece)| piece.len() as u64).sum()
     }
 
-    /// Decodes the columns the object was opened with (named `names`, in
-    /// that order) into caller-owned vectors, cleared first. INT32 columns
-    /// are widened; a null or undecodable page is an error naming the place.
-    pub fn decode_into(&self, names: &[&str], decoded: &mut [Vec<i64>]) -> Result<(), InputError> {
-        assert_eq!(names.len(), decoded.len());
+    /// Decodes the columns the object was opened with, in that order, into
+    /// caller-owned vectors, cleared first. INT32 columns are widened; a null
+    /// or undecodable page is an error naming the place.
+    pub fn decode_into(&self, decoded: &mut [Vec<i64>]) -> Result<(), InputError> {
         assert_eq!(self.columns.len(), decoded.len());
         let place = |column: Option<&str>| InputPlace {
             file: self.file.to_string(),
