@@ -350,7 +350,7 @@ where
     let plan = Some(job.plan.clone());
     if let Err(reason) = job.plan.base() {
         let location = staging.describe(&parts.job_key());
-        return (attempt_result(Err(DeliveryError::InvalidJob { location, reason })), plan);
+        return (attempt_result(Err(DeliveryError::InvalidJob { location, reason: reason.to_string() })), plan);
     }
     let manifest = match staging.read_manifest(job.run_id).await {
         Ok(manifest) => manifest,

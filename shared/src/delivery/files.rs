@@ -123,10 +123,10 @@ impl ReportSource {
             location: staging.describe(&run_manifest_key(job.run_id)),
             data_type: kind.data_type(),
         })?;
-        let base = job
-            .plan
-            .base()
-            .map_err(|reason| DeliveryError::InvalidJob { location: staging.describe(&job.job_key()), reason })?;
+        let base = job.plan.base().map_err(|reason| DeliveryError::InvalidJob {
+            location: staging.describe(&job.job_key()),
+            reason: reason.to_string(),
+        })?;
         let Some(base) = base else {
             return Ok(ReportSource {
                 kind,

@@ -89,14 +89,24 @@ impl DeliveryPlan {
     }
 
     /// The base run of a delta, or why the plan is not a usable one.
-    pub fn base(&self) -> Result<Option<RunId>, String> {
+    pub fn base(&self) -> Result<Option<RunId>, InconsistentPlan> {
         match (self.mode, self.base_run_id) {
             (DeliveryMode::Full, None) => Ok(None),
             (DeliveryMode::Delta, Some(base)) => Ok(Some(base)),
-            (DeliveryMode::Delta, None) => Err("mode is delta but no baseRunId is given".to_owned()),
-            (DeliveryMode::Full, Some(_)) => Err("mode is full but a baseRunId is given".to_owned()),
+            (DeliveryMode::Delta, None) => Err(InconsistentPlan::DeltaWithoutBase),
+            (DeliveryMode::Full, Some(_)) => Err(InconsistentPlan::FullWithBase),
         }
     }
+}
+
+/// A job's plan whose mode and base run disagree. The job object is wrong
+/// as written, so no retry can deliver it (an invalid job, permanent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InconsistentPlan {
+    #[error("mode is delta but no baseRunId is given")]
+    DeltaWithoutBase,
+    #[error("mode is full but a baseRunId is given")]
+    FullWithBase,
 }
 
 /// A feed naming a connector its tenant does not have. Never happens for a
@@ -200,6 +210,18 @@ pub(crate) mod tests {
 
     pub fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_plan_whose_mode_and_base_disagree_says_which_way() {
+        let base: RunId = "20261116030000".parse().unwrap();
+        assert_eq!(DeliveryPlan::full().base(), Ok(None));
+        assert_eq!(DeliveryPlan::delta_against(base).base(), Ok(Some(base)));
+        let delta_without = DeliveryPlan { base_run_id: None, ..DeliveryPlan::delta_against(base) };
+        assert_eq!(delta_without.base(), Err(InconsistentPlan::DeltaWithoutBase));
+        let full_with = DeliveryPlan { base_run_id: Some(base), ..DeliveryPlan::full() };
+        assert_eq!(full_with.base(), Err(InconsistentPlan::FullWithBase));
+        assert_eq!(InconsistentPlan::FullWithBase.to_string(), "mode is full but a baseRunId is given");
     }
 
     fn tenant() -> TenantConfig {
