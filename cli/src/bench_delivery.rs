@@ -37,7 +37,7 @@ use popularity_reports::store::{
     UPLOAD_CHUNK_BYTES,
 };
 use popularity_reports::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
-use popularity_reports::tenant_directory::{
+use popularity_reports::tenant::directory::{
     put_tenant_secret, secrets_manager_client, DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory,
     TenantEntry,
 };

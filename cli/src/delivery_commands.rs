@@ -13,7 +13,7 @@ use popularity_reports::delivery::{parse_job_key, DelivererKey, JobKind, JobRepo
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 
 use crate::local_deliverers::{Handled, LocalDeliverers};
 

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use popularity_reports::delivery::conflicts::conflicts_across;
-use popularity_reports::tenant::TenantConfig;
-use popularity_reports::tenant_directory::{
+use popularity_reports::tenant::conflicts::conflicts_across;
+use popularity_reports::tenant::directory::{
     put_tenant_secret_under_key, secrets_manager_client, SecretsManagerTenants, TenantDirectory,
     DEFAULT_TENANT_SECRET_PREFIX,
 };
+use popularity_reports::tenant::TenantConfig;
 
 use super::tenant_test::{run_tests, TestOptions};
 use super::{read_tenant_file, runtime};

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
-use popularity_reports::delivery::connection_test::{ConnectionTestRequest, ConnectionTestResult};
+use popularity_reports::delivery::connection_probe::{ConnectionTestRequest, ConnectionTestResult};
 use popularity_reports::delivery::{ConnectionTestKeyParts, DelivererKey};
 use popularity_reports::store::{ObjectSink, ObjectStore, StoreError};
+use popularity_reports::tenant::directory::TenantDirectory;
 use popularity_reports::tenant::is_safe_id;
-use popularity_reports::tenant_directory::TenantDirectory;
 
 use crate::local_deliverers::{Handled, LocalDeliverers};
 

@@ -7,7 +7,7 @@ use crate::rank::RankSettings;
 use crate::scoring::{
     is_usable_half_life, ScoringRules, HALF_LIFE_DAYS_EXPECTED, LOOKBACK_DAYS_EXPECTED, LOOKBACK_DAYS_RANGE,
 };
-use crate::tenant_directory::DEFAULT_TENANT_SECRET_PREFIX;
+use crate::tenant::directory::DEFAULT_TENANT_SECRET_PREFIX;
 
 /// A configuration variable is missing or malformed.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]

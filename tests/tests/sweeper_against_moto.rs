@@ -28,7 +28,7 @@ use popularity_reports::store::{
     s3_client, ConditionalPut, ObjectEntry, ObjectSink, ObjectStore, S3Reader, S3Store, S3Upload, StoreError,
     UploadReceipt, VersionedObject, WriteCondition,
 };
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const JSON: &str = "application/json";

@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::connector_registry::{ConnectorKind, JobKind};
 use crate::delivery::keys::{job_key, status_key, JobKeyParts};
-use crate::delivery::registry::{ConnectorKind, JobKind};
 use crate::domain::{Compression, Encoding, Format, ReportKind, RunId};
 use crate::manifest::DeliveryMode;
 use crate::tenant::{Feed, TenantConfig};

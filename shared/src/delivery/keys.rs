@@ -8,7 +8,7 @@
 
 use std::string::FromUtf8Error;
 
-use crate::delivery::registry::{JobKind, UnknownJobKind};
+use crate::connector_registry::{JobKind, UnknownJobKind};
 use crate::domain::RunId;
 use crate::tenant::is_safe_id;
 

@@ -16,8 +16,8 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::connector_registry::JobKind;
 use crate::delivery::keys::{parse_job_key, JobKeyParts, JOBS_PREFIX};
-use crate::delivery::registry::JobKind;
 use crate::delivery::staging::DeliveryStaging;
 use crate::delivery::status::{DeliveryOutcome, DeliveryStatus};
 use crate::domain::RunId;

@@ -20,7 +20,6 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
-use crate::delivery::conflicts::{conflicts_across, own_bucket_refusal, FeedDestination};
 use crate::delivery::staging::ManifestError;
 use crate::delivery::{
     decode_s3_event_key, job_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryPlan, DeliveryStaging,
@@ -30,8 +29,9 @@ use crate::domain::{report_run_prefix, ReportKind, RunId};
 use crate::manifest::{DeliveryMode, RunManifest, MANIFESTS_PREFIX, REPORTS_PREFIX};
 use crate::metrics::emit_metrics;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
+use crate::tenant::conflicts::{conflicts_across, own_bucket_refusal, FeedDestination};
+use crate::tenant::directory::{DirectoryError, TenantDirectory, TenantEntry};
 use crate::tenant::{Feed, TenantConfig, DEFAULT_FULL_EVERY_SECONDS};
-use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry};
 
 /// Tenants processed at once; each does a few small requests.
 pub const TENANT_CONCURRENCY: usize = 32;

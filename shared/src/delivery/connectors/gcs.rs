@@ -37,12 +37,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::aws_errors::cut;
-use crate::delivery::attempt::Deliverer;
-use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::connector_registry::JobKind;
+use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::Deliverer;
+use crate::delivery::destination_files::deliver_report_files;
 use crate::delivery::error::DeliveryError;
-use crate::delivery::files::deliver_report_files;
 use crate::delivery::job::DeliveryJob;
-use crate::delivery::registry::JobKind;
 use crate::delivery::resume::{NoResume, PartLedger};
 use crate::delivery::status::DeliveredObject;
 use crate::manifest::RunManifest;

@@ -17,18 +17,18 @@ use aws_credential_types::Credentials;
 use tracing::warn;
 
 use crate::aws_errors::{code, one_line};
-use crate::delivery::attempt::Deliverer;
-use crate::delivery::conflicts::own_bucket_refusal;
-use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::connector_registry::JobKind;
+use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::Deliverer;
+use crate::delivery::destination_files::deliver_report_files;
 use crate::delivery::error::DeliveryError;
-use crate::delivery::files::deliver_report_files;
 use crate::delivery::job::DeliveryJob;
-use crate::delivery::registry::JobKind;
 use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
 use crate::domain::report_run_prefix;
 use crate::manifest::RunManifest;
 use crate::store::{ObjectSink, ObjectStore, S3Store};
+use crate::tenant::conflicts::own_bucket_refusal;
 use crate::tenant::{Connector, S3Destination, TenantConfig};
 
 /// Where connection-test probes write, under the connector's prefix.

@@ -21,6 +21,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
 use super::links::redacted_url;
+use crate::delivery::error::{ConnectorFailure, DeliveryError};
 use crate::delta::FileKind;
 use crate::domain::{Encoding, ReportKind, RunId};
 
@@ -380,6 +381,14 @@ pub trait MailSender: Send + Sync {
 pub struct MailError {
     pub from: String,
     pub detail: String,
+}
+
+/// A refused message may be accepted later (throttling, a quota, an
+/// identity the operator verifies): always transient.
+impl From<MailError> for DeliveryError {
+    fn from(error: MailError) -> Self {
+        DeliveryError::Connector(ConnectorFailure::transient(error))
+    }
 }
 
 /// Amazon SES (`SendRawEmail`). The recipients are those of the message's

@@ -18,12 +18,12 @@ pub mod message;
 pub use links::{LinkError, LinkSigner, S3LinkSigner, SignedLinks};
 pub use message::{EmailMessage, LinkedPart, LinkedReport, MailError, MailSender, ReportEmail, SesMailer};
 
-use crate::delivery::attempt::Deliverer;
-use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::connector_registry::JobKind;
+use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::Deliverer;
+use crate::delivery::destination_files::ReportSource;
 use crate::delivery::error::DeliveryError;
-use crate::delivery::files::ReportSource;
 use crate::delivery::job::DeliveryJob;
-use crate::delivery::registry::JobKind;
 use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
 use crate::delta::FileKind;

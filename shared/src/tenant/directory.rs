@@ -26,7 +26,9 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use crate::tenant::{parse_tenant_secret, FieldError, TenantConfig, TenantErrors};
+use super::errors::{FieldError, TenantErrors};
+use super::model::TenantConfig;
+use super::parse::parse_tenant_secret;
 
 /// The prefix of tenant secret names when `TENANT_SECRET_PREFIX` is unset.
 pub const DEFAULT_TENANT_SECRET_PREFIX: &str = "popularity-reports/tenants/";

@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::model::{Connector, Feed, TenantConfig};
 use crate::domain::ReportKind;
-use crate::tenant::{Connector, Feed, TenantConfig};
 
 /// Where a feed's files or rows land, for the overlap rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
