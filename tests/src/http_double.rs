@@ -356,3 +356,83 @@ pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> String {
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::io::{Read, Write};
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_server_answers_on_its_endpoint_and_stops_listening_when_dropped() {
+        let listener = LoopbackListener::bind("TestDouble");
+        let endpoint = listener.endpoint().to_owned();
+        let server = listener.serve("test-double", ServerThreads::One, |request: Request<Incoming>| async move {
+            let body = json!({"path": request.uri().path()});
+            Ok::<_, Infallible>(json_response(StatusCode::IM_A_TEAPOT, &body))
+        });
+        assert_eq!(server.endpoint(), endpoint);
+        let address = endpoint.strip_prefix("http://").expect("an http endpoint");
+
+        let mut stream = std::net::TcpStream::connect(address).expect("the server accepts");
+        stream.write_all(b"GET /x HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").expect("request sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer read");
+        assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+        assert!(answer.contains("application/json; charset=UTF-8"), "{answer}");
+        assert!(answer.ends_with(r#"{"path":"/x"}"#), "{answer}");
+
+        drop(server);
+        assert!(std::net::TcpStream::connect(address).is_err(), "still listening after drop");
+    }
+
+    #[test]
+    fn faults_fire_in_arming_order_and_those_that_do_not_apply_stay_armed() {
+        let faults = FaultQueue::default();
+        faults.arm(2, "any");
+        faults.arm(1, "chunk");
+        faults.arm(0, "never");
+        assert_eq!(faults.take_first(|f| *f == "chunk"), Some("chunk"));
+        assert_eq!(faults.take_first(|f| *f == "chunk"), None);
+        assert_eq!(faults.take_next(), Some("any"));
+        assert_eq!(faults.take_next(), Some("any"));
+        assert_eq!(faults.take_next(), None);
+    }
+
+    #[test]
+    fn the_log_reads_back_in_arrival_order_whatever_the_order_answers_came_in() {
+        let log = RequestLog::default();
+        let (first, second) = (log.next_sequence(), log.next_sequence());
+        log.record((second, "answered first"));
+        log.record((first, "answered second"));
+        assert_eq!(
+            log.in_arrival_order(|(sequence, _)| *sequence),
+            vec![(0, "answered second"), (1, "answered first")]
+        );
+    }
+
+    #[test]
+    fn queries_decode_escapes_and_plus_but_paths_keep_plus() {
+        let query = Query::parse(Some("name=dir%2Fa+b%2Bc&empty=&flag&name=second"));
+        assert_eq!(query.get("name"), Some("dir/a b+c"));
+        assert_eq!(query.get("empty"), Some(""));
+        assert_eq!(query.get("flag"), Some(""));
+        assert_eq!(query.get("missing"), None);
+        assert_eq!(percent_decode("a+b%20c", false), "a+b c");
+        assert_eq!(percent_decode("100%", false), "100%");
+        assert_eq!(percent_decode("bad%zz%4", false), "bad%zz%4");
+    }
+
+    #[test]
+    fn a_refused_token_still_names_its_account_in_the_log_when_it_claims_one() {
+        let registry = AccountRegistry::default();
+        let mut logged = Some("left over".to_owned());
+        assert_eq!(authenticate(&registry, None, &["scope"], &mut logged), Err(AuthFailure::MissingCredentials));
+        assert_eq!(logged, None);
+        assert_eq!(claimed_account(&AuthFailure::Revoked("a@b".to_owned())), Some("a@b".to_owned()));
+        assert_eq!(claimed_account(&AuthFailure::Malformed("x".to_owned())), None);
+    }
+}
