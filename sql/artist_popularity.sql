@@ -1,4 +1,5 @@
--- artist_popularity (DESIGN §4, §5): one row per masterArtistId of the catalogue,
+-- artist_popularity (docs/design.md, "Scores and ranks" and "Reports and
+-- layouts"): one row per masterArtistId of the catalogue,
 --   masterArtistId, searchRank, searchModifier
 -- ranked by the exact integer score (the sum of its tracks' S) descending,
 -- then masterArtistId ascending. Up to `scores` the text is track_popularity.sql's.

@@ -1,4 +1,5 @@
--- product_popularity (DESIGN §4, §5): one row per productId of the catalogue,
+-- product_popularity (docs/design.md, "Scores and ranks" and "Reports and
+-- layouts"): one row per productId of the catalogue,
 --   productId, searchRank, searchModifier
 -- ranked by the exact integer score (the sum of its tracks' S) descending,
 -- then productId ascending. Up to `scores` the text is track_popularity.sql's.

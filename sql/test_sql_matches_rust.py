@@ -180,9 +180,10 @@ def with_score_column(sql):
 
 
 def exact_scores(db, run_time, lookback_days, half_life_days):
-    """DESIGN §4's scores computed here with Python integers, from the same
-    inputs: {data_type: {id: S}}. The reports hold no scores, and a weight
-    off by one unit rarely moves a rank, so the scores are checked apart."""
+    """The scores of docs/design.md ("Scores and ranks") computed here with
+    Python integers, from the same inputs: {data_type: {id: S}}. The reports
+    hold no scores, and a weight off by one unit rarely moves a rank, so the
+    scores are checked apart."""
     weights = {}
     for back in range(lookback_days + 2):
         day = run_time.date() - datetime.timedelta(days=back)

@@ -1,4 +1,5 @@
--- track_popularity (DESIGN §4, §5): one row per catalogue track,
+-- track_popularity (docs/design.md, "Scores and ranks" and "Reports and
+-- layouts"): one row per catalogue track,
 --   trackId, searchRank, searchModifier
 -- ranked by the exact integer score S descending, then trackId ascending.
 --
