@@ -1,7 +1,7 @@
 //! `popularity`: the operator's command line. Generates sample data, runs
 //! the same ranking and delivery code as the Lambdas against a directory or a
-//! bucket, reports a run's delivery status, and benchmarks. Arguments and output only; the work is done
-//! by `popularity_reports`.
+//! bucket, reports a run's delivery status, and benchmarks. Arguments and
+//! output only; the work is done by `popularity_reports`.
 
 mod bench;
 mod bench_delivery;
@@ -42,12 +42,14 @@ enum Command {
     BenchDelivery(bench_delivery::BenchDeliveryArgs),
     /// Benchmark fanout against moto: N tenant secrets, load_tenants and fan_out_run timed.
     BenchFanout(bench_delivery::BenchFanoutArgs),
-    /// Benchmark delta computation: two runs three days apart, every report's delta (time, CPU, peak RSS, size).
+    /// Benchmark delta computation: two runs three days apart, every report's
+    /// delta (time, CPU, peak RSS, size).
     BenchDelta(bench_delta::BenchDeltaArgs),
     /// One measured delta computation, run by bench-delta in a child process.
     #[command(hide = true)]
     BenchDeltaWorker(bench_delta::DeltaWorkerArgs),
-    /// Benchmark deliver-sheets against the project's Sheets double: requests, bytes, time, peak RSS per maxRows.
+    /// Benchmark deliver-sheets against the project's Sheets double:
+    /// requests, bytes, time, peak RSS per maxRows.
     BenchSheets(bench_sheets::BenchSheetsArgs),
     /// One measured sheets delivery, run by bench-sheets in a child process.
     #[command(hide = true)]
@@ -55,7 +57,7 @@ enum Command {
     /// One measured delivery or baseline upload, run by bench-delivery in a child process.
     #[command(hide = true)]
     BenchDeliveryWorker(bench_delivery::DeliveryWorkerArgs),
-    /// Work with tenant secrets (DESIGN §6): `tenant validate FILE`.
+    /// Work with tenant secrets (docs/design.md, "Tenants"): `tenant validate FILE`.
     Tenant(tenant_command::TenantArgs),
     /// Print every tenant × feed of a run: job, outcome, attempts, objects, last error.
     Status(status_command::StatusArgs),

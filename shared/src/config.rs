@@ -1,7 +1,7 @@
 //! Typed configuration of each function, read once at cold start from the
-//! environment variables of DESIGN §8. A missing or malformed variable fails
-//! the cold start with its name and what was expected. Nothing else in the
-//! library reads the environment.
+//! environment variables of docs/design.md, "Environment variables". A
+//! missing or malformed variable fails the cold start with its name and what
+//! was expected. Nothing else in the library reads the environment.
 
 use crate::rank::RankSettings;
 use crate::scoring::{
@@ -138,7 +138,7 @@ impl DeliveryConfig {
         })
     }
 
-    /// The stack's own buckets, which no connector may name (DESIGN §6).
+    /// The stack's own buckets, which no connector may name (docs/design.md, "Tenants").
     pub fn own_buckets(&self) -> Vec<String> {
         std::iter::once(self.staging_bucket.clone()).chain(self.data_bucket.clone()).collect()
     }

@@ -1,4 +1,4 @@
-//! One delivery at a time per job (DESIGN §7), against moto: eight
+//! One delivery at a time per job (docs/design.md, "Delivery rules"), against moto: eight
 //! concurrent invocations of one email job send exactly one email; eight of
 //! one S3 job deliver once, record one delivered attempt, and the other
 //! invocations succeed without writing; a live claim left by another

@@ -1,4 +1,4 @@
-//! Connection tests (DESIGN §5) of the S3 and email connectors against
+//! Connection tests (docs/design.md, "Connection tests") of the S3 and email connectors against
 //! moto. The S3 probe runs under IAM enforcement (the second server), once
 //! per grant a customer may give: the three grants of the
 //! popularity-reports page pass and leave nothing; without

@@ -1,4 +1,4 @@
-//! Delta feeds (DESIGN §5) end to end against moto's server, through the
+//! Delta feeds (docs/design.md, "Delta feeds") end to end against moto's server, through the
 //! real handlers: rank ranks Parquet input from a data bucket, fanout plans
 //! each feed's delivery, deliver-s3 and deliver-email deliver it.
 //!

@@ -230,7 +230,8 @@ async fn a_wrong_key_a_wrong_bucket_and_a_bucket_not_shared_are_named_and_retrie
     let mut not_shared = scene.connector();
     not_shared["serviceAccountJson"] = unshared.key_json();
 
-    // Each its own prefix: three feeds into one folder would collide (DESIGN §7).
+    // Each its own prefix: three feeds into one folder would collide
+    // (docs/design.md, "Delivery rules").
     for (connector, prefix) in [(&mut wrong_key, "a/"), (&mut wrong_bucket, "b/"), (&mut not_shared, "c/")] {
         connector["prefix"] = prefix.into();
     }

@@ -1,4 +1,4 @@
-//! The sweeper against moto (DESIGN §7, failures that heal): a delivery
+//! The sweeper against moto (docs/design.md, "Delivery rules", failures that heal): a delivery
 //! that failed because the customer's bucket was missing is re-driven —
 //! its job object re-written with the same bytes — once the deliverer's own
 //! retries are over, and ends delivered after the customer creates the

@@ -1,13 +1,13 @@
-//! One delivery attempt at one job, the same for every connector (DESIGN
-//! §7): read the status — `delivered` ends it, a live claim of another
-//! attempt ends it too, both without writing anything — then claim the job
-//! with a conditional write, re-read the job, the run manifest and the
-//! tenant secret (jobs hold no credentials), let the connector's
-//! [`Deliverer`] deliver — recording, over the claim, each part it delivers
-//! and skipping those an earlier attempt recorded ([`crate::delivery::resume`])
-//! — and record the outcome over the claim. A transient
-//! failure returns an error so the asynchronous invocation is retried; a
-//! permanent one is recorded as `invalid` and returns normally.
+//! One delivery attempt at one job, the same for every connector
+//! (docs/design.md, "Delivery rules"): read the status — `delivered` ends it,
+//! a live claim of another attempt ends it too, both without writing anything
+//! — then claim the job with a conditional write, re-read the job, the run
+//! manifest and the tenant secret (jobs hold no credentials), let the
+//! connector's [`Deliverer`] deliver — recording, over the claim, each part
+//! it delivers and skipping those an earlier attempt recorded
+//! ([`crate::delivery::resume`]) — and record the outcome over the claim. A
+//! transient failure returns an error so the asynchronous invocation is
+//! retried; a permanent one is recorded as `invalid` and returns normally.
 
 use std::hash::{BuildHasher, Hasher};
 

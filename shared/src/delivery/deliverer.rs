@@ -40,7 +40,7 @@ pub trait Deliverer: Send + Sync {
     ) -> impl Future<Output = Result<Vec<DeliveredObject>, DeliveryError>> + Send;
 
     /// Probes the connector with the permissions the customer granted and
-    /// nothing more (DESIGN §5, connection tests).
+    /// nothing more (docs/design.md, "Connection tests").
     fn test_connection(
         &self,
         request: &ConnectionTestRequest,

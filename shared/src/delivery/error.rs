@@ -1,5 +1,5 @@
 //! Why a delivery attempt failed, typed so that it says whether a retry can
-//! help (DESIGN §7). Permanent errors — an invalid job, tenant secret or run
+//! help (docs/design.md, "Delivery rules"). Permanent errors — an invalid job, tenant secret or run
 //! manifest, a report the run does not have, a destination that can never
 //! fit the data — are recorded as `invalid` and the invocation succeeds, so
 //! nothing retries what cannot work. Everything else is transient —

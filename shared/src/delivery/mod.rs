@@ -1,8 +1,9 @@
 //! Delivery: everything between a published run and a tenant's destination
-//! (DESIGN §5–§7), in one place. Fanout decides which feeds are due and
-//! writes their jobs; each deliverer function claims a job, delivers it
-//! through its connector and records the outcome; connection tests probe a
-//! connector with the customer's grants.
+//! (docs/design.md, "Reports and layouts", "Tenants" and "Delivery rules"),
+//! in one place. Fanout decides which feeds are due and writes their jobs;
+//! each deliverer function claims a job, delivers it through its connector
+//! and records the outcome; connection tests probe a connector with the
+//! customer's grants.
 //!
 //! Layout, from the bottom up (a module imports only those above it in
 //! this list, and the connector registry and tenant model below delivery):
@@ -12,12 +13,14 @@
 //!   [`ConnectorFailure`](error::ConnectorFailure) a connector maps its own errors into;
 //! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
 //! - [`resume`]: the parts earlier attempts of a job delivered, and when a retry skips them;
-//! - [`destination_files`]: a run's reports (or their deltas) as files at a destination, `_manifest.json` last;
+//! - [`destination_files`]: a run's reports (or their deltas) as files at a
+//! destination, `_manifest.json` last;
 //! - [`connection_probe`]: connection-test requests, the checks of a probe, results;
 //! - [`deliverer`]: the [`Deliverer`] trait every connector kind implements, and its dependencies;
 //! - [`attempt`]: one attempt at one job, the same for every connector;
 //! - [`probe_runner`]: answering one connection-test request;
-//! - [`redrive`]: re-driving deliveries whose own retries are over (the sweeper, `popularity redeliver`);
+//! - [`redrive`]: re-driving deliveries whose own retries are over (the
+//! sweeper, `popularity redeliver`);
 //! - [`connectors`]: one module per connector kind, its deliverer beside its adapter.
 //!
 //! Adding a connector kind: a row in [`crate::connector_registry`], a module

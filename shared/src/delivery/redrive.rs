@@ -1,4 +1,4 @@
-//! Failures that heal (DESIGN §7): a delivery whose deliverer's own retries
+//! Failures that heal (docs/design.md, "Delivery rules"): a delivery whose deliverer's own retries
 //! are over — `failed`, or claimed by an attempt that was killed before it
 //! recorded an outcome, or never started at all (its event was lost or
 //! expired in Lambda's queue) — is re-driven by re-writing its job object

@@ -61,7 +61,7 @@ pub(super) fn is_account_id(id: &str) -> bool {
     id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The only token endpoint a service-account key may name (DESIGN §6): a
+/// The only token endpoint a service-account key may name (docs/design.md, "Tenants"): a
 /// tenant secret never steers our requests elsewhere.
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 

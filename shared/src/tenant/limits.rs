@@ -9,7 +9,7 @@ pub const TENANT_SCHEMA_VERSION: u64 = 1;
 /// Bounds of a feed's `intervalSeconds` (one hour to one week).
 pub const MIN_INTERVAL_SECONDS: u64 = 3_600;
 pub const MAX_INTERVAL_SECONDS: u64 = 604_800;
-/// `fullEverySeconds` of a delta feed: its range and default (DESIGN §6).
+/// `fullEverySeconds` of a delta feed: its range and default (docs/design.md, "Tenants").
 pub const MIN_FULL_EVERY_SECONDS: u64 = 604_800;
 pub const MAX_FULL_EVERY_SECONDS: u64 = 7_776_000;
 pub const DEFAULT_FULL_EVERY_SECONDS: u64 = 2_592_000;

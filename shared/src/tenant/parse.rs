@@ -284,7 +284,7 @@ fn parse_feed(
     })
 }
 
-/// Two feeds of the tenant must not write the same destination (DESIGN §7).
+/// Two feeds of the tenant must not write the same destination (docs/design.md, "Delivery rules").
 fn check_destination_collisions(problems: &mut Problems, connectors: &BTreeMap<String, Connector>, feeds: &[Feed]) {
     for (first, second) in collisions_within(connectors, feeds) {
         let (a, b) = (&feeds[first], &feeds[second]);

@@ -10,8 +10,8 @@ use super::*;
 use crate::domain::{Compression, Encoding, Format, ReportKind};
 use crate::manifest::DeliveryMode;
 
-/// The example of DESIGN §6, verbatim.
-const DESIGN_EXAMPLE: &str = r#"{
+/// The example of docs/design.md, "Tenants", verbatim.
+const CONTRACT_EXAMPLE: &str = r#"{
   "schemaVersion": 1,
   "tenantId": "acme",
   "plan": "standard",
@@ -85,9 +85,9 @@ fn errors_of(value: &Value) -> Vec<FieldError> {
     }
 }
 
-/// Applies `edit` to a copy of the DESIGN example.
+/// Applies `edit` to a copy of the contract's example.
 fn design_example_with(edit: impl FnOnce(&mut Value)) -> Value {
-    let mut value: Value = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+    let mut value: Value = serde_json::from_str(CONTRACT_EXAMPLE).unwrap();
     edit(&mut value);
     value
 }
@@ -101,7 +101,7 @@ fn a_connector_with_its_bucket_owner_gets_no_suggestion() {
 
 #[test]
 fn design_example_parses_with_the_documented_defaults() {
-    let config = parse_tenant_secret("acme", DESIGN_EXAMPLE).unwrap();
+    let config = parse_tenant_secret("acme", CONTRACT_EXAMPLE).unwrap();
     assert_eq!(config.schema_version, 1);
     assert_eq!(config.tenant_id, "acme");
     assert_eq!(config.plan, Plan::Standard);

@@ -1,4 +1,4 @@
-//! Presigned download links for email delivery (DESIGN §7). A presigned URL
+//! Presigned download links for email delivery (docs/design.md, "Delivery rules"). A presigned URL
 //! lives no longer than the credentials that signed it, and a Lambda role's
 //! credentials last hours, not 7 days. So links are signed with the
 //! long-term keys of a dedicated signing user, read from the secret named

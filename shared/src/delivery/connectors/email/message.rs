@@ -1,4 +1,4 @@
-//! The delivery email (DESIGN §7): one message per run per feed, plain text
+//! The delivery email (docs/design.md, "Delivery rules"): one message per run per feed, plain text
 //! and HTML, listing each report with its row count, size and a download
 //! link per part, and stating exactly when the links expire. Built here as
 //! data and as a MIME message; sent through the narrow [`MailSender`] port,

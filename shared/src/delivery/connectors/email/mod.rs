@@ -1,4 +1,4 @@
-//! The `email` connector and the `deliver-email` deliverer (DESIGN §7): one
+//! The `email` connector and the `deliver-email` deliverer (docs/design.md, "Delivery rules"): one
 //! email per run per feed, listing each report with its rows, size and
 //! presigned links. Links point at the canonical `reports/…` parts (for a
 //! delta delivery, at the staged `deltas/…` files against the base run) —
@@ -179,7 +179,7 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
             .collect())
     }
 
-    /// One short message saying it is a connection test (DESIGN §5).
+    /// One short message saying it is a connection test (docs/design.md, "Connection tests").
     async fn test_connection(
         &self,
         request: &ConnectionTestRequest,

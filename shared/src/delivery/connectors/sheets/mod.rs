@@ -1,5 +1,6 @@
-//! The `google-sheets` connector and the `deliver-sheets` deliverer (DESIGN
-//! §5, §6): the top `min(maxRows, n)` items of each report of the feed,
+//! The `google-sheets` connector and the `deliver-sheets` deliverer
+//! (docs/design.md, "Reports and layouts" and "Tenants"): the top
+//! `min(maxRows, n)` items of each report of the feed,
 //! written into a customer's spreadsheet by *our* Google service account
 //! (the customer shares the spreadsheet with it as Editor), through the
 //! Sheets API v4 over plain HTTP.
