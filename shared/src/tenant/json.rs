@@ -263,3 +263,24 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::Object(map))
     }
 }
+
+/// A whole number within `min..=max`, or a problem saying which bound it
+/// crosses (`max_text` names the upper one for a reader).
+pub(super) fn in_range(
+    problems: &mut Problems,
+    path: &str,
+    n: i128,
+    min: u64,
+    max: u64,
+    max_text: &str,
+) -> Option<u64> {
+    if n < i128::from(min) {
+        problems.add(path, format!("{n} is below {min}"));
+        None
+    } else if n > i128::from(max) {
+        problems.add(path, format!("{n} is above {max_text}"));
+        None
+    } else {
+        u64::try_from(n).ok()
+    }
+}

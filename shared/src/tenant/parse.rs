@@ -12,7 +12,8 @@ use super::conflicts::{collisions_within, FeedDestination};
 use super::errors::{Problems, TenantErrors};
 use super::formats::is_safe_id;
 use super::json::{
-    child_path, expect_array, expect_bool, expect_integer, expect_object, expect_str, json_reason, Fields, StrictValue,
+    child_path, expect_array, expect_bool, expect_integer, expect_object, expect_str, in_range, json_reason, Fields,
+    StrictValue,
 };
 use super::limits::*;
 use super::model::{Connector, Feed, Plan, TenantConfig};
@@ -351,23 +352,4 @@ fn parse_reports(problems: &mut Problems, fields: &Fields<'_>) -> Option<Vec<Rep
         }
     }
     (problems.0.len() == before).then(|| chosen.into_iter().collect())
-}
-
-pub(super) fn in_range(
-    problems: &mut Problems,
-    path: &str,
-    n: i128,
-    min: u64,
-    max: u64,
-    max_text: &str,
-) -> Option<u64> {
-    if n < i128::from(min) {
-        problems.add(path, format!("{n} is below {min}"));
-        None
-    } else if n > i128::from(max) {
-        problems.add(path, format!("{n} is above {max_text}"));
-        None
-    } else {
-        u64::try_from(n).ok()
-    }
 }

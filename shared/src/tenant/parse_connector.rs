@@ -8,13 +8,14 @@ use serde_json::Value;
 
 use super::errors::{Problems, TenantErrors};
 use super::formats::*;
-use super::json::{child_path, describe, expect_array, expect_integer, expect_object, expect_str, json_reason, Fields};
+use super::json::{
+    child_path, describe, expect_array, expect_integer, expect_object, expect_str, in_range, json_reason, Fields,
+};
 use super::limits::*;
 use super::model::{
     Connector, EmailConnector, GcsConnector, GcsServiceAccount, S3Destination, S3KeysConnector, S3RoleConnector,
     SecretString, SheetsConnector,
 };
-use super::parse::in_range;
 use crate::connector_registry::ConnectorKind;
 use crate::store::normalise_prefix;
 

@@ -17,7 +17,15 @@ use crate::aws_errors::cut;
 use crate::delivery::error::{ConnectorFailure, DeliveryError};
 
 use super::pacing::Pacer;
-use super::{MAX_REQUEST_BYTES, SHEETS_SCOPE};
+
+/// Google's Sheets API.
+pub const GOOGLE_SHEETS_ENDPOINT: &str = "https://sheets.googleapis.com";
+/// The scope of our tokens.
+pub const SHEETS_SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets";
+/// Google recommends request payloads of at most 2 MB.
+pub const MAX_REQUEST_BYTES: usize = 2_000_000;
+/// Write requests a minute Google allows one user (our one service account).
+pub const DEFAULT_WRITES_PER_MINUTE: u32 = 60;
 
 /// Our service account: the identity customers share their spreadsheets with.
 pub struct SheetsIdentity {

@@ -9,7 +9,9 @@ use crate::domain::ReportKind;
 use crate::tenant::limits::{MAX_SPREADSHEET_CELLS, REPORT_COLUMNS, STATUS_COLUMNS};
 
 use super::client::Tab;
-use super::STATUS_TAB;
+
+/// The tab written last, saying which run each report tab holds.
+pub const STATUS_TAB: &str = "_popularity";
 
 /// A tab this delivery writes: where it is and how large it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
