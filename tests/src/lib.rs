@@ -9,6 +9,8 @@
 //! - [`parquet_fixtures`]: small Parquet inputs, valid and malformed;
 //! - [`reference`]: a slow, obviously correct ranking to compare against;
 //! - [`reports`]: reading published reports back and checking invariants;
+//! - [`parquet_readers`]: delivered Parquet files read back by the parquet
+//!   crate, and by DuckDB and Polars from `.venv`;
 //! - [`customer`]: a customer's side of a delivery (another account, its
 //!   bucket, delivery role or user, IAM enforcement, sent mail, links);
 //! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request, or
@@ -45,6 +47,7 @@ pub mod google_keys;
 mod http_double;
 pub mod local_stores;
 pub mod parquet_fixtures;
+pub mod parquet_readers;
 pub mod reference;
 pub mod reports;
 pub mod sheets_double;
