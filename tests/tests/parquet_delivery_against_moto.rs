@@ -231,7 +231,7 @@ async fn every_aws_connector_kind_delivers_parquet_that_duckdb_and_polars_read_a
     let links = links_in(&text);
     assert_eq!(links.len(), 3, "{text}");
     for (number, link) in links.iter().enumerate() {
-        let name = format!("/downloads/acme/{RUN_ID}/track_popularity/part-{:03}.parquet", number + 1);
+        let name = format!("/downloads/acme/{RUN_ID}/track_popularity/zstd/part-{:03}.parquet", number + 1);
         assert!(link.contains(&name), "{link}");
         let (code, body) = http_get(link).await;
         assert_eq!(code, 200, "{link}");
@@ -442,7 +442,7 @@ async fn a_parquet_delta_upserts_and_removes_exactly_the_changes_and_readers_agr
     let (text, _) = mime_bodies(emails[1].raw_data.as_deref().unwrap());
     let links = links_in(&text);
     let removed_link = links.iter().find(|l| l.contains("/removed-001.parquet")).expect("a removed-ids link");
-    assert!(removed_link.contains(&format!("/delta-{RUN_1}/")), "{removed_link}");
+    assert!(removed_link.contains(&format!("/delta-{RUN_1}/zstd/removed-001.parquet")), "{removed_link}");
     let (code, body) = http_get(removed_link).await;
     assert_eq!(code, 200);
     assert_eq!(read_parquet_part(&body, ReportKind::Track, Columns::IdOnly).ids, (1..=15).collect::<Vec<i64>>());
