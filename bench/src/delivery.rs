@@ -1,11 +1,11 @@
-//! `popularity bench-delivery` and `popularity bench-fanout`: the delivery
-//! and fanout benchmarks of docs/benchmarks.md (issue 3), run against a moto
-//! server. `bench-delivery` publishes a synthetic run of about N MB once,
+//! `popularity-bench delivery` and `popularity-bench fanout`: the delivery
+//! and fanout benchmarks of docs/benchmarks.md, run against a moto
+//! server. `delivery` publishes a synthetic run of about N MB once,
 //! fans it out with the real `fan_out_run`, then delivers its s3 job with the
 //! real `deliver_job` in a child process (so the peak RSS measured by `wait4`
 //! is the delivery's alone) and, as the baseline, uploads the same staging
 //! bytes in another child by plain sequential 8 MiB multipart uploads.
-//! `bench-fanout` onboards N tenant secrets once and times `load_tenants`,
+//! `fanout` onboards N tenant secrets once and times `load_tenants`,
 //! job writing and the whole `fan_out_run`. With `--gcs-endpoint` the
 //! delivery goes to Google Cloud Storage on fake-gcs-server instead (a gcs
 //! connector, deliver-gcs), and the baseline is a plain resumable upload of
@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 
-use crate::bench::spawn_and_wait;
+use crate::rank::spawn_and_wait;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
@@ -56,12 +56,12 @@ const DELIVERY_FEED: &str = "lake";
 /// accepts any keys and acts as its default account.
 const BENCH_ACCESS_KEY_ID: &str = "AKIABENCHMARK0000001";
 const BENCH_SECRET_ACCESS_KEY: &str = "benchmarkbenchmarkbenchmarkbenchmark0000";
-/// Concurrent CreateSecret calls while onboarding (NOTES.md: one at a time is slow).
+/// Concurrent CreateSecret calls while onboarding (one at a time is slow).
 const SECRET_CREATION_CONCURRENCY: usize = 8;
 const SECRET_CREATION_ATTEMPTS: u64 = 5;
 
 #[derive(Args)]
-pub struct BenchDeliveryArgs {
+pub struct DeliveryBenchArgs {
     /// The moto server, e.g. http://127.0.0.1:5000.
     #[arg(long, env = "MOTO_ENDPOINT")]
     pub endpoint: String,
@@ -89,7 +89,7 @@ pub struct BenchDeliveryArgs {
 }
 
 #[derive(Args)]
-pub struct BenchFanoutArgs {
+pub struct FanoutBenchArgs {
     /// The moto server, e.g. http://127.0.0.1:5000.
     #[arg(long, env = "MOTO_ENDPOINT")]
     pub endpoint: String,
@@ -167,12 +167,12 @@ pub(crate) async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 // ---------------------------------------------------------------------------
-// bench-delivery
+// delivery
 // ---------------------------------------------------------------------------
 
-pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
+pub async fn run_delivery(args: DeliveryBenchArgs) -> anyhow::Result<()> {
     ensure!(args.size_mb > 0 && args.runs > 0, "--size-mb and --runs must be at least 1");
-    let exe = std::env::current_exe().context("locating the popularity binary")?;
+    let bench = std::env::current_exe().context("locating the popularity-bench binary")?;
     let config = emulator_config(&args.endpoint).await;
     let client = s3_client(&config);
     let staging_bucket = format!("bench-delivery-staging-{}mb", args.size_mb);
@@ -261,8 +261,8 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         clear(destination_bucket.clone()).await?;
         // A delivered status would make the next delivery a no-op.
         delete_object(&config, &staging_bucket, &status).await?;
-        let mut worker = Command::new(&exe);
-        worker.args(["bench-delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
+        let mut worker = Command::new(&bench);
+        worker.args(["delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
         worker.args(["--staging-bucket", &staging_bucket, "--tenant-prefix", &tenant_prefix, "--feed", &feed]);
         worker.args(&gcs_args);
         let delivery = run_measured(&mut worker).context("the delivery child failed")?;
@@ -270,8 +270,8 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         deliveries.push(delivery);
 
         clear(destination_bucket.clone()).await?;
-        let mut worker = Command::new(&exe);
-        worker.args(["bench-delivery-worker", "--task", "baseline", "--endpoint", &args.endpoint]);
+        let mut worker = Command::new(&bench);
+        worker.args(["delivery-worker", "--task", "baseline", "--endpoint", &args.endpoint]);
         worker.args(["--staging-bucket", &staging_bucket, "--destination-bucket", &destination_bucket]);
         worker.args(&gcs_args);
         let baseline = run_measured(&mut worker).context("the baseline child failed")?;
@@ -413,8 +413,8 @@ async fn gcs_clear_bucket(endpoint: &str, bucket: &str) -> anyhow::Result<()> {
 }
 
 /// Creates `bucket` unless this account already has it. (Helpers take the
-/// configuration, not a client: the CLI does not depend on the SDK crates,
-/// so it cannot name their client types.)
+/// configuration, not a client: the benchmarks do not depend on the SDK
+/// crates, so they cannot name their client types.)
 pub(crate) async fn ensure_bucket(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<()> {
     match s3_client(config).create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
@@ -466,7 +466,7 @@ async fn publish_run<S: ObjectStore>(staging: &S, run: RunId, track_bytes: u64) 
 }
 
 /// Runs the command to completion; its stdout is `{"seconds", "bytes"}`. Peak
-/// RSS comes from `wait4`'s rusage, as in `popularity bench`.
+/// RSS comes from `wait4`'s rusage, as in `popularity-bench rank`.
 fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
     // The report is one short line: it fits in the pipe while we wait.
     let (mut child, usage) = spawn_and_wait(command.stdout(Stdio::piped()), "benchmark child")?;
@@ -586,10 +586,10 @@ async fn upload_parts_plainly<D: ObjectSink>(staging: &S3Store, destination: &D,
 }
 
 // ---------------------------------------------------------------------------
-// bench-fanout
+// fanout
 // ---------------------------------------------------------------------------
 
-pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
+pub async fn run_fanout(args: FanoutBenchArgs) -> anyhow::Result<()> {
     ensure!(args.tenants > 0 && args.runs > 0, "--tenants and --runs must be at least 1");
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("bench-fanout-{}/tenants/", args.tenants));
     let config = emulator_config(&args.endpoint).await;
