@@ -24,6 +24,7 @@ use crate::rank::spawn_and_wait;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
+use integration_tests::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::delivery::connectors::gcs::{GcsDeliverer, GcsStore};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{
@@ -36,7 +37,6 @@ use popularity_reports::store::{
     s3_client, LocalDirStore, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, PutOutcome, S3Store,
     UPLOAD_CHUNK_BYTES,
 };
-use popularity_reports::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::tenant_directory::{
     put_tenant_secret, secrets_manager_client, DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory,
     TenantEntry,

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context};
 use clap::Args;
+use integration_tests::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
 use popularity_reports::delivery::{
     deliver_job, job_key, parse_job_key, DeliverDeps, DeliveryOutcome, JobDisposition, JobKind,
@@ -21,7 +22,6 @@ use popularity_reports::delivery::{
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectStore, S3Store};
-use popularity_reports::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::tenant_directory::{
     put_secret, put_tenant_secret, secrets_manager_client, SecretsManagerTenants,
 };

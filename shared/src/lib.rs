@@ -19,9 +19,9 @@
 //! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, the
 //!   sweeper that re-drives failed deliveries);
 //! - [`status_report`]: the table of `popularity status`;
-//! - tools: [`sample`] (synthetic data), [`synthetic_run`] (a run for
-//!   benchmarks and tests), [`metrics`], [`memory`], [`aws_errors`],
-//!   [`sdk_config`] (the AWS SDK configuration with its timeouts).
+//! - tools: [`sample`] (synthetic data), [`metrics`], [`memory`],
+//!   [`aws_errors`], [`sdk_config`] (the AWS SDK configuration with its
+//!   timeouts).
 
 pub mod aws_errors;
 pub mod config;
@@ -41,7 +41,6 @@ pub mod scoring;
 pub mod sdk_config;
 pub mod status_report;
 pub mod store;
-pub mod synthetic_run;
 pub mod tenant;
 pub mod tenant_directory;
 pub mod transfer;
