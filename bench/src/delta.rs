@@ -16,7 +16,8 @@ use popularity_reports::domain::{ReportKind, RunId};
 use popularity_reports::manifest::{run_manifest_key, RunManifest};
 use popularity_reports::store::{LocalDirStore, ObjectStore};
 
-use crate::rank::{ensure_sample_data, popularity_binary, spawn_and_wait};
+use crate::measured_child::spawn_and_wait;
+use crate::rank::{ensure_sample_data, popularity_binary};
 
 #[derive(Args)]
 pub struct DeltaBenchArgs {

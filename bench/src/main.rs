@@ -8,6 +8,9 @@
 
 mod delivery;
 mod delta;
+mod emulator;
+mod fanout;
+mod measured_child;
 mod rank;
 mod sheets;
 
@@ -32,7 +35,7 @@ enum Command {
     /// Benchmark deliver-s3 (or deliver-gcs) against moto: delivery vs a plain multipart upload (time, peak RSS).
     Delivery(delivery::DeliveryBenchArgs),
     /// Benchmark fanout against moto: N tenant secrets, load_tenants and fan_out_run timed.
-    Fanout(delivery::FanoutBenchArgs),
+    Fanout(fanout::FanoutBenchArgs),
     /// Benchmark delta computation: two runs three days apart, every report's delta (time, CPU, peak RSS, size).
     Delta(delta::DeltaBenchArgs),
     /// Benchmark deliver-sheets against the project's Sheets double: requests, bytes, time, peak RSS per maxRows.
@@ -57,8 +60,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Rank(args) => rank::run(args),
-        Command::Delivery(args) => runtime.block_on(delivery::run_delivery(args)),
-        Command::Fanout(args) => runtime.block_on(delivery::run_fanout(args)),
+        Command::Delivery(args) => runtime.block_on(delivery::run(args)),
+        Command::Fanout(args) => runtime.block_on(fanout::run(args)),
         Command::Delta(args) => runtime.block_on(delta::run(args)),
         Command::Sheets(args) => runtime.block_on(sheets::run(args)),
         Command::DeliveryWorker(args) => runtime.block_on(delivery::run_worker(args)),

@@ -26,8 +26,8 @@ use popularity_reports::tenant_directory::{
     put_secret, put_tenant_secret, secrets_manager_client, SecretsManagerTenants,
 };
 
-use crate::delivery::{delete_object, emulator_config, ensure_bucket};
-use crate::rank::spawn_and_wait;
+use crate::emulator::{delete_object, emulator_config, ensure_bucket};
+use crate::measured_child::spawn_and_wait;
 
 const TENANT: &str = "bench-sheets";
 const STAGING_BUCKET: &str = "bench-sheets-staging";
