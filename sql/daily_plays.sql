@@ -1,4 +1,4 @@
--- One UTC day of raw play events -> that day's plays (DESIGN §3):
+-- One UTC day of raw play events -> that day's plays (docs/design.md, "Inputs"):
 --   trackId BIGINT, plays BIGINT  for the folder plays/date=YYYY-MM-DD/
 -- one row per track played that day, in trackId order.
 --
@@ -7,7 +7,7 @@
 -- partitioned by "date" (STRING, YYYY-MM-DD) = the UTC day of playedAt.
 -- An event filed under another day than its playedAt, and an event without a
 -- trackId, is not counted. Plays of tracks not in the catalogue are kept:
--- rank counts and ignores them (DESIGN §3).
+-- rank counts and ignores them (docs/design.md, "Inputs").
 --
 -- The day is the one literal below (a runner replaces it). On Athena, wrap it
 -- in UNLOAD (... ) TO 's3://<data bucket>/<prefix>plays/date=<day>/'

@@ -2,9 +2,11 @@
 
 DuckDB stands in for Athena (Trino): the .sql files are run as they are,
 with only the run's parameters filled in (`with_parameters`, the same
-substitution a runner does for Athena). Every row of every report -- id,
-searchRank, searchModifier -- must equal what `popularity rank` wrote for
-the same Parquet inputs, or the test fails naming the first rows that differ.
+substitution a runner does for Athena): first popularity_ranks.sql, which
+creates the view holding the ranking, then each report's file, which selects
+its rows from it. Every row of every report -- id, searchRank,
+searchModifier -- must equal what `popularity rank` wrote for the same
+Parquet inputs, or the test fails naming the first rows that differ.
 
 Cases:
 - the project's generator (20,000 tracks x 10 days; unplayed tracks and
@@ -74,7 +76,7 @@ def substitute_once(text, pattern, replacement):
 
 
 def with_parameters(sql, run_time, lookback_days, half_life_days):
-    """The run's parameters in a ranking query (its `run` CTE)."""
+    """The run's parameters in popularity_ranks.sql (its `run` CTE)."""
     sql = substitute_once(
         sql,
         r"TIMESTAMP '[^']*' AS run_time",
@@ -157,12 +159,13 @@ def rank_with_rust(data_dir, out_dir, run_time, lookback_days, half_life_days):
 
 def rank_with_sql(db, run_time, lookback_days, half_life_days, edit=None, scores=None):
     """Every report's rows (id, searchRank, searchModifier); with `scores`
-    (a dict), also each report's exact scores by id, into it."""
+    (a dict), also each report's exact scores by id, into it. `edit`, if
+    given, changes the view's text before it is created."""
+    view = with_parameters(read_sql("popularity_ranks.sql"), run_time, lookback_days, half_life_days)
+    db.execute(edit(view) if edit else view)
     reports = {}
     for data_type in REPORTS:
-        sql = with_parameters(read_sql(f"{data_type}.sql"), run_time, lookback_days, half_life_days)
-        if edit:
-            sql = edit(sql)
+        sql = read_sql(f"{data_type}.sql")
         if scores is None:
             reports[data_type] = [(int(i), int(r), float(m)) for i, r, m in db.execute(sql).fetchall()]
         else:
@@ -175,12 +178,12 @@ def rank_with_sql(db, run_time, lookback_days, half_life_days, edit=None, scores
 def with_score_column(sql):
     """The report query with its exact score as a fourth column (test only)."""
     return substitute_once(
-        sql, r"END AS searchModifier\nFROM ranked", "END AS searchModifier,\n    CAST(score AS VARCHAR) AS score\nFROM ranked"
+        sql, r"search_modifier AS searchModifier\n", "search_modifier AS searchModifier, CAST(score AS VARCHAR) AS score\n"
     )
 
 
 def exact_scores(db, run_time, lookback_days, half_life_days):
-    """DESIGN §4's scores computed here with Python integers, from the same
+    """The scores of docs/design.md, "Scores and ranks", computed here with Python integers, from the same
     inputs: {data_type: {id: S}}. The reports hold no scores, and a weight
     off by one unit rarely moves a rank, so the scores are checked apart."""
     weights = {}
@@ -366,17 +369,18 @@ class SqlMatchesRust(unittest.TestCase):
 class SqlFiles(unittest.TestCase):
     """The files themselves, without running anything."""
 
-    def test_the_three_reports_share_one_text_up_to_their_scores(self):
-        texts = {name: read_sql(f"{name}.sql") for name in REPORTS}
-        prefixes = {name: text[text.index("WITH"):text.index("scores AS (")] for name, text in texts.items()}
-        track_prefix = prefixes["track_popularity"]
-        for name, prefix in prefixes.items():
-            # Only the comment just before `scores` may differ.
-            self.assertEqual(prefix.split("-- Every")[0], track_prefix.split("-- Every")[0], name)
-
+    def test_each_report_selects_its_rows_from_the_one_view_and_computes_nothing_itself(self):
+        for name, id_field in REPORTS.items():
+            code = "\n".join(line for line in read_sql(f"{name}.sql").splitlines() if not line.startswith("--"))
+            self.assertEqual(
+                code,
+                f"SELECT id AS {id_field}, search_rank AS searchRank, search_modifier AS searchModifier\n"
+                f"FROM popularity_ranks\nWHERE report = '{name}'\nORDER BY search_rank",
+                name,
+            )
 
     def test_parameters_are_replaced_once_each_and_a_missing_one_is_an_error(self):
-        sql = with_parameters(read_sql("track_popularity.sql"), datetime.datetime(2027, 1, 2, 3, 4, 5), 366, 3.5)
+        sql = with_parameters(read_sql("popularity_ranks.sql"), datetime.datetime(2027, 1, 2, 3, 4, 5), 366, 3.5)
         self.assertIn("TIMESTAMP '2027-01-02 03:04:05' AS run_time", sql)
         self.assertIn("366 AS lookback_days", sql)
         self.assertIn("CAST(3.5 AS DOUBLE) AS half_life_days", sql)

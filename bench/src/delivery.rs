@@ -30,7 +30,7 @@ use popularity_reports::manifest::{run_manifest_key, RunManifest};
 use popularity_reports::store::{
     s3_client, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, S3Store, UPLOAD_CHUNK_BYTES,
 };
-use popularity_reports::tenant_directory::{put_tenant_secret, secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{put_tenant_secret, secrets_manager_client, SecretsManagerTenants};
 
 use crate::emulator::{delete_object, emulator_config, ensure_bucket, REGION};
 use crate::measured_child::spawn_and_wait;

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps, TENANT_CONCURRENCY};
 use popularity_reports::store::{s3_client, LocalDirStore, ObjectStore, PutOutcome, S3Store};
-use popularity_reports::tenant_directory::{
+use popularity_reports::tenant::directory::{
     put_tenant_secret, secrets_manager_client, DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory,
     TenantEntry,
 };

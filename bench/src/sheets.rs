@@ -22,7 +22,7 @@ use popularity_reports::delivery::{
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{
+use popularity_reports::tenant::directory::{
     put_secret, put_tenant_secret, secrets_manager_client, SecretsManagerTenants,
 };
 

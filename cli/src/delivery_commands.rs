@@ -1,7 +1,7 @@
 //! `fanout` and `deliver`: the operator's way to run the delivery stages of
 //! one run by hand — after an outage, or locally against moto — with the same
 //! handlers and the same environment variables as the `fanout` and
-//! `deliver-*` Lambdas (DESIGN §8). `deliver` works
+//! `deliver-*` Lambdas (docs/design.md, "Environment variables"). `deliver` works
 //! through every job of the run in key order; jobs whose status says
 //! `delivered` are skipped exactly as a repeated S3 event would be.
 
@@ -13,7 +13,7 @@ use popularity_reports::delivery::{parse_job_key, DelivererKey, JobKind, JobRepo
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 
 use crate::local_deliverers::{Handled, LocalDeliverers};
 

@@ -8,14 +8,14 @@
 use anyhow::Context;
 use aws_config::SdkConfig;
 use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, SheetsConfig};
-use popularity_reports::delivery::connection_test::{run_connection_test, ConnectionTestOutcome};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
+use popularity_reports::delivery::probe_runner::{run_connection_test, ConnectionTestOutcome};
 use popularity_reports::delivery::{deliver_job, DeliverDeps, Deliverer, DelivererKey, JobKind, JobReport};
 use popularity_reports::store::{s3_client, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 
 /// What handling one key did; errors are the invocation's, as text.
 pub enum Handled {

@@ -1,4 +1,4 @@
-//! `popularity redeliver <runId> [--tenant T] [--feed F]` (DESIGN §7): the
+//! `popularity redeliver <runId> [--tenant T] [--feed F]` (docs/design.md, "Delivery rules"): the
 //! operator's re-drive, once the cause of a failure is fixed. Re-drives the
 //! run's failed deliveries (and those whose claim expired, or that no
 //! deliverer ever started) exactly as the sweeper does — one function,

@@ -1,9 +1,9 @@
 //! `popularity tenant add FILE`: onboards a tenant by storing its secret
-//! (DESIGN §6) as `<prefix><tenantId>` in Secrets Manager. The file goes
+//! (docs/design.md, "Tenants") as `<prefix><tenantId>` in Secrets Manager. The file goes
 //! through the same checks as `tenant validate` first, then is compared
 //! with every other tenant (no shared destination, no shared externalId),
 //! and nothing is written unless both pass. Then, unless `--no-test`, it tests every connector as
-//! `popularity tenant test` does (DESIGN §5). Prints the secret's name,
+//! `popularity tenant test` does (docs/design.md, "Connection tests"). Prints the secret's name,
 //! never its value. With `--kms-key-id` (or `TENANT_SECRET_KMS_KEY`) the
 //! secret is encrypted under that KMS key — the stack's tenant secrets key,
 //! output `TenantSecretsKeyArn` — instead of the account's default key.
@@ -12,12 +12,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use popularity_reports::delivery::conflicts::conflicts_across;
-use popularity_reports::tenant::TenantConfig;
-use popularity_reports::tenant_directory::{
+use popularity_reports::tenant::conflicts::conflicts_across;
+use popularity_reports::tenant::directory::{
     put_tenant_secret_under_key, secrets_manager_client, SecretsManagerTenants, TenantDirectory,
     DEFAULT_TENANT_SECRET_PREFIX,
 };
+use popularity_reports::tenant::TenantConfig;
 
 use super::tenant_test::{run_tests, TestOptions};
 use super::{read_tenant_file, runtime};
@@ -105,7 +105,8 @@ fn is_key_id(key: &str) -> bool {
 
 /// Refuses a tenant whose feeds would write where another tenant's do, or
 /// whose s3-role connectors share an externalId with another tenant's
-/// (DESIGN §7): fanout would refuse both tenants' feeds, so nothing is stored.
+/// (docs/design.md, "Delivery rules"): fanout would refuse both tenants'
+/// feeds, so nothing is stored.
 async fn refuse_conflicts(directory: &SecretsManagerTenants, config: &TenantConfig) -> anyhow::Result<()> {
     let entries = directory.load_tenants().await.context("reading the other tenants to compare destinations")?;
     let others: Vec<&TenantConfig> = entries

@@ -1,4 +1,4 @@
-//! The `tenant` subcommands: check a tenant secret (DESIGN §6) on the
+//! The `tenant` subcommands: check a tenant secret (docs/design.md, "Tenants") on the
 //! operator's machine (`validate`), store it in Secrets Manager (`add`, in
 //! [`tenant_add`]), test its connectors (`test`, in [`tenant_test`]) and
 //! generate an s3-role externalId (`external-id`).

@@ -1,21 +1,22 @@
-//! `popularity tenant test <tenantId> [--connector NAME]` (DESIGN §5): writes
-//! one connection-test request per connector of the tenant (or the one
-//! named) into the staging bucket, where its S3 event starts the deliverer
-//! of that connector's kind; waits for the results and prints them, exit 1
-//! on any failure. With `--local` the probes run in this process instead of
-//! the deployed functions (locally against the emulators, or when the stack
-//! is not reachable). Prints names, checks and warnings; never a secret.
+//! `popularity tenant test <tenantId> [--connector NAME]` (docs/design.md,
+//! "Connection tests"): writes one connection-test request per connector of
+//! the tenant (or the one named) into the staging bucket, where its S3 event
+//! starts the deliverer of that connector's kind; waits for the results and
+//! prints them, exit 1 on any failure. With `--local` the probes run in this
+//! process instead of the deployed functions (locally against the emulators,
+//! or when the stack is not reachable). Prints names, checks and warnings;
+//! never a secret.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
-use popularity_reports::delivery::connection_test::{ConnectionTestRequest, ConnectionTestResult};
+use popularity_reports::delivery::connection_probe::{ConnectionTestRequest, ConnectionTestResult};
 use popularity_reports::delivery::{ConnectionTestKeyParts, DelivererKey};
 use popularity_reports::store::{ObjectSink, ObjectStore, StoreError};
+use popularity_reports::tenant::directory::TenantDirectory;
 use popularity_reports::tenant::is_safe_id;
-use popularity_reports::tenant_directory::TenantDirectory;
 
 use crate::local_deliverers::{Handled, LocalDeliverers};
 

@@ -14,7 +14,7 @@ use integration_tests::delivery::{
 use integration_tests::{moto_endpoint, sdk_config};
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::store::{s3_client, ObjectStore};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 
 fn popularity(staging_bucket: &str, prefix: &str, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))

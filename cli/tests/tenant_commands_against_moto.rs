@@ -147,7 +147,7 @@ async fn external_ids_are_fresh_and_a_second_tenant_reusing_one_or_a_destination
     assert!(!overlapping.status.success());
     assert!(out.contains("feed \"all\" of tenant \"acme\" writes to s3://acme-data/"), "{out}");
 
-    let client = popularity_reports::tenant_directory::secrets_manager_client(&admin);
+    let client = popularity_reports::tenant::directory::secrets_manager_client(&admin);
     for refused in ["beta", "gamma"] {
         let found = client.describe_secret().secret_id(format!("{prefix}{refused}")).send().await;
         assert!(found.is_err(), "{refused} was stored");
@@ -188,7 +188,7 @@ async fn add_encrypts_the_secret_under_the_given_kms_key_and_otherwise_under_the
     let prefix = unique_tenant_prefix("cli-kms");
     let bucket = staging.bucket().to_owned();
     let key_arn = create_kms_key(&moto_endpoint()).await;
-    let client = popularity_reports::tenant_directory::secrets_manager_client(&admin);
+    let client = popularity_reports::tenant::directory::secrets_manager_client(&admin);
     let tenant_file = |tenant: &str, plan: &str| {
         let secret = json!({"schemaVersion": 1, "tenantId": tenant, "plan": plan,
             "connectors": {"inbox": {"type": "email", "recipients": [format!("data@{tenant}.example")]}},

@@ -1,5 +1,6 @@
-"""The DESIGN §4 ranking in Polars: the reference `popularity rank` is measured
-against (issue 14 §4, docs/benchmarks.md "Against Polars").
+"""The ranking of docs/design.md ("Scores and ranks") in Polars: the reference
+`popularity rank` is measured against (issue 14 §4, docs/benchmarks.md
+"Against Polars").
 
 Same inputs as `popularity rank --data DIR` (catalogue/*.parquet and
 plays/date=YYYY-MM-DD/*.parquet, as `popularity generate` writes them), same

@@ -1,13 +1,13 @@
 //! Typed configuration of each function, read once at cold start from the
-//! environment variables of DESIGN §8. A missing or malformed variable fails
-//! the cold start with its name and what was expected. Nothing else in the
-//! library reads the environment.
+//! environment variables of docs/design.md, "Environment variables". A
+//! missing or malformed variable fails the cold start with its name and what
+//! was expected. Nothing else in the library reads the environment.
 
 use crate::rank::RankSettings;
 use crate::scoring::{
     is_usable_half_life, ScoringRules, HALF_LIFE_DAYS_EXPECTED, LOOKBACK_DAYS_EXPECTED, LOOKBACK_DAYS_RANGE,
 };
-use crate::tenant_directory::DEFAULT_TENANT_SECRET_PREFIX;
+use crate::tenant::directory::DEFAULT_TENANT_SECRET_PREFIX;
 
 /// A configuration variable is missing or malformed.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,7 +138,7 @@ impl DeliveryConfig {
         })
     }
 
-    /// The stack's own buckets, which no connector may name (DESIGN §6).
+    /// The stack's own buckets, which no connector may name (docs/design.md, "Tenants").
     pub fn own_buckets(&self) -> Vec<String> {
         std::iter::once(self.staging_bucket.clone()).chain(self.data_bucket.clone()).collect()
     }

@@ -1,4 +1,4 @@
-//! Deltas between two runs of one report (DESIGN §5, "Delta feeds"): the
+//! Deltas between two runs of one report (docs/design.md, "Delta feeds"): the
 //! items that are new or whose `searchRank` or `searchModifier` changed
 //! since the base run (`upsert` files, in ascending id order, the usual
 //! three fields), and the ids of the base run that are gone (`removed`

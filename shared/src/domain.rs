@@ -1,5 +1,6 @@
-//! The vocabulary of the product (DESIGN §4–§5): the three report kinds, run
-//! identifiers, output formats and compression. Pure types, no I/O.
+//! The vocabulary of the product (docs/design.md, "Scores and ranks" and
+//! "Reports and layouts"): the three report kinds, run identifiers, output
+//! formats and compression. Pure types, no I/O.
 
 use std::fmt;
 
@@ -18,7 +19,8 @@ pub enum ReportKind {
 impl ReportKind {
     pub const ALL: [ReportKind; 3] = [ReportKind::Track, ReportKind::Artist, ReportKind::Product];
 
-    /// The `data_type` of DESIGN §5: the first path segment of every report key.
+    /// The `data_type` of docs/design.md, "Reports and layouts": the first
+    /// path segment of every report key.
     pub fn data_type(self) -> &'static str {
         match self {
             ReportKind::Track => "track_popularity",

@@ -1,4 +1,4 @@
-//! Reads the ranking inputs of DESIGN §3: decodes named INT64 columns of one
+//! Reads the ranking inputs of docs/design.md, "Inputs": decodes named INT64 columns of one
 //! Parquet row group straight into contiguous vectors (no Arrow arrays, no
 //! per-row allocation), and finds the catalogue and the plays partitions of a
 //! look-back window in a store.

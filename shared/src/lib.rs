@@ -2,29 +2,34 @@
 //! operator CLI do, behind narrow ports so the same code runs against S3 (or
 //! moto's server) and against a local directory.
 //!
-//! Layout:
-//! - [`domain`]: report kinds, run ids, formats — the vocabulary of DESIGN.md;
-//! - [`config`]: each function's typed configuration, read once (DESIGN §8);
-//! - [`store`]: the `ObjectSink`/`ObjectStore` ports with their S3 and
-//!   local-directory adapters, and streaming from a blocking producer;
-//! - ranking: [`input`] (Parquet decoding), [`scoring`] (DESIGN §4),
-//!   [`ranking`] (id indexes, exact scores, radix ranking), [`report_writer`]
-//!   (JSON / JSONL / TSV parts), [`rank`] (one run, manifest last),
-//!   [`manifest`] (the run manifest);
-//! - tenants: [`tenant`] (the secret schema, DESIGN §6) and
-//!   [`tenant_directory`] (Secrets Manager);
-//! - [`delivery`]: jobs, status and claims, the connector registry, the
-//!   connectors (S3, email, GCS) and connection tests (DESIGN §5–§7);
+//! Layout, one line per module, from the bottom layer up. A module imports
+//! only modules of its own layer or below, never one that imports it
+//! (`tests/tests/repository_layout.rs` checks that no import circle exists):
+//! - [`domain`]: report kinds, run ids, formats: the vocabulary of `docs/design.md`;
+//! - [`connector_registry`]: connector types, their fields, job kinds and deliverer functions (pure data);
+//! - [`aws_errors`]: one-line, credential-free renderings of SDK errors;
+//! - [`sdk_config`]: the AWS SDK configuration with its timeouts;
+//! - [`metrics`]: CloudWatch embedded-metric-format lines;
+//! - [`memory`]: the system allocator with a transparent-huge-page hint on large blocks;
+//! - [`store`]: the `ObjectStore`/`ObjectSink` ports, their S3 and local-directory adapters;
+//! - [`report_writer`]: JSON / JSONL / TSV report parts, written streaming;
+//! - [`manifest`]: the run manifest and the delivery mode;
 //! - [`transfer`]: streamed copy or conversion of one part between stores;
-//! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, the
-//!   sweeper that re-drives failed deliveries);
+//! - [`input`]: decoding the catalogue and daily plays from Parquet;
+//! - [`scoring`]: day weights and exact integer scores (docs/design.md, "Scores and ranks");
+//! - [`ranking`]: id indexes, score sums and the radix ranking;
+//! - [`rank`]: one run, its reports and the manifest last;
+//! - [`delta`]: a run's changes against a base run, computed once in staging;
+//! - [`sample`]: the deterministic synthetic catalogue and plays;
+//! - [`tenant`]: the tenant secret's model, parsing, limits, cross-feed rules and directory;
+//! - [`delivery`]: jobs, status and claims, the deliverer, connection probes and every connector;
 //! - [`status_report`]: the table of `popularity status`;
-//! - tools: [`sample`] (synthetic data), [`metrics`], [`memory`],
-//!   [`aws_errors`], [`sdk_config`] (the AWS SDK configuration with its
-//!   timeouts).
+//! - [`config`]: each function's typed configuration, read once (docs/design.md, "Environment variables");
+//! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, the sweeper).
 
 pub mod aws_errors;
 pub mod config;
+pub mod connector_registry;
 pub mod delivery;
 pub mod delta;
 pub mod domain;
@@ -42,5 +47,4 @@ pub mod sdk_config;
 pub mod status_report;
 pub mod store;
 pub mod tenant;
-pub mod tenant_directory;
 pub mod transfer;

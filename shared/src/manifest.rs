@@ -1,6 +1,7 @@
-//! Run manifests (DESIGN §5): `manifests/<runId>.json`, written last by rank
-//! so that its creation means every report part is complete. It lists each
-//! report's parts with rows, bytes and SHA-256, and how the run was scored.
+//! Run manifests (docs/design.md, "Reports and layouts"):
+//! `manifests/<runId>.json`, written last by rank so that its creation means
+//! every report part is complete. It lists each report's parts with rows,
+//! bytes and SHA-256, and how the run was scored.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

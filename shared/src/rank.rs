@@ -1,11 +1,12 @@
-//! One ranking run from input store to staging store (DESIGN §3–§5): find
-//! the catalogue and the plays of the window, decode them on every core,
-//! score and rank, write each report in parts, then the run manifest last.
+//! One ranking run from input store to staging store (docs/design.md,
+//! "Inputs", "Scores and ranks" and "Reports and layouts"): find the
+//! catalogue and the plays of the window, decode them on every core, score
+//! and rank, write each report in parts, then the run manifest last.
 //!
 //! A run is all or nothing: every input is validated before anything is
 //! written, and the manifest — the only thing that starts deliveries — is
 //! written only after every part is stored. A published run is immutable
-//! (DESIGN §7): a run whose manifest exists is not ranked again, and the
+//! (docs/design.md, "Delivery rules"): a run whose manifest exists is not ranked again, and the
 //! manifest is created conditionally, so of two racing runs of one time only
 //! one publishes. Deliverers rely on this (a GCS object that already exists
 //! is taken as written by an earlier attempt of the same run).

@@ -1,5 +1,5 @@
 //! The hot path: joins plays to the catalogue, sums exact integer scores and
-//! orders each report by score descending, then id ascending (DESIGN §4).
+//! orders each report by score descending, then id ascending (docs/design.md, "Scores and ranks").
 //!
 //! Built for one job at 100M-track scale: ids are mapped to dense positions
 //! (a direct table when ids are compact, else a sorted array with a bucket

@@ -1,6 +1,7 @@
-//! Serialises ranked items into report parts (DESIGN §5) — JSON array, JSON
-//! lines or TSV, optionally gzip — while counting rows and bytes and hashing
-//! the bytes exactly as stored (after compression) with SHA-256.
+//! Serialises ranked items into report parts (docs/design.md, "Reports and
+//! layouts") — JSON array, JSON lines or TSV, optionally gzip — while
+//! counting rows and bytes and hashing the bytes exactly as stored (after
+//! compression) with SHA-256.
 //!
 //! This is on the hot path (hundreds of millions of lines per run), so lines
 //! are assembled by hand into a reused buffer with `itoa`, and the modifier,
@@ -35,7 +36,7 @@ impl ReportItem {
 
 /// Which fields the rows of a part carry: the three of a report (id,
 /// `searchRank`, `searchModifier`), or the id alone (the `removed-NNN` files
-/// of a delta, DESIGN §5).
+/// of a delta, docs/design.md, "Delta feeds").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Columns {

@@ -1,5 +1,5 @@
 //! Deterministic synthetic input data: a catalogue and daily plays written as
-//! Parquet in exactly the layout DESIGN.md §3 expects in the data bucket, at
+//! Parquet in exactly the layout docs/design.md, "Inputs" expects in the data bucket, at
 //! any scale from 1 thousand to 100 million tracks, so that the whole system
 //! can be run and measured without real data. It writes only through the
 //! [`ObjectStore`] port and never holds a whole file, or the catalogue, in

@@ -1,7 +1,7 @@
-//! The exact scoring rules of DESIGN §4: which UTC days a run looks at, the
-//! integer weight of each day, and the rounding of `searchModifier`. Scores
-//! are integers so every correct implementation, in any summation order,
-//! produces the same ranks.
+//! The exact scoring rules of docs/design.md, "Scores and ranks": which UTC
+//! days a run looks at, the integer weight of each day, and the rounding of
+//! `searchModifier`. Scores are integers so every correct implementation, in
+//! any summation order, produces the same ranks.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 

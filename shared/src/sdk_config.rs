@@ -2,7 +2,7 @@
 //! clients from: the SDK's own defaults (region, credentials,
 //! `AWS_ENDPOINT_URL`) plus timeouts, so that no SDK call — S3, STS, Secrets
 //! Manager, SES — waits forever on an endpoint that accepts a connection and
-//! never answers (DESIGN §7: such a failure is quick, named and retried).
+//! never answers (docs/design.md, "Delivery rules": such a failure is quick, named and retried).
 //! Every client built from the [`SdkConfig`] (`Client::new(&config)`,
 //! `Builder::from(&config)`, `AssumeRoleProvider::configure(&config)`)
 //! inherits these timeouts. This module must not read the environment

@@ -1,11 +1,12 @@
 //! Where every delivery of one run stands, read from the staging store
-//! (DESIGN §5, §7): the job objects fanout wrote under `jobs/<kind>/<runId>/`
-//! joined with the status objects the deliverers wrote under
-//! `status/<runId>/`, one row per tenant × feed, rendered as the operator's
-//! `popularity status` table. It only reads: it never creates, retries or
-//! repairs a job or a status, and it never leaves out an object it cannot
-//! understand, since a row missing from the table reads as "all fine": a
-//! status object that is not a status of its job shows as `damaged`, with why.
+//! (docs/design.md, "Reports and layouts" and "Delivery rules"): the job
+//! objects fanout wrote under `jobs/<kind>/<runId>/` joined with the status
+//! objects the deliverers wrote under `status/<runId>/`, one row per tenant ×
+//! feed, rendered as the operator's `popularity status` table. It only reads:
+//! it never creates, retries or repairs a job or a status, and it never
+//! leaves out an object it cannot understand, since a row missing from the
+//! table reads as "all fine": a status object that is not a status of its job
+//! shows as `damaged`, with why.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,6 @@
 //! Moves one report part from one store to another — staging into a
 //! customer's bucket, or staging into `downloads/` — streaming, with memory
-//! bounded by a few chunks whatever the part's size (DESIGN §7).
+//! bounded by a few chunks whatever the part's size (docs/design.md, "Delivery rules").
 //!
 //! The source is read on a task of its own, so downloading overlaps
 //! uploading, and its bytes are checked against the run manifest (count and

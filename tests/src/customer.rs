@@ -1,7 +1,7 @@
 //! The customer's side of a delivery, set up in moto for tests of the
 //! deliverer: credentials acting as another AWS account, the delivery role or
 //! IAM user a customer creates for us (with the exact policy documents the
-//! README shows), a look behind the customer's bucket (open multipart uploads,
+//! customer guides in docs/customers/ show), a look behind the customer's bucket (open multipart uploads,
 //! keys) with admin credentials, IAM enforcement on the dedicated auth server,
 //! the mail moto's SES "sent", and plain HTTP GETs of presigned links.
 //!

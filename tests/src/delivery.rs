@@ -171,7 +171,7 @@ pub async fn tenant_whose_bucket_is_missing(
     hint: &str,
 ) -> (String, String, SdkConfig) {
     use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
-    use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+    use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
     let customer = crate::customer::account_config(admin, "444444444444").await;
     let bucket = crate::unique_bucket_name(&format!("{hint}-dest"));
     let prefix = unique_tenant_prefix(hint);

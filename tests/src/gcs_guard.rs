@@ -46,29 +46,29 @@
 //! # }
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use crate::google_keys::{
-    verify_bearer, AccountRegistry, AuthFailure, TestServiceAccount, SCOPE_CLOUD_PLATFORM,
-    SCOPE_DEVSTORAGE_FULL_CONTROL, SCOPE_DEVSTORAGE_READ_WRITE,
+    AccountRegistry, AuthFailure, TestServiceAccount, SCOPE_CLOUD_PLATFORM, SCOPE_DEVSTORAGE_FULL_CONTROL,
+    SCOPE_DEVSTORAGE_READ_WRITE,
+};
+use crate::http_double::{
+    authenticate, authorization_header, lock, percent_decode, with_bearer_challenge, DoubleServer, FaultQueue,
+    LoopbackListener, Query, RequestLog, ServerThreads, GOOGLE_BEARER_CHALLENGE,
 };
 
 /// What a token must carry to be used on Cloud Storage: one of these scopes,
@@ -121,11 +121,8 @@ pub struct LoggedRequest {
 /// module documentation. Dropping it stops the server and closes its
 /// connections.
 pub struct GcsGuard {
-    endpoint: String,
+    server: DoubleServer,
     state: Arc<GuardState>,
-    runtime: tokio::runtime::Handle,
-    shutdown: Option<oneshot::Sender<()>>,
-    server_thread: Option<JoinHandle<()>>,
 }
 
 impl GcsGuard {
@@ -140,50 +137,29 @@ impl GcsGuard {
     pub fn start(upstream: &str) -> GcsGuard {
         let upstream =
             loopback_base_url(upstream).unwrap_or_else(|why| panic!("GcsGuard refuses upstream {upstream:?}: {why}"));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("GcsGuard could not bind 127.0.0.1:0");
-        let local: SocketAddr = listener.local_addr().expect("GcsGuard listener has no local address");
-        listener.set_nonblocking(true).expect("GcsGuard could not make its listener non-blocking");
-        let endpoint = format!("http://{local}");
-
+        let listener = LoopbackListener::bind("GcsGuard");
         let state = Arc::new(GuardState {
             upstream,
-            endpoint: endpoint.clone(),
+            endpoint: listener.endpoint().to_owned(),
             registry: AccountRegistry::default(),
             grants: Mutex::default(),
             sessions: Mutex::default(),
             object_locks: Mutex::default(),
-            faults: Mutex::default(),
-            log: Mutex::default(),
+            faults: FaultQueue::default(),
+            log: RequestLog::default(),
             finalized: Mutex::default(),
-            next_sequence: AtomicU64::new(0),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
-
-        let (shutdown, shutdown_signal) = oneshot::channel();
-        let (handle_sender, handle_receiver) = std::sync::mpsc::channel();
         let server_state = Arc::clone(&state);
-        let server_thread = std::thread::Builder::new()
-            .name(format!("gcs-guard-{}", local.port()))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(e) => panic!("GcsGuard could not start a tokio runtime: {e}"),
-                };
-                // The receiver only goes away if `start` panicked already.
-                let _ = handle_sender.send(runtime.handle().clone());
-                runtime.block_on(accept_loop(listener, server_state, shutdown_signal));
-                // Dropping the runtime here, off any async context, cancels
-                // the connection tasks and closes their sockets.
-            })
-            .expect("GcsGuard could not spawn its server thread");
-        let runtime = handle_receiver.recv().expect("GcsGuard server thread died before starting its runtime");
-
-        GcsGuard { endpoint, state, runtime, shutdown: Some(shutdown), server_thread: Some(server_thread) }
+        // A pool: requests wait on fake-gcs-server while holding object locks.
+        let server = listener
+            .serve("gcs-guard", ServerThreads::Pool(2), move |request| serve(Arc::clone(&server_state), request));
+        GcsGuard { server, state }
     }
 
     /// `http://127.0.0.1:PORT`, for `ClientBuilder::with_endpoint`.
     pub fn endpoint(&self) -> String {
-        self.endpoint.clone()
+        self.server.endpoint().to_owned()
     }
 
     /// The accounts whose tokens the guard accepts (shared: registering or
@@ -215,19 +191,20 @@ impl GcsGuard {
     pub async fn create_bucket(&self, bucket: &str) {
         let state = Arc::clone(&self.state);
         let bucket = bucket.to_owned();
-        self.on_guard_runtime(async move {
-            let path = format!("/storage/v1/b?project={ADMIN_PROJECT}");
-            let body = Bytes::from(json!({ "name": bucket }).to_string());
-            match state.admin_request(Method::POST, &path, body).await {
-                Ok((status, _)) if status.is_success() => {}
-                Ok((status, body)) => panic!(
-                    "fake-gcs-server refused to create bucket {bucket}: {status} {}",
-                    String::from_utf8_lossy(&body)
-                ),
-                Err(why) => panic!("could not create bucket {bucket}: {why}"),
-            }
-        })
-        .await
+        self.server
+            .on_runtime(async move {
+                let path = format!("/storage/v1/b?project={ADMIN_PROJECT}");
+                let body = Bytes::from(json!({ "name": bucket }).to_string());
+                match state.admin_request(Method::POST, &path, body).await {
+                    Ok((status, _)) if status.is_success() => {}
+                    Ok((status, body)) => panic!(
+                        "fake-gcs-server refused to create bucket {bucket}: {status} {}",
+                        String::from_utf8_lossy(&body)
+                    ),
+                    Err(why) => panic!("could not create bucket {bucket}: {why}"),
+                }
+            })
+            .await
     }
 
     /// The object's bytes read from fake-gcs-server directly, or `None` when
@@ -239,17 +216,18 @@ impl GcsGuard {
         let state = Arc::clone(&self.state);
         let path = format!("/storage/v1/b/{}/o/{}?alt=media", encode_component(bucket), encode_component(name));
         let what = format!("gs://{bucket}/{name}");
-        self.on_guard_runtime(async move {
-            match state.admin_request(Method::GET, &path, Bytes::new()).await {
-                Ok((StatusCode::OK, body)) => Some(body.to_vec()),
-                Ok((StatusCode::NOT_FOUND, _)) => None,
-                Ok((status, body)) => {
-                    panic!("reading {what} from fake-gcs-server: {status} {}", String::from_utf8_lossy(&body))
+        self.server
+            .on_runtime(async move {
+                match state.admin_request(Method::GET, &path, Bytes::new()).await {
+                    Ok((StatusCode::OK, body)) => Some(body.to_vec()),
+                    Ok((StatusCode::NOT_FOUND, _)) => None,
+                    Ok((status, body)) => {
+                        panic!("reading {what} from fake-gcs-server: {status} {}", String::from_utf8_lossy(&body))
+                    }
+                    Err(why) => panic!("reading {what} from fake-gcs-server: {why}"),
                 }
-                Err(why) => panic!("reading {what} from fake-gcs-server: {why}"),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// Names of the objects in `bucket` starting with `prefix`, sorted, read
@@ -262,41 +240,40 @@ impl GcsGuard {
         let state = Arc::clone(&self.state);
         let bucket = bucket.to_owned();
         let prefix = prefix.to_owned();
-        self.on_guard_runtime(async move {
-            let mut names = Vec::new();
-            let mut page_token: Option<String> = None;
-            loop {
-                let mut path =
-                    format!("/storage/v1/b/{}/o?prefix={}", encode_component(&bucket), encode_component(&prefix));
-                if let Some(token) = &page_token {
-                    path.push_str(&format!("&pageToken={}", encode_component(token)));
-                }
-                let page: Value = match state.admin_request(Method::GET, &path, Bytes::new()).await {
-                    Ok((StatusCode::OK, body)) => serde_json::from_slice(&body)
-                        .unwrap_or_else(|e| panic!("listing gs://{bucket}/{prefix}: unreadable JSON: {e}")),
-                    Ok((status, body)) => {
-                        panic!("listing gs://{bucket}/{prefix}: {status} {}", String::from_utf8_lossy(&body))
+        self.server
+            .on_runtime(async move {
+                let mut names = Vec::new();
+                let mut page_token: Option<String> = None;
+                loop {
+                    let mut path =
+                        format!("/storage/v1/b/{}/o?prefix={}", encode_component(&bucket), encode_component(&prefix));
+                    if let Some(token) = &page_token {
+                        path.push_str(&format!("&pageToken={}", encode_component(token)));
                     }
-                    Err(why) => panic!("listing gs://{bucket}/{prefix}: {why}"),
-                };
-                let items = page.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-                names.extend(items.iter().filter_map(|item| item.get("name")?.as_str().map(str::to_owned)));
-                page_token = page.get("nextPageToken").and_then(Value::as_str).map(str::to_owned);
-                if page_token.is_none() {
-                    break;
+                    let page: Value = match state.admin_request(Method::GET, &path, Bytes::new()).await {
+                        Ok((StatusCode::OK, body)) => serde_json::from_slice(&body)
+                            .unwrap_or_else(|e| panic!("listing gs://{bucket}/{prefix}: unreadable JSON: {e}")),
+                        Ok((status, body)) => {
+                            panic!("listing gs://{bucket}/{prefix}: {status} {}", String::from_utf8_lossy(&body))
+                        }
+                        Err(why) => panic!("listing gs://{bucket}/{prefix}: {why}"),
+                    };
+                    let items = page.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                    names.extend(items.iter().filter_map(|item| item.get("name")?.as_str().map(str::to_owned)));
+                    page_token = page.get("nextPageToken").and_then(Value::as_str).map(str::to_owned);
+                    if page_token.is_none() {
+                        break;
+                    }
                 }
-            }
-            names.sort();
-            names
-        })
-        .await
+                names.sort();
+                names
+            })
+            .await
     }
 
     /// Every request answered so far, in arrival order.
     pub fn requests(&self) -> Vec<LoggedRequest> {
-        let mut requests = lock(&self.state.log).clone();
-        requests.sort_by_key(|r| r.sequence);
-        requests
+        self.state.log.in_arrival_order(|r| r.sequence)
     }
 
     /// Names of the objects uploads have made exist, in the order they were
@@ -333,40 +310,14 @@ impl GcsGuard {
     }
 
     fn arm(&self, n: usize, action: FaultAction, target: FaultTarget) {
-        lock(&self.state.faults).extend(std::iter::repeat_n(Fault { action, target }, n));
-    }
-
-    /// Runs `work` on the guard's runtime, where its upstream client lives,
-    /// and waits for it from whatever runtime the caller is on.
-    async fn on_guard_runtime<T: Send + 'static>(
-        &self,
-        work: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
-        match self.runtime.spawn(work).await {
-            Ok(value) => value,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("GcsGuard runtime stopped while working: {e}"),
-        }
-    }
-}
-
-impl Drop for GcsGuard {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            // Already gone only if the server thread ended on its own.
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.server_thread.take() {
-            // A panic on the server thread was reported there already.
-            let _ = thread.join();
-        }
+        self.state.faults.arm(n, Fault { action, target });
     }
 }
 
 impl fmt::Debug for GcsGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GcsGuard")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.server.endpoint())
             .field("upstream", &self.state.upstream)
             .finish_non_exhaustive()
     }
@@ -390,11 +341,9 @@ struct GuardState {
     /// fake-gcs-server answered it, so two uploads of one name cannot both
     /// pass the check.
     object_locks: Mutex<HashMap<ObjectKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// Armed faults, in arming order.
-    faults: Mutex<VecDeque<Fault>>,
-    log: Mutex<Vec<LoggedRequest>>,
+    faults: FaultQueue<Fault>,
+    log: RequestLog<LoggedRequest>,
     finalized: Mutex<Vec<String>>,
-    next_sequence: AtomicU64,
     client: Client<HttpConnector, GuardBody>,
 }
 
@@ -475,34 +424,8 @@ struct RequestNote {
     finalized_object: bool,
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<GuardState>, mut shutdown: oneshot::Receiver<()>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => panic!("GcsGuard could not register its listener with tokio: {e}"),
-    };
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => {
-                // A failed accept (e.g. the client gave up) only loses that
-                // connection.
-                let Ok((stream, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| serve(Arc::clone(&state), request));
-                    // Errors here are connections the client or a fault
-                    // injection closed; the client sees them, not the guard.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
-    }
-}
-
 async fn serve(state: Arc<GuardState>, request: Request<Incoming>) -> Result<Response<GuardBody>, ConnectionCut> {
-    let sequence = state.next_sequence.fetch_add(1, Ordering::Relaxed);
+    let sequence = state.log.next_sequence();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let mut note = RequestNote::default();
@@ -513,7 +436,7 @@ async fn serve(state: Arc<GuardState>, request: Request<Incoming>) -> Result<Res
             lock(&state.finalized).push(name.clone());
         }
     }
-    lock(&state.log).push(LoggedRequest {
+    state.log.record(LoggedRequest {
         sequence,
         method,
         path,
@@ -566,7 +489,7 @@ impl Route {
             (true, rest)
         } else if let Some(rest) = path.strip_prefix("/upload/storage/v1/b/") {
             return match rest.strip_suffix("/o") {
-                Some(bucket) if !bucket.contains('/') => Route::Upload { bucket: decode_component(bucket, false) },
+                Some(bucket) if !bucket.contains('/') => Route::Upload { bucket: percent_decode(bucket, false) },
                 _ => Route::Unknown,
             };
         } else if let Some(rest) = path.strip_prefix("/storage/v1/b") {
@@ -580,7 +503,7 @@ impl Route {
         }
         let Some(rest) = rest.strip_prefix('/') else { return Route::Unknown };
         let (bucket, rest) = rest.split_once('/').unwrap_or((rest, ""));
-        let bucket = decode_component(bucket, false);
+        let bucket = percent_decode(bucket, false);
         match rest.split_once('/') {
             _ if rest.is_empty() && !download => Route::Bucket { bucket },
             None if rest == "o" && !download => Route::Objects { bucket },
@@ -592,9 +515,9 @@ impl Route {
                 let (name, tail) = object.split_once('/').unwrap_or((object, ""));
                 match tail.split('/').next() {
                     Some(action @ ("compose" | "copyTo" | "rewriteTo" | "acl")) if !download => {
-                        Route::ObjectAction { bucket, name: decode_component(name, false), action: action.to_owned() }
+                        Route::ObjectAction { bucket, name: percent_decode(name, false), action: action.to_owned() }
                     }
-                    _ => Route::Object { bucket, name: decode_component(object, false) },
+                    _ => Route::Object { bucket, name: percent_decode(object, false) },
                 }
             }
             _ => Route::Unknown,
@@ -681,16 +604,14 @@ async fn handle(
         }
     }
 
-    let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let client_email = match verify_bearer(&state.registry, authorization, ACCEPTED_SCOPES) {
+    let authorization = authorization_header(request.headers());
+    let client_email = match authenticate(&state.registry, authorization, ACCEPTED_SCOPES, &mut note.client_email) {
         Ok(email) => email,
         Err(failure) => {
-            note.client_email = failure_account(&failure);
             drain(request.into_body()).await;
             return Ok(auth_error(&failure));
         }
     };
-    note.client_email = Some(client_email.clone());
 
     if let Route::Object { name, .. } | Route::ObjectAction { name, .. } = &route {
         note.object_name = Some(name.clone());
@@ -970,9 +891,7 @@ async fn handle_session_request(
 impl GuardState {
     /// The first armed fault that applies to this request, disarmed.
     fn take_fault(&self, is_chunk: bool) -> Option<FaultAction> {
-        let mut faults = lock(&self.faults);
-        let index = faults.iter().position(|f| f.target == FaultTarget::AnyUpload || is_chunk)?;
-        faults.remove(index).map(|f| f.action)
+        self.faults.take_first(|f| f.target == FaultTarget::AnyUpload || is_chunk).map(|f| f.action)
     }
 
     fn is_object_creator(&self, bucket: &str, client_email: &str) -> bool {
@@ -1188,29 +1107,6 @@ fn persisted_from_range(headers: &HeaderMap) -> Option<u64> {
     Some(last + 1)
 }
 
-/// The query string's parameters, decoded (`+` is a space there).
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(query: Option<&str>) -> Query {
-        Query(
-            query
-                .unwrap_or_default()
-                .split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode_component(key, true), decode_component(value, true))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-}
-
 fn name_in_json(body: &[u8]) -> Option<String> {
     let metadata: Value = serde_json::from_slice(body).ok()?;
     metadata.get("name")?.as_str().map(str::to_owned)
@@ -1299,31 +1195,6 @@ fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
     found
 }
 
-/// Decodes `%XX` escapes (and, in query strings, `+` as a space).
-fn decode_component(text: &str, plus_is_space: bool) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        decoded.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => decoded.push(b'%'),
-                }
-            }
-            b'+' if plus_is_space => decoded.push(b' '),
-            byte => decoded.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
 /// Percent-encodes everything but RFC 3986 unreserved characters, as a path
 /// segment or query value holding an object name must be.
 fn encode_component(text: &str) -> String {
@@ -1357,7 +1228,11 @@ fn loopback_base_url(url: &str) -> Result<String, String> {
 }
 
 fn full(bytes: Bytes) -> GuardBody {
-    Full::new(bytes).map_err(|never: Infallible| match never {}).boxed()
+    boxed(Full::new(bytes))
+}
+
+fn boxed(body: Full<Bytes>) -> GuardBody {
+    body.map_err(|never: Infallible| match never {}).boxed()
 }
 
 /// Reads a request body to its end, so that an answer sent before it can go
@@ -1400,12 +1275,7 @@ fn json_body(value: &Value) -> Bytes {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<GuardBody> {
-    let mut response = Response::new(full(json_body(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
-    response
+    crate::http_double::json_response(status, body).map(boxed)
 }
 
 fn error_reply(status: StatusCode, message: &str, reason: &str) -> Response<GuardBody> {
@@ -1425,27 +1295,7 @@ fn auth_error(failure: &AuthFailure) -> Response<GuardBody> {
     let body = json!({"error": {"code": 401, "message": "Invalid Credentials", "errors": [{
         "message": "Invalid Credentials", "domain": "global", "reason": "authError",
         "locationType": "header", "location": "Authorization"}]}});
-    let mut response = json_response(StatusCode::UNAUTHORIZED, &body);
-    response.headers_mut().insert(
-        HeaderName::from_static("www-authenticate"),
-        HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
-    );
-    response
-}
-
-/// The account a refused token claimed, for the log.
-fn failure_account(failure: &AuthFailure) -> Option<String> {
-    match failure {
-        AuthFailure::UnknownAccount(email)
-        | AuthFailure::Revoked(email)
-        | AuthFailure::KeyIdMismatch(email)
-        | AuthFailure::BadSignature(email)
-        | AuthFailure::Expired(email)
-        | AuthFailure::IssuedInFuture(email)
-        | AuthFailure::LifetimeTooLong(email)
-        | AuthFailure::WrongScope { client_email: email, .. } => Some(email.clone()),
-        AuthFailure::MissingCredentials | AuthFailure::Malformed(_) | AuthFailure::UnsupportedAlgorithm(_) => None,
-    }
+    with_bearer_challenge(json_response(StatusCode::UNAUTHORIZED, &body), GOOGLE_BEARER_CHALLENGE)
 }
 
 fn permission_denied(client_email: &str, permission: &str, resource: Resource) -> Response<GuardBody> {
@@ -1484,12 +1334,6 @@ fn resume_incomplete(persisted: u64) -> Response<GuardBody> {
 /// is at fault.
 fn upstream_failure(why: &str) -> Response<GuardBody> {
     error_reply(StatusCode::BAD_GATEWAY, &format!("GcsGuard: {why}"), "backendError")
-}
-
-/// Locks `mutex`, carrying on after a panic elsewhere: every map guarded here
-/// stays consistent whatever a panicking test was doing.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -1589,9 +1433,9 @@ mod tests {
     #[test]
     fn encoding_round_trips_object_names() {
         for name in ["plain", "dir/a b+c%20.txt", "ünïcödé/名前", "100%"] {
-            assert_eq!(decode_component(&encode_component(name), false), name);
+            assert_eq!(percent_decode(&encode_component(name), false), name);
         }
-        assert_eq!(decode_component("bad%zz%4", false), "bad%zz%4");
+        assert_eq!(percent_decode("bad%zz%4", false), "bad%zz%4");
     }
 
     #[test]

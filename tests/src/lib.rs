@@ -21,6 +21,9 @@
 //!   it lacks — authentication and an Object-Creator-only permission model;
 //! - [`sheets_double`]: the project's Sheets API v4 double (tabs, grids,
 //!   atomic batchUpdate, the 10M-cell limit, sharing, 429s, tokens);
+//! - `http_double` (private): what those two share — the server on
+//!   127.0.0.1 with its own thread and runtime, the request log, armed
+//!   faults, the bearer-token check, query strings and JSON answers;
 //! - [`local_stores`]: input and staging directories for tests without the
 //!   emulator, removed when dropped;
 //! - [`synthetic_run`]: a published run of generated items, of a chosen
@@ -41,6 +44,7 @@ pub mod fault_matrix;
 pub mod fault_proxy;
 pub mod gcs_guard;
 pub mod google_keys;
+mod http_double;
 pub mod local_stores;
 pub mod parquet_fixtures;
 pub mod reference;

@@ -1,6 +1,7 @@
-//! A plain, obviously-correct implementation of DESIGN §4, written straight
-//! from the text with maps and sorts and no attention to speed. The property
-//! tests compare the optimised pipeline with it.
+//! A plain, obviously-correct implementation of docs/design.md, "Scores and
+//! ranks", written straight from the text with maps and sorts and no
+//! attention to speed. The property tests compare the optimised pipeline with
+//! it.
 
 use std::collections::{BTreeMap, HashMap};
 

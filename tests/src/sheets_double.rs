@@ -52,22 +52,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
-use tokio::sync::oneshot;
 
-use crate::google_keys::{verify_bearer, AccountRegistry, AuthFailure, TestServiceAccount};
+use crate::google_keys::{AccountRegistry, AuthFailure, TestServiceAccount};
+use crate::http_double::{
+    authenticate, authorization_header, json_response, lock, percent_decode, with_bearer_challenge, DoubleServer,
+    FaultQueue, LoopbackListener, Query, RequestLog, ServerThreads, GOOGLE_BEARER_CHALLENGE,
+};
 
 /// Scope of a token that may read and write spreadsheets (what the
 /// deliverer asks for).
@@ -281,10 +281,8 @@ impl fmt::Debug for LoggedRequest {
 /// A Sheets API v4 front end for tests; see the module documentation.
 /// Dropping it stops the server and closes its connections.
 pub struct SheetsDouble {
-    endpoint: String,
+    server: DoubleServer,
     state: Arc<DoubleState>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server_thread: Option<JoinHandle<()>>,
 }
 
 impl SheetsDouble {
@@ -295,49 +293,31 @@ impl SheetsDouble {
     /// # Panics
     /// When it cannot bind its port or start its runtime.
     pub fn start() -> SheetsDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("SheetsDouble could not bind 127.0.0.1:0");
-        let local: SocketAddr = listener.local_addr().expect("SheetsDouble listener has no local address");
-        listener.set_nonblocking(true).expect("SheetsDouble could not make its listener non-blocking");
-        let endpoint = format!("http://{local}");
-
+        let listener = LoopbackListener::bind("SheetsDouble");
         let state = Arc::new(DoubleState {
             registry: AccountRegistry::default(),
             spreadsheets: Mutex::default(),
-            faults: Mutex::default(),
-            lost_answers: Mutex::default(),
+            faults: FaultQueue::default(),
+            lost_answers: FaultQueue::default(),
             quota: Mutex::new(WriteQuota {
                 per_minute: Some(DEFAULT_WRITE_QUOTA_PER_MINUTE),
                 retry_after_secs: None,
                 recent_writes: HashMap::new(),
             }),
-            log: Mutex::default(),
-            next_sequence: AtomicU64::new(0),
+            log: RequestLog::default(),
             sheet_id_counter: AtomicU64::new(0),
         });
-
-        let (shutdown, shutdown_signal) = oneshot::channel();
         let server_state = Arc::clone(&state);
-        let server_thread = std::thread::Builder::new()
-            .name(format!("sheets-double-{}", local.port()))
-            .spawn(move || {
-                // One thread is plenty: every request is handled in memory.
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(e) => panic!("SheetsDouble could not start a tokio runtime: {e}"),
-                };
-                runtime.block_on(accept_loop(listener, server_state, shutdown_signal));
-                // Dropping the runtime here, off any async context, cancels
-                // the connection tasks and closes their sockets.
-            })
-            .expect("SheetsDouble could not spawn its server thread");
-
-        SheetsDouble { endpoint, state, shutdown: Some(shutdown), server_thread: Some(server_thread) }
+        // One thread is plenty: every request is handled in memory.
+        let server = listener
+            .serve("sheets-double", ServerThreads::One, move |request| serve(Arc::clone(&server_state), request));
+        SheetsDouble { server, state }
     }
 
     /// `http://127.0.0.1:PORT`, the base URL to use as `SHEETS_API_ENDPOINT`
     /// (requests go to `<endpoint>/v4/spreadsheets/...`).
     pub fn endpoint(&self) -> String {
-        self.endpoint.clone()
+        self.server.endpoint().to_owned()
     }
 
     /// The accounts whose tokens the double accepts (shared: registering or
@@ -523,9 +503,7 @@ impl SheetsDouble {
 
     /// Every request answered so far, in arrival order.
     pub fn requests(&self) -> Vec<LoggedRequest> {
-        let mut requests = lock(&self.state.log).clone();
-        requests.sort_by_key(|r| r.sequence);
-        requests
+        self.state.log.in_arrival_order(|r| r.sequence)
     }
 
     /// The next `n` write requests (`batchUpdate`, `values.update`,
@@ -535,7 +513,7 @@ impl SheetsDouble {
     /// [`Self::set_retry_after_secs`]; 1 s by default), 500 and 503 Google's
     /// bodies for those.
     pub fn fail_next(&self, n: usize, status: u16) {
-        lock(&self.state.faults).extend(std::iter::repeat_n(status, n));
+        self.state.faults.arm(n, status);
     }
 
     /// The next `n` write requests that succeed are applied, then answered
@@ -543,7 +521,7 @@ impl SheetsDouble {
     /// 500 after the write): a client that retries sends a write that was
     /// already applied.
     pub fn lose_next_answers(&self, n: usize, status: u16) {
-        lock(&self.state.lost_answers).extend(std::iter::repeat_n(status, n));
+        self.state.lost_answers.arm(n, status);
     }
 
     /// At most `limit` write requests per account in any rolling 60 s; more
@@ -569,22 +547,9 @@ impl SheetsDouble {
     }
 }
 
-impl Drop for SheetsDouble {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            // Already gone only if the server thread ended on its own.
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.server_thread.take() {
-            // A panic on the server thread was reported there already.
-            let _ = thread.join();
-        }
-    }
-}
-
 impl fmt::Debug for SheetsDouble {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SheetsDouble").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("SheetsDouble").field("endpoint", &self.server.endpoint()).finish_non_exhaustive()
     }
 }
 
@@ -592,13 +557,12 @@ impl fmt::Debug for SheetsDouble {
 struct DoubleState {
     registry: AccountRegistry,
     spreadsheets: Mutex<HashMap<String, Spreadsheet>>,
-    /// Statuses armed by `fail_next`, in arming order.
-    faults: Mutex<VecDeque<u16>>,
-    /// Statuses armed by `lose_next_answers`, in arming order.
-    lost_answers: Mutex<VecDeque<u16>>,
+    /// Statuses armed by `fail_next`.
+    faults: FaultQueue<u16>,
+    /// Statuses armed by `lose_next_answers`.
+    lost_answers: FaultQueue<u16>,
     quota: Mutex<WriteQuota>,
-    log: Mutex<Vec<LoggedRequest>>,
-    next_sequence: AtomicU64,
+    log: RequestLog<LoggedRequest>,
     /// Feeds [`fresh_sheet_id`].
     sheet_id_counter: AtomicU64,
 }
@@ -611,10 +575,6 @@ struct WriteQuota {
 }
 
 impl DoubleState {
-    fn take_fault(&self) -> Option<u16> {
-        lock(&self.faults).pop_front()
-    }
-
     /// Counts a write of `client_email`, or says after how many seconds one
     /// would be accepted. Refused writes do not count.
     fn take_write_slot(&self, client_email: &str) -> Result<(), u64> {
@@ -891,32 +851,6 @@ fn fresh_sheet_id(counter: &AtomicU64, workbook: &Workbook) -> i32 {
 // ---------------------------------------------------------------------------
 // HTTP
 
-async fn accept_loop(listener: TcpListener, state: Arc<DoubleState>, mut shutdown: oneshot::Receiver<()>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => panic!("SheetsDouble could not register its listener with tokio: {e}"),
-    };
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => {
-                // A failed accept (e.g. the client gave up) only loses that
-                // connection.
-                let Ok((stream, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| serve(Arc::clone(&state), request));
-                    // Errors here are connections the client closed; the
-                    // client sees them, not the double.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
-    }
-}
-
 /// What a request asks for, from its method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Operation {
@@ -995,12 +929,11 @@ struct RequestNote {
 }
 
 async fn serve(state: Arc<DoubleState>, request: Request<Incoming>) -> Result<Reply, Infallible> {
-    let sequence = state.next_sequence.fetch_add(1, Ordering::Relaxed);
+    let sequence = state.log.next_sequence();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
-    let authorization =
-        request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = authorization_header(request.headers()).map(str::to_owned);
     let declared_size =
         request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
 
@@ -1023,7 +956,7 @@ async fn serve(state: Arc<DoubleState>, request: Request<Incoming>) -> Result<Re
         Some((_, Operation::BatchUpdate)) => batch_kinds(&body),
         _ => Vec::new(),
     };
-    lock(&state.log).push(LoggedRequest {
+    state.log.record(LoggedRequest {
         sequence,
         method: method.to_string(),
         path,
@@ -1072,20 +1005,16 @@ fn handle(
     note.is_write = operation.is_write();
 
     if operation.is_write() {
-        if let Some(status) = state.take_fault() {
+        if let Some(status) = state.faults.take_next() {
             return injected_fault(state, status);
         }
     }
 
     let scopes = if operation.is_write() { WRITE_SCOPES } else { READ_SCOPES };
-    let client_email = match verify_bearer(&state.registry, authorization, scopes) {
+    let client_email = match authenticate(&state.registry, authorization, scopes, &mut note.client_email) {
         Ok(email) => email,
-        Err(failure) => {
-            note.client_email = failure_account(&failure);
-            return auth_error(&failure, &operation);
-        }
+        Err(failure) => return auth_error(&failure, &operation),
     };
-    note.client_email = Some(client_email.clone());
 
     if operation.is_write() {
         if let Err(retry_after) = state.take_write_slot(&client_email) {
@@ -1120,7 +1049,7 @@ fn handle(
     match outcome {
         Ok(answer) => {
             if operation.is_write() {
-                if let Some(status) = lock(&state.lost_answers).pop_front() {
+                if let Some(status) = state.lost_answers.take_next() {
                     return injected_fault(state, status);
                 }
             }
@@ -2276,54 +2205,6 @@ fn sheet_id_field(object: &Value) -> Result<i32, String> {
 // ---------------------------------------------------------------------------
 // Replies
 
-/// The query string's parameters, decoded (`+` is a space there).
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(query: Option<&str>) -> Query {
-        Query(
-            query
-                .unwrap_or_default()
-                .split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (percent_decode(key, true), percent_decode(value, true))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Decodes `%XX` escapes (and, in query strings, `+` as a space).
-fn percent_decode(text: &str, plus_is_space: bool) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        decoded.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => decoded.push(b'%'),
-                }
-            }
-            b'+' if plus_is_space => decoded.push(b' '),
-            byte => decoded.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
 /// Google's canonical status name for an HTTP status.
 fn canonical_status(code: u16) -> &'static str {
     match code {
@@ -2348,15 +2229,6 @@ fn error_body(code: u16, message: &str) -> Value {
     json!({"error": {"code": code, "message": message, "status": canonical_status(code)}})
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
-    response
-}
-
 fn error_reply(code: u16, message: &str) -> Reply {
     json_response(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), &error_body(code, message))
 }
@@ -2372,15 +2244,11 @@ fn auth_error(failure: &AuthFailure, operation: &Operation) -> Reply {
             "domain": "googleapis.com",
             "metadata": {"service": "sheets.googleapis.com", "method": operation.rpc_method()},
         }]);
-        let mut response = json_response(StatusCode::FORBIDDEN, &body);
-        response.headers_mut().insert(
-            HeaderName::from_static("www-authenticate"),
-            HeaderValue::from_static(
-                "Bearer realm=\"https://accounts.google.com/\", error=\"insufficient_scope\", \
-                 scope=\"https://www.googleapis.com/auth/spreadsheets\"",
-            ),
+        return with_bearer_challenge(
+            json_response(StatusCode::FORBIDDEN, &body),
+            "Bearer realm=\"https://accounts.google.com/\", error=\"insufficient_scope\", \
+             scope=\"https://www.googleapis.com/auth/spreadsheets\"",
         );
-        return response;
     }
     let message = if *failure == AuthFailure::MissingCredentials {
         "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or \
@@ -2389,27 +2257,7 @@ fn auth_error(failure: &AuthFailure, operation: &Operation) -> Reply {
         "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid \
          authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
     };
-    let mut response = error_reply(401, message);
-    response.headers_mut().insert(
-        HeaderName::from_static("www-authenticate"),
-        HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
-    );
-    response
-}
-
-/// The account a refused token claimed, for the log.
-fn failure_account(failure: &AuthFailure) -> Option<String> {
-    match failure {
-        AuthFailure::UnknownAccount(email)
-        | AuthFailure::Revoked(email)
-        | AuthFailure::KeyIdMismatch(email)
-        | AuthFailure::BadSignature(email)
-        | AuthFailure::Expired(email)
-        | AuthFailure::IssuedInFuture(email)
-        | AuthFailure::LifetimeTooLong(email)
-        | AuthFailure::WrongScope { client_email: email, .. } => Some(email.clone()),
-        AuthFailure::MissingCredentials | AuthFailure::Malformed(_) | AuthFailure::UnsupportedAlgorithm(_) => None,
-    }
+    with_bearer_challenge(error_reply(401, message), GOOGLE_BEARER_CHALLENGE)
 }
 
 /// Google's 429 for the per-user write quota, with `Retry-After`.
@@ -2445,12 +2293,6 @@ fn injected_fault(state: &DoubleState, status: u16) -> Reply {
         503 => error_reply(503, "The service is currently unavailable."),
         other => error_reply(other, "Injected by SheetsDouble::fail_next."),
     }
-}
-
-/// Locks `mutex`, carrying on after a panic elsewhere: the state guarded here
-/// stays consistent whatever a panicking test was doing.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

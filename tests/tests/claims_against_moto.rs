@@ -1,4 +1,4 @@
-//! One delivery at a time per job (DESIGN §7), against moto: eight
+//! One delivery at a time per job (docs/design.md, "Delivery rules"), against moto: eight
 //! concurrent invocations of one email job send exactly one email; eight of
 //! one S3 job deliver once, record one delivered attempt, and the other
 //! invocations succeed without writing; a live claim left by another
@@ -18,7 +18,7 @@ use popularity_reports::delivery::{parse_job_key, DeliverDeps, DeliveryOutcome, 
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const SENDER: &str = "reports@popularity.example";

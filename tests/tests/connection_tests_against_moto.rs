@@ -1,4 +1,4 @@
-//! Connection tests (DESIGN §5) of the S3 and email connectors against
+//! Connection tests (docs/design.md, "Connection tests") of the S3 and email connectors against
 //! moto. The S3 probe runs under IAM enforcement (the second server), once
 //! per grant a customer may give: the three grants of the
 //! popularity-reports page pass and leave nothing; without
@@ -14,13 +14,13 @@ use integration_tests::customer::{
 };
 use integration_tests::delivery::{create_raw_secret, pinned_now, staging_store, unique_tenant_prefix};
 use integration_tests::{fresh_bucket, moto_auth_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
-use popularity_reports::delivery::connection_test::{ConnectionTestRequest, ConnectionTestResult};
+use popularity_reports::delivery::connection_probe::{ConnectionTestRequest, ConnectionTestResult};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{connection_test_key, DeliverDeps, Deliverer, JobKind};
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const SENDER: &str = "reports@popularity.example";
@@ -49,7 +49,7 @@ async fn run_probe<D: Deliverer>(
 fn check<'r>(
     result: &'r ConnectionTestResult,
     name: &str,
-) -> &'r popularity_reports::delivery::connection_test::ConnectionCheck {
+) -> &'r popularity_reports::delivery::connection_probe::ConnectionCheck {
     result.checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no {name} check in {result:?}"))
 }
 

@@ -23,7 +23,7 @@ use integration_tests::reports::gunzip;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
-use popularity_reports::delivery::files::DestinationManifest;
+use popularity_reports::delivery::destination_files::DestinationManifest;
 use popularity_reports::delivery::{DeliverDeps, JobDisposition, JobError};
 use popularity_reports::delivery::{DeliveryOutcome, DeliveryStatus, JobKind};
 use popularity_reports::domain::ReportKind;
@@ -31,7 +31,7 @@ use popularity_reports::handlers::deliver::{handle_deliverer_event, DeliverError
 use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps};
 use popularity_reports::manifest::RunManifest;
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const OUR_ACCOUNT: &str = "123456789012";

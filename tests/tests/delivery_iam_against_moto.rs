@@ -21,7 +21,7 @@ use popularity_reports::domain::RunId;
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectStore};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Delta feeds (DESIGN §5) end to end against moto's server, through the
+//! Delta feeds (docs/design.md, "Delta feeds") end to end against moto's server, through the
 //! real handlers: rank ranks Parquet input from a data bucket, fanout plans
 //! each feed's delivery, deliver-s3 and deliver-email deliver it.
 //!
@@ -28,7 +28,7 @@ use integration_tests::reports::{gunzip, sha256_hex};
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
-use popularity_reports::delivery::files::DestinationManifest;
+use popularity_reports::delivery::destination_files::DestinationManifest;
 use popularity_reports::delivery::{DeliverDeps, DeliveryJob, DeliveryOutcome, DeliveryStatus, JobDisposition};
 use popularity_reports::delta::FileKind;
 use popularity_reports::domain::{ReportKind, RunId};
@@ -38,7 +38,7 @@ use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
 use popularity_reports::manifest::{DeliveryMode, RunManifest};
 use popularity_reports::rank::RankSettings;
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const SENDER: &str = "reports@popularity.example";

@@ -24,7 +24,7 @@ use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSign
 use popularity_reports::delivery::{DeliverDeps, DeliveryOutcome, JobDisposition};
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const SENDER: &str = "reports@popularity.example";

@@ -52,7 +52,7 @@ use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::manifest::RunManifest;
 use popularity_reports::store::{s3_client, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const OUR_ACCOUNT: &str = "123456789012";
@@ -165,7 +165,7 @@ async fn status_of(staging: &S3Store, tenant: &str, feed: &str) -> Option<Delive
 async fn deliver_as_lambda<D, S, T>(deps: &DeliverDeps<S, T, D>, job_key: &str) -> (usize, Option<String>)
 where
     S: ObjectStore,
-    T: popularity_reports::tenant_directory::TenantDirectory,
+    T: popularity_reports::tenant::directory::TenantDirectory,
     D: Deliverer,
 {
     let invoked =

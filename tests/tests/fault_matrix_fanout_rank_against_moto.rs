@@ -60,7 +60,7 @@ use popularity_reports::manifest::RunManifest;
 use popularity_reports::rank::RankSettings;
 use popularity_reports::sample::{self, SampleSpec};
 use popularity_reports::store::{s3_client, ObjectSink, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 /// The table's outcome and cause columns: what the function left, and the

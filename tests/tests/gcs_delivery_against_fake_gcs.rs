@@ -20,9 +20,10 @@ use integration_tests::gcs_guard::GcsGuard;
 use integration_tests::google_keys::TestServiceAccount;
 use integration_tests::reports::{parse_part, sha256_hex};
 use integration_tests::{gcs_emulator_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
-use popularity_reports::delivery::connection_test::{run_connection_test, ConnectionTestRequest, ConnectionTestResult};
+use popularity_reports::delivery::connection_probe::{ConnectionTestRequest, ConnectionTestResult};
 use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
-use popularity_reports::delivery::files::DestinationManifest;
+use popularity_reports::delivery::destination_files::DestinationManifest;
+use popularity_reports::delivery::probe_runner::run_connection_test;
 use popularity_reports::delivery::{
     connection_test_key, deliver_job, parse_connection_test_key, parse_job_key, DeliverDeps, DeliveryOutcome,
     DeliveryStatus, JobDisposition, JobKind,
@@ -30,7 +31,7 @@ use popularity_reports::delivery::{
 use popularity_reports::domain::{Compression, Encoding, ReportKind};
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const ROWS: u64 = 2_500;
@@ -229,7 +230,8 @@ async fn a_wrong_key_a_wrong_bucket_and_a_bucket_not_shared_are_named_and_retrie
     let mut not_shared = scene.connector();
     not_shared["serviceAccountJson"] = unshared.key_json();
 
-    // Each its own prefix: three feeds into one folder would collide (DESIGN §7).
+    // Each its own prefix: three feeds into one folder would collide
+    // (docs/design.md, "Delivery rules").
     for (connector, prefix) in [(&mut wrong_key, "a/"), (&mut wrong_bucket, "b/"), (&mut not_shared, "c/")] {
         connector["prefix"] = prefix.into();
     }

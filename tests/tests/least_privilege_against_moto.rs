@@ -67,7 +67,7 @@ use popularity_reports::handlers::rank::{handle_schedule_event, RankDeps};
 use popularity_reports::handlers::sweeper::{handle_sweep, SweepResponse, SweeperDeps};
 use popularity_reports::sample::{self, SampleSpec};
 use popularity_reports::store::{s3_client, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::{json, Value};
 
 const OUR_ACCOUNT: &str = "123456789012";

@@ -19,13 +19,13 @@ use integration_tests::delivery::{
 use integration_tests::fault_proxy::FaultProxy;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
-use popularity_reports::delivery::files::DestinationManifest;
+use popularity_reports::delivery::destination_files::DestinationManifest;
 use popularity_reports::delivery::{DeliverDeps, DeliveryOutcome, DeliveryStatus, JobDisposition, JobError};
 use popularity_reports::handlers::deliver::{handle_deliverer_event, DeliverError};
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::manifest::RunManifest;
 use popularity_reports::store::{s3_client, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const CUSTOMER_ACCOUNT: &str = "444444444444";

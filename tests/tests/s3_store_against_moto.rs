@@ -20,8 +20,8 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config};
 use popularity_reports::store::{
-    s3_client, upload_from_blocking, ObjectEntry, ObjectSink, ObjectStore, ObjectUpload, PutOutcome, S3Store,
-    StoreError, UPLOAD_CHUNK_BYTES,
+    s3_client, upload_from_blocking, ObjectEntry, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, PutOutcome,
+    S3Store, StoreError, UPLOAD_CHUNK_BYTES,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -418,4 +418,69 @@ async fn an_upload_into_a_bucket_that_does_not_exist_fails_naming_the_key() {
     let err = small.finish().await.unwrap_err();
     assert!(matches!(err, StoreError::S3 { operation: "PutObject", .. }), "{err}");
     assert!(err.to_string().contains("s3://no-such-bucket-for-s3-store-tests/x/small.bin"), "{err}");
+}
+
+/// Log lines written while a test runs, for the assertion that none is a warning.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A current-thread runtime, so the subscriber set for this thread sees
+/// every log line of the SDK's request futures.
+#[tokio::test]
+async fn reading_an_object_uploaded_in_parts_logs_no_checksum_warning() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (store, client) = fresh_store("part-level", "").await;
+    let body = patterned(2 * UPLOAD_CHUNK_BYTES + 17);
+    let mut upload = store.start_upload("plays/part-0.parquet", "application/octet-stream").await.unwrap();
+    upload.write(Bytes::copy_from_slice(&body)).await.unwrap();
+    upload.finish().await.unwrap();
+    let tag = etag(&client, store.bucket(), "plays/part-0.parquet").await;
+    assert!(tag.ends_with("-3"), "ETag {tag}: expected an object of three parts");
+    // The object's checksum is one of parts (`<crc>-3`): the SDK cannot
+    // validate it and would say so once per object read.
+    let raw = client
+        .get_object()
+        .bucket(store.bucket())
+        .key("plays/part-0.parquet")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert!(raw.checksum_crc32().is_some_and(|crc| crc.ends_with("-3")), "checksum {:?}", raw.checksum_crc32());
+    assert!(log.text().contains("part-level checksum"), "the plain client warns: {}", log.text());
+    log.0.lock().unwrap().clear();
+
+    assert!(store.get("plays/part-0.parquet").await.unwrap() == body);
+    assert!(store.get_versioned("plays/part-0.parquet").await.unwrap().body == body);
+    let mut reader = store.open("plays/part-0.parquet").await.unwrap();
+    let mut streamed = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await.unwrap() {
+        streamed.extend_from_slice(&chunk);
+    }
+    assert!(streamed == body);
+    assert_eq!(log.text(), "", "the store's reads log no warning");
 }

@@ -24,7 +24,7 @@ use popularity_reports::handlers::deliver::{handle_deliverer_event, DeliverError
 use popularity_reports::handlers::fanout::{handle_manifest_event, FanoutDeps};
 use popularity_reports::sdk_config::SdkTimeouts;
 use popularity_reports::store::{s3_client, ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants, TenantDirectory};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants, TenantDirectory};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 

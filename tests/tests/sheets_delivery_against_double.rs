@@ -21,8 +21,9 @@ use integration_tests::delivery::{
 use integration_tests::google_keys::TestServiceAccount;
 use integration_tests::sheets_double::{SheetsDouble, TabSpec};
 use integration_tests::{moto_endpoint, sdk_config, unique_bucket_name};
-use popularity_reports::delivery::connection_test::{run_connection_test, ConnectionTestRequest, ConnectionTestResult};
+use popularity_reports::delivery::connection_probe::{ConnectionTestRequest, ConnectionTestResult};
 use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
+use popularity_reports::delivery::probe_runner::run_connection_test;
 use popularity_reports::delivery::{
     connection_test_key, deliver_job, parse_connection_test_key, parse_job_key, DeliverDeps, DeliveryOutcome,
     DeliveryStatus, JobDisposition, JobKind,
@@ -30,7 +31,7 @@ use popularity_reports::delivery::{
 use popularity_reports::domain::{ReportKind, RunId};
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{ObjectSink, ObjectStore, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::{json, Value};
 
 const ROWS: u64 = 2_500;

@@ -1,4 +1,4 @@
-//! The sweeper against moto (DESIGN §7, failures that heal): a delivery
+//! The sweeper against moto (docs/design.md, "Delivery rules", failures that heal): a delivery
 //! that failed because the customer's bucket was missing is re-driven —
 //! its job object re-written with the same bytes — once the deliverer's own
 //! retries are over, and ends delivered after the customer creates the
@@ -28,7 +28,7 @@ use popularity_reports::store::{
     s3_client, ConditionalPut, ObjectEntry, ObjectSink, ObjectStore, S3Reader, S3Store, S3Upload, StoreError,
     UploadReceipt, VersionedObject, WriteCondition,
 };
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
 
 const JSON: &str = "application/json";

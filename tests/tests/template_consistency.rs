@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
 use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig, SheetsConfig, SweeperConfig};
-use popularity_reports::delivery::registry::DELIVERER_FUNCTIONS;
+use popularity_reports::connector_registry::DELIVERER_FUNCTIONS;
 use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
 use yaml::Yaml;
 

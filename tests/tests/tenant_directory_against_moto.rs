@@ -10,10 +10,10 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::Client;
 use integration_tests::{moto_endpoint, sdk_config, unique_bucket_name};
-use popularity_reports::tenant::{Connector, Plan};
-use popularity_reports::tenant_directory::{
+use popularity_reports::tenant::directory::{
     put_tenant_secret, DirectoryError, SecretsManagerTenants, TenantDirectory, TenantEntryError,
 };
+use popularity_reports::tenant::{Connector, Plan};
 use tokio::task::JoinSet;
 
 const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";

@@ -12,7 +12,7 @@ use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
 use popularity_reports::sdk_config::load_sdk_config;
 use popularity_reports::store::{s3_client, S3Store};
-use popularity_reports::tenant_directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -1,33 +1,29 @@
-//! One delivery attempt at one job, the same for every connector (DESIGN
-//! §7): read the status — `delivered` ends it, a live claim of another
-//! attempt ends it too, both without writing anything — then claim the job
-//! with a conditional write, re-read the job, the run manifest and the
-//! tenant secret (jobs hold no credentials), let the connector's
-//! [`Deliverer`] deliver — recording, over the claim, each part it delivers
-//! and skipping those an earlier attempt recorded ([`crate::delivery::resume`])
-//! — and record the outcome over the claim. A transient
-//! failure returns an error so the asynchronous invocation is retried; a
-//! permanent one is recorded as `invalid` and returns normally.
+//! One delivery attempt at one job, the same for every connector
+//! (docs/design.md, "Delivery rules"): read the status — `delivered` ends it,
+//! a live claim of another attempt ends it too, both without writing anything
+//! — then claim the job with a conditional write, re-read the job, the run
+//! manifest and the tenant secret (jobs hold no credentials), let the
+//! connector's [`Deliverer`] deliver — recording, over the claim, each part
+//! it delivers and skipping those an earlier attempt recorded
+//! ([`crate::delivery::resume`]) — and record the outcome over the claim. A
+//! transient failure returns an error so the asynchronous invocation is
+//! retried; a permanent one is recorded as `invalid` and returns normally.
 
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use tracing::{error, info, instrument, warn};
 
-use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::{load_connector, DeliverDeps, Deliverer};
 use crate::delivery::error::DeliveryError;
-use crate::delivery::job::{DeliveryJob, DeliveryPlan};
+use crate::delivery::job::DeliveryPlan;
 use crate::delivery::keys::JobKeyParts;
-use crate::delivery::registry::JobKind;
 use crate::delivery::resume::{PartLedger, StatusLedger};
 use crate::delivery::staging::{DeliveryStaging, Recorded};
 use crate::delivery::status::{AttemptResult, DeliveredObject, DeliveryOutcome};
-use crate::manifest::RunManifest;
 use crate::store::{ObjectStore, StoreError};
-use crate::tenant::{Connector, TenantConfig};
-use crate::tenant_directory::TenantDirectory;
+use crate::tenant::directory::TenantDirectory;
 
 /// How long a claim lasts when the invocation's deadline is not known (the
 /// CLI): the deliverer functions' timeout.
@@ -35,43 +31,6 @@ pub const DEFAULT_CLAIM_SECONDS: i64 = 900;
 /// A claim outlives the invocation's deadline by this much, for the clock
 /// difference between Lambda and S3.
 pub const CLAIM_MARGIN_SECONDS: i64 = 30;
-
-/// Delivers jobs of one kind, and probes connectors of that kind.
-pub trait Deliverer: Send + Sync {
-    /// The `jobs/<kind>/` and `connection-tests/<kind>/` this deliverer serves.
-    fn kind(&self) -> JobKind;
-
-    /// Delivers the job; returns every object written (or skipped), the
-    /// destination's `_manifest.json` (or its equivalent) last. A deliverer
-    /// of files may skip the parts `ledger` says an earlier attempt
-    /// delivered, and records in it each part it delivers.
-    fn deliver<L: PartLedger>(
-        &self,
-        job: &DeliveryJob,
-        tenant: &TenantConfig,
-        connector: &Connector,
-        manifest: &RunManifest,
-        ledger: &L,
-    ) -> impl Future<Output = Result<Vec<DeliveredObject>, DeliveryError>> + Send;
-
-    /// Probes the connector with the permissions the customer granted and
-    /// nothing more (DESIGN §5, connection tests).
-    fn test_connection(
-        &self,
-        request: &ConnectionTestRequest,
-        tenant: &TenantConfig,
-        connector: &Connector,
-    ) -> impl Future<Output = ConnectionTestReport> + Send;
-}
-
-/// What a deliverer function needs besides its [`Deliverer`].
-pub struct DeliverDeps<S, T, D> {
-    pub staging: S,
-    pub tenants: T,
-    pub deliverer: D,
-    /// The clock; tests pin it.
-    pub now: fn() -> DateTime<Utc>,
-}
 
 /// What became of one job in one invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -272,51 +231,6 @@ where
     }
 }
 
-/// The tenant and connector a job or a connection test names, re-read from
-/// the tenant's secret, or why there is nothing to do: `Err(Ok(reason))` to
-/// skip (the secret is gone or the tenant disabled), `Err(Err(error))` when
-/// it fails.
-pub(crate) async fn load_connector<T: TenantDirectory>(
-    tenants: &T,
-    tenant_id: &str,
-    connector_name: &str,
-    expected_type: Option<&str>,
-) -> Result<(TenantConfig, Connector), Result<String, DeliveryError>> {
-    let entry = match tenants.load_tenant(tenant_id).await {
-        Ok(Some(entry)) => entry,
-        Ok(None) => {
-            return Err(Ok(format!(
-                "the secret of tenant {tenant_id:?} no longer exists (deleted, or scheduled for deletion); \
-                 nothing was delivered"
-            )))
-        }
-        Err(error) => return Err(Err(error.into())),
-    };
-    let tenant = match entry.config {
-        Ok(tenant) => tenant,
-        Err(error) => {
-            let message = error.describe(&entry.secret_name);
-            warn!(%message, "this tenant cannot be served");
-            return Err(Err(DeliveryError::InvalidTenant(message)));
-        }
-    };
-    if !tenant.enabled {
-        return Err(Ok("the tenant is disabled (\"enabled\": false); nothing was delivered".to_owned()));
-    }
-    let Some(connector) = tenant.connectors.get(connector_name).cloned() else {
-        return Err(Err(DeliveryError::InvalidTenant(format!(
-            "the tenant secret has no connector {connector_name:?}; nothing was delivered"
-        ))));
-    };
-    if let Some(expected) = expected_type.filter(|expected| *expected != connector.kind().type_name()) {
-        return Err(Err(DeliveryError::InvalidTenant(format!(
-            "connector {connector_name:?} changed type from {expected} to {} since fanout; nothing was delivered",
-            connector.kind()
-        ))));
-    }
-    Ok((tenant, connector))
-}
-
 /// A delivery's result as the status records it.
 pub(crate) fn attempt_result(result: Result<Vec<DeliveredObject>, DeliveryError>) -> AttemptResult {
     match result {
@@ -375,14 +289,19 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+    use crate::connector_registry::JobKind;
+    use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+    use crate::delivery::job::DeliveryJob;
     use crate::delivery::keys::status_key;
     use crate::delivery::status::DeliveryStatus;
     use crate::domain::RunId;
     use crate::handlers::deliver::{handle_deliverer_event, DeliverError};
     use crate::manifest::run_manifest_key;
+    use crate::manifest::RunManifest;
     use crate::store::{LocalDirStore, ObjectSink};
+    use crate::tenant::directory::InMemoryTenants;
     use crate::tenant::parse_tenant_secret;
-    use crate::tenant_directory::InMemoryTenants;
+    use crate::tenant::{Connector, TenantConfig};
 
     const PREFIX: &str = "popularity-reports/tenants/";
 
@@ -412,10 +331,9 @@ mod tests {
                 return Err(if self.permanent {
                     DeliveryError::CannotFit { reason: format!("never fits (attempt {})", call + 1) }
                 } else {
-                    DeliveryError::Mail(crate::delivery::connectors::email::MailError {
-                        from: "reports@x.example".into(),
-                        detail: format!("SES throttled attempt {}", call + 1),
-                    })
+                    DeliveryError::Connector(crate::delivery::error::ConnectorFailure::transient(
+                        std::io::Error::other(format!("SES throttled attempt {}", call + 1)),
+                    ))
                 });
             }
             Ok(vec![DeliveredObject::new(format!("sent/{}", job.feed_id), 1, "00".repeat(32))])

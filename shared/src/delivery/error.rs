@@ -1,5 +1,5 @@
 //! Why a delivery attempt failed, typed so that it says whether a retry can
-//! help (DESIGN §7). Permanent errors — an invalid job, tenant secret or run
+//! help (docs/design.md, "Delivery rules"). Permanent errors — an invalid job, tenant secret or run
 //! manifest, a report the run does not have, a destination that can never
 //! fit the data — are recorded as `invalid` and the invocation succeeds, so
 //! nothing retries what cannot work. Everything else is transient —
@@ -7,10 +7,10 @@
 //! which the customer can fix — recorded as `failed` and retried. Messages
 //! name the object or connector concerned and never a credential.
 
-use crate::delivery::connectors::email::{LinkError, MailError};
-use crate::delivery::connectors::sheets::SheetsError;
+use std::fmt;
+
 use crate::store::StoreError;
-use crate::tenant_directory::DirectoryError;
+use crate::tenant::directory::DirectoryError;
 use crate::transfer::TransferError;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +56,61 @@ pub enum DeliveryError {
         #[source]
         source: StoreError,
     },
+    /// A connector's own failure (mail, links, a Google API), which the
+    /// connector classified when it mapped it here.
     #[error(transparent)]
-    Mail(#[from] MailError),
-    #[error(transparent)]
-    Links(#[from] LinkError),
-    #[error(transparent)]
-    Sheets(#[from] SheetsError),
+    Connector(ConnectorFailure),
+}
+
+/// A failure of one connector's own machinery, as the connector mapped it:
+/// the delivery core keeps the error as its source and knows only whether a
+/// retry can help. Each connector converts its error types into this
+/// (`impl From<MailError> for DeliveryError` beside `MailError`), so the
+/// core never names a connector's types. Displays as its source does.
+#[derive(Debug)]
+pub struct ConnectorFailure {
+    permanent: bool,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl ConnectorFailure {
+    /// Retrying the same job can never succeed (recorded as `invalid`).
+    pub fn permanent(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ConnectorFailure { permanent: true, source: Box::new(source) }
+    }
+
+    /// A retry may succeed (recorded as `failed`, then retried).
+    pub fn transient(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ConnectorFailure { permanent: false, source: Box::new(source) }
+    }
+
+    /// As the connector's own error says.
+    pub fn classified(permanent: bool, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ConnectorFailure { permanent, source: Box::new(source) }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The connector's own error, for a caller that knows its type.
+    pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.source.as_ref()
+    }
+}
+
+impl fmt::Display for ConnectorFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+/// Transparent, as `#[error(transparent)]` would be: the chain goes on with
+/// the source's own source, so the message is not printed twice.
+impl std::error::Error for ConnectorFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
 }
 
 impl DeliveryError {
@@ -76,13 +125,11 @@ impl DeliveryError {
             | DeliveryError::CannotFit { .. } => true,
             DeliveryError::Transfer(error) => error.is_permanent(),
             DeliveryError::Delta(error) => error.is_permanent(),
-            DeliveryError::Links(error) => error.is_permanent(),
-            DeliveryError::Sheets(error) => error.is_permanent(),
+            DeliveryError::Connector(failure) => failure.is_permanent(),
             DeliveryError::Staging { .. }
             | DeliveryError::ClaimLost { .. }
             | DeliveryError::Directory(_)
-            | DeliveryError::Destination { .. }
-            | DeliveryError::Mail(_) => false,
+            | DeliveryError::Destination { .. } => false,
         }
     }
 }

@@ -1,16 +1,17 @@
-//! The job object `jobs/<kind>/<runId>/<tenantId>/<feedId>.json` (DESIGN §5,
-//! §7) that fanout writes per due feed and a deliverer acts on. A job must
-//! never hold a credential: it names the tenant and connector, and the
-//! deliverer re-reads the tenant secret, so nothing secret is ever stored in,
-//! or logged from, the bucket. Nor does a job choose which run it delivers:
-//! the run manifest is always `manifests/<runId>.json` of the job's own run.
-//! Pure types and functions, no I/O.
+//! The job object `jobs/<kind>/<runId>/<tenantId>/<feedId>.json`
+//! (docs/design.md, "Reports and layouts" and "Delivery rules") that fanout
+//! writes per due feed and a deliverer acts on. A job must never hold a
+//! credential: it names the tenant and connector, and the deliverer re-reads
+//! the tenant secret, so nothing secret is ever stored in, or logged from,
+//! the bucket. Nor does a job choose which run it delivers: the run manifest
+//! is always `manifests/<runId>.json` of the job's own run. Pure types and
+//! functions, no I/O.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::connector_registry::{ConnectorKind, JobKind};
 use crate::delivery::keys::{job_key, status_key, JobKeyParts};
-use crate::delivery::registry::{ConnectorKind, JobKind};
 use crate::domain::{Compression, Encoding, Format, ReportKind, RunId};
 use crate::manifest::DeliveryMode;
 use crate::tenant::{Feed, TenantConfig};
@@ -44,7 +45,7 @@ pub struct DeliveryJob {
     pub created_at: DateTime<Utc>,
 }
 
-/// What one delivery of a run holds (DESIGN §5, "Delta feeds"): the whole
+/// What one delivery of a run holds (docs/design.md, "Delta feeds"): the whole
 /// reports, or what changed since `base_run_id`. Fanout decides it from
 /// status objects and manifests alone, so a repeated fanout decides the
 /// same; the job and then the status carry it.

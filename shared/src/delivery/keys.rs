@@ -1,4 +1,4 @@
-//! The staging keys deliveries are made of (DESIGN §5): job objects
+//! The staging keys deliveries are made of (docs/design.md, "Reports and layouts"): job objects
 //! `jobs/<kind>/<runId>/<tenantId>/<feedId>.json`, status objects
 //! `status/<runId>/<tenantId>/<feedId>.json`, connection-test requests
 //! `connection-tests/<kind>/<requestId>/<tenantId>/<connectorName>.json` and
@@ -8,7 +8,7 @@
 
 use std::string::FromUtf8Error;
 
-use crate::delivery::registry::{JobKind, UnknownJobKind};
+use crate::connector_registry::{JobKind, UnknownJobKind};
 use crate::domain::RunId;
 use crate::tenant::is_safe_id;
 

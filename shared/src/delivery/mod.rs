@@ -1,42 +1,50 @@
 //! Delivery: everything between a published run and a tenant's destination
-//! (DESIGN §5–§7), in one place. Fanout decides which feeds are due and
-//! writes their jobs; each deliverer function claims a job, delivers it
-//! through its connector and records the outcome; connection tests probe a
-//! connector with the customer's grants.
+//! (docs/design.md, "Reports and layouts", "Tenants" and "Delivery rules"),
+//! in one place. Fanout decides which feeds are due and writes their jobs;
+//! each deliverer function claims a job, delivers it through its connector
+//! and records the outcome; connection tests probe a connector with the
+//! customer's grants.
 //!
-//! Layout:
-//! - [`registry`]: connector types → job kinds → deliverer functions, the one table;
+//! Layout, from the bottom up (a module imports only those above it in
+//! this list, and the connector registry and tenant model below delivery):
 //! - [`keys`]: staging key layouts and S3 event key decoding;
 //! - [`job`], [`status`]: the job and status objects (claims included);
+//! - [`error`]: delivery errors that say permanent or transient, and the
+//!   [`ConnectorFailure`](error::ConnectorFailure) a connector maps its own errors into;
 //! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
-//! - [`error`]: delivery errors that say permanent or transient;
-//! - [`attempt`]: one attempt at one job, the same for every connector;
 //! - [`resume`]: the parts earlier attempts of a job delivered, and when a retry skips them;
-//! - [`redrive`]: re-driving deliveries whose own retries are over (the sweeper, `popularity redeliver`);
-//! - [`files`]: a run's reports (or their deltas) as files at a destination, `_manifest.json` last;
-//! - [`conflicts`]: feeds that would write one destination, tenants sharing an externalId;
-//! - [`connection_test`]: connection-test requests, probes' reports, results;
+//! - [`destination_files`]: a run's reports (or their deltas) as files at a
+//! destination, `_manifest.json` last;
+//! - [`connection_probe`]: connection-test requests, the checks of a probe, results;
+//! - [`deliverer`]: the [`Deliverer`] trait every connector kind implements, and its dependencies;
+//! - [`attempt`]: one attempt at one job, the same for every connector;
+//! - [`probe_runner`]: answering one connection-test request;
+//! - [`redrive`]: re-driving deliveries whose own retries are over (the
+//! sweeper, `popularity redeliver`);
 //! - [`connectors`]: one module per connector kind, its deliverer beside its adapter.
 //!
-//! Adding a connector kind: a row in [`registry`], a module in
-//! [`connectors`], a function crate under `functions/`, and its template entry.
+//! Adding a connector kind: a row in [`crate::connector_registry`], a module
+//! in [`connectors`], a function crate under `functions/`, and its template
+//! entry.
 
 pub mod attempt;
-pub mod conflicts;
-pub mod connection_test;
+pub mod connection_probe;
 pub mod connectors;
+pub mod deliverer;
+pub mod destination_files;
 pub mod error;
-pub mod files;
 pub mod job;
 pub mod keys;
+pub mod probe_runner;
 pub mod redrive;
-pub mod registry;
 pub mod resume;
 pub mod staging;
 pub mod status;
 
-pub use attempt::{deliver_job, DeliverDeps, Deliverer, JobDisposition, JobError, JobReport};
-pub use error::DeliveryError;
+pub use crate::connector_registry::{ConnectorKind, JobKind, UnknownJobKind};
+pub use attempt::{deliver_job, JobDisposition, JobError, JobReport};
+pub use deliverer::{DeliverDeps, Deliverer};
+pub use error::{ConnectorFailure, DeliveryError};
 pub use job::{decode_job, DeliveryJob, DeliveryPlan, JobDecodeError, UnknownConnector, DELIVERY_JOB_SCHEMA_VERSION};
 pub use keys::{
     connection_test_key, connection_test_result_key, decode_s3_event_key, job_key, parse_connection_test_key,
@@ -44,7 +52,6 @@ pub use keys::{
     JobKeyParts, KeyError, CONNECTION_TESTS_PREFIX, CONNECTION_TEST_RESULTS_PREFIX, JOBS_PREFIX, STATUS_PREFIX,
     TENANT_STATUS_FEED_ID,
 };
-pub use registry::{ConnectorKind, JobKind, UnknownJobKind};
 pub use staging::{DeliveryStaging, StatusRecord, UnusableStatus};
 pub use status::{
     Attempt, AttemptResult, Claim, DeliveredObject, DeliveredPart, DeliveryOutcome, DeliveryStatus, PartOrigin,

@@ -1,4 +1,4 @@
-//! Failures that heal (DESIGN §7): a delivery whose deliverer's own retries
+//! Failures that heal (docs/design.md, "Delivery rules"): a delivery whose deliverer's own retries
 //! are over — `failed`, or claimed by an attempt that was killed before it
 //! recorded an outcome, or never started at all (its event was lost or
 //! expired in Lambda's queue) — is re-driven by re-writing its job object
@@ -16,8 +16,8 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::connector_registry::JobKind;
 use crate::delivery::keys::{parse_job_key, JobKeyParts, JOBS_PREFIX};
-use crate::delivery::registry::JobKind;
 use crate::delivery::staging::DeliveryStaging;
 use crate::delivery::status::{DeliveryOutcome, DeliveryStatus};
 use crate::domain::RunId;

@@ -1,5 +1,5 @@
 //! Resuming a file delivery where an earlier attempt of the same job left it
-//! (DESIGN §7): the attempt that holds the claim records each report part in
+//! (docs/design.md, "Delivery rules"): the attempt that holds the claim records each report part in
 //! the job's status object as soon as the part is complete at the
 //! destination (`deliveredParts`, a conditional write over its claim), and a
 //! later attempt — a Lambda retry, the sweeper, `popularity redeliver` —

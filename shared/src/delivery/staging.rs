@@ -1,8 +1,8 @@
-//! The staging bucket as deliveries see it (DESIGN §5, §7): a narrow,
-//! domain-named port over [`ObjectStore`] that reads run manifests, jobs and
-//! status objects, claims a job, records the parts an attempt delivers and
-//! its outcome with conditional writes, and creates job and status objects
-//! only if absent.
+//! The staging bucket as deliveries see it (docs/design.md, "Reports and
+//! layouts" and "Delivery rules"): a narrow, domain-named port over
+//! [`ObjectStore`] that reads run manifests, jobs and status objects, claims
+//! a job, records the parts an attempt delivers and its outcome with
+//! conditional writes, and creates job and status objects only if absent.
 //! This is the one place a status object is read, so every caller — fanout,
 //! the deliverers, `popularity status` — treats an unreadable one the same
 //! way: a status whose body does not decode is *damaged* (reported as such,

@@ -1,12 +1,13 @@
-//! The status object `status/<runId>/<tenantId>/<feedId>.json` (DESIGN §5,
-//! §7): every attempt at one job, where the latest left it, and the claim of
-//! the attempt under way. One invocation at a time delivers a job: it first
-//! writes a claim (outcome `in-progress`, with the moment it expires — when
-//! the invocation's time is up) by a conditional write, and records its
-//! outcome over that claim the same way; `delivered` is final. While it
-//! holds the claim, an attempt that delivers files records each part as it
-//! completes (`deliveredParts`), so a later attempt of the same job can skip
-//! it ([`crate::delivery::resume`]). Pure types, no I/O:
+//! The status object `status/<runId>/<tenantId>/<feedId>.json`
+//! (docs/design.md, "Reports and layouts" and "Delivery rules"): every
+//! attempt at one job, where the latest left it, and the claim of the attempt
+//! under way. One invocation at a time delivers a job: it first writes a
+//! claim (outcome `in-progress`, with the moment it expires — when the
+//! invocation's time is up) by a conditional write, and records its outcome
+//! over that claim the same way; `delivered` is final. While it holds the
+//! claim, an attempt that delivers files records each part as it completes
+//! (`deliveredParts`), so a later attempt of the same job can skip it
+//! ([`crate::delivery::resume`]). Pure types, no I/O:
 //! [`crate::delivery::staging`] reads and writes them.
 
 use chrono::{DateTime, Utc};
@@ -288,7 +289,8 @@ impl DeliveryStatus {
         status
     }
 
-    /// Whether the job is done: a deliverer that finds this does nothing (DESIGN §7).
+    /// Whether the job is done: a deliverer that finds this does nothing
+    /// (docs/design.md, "Delivery rules").
     pub fn is_delivered(&self) -> bool {
         self.outcome == DeliveryOutcome::Delivered
     }

@@ -12,13 +12,13 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use tracing::{instrument, warn};
 
-use crate::delivery::connection_test::{run_connection_test, ConnectionTestError, ConnectionTestOutcome};
+use crate::delivery::probe_runner::{run_connection_test, ConnectionTestError, ConnectionTestOutcome};
 use crate::delivery::{
     decode_s3_event_key, deliver_job, parse_deliverer_key, DeliverDeps, Deliverer, DelivererKey, JobError, JobKind,
     JobReport, KeyError,
 };
 use crate::store::ObjectStore;
-use crate::tenant_directory::TenantDirectory;
+use crate::tenant::directory::TenantDirectory;
 
 /// The function's result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

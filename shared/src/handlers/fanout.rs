@@ -1,4 +1,4 @@
-//! The `fanout` function (DESIGN §2, §7): the creation of
+//! The `fanout` function (docs/design.md, "Shape" and "Delivery rules"): the creation of
 //! `manifests/<runId>.json` starts it; it reads every tenant secret and
 //! writes one job object per (tenant, feed) that is due, each with a
 //! conditional create, so a repeated event creates nothing new. Whatever
@@ -20,7 +20,6 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
-use crate::delivery::conflicts::{conflicts_across, own_bucket_refusal, FeedDestination};
 use crate::delivery::staging::ManifestError;
 use crate::delivery::{
     decode_s3_event_key, job_key, tenant_key_segment, AttemptResult, DeliveryJob, DeliveryPlan, DeliveryStaging,
@@ -30,8 +29,9 @@ use crate::domain::{report_run_prefix, ReportKind, RunId};
 use crate::manifest::{DeliveryMode, RunManifest, MANIFESTS_PREFIX, REPORTS_PREFIX};
 use crate::metrics::emit_metrics;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
+use crate::tenant::conflicts::{conflicts_across, own_bucket_refusal, FeedDestination};
+use crate::tenant::directory::{DirectoryError, TenantDirectory, TenantEntry};
 use crate::tenant::{Feed, TenantConfig, DEFAULT_FULL_EVERY_SECONDS};
-use crate::tenant_directory::{DirectoryError, TenantDirectory, TenantEntry};
 
 /// Tenants processed at once; each does a few small requests.
 pub const TENANT_CONCURRENCY: usize = 32;
@@ -207,7 +207,7 @@ struct RunContext<'a, S> {
     staging: DeliveryStaging<'a, S>,
     manifest: &'a RunManifest,
     earlier_runs: &'a [RunId],
-    /// Feeds refused because of another tenant's (DESIGN §7), and why.
+    /// Feeds refused because of another tenant's (docs/design.md, "Delivery rules"), and why.
     conflicts: &'a BTreeMap<(String, String), String>,
     own_buckets: &'a [String],
     now: DateTime<Utc>,
@@ -314,7 +314,7 @@ async fn decide<S: ObjectStore>(
     Ok(FeedDecision::Deliver(job))
 }
 
-/// How a delta feed is delivered this run (DESIGN §5): against its base —
+/// How a delta feed is delivered this run (docs/design.md, "Delta feeds"): against its base —
 /// the latest earlier run delivered to it — unless it has none, the base's
 /// reports are gone from staging, or its last full delivery is
 /// `fullEverySeconds` or more older than this run (run times, not the

@@ -1,5 +1,5 @@
 //! The `rank` function: an EventBridge scheduled event starts one run whose
-//! id is the event's `time` (DESIGN §4). A published run is immutable: a
+//! id is the event's `time` (docs/design.md, "Scores and ranks"). A published run is immutable: a
 //! re-delivered event whose run is already published writes nothing and
 //! says so in its response (`alreadyPublished`). An event time no run can
 //! have (before 2000, past year 9999, more than a day ahead of now) is

@@ -1,4 +1,4 @@
-//! The `sweeper` function (DESIGN §7, failures that heal): on its schedule
+//! The `sweeper` function (docs/design.md, "Delivery rules", failures that heal): on its schedule
 //! it looks at every job of the runs of the last `SWEEP_DAYS` days and
 //! re-drives, through [`crate::delivery::redrive`], each delivery whose
 //! deliverer's own retries are over without a delivery — `failed`, claimed

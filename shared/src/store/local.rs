@@ -18,7 +18,7 @@ use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
-use super::{
+use super::ports::{
     ByteRange, ConditionalPut, ObjectEntry, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, ObjectVersion,
     RangeRead, StoreError, UploadReceipt, VersionedObject, WriteCondition,
 };

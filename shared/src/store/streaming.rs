@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{ObjectSink, ObjectUpload, StoreError, UploadReceipt, UPLOAD_CHUNK_BYTES};
+use super::ports::{ObjectSink, ObjectUpload, StoreError, UploadReceipt, UPLOAD_CHUNK_BYTES};
 
 /// Chunks in flight between the producer and the upload.
 const CHUNKS_IN_FLIGHT: usize = 2;

@@ -1,7 +1,8 @@
-//! The `gcs` connector and the `deliver-gcs` deliverer (DESIGN §5–§7): each
-//! report's parts are streamed from staging into the customer's Google
-//! Cloud Storage bucket, written as the customer's own service account
-//! (its key file is in the tenant secret), then `_manifest.json` last.
+//! The `gcs` connector and the `deliver-gcs` deliverer (docs/design.md,
+//! "Reports and layouts", "Tenants" and "Delivery rules"): each report's
+//! parts are streamed from staging into the customer's Google Cloud Storage
+//! bucket, written as the customer's own service account (its key file is in
+//! the tenant secret), then `_manifest.json` last.
 //!
 //! That account holds only "Storage Object Creator" (`storage.objects.create`)
 //! on the bucket, so nothing here reads, lists, deletes or overwrites an
@@ -37,12 +38,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::aws_errors::cut;
-use crate::delivery::attempt::Deliverer;
-use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::connector_registry::JobKind;
+use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::Deliverer;
+use crate::delivery::destination_files::deliver_report_files;
 use crate::delivery::error::DeliveryError;
-use crate::delivery::files::deliver_report_files;
 use crate::delivery::job::DeliveryJob;
-use crate::delivery::registry::JobKind;
 use crate::delivery::resume::{NoResume, PartLedger};
 use crate::delivery::status::DeliveredObject;
 use crate::manifest::RunManifest;
@@ -363,7 +364,7 @@ impl<S: ObjectStore> Deliverer for GcsDeliverer<S> {
     }
 
     /// One small object `<prefix>_connection-test/<requestId>.txt`, created
-    /// with `ifGenerationMatch=0` (DESIGN §5). An Object Creator cannot
+    /// with `ifGenerationMatch=0` (docs/design.md, "Reports and layouts"). An Object Creator cannot
     /// delete it: the result says it is left behind.
     async fn test_connection(
         &self,

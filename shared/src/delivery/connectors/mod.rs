@@ -1,4 +1,4 @@
-//! One module per connector kind (DESIGN §6): its deliverer — delivery and
+//! One module per connector kind (docs/design.md, "Tenants"): its deliverer — delivery and
 //! connection test — beside the adapter that reaches the destination.
 
 pub mod email;

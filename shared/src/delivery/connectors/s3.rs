@@ -1,11 +1,12 @@
 //! The S3 connectors (`s3-role`, `s3-keys`, `s3-bucket-policy`) and the
-//! `deliver-s3` deliverer (DESIGN §5–§7): each report's parts are streamed
-//! from staging (read with our credentials) into the customer's bucket
-//! (written with theirs: an assumed role with the tenant's external id, the
-//! tenant's own keys, or our role where their bucket policy trusts us), then
-//! `_manifest.json` last; a retry skips the parts an earlier attempt of the
-//! job recorded as delivered ([`crate::delivery::resume`]), since nothing
-//! here can look at what the bucket holds. Customers grant only `s3:PutObject`,
+//! `deliver-s3` deliverer (docs/design.md, "Reports and layouts", "Tenants"
+//! and "Delivery rules"): each report's parts are streamed from staging (read
+//! with our credentials) into the customer's bucket (written with theirs: an
+//! assumed role with the tenant's external id, the tenant's own keys, or our
+//! role where their bucket policy trusts us), then `_manifest.json` last; a
+//! retry skips the parts an earlier attempt of the job recorded as delivered
+//! ([`crate::delivery::resume`]), since nothing here can look at what the
+//! bucket holds. Customers grant only `s3:PutObject`,
 //! `s3:ListBucketMultipartUploads` and `s3:AbortMultipartUpload`: nothing
 //! here reads their bucket, and only `s3:PutObject` is required. Every call
 //! carries `ExpectedBucketOwner` when the connector names the owner.
@@ -17,18 +18,18 @@ use aws_credential_types::Credentials;
 use tracing::warn;
 
 use crate::aws_errors::{code, one_line};
-use crate::delivery::attempt::Deliverer;
-use crate::delivery::conflicts::own_bucket_refusal;
-use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::connector_registry::JobKind;
+use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::Deliverer;
+use crate::delivery::destination_files::deliver_report_files;
 use crate::delivery::error::DeliveryError;
-use crate::delivery::files::deliver_report_files;
 use crate::delivery::job::DeliveryJob;
-use crate::delivery::registry::JobKind;
 use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
 use crate::domain::report_run_prefix;
 use crate::manifest::RunManifest;
 use crate::store::{ObjectSink, ObjectStore, S3Store};
+use crate::tenant::conflicts::own_bucket_refusal;
 use crate::tenant::{Connector, S3Destination, TenantConfig};
 
 /// Where connection-test probes write, under the connector's prefix.
@@ -185,7 +186,7 @@ impl<S: ObjectStore> Deliverer for S3Deliverer<S> {
     }
 }
 
-/// The S3 probe (DESIGN §5): a multipart upload under
+/// The S3 probe (docs/design.md, "Connection tests"): a multipart upload under
 /// `<prefix>_connection-test/` is created (needs `s3:PutObject`, the one
 /// required grant), listed (`s3:ListBucketMultipartUploads`) and aborted
 /// (`s3:AbortMultipartUpload`) — the three grants, exercised the way

@@ -1,4 +1,4 @@
-//! Presigned download links for email delivery (DESIGN §7). A presigned URL
+//! Presigned download links for email delivery (docs/design.md, "Delivery rules"). A presigned URL
 //! lives no longer than the credentials that signed it, and a Lambda role's
 //! credentials last hours, not 7 days. So links are signed with the
 //! long-term keys of a dedicated signing user, read from the secret named
@@ -19,6 +19,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::presigning::PresigningConfig;
 
 use crate::aws_errors::{cut, display_chain, one_line};
+use crate::delivery::error::{ConnectorFailure, DeliveryError};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tracing::warn;
@@ -155,6 +156,13 @@ pub enum LinkError {
 impl LinkError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, LinkError::SignerSecret { .. })
+    }
+}
+
+impl From<LinkError> for DeliveryError {
+    fn from(error: LinkError) -> Self {
+        let permanent = error.is_permanent();
+        DeliveryError::Connector(ConnectorFailure::classified(permanent, error))
     }
 }
 

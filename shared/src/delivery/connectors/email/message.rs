@@ -1,4 +1,4 @@
-//! The delivery email (DESIGN §7): one message per run per feed, plain text
+//! The delivery email (docs/design.md, "Delivery rules"): one message per run per feed, plain text
 //! and HTML, listing each report with its row count, size and a download
 //! link per part, and stating exactly when the links expire. Built here as
 //! data and as a MIME message; sent through the narrow [`MailSender`] port,
@@ -21,6 +21,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
 use super::links::redacted_url;
+use crate::delivery::error::{ConnectorFailure, DeliveryError};
 use crate::delta::FileKind;
 use crate::domain::{Encoding, ReportKind, RunId};
 
@@ -380,6 +381,14 @@ pub trait MailSender: Send + Sync {
 pub struct MailError {
     pub from: String,
     pub detail: String,
+}
+
+/// A refused message may be accepted later (throttling, a quota, an
+/// identity the operator verifies): always transient.
+impl From<MailError> for DeliveryError {
+    fn from(error: MailError) -> Self {
+        DeliveryError::Connector(ConnectorFailure::transient(error))
+    }
 }
 
 /// Amazon SES (`SendRawEmail`). The recipients are those of the message's

@@ -1,4 +1,4 @@
-//! The `email` connector and the `deliver-email` deliverer (DESIGN §7): one
+//! The `email` connector and the `deliver-email` deliverer (docs/design.md, "Delivery rules"): one
 //! email per run per feed, listing each report with its rows, size and
 //! presigned links. Links point at the canonical `reports/…` parts (for a
 //! delta delivery, at the staged `deltas/…` files against the base run) —
@@ -18,12 +18,12 @@ pub mod message;
 pub use links::{LinkError, LinkSigner, S3LinkSigner, SignedLinks};
 pub use message::{EmailMessage, LinkedPart, LinkedReport, MailError, MailSender, ReportEmail, SesMailer};
 
-use crate::delivery::attempt::Deliverer;
-use crate::delivery::connection_test::{ConnectionTestReport, ConnectionTestRequest};
+use crate::connector_registry::JobKind;
+use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::Deliverer;
+use crate::delivery::destination_files::ReportSource;
 use crate::delivery::error::DeliveryError;
-use crate::delivery::files::ReportSource;
 use crate::delivery::job::DeliveryJob;
-use crate::delivery::registry::JobKind;
 use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
 use crate::delta::FileKind;
@@ -179,7 +179,7 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
             .collect())
     }
 
-    /// One short message saying it is a connection test (DESIGN §5).
+    /// One short message saying it is a connection test (docs/design.md, "Connection tests").
     async fn test_connection(
         &self,
         request: &ConnectionTestRequest,

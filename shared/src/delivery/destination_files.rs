@@ -1,15 +1,16 @@
-//! A run's reports as files at a customer's destination (DESIGN §5), the
-//! same for every connector that holds files (S3 and GCS): each part of a
-//! report — or, for a delta delivery, each file of its delta against the
-//! base run ([`ReportSource`]) — is streamed from staging, converted on the
-//! way when the feed asks for another format or compression, to
-//! `<prefix><data_type>/<runId>/part-NNN.<ext>` (and a delta's
-//! `removed-NNN.<ext>`), then `<prefix><data_type>/<runId>/_manifest.json`
-//! is written last, so a consumer that sees the manifest may read every
-//! file. Names and bytes are deterministic per run and feed, so a retried
-//! delivery writes the same; with a [`PartLedger`] of the job's status, it
-//! skips the parts an earlier attempt recorded as delivered
-//! ([`crate::delivery::resume`]) and records each part it delivers.
+//! A run's reports as files at a customer's destination (docs/design.md,
+//! "Reports and layouts"), the same for every connector that holds files (S3
+//! and GCS): each part of a report — or, for a delta delivery, each file of
+//! its delta against the base run ([`ReportSource`]) — is streamed from
+//! staging, converted on the way when the feed asks for another format or
+//! compression, to `<prefix><data_type>/<runId>/part-NNN.<ext>` (and a
+//! delta's `removed-NNN.<ext>`), then
+//! `<prefix><data_type>/<runId>/_manifest.json` is written last, so a
+//! consumer that sees the manifest may read every file. Names and bytes are
+//! deterministic per run and feed, so a retried delivery writes the same;
+//! with a [`PartLedger`] of the job's status, it skips the parts an earlier
+//! attempt recorded as delivered ([`crate::delivery::resume`]) and records
+//! each part it delivers.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -98,7 +99,7 @@ pub struct SourceFile {
 
 /// What one report of a job delivers, from staging: the run's canonical
 /// parts (full), or its delta against the job's base run, computed into
-/// `deltas/` by the first delivery that needs it (DESIGN §5).
+/// `deltas/` by the first delivery that needs it (docs/design.md, "Delta feeds").
 #[derive(Debug, Clone)]
 pub struct ReportSource {
     pub kind: ReportKind,

@@ -1,4 +1,4 @@
-//! Where tenant secrets (DESIGN §6) live: the [`TenantDirectory`] port that
+//! Where tenant secrets (docs/design.md, "Tenants") live: the [`TenantDirectory`] port that
 //! lists every tenant under a secret-name prefix, its Secrets Manager adapter
 //! [`SecretsManagerTenants`], an in-memory one for tests of other code, and
 //! [`put_tenant_secret`] for onboarding. Reading is built for thousands of
@@ -26,7 +26,9 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use crate::tenant::{parse_tenant_secret, FieldError, TenantConfig, TenantErrors};
+use super::errors::{FieldError, TenantErrors};
+use super::model::TenantConfig;
+use super::parse::parse_tenant_secret;
 
 /// The prefix of tenant secret names when `TENANT_SECRET_PREFIX` is unset.
 pub const DEFAULT_TENANT_SECRET_PREFIX: &str = "popularity-reports/tenants/";
@@ -812,7 +814,8 @@ mod tests {
         assert!(is_marked_for_deletion(Some("InvalidRequestException"), Some(marked)));
         let read_alone = "You tried to perform the operation on a secret that's currently marked deleted.";
         assert!(is_marked_for_deletion(Some("InvalidRequestException"), Some(read_alone)));
-        // The same words under another code, or another InvalidRequestException, are not a deletion.
+        // The same words under another code, or another
+        // InvalidRequestException, are not a deletion.
         assert!(!is_marked_for_deletion(Some("InternalServiceError"), Some(marked)));
         assert!(!is_marked_for_deletion(Some("InvalidRequestException"), Some("the secret is being rotated")));
         assert!(!is_marked_for_deletion(Some("InvalidRequestException"), None));

@@ -1,116 +1,19 @@
-//! Connection tests (DESIGN §5): the portal's "test connection" button. A
-//! request object `connection-tests/<kind>/<requestId>/<tenantId>/<connectorName>.json`
-//! starts the deliverer of that kind, which probes the connector with the
-//! permissions the customer granted and nothing more, and writes
-//! `connection-test-results/<requestId>/<tenantId>/<connectorName>.json`:
-//! `ok`, one entry per check (name, ok, detail), warnings, what the probe
-//! left behind, and when it finished. A request names no credential; the
-//! deliverer re-reads the tenant secret. A result is written once: a
+//! Answering one connection-probe request: read the request, re-read the
+//! tenant secret (a request names no credential), let the connector kind's
+//! [`Deliverer`] probe the connector, and write the result once — a
 //! repeated event for an answered request does nothing (no second email).
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{info, instrument, warn};
 
-use crate::delivery::attempt::{load_connector, DeliverDeps, Deliverer};
+use crate::delivery::connection_probe::{
+    ConnectionTestReport, ConnectionTestRequest, ConnectionTestResult, CONNECTION_TEST_SCHEMA_VERSION,
+};
+use crate::delivery::deliverer::{load_connector, DeliverDeps, Deliverer};
 use crate::delivery::keys::ConnectionTestKeyParts;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
-use crate::tenant_directory::TenantDirectory;
-
-/// The only `schemaVersion` of connection-test results this build writes.
-pub const CONNECTION_TEST_SCHEMA_VERSION: u32 = 1;
-
-/// The body of a connection-test request object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConnectionTestRequest {
-    pub request_id: String,
-    pub tenant_id: String,
-    pub connector: String,
-    pub requested_at: DateTime<Utc>,
-}
-
-/// One thing a probe checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectionCheck {
-    pub name: String,
-    pub ok: bool,
-    /// A check that is not required fails with a warning, not the test
-    /// (an optional grant, such as S3's abort and list of uploads).
-    pub required: bool,
-    pub detail: String,
-}
-
-/// What a connector's probe found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConnectionTestReport {
-    pub checks: Vec<ConnectionCheck>,
-    /// Things that work but cost the customer something, or are broader than needed.
-    pub warnings: Vec<String>,
-    /// What the probe left at the destination (objects, open uploads, messages).
-    pub left_behind: Vec<String>,
-}
-
-impl ConnectionTestReport {
-    fn check(&mut self, name: &str, ok: bool, required: bool, detail: impl Into<String>) {
-        self.checks.push(ConnectionCheck { name: name.to_owned(), ok, required, detail: detail.into() });
-    }
-
-    pub fn passed(&mut self, name: &str, detail: impl Into<String>) {
-        self.check(name, true, true, detail);
-    }
-
-    pub fn failed(&mut self, name: &str, detail: impl Into<String>) {
-        self.check(name, false, true, detail);
-    }
-
-    pub fn optional_passed(&mut self, name: &str, detail: impl Into<String>) {
-        self.check(name, true, false, detail);
-    }
-
-    /// An optional check failed: say what it costs with [`Self::warn`] too.
-    pub fn optional_failed(&mut self, name: &str, detail: impl Into<String>) {
-        self.check(name, false, false, detail);
-    }
-
-    pub fn warn(&mut self, warning: impl Into<String>) {
-        self.warnings.push(warning.into());
-    }
-
-    pub fn left(&mut self, what: impl Into<String>) {
-        self.left_behind.push(what.into());
-    }
-
-    /// A report with one failed check.
-    pub fn failing(name: &str, detail: impl Into<String>) -> ConnectionTestReport {
-        let mut report = ConnectionTestReport::default();
-        report.failed(name, detail);
-        report
-    }
-
-    /// Every required check passed (and there was at least one).
-    pub fn ok(&self) -> bool {
-        self.checks.iter().any(|check| check.required) && self.checks.iter().filter(|c| c.required).all(|c| c.ok)
-    }
-}
-
-/// `connection-test-results/<requestId>/<tenantId>/<connectorName>.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionTestResult {
-    pub schema_version: u32,
-    pub request_id: String,
-    pub tenant_id: String,
-    pub connector: String,
-    /// The connector's type, when the secret could be read.
-    pub connector_type: Option<String>,
-    pub ok: bool,
-    pub checks: Vec<ConnectionCheck>,
-    pub warnings: Vec<String>,
-    pub left_behind: Vec<String>,
-    pub finished_at: DateTime<Utc>,
-}
+use crate::tenant::directory::TenantDirectory;
 
 /// What a connection-test event did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,4 +1,4 @@
-//! Feeds that must not both be delivered (DESIGN §7): two feeds that would
+//! Feeds that must not both be delivered (docs/design.md, "Delivery rules"): two feeds that would
 //! write the same destination folder — same storage (S3 or GCS) and bucket,
 //! one prefix equal to or inside the other, a report in common — or the same
 //! spreadsheet (whose `_popularity` tab both would claim); and `s3-role`
@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::model::{Connector, Feed, TenantConfig};
 use crate::domain::ReportKind;
-use crate::tenant::{Connector, Feed, TenantConfig};
 
 /// Where a feed's files or rows land, for the overlap rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The one registry of connector kinds (DESIGN §2, §6): for each connector
+//! The one registry of connector kinds (docs/design.md, "Shape" and "Tenants"): for each connector
 //! `type` of a tenant secret, its fields, the `jobs/<kind>/` its jobs go to,
 //! and for each job kind the Lambda function that delivers it and whether
 //! this build has that function. Tenant parsing, fanout, the CLI and the
@@ -152,7 +152,7 @@ impl ConnectorKind {
         self.job_kind().is_supported()
     }
 
-    /// Whether a delta feed to this type gets deltas (DESIGN §5): all but
+    /// Whether a delta feed to this type gets deltas (docs/design.md, "Delta feeds"): all but
     /// `google-sheets`, which always holds the top rows of the full reports.
     pub fn takes_deltas(self) -> bool {
         self != ConnectorKind::GoogleSheets

@@ -1,0 +1,173 @@
+//! The `deliver-sheets` deliverer: a job's reports, each read from staging
+//! up to the connector's `maxRows`, planned into tabs and written, the
+//! `_popularity` tab last; and the probe of a google-sheets connector.
+
+use tracing::info;
+
+use crate::connector_registry::JobKind;
+use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
+use crate::delivery::deliverer::Deliverer;
+use crate::delivery::error::DeliveryError;
+use crate::delivery::job::DeliveryJob;
+use crate::delivery::resume::PartLedger;
+use crate::delivery::status::DeliveredObject;
+use crate::domain::{Encoding, ReportKind};
+use crate::manifest::{run_manifest_key, RunManifest};
+use crate::store::ObjectStore;
+use crate::tenant::{Connector, SheetsConnector, TenantConfig};
+use crate::transfer::read_top_items;
+
+use super::client::SheetsClient;
+use super::tab_plan::{new_sheet_id, plan_tabs, STATUS_TAB};
+use super::tab_writer::{write_tab, Batches, RowsSource};
+
+/// Delivers `jobs/sheets/` jobs and tests google-sheets connectors.
+pub struct SheetsDeliverer<S> {
+    pub staging: S,
+    pub client: SheetsClient,
+    /// The clock for the `_popularity` tab; tests pin it.
+    pub now: fn() -> chrono::DateTime<chrono::Utc>,
+}
+
+fn sheets_connector<'c>(name: &str, connector: &'c Connector) -> Result<&'c SheetsConnector, DeliveryError> {
+    match connector {
+        Connector::GoogleSheets(sheet) => Ok(sheet),
+        other => Err(DeliveryError::InvalidConnector {
+            connector: name.to_owned(),
+            reason: format!("type {} is not a google-sheets connector", other.kind()),
+        }),
+    }
+}
+
+impl<S: ObjectStore> SheetsDeliverer<S> {
+    async fn write(
+        &self,
+        job: &DeliveryJob,
+        sheet: &SheetsConnector,
+        manifest: &RunManifest,
+    ) -> Result<Vec<DeliveredObject>, DeliveryError> {
+        let spreadsheet = sheet.spreadsheet_id.as_str();
+        // Every report's rows are read and checked against the run manifest
+        // before anything is written, so a broken part never leaves some
+        // tabs of the run and not others. At most 10M cells: ~3.3M rows.
+        let canonical = Encoding { format: manifest.format, compression: manifest.compression };
+        let mut reports = Vec::with_capacity(job.reports.len());
+        for &kind in &job.reports {
+            let report = manifest.report(kind).ok_or_else(|| DeliveryError::MissingReport {
+                location: self.staging.describe(&run_manifest_key(job.run_id)),
+                data_type: kind.data_type(),
+            })?;
+            let rows = report.rows.min(sheet.max_rows);
+            let items = read_top_items(&self.staging, &report.parts, canonical, kind, rows).await?;
+            reports.push((kind, rows, items));
+        }
+        let tabs = self.client.tabs(spreadsheet).await?;
+        let sizes: Vec<(ReportKind, u64)> = reports.iter().map(|(kind, rows, _)| (*kind, *rows)).collect();
+        let plan = plan_tabs(&tabs, &sizes, reports.len() as u64 + 1)?;
+        let mut batches = Batches {
+            client: &self.client,
+            spreadsheet,
+            limit: self.client.max_request_bytes,
+            pending: Vec::new(),
+            bytes: 0,
+            sent: 0,
+            adds: Vec::new(),
+        };
+        let mut delivered = Vec::new();
+        for tab in plan.iter().filter(|tab| tab.title != STATUS_TAB) {
+            let (kind, _, items) = reports
+                .iter()
+                .find(|(kind, ..)| kind.data_type() == tab.title)
+                .expect("every planned report tab is a report");
+            let header = [kind.id_field(), "searchRank", "searchModifier"];
+            let written = write_tab(&mut batches, tab, &header, RowsSource::Items(items)).await?;
+            delivered.push(DeliveredObject::new(
+                format!("{}#{}!A1:C{}", sheet.spreadsheet_url, tab.title, tab.rows),
+                written.bytes,
+                written.sha256,
+            ));
+        }
+        batches.flush().await?;
+        let written_at = (self.now)().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let status_rows: Vec<Vec<String>> = reports
+            .iter()
+            .map(|(kind, rows, _)| {
+                vec![kind.data_type().to_owned(), job.run_id.to_string(), rows.to_string(), written_at.clone()]
+            })
+            .collect();
+        let status_tab = plan.last().expect("the status tab is planned");
+        let header = ["data_type", "runId", "rows", "writtenAt"];
+        let written = write_tab(&mut batches, status_tab, &header, RowsSource::Text(&status_rows)).await?;
+        batches.flush().await?;
+        delivered.push(DeliveredObject::new(
+            format!("{}#{STATUS_TAB}!A1:D{}", sheet.spreadsheet_url, status_tab.rows),
+            written.bytes,
+            written.sha256,
+        ));
+        info!(spreadsheet, requests = batches.sent, tabs = plan.len(), "sheets delivered");
+        Ok(delivered)
+    }
+}
+
+impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
+    fn kind(&self) -> JobKind {
+        JobKind::Sheets
+    }
+
+    async fn deliver<L: PartLedger>(
+        &self,
+        job: &DeliveryJob,
+        _tenant: &TenantConfig,
+        connector: &Connector,
+        manifest: &RunManifest,
+        _ledger: &L,
+    ) -> Result<Vec<DeliveredObject>, DeliveryError> {
+        let sheet = sheets_connector(&job.connector, connector)?;
+        self.write(job, sheet, manifest).await
+    }
+
+    /// Opens the spreadsheet, then proves write access without leaving
+    /// anything visible: one batchUpdate that adds a tab and deletes it.
+    async fn test_connection(
+        &self,
+        request: &ConnectionTestRequest,
+        _tenant: &TenantConfig,
+        connector: &Connector,
+    ) -> ConnectionTestReport {
+        let sheet = match sheets_connector(&request.connector, connector) {
+            Ok(sheet) => sheet,
+            Err(error) => return ConnectionTestReport::failing("connector", error.to_string()),
+        };
+        let mut report = ConnectionTestReport::default();
+        let tabs = match self.client.tabs(&sheet.spreadsheet_id).await {
+            Ok(tabs) => {
+                report.passed("open", format!("{} opened ({} tabs)", sheet.spreadsheet_url, tabs.len()));
+                tabs
+            }
+            Err(error) => {
+                report.failed("open", error.to_string());
+                return report;
+            }
+        };
+        let title = format!("_popularity_test_{}", request.request_id);
+        let taken: Vec<i64> = tabs.iter().map(|t| t.sheet_id).collect();
+        let probe_id = new_sheet_id(&title, &taken);
+        let requests = [
+            serde_json::json!({"addSheet": {"properties": {"sheetId": probe_id, "title": title,
+                "gridProperties": {"rowCount": 1, "columnCount": 1}}}})
+            .to_string(),
+            serde_json::json!({"deleteSheet": {"sheetId": probe_id}}).to_string(),
+        ];
+        match self.client.batch_update(&sheet.spreadsheet_id, &requests).await {
+            Ok(_) => report.passed(
+                "write",
+                format!(
+                    "a tab was added and deleted in one batchUpdate as {}; nothing is left",
+                    self.client.identity().client_email()
+                ),
+            ),
+            Err(error) => report.failed("write", error.to_string()),
+        }
+        report
+    }
+}

@@ -1,0 +1,141 @@
+//! The formats of a tenant secret's fields: ids safe as S3 key segments,
+//! bucket and role ARNs, AWS regions, access keys, external ids, email
+//! addresses and spreadsheet URLs. Predicates only; the parser turns a
+//! `false` into a message naming the field and the rule.
+
+/// Whether `id` is a valid tenant, feed or connector id: `[a-z0-9][a-z0-9-]{0,62}`,
+/// safe as one segment of an S3 key.
+pub fn is_safe_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+pub(super) const ARN_PARTITIONS: [&str; 3] = ["aws", "aws-cn", "aws-us-gov"];
+
+pub(super) enum BucketArnProblem {
+    NotAnArn,
+    ObjectArn,
+    BadBucketName,
+}
+
+pub(super) fn s3_bucket_of_arn(arn: &str) -> Result<&str, BucketArnProblem> {
+    let rest = ARN_PARTITIONS
+        .iter()
+        .find_map(|partition| arn.strip_prefix("arn:")?.strip_prefix(partition)?.strip_prefix(":s3:::"))
+        .ok_or(BucketArnProblem::NotAnArn)?;
+    if rest.contains('/') {
+        return Err(BucketArnProblem::ObjectArn);
+    }
+    if is_s3_bucket_name(rest) {
+        Ok(rest)
+    } else {
+        Err(BucketArnProblem::BadBucketName)
+    }
+}
+
+pub(super) fn is_s3_bucket_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(|&b| edge(b) || b == b'.' || b == b'-')
+        && edge(bytes[0])
+        && edge(bytes[bytes.len() - 1])
+        && !name.contains("..")
+}
+
+pub(super) fn is_gcs_bucket_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(|&b| edge(b) || b == b'.' || b == b'-' || b == b'_')
+        && edge(bytes[0])
+        && edge(bytes[bytes.len() - 1])
+        && !name.starts_with("goog")
+}
+
+/// `arn:aws:iam::<12-digit account>:role/<optional path/><name>`.
+pub(super) fn is_account_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The only token endpoint a service-account key may name (docs/design.md, "Tenants"): a
+/// tenant secret never steers our requests elsewhere.
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+pub(super) fn is_iam_role_arn(arn: &str) -> bool {
+    let Some(rest) = ARN_PARTITIONS
+        .iter()
+        .find_map(|partition| arn.strip_prefix("arn:")?.strip_prefix(partition)?.strip_prefix(":iam::"))
+    else {
+        return false;
+    };
+    let Some((account, resource)) = rest.split_once(':') else { return false };
+    let Some(role_path) = resource.strip_prefix("role/") else { return false };
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    let name = role_path.rsplit('/').next().unwrap_or_default();
+    account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=64).contains(&name.len())
+        && role_path.len() <= 512
+        && role_path.split('/').all(|segment| !segment.is_empty() && segment.chars().all(name_char))
+}
+
+/// AWS's rule for `sts:ExternalId`.
+pub(super) fn is_external_id(id: &str) -> bool {
+    (2..=1224).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c))
+}
+
+pub(super) fn is_long_term_access_key_id(id: &str) -> bool {
+    id.starts_with("AKIA")
+        && (16..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+pub(super) fn is_secret_access_key(key: &str) -> bool {
+    key.len() == 40 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'+')
+}
+
+/// `eu-west-1`, `us-gov-west-1`, `ap-southeast-2`, …
+pub(super) fn is_aws_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let lower = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase());
+    let Some((number, words)) = parts.split_last() else { return false };
+    parts.len() >= 3
+        && words[0].len() == 2
+        && words.iter().all(|w| lower(w))
+        && (1..=2).contains(&number.len())
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A plain `local@domain.tld` address: no display names, no comments. Also
+/// checks `SES_SENDER`.
+pub fn is_email_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else { return false };
+    let local_ok = (1..=64).contains(&local.len())
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && domain.len() <= 253
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()));
+    address.len() <= 254 && local_ok && domain_ok
+}
+
+/// The id of `https://docs.google.com/spreadsheets/d/<id>[/…|?…|#…]`.
+pub(super) fn spreadsheet_id(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://docs.google.com/spreadsheets/d/")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let id = &rest[..end];
+    (id.len() >= 20 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then_some(id)
+}
