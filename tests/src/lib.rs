@@ -28,6 +28,8 @@
 //!   faults, the bearer-token check, query strings and JSON answers;
 //! - [`local_stores`]: input and staging directories for tests without the
 //!   emulator, removed when dropped;
+//! - [`synthetic_run`]: a published run of generated items, of a chosen
+//!   size, staged without ranking (the delivery tests and benchmarks);
 //! - [`template_policies`]: each function's IAM policy and environment from
 //!   the transformed SAM template, resolved to a test's own names.
 //!
@@ -51,6 +53,7 @@ pub mod parquet_readers;
 pub mod reference;
 pub mod reports;
 pub mod sheets_double;
+pub mod synthetic_run;
 pub mod template_policies;
 
 use std::sync::atomic::{AtomicU64, Ordering};
