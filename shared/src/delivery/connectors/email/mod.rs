@@ -61,37 +61,6 @@ pub fn download_key(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Compression, Format};
-
-    #[test]
-    fn download_keys_differ_for_every_encoding_two_feeds_may_ask_for() {
-        let run: RunId = "20261119030000".parse().unwrap();
-        let base: RunId = "20261116030000".parse().unwrap();
-        let key = |format, compression, base| {
-            let encoding = Encoding { format, compression };
-            download_key("acme", run, ReportKind::Track, base, FileKind::Removed, 1, encoding)
-        };
-        assert_eq!(
-            key(Format::Tsv, Compression::Gzip, Some(base)),
-            "downloads/acme/20261119030000/track_popularity/delta-20261116030000/removed-001.tsv.gz"
-        );
-        assert_eq!(
-            key(Format::Parquet, Compression::Snappy, None),
-            "downloads/acme/20261119030000/track_popularity/snappy/removed-001.parquet"
-        );
-        let mut all = std::collections::BTreeSet::new();
-        for format in Format::ALL {
-            for &compression in format.compressions() {
-                assert!(all.insert(key(format, compression, None)), "{format} {compression}");
-            }
-        }
-        assert_eq!(all.len(), 8);
-    }
-}
-
 /// Delivers `jobs/email/` jobs and tests email connectors.
 pub struct EmailDeliverer<S, L, M> {
     pub staging: S,
@@ -251,5 +220,36 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
             Err(error) => report.failed("ses:SendRawEmail", error.to_string()),
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Compression, Format};
+
+    #[test]
+    fn download_keys_differ_for_every_encoding_two_feeds_may_ask_for() {
+        let run: RunId = "20261119030000".parse().unwrap();
+        let base: RunId = "20261116030000".parse().unwrap();
+        let key = |format, compression, base| {
+            let encoding = Encoding { format, compression };
+            download_key("acme", run, ReportKind::Track, base, FileKind::Removed, 1, encoding)
+        };
+        assert_eq!(
+            key(Format::Tsv, Compression::Gzip, Some(base)),
+            "downloads/acme/20261119030000/track_popularity/delta-20261116030000/removed-001.tsv.gz"
+        );
+        assert_eq!(
+            key(Format::Parquet, Compression::Snappy, None),
+            "downloads/acme/20261119030000/track_popularity/snappy/removed-001.parquet"
+        );
+        let mut all = std::collections::BTreeSet::new();
+        for format in Format::ALL {
+            for &compression in format.compressions() {
+                assert!(all.insert(key(format, compression, None)), "{format} {compression}");
+            }
+        }
+        assert_eq!(all.len(), 8);
     }
 }
