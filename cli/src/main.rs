@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id.
+    /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id, webhook-secret.
     Tenant(tenant_command::TenantArgs),
     /// Print the address customers share their Google Sheets with (our
     /// service account's client_email, from GOOGLE_SERVICE_ACCOUNT_SECRET).

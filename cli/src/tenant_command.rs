@@ -1,7 +1,8 @@
 //! The `tenant` subcommands: check a tenant secret (docs/design.md, "Tenants") on the
 //! operator's machine (`validate`), store it in Secrets Manager (`add`, in
 //! [`tenant_add`]), test its connectors (`test`, in [`tenant_test`]) and
-//! generate an s3-role externalId (`external-id`).
+//! generate an s3-role externalId (`external-id`) or a webhook signing
+//! secret (`webhook-secret`).
 //! `validate` and `add` run the same checks, so nothing invalid is ever
 //! stored; none prints a secret value.
 
@@ -42,6 +43,11 @@ pub enum TenantCommand {
     /// customer chose (AWS's confused-deputy guidance): the customer puts it
     /// in their role's trust policy and you put it in the tenant secret.
     ExternalId(ExternalIdArgs),
+    /// Print a fresh webhook signing secret (`whsec_` and the base64 of 32
+    /// random bytes; one line, the value alone). Show it to the customer
+    /// once, for verifying our signatures, and put it in the tenant secret as
+    /// the webhook's "signingSecret"; it is never printed again anywhere.
+    WebhookSecret,
 }
 
 #[derive(Args)]
@@ -68,6 +74,10 @@ pub fn run(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Test(args) => runtime()?.block_on(tenant_test::test(args)),
         TenantCommand::ExternalId(args) => {
             println!("{}", external_id(&args.tenant_id)?);
+            Ok(())
+        }
+        TenantCommand::WebhookSecret => {
+            println!("{}", popularity_reports::tenant::new_webhook_signing_secret()?);
             Ok(())
         }
     }
@@ -147,6 +157,13 @@ fn summary(config: &TenantConfig) -> String {
         line.push_str(&feeds.join(", "));
     }
     line.push(')');
+    if !config.notifications.is_empty() {
+        let types: Vec<&str> = config.notifications.iter().map(|target| target.type_name()).collect();
+        line.push_str(&format!(", {} ({})", plural(types.len(), "notification target"), types.join(", ")));
+    }
+    if !config.contacts.is_empty() {
+        line.push_str(&format!(", {}", plural(config.contacts.len(), "contact")));
+    }
     line.push_str(&format!(", {} plan", config.plan));
     if !config.enabled {
         line.push_str(", disabled");

@@ -1,7 +1,9 @@
 //! The formats of a tenant secret's fields: ids safe as S3 key segments,
 //! bucket and role ARNs, AWS regions, access keys, external ids, email
-//! addresses and spreadsheet URLs. Predicates only; the parser turns a
-//! `false` into a message naming the field and the rule.
+//! addresses, spreadsheet URLs, webhook URLs and signing secrets, event bus
+//! ARNs. Predicates only; the parser turns a `false` into a message naming
+//! the field and the rule. The one generator here, [`new_webhook_signing_secret`],
+//! makes a value of the form it checks, from the system's random source.
 
 /// Whether `id` is a valid tenant, feed or connector id: `[a-z0-9][a-z0-9-]{0,62}`,
 /// safe as one segment of an S3 key.
@@ -138,4 +140,86 @@ pub(super) fn spreadsheet_id(url: &str) -> Option<&str> {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let id = &rest[..end];
     (id.len() >= 20 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then_some(id)
+}
+
+/// The prefix of a webhook signing secret (the Standard Webhooks convention).
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+/// Random bytes in a signing secret we generate, and the range accepted
+/// (docs/design.md, "Events": 24 to 64).
+pub const WEBHOOK_SECRET_BYTES: usize = 32;
+pub const WEBHOOK_SECRET_BYTES_RANGE: std::ops::RangeInclusive<usize> = 24..=64;
+
+/// The HMAC key of a `whsec_<base64>` signing secret: the bytes after the
+/// prefix, base64-decoded, when there are 24 to 64 of them.
+pub fn webhook_signing_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let encoded = secret.strip_prefix(WEBHOOK_SECRET_PREFIX)?;
+    let key = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    WEBHOOK_SECRET_BYTES_RANGE.contains(&key.len()).then_some(key)
+}
+
+/// The system's random source failed (it never does on Linux once booted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the system's random number generator failed; no secret was made")]
+pub struct RandomUnavailable;
+
+/// A fresh `whsec_` + base64 of 32 random bytes (aws-lc-rs's generator,
+/// seeded by the operating system), for a tenant's webhook.
+pub fn new_webhook_signing_secret() -> Result<String, RandomUnavailable> {
+    use base64::Engine as _;
+    let mut key = [0u8; WEBHOOK_SECRET_BYTES];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| RandomUnavailable)?;
+    Ok(format!("{WEBHOOK_SECRET_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(key)))
+}
+
+/// What is wrong with a webhook URL, for the parser's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WebhookUrlProblem {
+    NotAUrl,
+    NotHttps,
+    Credentials,
+    Fragment,
+    TooLong,
+}
+
+/// Longest webhook URL accepted.
+pub const MAX_WEBHOOK_URL_BYTES: usize = 2_048;
+
+/// An `https://host[:port]/…` URL without user info or fragment; or, for
+/// local runs only, `http://127.0.0.1:…` (the notifier refuses it unless
+/// `WEBHOOKS_ALLOW_LOOPBACK=true`). Whether the host is public is checked
+/// by the notifier on the address it connects to, not here.
+pub(super) fn check_webhook_url(text: &str) -> Result<(), WebhookUrlProblem> {
+    if text.len() > MAX_WEBHOOK_URL_BYTES {
+        return Err(WebhookUrlProblem::TooLong);
+    }
+    let url = url::Url::parse(text).map_err(|_| WebhookUrlProblem::NotAUrl)?;
+    if url.host().is_none() {
+        return Err(WebhookUrlProblem::NotAUrl);
+    }
+    let local = url.scheme() == "http" && url.host_str() == Some("127.0.0.1");
+    if url.scheme() != "https" && !local {
+        return Err(WebhookUrlProblem::NotHttps);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(WebhookUrlProblem::Credentials);
+    }
+    if url.fragment().is_some() {
+        return Err(WebhookUrlProblem::Fragment);
+    }
+    Ok(())
+}
+
+/// The region of `arn:<partition>:events:<region>:<12-digit account>:event-bus/<name>`,
+/// whose name is 1 to 256 of letters, digits, `.`, `-`, `_` and `/`.
+pub(super) fn event_bus_region(arn: &str) -> Option<&str> {
+    let rest = ARN_PARTITIONS
+        .iter()
+        .find_map(|partition| arn.strip_prefix("arn:")?.strip_prefix(partition)?.strip_prefix(":events:"))?;
+    let mut parts = rest.splitn(3, ':');
+    let (region, account, resource) = (parts.next()?, parts.next()?, parts.next()?);
+    let name = resource.strip_prefix("event-bus/")?;
+    let name_ok =
+        (1..=256).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-_/".contains(c));
+    (is_aws_region(region) && is_account_id(account) && name_ok).then_some(region)
 }

@@ -20,6 +20,11 @@ pub const DEFAULT_FEED_ID: &str = "default";
 pub const MAX_SHEET_ROWS: u64 = MAX_ROWS_ONE_REPORT;
 /// SES accepts at most 50 recipients per message.
 pub const MAX_EMAIL_RECIPIENTS: usize = 50;
+/// Most arrival-event targets (`notifications`) one tenant may declare.
+pub const MAX_NOTIFICATION_TARGETS: usize = 10;
+/// Most failure-notice `contacts`: one message names them all, and SES
+/// accepts at most 50 recipients per message.
+pub const MAX_CONTACTS: usize = MAX_EMAIL_RECIPIENTS;
 /// Longest key prefix accepted in a connector (S3 keys are at most 1,024
 /// bytes; the rest is needed for `<data_type>/<runId>/part-NNN.<ext>`).
 pub const MAX_PREFIX_BYTES: usize = 512;

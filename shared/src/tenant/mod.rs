@@ -16,8 +16,9 @@
 //! - [`errors`]: [`FieldError`] and [`TenantErrors`];
 //! - [`parse`]: the document's root and its feeds, and the rules across fields;
 //! - [`parse_connector`]: one connector by its type, and Google key files;
+//! - [`parse_notifications`]: arrival-event targets (webhooks, event buses) and failure contacts;
 //! - [`json`]: walking JSON with paths, and the strict reader that refuses repeated keys;
-//! - [`formats`]: ids, ARNs, regions, keys, addresses and spreadsheet URLs;
+//! - [`formats`]: ids, ARNs, regions, keys, addresses, spreadsheet and webhook URLs, signing secrets;
 //! - [`conflicts`]: feeds that would write one destination, within a tenant or across tenants;
 //! - [`directory`]: the [`TenantDirectory`] port and its Secrets Manager adapter.
 
@@ -30,6 +31,7 @@ pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod parse_connector;
+pub mod parse_notifications;
 
 #[cfg(test)]
 mod tests;
@@ -38,11 +40,11 @@ pub use crate::connector_registry::ConnectorKind;
 pub use crate::store::normalise_prefix;
 pub use directory::{DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory, TenantEntry};
 pub use errors::{FieldError, TenantErrors};
-pub use formats::{is_email_address, is_safe_id, GOOGLE_TOKEN_URI};
+pub use formats::{is_email_address, is_safe_id, new_webhook_signing_secret, webhook_signing_key, GOOGLE_TOKEN_URI};
 pub use limits::*;
 pub use model::{
-    Connector, EmailConnector, Feed, GcsConnector, GcsServiceAccount, Plan, S3Destination, S3KeysConnector,
-    S3RoleConnector, SecretString, SheetsConnector, TenantConfig,
+    Connector, EmailConnector, EventBridgeTarget, Feed, GcsConnector, GcsServiceAccount, NotificationTarget, Plan,
+    S3Destination, S3KeysConnector, S3RoleConnector, SecretString, SheetsConnector, TenantConfig, WebhookTarget,
 };
 pub use parse::{parse_tenant_document, parse_tenant_secret};
 pub use parse_connector::parse_service_account_key;

@@ -18,6 +18,7 @@ use super::json::{
 use super::limits::*;
 use super::model::{Connector, Feed, Plan, TenantConfig};
 use super::parse_connector::parse_connector;
+use super::parse_notifications::{parse_contacts, parse_notifications};
 use crate::connector_registry::ConnectorKind;
 use crate::domain::{Compression, Encoding, Format, ReportKind};
 use crate::manifest::DeliveryMode;
@@ -35,7 +36,8 @@ pub fn parse_tenant_document(json: &str) -> Result<TenantConfig, TenantErrors> {
 }
 
 const ROOT: &str = "(root)";
-const ROOT_FIELDS: &[&str] = &["schemaVersion", "tenantId", "plan", "enabled", "connectors", "feeds"];
+const ROOT_FIELDS: &[&str] =
+    &["schemaVersion", "tenantId", "plan", "enabled", "connectors", "feeds", "notifications", "contacts"];
 const FEED_FIELDS: &[&str] =
     &["id", "connector", "reports", "format", "compression", "mode", "intervalSeconds", "fullEverySeconds"];
 pub(super) const SAFE_ID_RULE: &str =
@@ -155,6 +157,9 @@ fn parse(secret_name_suffix: Option<&str>, json: &str) -> Result<TenantConfig, T
         }),
     };
 
+    let notifications = parse_notifications(&mut problems, fields.get("notifications"));
+    let contacts = parse_contacts(&mut problems, fields.get("contacts"));
+
     if let (Some(connectors), Some(feeds)) = (&connectors, &feeds) {
         check_sheet_sizes(&mut problems, connectors, feeds);
         check_destination_collisions(&mut problems, connectors, feeds);
@@ -162,11 +167,18 @@ fn parse(secret_name_suffix: Option<&str>, json: &str) -> Result<TenantConfig, T
 
     fields.reject_unknown(&mut problems, ROOT_FIELDS, |_| None);
 
-    match (schema_version, tenant_id, plan, enabled, connectors, feeds) {
-        (Some(schema_version), Some(tenant_id), Some(plan), Some(enabled), Some(connectors), Some(feeds))
-            if problems.0.is_empty() =>
-        {
-            Ok(TenantConfig { schema_version, tenant_id, plan, enabled, connectors, feeds })
+    match (schema_version, tenant_id, plan, enabled, connectors, feeds, notifications, contacts) {
+        (
+            Some(schema_version),
+            Some(tenant_id),
+            Some(plan),
+            Some(enabled),
+            Some(connectors),
+            Some(feeds),
+            Some(notifications),
+            Some(contacts),
+        ) if problems.0.is_empty() => {
+            Ok(TenantConfig { schema_version, tenant_id, plan, enabled, connectors, feeds, notifications, contacts })
         }
         _ => {
             if problems.0.is_empty() {

@@ -820,3 +820,114 @@ fn gzip_with_parquet_and_column_compressions_with_text_are_refused_naming_the_fi
     let errors = errors_of(&value);
     assert_eq!(errors[0].path, "feeds[5].format", "{errors:?}");
 }
+
+/// A signing secret of the documented form: `whsec_` and the base64 of 32 bytes.
+const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw4mJ1Bm0ZjS0=";
+
+fn with_notifications(notifications: Value, contacts: Value) -> Value {
+    design_example_with(|v| {
+        v["notifications"] = notifications;
+        v["contacts"] = contacts;
+    })
+}
+
+#[test]
+fn notifications_and_contacts_are_optional_and_parse_into_typed_targets() {
+    let plain = parse_tenant_secret("acme", CONTRACT_EXAMPLE).unwrap();
+    assert!(plain.notifications.is_empty() && plain.contacts.is_empty());
+    let value = with_notifications(
+        serde_json::json!([
+            {"type": "webhook", "url": "https://hooks.acme.example/popularity?source=x", "signingSecret": SIGNING_SECRET},
+            {"type": "eventbridge", "eventBusArn": "arn:aws:events:eu-west-1:111122223333:event-bus/data-arrivals"}
+        ]),
+        serde_json::json!(["data-team@acme.example", "oncall@acme.example"]),
+    );
+    let config = parse_tenant_secret("acme", &value.to_string()).unwrap();
+    assert_eq!(config.contacts, ["data-team@acme.example", "oncall@acme.example"]);
+    let [NotificationTarget::Webhook(hook), NotificationTarget::EventBridge(bus)] = config.notifications.as_slice()
+    else {
+        panic!("{:?}", config.notifications)
+    };
+    assert_eq!(hook.url, "https://hooks.acme.example/popularity?source=x");
+    assert_eq!(hook.signing_key().map(|key| key.len()), Some(32));
+    assert_eq!((bus.region.as_str(), config.notifications[1].type_name()), ("eu-west-1", "eventbridge"));
+    let debug = format!("{config:?} {config:#?}");
+    assert!(!debug.contains(SIGNING_SECRET) && !debug.contains("MfKQ9r8GKYqr"), "{debug}");
+}
+
+#[test]
+fn malformed_notifications_and_contacts_are_rejected_naming_the_field() {
+    let short_secret = "whsec_c2hvcnQ="; // 5 bytes
+    let value = with_notifications(
+        serde_json::json!([
+            {"type": "webhook", "url": "http://hooks.acme.example/x", "signingSecret": SIGNING_SECRET},
+            {"type": "webhook", "url": "https://hooks.acme.example/y", "signingSecret": short_secret},
+            {"type": "webhook", "url": "https://user:pw@hooks.acme.example/", "signingSecret": "plain-text-sekrit"},
+            {"type": "webhook", "url": "not a url"},
+            {"type": "eventbridge", "eventBusArn": "arn:aws:sns:eu-west-1:111122223333:topic"},
+            {"type": "eventbridge", "eventBusArn": "arn:aws:events:eu-west-1:111122223333:event-bus/b", "url": "x"},
+            {"type": "sqs"},
+            {"url": "https://x.example/"},
+            {"type": "eventbridge", "eventBusArn": "arn:aws:events:eu-west-1:111122223333:event-bus/dup"},
+            {"type": "eventbridge", "eventBusArn": "arn:aws:events:eu-west-1:111122223333:event-bus/dup"},
+            "a string"
+        ]),
+        serde_json::json!(["ok@acme.example", "not-an-address", "OK@acme.example", 7]),
+    );
+    let errors = errors_of(&value);
+    let found: BTreeMap<&str, &str> = errors.iter().map(|e| (e.path.as_str(), e.message.as_str())).collect();
+    let expect = [
+        ("notifications", "11 targets exceed the limit of 10"),
+        ("notifications[0].url", "must be an https:// URL"),
+        ("notifications[1].signingSecret", "base64 of 24 to 64 bytes"),
+        ("notifications[2].url", "user name or password"),
+        ("notifications[2].signingSecret", "does not start with whsec_"),
+        ("notifications[3].url", "is not a URL"),
+        ("notifications[3].signingSecret", "required for webhook"),
+        ("notifications[4].eventBusArn", "is not an event bus ARN"),
+        ("notifications[5].url", "unknown field"),
+        ("notifications[6].type", "\"sqs\" is not one of webhook, eventbridge"),
+        ("notifications[7].type", "required"),
+        ("notifications[9]", "duplicate target"),
+        ("notifications[10]", "expected an object"),
+        ("contacts[1]", "is not an email address"),
+        ("contacts[2]", "duplicate contact"),
+        ("contacts[3]", "expected a string"),
+    ];
+    for (path, fragment) in expect {
+        let message = found.get(path).unwrap_or_else(|| panic!("no error at {path}: {errors:#?}"));
+        assert!(message.contains(fragment), "{path}: {message}");
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    let everything = format!("{errors:?}");
+    for secret in [short_secret, "c2hvcnQ", "plain-text-sekrit", "user:pw"] {
+        assert!(!everything.contains(secret), "errors contain {secret:?}:\n{everything}");
+    }
+    let not_lists = with_notifications(serde_json::json!({"type": "webhook"}), "a@b.example".into());
+    let paths: Vec<String> = errors_of(&not_lists).into_iter().map(|e| e.path).collect();
+    assert_eq!(paths, ["notifications", "contacts"]);
+}
+
+#[test]
+fn a_loopback_http_webhook_is_accepted_for_local_runs_only_by_the_notifiers_setting() {
+    // The parser accepts it; the notifier refuses it unless WEBHOOKS_ALLOW_LOOPBACK=true.
+    let value = with_notifications(
+        serde_json::json!([{"type": "webhook", "url": "http://127.0.0.1:8080/hook", "signingSecret": SIGNING_SECRET}]),
+        serde_json::json!([]),
+    );
+    assert!(parse_tenant_secret("acme", &value.to_string()).is_ok());
+    let other_http = with_notifications(
+        serde_json::json!([{"type": "webhook", "url": "http://localhost:8080/hook", "signingSecret": SIGNING_SECRET}]),
+        serde_json::json!([]),
+    );
+    assert_eq!(errors_of(&other_http)[0].path, "notifications[0].url");
+}
+
+#[test]
+fn generated_webhook_secrets_have_the_documented_form_and_differ() {
+    let first = new_webhook_signing_secret().unwrap();
+    let second = new_webhook_signing_secret().unwrap();
+    assert!(first.starts_with("whsec_") && first != second, "{first} {second}");
+    assert_eq!(webhook_signing_key(&first).map(|key| key.len()), Some(32));
+    assert_eq!(first.len(), "whsec_".len() + 44);
+}
