@@ -8,6 +8,9 @@
 //! ([`crate::delivery::resume`]) — and record the outcome over the claim. A
 //! transient failure returns an error so the asynchronous invocation is
 //! retried; a permanent one is recorded as `invalid` and returns normally.
+//! Once the outcome is recorded, the arrival event it calls for
+//! ([`crate::delivery::arrival_event`]) is created in staging; that write
+//! never blocks or fails the delivery: a failure to write it is logged.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -15,13 +18,14 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use tracing::{error, info, instrument, warn};
 
+use crate::delivery::arrival_event::{new_event_id, ArrivalEvent, EventDestination};
 use crate::delivery::deliverer::{load_connector, DeliverDeps, Deliverer};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::job::DeliveryPlan;
 use crate::delivery::keys::JobKeyParts;
 use crate::delivery::resume::{PartLedger, StatusLedger};
 use crate::delivery::staging::{DeliveryStaging, Recorded};
-use crate::delivery::status::{AttemptResult, DeliveredObject, DeliveryOutcome};
+use crate::delivery::status::{AttemptResult, Blame, DeliveredObject, DeliveryOutcome, DeliveryStatus};
 use crate::store::{ObjectStore, StoreError};
 use crate::tenant::directory::TenantDirectory;
 
@@ -197,11 +201,12 @@ where
 
     let started_at = now;
     let ledger = StatusLedger::new(staging, claimed);
-    let (result, plan) = attempt(deps, parts, &ledger).await;
+    let AttemptSummary { result, plan, blame, destination } = attempt(deps, parts, &ledger).await;
     let mut claimed = ledger.into_claimed();
     if plan.is_some() {
         claimed.status.plan = plan;
     }
+    claimed.blame = blame;
     let finished_at = (deps.now)();
     let failure = match &result {
         AttemptResult::Failed(reason) => Some(reason.clone()),
@@ -219,6 +224,7 @@ where
         }
     };
     let done = report(JobDisposition::Attempted(status.outcome), status.objects.len(), status.total_bytes());
+    create_arrival_event(&staging, &status, destination, finished_at).await;
     match failure {
         Some(reason) => {
             warn!(%job_key, attempt = status.attempts.len(), %reason, "delivery failed; the invocation will be retried");
@@ -231,25 +237,50 @@ where
     }
 }
 
-/// A delivery's result as the status records it.
-pub(crate) fn attempt_result(result: Result<Vec<DeliveredObject>, DeliveryError>) -> AttemptResult {
-    match result {
-        Ok(objects) => AttemptResult::Delivered(objects),
-        Err(error) if error.is_permanent() => {
-            warn!(error = %error, "this job can never be delivered as it is");
-            AttemptResult::Invalid(error.to_string())
-        }
-        Err(error) => AttemptResult::Failed(error.to_string()),
+/// Creates the event a recorded outcome calls for (docs/design.md,
+/// "Events"). Never fails the delivery: the data is delivered (or its
+/// failure recorded) whatever becomes of its notice, so a write that fails
+/// is logged for the operator and the delivery goes on.
+async fn create_arrival_event<S: ObjectStore>(
+    staging: &DeliveryStaging<'_, S>,
+    status: &DeliveryStatus,
+    destination: Option<EventDestination>,
+    now: DateTime<Utc>,
+) {
+    let Some(event) = ArrivalEvent::for_status(status, destination, new_event_id(now)) else { return };
+    let key = event.key_parts().event_key();
+    match staging.create_event(&event).await {
+        Ok(crate::store::PutOutcome::Created) => info!(event_key = %key, event_id = %event.id, "arrival event created"),
+        Ok(crate::store::PutOutcome::AlreadyExists) => info!(event_key = %key, "arrival event already created"),
+        Err(error) => error!(event_key = %key, %error, "could not create the arrival event; the delivery stands"),
     }
 }
 
+/// A delivery's result as the status records it, and whose move it is when it failed.
+fn attempt_outcome(result: Result<Vec<DeliveredObject>, DeliveryError>) -> (AttemptResult, Option<Blame>) {
+    match result {
+        Ok(objects) => (AttemptResult::Delivered(objects), None),
+        Err(error) if error.is_permanent() => {
+            warn!(error = %error, "this job can never be delivered as it is");
+            (AttemptResult::Invalid(error.to_string()), Some(error.blame()))
+        }
+        Err(error) => (AttemptResult::Failed(error.to_string()), Some(error.blame())),
+    }
+}
+
+/// What one attempt came to.
+struct AttemptSummary {
+    result: AttemptResult,
+    /// What the job delivers, once it could be read.
+    plan: Option<DeliveryPlan>,
+    /// Whose move it is, when it failed.
+    blame: Option<Blame>,
+    /// The job's connector, once the job could be read.
+    destination: Option<EventDestination>,
+}
+
 /// One attempt: everything that can go wrong becomes an [`AttemptResult`].
-/// Also returns what the job delivers, once it could be read.
-async fn attempt<S, T, D, L>(
-    deps: &DeliverDeps<S, T, D>,
-    parts: &JobKeyParts,
-    ledger: &L,
-) -> (AttemptResult, Option<DeliveryPlan>)
+async fn attempt<S, T, D, L>(deps: &DeliverDeps<S, T, D>, parts: &JobKeyParts, ledger: &L) -> AttemptSummary
 where
     S: ObjectStore,
     T: TenantDirectory,
@@ -257,26 +288,37 @@ where
     L: PartLedger,
 {
     let staging = DeliveryStaging::new(&deps.staging);
+    let summary = |result: Result<Vec<DeliveredObject>, DeliveryError>, plan, destination| {
+        let (result, blame) = attempt_outcome(result);
+        AttemptSummary { result, plan, blame, destination }
+    };
     let job = match staging.read_job(parts).await {
         Ok(job) => job,
-        Err(error) => return (attempt_result(Err(error)), None),
+        Err(error) => return summary(Err(error), None, None),
     };
     let plan = Some(job.plan.clone());
+    let destination = Some(EventDestination {
+        connector: job.connector.clone(),
+        connector_type: job.connector_type.clone(),
+        target: job.plan.target.clone(),
+    });
     if let Err(reason) = job.plan.base() {
         let location = staging.describe(&parts.job_key());
-        return (attempt_result(Err(DeliveryError::InvalidJob { location, reason: reason.to_string() })), plan);
+        return summary(Err(DeliveryError::InvalidJob { location, reason: reason.to_string() }), plan, destination);
     }
     let manifest = match staging.read_manifest(job.run_id).await {
         Ok(manifest) => manifest,
-        Err(error) => return (attempt_result(Err(error.into())), plan),
+        Err(error) => return summary(Err(error.into()), plan, destination),
     };
     let (tenant, connector) =
         match load_connector(&deps.tenants, &job.tenant_id, &job.connector, Some(&job.connector_type)).await {
             Ok(found) => found,
-            Err(Ok(reason)) => return (AttemptResult::Skipped(reason), plan),
-            Err(Err(error)) => return (attempt_result(Err(error)), plan),
+            Err(Ok(reason)) => {
+                return AttemptSummary { result: AttemptResult::Skipped(reason), plan, blame: None, destination }
+            }
+            Err(Err(error)) => return summary(Err(error), plan, destination),
         };
-    (attempt_result(deps.deliverer.deliver(&job, &tenant, &connector, &manifest, ledger).await), plan)
+    summary(deps.deliverer.deliver(&job, &tenant, &connector, &manifest, ledger).await, plan, destination)
 }
 
 #[cfg(test)]
@@ -423,6 +465,47 @@ mod tests {
         assert_eq!(recorded.attempts.len(), 2);
         assert_eq!(recorded.claim, None);
         assert!(recorded.last_error.as_deref().unwrap().contains("SES throttled attempt 1"));
+    }
+
+    async fn event(store: &LocalDirStore, parts: &JobKeyParts, name: &str) -> Option<serde_json::Value> {
+        let key = format!("notifications/{}/{}/{}/{name}.json", parts.run_id, parts.tenant_id, parts.feed_id);
+        store.get(&key).await.ok().map(|body| serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_first_failure_and_the_success_each_create_one_event_and_later_failures_none() {
+        let (_dir, store, parts) = scene("events").await;
+        let deps = deps(&store, acme(), 2);
+        deliver_job(&deps, &parts, None).await.unwrap_err();
+        let failed = event(&store, &parts, "delivery.failed").await.expect("delivery.failed created");
+        assert_eq!(failed["type"], "delivery.failed");
+        assert_eq!((failed["retryable"].clone(), failed["blame"].clone()), (true.into(), "provider".into()));
+        assert!(failed["cause"].as_str().unwrap().contains("SES throttled attempt 1"), "{failed}");
+        assert_eq!(failed["destination"]["connector"], "inbox");
+        deliver_job(&deps, &parts, None).await.unwrap_err();
+        let again = event(&store, &parts, "delivery.failed").await.unwrap();
+        assert_eq!(again, failed, "a conditional create: the first failure's event stands");
+        assert!(event(&store, &parts, "delivery.succeeded").await.is_none());
+        deliver_job(&deps, &parts, None).await.unwrap();
+        let succeeded = event(&store, &parts, "delivery.succeeded").await.expect("delivery.succeeded created");
+        assert_eq!(succeeded["objects"][0]["key"], "sent/weekly");
+        assert_ne!(succeeded["id"], failed["id"], "each event has its own id");
+        let status = status(&store, &parts).await;
+        assert_eq!(status.attempts[0].blame, Some(Blame::Provider));
+        assert_eq!(status.attempts[2].blame, None);
+    }
+
+    #[tokio::test]
+    async fn an_event_that_cannot_be_written_neither_blocks_nor_fails_the_delivery() {
+        let (dir, store, parts) = scene("event-unwritable").await;
+        // A file where the event's folder should be: creating the event fails.
+        let folder = dir.path().join(format!("notifications/{}/{}", parts.run_id, parts.tenant_id));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(&parts.feed_id), b"in the way").unwrap();
+        let deps = deps(&store, acme(), 0);
+        let report = deliver_job(&deps, &parts, None).await.unwrap();
+        assert_eq!(report.disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
+        assert!(status(&store, &parts).await.is_delivered());
     }
 
     #[tokio::test]

@@ -5,10 +5,14 @@
 //! nothing retries what cannot work. Everything else is transient —
 //! including a destination that refuses access, is missing or is full,
 //! which the customer can fix — recorded as `failed` and retried. Messages
-//! name the object or connector concerned and never a credential.
+//! name the object or connector concerned and never a credential. Each
+//! error also says whose move it is ([`DeliveryError::blame`]): the
+//! customer's when their side refused us in a way they can change, which is
+//! what failure notices and `delivery.failed` events tell them.
 
 use std::fmt;
 
+use crate::delivery::status::Blame;
 use crate::store::StoreError;
 use crate::tenant::directory::DirectoryError;
 use crate::transfer::TransferError;
@@ -70,23 +74,35 @@ pub enum DeliveryError {
 #[derive(Debug)]
 pub struct ConnectorFailure {
     permanent: bool,
+    blame: Blame,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
 impl ConnectorFailure {
     /// Retrying the same job can never succeed (recorded as `invalid`).
     pub fn permanent(source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ConnectorFailure { permanent: true, source: Box::new(source) }
+        ConnectorFailure { permanent: true, blame: Blame::Provider, source: Box::new(source) }
     }
 
     /// A retry may succeed (recorded as `failed`, then retried).
     pub fn transient(source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ConnectorFailure { permanent: false, source: Box::new(source) }
+        ConnectorFailure { permanent: false, blame: Blame::Provider, source: Box::new(source) }
     }
 
     /// As the connector's own error says.
     pub fn classified(permanent: bool, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ConnectorFailure { permanent, source: Box::new(source) }
+        ConnectorFailure { permanent, blame: Blame::Provider, source: Box::new(source) }
+    }
+
+    /// The customer can fix it (a spreadsheet no longer shared, a key they
+    /// revoked): their move, not ours.
+    pub fn fixable_by_customer(mut self) -> Self {
+        self.blame = Blame::Customer;
+        self
+    }
+
+    pub fn blame(&self) -> Blame {
+        self.blame
     }
 
     pub fn is_permanent(&self) -> bool {
@@ -134,6 +150,58 @@ impl DeliveryError {
     }
 }
 
+/// Error codes with which a customer's S3 side refuses us in a way its
+/// owner can change: access (role, bucket or key policy), a bucket deleted
+/// or moved to another region, keys revoked or rotated.
+const CUSTOMER_FIXABLE_S3_CODES: &[&str] = &[
+    "AccessDenied",
+    "AllAccessDisabled",
+    "NoSuchBucket",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "InvalidClientTokenId",
+];
+
+/// Whether a failure at a customer's destination is theirs to fix: the
+/// service refused us (codes above; for Google, HTTP 401, 403 or 404), or
+/// the customer's role could not be assumed (the credentials of the
+/// destination client failed to load). Timeouts, throttling and 5xx are
+/// nobody's to fix: retries handle them.
+fn refused_by_customer(source: &StoreError) -> bool {
+    match source {
+        StoreError::S3 { detail, .. } => {
+            CUSTOMER_FIXABLE_S3_CODES
+                .iter()
+                .any(|code| detail.strip_prefix(code).is_some_and(|rest| rest.starts_with(':')))
+                || detail.contains("failed to load credentials")
+                || detail.contains("an error occurred while loading credentials")
+        }
+        StoreError::Gcs { status: Some(401 | 403 | 404), .. } => true,
+        _ => false,
+    }
+}
+
+impl DeliveryError {
+    /// Whose move it is: the customer's when their destination refused us
+    /// in a way they can change (the role, its trust or bucket policy, a
+    /// missing bucket, revoked keys, a spreadsheet no longer shared), ours
+    /// for everything else — staging, our secrets and settings, the run,
+    /// timeouts and throttling.
+    pub fn blame(&self) -> Blame {
+        match self {
+            DeliveryError::Destination { source, .. } | DeliveryError::Transfer(TransferError::Write(source))
+                if refused_by_customer(source) =>
+            {
+                Blame::Customer
+            }
+            DeliveryError::Connector(failure) => failure.blame(),
+            _ => Blame::Provider,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +233,44 @@ mod tests {
         ];
         for error in &transient {
             assert!(!error.is_permanent(), "{error}");
+        }
+    }
+
+    #[test]
+    fn what_the_customer_refused_is_theirs_to_fix_and_everything_else_is_ours() {
+        let s3 = |detail: &str| StoreError::S3 {
+            operation: "PutObject",
+            location: "s3://customer/x".into(),
+            detail: detail.into(),
+        };
+        let at_destination = |detail: &str| DeliveryError::Destination { connector: "lake".into(), source: s3(detail) };
+        let customers = [
+            at_destination("AccessDenied: Access Denied (HTTP 403)"),
+            at_destination("NoSuchBucket: The specified bucket does not exist (HTTP 404)"),
+            DeliveryError::Transfer(TransferError::Write(s3("InvalidAccessKeyId: revoked (HTTP 403)"))),
+            at_destination(
+                "dispatch failure: other: an error occurred while loading credentials: AccessDenied: not authorized                  to perform sts:AssumeRole",
+            ),
+            DeliveryError::Destination {
+                connector: "gcs".into(),
+                source: StoreError::Gcs { operation: "upload", location: "gs://b/x".into(), status: Some(403), detail: "x".into() },
+            },
+            DeliveryError::Connector(ConnectorFailure::transient(std::io::Error::other("not shared")).fixable_by_customer()),
+        ];
+        for error in &customers {
+            assert_eq!(error.blame(), Blame::Customer, "{error}");
+        }
+        let ours = [
+            at_destination("SlowDown: Please reduce your request rate (HTTP 503)"),
+            at_destination("request has timed out"),
+            at_destination("AccessDeniedButNotReally: x"),
+            DeliveryError::Transfer(TransferError::Read(s3("AccessDenied: staging (HTTP 403)"))),
+            DeliveryError::Staging { action: "read", location: "status/x".into(), source: s3("AccessDenied: x") },
+            DeliveryError::InvalidTenant("plan: required".into()),
+            DeliveryError::Connector(ConnectorFailure::transient(std::io::Error::other("SES throttled"))),
+        ];
+        for error in &ours {
+            assert_eq!(error.blame(), Blame::Provider, "{error}");
         }
     }
 }

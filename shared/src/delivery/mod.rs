@@ -9,6 +9,7 @@
 //! this list, and the connector registry and tenant model below delivery):
 //! - [`keys`]: staging key layouts and S3 event key decoding;
 //! - [`job`], [`status`]: the job and status objects (claims included);
+//! - [`arrival_event`]: the `notifications/…` event a feed's outcome calls for, and its keys;
 //! - [`error`]: delivery errors that say permanent or transient, and the
 //!   [`ConnectorFailure`](error::ConnectorFailure) a connector maps its own errors into;
 //! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
@@ -27,6 +28,7 @@
 //! in [`connectors`], a function crate under `functions/`, and its template
 //! entry.
 
+pub mod arrival_event;
 pub mod attempt;
 pub mod connection_probe;
 pub mod connectors;
@@ -42,6 +44,7 @@ pub mod staging;
 pub mod status;
 
 pub use crate::connector_registry::{ConnectorKind, JobKind, UnknownJobKind};
+pub use arrival_event::{parse_event_key, ArrivalEvent, EventKeyParts, EventType};
 pub use attempt::{deliver_job, JobDisposition, JobError, JobReport};
 pub use deliverer::{DeliverDeps, Deliverer};
 pub use error::{ConnectorFailure, DeliveryError};
@@ -54,6 +57,6 @@ pub use keys::{
 };
 pub use staging::{DeliveryStaging, StatusRecord, UnusableStatus};
 pub use status::{
-    Attempt, AttemptResult, Claim, DeliveredObject, DeliveredPart, DeliveryOutcome, DeliveryStatus, PartOrigin,
+    Attempt, AttemptResult, Blame, Claim, DeliveredObject, DeliveredPart, DeliveryOutcome, DeliveryStatus, PartOrigin,
     SourcePart, DELIVERY_STATUS_SCHEMA_VERSION,
 };

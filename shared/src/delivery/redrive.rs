@@ -9,7 +9,9 @@
 //! when the status changed since it was read, the job is left alone. The
 //! scheduled sweeper and `popularity redeliver` both call [`redrive_run`].
 //! This module never delivers, never changes an outcome and never touches a
-//! `delivered`, `invalid` or `skipped` delivery.
+//! `delivered`, `invalid` or `skipped` delivery. A delivery left failed
+//! because its re-drives are over gets its `delivery.abandoned` event
+//! (created once; a failure to create it is logged, not an error).
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::stream::{self, StreamExt};
@@ -17,6 +19,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::connector_registry::JobKind;
+use crate::delivery::arrival_event::{new_event_id, ArrivalEvent};
 use crate::delivery::keys::{parse_job_key, JobKeyParts, JOBS_PREFIX};
 use crate::delivery::staging::DeliveryStaging;
 use crate::delivery::status::{DeliveryOutcome, DeliveryStatus};
@@ -299,6 +302,10 @@ async fn redrive_job<S: ObjectStore>(
             if policy.max_redrives.is_some_and(|max| status.redrives >= max) {
                 warn!(%job_key, redrives = status.redrives, outcome = status.outcome.as_str(),
                     "re-driven the most times allowed (MAX_REDRIVES); left as it is");
+                let abandoned = ArrivalEvent::abandoned(status, new_event_id(now), now);
+                if let Err(error) = staging.create_event(&abandoned).await {
+                    warn!(%job_key, %error, "could not create the delivery.abandoned event; the next sweep tries again");
+                }
                 return Ok(report(outcome, RedriveDecision::Exhausted, status.redrives));
             }
             let mut next = status.clone();
@@ -386,8 +393,19 @@ mod tests {
         let again = sweep("2026-11-19T04:30:00Z").await;
         assert_eq!(again.reports[0].decision, RedriveDecision::NotDue, "waits after a re-drive too");
         assert_eq!(sweep("2026-11-19T05:10:00Z").await.reports[0].redrives, 2);
+        let abandoned_key = format!("notifications/{}/acme/role/delivery.abandoned.json", run());
+        assert!(store.get(&abandoned_key).await.is_err(), "not abandoned while re-drives remain");
         let last = sweep("2026-11-19T06:10:00Z").await;
         assert_eq!((last.reports[0].decision, last.reports[0].redrives), (RedriveDecision::Exhausted, 2));
+        let abandoned: serde_json::Value = serde_json::from_slice(&store.get(&abandoned_key).await.unwrap()).unwrap();
+        assert_eq!(
+            (abandoned["type"].as_str(), abandoned["retryable"].as_bool()),
+            (Some("delivery.abandoned"), Some(false))
+        );
+        assert_eq!(abandoned["cause"], "NoSuchBucket");
+        sweep("2026-11-19T07:10:00Z").await;
+        let again: serde_json::Value = serde_json::from_slice(&store.get(&abandoned_key).await.unwrap()).unwrap();
+        assert_eq!(again, abandoned, "created once");
         let stored = DeliveryStaging::new(&store).read_status(run(), "acme", "role").await.unwrap().unwrap();
         let stored = stored.valid().unwrap();
         assert_eq!((stored.outcome, stored.redrives), (DeliveryOutcome::Failed, 2));

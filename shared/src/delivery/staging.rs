@@ -12,10 +12,13 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::delivery::arrival_event::ArrivalEvent;
 use crate::delivery::error::DeliveryError;
 use crate::delivery::job::{decode_job, DeliveryJob};
 use crate::delivery::keys::{echoed_key, status_key, JobKeyParts};
-use crate::delivery::status::{AttemptResult, DeliveredPart, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION};
+use crate::delivery::status::{
+    AttemptResult, Blame, DeliveredPart, DeliveryOutcome, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION,
+};
 use crate::domain::RunId;
 use crate::manifest::{run_manifest_key, RunManifest, MANIFESTS_PREFIX, MANIFEST_SCHEMA_VERSION};
 use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, PutOutcome, StoreError, WriteCondition};
@@ -50,6 +53,8 @@ pub struct ClaimedJob {
     /// Parts this attempt skipped because an earlier one delivered them;
     /// recorded on the attempt with its outcome.
     pub skipped_parts: u32,
+    /// Whose move it is when the attempt failed; recorded on the attempt.
+    pub blame: Option<Blame>,
 }
 
 impl ClaimedJob {
@@ -294,7 +299,9 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
             None => WriteCondition::Absent,
         };
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
-            ConditionalPut::Written(version) => Ok(Some(ClaimedJob { status, version, key, skipped_parts: 0 })),
+            ConditionalPut::Written(version) => {
+                Ok(Some(ClaimedJob { status, version, key, skipped_parts: 0, blame: None }))
+            }
             ConditionalPut::ConditionFailed => Ok(None),
         }
     }
@@ -317,6 +324,12 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
             ConditionalPut::Written(_) => Ok(true),
             ConditionalPut::ConditionFailed => Ok(false),
         }
+    }
+
+    /// Creates the event object unless one exists: the first failure of a
+    /// run's delivery makes its `delivery.failed`, later ones add nothing.
+    pub async fn create_event(&self, event: &ArrivalEvent) -> Result<PutOutcome, StoreError> {
+        self.store.put_if_absent(&event.key_parts().event_key(), to_json(event), JSON).await
     }
 
     /// Re-writes the job object at `parts` with the very bytes it holds, so
@@ -372,10 +385,13 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         finished_at: DateTime<Utc>,
         result: AttemptResult,
     ) -> Result<Recorded, StoreError> {
-        let ClaimedJob { mut status, version, key, skipped_parts } = claimed;
+        let ClaimedJob { mut status, version, key, skipped_parts, blame } = claimed;
         status.record_attempt(started_at, finished_at, result);
         if let Some(attempt) = status.attempts.last_mut() {
             attempt.skipped_parts = skipped_parts;
+            if attempt.error.is_some() && attempt.outcome != DeliveryOutcome::Skipped {
+                attempt.blame = blame;
+            }
         }
         let condition = WriteCondition::Unchanged(&version);
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {

@@ -50,6 +50,26 @@ impl DeliveryOutcome {
     }
 }
 
+/// Whose move it is after a failure (docs/design.md, "Events"): the
+/// customer's when their side refused us in a way they can change (their
+/// role or its trust policy, their bucket policy, a bucket they deleted,
+/// keys they revoked, a spreadsheet no longer shared); ours otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Blame {
+    Customer,
+    Provider,
+}
+
+impl Blame {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blame::Customer => "customer",
+            Blame::Provider => "provider",
+        }
+    }
+}
+
 /// What one attempt did, as the deliverer reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
@@ -76,6 +96,9 @@ pub struct Attempt {
     /// job had delivered them (`deliveredParts`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_parts: u32,
+    /// Whose move it is, for an attempt that failed (`failed` or `invalid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blame: Option<Blame>,
 }
 
 /// The attempt that holds the job. It expires when the invocation that
@@ -319,7 +342,7 @@ impl DeliveryStatus {
         if error.is_some() {
             self.last_error.clone_from(&error);
         }
-        self.attempts.push(Attempt { number, started_at, finished_at, outcome, error, skipped_parts: 0 });
+        self.attempts.push(Attempt { number, started_at, finished_at, outcome, error, skipped_parts: 0, blame: None });
         self.outcome = outcome;
         self.updated_at = finished_at;
     }

@@ -108,9 +108,12 @@ impl SheetsError {
     }
 }
 
+/// A spreadsheet deleted or no longer shared is the customer's to fix.
 impl From<SheetsError> for DeliveryError {
     fn from(error: SheetsError) -> Self {
-        DeliveryError::Connector(ConnectorFailure::classified(error.is_permanent(), error))
+        let customers = matches!(error, SheetsError::NotFound { .. } | SheetsError::NotShared { .. });
+        let failure = ConnectorFailure::classified(error.is_permanent(), error);
+        DeliveryError::Connector(if customers { failure.fixable_by_customer() } else { failure })
     }
 }
 
