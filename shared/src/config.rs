@@ -323,6 +323,54 @@ impl SweeperConfig {
     }
 }
 
+/// Configuration of the `notify` function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub staging_bucket: String,
+    pub tenant_secret_prefix: String,
+    /// `WEBHOOKS_ALLOW_LOOPBACK=true`: webhooks may reach loopback
+    /// addresses, and `http://127.0.0.1`; for local runs only (the template
+    /// never sets it). Default `false`.
+    pub webhooks_allow_loopback: bool,
+    /// The verified SES identity failure notices are sent from (`SES_SENDER`).
+    pub sender: String,
+    /// SES configuration set of every notice (`SES_CONFIGURATION_SET`).
+    pub configuration_set: Option<String>,
+}
+
+impl NotifyConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Variables(lookup);
+        let sender = vars.required("SES_SENDER", "name the verified SES identity failure notices are sent from")?;
+        if !crate::tenant::is_email_address(&sender) {
+            return Err(ConfigError::Malformed { name: "SES_SENDER", value: sender, expected: "an email address" });
+        }
+        let allow_loopback = match vars.optional("WEBHOOKS_ALLOW_LOOPBACK").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Malformed {
+                    name: "WEBHOOKS_ALLOW_LOOPBACK",
+                    value: other.to_owned(),
+                    expected: "true (local runs only) or false",
+                })
+            }
+        };
+        Ok(Self {
+            staging_bucket: vars
+                .required("STAGING_BUCKET", "name the bucket holding notifications/ and notification-status/")?,
+            tenant_secret_prefix: tenant_secret_prefix(&vars)?,
+            webhooks_allow_loopback: allow_loopback,
+            sender,
+            configuration_set: ses_configuration_set(&vars)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +379,25 @@ mod tests {
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_notifier_refuses_loopback_webhooks_unless_told_exactly_true() {
+        let base = [("STAGING_BUCKET", "staging"), ("SES_SENDER", "reports@example.com")];
+        let config = NotifyConfig::from_lookup(lookup(&base)).unwrap();
+        assert!(!config.webhooks_allow_loopback);
+        let with = |value: &str| {
+            let mut pairs = base.to_vec();
+            pairs.push(("WEBHOOKS_ALLOW_LOOPBACK", value));
+            NotifyConfig::from_lookup(lookup(&pairs))
+        };
+        assert!(with("true").unwrap().webhooks_allow_loopback);
+        assert!(!with("false").unwrap().webhooks_allow_loopback);
+        for value in ["1", "yes", "TRUE"] {
+            assert!(with(value).unwrap_err().to_string().contains("WEBHOOKS_ALLOW_LOOPBACK"), "{value}");
+        }
+        let error = NotifyConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s")])).unwrap_err();
+        assert!(error.to_string().contains("SES_SENDER"), "{error}");
     }
 
     #[test]

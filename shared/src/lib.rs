@@ -24,9 +24,10 @@
 //! - [`sample`]: the deterministic synthetic catalogue and plays;
 //! - [`tenant`]: the tenant secret's model, parsing, limits, cross-feed rules and directory;
 //! - [`delivery`]: jobs, status and claims, the deliverer, connection probes and every connector;
+//! - [`notify`]: arrival events sent to webhooks and EventBridge buses, their re-drives;
 //! - [`status_report`]: the table of `popularity status`;
 //! - [`config`]: each function's typed configuration, read once (docs/design.md, "Environment variables");
-//! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, the sweeper).
+//! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, notify, the sweeper).
 
 pub mod aws_errors;
 pub mod config;
@@ -39,6 +40,7 @@ pub mod input;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod notify;
 pub mod parquet_writer;
 pub mod rank;
 pub mod ranking;

@@ -1,6 +1,7 @@
 //! The `sweeper` Lambda: on its schedule, re-drives the failed and stalled
 //! deliveries of recent runs by re-writing their job objects. Wiring only;
 //! the handler lives in `popularity_reports::handlers::sweeper`.
+#![recursion_limit = "256"]
 
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::SweeperConfig;

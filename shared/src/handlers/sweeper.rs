@@ -7,7 +7,10 @@
 //! `status/` (and lists `manifests/` to find the runs); it never delivers
 //! and never changes an outcome. Deliveries it leaves because they were
 //! re-driven the most times allowed are counted in the `RedrivesExhausted`
-//! metric and logged on every sweep, so an alarm can watch them.
+//! metric and logged on every sweep, so an alarm can watch them. It also
+//! re-drives the arrival events of those runs whose targets are due again
+//! on the retry schedule ([`crate::notify::redrive`]), by re-writing
+//! `notifications/…` objects; it never sends one itself.
 
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::Diagnostic;
@@ -16,6 +19,7 @@ use tracing::{error, info, instrument, warn};
 
 use crate::delivery::redrive::{redrive_run, runs_since, RedriveDecision, RedriveError, RedriveFilter, RedrivePolicy};
 use crate::metrics::emit_metrics;
+use crate::notify::redrive::{redrive_events, EventRedriveError};
 use crate::store::ObjectStore;
 
 /// What the sweeper needs: the staging bucket, its settings and a clock.
@@ -41,6 +45,9 @@ pub struct SweepResponse {
     pub raced: u64,
     pub final_outcomes: u64,
     pub damaged: u64,
+    /// Arrival events looked at, and those re-driven to their notifier.
+    pub events: u64,
+    pub events_redriven: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,12 @@ pub enum SweepError {
         .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ")
     )]
     Jobs(Vec<RedriveError>),
+    #[error(
+        "{} arrival events could not be looked at (the next sweep tries again; the others were swept): {}",
+        .0.len(),
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ")
+    )]
+    Events(Vec<EventRedriveError>),
 }
 
 impl From<SweepError> for Diagnostic {
@@ -71,6 +84,7 @@ pub async fn handle_sweep<S: ObjectStore>(deps: &SweeperDeps<S>) -> Result<Sweep
     let runs = runs_since(&deps.staging, since).await.map_err(SweepError::List)?;
     let mut response = SweepResponse::default();
     let mut errors = Vec::new();
+    let mut event_errors = Vec::new();
     for run in runs {
         let swept =
             redrive_run(&deps.staging, run, &RedriveFilter::default(), &policy, now).await.map_err(SweepError::List)?;
@@ -93,6 +107,10 @@ pub async fn handle_sweep<S: ObjectStore>(deps: &SweeperDeps<S>) -> Result<Sweep
         }
         response.jobs += swept.errors.len() as u64;
         errors.extend(swept.errors);
+        let events = redrive_events(&deps.staging, run, now).await;
+        response.events += events.events;
+        response.events_redriven += events.redriven;
+        event_errors.extend(events.errors);
     }
     emit_metrics(
         "PopularityReports",
@@ -102,7 +120,8 @@ pub async fn handle_sweep<S: ObjectStore>(deps: &SweeperDeps<S>) -> Result<Sweep
             ("Redriven", response.redriven as f64),
             ("RedrivesExhausted", response.exhausted as f64),
             ("DamagedStatus", response.damaged as f64),
-            ("SweepErrors", errors.len() as f64),
+            ("SweepErrors", (errors.len() + event_errors.len()) as f64),
+            ("EventsRedriven", response.events_redriven as f64),
         ],
     );
     info!(
@@ -111,12 +130,16 @@ pub async fn handle_sweep<S: ObjectStore>(deps: &SweeperDeps<S>) -> Result<Sweep
         redriven = response.redriven,
         exhausted = response.exhausted,
         raced = response.raced,
+        events_redriven = response.events_redriven,
         "sweep done"
     );
-    if errors.is_empty() {
-        Ok(response)
-    } else {
+    if !errors.is_empty() {
         error!(errors = errors.len(), "some jobs could not be swept");
         Err(SweepError::Jobs(errors))
+    } else if !event_errors.is_empty() {
+        error!(errors = event_errors.len(), "some arrival events could not be swept");
+        Err(SweepError::Events(event_errors))
+    } else {
+        Ok(response)
     }
 }
