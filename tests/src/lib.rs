@@ -31,7 +31,9 @@
 //! - [`synthetic_run`]: a published run of generated items, of a chosen
 //!   size, staged without ranking (the delivery tests and benchmarks);
 //! - [`template_policies`]: each function's IAM policy and environment from
-//!   the transformed SAM template, resolved to a test's own names.
+//!   the transformed SAM template, resolved to a test's own names;
+//! - [`webhook_receiver`]: a customer's webhook endpoint on 127.0.0.1 that
+//!   checks signatures with Python's `hmac`, failing the first requests on demand.
 //!
 //! Tests of IAM enforcement run against a second server,
 //! [`moto_auth_endpoint`], because moto's enforcement switch is global to a
@@ -55,6 +57,7 @@ pub mod reports;
 pub mod sheets_double;
 pub mod synthetic_run;
 pub mod template_policies;
+pub mod webhook_receiver;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
