@@ -16,6 +16,7 @@ use integration_tests::delivery::{
 };
 use integration_tests::webhook_receiver::WebhookReceiver;
 use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
+use popularity_reports::delivery::connectors::email::SesMailer;
 use popularity_reports::delivery::{ArrivalEvent, EventKeyParts, EventType};
 use popularity_reports::handlers::deliver::handle_deliverer_event;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
@@ -38,12 +39,14 @@ fn notify_deps(
     prefix: &str,
     allow_loopback: bool,
     now: fn() -> DateTime<Utc>,
-) -> NotifyDeps<S3Store, SecretsManagerTenants, HttpWebhooks, EventBridgeBuses> {
+) -> NotifyDeps<S3Store, SecretsManagerTenants, HttpWebhooks, EventBridgeBuses, SesMailer> {
     NotifyDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets_manager_client(admin), prefix).unwrap(),
         webhooks: HttpWebhooks::new(allow_loopback),
         buses: EventBridgeBuses::new(admin),
+        mailer: SesMailer::new(admin),
+        sender: "reports@example.com".to_owned(),
         now,
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tracing::{instrument, warn};
 
 use crate::delivery::arrival_event::{parse_event_key, EventKeyError};
+use crate::delivery::connectors::email::MailSender;
 use crate::delivery::keys::{decode_s3_event_key, KeyError};
 use crate::notify::{notify_event, EventBusSender, EventReport, NotifyDeps, NotifyError, WebhookSender};
 use crate::store::ObjectStore;
@@ -62,8 +63,8 @@ impl From<NotifyHandlerError> for Diagnostic {
 
 /// Handles an S3 event for the notifier.
 #[instrument(skip_all)]
-pub async fn handle_notify_event<S, T, W, B>(
-    deps: &NotifyDeps<S, T, W, B>,
+pub async fn handle_notify_event<S, T, W, B, M>(
+    deps: &NotifyDeps<S, T, W, B, M>,
     event: S3Event,
 ) -> Result<NotifyResponse, NotifyHandlerError>
 where
@@ -71,6 +72,7 @@ where
     T: TenantDirectory,
     W: WebhookSender,
     B: EventBusSender,
+    M: MailSender,
 {
     let mut response = NotifyResponse::default();
     let mut failures = Vec::new();

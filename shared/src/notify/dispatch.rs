@@ -8,16 +8,21 @@
 //! finds the status changed, reads it back and merges, so no send is lost
 //! from the record. A target that did not accept is left for the sweeper,
 //! which re-drives the event on the retry schedule; the invocation itself
-//! succeeds, so Lambda's quick retries do not use up the schedule.
+//! succeeds, so Lambda's quick retries do not use up the schedule. Before
+//! any target, the event's failure or recovery notice to the tenant's
+//! contacts is handled once ([`super::notices`]); a notice that cannot be
+//! sent fails the invocation before any target is sent to.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
+use super::notices::{handle_notice, NoticeError};
 use super::status::{NotificationStatus, SendAttempt, TargetState, NOTIFICATION_STATUS_SCHEMA_VERSION};
 use super::targets::{EventBusSender, SendFailure, WebhookSender};
 use crate::delivery::arrival_event::{ArrivalEvent, EventKeyParts, ARRIVAL_EVENT_SCHEMA_VERSION};
+use crate::delivery::connectors::email::MailSender;
 use crate::metrics::emit_metrics;
 use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, StoreError, WriteCondition};
 use crate::tenant::directory::{DirectoryError, TenantDirectory};
@@ -28,11 +33,15 @@ const JSON: &str = "application/json";
 const STATUS_WRITES: usize = 4;
 
 /// What the notifier needs.
-pub struct NotifyDeps<S, T, W, B> {
+pub struct NotifyDeps<S, T, W, B, M> {
     pub staging: S,
     pub tenants: T,
     pub webhooks: W,
     pub buses: B,
+    /// Failure and recovery notices to the tenant's contacts.
+    pub mailer: M,
+    /// `SES_SENDER`: the verified identity notices come from.
+    pub sender: String,
     /// The clock; tests pin it.
     pub now: fn() -> DateTime<Utc>,
 }
@@ -76,6 +85,8 @@ pub enum NotifyError {
         #[source]
         source: DirectoryError,
     },
+    #[error(transparent)]
+    Notice(#[from] NoticeError),
 }
 
 /// The status as stored, and the version a conditional write must replace.
@@ -100,8 +111,8 @@ async fn read_status<S: ObjectStore>(
 
 /// Sends the event at `parts` to every target of its tenant that is due.
 #[instrument(skip_all, fields(run_id = %parts.run_id, tenant = %parts.tenant_id, feed = %parts.feed_id, event_type = %parts.event_type))]
-pub async fn notify_event<S, T, W, B>(
-    deps: &NotifyDeps<S, T, W, B>,
+pub async fn notify_event<S, T, W, B, M>(
+    deps: &NotifyDeps<S, T, W, B, M>,
     parts: &EventKeyParts,
 ) -> Result<EventReport, NotifyError>
 where
@@ -109,6 +120,7 @@ where
     T: TenantDirectory,
     W: WebhookSender,
     B: EventBusSender,
+    M: MailSender,
 {
     let event_key = parts.event_key();
     let status_key = parts.status_key();
@@ -142,8 +154,12 @@ where
     };
 
     match targets_of(deps, &event).await? {
-        Ok(targets) => {
+        Ok((targets, contacts)) => {
             status.skipped = None;
+            if status.notice.is_none() {
+                status.notice =
+                    Some(handle_notice(&deps.staging, &deps.mailer, &deps.sender, &contacts, &event, now).await?);
+            }
             status.reconcile(&targets);
             send_due(deps, &event, &body, &targets, &mut status, &mut report, now).await;
         }
@@ -205,11 +221,11 @@ fn decode_event(body: &[u8], parts: &EventKeyParts) -> Result<ArrivalEvent, Stri
     Ok(event)
 }
 
-/// The tenant's targets, or why none are served (`Ok(Err(reason))`).
-async fn targets_of<S, T: TenantDirectory, W, B>(
-    deps: &NotifyDeps<S, T, W, B>,
+/// The tenant's targets and contacts, or why none are served (`Ok(Err(reason))`).
+async fn targets_of<S, T: TenantDirectory, W, B, M>(
+    deps: &NotifyDeps<S, T, W, B, M>,
     event: &ArrivalEvent,
-) -> Result<Result<Vec<NotificationTarget>, String>, NotifyError> {
+) -> Result<Result<(Vec<NotificationTarget>, Vec<String>), String>, NotifyError> {
     let entry = deps
         .tenants
         .load_tenant(&event.tenant_id)
@@ -221,13 +237,13 @@ async fn targets_of<S, T: TenantDirectory, W, B>(
     match entry.config {
         Err(error) => Ok(Err(format!("the tenant secret cannot be used: {}", error.describe(&entry.secret_name)))),
         Ok(tenant) if !tenant.enabled => Ok(Err("the tenant is disabled".to_owned())),
-        Ok(tenant) => Ok(Ok(tenant.notifications)),
+        Ok(tenant) => Ok(Ok((tenant.notifications, tenant.contacts))),
     }
 }
 
 /// Sends to every target due now, recording each send.
-async fn send_due<S, T, W, B>(
-    deps: &NotifyDeps<S, T, W, B>,
+async fn send_due<S, T, W, B, M>(
+    deps: &NotifyDeps<S, T, W, B, M>,
     event: &ArrivalEvent,
     body: &[u8],
     targets: &[NotificationTarget],
@@ -309,6 +325,15 @@ mod tests {
         }
     }
 
+    impl MailSender for FlakyEndpoint {
+        async fn send(
+            &self,
+            _: &crate::delivery::connectors::email::EmailMessage,
+        ) -> Result<String, crate::delivery::connectors::email::MailError> {
+            Ok("message-1".into())
+        }
+    }
+
     impl EventBusSender for FlakyEndpoint {
         async fn put(&self, _: &EventBridgeTarget, event: &ArrivalEvent, _: &str) -> Result<String, SendFailure> {
             self.ids.lock().unwrap().push(event.id.clone());
@@ -353,6 +378,8 @@ mod tests {
             tenants,
             webhooks,
             buses: FlakyEndpoint::default(),
+            mailer: FlakyEndpoint::default(),
+            sender: "reports@example.com".into(),
             now: || at("2026-11-19T03:21:05Z"),
         };
         let first = notify_event(&deps, &parts).await.unwrap();
@@ -388,6 +415,8 @@ mod tests {
             tenants: InMemoryTenants::new("popularity-reports/tenants/"),
             webhooks: FlakyEndpoint::default(),
             buses: FlakyEndpoint::default(),
+            mailer: FlakyEndpoint::default(),
+            sender: "reports@example.com".into(),
             now: || at("2026-11-19T03:21:05Z"),
         };
         let report = notify_event(&deps, &parts).await.unwrap();
