@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
-use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, RankConfig, SheetsConfig, SweeperConfig};
+use popularity_reports::config::{
+    DeliveryConfig, EmailConfig, GcsConfig, NotifyConfig, RankConfig, SheetsConfig, SweeperConfig,
+};
 use popularity_reports::connector_registry::DELIVERER_FUNCTIONS;
 use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
 use yaml::Yaml;
@@ -444,6 +446,7 @@ fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<S
         "sweeper" => {
             ("SweeperConfig", |lookup| SweeperConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
         }
+        "notify" => ("NotifyConfig", |lookup| NotifyConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string())),
         other => panic!("functions/{other}: add its configuration type to configuration_of in this test"),
     };
     let main = read(&workspace_root().join("functions").join(binary).join("src/main.rs"));
@@ -821,7 +824,7 @@ fn resources_of(statement: &Yaml) -> Vec<&str> {
 }
 
 #[test]
-fn the_sweeper_runs_on_its_schedule_may_touch_only_jobs_and_status_and_its_status_writes_go_nowhere() {
+fn the_sweeper_runs_on_its_schedule_may_touch_only_jobs_status_and_events_and_its_status_writes_go_nowhere() {
     let template = Template::load();
     let sweeper = template.function_by_binary("sweeper");
     let schedules: Vec<&str> = template
@@ -846,10 +849,20 @@ fn the_sweeper_runs_on_its_schedule_may_touch_only_jobs_and_status_and_its_statu
         for action in actions(statement) {
             let allowed: Vec<String> = match action {
                 "s3:ListBucket" => vec![format!("!Sub {staging}")],
-                "s3:GetObject" | "s3:PutObject" => {
-                    vec![format!("!Sub {staging}/jobs/*"), format!("!Sub {staging}/status/*")]
-                }
-                other => panic!("the sweeper may not {other}: it lists, reads and writes jobs/ and status/ only"),
+                "s3:GetObject" => vec![
+                    format!("!Sub {staging}/jobs/*"),
+                    format!("!Sub {staging}/status/*"),
+                    format!("!Sub {staging}/notifications/*"),
+                    format!("!Sub {staging}/notification-status/*"),
+                ],
+                "s3:PutObject" => vec![
+                    format!("!Sub {staging}/jobs/*"),
+                    format!("!Sub {staging}/status/*"),
+                    format!("!Sub {staging}/notifications/*"),
+                ],
+                other => panic!(
+                    "the sweeper may not {other}: it lists, reads and writes jobs/, status/ and notifications/ only"
+                ),
             };
             for resource in resources_of(statement) {
                 assert!(
@@ -870,13 +883,23 @@ fn the_sweeper_runs_on_its_schedule_may_touch_only_jobs_and_status_and_its_statu
         let routed: Vec<&String> = routes.iter().filter(|r| r.matches(&job_key)).map(|r| &r.logical_id).collect();
         assert_eq!(routed, [function.logical_id], "{job_key}");
     }
+    // Its event re-writes start notify alone; notify's own writes start nothing.
+    let notify = template.function_by_binary("notify");
+    let event_key = "notifications/20261119030000/acme/feed/delivery.failed.json";
+    let routed: Vec<&String> = routes.iter().filter(|r| r.matches(event_key)).map(|r| &r.logical_id).collect();
+    assert_eq!(routed, [notify.logical_id], "{event_key}");
+    for own in ["notification-status/20261119030000/acme/feed/delivery.failed.json", "notices/acme/feed.json"] {
+        let routed: Vec<&String> = routes.iter().filter(|r| r.matches(own)).map(|r| &r.logical_id).collect();
+        assert!(routed.is_empty(), "{own} is routed to {routed:?}: notify would start itself");
+    }
 }
 
 /// The metrics that mean a person should look, and the handler that emits
 /// each (under `PopularityReports`, dimension `Function`).
-const ALARMED_METRICS: [(&str, &str, &str); 2] = [
+const ALARMED_METRICS: [(&str, &str, &str); 3] = [
     ("RunsWithoutPlays", "rank", "shared/src/handlers/rank.rs"),
     ("RedrivesExhausted", "sweeper", "shared/src/handlers/sweeper.rs"),
+    ("NotificationTargetsPaused", "notify", "shared/src/notify/dispatch.rs"),
 ];
 
 #[test]
