@@ -106,7 +106,7 @@ async fn a_denied_delivery_user_gets_one_notice_a_day_and_one_when_it_works_agai
     let failed = event_parts(morning, "lake", EventType::Failed);
     let deps = notify_deps(&admin, &staging, &prefix, || "2026-11-19T03:10:00Z".parse().unwrap());
     handle_notify_event(&deps, event_for_key(&failed.event_key())).await.unwrap();
-    assert_eq!(notice_of(&staging, &failed).await.0, true);
+    assert!(notice_of(&staging, &failed).await.0, "a failure notice was sent");
     // The same event again (a duplicate S3 event): no second notice.
     handle_notify_event(&deps, event_for_key(&failed.event_key())).await.unwrap();
 
@@ -124,7 +124,7 @@ async fn a_denied_delivery_user_gets_one_notice_a_day_and_one_when_it_works_agai
     let succeeded = event_parts(next_week, "lake", EventType::Succeeded);
     let deps = notify_deps(&admin, &staging, &prefix, || "2026-11-23T03:10:00Z".parse().unwrap());
     handle_notify_event(&deps, event_for_key(&succeeded.event_key())).await.unwrap();
-    assert_eq!(notice_of(&staging, &succeeded).await.0, true);
+    assert!(notice_of(&staging, &succeeded).await.0, "a recovery notice was sent");
 
     let mail = emails_to(&sent_emails(&endpoint).await, &contact);
     assert_eq!(mail.len(), 2, "one failure notice, one recovery notice: {mail:#?}");

@@ -96,9 +96,9 @@ fn class_v6(address: Ipv6Addr) -> Option<NonPublic> {
     // 64:ff9b::a.b.c.d, 6to4 2002:AABB:CCDD::) reaches that IPv4 address:
     // it is judged as that address.
     let octets = address.octets();
-    let embedded = if segments[..5] == [0, 0, 0, 0, 0] && (segments[5] == 0xffff || segments[5] == 0) {
-        Some(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]))
-    } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    let mapped = segments[..5] == [0, 0, 0, 0, 0] && (segments[5] == 0xffff || segments[5] == 0);
+    let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    let embedded = if mapped || nat64 {
         Some(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]))
     } else if segments[0] == 0x2002 {
         Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]))
