@@ -8,10 +8,10 @@
 # toolchain and Python 3.
 #
 # By default it runs the real Lambda binaries (scripts/local/lambda-e2e.sh):
-# `cargo lambda watch` serves rank, fanout and every deliver-* function; a
-# scheduled event (events/rank/scheduled-thursday.json) starts rank, and a
-# local router turns each new manifest and job object into the S3 event
-# template.yaml routes to the next function. With LOCAL_PATH=cli, or when
+# `cargo lambda watch` serves rank, fanout, every deliver-* function and
+# notify; a scheduled event (events/rank/scheduled-thursday.json) starts
+# rank, and a local router turns each new manifest, job and arrival-event
+# object into the S3 event template.yaml routes to the next function. With LOCAL_PATH=cli, or when
 # cargo-lambda cannot be installed, it runs the same stages in-process
 # through the `popularity` CLI with the Lambdas' handlers instead.
 #

@@ -24,6 +24,10 @@ SHEET_ID=1DemoSpreadsheetOfSheetsCo
 OUR_GOOGLE_ACCOUNT=popularity-feeds@popularity-ops.iam.gserviceaccount.com
 GOOGLE_SERVICE_ACCOUNT_SECRET=popularity-reports/google-service-account
 SHEETS_PID="" SHEETS_FD=""
+# beta-music's webhook: tests/python/webhook_receiver.py on 127.0.0.1, which
+# checks each signature with Python's hmac (the notifier runs with
+# WEBHOOKS_ALLOW_LOOPBACK=true, for local runs only).
+RECEIVER_PID="" WEBHOOK_URL="" WEBHOOK_SECRET=""
 DEMO="${CARGO_TARGET_DIR:-target}/demo"
 RUN_ID="$(date -u -d "$RUN_TIME" +%Y%m%d%H%M%S)"
 
@@ -86,6 +90,7 @@ demo_stop_emulators() {
         SHEETS_FD=""
     fi
     [[ -n "$SHEETS_PID" ]] && kill "$SHEETS_PID" 2>/dev/null || true
+    [[ -n "$RECEIVER_PID" ]] && kill "$RECEIVER_PID" 2>/dev/null || true
     [[ "${KEEP_EMULATOR:-0}" == 1 ]] && return 0
     local endpoint
     for endpoint in "${ENDPOINT:-}" "${GCS_ENDPOINT:-}"; do
@@ -93,15 +98,33 @@ demo_stop_emulators() {
     done
 }
 
+# beta-music's webhook endpoint, with a signing secret made as an operator
+# makes one (`popularity tenant webhook-secret`); sets WEBHOOK_URL.
+demo_start_webhook_receiver() {
+    mkdir -p "$DEMO"
+    WEBHOOK_SECRET="$("$POPULARITY" tenant webhook-secret)"
+    "$ROOT_PYTHON" tests/python/webhook_receiver.py --secret "$WEBHOOK_SECRET" >"$DEMO/receiver.out" 2>&1 &
+    RECEIVER_PID=$!
+    local deadline=$((SECONDS + 30))
+    until grep -q '^PORT ' "$DEMO/receiver.out" 2>/dev/null; do
+        kill -0 "$RECEIVER_PID" 2>/dev/null || { cat "$DEMO/receiver.out" >&2; echo "the webhook receiver exited" >&2; return 1; }
+        (( SECONDS < deadline )) || { echo "the webhook receiver did not start in 30 s" >&2; return 1; }
+        sleep 0.1
+    done
+    WEBHOOK_URL="http://127.0.0.1:$(sed -n 's/^PORT //p' "$DEMO/receiver.out" | head -n 1)/hooks/popularity"
+    echo "== beta-music's webhook receiver listens at $WEBHOOK_URL (PID $RECEIVER_PID)" >&2
+}
+
 # The customers' side (their accounts, buckets, role and keys), the
 # operator's SES sender, link-signing key and Google service account key,
-# and four example tenants: acme (s3-role + email), beta-music (s3-keys,
+# and four example tenants: acme (s3-role + email), beta-music (s3-keys, a webhook,
 # Parquet), gamma (gcs), sheets-co (google-sheets, on the local Sheets
 # double). Each `tenant add` tests the tenant's connectors in this process
 # (--local) and prints the checks. Needs ENDPOINT, GCS_ENDPOINT and the
 # Sheets double, and the deliverers' variables exported.
 demo_onboard() {
     mkdir -p "$DEMO"
+    demo_start_webhook_receiver
     echo "== onboarding example tenants (customer accounts 222222222222 and 333333333333 on moto, a GCS bucket on fake-gcs-server)" >&2
     "$ROOT_PYTHON" scripts/demo/customers.py "$ENDPOINT" 123456789012 "$GCS_ENDPOINT" \
         "$DEMO/our-google-key.json" "$GOOGLE_SERVICE_ACCOUNT_SECRET" >"$DEMO/customers.json"
@@ -121,7 +144,8 @@ JSON
  "connectors": {
    "lake": {"type": "s3-keys", "bucketArn": "arn:aws:s3:::beta-data-demo", "region": "us-east-1", "prefix": "",
             "accessKeyId": "$(field betaAccessKeyId)", "secretAccessKey": "$(field betaSecretAccessKey)"}},
- "feeds": [{"id": "lake-parquet", "connector": "lake", "format": "parquet"}]}
+ "feeds": [{"id": "lake-parquet", "connector": "lake", "format": "parquet"}],
+ "notifications": [{"type": "webhook", "url": "$WEBHOOK_URL", "signingSecret": "$WEBHOOK_SECRET"}]}
 JSON
     cat >"$DEMO/gamma.json" <<JSON
 {"schemaVersion": 1, "tenantId": "gamma", "plan": "trial", "enabled": true,
@@ -170,6 +194,18 @@ PY
         until tail -n 1 "$DEMO/sheets.out" | grep -q '^{"tabs"' || (( SECONDS >= deadline )); do sleep 0.1; done
         tail -n 1 "$DEMO/sheets.out" | "$ROOT_PYTHON" scripts/demo/sheet.py
     fi
+    echo "-- beta-music's webhook at $WEBHOOK_URL (signatures checked with Python's hmac)"
+    "$ROOT_PYTHON" - "${WEBHOOK_URL%/hooks/popularity}/received" <<'PY'
+import json, sys, urllib.request
+received = json.load(urllib.request.build_opener(urllib.request.ProxyHandler({})).open(sys.argv[1]))
+if not received:
+    print("   no event received (the in-process CLI path runs no notifier)")
+for request in received:
+    event = json.loads(request["body"])
+    signature = "valid signature" if request["valid"] else "INVALID signature"
+    print(f"   {request['id']} {event['type']} run {event['runId']} feed {event['feedId']}: "
+          f"{len(event.get('objects', []))} objects, {signature}, answered {request['status']}")
+PY
     echo "-- emails sent"
     "$ROOT_PYTHON" scripts/demo/emails.py "$ENDPOINT"
     echo "-- status of every tenant x feed"

@@ -92,7 +92,7 @@ free_port() {
 # invocation (`cargo run --bin NAME`), done up front so that compile errors
 # show here and no invocation waits minutes on a compiler.
 T0=$SECONDS
-FUNCTIONS=(rank fanout deliver-s3 deliver-email deliver-gcs deliver-sheets)
+FUNCTIONS=(rank fanout deliver-s3 deliver-email deliver-gcs deliver-sheets notify)
 echo "== building the popularity CLI, the local Sheets double and the Lambdas (${FUNCTIONS[*]}) in one cargo invocation" >&2
 BUILD_ARGS=(-p popularity-cli -p integration-tests --bin popularity --bin sheets-double-server)
 for function in "${FUNCTIONS[@]}"; do BUILD_ARGS+=(-p "$function" --bin "$function"); done
@@ -123,6 +123,7 @@ LINK_SIGNER_SECRET=$LINK_SIGNER_SECRET
 STORAGE_EMULATOR_HOST=$GCS_ENDPOINT
 SHEETS_API_ENDPOINT=$SHEETS_API_ENDPOINT
 GOOGLE_SERVICE_ACCOUNT_SECRET=$GOOGLE_SERVICE_ACCOUNT_SECRET
+WEBHOOKS_ALLOW_LOOPBACK=true
 ENV
 WATCH_PORT="$(free_port)"
 INVOKE_URL="http://127.0.0.1:$WATCH_PORT"
