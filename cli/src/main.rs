@@ -8,8 +8,10 @@
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
 mod commands;
+mod console_command;
 mod delivery_commands;
 mod local_deliverers;
+mod portal_command;
 mod redeliver_command;
 mod status_command;
 mod tenant_command;
@@ -34,6 +36,10 @@ struct Cli {
 enum Command {
     /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id.
     Tenant(tenant_command::TenantArgs),
+    /// The self-service console's users in Cognito: invite a customer or an operator.
+    Portal(portal_command::PortalArgs),
+    /// Serve the self-service API and web console on 127.0.0.1 (a local run).
+    Console(console_command::ConsoleArgs),
     /// Print the address customers share their Google Sheets with (our
     /// service account's client_email, from GOOGLE_SERVICE_ACCOUNT_SECRET).
     SheetsIdentity(delivery_commands::SheetsIdentityArgs),
@@ -62,6 +68,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Tenant(args) => tenant_command::run(args),
+        Command::Portal(args) => runtime.block_on(portal_command::portal(args)),
+        Command::Console(args) => runtime.block_on(console_command::console(args)),
         Command::SheetsIdentity(args) => runtime.block_on(delivery_commands::sheets_identity(args)),
         Command::Status(args) => runtime.block_on(status_command::run(args)),
         Command::Redeliver(args) => runtime.block_on(redeliver_command::run(args)),

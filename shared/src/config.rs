@@ -144,6 +144,77 @@ impl DeliveryConfig {
     }
 }
 
+/// Configuration of the `console` function (the self-service API) and of
+/// `popularity console`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// The staging bucket and tenant secrets, as the deliverers see them.
+    pub delivery: DeliveryConfig,
+    /// The Cognito user pool whose ID tokens the API accepts.
+    pub user_pool_id: String,
+    /// Its app client: the tokens' audience.
+    pub client_id: String,
+    /// `https://cognito-idp.<region>.amazonaws.com/<userPoolId>` unless set
+    /// (`COGNITO_ISSUER`).
+    pub issuer: String,
+    /// `<issuer>/.well-known/jwks.json` unless set (`COGNITO_JWKS_URL`;
+    /// locally, the emulator's).
+    pub jwks_url: String,
+    /// The AWS principal customers' roles and bucket policies trust: our
+    /// deliver-s3 role (`DELIVERY_PRINCIPAL_ARN`), shown in setup instructions.
+    pub delivery_principal: Option<String>,
+    /// The Google address customers share spreadsheets with
+    /// (`GOOGLE_SHARE_ADDRESS`), shown in setup instructions.
+    pub google_share_address: Option<String>,
+    /// How long a create or update waits for its connection test
+    /// (`CONNECTION_TEST_WAIT_SECONDS`, 1 to 28: API Gateway answers in 30).
+    pub connection_test_wait_seconds: u64,
+}
+
+impl ConsoleConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let delivery = DeliveryConfig::from_lookup(&lookup)?;
+        let vars = Variables(lookup);
+        let user_pool_id =
+            vars.required("COGNITO_USER_POOL_ID", "name the Cognito user pool whose users may sign in")?;
+        let client_id = vars.required("COGNITO_CLIENT_ID", "name the user pool's app client (the tokens' audience)")?;
+        let issuer = match vars.optional("COGNITO_ISSUER") {
+            Some(issuer) => issuer,
+            None => {
+                let region = vars.required("AWS_REGION", "name the region of the user pool (for its issuer)")?;
+                crate::console::auth::CognitoSettings::issuer_of(&region, &user_pool_id)
+            }
+        };
+        if !issuer.starts_with("https://") && !issuer.starts_with("http://127.0.0.1") {
+            return Err(ConfigError::Malformed {
+                name: "COGNITO_ISSUER",
+                value: issuer,
+                expected: "https://cognito-idp.<region>.amazonaws.com/<userPoolId>",
+            });
+        }
+        let jwks_url = vars.optional("COGNITO_JWKS_URL").unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+        Ok(Self {
+            delivery,
+            user_pool_id,
+            client_id,
+            issuer,
+            jwks_url,
+            delivery_principal: vars.optional("DELIVERY_PRINCIPAL_ARN"),
+            google_share_address: vars.optional("GOOGLE_SHARE_ADDRESS"),
+            connection_test_wait_seconds: vars.parsed(
+                "CONNECTION_TEST_WAIT_SECONDS",
+                25,
+                "a whole number of seconds from 1 to 28",
+                |s| (1..=28).contains(s),
+            )?,
+        })
+    }
+}
+
 /// Configuration of the `deliver-email` function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailConfig {

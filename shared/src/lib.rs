@@ -24,12 +24,14 @@
 //! - [`tenant`]: the tenant secret's model, parsing, limits, cross-feed rules and directory;
 //! - [`delivery`]: jobs, status and claims, the deliverer, connection probes and every connector;
 //! - [`status_report`]: the table of `popularity status`;
+//! - [`console`]: the self-service API and web console (Cognito identity, tenant documents, views, router);
 //! - [`config`]: each function's typed configuration, read once (docs/design.md, "Environment variables");
 //! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, the sweeper).
 
 pub mod aws_errors;
 pub mod config;
 pub mod connector_registry;
+pub mod console;
 pub mod delivery;
 pub mod delta;
 pub mod domain;

@@ -21,7 +21,7 @@ use crate::delivery::job::DeliveryPlan;
 use crate::delivery::keys::JobKeyParts;
 use crate::delivery::resume::{PartLedger, StatusLedger};
 use crate::delivery::staging::{DeliveryStaging, Recorded};
-use crate::delivery::status::{AttemptResult, DeliveredObject, DeliveryOutcome};
+use crate::delivery::status::{AttemptResult, Blame, DeliveredObject, DeliveryOutcome};
 use crate::store::{ObjectStore, StoreError};
 use crate::tenant::directory::TenantDirectory;
 
@@ -197,10 +197,13 @@ where
 
     let started_at = now;
     let ledger = StatusLedger::new(staging, claimed);
-    let (result, plan) = attempt(deps, parts, &ledger).await;
+    let ((result, blame), plan) = attempt(deps, parts, &ledger).await;
     let mut claimed = ledger.into_claimed();
     if plan.is_some() {
         claimed.status.plan = plan;
+    }
+    if blame.is_some() {
+        claimed.status.blame = blame;
     }
     let finished_at = (deps.now)();
     let failure = match &result {
@@ -231,25 +234,26 @@ where
     }
 }
 
-/// A delivery's result as the status records it.
-pub(crate) fn attempt_result(result: Result<Vec<DeliveredObject>, DeliveryError>) -> AttemptResult {
+/// A delivery's result as the status records it, and whose move a failure is.
+pub(crate) fn attempt_result(result: Result<Vec<DeliveredObject>, DeliveryError>) -> (AttemptResult, Option<Blame>) {
     match result {
-        Ok(objects) => AttemptResult::Delivered(objects),
+        Ok(objects) => (AttemptResult::Delivered(objects), None),
         Err(error) if error.is_permanent() => {
             warn!(error = %error, "this job can never be delivered as it is");
-            AttemptResult::Invalid(error.to_string())
+            (AttemptResult::Invalid(error.to_string()), Some(error.blame()))
         }
-        Err(error) => AttemptResult::Failed(error.to_string()),
+        Err(error) => (AttemptResult::Failed(error.to_string()), Some(error.blame())),
     }
 }
 
-/// One attempt: everything that can go wrong becomes an [`AttemptResult`].
-/// Also returns what the job delivers, once it could be read.
+/// One attempt: everything that can go wrong becomes an [`AttemptResult`]
+/// (with whose move a failure is). Also returns what the job delivers,
+/// once it could be read.
 async fn attempt<S, T, D, L>(
     deps: &DeliverDeps<S, T, D>,
     parts: &JobKeyParts,
     ledger: &L,
-) -> (AttemptResult, Option<DeliveryPlan>)
+) -> ((AttemptResult, Option<Blame>), Option<DeliveryPlan>)
 where
     S: ObjectStore,
     T: TenantDirectory,
@@ -271,9 +275,9 @@ where
         Err(error) => return (attempt_result(Err(error.into())), plan),
     };
     let (tenant, connector) =
-        match load_connector(&deps.tenants, &job.tenant_id, &job.connector, Some(&job.connector_type)).await {
+        match load_connector(&deps.tenants, &job.tenant_id, &job.connector, Some(&job.connector_type), None).await {
             Ok(found) => found,
-            Err(Ok(reason)) => return (AttemptResult::Skipped(reason), plan),
+            Err(Ok(reason)) => return ((AttemptResult::Skipped(reason), None), plan),
             Err(Err(error)) => return (attempt_result(Err(error)), plan),
         };
     (attempt_result(deps.deliverer.deliver(&job, &tenant, &connector, &manifest, ledger).await), plan)

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::delivery::status::Blame;
+
 use crate::store::StoreError;
 use crate::tenant::directory::DirectoryError;
 use crate::transfer::TransferError;
@@ -70,27 +72,38 @@ pub enum DeliveryError {
 #[derive(Debug)]
 pub struct ConnectorFailure {
     permanent: bool,
+    blame: Blame,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
 impl ConnectorFailure {
     /// Retrying the same job can never succeed (recorded as `invalid`).
     pub fn permanent(source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ConnectorFailure { permanent: true, source: Box::new(source) }
+        ConnectorFailure { permanent: true, blame: Blame::Provider, source: Box::new(source) }
     }
 
     /// A retry may succeed (recorded as `failed`, then retried).
     pub fn transient(source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ConnectorFailure { permanent: false, source: Box::new(source) }
+        ConnectorFailure { permanent: false, blame: Blame::Provider, source: Box::new(source) }
     }
 
     /// As the connector's own error says.
     pub fn classified(permanent: bool, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ConnectorFailure { permanent, source: Box::new(source) }
+        ConnectorFailure { permanent, blame: Blame::Provider, source: Box::new(source) }
+    }
+
+    /// The same failure, as the customer's to fix (ours by default).
+    pub fn customers(mut self) -> Self {
+        self.blame = Blame::Customer;
+        self
     }
 
     pub fn is_permanent(&self) -> bool {
         self.permanent
+    }
+
+    pub fn blame(&self) -> Blame {
+        self.blame
     }
 
     /// The connector's own error, for a caller that knows its type.
@@ -131,6 +144,54 @@ impl DeliveryError {
             | DeliveryError::Directory(_)
             | DeliveryError::Destination { .. } => false,
         }
+    }
+}
+
+impl DeliveryError {
+    /// Whose move it is: the customer's when their destination or their
+    /// settings refused (access denied, a bucket or spreadsheet missing,
+    /// an invalid connector, data that cannot fit), ours otherwise.
+    pub fn blame(&self) -> Blame {
+        match self {
+            DeliveryError::InvalidTenant(_)
+            | DeliveryError::InvalidConnector { .. }
+            | DeliveryError::CannotFit { .. } => Blame::Customer,
+            DeliveryError::Destination { source, .. } => destination_blame(source),
+            DeliveryError::Transfer(TransferError::Write(source)) => destination_blame(source),
+            DeliveryError::Connector(failure) => failure.blame(),
+            DeliveryError::InvalidJob { .. }
+            | DeliveryError::InvalidManifest { .. }
+            | DeliveryError::MissingReport { .. }
+            | DeliveryError::Staging { .. }
+            | DeliveryError::ClaimLost { .. }
+            | DeliveryError::Directory(_)
+            | DeliveryError::Transfer(_)
+            | DeliveryError::Delta(_) => Blame::Provider,
+        }
+    }
+}
+
+/// A destination's refusal is the customer's to fix when the destination
+/// says so (the error codes S3 and GCS give for access, identity and a
+/// missing bucket); a timeout, throttling or a server error is ours to wait
+/// out.
+fn destination_blame(error: &StoreError) -> Blame {
+    const CUSTOMER_CODES: [&str; 10] = [
+        "AccessDenied",
+        "NoSuchBucket",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidBucketState",
+        "KMS.",
+        "AssumeRole",
+        "ExpiredToken",
+    ];
+    match error {
+        StoreError::S3 { detail, .. } if CUSTOMER_CODES.iter().any(|code| detail.contains(code)) => Blame::Customer,
+        StoreError::Gcs { status: Some(401 | 403 | 404), .. } => Blame::Customer,
+        _ => Blame::Provider,
     }
 }
 

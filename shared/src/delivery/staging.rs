@@ -13,6 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::delivery::error::DeliveryError;
+use crate::delivery::feed_index::index_status;
 use crate::delivery::job::{decode_job, DeliveryJob};
 use crate::delivery::keys::{echoed_key, status_key, JobKeyParts};
 use crate::delivery::status::{AttemptResult, DeliveredPart, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION};
@@ -294,7 +295,10 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
             None => WriteCondition::Absent,
         };
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
-            ConditionalPut::Written(version) => Ok(Some(ClaimedJob { status, version, key, skipped_parts: 0 })),
+            ConditionalPut::Written(version) => {
+                index_status(self.store, &status).await;
+                Ok(Some(ClaimedJob { status, version, key, skipped_parts: 0 }))
+            }
             ConditionalPut::ConditionFailed => Ok(None),
         }
     }
@@ -379,7 +383,10 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         }
         let condition = WriteCondition::Unchanged(&version);
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
-            ConditionalPut::Written(_) => Ok(Recorded::Written(status)),
+            ConditionalPut::Written(_) => {
+                index_status(self.store, &status).await;
+                Ok(Recorded::Written(status))
+            }
             ConditionalPut::ConditionFailed => self.recorded_by_a_lost_answer(&key, &status).await,
         }
     }

@@ -50,6 +50,25 @@ impl DeliveryOutcome {
     }
 }
 
+/// Whose move it is after a failed delivery: the customer's (their role,
+/// bucket policy, keys, spreadsheet sharing — only they can fix it) or
+/// ours (staging, our services, our configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blame {
+    Customer,
+    Provider,
+}
+
+impl Blame {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blame::Customer => "customer",
+            Blame::Provider => "provider",
+        }
+    }
+}
+
 /// What one attempt did, as the deliverer reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
@@ -121,11 +140,30 @@ pub struct DeliveredObject {
     /// `deliveredParts` says which), so this attempt did not upload it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// Rows the object holds, where the deliverer counts them (a report
+    /// file, a spreadsheet tab); `None` for a manifest or a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 impl DeliveredObject {
     pub fn new(key: String, bytes: u64, sha256: String) -> DeliveredObject {
-        DeliveredObject { key, bytes, sha256, crc32c: None, md5: None, already_existed: false, skipped: false }
+        DeliveredObject {
+            key,
+            bytes,
+            sha256,
+            crc32c: None,
+            md5: None,
+            already_existed: false,
+            skipped: false,
+            rows: None,
+        }
+    }
+
+    /// The same object, holding `rows` rows.
+    pub fn with_rows(mut self, rows: u64) -> DeliveredObject {
+        self.rows = Some(rows);
+        self
     }
 }
 
@@ -213,6 +251,10 @@ pub struct DeliveryStatus {
     /// attempt may skip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delivered_parts: Vec<DeliveredPart>,
+    /// Whose move the latest failure was; kept after a later success, as
+    /// `lastError` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blame: Option<Blame>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -236,6 +278,7 @@ impl DeliveryStatus {
             redrives: 0,
             last_redrive_at: None,
             delivered_parts: Vec::new(),
+            blame: None,
         }
     }
 

@@ -139,3 +139,20 @@ pub(super) fn spreadsheet_id(url: &str) -> Option<&str> {
     let id = &rest[..end];
     (id.len() >= 20 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then_some(id)
 }
+
+/// A new external id for `tenant_id`: `pr-<tenantId>-<32 lowercase hex>`,
+/// 128 bits from the operating system's generator (through aws-lc). Ours,
+/// never the customer's: the tenant id in it binds it to one tenant.
+pub fn new_external_id(tenant_id: &str) -> Result<String, aws_lc_rs::error::Unspecified> {
+    let mut random = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut random)?;
+    Ok(format!("pr-{tenant_id}-{}", hex::encode(random)))
+}
+
+/// Whether `id` has the form of an external id generated for `tenant_id`.
+pub fn is_external_id_of(tenant_id: &str, id: &str) -> bool {
+    id.strip_prefix("pr-")
+        .and_then(|rest| rest.strip_prefix(tenant_id))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}

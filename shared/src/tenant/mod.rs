@@ -38,7 +38,7 @@ pub use crate::connector_registry::ConnectorKind;
 pub use crate::store::normalise_prefix;
 pub use directory::{DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory, TenantEntry};
 pub use errors::{FieldError, TenantErrors};
-pub use formats::{is_email_address, is_safe_id, GOOGLE_TOKEN_URI};
+pub use formats::{is_email_address, is_external_id_of, is_safe_id, new_external_id, GOOGLE_TOKEN_URI};
 pub use limits::*;
 pub use model::{
     Connector, EmailConnector, Feed, GcsConnector, GcsServiceAccount, Plan, S3Destination, S3KeysConnector,

@@ -110,7 +110,9 @@ impl SheetsError {
 
 impl From<SheetsError> for DeliveryError {
     fn from(error: SheetsError) -> Self {
-        DeliveryError::Connector(ConnectorFailure::classified(error.is_permanent(), error))
+        let customers = matches!(error, SheetsError::NotFound { .. } | SheetsError::NotShared { .. });
+        let failure = ConnectorFailure::classified(error.is_permanent(), error);
+        DeliveryError::Connector(if customers { failure.customers() } else { failure })
     }
 }
 
