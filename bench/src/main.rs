@@ -6,6 +6,7 @@
 //! measured is done by `popularity_reports` exactly as the Lambdas and the
 //! CLI do it; this crate only prepares, spawns and reports. Not deployed.
 
+mod console;
 mod delivery;
 mod delta;
 mod emulator;
@@ -40,6 +41,8 @@ enum Command {
     Delta(delta::DeltaBenchArgs),
     /// Benchmark deliver-sheets against the project's Sheets double: requests, bytes, time, peak RSS per maxRows.
     Sheets(sheets::SheetsBenchArgs),
+    /// Benchmark the self-service API against moto: p50/p99 of the feed list and a feed's deliveries, start-up.
+    Console(console::ConsoleBenchArgs),
     /// One measured delivery or baseline upload, run by `delivery` in a child process.
     #[command(hide = true)]
     DeliveryWorker(delivery::DeliveryWorkerArgs),
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Rank(args) => rank::run(args),
+        Command::Console(args) => runtime.block_on(console::run(args)),
         Command::Delivery(args) => runtime.block_on(delivery::run(args)),
         Command::Fanout(args) => runtime.block_on(fanout::run(args)),
         Command::Delta(args) => runtime.block_on(delta::run(args)),

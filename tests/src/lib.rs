@@ -9,6 +9,8 @@
 //! - [`parquet_fixtures`]: small Parquet inputs, valid and malformed;
 //! - [`reference`]: a slow, obviously correct ranking to compare against;
 //! - [`reports`]: reading published reports back and checking invariants;
+//! - [`console`]: the self-service console on moto: user pools, users,
+//!   the router on a loopback port, a client checking answers against OpenAPI;
 //! - [`customer`]: a customer's side of a delivery (another account, its
 //!   bucket, delivery role or user, IAM enforcement, sent mail, links);
 //! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request, or
@@ -38,6 +40,7 @@
 //! Build S3 clients with `popularity_reports::store::s3_client`, which turns
 //! on the path-style addressing moto needs.
 
+pub mod console;
 pub mod customer;
 pub mod delivery;
 pub mod fault_matrix;

@@ -81,6 +81,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("the request body is over {limit} bytes")]
+    BodyTooLarge { limit: usize },
     #[error("{0}")]
     TooManyRequests(String),
     /// Something on our side failed; the detail names what, never a value.
@@ -100,6 +102,7 @@ impl ApiError {
             ApiError::Validation { .. } | ApiError::ConnectionTestFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -116,6 +119,7 @@ impl ApiError {
             ApiError::ConnectionTestFailed { .. } => ("connection-test-failed", "Connection test failed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::BadRequest(_) => ("bad-request", "Bad request"),
+            ApiError::BodyTooLarge { .. } => ("body-too-large", "Request body too large"),
             ApiError::TooManyRequests(_) => ("too-many-requests", "Too many requests"),
             ApiError::Internal(_) => ("internal", "Internal error"),
             ApiError::Timeout(_) => ("timeout", "Took too long"),

@@ -83,16 +83,14 @@ fn with_etag(status: StatusCode, body: impl serde::Serialize, version: &str) -> 
 
 fn json_body(body: Result<Json<Value>, axum::extract::rejection::JsonRejection>) -> Result<Value, ApiError> {
     body.map(|Json(value)| value).map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::BadRequest(format!("the request body is over {MAX_BODY_BYTES} bytes"))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge { limit: MAX_BODY_BYTES },
         _ => ApiError::BadRequest(format!("the request body is not the JSON expected: {}", rejection.body_text())),
     })
 }
 
 #[utoipa::path(get, path = "/v1/me", params(TenantQuery), tag = "tenant",
     responses((status = 200, body = MeView, description = "The tenant, its plan and its use"),
-              (status = 401, body = Problem), (status = 404, body = Problem)))]
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn me<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -106,7 +104,7 @@ async fn me<P: ConsolePorts>(
 
 #[utoipa::path(get, path = "/v1/setup", params(TenantQuery), tag = "connectors",
     responses((status = 200, body = SetupView, description = "What to set up before creating a connector, with a fresh external id"),
-              (status = 401, body = Problem), (status = 404, body = Problem)))]
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn setup<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -117,7 +115,7 @@ async fn setup<P: ConsolePorts>(
 }
 
 #[utoipa::path(get, path = "/v1/connectors", params(TenantQuery), tag = "connectors",
-    responses((status = 200, body = ConnectorList), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = ConnectorList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn list_connectors<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -131,7 +129,7 @@ async fn list_connectors<P: ConsolePorts>(
 #[utoipa::path(post, path = "/v1/connectors", params(TenantQuery, ("If-Match" = String, Header, description = "The tenant document's ETag")), tag = "connectors",
     request_body(content = Object, description = "The connector's fields (docs/tenants.md) and its `name`"),
     responses((status = 201, body = ConnectorView, description = "Tested and stored"),
-              (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
               (status = 412, body = Problem), (status = 422, body = Problem, description = "Invalid, or its connection test failed: nothing was stored"),
               (status = 428, body = Problem), (status = 504, body = Problem)))]
 async fn create_connector<P: ConsolePorts>(
@@ -146,7 +144,7 @@ async fn create_connector<P: ConsolePorts>(
 }
 
 #[utoipa::path(get, path = "/v1/connectors/{name}", params(("name" = String, Path), TenantQuery), tag = "connectors",
-    responses((status = 200, body = ConnectorView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = ConnectorView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn get_connector<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -161,7 +159,7 @@ async fn get_connector<P: ConsolePorts>(
 #[utoipa::path(patch, path = "/v1/connectors/{name}", params(("name" = String, Path), TenantQuery, ("If-Match" = String, Header)), tag = "connectors",
     request_body(content = Object, description = "A JSON merge patch of the connector's fields; an omitted or masked credential keeps the stored one"),
     responses((status = 200, body = ConnectorView, description = "Tested and stored"),
-              (status = 401, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem),
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem),
               (status = 422, body = Problem), (status = 428, body = Problem), (status = 504, body = Problem)))]
 async fn update_connector<P: ConsolePorts>(
     State(app): Shared<P>,
@@ -176,7 +174,7 @@ async fn update_connector<P: ConsolePorts>(
 }
 
 #[utoipa::path(delete, path = "/v1/connectors/{name}", params(("name" = String, Path), TenantQuery, ("If-Match" = String, Header)), tag = "connectors",
-    responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 404, body = Problem),
+    responses((status = 204, description = "Deleted"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem, description = "A feed uses it"), (status = 412, body = Problem), (status = 428, body = Problem)))]
 async fn delete_connector<P: ConsolePorts>(
     State(app): Shared<P>,
@@ -191,7 +189,7 @@ async fn delete_connector<P: ConsolePorts>(
 
 #[utoipa::path(post, path = "/v1/connectors/{name}/test", params(("name" = String, Path), TenantQuery), tag = "connectors",
     responses((status = 200, body = ConnectionTestView, description = "The test ran; `ok` says whether it passed"),
-              (status = 401, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
 async fn test_connector<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -203,7 +201,7 @@ async fn test_connector<P: ConsolePorts>(
 }
 
 #[utoipa::path(get, path = "/v1/feeds", params(TenantQuery), tag = "feeds",
-    responses((status = 200, body = FeedList), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = FeedList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn list_feeds<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -216,7 +214,7 @@ async fn list_feeds<P: ConsolePorts>(
 
 #[utoipa::path(post, path = "/v1/feeds", params(TenantQuery, ("If-Match" = String, Header)), tag = "feeds",
     request_body(content = Object, description = "The feed's fields (docs/tenants.md) with its `id`"),
-    responses((status = 201, body = FeedView), (status = 401, body = Problem), (status = 404, body = Problem),
+    responses((status = 201, body = FeedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 async fn create_feed<P: ConsolePorts>(
     State(app): Shared<P>,
@@ -230,7 +228,7 @@ async fn create_feed<P: ConsolePorts>(
 }
 
 #[utoipa::path(get, path = "/v1/feeds/{id}", params(("id" = String, Path), TenantQuery), tag = "feeds",
-    responses((status = 200, body = FeedView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = FeedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn get_feed<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -244,8 +242,8 @@ async fn get_feed<P: ConsolePorts>(
 
 #[utoipa::path(patch, path = "/v1/feeds/{id}", params(("id" = String, Path), TenantQuery, ("If-Match" = String, Header)), tag = "feeds",
     request_body(content = Object, description = "A JSON merge patch of the feed's fields (interval, format, compression, delta settings, paused)"),
-    responses((status = 200, body = FeedView), (status = 401, body = Problem), (status = 404, body = Problem),
-              (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+    responses((status = 200, body = FeedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 async fn update_feed<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -259,7 +257,7 @@ async fn update_feed<P: ConsolePorts>(
 }
 
 #[utoipa::path(delete, path = "/v1/feeds/{id}", params(("id" = String, Path), TenantQuery, ("If-Match" = String, Header)), tag = "feeds",
-    responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 404, body = Problem),
+    responses((status = 204, description = "Deleted"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
               (status = 412, body = Problem), (status = 428, body = Problem)))]
 async fn delete_feed<P: ConsolePorts>(
     State(app): Shared<P>,
@@ -273,7 +271,7 @@ async fn delete_feed<P: ConsolePorts>(
 }
 
 #[utoipa::path(get, path = "/v1/feeds/{id}/deliveries", params(("id" = String, Path), TenantQuery), tag = "deliveries",
-    responses((status = 200, body = DeliveryList, description = "Newest run first"), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = DeliveryList, description = "Newest run first"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn deliveries<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -286,7 +284,7 @@ async fn deliveries<P: ConsolePorts>(
 
 #[utoipa::path(post, path = "/v1/feeds/{id}/deliveries/{runId}/retry", params(("id" = String, Path), ("runId" = String, Path), TenantQuery), tag = "deliveries",
     responses((status = 202, body = RetryView, description = "Re-driven; the outcome follows on the feed's deliveries"),
-              (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem, description = "Delivered, invalid, or being delivered")))]
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem, description = "Delivered, invalid, or being delivered")))]
 async fn retry<P: ConsolePorts>(
     State(app): Shared<P>,
     headers: HeaderMap,
@@ -298,7 +296,7 @@ async fn retry<P: ConsolePorts>(
 }
 
 #[utoipa::path(post, path = "/auth/sign-in", tag = "sign-in", request_body = SignInRequest,
-    responses((status = 200, body = SignInAnswer), (status = 401, body = Problem), (status = 400, body = Problem)))]
+    responses((status = 200, body = SignInAnswer), (status = 401, body = Problem), (status = 413, body = Problem), (status = 400, body = Problem)))]
 async fn sign_in<P: ConsolePorts>(
     State(app): Shared<P>,
     body: Result<Json<SignInRequest>, axum::extract::rejection::JsonRejection>,
@@ -310,7 +308,7 @@ async fn sign_in<P: ConsolePorts>(
 }
 
 #[utoipa::path(post, path = "/auth/new-password", tag = "sign-in", request_body = NewPasswordRequest,
-    responses((status = 200, body = SignInAnswer), (status = 401, body = Problem), (status = 400, body = Problem)))]
+    responses((status = 200, body = SignInAnswer), (status = 401, body = Problem), (status = 413, body = Problem), (status = 400, body = Problem)))]
 async fn new_password<P: ConsolePorts>(
     State(app): Shared<P>,
     body: Result<Json<NewPasswordRequest>, axum::extract::rejection::JsonRejection>,
