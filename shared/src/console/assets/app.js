@@ -555,7 +555,8 @@
         const id = `field-${spec.name}`;
         const hintId = spec.hint ? `${id}-hint` : null;
         const select = h('select', { id, name: spec.name, 'aria-describedby': hintId, 'data-hint-id': hintId },
-            spec.options.map(([value, label]) => h('option', { value, selected: value === spec.value }, label)));
+            spec.options.map(([value, label]) => h('option', { value }, label)));
+        if (spec.value !== undefined && spec.value !== null) select.value = spec.value;
         return h('div', { class: 'field', 'data-field': spec.name },
             h('label', { for: id }, spec.label),
             select,
