@@ -59,6 +59,8 @@ const PASSWORD: &str = "Console-Test-2026!";
 const INVITED_EMAIL: &str = "new-analyst@acme-records.example";
 const TEMPORARY_PASSWORD: &str = "Temporary-Pass-1!";
 const NEW_PASSWORD: &str = "Chosen-Pass-2026!";
+/// WebDriver's code for the Enter key.
+const ENTER: &str = "\u{E007}";
 /// How long the page may take to show what a step expects: a connection
 /// test or a delivery runs inside the request.
 const PAGE_WAIT: Duration = Duration::from_secs(60);
@@ -210,12 +212,10 @@ async fn start_browser(chromium: &Path, chromedriver: &Path) -> Browser {
 
 impl Browser {
     async fn find(&self, css: &str) -> Element {
-        self.client
-            .wait()
-            .at_most(PAGE_WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} on the page within {PAGE_WAIT:?}: {e}\n{}", self.text().await))
+        match self.client.wait().at_most(PAGE_WAIT).for_element(Locator::Css(css)).await {
+            Ok(element) => element,
+            Err(e) => panic!("no {css} on the page within {PAGE_WAIT:?}: {e}\n{}", self.text().await),
+        }
     }
 
     /// The text the page shows.
@@ -272,6 +272,42 @@ impl Browser {
         for secret in secrets {
             assert!(!source.contains(secret), "a credential appears in the page after {step}");
         }
+    }
+
+    /// Every visible form control and button has a name a screen reader
+    /// reads: a `<label for>`, a wrapping `<label>`, `aria-label` or
+    /// `aria-labelledby` (buttons: their text), and can be reached with the
+    /// keyboard (no negative `tabindex`).
+    async fn assert_every_control_labelled(&self, step: &str) {
+        let unlabelled: serde_json::Value = self
+            .client
+            .execute(
+                r#"
+                const named = (el) => {
+                    if (el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')) return true;
+                    if (el.tagName === 'BUTTON') return el.textContent.trim() !== '';
+                    if (el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`)) return true;
+                    return el.closest('label') !== null;
+                };
+                const bad = [];
+                for (const el of document.querySelectorAll('input, select, textarea, button')) {
+                    if (el.type === 'hidden' || el.offsetParent === null) continue;
+                    const what = `${el.tagName.toLowerCase()}[name=${el.name || ''}][id=${el.id || ''}]`;
+                    if (!named(el)) bad.push(`${what} has no label`);
+                    if (el.tabIndex < 0) bad.push(`${what} is out of the tab order`);
+                }
+                return bad;"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabelled, serde_json::json!([]), "unlabelled or unreachable controls after {step}");
+    }
+
+    /// Presses a key in the focused element (WebDriver key codes: Enter is
+    /// U+E007).
+    async fn press(&self, css: &str, key: &str) {
+        self.find(css).await.send_keys(key).await.unwrap_or_else(|e| panic!("typing into {css}: {e}"));
     }
 
     async fn screenshot(&self, name: &str) {
@@ -396,13 +432,15 @@ async fn a_customer_connects_their_bucket_adds_a_feed_and_sees_it_delivered_in_t
     // Sign in.
     page.client.goto(&console).await.unwrap();
     page.find("#sign-in-form").await;
+    page.assert_every_control_labelled("loading the sign-in page").await;
     page.fill("#field-email", EMAIL).await;
     page.screenshot("sign-in").await;
     page.fill("#field-password", "not-the-password").await;
     page.click("#sign-in").await;
     page.wait_for_text(".form-problem", "email address or password is wrong").await;
+    // With the keyboard only: Enter in the password field submits.
     page.fill("#field-password", PASSWORD).await;
-    page.click("#sign-in").await;
+    page.press("#field-password", ENTER).await;
     page.wait_for_text("main h1", "Dashboard").await;
     assert_eq!(page.find("#current-tenant").await.text().await.unwrap(), TENANT);
     page.wait_for_text("main", "No feeds yet").await;
@@ -427,6 +465,7 @@ async fn a_customer_connects_their_bucket_adds_a_feed_and_sees_it_delivered_in_t
     page.fill("#field-prefix", "popularity/").await;
     let policy = page.wait_for_text("#setup-userPolicy", &format!("arn:aws:s3:::{bucket}/popularity/*")).await;
     assert!(policy.contains("s3:PutObject"), "{policy}");
+    page.assert_every_control_labelled("filling the connector form").await;
     page.screenshot("connector-form").await;
     page.fill("#field-accessKeyId", &access_key_id).await;
     page.fill("#field-secretAccessKey", &secret_access_key).await;
@@ -441,7 +480,9 @@ async fn a_customer_connects_their_bucket_adds_a_feed_and_sees_it_delivered_in_t
     assert!(card.contains(&format!("fingerprint {}", fingerprint(&secret_access_key))), "{card}");
     assert!(card.contains(&format!("fingerprint {}", fingerprint(&access_key_id))), "{card}");
     page.assert_page_holds_none_of(&credentials, "saving the connector").await;
-    page.click("button.test-connector[data-connector=\"lake\"]").await;
+    page.assert_every_control_labelled("saving the connector").await;
+    // The Test button, pressed with Enter.
+    page.press("button.test-connector[data-connector=\"lake\"]", ENTER).await;
     let result =
         page.wait_for_text("article[data-connector=\"lake\"] .test-output", "Connection test of lake passed").await;
     assert!(result.contains("Passed") && !result.contains("Failed"), "{result}");
@@ -468,6 +509,7 @@ async fn a_customer_connects_their_bucket_adds_a_feed_and_sees_it_delivered_in_t
     }
     page.find("#field-format").await.select_by_value("tsv").await.unwrap();
     page.find("#field-compression").await.select_by_value("gzip").await.unwrap();
+    page.assert_every_control_labelled("opening the feed form").await;
     page.fill("#field-intervalSeconds", "3599").await;
     page.click("#save-feed").await;
     page.wait_for_text("[data-field=\"intervalSeconds\"] .field-error", "3600").await;
@@ -506,6 +548,7 @@ async fn a_customer_connects_their_bucket_adds_a_feed_and_sees_it_delivered_in_t
     assert!(detail.contains("Yours"), "the customer's move: {detail}");
     let summary = page.find("#summary").await.text().await.unwrap();
     assert!(summary.contains("1 failed") && summary.contains("needs your action"), "{summary}");
+    page.assert_every_control_labelled("a failed delivery on the dashboard").await;
     page.screenshot("dashboard-failed").await;
 
     // Once the bucket is back, Retry delivers it.
@@ -529,6 +572,7 @@ async fn a_customer_connects_their_bucket_adds_a_feed_and_sees_it_delivered_in_t
     page.fill("#field-password", TEMPORARY_PASSWORD).await;
     page.click("#sign-in").await;
     page.wait_for_text("main h1", "Choose your password").await;
+    page.assert_every_control_labelled("the new-password step").await;
     page.fill("#field-newPassword", NEW_PASSWORD).await;
     page.fill("#field-confirmPassword", NEW_PASSWORD).await;
     page.click("#set-password").await;
