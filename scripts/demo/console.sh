@@ -36,6 +36,7 @@ demo_console_start() {
     echo "   user pool $pool_id (app client $client_id) on moto's Cognito at $ENDPOINT" >&2
 
     local log="$CONSOLE_STATE/console-starting-$$.log"
+    : >"$log"   # exists before the first poll below reads it
     # The console's own variables (docs/deploy.md), then the deliverers'
     # (already exported) for the connection tests it runs in process.
     # setsid: like the emulators, it outlives this script with KEEP_EMULATOR=1.
