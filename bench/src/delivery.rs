@@ -60,11 +60,12 @@ pub struct DeliveryBenchArgs {
     /// Deliveries and baseline uploads measured (alternating).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// The feed's format: json (the canonical, copied as is), jsonl or tsv
-    /// (converted on the fly, line by line).
+    /// The feed's format: json (the canonical, copied as is), jsonl, tsv or
+    /// parquet (converted on the fly, line by line).
     #[arg(long, default_value = "json")]
     pub format: String,
-    /// The feed's compression: none or gzip.
+    /// The feed's compression: none or gzip for the text formats, zstd or
+    /// snappy for parquet.
     #[arg(long, default_value = "none")]
     pub compression: String,
     /// Deliver into Google Cloud Storage on this emulator (fake-gcs-server as

@@ -43,6 +43,7 @@ pub struct RankArgs {
     /// Run time T (RFC 3339), as the schedule event's `time`.
     #[arg(long)]
     pub time: DateTime<Utc>,
+    /// json, jsonl or tsv (staging reports are text; parquet is for deliveries).
     #[arg(long, default_value = "json")]
     pub format: Format,
     /// Compress parts with gzip (adds .gz).
@@ -137,6 +138,11 @@ pub async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.format.is_text(),
+        "--format {}: staging reports are text (json, jsonl or tsv); parquet is a delivery format a feed asks for",
+        args.format
+    );
     let mut settings = RankSettings {
         rules: ScoringRules { lookback_days: args.lookback_days, half_life_days: args.half_life_days },
         part_rows: args.part_rows,

@@ -100,11 +100,11 @@ demo_stop_emulators() {
 
 # The customers' side (their accounts, buckets, role and keys), the
 # operator's SES sender, link-signing key and Google service account key,
-# and four example tenants: acme (s3-role + email), beta-music (s3-keys),
-# gamma (gcs), sheets-co (google-sheets, on the local Sheets double). Each
-# `tenant add` tests the tenant's connectors in this process (--local) and
-# prints the checks. Needs ENDPOINT, GCS_ENDPOINT and the Sheets double, and
-# the deliverers' variables exported.
+# and four example tenants: acme (s3-role + email), beta-music (s3-keys,
+# Parquet), gamma (gcs), sheets-co (google-sheets, on the local Sheets
+# double). Each `tenant add` tests the tenant's connectors in this process
+# (--local) and prints the checks. Needs ENDPOINT, GCS_ENDPOINT and the
+# Sheets double, and the deliverers' variables exported.
 demo_onboard() {
     mkdir -p "$DEMO"
     echo "== onboarding example tenants (customer accounts 222222222222 and 333333333333 on moto, a GCS bucket on fake-gcs-server)" >&2
@@ -126,7 +126,7 @@ JSON
  "connectors": {
    "lake": {"type": "s3-keys", "bucketArn": "arn:aws:s3:::beta-data-demo", "region": "us-east-1", "prefix": "",
             "accessKeyId": "$(field betaAccessKeyId)", "secretAccessKey": "$(field betaSecretAccessKey)"}},
- "feeds": [{"id": "lake-tsv", "connector": "lake", "format": "tsv", "compression": "gzip"}]}
+ "feeds": [{"id": "lake-parquet", "connector": "lake", "format": "parquet"}]}
 JSON
     cat >"$DEMO/gamma.json" <<JSON
 {"schemaVersion": 1, "tenantId": "gamma", "plan": "trial", "enabled": true,
@@ -159,7 +159,7 @@ demo_report() {
     "$POPULARITY" list "s3://$STAGING_BUCKET"
     echo "-- acme's bucket (s3-role, account 222222222222): s3://acme-data-demo"
     "$POPULARITY" list "s3://acme-data-demo"
-    echo "-- beta-music's bucket (s3-keys, account 333333333333): s3://beta-data-demo"
+    echo "-- beta-music's bucket (s3-keys, account 333333333333, Parquet with zstd columns): s3://beta-data-demo"
     "$POPULARITY" list "s3://beta-data-demo"
     echo "-- gamma's bucket (gcs, on fake-gcs-server at $GCS_ENDPOINT): gs://gamma-feeds-demo"
     "$ROOT_PYTHON" - "$GCS_ENDPOINT" <<'PY'

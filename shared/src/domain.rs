@@ -65,15 +65,28 @@ pub enum Format {
     Jsonl,
     /// Tab-separated values with a header line.
     Tsv,
+    /// A standalone Parquet file per part with typed columns (the id and
+    /// `searchRank` INT64, `searchModifier` DOUBLE), its columns compressed
+    /// by Parquet itself (docs/design.md, "Reports and layouts"). Written
+    /// only at destinations: staging parts are always text.
+    Parquet,
 }
 
 impl Format {
-    pub fn extension(self) -> &'static str {
+    /// Every format, in the order messages list them.
+    pub const ALL: [Format; 4] = [Format::Json, Format::Jsonl, Format::Tsv, Format::Parquet];
+
+    pub fn name(self) -> &'static str {
         match self {
             Format::Json => "json",
             Format::Jsonl => "jsonl",
             Format::Tsv => "tsv",
+            Format::Parquet => "parquet",
         }
+    }
+
+    pub fn extension(self) -> &'static str {
+        self.name()
     }
 
     pub fn content_type(self) -> &'static str {
@@ -81,39 +94,110 @@ impl Format {
             Format::Json => "application/json",
             Format::Jsonl => "application/x-ndjson",
             Format::Tsv => "text/tab-separated-values",
+            // Registered with IANA in 2024.
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    /// Whether parts are lines of text (read and written line by line).
+    pub fn is_text(self) -> bool {
+        self != Format::Parquet
+    }
+
+    /// The compressions this format takes, its default first: the whole
+    /// part gzipped or not for text, Parquet's own column compression for
+    /// Parquet.
+    pub fn compressions(self) -> &'static [Compression] {
+        if self.is_text() {
+            &[Compression::None, Compression::Gzip]
+        } else {
+            &[Compression::Zstd, Compression::Snappy]
+        }
+    }
+
+    /// The compression of a feed that names none.
+    pub fn default_compression(self) -> Compression {
+        self.compressions()[0]
+    }
+
+    /// `"zstd" (the default) or "snappy"`: [`Format::compressions`] for messages.
+    pub fn compressions_text(self) -> String {
+        match self.compressions() {
+            [default, other] => format!("{:?} (the default) or {:?}", default.name(), other.name()),
+            all => all.iter().map(|c| format!("{:?}", c.name())).collect::<Vec<_>>().join(", "),
         }
     }
 }
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A format name this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}: expected json, jsonl, tsv or parquet")]
+pub struct UnknownFormat(pub String);
 
 impl std::str::FromStr for Format {
-    type Err = String;
+    type Err = UnknownFormat;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "json" => Ok(Format::Json),
-            "jsonl" => Ok(Format::Jsonl),
-            "tsv" => Ok(Format::Tsv),
-            other => Err(format!("unknown format {other:?}: expected json, jsonl or tsv")),
-        }
+        Format::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| UnknownFormat(s.to_owned()))
     }
 }
 
-/// Compression applied to a whole part.
+/// Compression of a part: of the whole part for the text formats (`none`
+/// or `gzip`), of each column chunk inside the file for Parquet (`zstd` or
+/// `snappy`). [`Format::compressions`] says which goes with which.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
     None,
     Gzip,
+    Zstd,
+    Snappy,
 }
 
 impl Compression {
-    /// The suffix added after the format's extension.
-    pub fn suffix(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
-            Compression::None => "",
-            Compression::Gzip => ".gz",
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Snappy => "snappy",
         }
     }
+
+    /// The suffix added after the format's extension: `.gz` for gzip;
+    /// nothing for Parquet's column compression, which is inside the file.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".gz",
+            Compression::None | Compression::Zstd | Compression::Snappy => "",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A compression given with a format it does not apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "compression {:?} does not apply to format {:?}: {} takes {}",
+    .compression.name(),
+    .format.name(),
+    .format.name(),
+    .format.compressions_text()
+)]
+pub struct EncodingMismatch {
+    pub format: Format,
+    pub compression: Compression,
 }
 
 /// How a report part is encoded: format plus compression.
@@ -124,15 +208,24 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    /// `json`, `tsv.gz`, ...
+    /// Whether the compression goes with the format ([`Format::compressions`]).
+    pub fn check(self) -> Result<Self, EncodingMismatch> {
+        if self.format.compressions().contains(&self.compression) {
+            Ok(self)
+        } else {
+            Err(EncodingMismatch { format: self.format, compression: self.compression })
+        }
+    }
+
+    /// `json`, `tsv.gz`, `parquet`, ...
     pub fn extension(self) -> String {
         format!("{}{}", self.format.extension(), self.compression.suffix())
     }
 
     pub fn content_type(self) -> &'static str {
         match self.compression {
-            Compression::None => self.format.content_type(),
             Compression::Gzip => "application/gzip",
+            Compression::None | Compression::Zstd | Compression::Snappy => self.format.content_type(),
         }
     }
 }
@@ -228,5 +321,50 @@ mod tests {
         let run: RunId = "20261119030000".parse().unwrap();
         let gz = Encoding { format: Format::Tsv, compression: Compression::Gzip };
         assert_eq!(part_key(ReportKind::Artist, run, 7, gz), "artist_popularity/20261119030000/part-007.tsv.gz");
+        let parquet = Encoding { format: Format::Parquet, compression: Compression::Zstd };
+        assert_eq!(part_key(ReportKind::Track, run, 1, parquet), "track_popularity/20261119030000/part-001.parquet");
+        assert_eq!(
+            file_key(ReportKind::Track, run, "removed", 2, parquet),
+            "track_popularity/20261119030000/removed-002.parquet"
+        );
+    }
+
+    #[test]
+    fn parquet_takes_its_own_column_compression_and_text_formats_none_or_gzip() {
+        for format in Format::ALL {
+            for compression in [Compression::None, Compression::Gzip, Compression::Zstd, Compression::Snappy] {
+                let valid = Encoding { format, compression }.check().is_ok();
+                let expected = match format {
+                    Format::Parquet => matches!(compression, Compression::Zstd | Compression::Snappy),
+                    _ => matches!(compression, Compression::None | Compression::Gzip),
+                };
+                assert_eq!(valid, expected, "{format} with {compression}");
+            }
+        }
+        assert_eq!(Format::Parquet.default_compression(), Compression::Zstd);
+        assert_eq!(Format::Tsv.default_compression(), Compression::None);
+        let error = Encoding { format: Format::Parquet, compression: Compression::Gzip }.check().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "compression \"gzip\" does not apply to format \"parquet\": parquet takes \"zstd\" (the default) or \"snappy\""
+        );
+        let error = Encoding { format: Format::Json, compression: Compression::Snappy }.check().unwrap_err();
+        assert!(error.to_string().ends_with("json takes \"none\" (the default) or \"gzip\""), "{error}");
+    }
+
+    #[test]
+    fn formats_parse_by_name_and_name_the_choices_when_unknown() {
+        for format in Format::ALL {
+            assert_eq!(format.name().parse::<Format>().unwrap(), format);
+        }
+        assert_eq!(
+            "csv".parse::<Format>().unwrap_err().to_string(),
+            "unknown format \"csv\": expected json, jsonl, tsv or parquet"
+        );
+        let parquet = Encoding { format: Format::Parquet, compression: Compression::Snappy };
+        assert_eq!(
+            (parquet.extension().as_str(), parquet.content_type()),
+            ("parquet", "application/vnd.apache.parquet")
+        );
     }
 }

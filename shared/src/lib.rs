@@ -13,6 +13,7 @@
 //! - [`memory`]: the system allocator with a transparent-huge-page hint on large blocks;
 //! - [`store`]: the `ObjectStore`/`ObjectSink` ports, their S3 and local-directory adapters;
 //! - [`report_writer`]: JSON / JSONL / TSV report parts, written streaming;
+//! - [`parquet_writer`]: Parquet report parts (typed columns, zstd or snappy), written a row group at a time;
 //! - [`manifest`]: the run manifest and the delivery mode;
 //! - [`transfer`]: streamed copy or conversion of one part between stores;
 //! - [`input`]: decoding the catalogue and daily plays from Parquet;
@@ -40,6 +41,7 @@ pub mod input;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod parquet_writer;
 pub mod rank;
 pub mod ranking;
 pub mod report_writer;

@@ -1,7 +1,8 @@
 //! Serialises ranked items into report parts (docs/design.md, "Reports and
 //! layouts") — JSON array, JSON lines or TSV, optionally gzip — while
 //! counting rows and bytes and hashing the bytes exactly as stored (after
-//! compression) with SHA-256.
+//! compression) with SHA-256. Parquet parts are written by
+//! [`crate::parquet_writer`], which counts and hashes with the same writer.
 //!
 //! This is on the hot path (hundreds of millions of lines per run), so lines
 //! are assembled by hand into a reused buffer with `itoa`, and the modifier,
@@ -73,10 +74,21 @@ fn modifier_text(hundredths: u8) -> &'static [u8] {
 }
 
 /// Counts and hashes the bytes that reach the underlying writer.
-struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Self { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+
+    /// The bytes that went through, their hex SHA-256, and the writer.
+    pub(crate) fn finish(self) -> (u64, String, W) {
+        (self.bytes, hex::encode(self.hasher.finalize()), self.inner)
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -116,12 +128,18 @@ impl<W: Write> PartWriter<W> {
         Self::with_columns(kind, encoding, Columns::Ranked, inner)
     }
 
-    /// Starts a part whose rows carry `columns`.
+    /// Starts a part whose rows carry `columns`. A text format only, with
+    /// `none` or `gzip`: anything else is `InvalidInput`.
     pub fn with_columns(kind: ReportKind, encoding: Encoding, columns: Columns, inner: W) -> io::Result<Self> {
-        let hashing = HashingWriter { inner, hasher: Sha256::new(), bytes: 0 };
+        let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidInput, reason);
+        if !encoding.format.is_text() {
+            return Err(invalid(format!("{} parts are not text: they are written by parquet_writer", encoding.format)));
+        }
+        let encoding = encoding.check().map_err(|e| invalid(e.to_string()))?;
+        let hashing = HashingWriter::new(inner);
         let sink = match encoding.compression {
-            Compression::None => Sink::Plain(hashing),
             Compression::Gzip => Sink::Gzip(GzEncoder::new(hashing, flate2::Compression::default())),
+            Compression::None | Compression::Zstd | Compression::Snappy => Sink::Plain(hashing),
         };
         let mut writer = Self {
             sink,
@@ -133,7 +151,7 @@ impl<W: Write> PartWriter<W> {
         };
         match writer.format {
             Format::Json => writer.line.extend_from_slice(b"[\n"),
-            Format::Jsonl => {}
+            Format::Jsonl | Format::Parquet => {}
             Format::Tsv => {
                 writer.line.extend_from_slice(writer.id_field);
                 if columns == Columns::Ranked {
@@ -152,7 +170,7 @@ impl<W: Write> PartWriter<W> {
         let line = &mut self.line;
         if self.columns == Columns::IdOnly {
             match self.format {
-                Format::Json | Format::Jsonl => {
+                Format::Json | Format::Jsonl | Format::Parquet => {
                     if self.format == Format::Json && self.rows > 0 {
                         line.extend_from_slice(b",\n");
                     }
@@ -177,7 +195,8 @@ impl<W: Write> PartWriter<W> {
             return Ok(());
         }
         match self.format {
-            Format::Json | Format::Jsonl => {
+            // `with_columns` refuses Parquet: the arm only completes the match.
+            Format::Json | Format::Jsonl | Format::Parquet => {
                 if self.format == Format::Json && self.rows > 0 {
                     line.extend_from_slice(b",\n");
                 }
@@ -230,8 +249,8 @@ impl<W: Write> PartWriter<W> {
             Sink::Plain(w) => w,
             Sink::Gzip(w) => w.finish()?,
         };
-        let HashingWriter { inner, hasher, bytes } = hashing;
-        Ok((self.rows, bytes, hex::encode(hasher.finalize()), inner))
+        let (bytes, sha256, inner) = hashing.finish();
+        Ok((self.rows, bytes, sha256, inner))
     }
 }
 
@@ -346,6 +365,17 @@ mod tests {
         assert_eq!(write(Format::Json), "[\n{\"masterArtistId\":42},\n{\"masterArtistId\":-7}\n]\n");
         assert_eq!(write(Format::Jsonl), "{\"masterArtistId\":42}\n{\"masterArtistId\":-7}\n");
         assert_eq!(write(Format::Tsv), "masterArtistId\n42\n-7\n");
+    }
+
+    #[test]
+    fn a_text_writer_refuses_parquet_and_mismatched_compressions() {
+        for encoding in [
+            Encoding { format: Format::Parquet, compression: Compression::Zstd },
+            Encoding { format: Format::Tsv, compression: Compression::Snappy },
+        ] {
+            let error = PartWriter::new(ReportKind::Track, encoding, Vec::new()).err().expect("refused");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        }
     }
 
     #[test]

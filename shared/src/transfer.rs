@@ -7,8 +7,10 @@
 //! SHA-256) as they pass: a part that changed since rank wrote it is never
 //! delivered. When the target encoding equals the source's, bytes are copied
 //! unchanged; otherwise each line is parsed and re-written in the target
-//! format and compression on a blocking thread, and the result is counted
-//! and hashed again for the destination manifest. Any failure aborts the
+//! format and compression on a blocking thread — a text part by
+//! [`PartWriter`], a Parquet file by [`ParquetPartWriter`] — and the result
+//! is counted and hashed again for the destination manifest. Sources are
+//! always text (staging holds no Parquet). Any failure aborts the
 //! target upload, so the target key holds the whole part or nothing.
 
 use std::io::{self, BufRead, Read};
@@ -19,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::domain::{Compression, Encoding, Format, ReportKind};
+use crate::parquet_writer::{ParquetPartError, ParquetPartWriter};
 use crate::report_writer::{Columns, PartSummary, PartWriter, ReportItem};
 use crate::store::{
     upload_from_blocking, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, StoreError, StreamedUploadError,
@@ -67,6 +70,11 @@ pub enum TransferError {
     Malformed { location: String, line: u64, reason: String },
     #[error("converting {location}: {reason}")]
     Convert { location: String, reason: String },
+    #[error(
+        "staging object {location} is listed as {format} with compression {compression}, but staging parts are \
+         text (json, jsonl or tsv; none or gzip): the run manifest is not one this build writes"
+    )]
+    SourceEncoding { location: String, format: Format, compression: Compression },
 }
 
 impl TransferError {
@@ -76,7 +84,9 @@ impl TransferError {
     pub fn is_permanent(&self) -> bool {
         match self {
             TransferError::Read(StoreError::NotFound { .. }) => true,
-            TransferError::SourceChanged { .. } | TransferError::Malformed { .. } => true,
+            TransferError::SourceChanged { .. }
+            | TransferError::Malformed { .. }
+            | TransferError::SourceEncoding { .. } => true,
             TransferError::Read(_) | TransferError::Write(_) | TransferError::Convert { .. } => false,
         }
     }
@@ -97,6 +107,7 @@ pub async fn transfer_part<S: ObjectStore, D: ObjectSink>(
     transfer: PartTransfer<'_>,
 ) -> Result<TransferredPart, TransferError> {
     let location = source.describe(&transfer.source.key);
+    check_source_encoding(transfer.source_encoding, &location)?;
     let reader = source.open(&transfer.source.key).await.map_err(TransferError::Read)?;
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let expected = transfer.source.clone();
@@ -247,6 +258,18 @@ async fn convert<D: ObjectSink>(
     Ok(TransferredPart { summary: PartSummary { key: target_key.to_owned(), rows, bytes, sha256 }, receipt })
 }
 
+/// Staging parts are text, in an encoding [`PartWriter`] writes.
+fn check_source_encoding(encoding: Encoding, location: &str) -> Result<(), TransferError> {
+    if encoding.format.is_text() && encoding.check().is_ok() {
+        return Ok(());
+    }
+    Err(TransferError::SourceEncoding {
+        location: location.to_owned(),
+        format: encoding.format,
+        compression: encoding.compression,
+    })
+}
+
 /// A [`TransferError`] as the error type of a blocking producer.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -271,6 +294,7 @@ fn for_each_item(
     location: &str,
     mut each: impl FnMut(ReportItem) -> Result<ItemFlow, TransferError>,
 ) -> Result<(), TransferError> {
+    check_source_encoding(source, location)?;
     let read_failure = |error: io::Error, input: &mut ChannelReader| {
         input
             .failure
@@ -283,8 +307,9 @@ fn for_each_item(
     let mut parsing = true;
     let outcome = {
         let decoded: Box<dyn Read + '_> = match source.compression {
-            Compression::None => Box::new(&mut *input),
             Compression::Gzip => Box::new(MultiGzDecoder::new(&mut *input)),
+            // `check_source_encoding` leaves only `none` here.
+            Compression::None | Compression::Zstd | Compression::Snappy => Box::new(&mut *input),
         };
         let mut lines = io::BufReader::with_capacity(256 * 1024, decoded);
         loop {
@@ -327,7 +352,7 @@ fn for_each_item(
 
 /// Parses every line of a part in `source` encoding and writes it in
 /// `target` encoding; returns rows, bytes and SHA-256 of what was written.
-fn reencode<W: io::Write>(
+fn reencode<W: io::Write + Send>(
     kind: ReportKind,
     columns: Columns,
     source: Encoding,
@@ -336,6 +361,17 @@ fn reencode<W: io::Write>(
     out: W,
     location: &str,
 ) -> Result<(u64, u64, String), TransferError> {
+    if target.format == Format::Parquet {
+        let parquet_error =
+            |e: ParquetPartError| TransferError::Convert { location: location.to_owned(), reason: e.to_string() };
+        let mut writer = ParquetPartWriter::new(kind, target, columns, out).map_err(parquet_error)?;
+        for_each_item(kind, columns, source, &mut input, location, |item| {
+            writer.push(item).map_err(parquet_error)?;
+            Ok(ItemFlow::Continue)
+        })?;
+        let (rows, bytes, sha256, _) = writer.finish().map_err(parquet_error)?;
+        return Ok((rows, bytes, sha256));
+    }
     let write_error = |e: io::Error| TransferError::Convert { location: location.to_owned(), reason: e.to_string() };
     let mut writer = PartWriter::with_columns(kind, target, columns, out).map_err(write_error)?;
     for_each_item(kind, columns, source, &mut input, location, |item| {
@@ -497,6 +533,7 @@ impl LineParser {
                 self.parse_object(line.strip_suffix(b",").unwrap_or(line)).map(Some)
             }
             Format::Jsonl => self.parse_object(line).map(Some),
+            Format::Parquet => Err("a Parquet file has no lines".to_owned()),
             Format::Tsv => {
                 if !self.header_seen {
                     let header = match self.columns {
@@ -676,6 +713,101 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every row of a Parquet file as items, through the parquet crate's row reader.
+    fn parquet_items(file: Bytes, columns: Columns) -> Vec<ReportItem> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::Field;
+        let reader = SerializedFileReader::new(file).unwrap();
+        reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|row| {
+                let row = row.unwrap();
+                let fields: Vec<Field> = row.get_column_iter().map(|(_, f)| f.clone()).collect();
+                match (columns, fields.as_slice()) {
+                    (Columns::IdOnly, [Field::Long(id)]) => id_only(*id),
+                    (Columns::Ranked, [Field::Long(id), Field::Long(rank), Field::Double(modifier)]) => ReportItem {
+                        id: *id,
+                        search_rank: *rank as u64,
+                        modifier_hundredths: (modifier * 100.0).round() as u8,
+                    },
+                    other => panic!("unexpected row {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_text_encoding_converts_to_parquet_row_for_row() {
+        let (_dir, store) = LocalDirStore::in_temp_dir("transfer-parquet");
+        let items = items(3000);
+        let removed: Vec<ReportItem> = items.iter().map(|i| id_only(i.id)).collect();
+        for (i, source_encoding) in all_encodings().into_iter().enumerate() {
+            let kind = ReportKind::ALL[i % 3];
+            for (columns, rows) in [(Columns::Ranked, &items), (Columns::IdOnly, &removed)] {
+                let source_key = format!("in/{i}-{columns:?}.{}", source_encoding.extension());
+                let (body, count, bytes, sha256) = {
+                    let mut writer = PartWriter::with_columns(kind, source_encoding, columns, Vec::new()).unwrap();
+                    for &item in rows.iter() {
+                        writer.push(item).unwrap();
+                    }
+                    let (count, bytes, sha, out) = writer.finish().unwrap();
+                    (out, count, bytes, sha)
+                };
+                store.put(&source_key, Bytes::from(body), "application/octet-stream").await.unwrap();
+                let source = PartSummary { key: source_key, rows: count, bytes, sha256 };
+                for compression in [Compression::Zstd, Compression::Snappy] {
+                    let target_encoding = Encoding { format: Format::Parquet, compression };
+                    let target_key = format!("out/{i}-{columns:?}-{compression}.parquet");
+                    let moved = transfer_part(
+                        &store,
+                        &store,
+                        PartTransfer {
+                            kind,
+                            columns,
+                            source: &source,
+                            source_encoding,
+                            target_key: &target_key,
+                            target_encoding,
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .summary;
+                    let written = store.get(&target_key).await.unwrap();
+                    assert_eq!(&written[..4], b"PAR1", "{source_encoding:?} -> {target_encoding:?}");
+                    assert_eq!(moved.rows, rows.len() as u64);
+                    assert_eq!(moved.bytes, written.len() as u64);
+                    assert_eq!(moved.sha256, hex::encode(Sha256::digest(&written)));
+                    assert_eq!(&parquet_items(written, columns), rows, "{source_encoding:?} -> {target_encoding:?}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_source_listed_as_parquet_is_refused_as_permanent_before_any_read() {
+        let (_dir, store) = LocalDirStore::in_temp_dir("transfer-parquet-source");
+        let source = PartSummary { key: "reports/a.parquet".into(), rows: 1, bytes: 1, sha256: "0".repeat(64) };
+        let parquet = Encoding { format: Format::Parquet, compression: Compression::Zstd };
+        let err = transfer_part(
+            &store,
+            &store,
+            PartTransfer {
+                kind: ReportKind::Track,
+                columns: Columns::Ranked,
+                source: &source,
+                source_encoding: parquet,
+                target_key: "out/a.json",
+                target_encoding: JSON,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TransferError::SourceEncoding { .. }) && err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("reports/a.parquet") && err.to_string().contains("parquet"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

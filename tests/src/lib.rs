@@ -11,6 +11,8 @@
 //! - [`reports`]: reading published reports back and checking invariants;
 //! - [`console`]: the self-service console on moto: user pools, users,
 //!   the router on a loopback port, a client checking answers against OpenAPI;
+//! - [`parquet_readers`]: delivered Parquet files read back by the parquet
+//!   crate, and by DuckDB and Polars from `.venv`;
 //! - [`customer`]: a customer's side of a delivery (another account, its
 //!   bucket, delivery role or user, IAM enforcement, sent mail, links);
 //! - [`fault_proxy`]: a TCP proxy that cuts a connection mid-request, or
@@ -50,6 +52,7 @@ pub mod google_keys;
 mod http_double;
 pub mod local_stores;
 pub mod parquet_fixtures;
+pub mod parquet_readers;
 pub mod reference;
 pub mod reports;
 pub mod sheets_double;

@@ -7,15 +7,22 @@ use std::io::Read;
 use popularity_reports::domain::{Compression, Encoding, Format, ReportKind};
 use sha2::{Digest, Sha256};
 
+use crate::parquet_readers::read_parquet_part;
 use crate::reference::Line;
+use popularity_reports::report_writer::Columns;
 
-/// The lines of one part.
+/// The lines of one part (a Parquet part's schema checked too).
 pub fn parse_part(bytes: &[u8], encoding: Encoding, kind: ReportKind) -> Vec<Line> {
+    if encoding.format == Format::Parquet {
+        return read_parquet_part(bytes, kind, Columns::Ranked).lines();
+    }
     let mut text = String::new();
     match encoding.compression {
-        Compression::None => text = String::from_utf8(bytes.to_vec()).expect("report parts are UTF-8"),
         Compression::Gzip => {
             flate2::read::GzDecoder::new(bytes).read_to_string(&mut text).expect("a valid gzip stream");
+        }
+        Compression::None | Compression::Zstd | Compression::Snappy => {
+            text = String::from_utf8(bytes.to_vec()).expect("report parts are UTF-8")
         }
     }
     let from_object = |object: &serde_json::Value| -> Line {
@@ -35,6 +42,7 @@ pub fn parse_part(bytes: &[u8], encoding: Encoding, kind: ReportKind) -> Vec<Lin
             .lines()
             .map(|line| from_object(&serde_json::from_str(line).expect("one JSON object per line")))
             .collect(),
+        Format::Parquet => unreachable!("read above"),
         Format::Tsv => {
             let mut lines = text.lines();
             let header = format!("{}\tsearchRank\tsearchModifier", kind.id_field());

@@ -3,7 +3,8 @@
 //! request, Storage Object Creator only: no read, list, delete or
 //! overwrite, 412 for `ifGenerationMatch=0` on an existing name). Every
 //! format and compression arrives and parses back to the staged rows with
-//! `_manifest.json` finalized after every part; a replay of a delivered job
+//! `_manifest.json` finalized after every part (Parquet also read by DuckDB
+//! and Polars); a replay of a delivered job
 //! makes no request; a replay after the status object is lost ends
 //! delivered through 412s, never a 403; a wrong key, a wrong bucket and a
 //! bucket not shared are named; a foreign `token_uri` is refused before any
@@ -18,6 +19,7 @@ use integration_tests::delivery::{
 };
 use integration_tests::gcs_guard::GcsGuard;
 use integration_tests::google_keys::TestServiceAccount;
+use integration_tests::parquet_readers::{check_with_duckdb_and_polars, ExpectedParquet};
 use integration_tests::reports::{parse_part, sha256_hex};
 use integration_tests::{gcs_emulator_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
 use popularity_reports::delivery::connection_probe::{ConnectionTestRequest, ConnectionTestResult};
@@ -28,8 +30,9 @@ use popularity_reports::delivery::{
     connection_test_key, deliver_job, parse_connection_test_key, parse_job_key, DeliverDeps, DeliveryOutcome,
     DeliveryStatus, JobDisposition, JobKind,
 };
-use popularity_reports::domain::{Compression, Encoding, ReportKind};
+use popularity_reports::domain::{Encoding, ReportKind};
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
+use popularity_reports::report_writer::Columns;
 use popularity_reports::store::{ObjectSink, ObjectStore, S3Store};
 use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 use serde_json::json;
@@ -116,10 +119,7 @@ impl Scene {
 }
 
 fn encoding(format: &str, compression: &str) -> Encoding {
-    Encoding {
-        format: format.parse().unwrap(),
-        compression: if compression == "gzip" { Compression::Gzip } else { Compression::None },
-    }
+    Encoding { format: format.parse().unwrap(), compression: serde_json::from_value(json!(compression)).unwrap() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +133,11 @@ async fn every_format_and_compression_arrives_whole_with_the_manifest_finalized_
         ("jsonl-gz", "jsonl", "gzip"),
         ("tsv", "tsv", "none"),
         ("tsv-gz", "tsv", "gzip"),
+        ("parquet", "parquet", "zstd"),
+        ("parquet-snappy", "parquet", "snappy"),
     ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut for_python = Vec::new();
     scene.onboard(scene.connector(), &feeds).await;
     scene.fan_out().await;
 
@@ -155,6 +159,15 @@ async fn every_format_and_compression_arrives_whole_with_the_manifest_finalized_
                 let stored = scene.guard.read_object(&scene.bucket, &part.key).await.expect("part");
                 assert_eq!((part.bytes, part.sha256.as_str()), (stored.len() as u64, sha256_hex(&stored).as_str()));
                 lines.extend(parse_part(&stored, encoding, kind));
+                if format == "parquet" {
+                    let path = dir.path().join(part.key.replace('/', "_"));
+                    std::fs::write(&path, &stored).unwrap();
+                    let staged = synthetic_items(kind, ROWS).into_iter().skip(number * PART_ROWS as usize);
+                    let rows: Vec<_> = staged.take(PART_ROWS as usize).collect();
+                    let row_groups = Some(vec![rows.len() as i64]);
+                    let (columns, compression) = (Columns::Ranked, encoding.compression);
+                    for_python.push(ExpectedParquet { path, kind, columns, compression, row_groups, rows });
+                }
                 let recorded = status.objects.iter().find(|o| o.key.ends_with(&part.key)).expect("in the status");
                 assert_eq!(recorded.sha256, part.sha256);
                 assert!(recorded.crc32c.is_some() && !recorded.already_existed, "{recorded:?}");
@@ -166,6 +179,10 @@ async fn every_format_and_compression_arrives_whole_with_the_manifest_finalized_
             assert_eq!(lines, expected, "{feed} {kind}");
         }
     }
+
+    // DuckDB and Polars read each Parquet part on its own as staged.
+    let summary = check_with_duckdb_and_polars(&for_python);
+    assert_eq!(summary["files"], json!(2 * 3 * 3), "two Parquet feeds, three reports of three parts: {summary}");
 
     // Per report, the manifest was finalized after all of its parts.
     let finalized = scene.guard.finalized_objects();

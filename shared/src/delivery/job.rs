@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connector_registry::{ConnectorKind, JobKind};
 use crate::delivery::keys::{job_key, status_key, JobKeyParts};
-use crate::domain::{Compression, Encoding, Format, ReportKind, RunId};
+use crate::domain::{Compression, Encoding, EncodingMismatch, Format, ReportKind, RunId};
 use crate::manifest::DeliveryMode;
 use crate::tenant::{Feed, TenantConfig};
 
@@ -185,6 +185,8 @@ pub enum JobDecodeError {
     Json(#[from] serde_json::Error),
     #[error("job object has schemaVersion {found}; this build reads only {DELIVERY_JOB_SCHEMA_VERSION}")]
     UnsupportedVersion { found: u32 },
+    #[error("job object asks for an encoding no feed can have: {0}")]
+    Encoding(#[from] EncodingMismatch),
 }
 
 /// Read a job object, refusing a schema version this build does not know.
@@ -193,6 +195,7 @@ pub fn decode_job(json: &[u8]) -> Result<DeliveryJob, JobDecodeError> {
     if job.schema_version != DELIVERY_JOB_SCHEMA_VERSION {
         return Err(JobDecodeError::UnsupportedVersion { found: job.schema_version });
     }
+    job.encoding().check()?;
     Ok(job)
 }
 
@@ -311,6 +314,19 @@ pub(crate) mod tests {
         let error = decode_job(value.to_string().as_bytes()).unwrap_err();
         assert!(error.to_string().contains("schemaVersion 2; this build reads only 1"), "{error}");
         assert!(decode_job(b"{}").unwrap_err().to_string().starts_with("job object is not a valid job: "));
+    }
+
+    #[test]
+    fn a_job_with_gzip_parquet_is_refused_naming_the_mismatch() {
+        let mut value = serde_json::to_value(job_for("role")).unwrap();
+        value["format"] = "parquet".into();
+        value["compression"] = "snappy".into();
+        let parquet = decode_job(value.to_string().as_bytes()).unwrap();
+        assert_eq!((parquet.format, parquet.compression), (Format::Parquet, Compression::Snappy));
+        value["compression"] = "gzip".into();
+        let error = decode_job(value.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(error, JobDecodeError::Encoding(_)), "{error}");
+        assert!(error.to_string().contains("\"gzip\" does not apply to format \"parquet\""), "{error}");
     }
 
     #[test]

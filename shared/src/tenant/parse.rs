@@ -236,10 +236,9 @@ fn parse_feed(
     let format = fields.optional_choice(
         problems,
         "format",
-        &[("json", Format::Json), ("jsonl", Format::Jsonl), ("tsv", Format::Tsv)],
+        &[("json", Format::Json), ("jsonl", Format::Jsonl), ("tsv", Format::Tsv), ("parquet", Format::Parquet)],
     );
-    let compression =
-        fields.optional_choice(problems, "compression", &[("none", Compression::None), ("gzip", Compression::Gzip)]);
+    let compression = parse_compression(problems, &fields, format.flatten());
     let mode =
         fields.optional_choice(problems, "mode", &[("full", DeliveryMode::Full), ("delta", DeliveryMode::Delta)]);
 
@@ -297,6 +296,36 @@ fn parse_feed(
         full_every_seconds,
         paused: paused?,
     })
+}
+
+/// A feed's `compression`: of the whole part for the text formats (`none`,
+/// the default, or `gzip`), of Parquet's columns for `parquet` (`zstd`, the
+/// default, or `snappy`); one of the other kind is refused, naming the
+/// field and what the format takes. `format` is `None` when it was invalid:
+/// then only the name is checked.
+fn parse_compression(problems: &mut Problems, fields: &Fields, format: Option<Format>) -> Option<Option<Compression>> {
+    let choices = [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("zstd", Compression::Zstd),
+        ("snappy", Compression::Snappy),
+    ];
+    if fields.get("compression").is_none() {
+        return Some(Some(format.unwrap_or_default().default_compression()));
+    }
+    let compression = fields.optional_choice(problems, "compression", &choices);
+    if let (Some(Some(chosen)), Some(format)) = (compression, format) {
+        if let Err(mismatch) = (Encoding { format, compression: chosen }).check() {
+            let why = if format.is_text() {
+                "Parquet's column compressions apply only to \"format\": \"parquet\""
+            } else {
+                "Parquet files compress their columns themselves; a gzipped Parquet file is not one engines read"
+            };
+            problems.add(&child_path(fields.path, "compression"), format!("{mismatch} ({why})"));
+            return Some(None);
+        }
+    }
+    compression
 }
 
 /// Two feeds of the tenant must not write the same destination (docs/design.md, "Delivery rules").

@@ -764,3 +764,59 @@ fn field_formats_accept_real_values_and_reject_near_misses() {
     assert!(is_long_term_access_key_id(ACCESS_KEY_ID) && is_secret_access_key(SECRET_ACCESS_KEY));
     assert!(is_external_id(EXTERNAL_ID) && !is_external_id("x"));
 }
+
+#[test]
+fn parquet_feeds_take_zstd_by_default_or_snappy_for_every_file_connector() {
+    let mut value = every_connector_type();
+    value["feeds"] = serde_json::json!([
+        {"id": "inbox", "connector": "inbox", "format": "parquet"},
+        {"id": "lake", "connector": "lake", "format": "parquet", "compression": "snappy"},
+        {"id": "keys", "connector": "keys", "format": "parquet", "compression": "zstd", "mode": "delta"},
+        {"id": "policy", "connector": "policy", "format": "parquet"},
+        {"id": "gcs", "connector": "gcs", "format": "parquet", "compression": "snappy"}
+    ]);
+    let config = parse_tenant_secret("acme", &value.to_string()).unwrap();
+    let encodings: Vec<(&str, Format, Compression)> =
+        config.feeds.iter().map(|f| (f.id.as_str(), f.encoding.format, f.encoding.compression)).collect();
+    assert_eq!(
+        encodings,
+        [
+            ("inbox", Format::Parquet, Compression::Zstd),
+            ("lake", Format::Parquet, Compression::Snappy),
+            ("keys", Format::Parquet, Compression::Zstd),
+            ("policy", Format::Parquet, Compression::Zstd),
+            ("gcs", Format::Parquet, Compression::Snappy),
+        ]
+    );
+}
+
+#[test]
+fn gzip_with_parquet_and_column_compressions_with_text_are_refused_naming_the_field() {
+    let cases = [
+        ("parquet", "gzip", "compression \"gzip\" does not apply to format \"parquet\": parquet takes \"zstd\" (the default) or \"snappy\""),
+        ("parquet", "none", "compression \"none\" does not apply to format \"parquet\": parquet takes \"zstd\" (the default) or \"snappy\""),
+        ("tsv", "zstd", "compression \"zstd\" does not apply to format \"tsv\": tsv takes \"none\" (the default) or \"gzip\""),
+        ("json", "snappy", "compression \"snappy\" does not apply to format \"json\": json takes \"none\" (the default) or \"gzip\""),
+    ];
+    for (format, compression, expected) in cases {
+        let value = design_example_with(|v| {
+            v["feeds"][0]["format"] = format.into();
+            v["feeds"][0]["compression"] = compression.into();
+        });
+        let errors = errors_of(&value);
+        assert_eq!(errors.len(), 1, "{format}/{compression}: {errors:?}");
+        assert_eq!(errors[0].path, "feeds[0].compression", "{format}/{compression}");
+        assert!(errors[0].message.starts_with(expected), "{format}/{compression}: {}", errors[0].message);
+    }
+    let value = design_example_with(|v| v["feeds"][0]["compression"] = "lz4".into());
+    let errors = errors_of(&value);
+    assert_eq!(
+        (errors[0].path.as_str(), errors[0].message.as_str()),
+        ("feeds[0].compression", "\"lz4\" is not one of none, gzip, zstd, snappy")
+    );
+    // A sheet takes neither, whatever the pair.
+    let mut value = every_connector_type();
+    value["feeds"][5]["format"] = "parquet".into();
+    let errors = errors_of(&value);
+    assert_eq!(errors[0].path, "feeds[5].format", "{errors:?}");
+}

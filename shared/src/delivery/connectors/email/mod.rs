@@ -6,7 +6,8 @@
 //! SHA-256 before the message goes out, so no link serves a file that
 //! changed or vanished — or, when the feed asks for another format or
 //! compression, at converted copies written under
-//! `downloads/<tenantId>/<runId>/<data_type>/` in the staging bucket (kept
+//! `downloads/<tenantId>/<runId>/<data_type>/` (Parquet in a `zstd/` or
+//! `snappy/` folder below) in the staging bucket (kept
 //! at least 8 days by the lifecycle rules), which the conversion itself
 //! checks. Its submodules are the message
 //! ([`message`]: text, HTML, MIME, the SES adapter) and the links
@@ -38,7 +39,9 @@ pub const DOWNLOADS_PREFIX: &str = "downloads/";
 
 /// `downloads/<tenantId>/<runId>/<data_type>/part-NNN.<ext>`, and for a
 /// delta `downloads/<tenantId>/<runId>/<data_type>/delta-<baseRunId>/{part,removed}-NNN.<ext>`
-/// (two feeds of one tenant may have different bases).
+/// (two feeds of one tenant may have different bases). Parquet files go one
+/// folder further down, `zstd/` or `snappy/`: the extension does not tell
+/// the two apart, and two feeds of one tenant may ask for both.
 pub fn download_key(
     tenant_id: &str,
     run: RunId,
@@ -49,8 +52,9 @@ pub fn download_key(
     encoding: Encoding,
 ) -> String {
     let delta = base.map(|base| format!("delta-{base}/")).unwrap_or_default();
+    let columns = if encoding.format.is_text() { String::new() } else { format!("{}/", encoding.compression) };
     format!(
-        "{DOWNLOADS_PREFIX}{tenant_id}/{run}/{}/{delta}{}-{number:03}.{}",
+        "{DOWNLOADS_PREFIX}{tenant_id}/{run}/{}/{delta}{columns}{}-{number:03}.{}",
         kind.data_type(),
         file.stem(),
         encoding.extension()
@@ -216,5 +220,36 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
             Err(error) => report.failed("ses:SendRawEmail", error.to_string()),
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Compression, Format};
+
+    #[test]
+    fn download_keys_differ_for_every_encoding_two_feeds_may_ask_for() {
+        let run: RunId = "20261119030000".parse().unwrap();
+        let base: RunId = "20261116030000".parse().unwrap();
+        let key = |format, compression, base| {
+            let encoding = Encoding { format, compression };
+            download_key("acme", run, ReportKind::Track, base, FileKind::Removed, 1, encoding)
+        };
+        assert_eq!(
+            key(Format::Tsv, Compression::Gzip, Some(base)),
+            "downloads/acme/20261119030000/track_popularity/delta-20261116030000/removed-001.tsv.gz"
+        );
+        assert_eq!(
+            key(Format::Parquet, Compression::Snappy, None),
+            "downloads/acme/20261119030000/track_popularity/snappy/removed-001.parquet"
+        );
+        let mut all = std::collections::BTreeSet::new();
+        for format in Format::ALL {
+            for &compression in format.compressions() {
+                assert!(all.insert(key(format, compression, None)), "{format} {compression}");
+            }
+        }
+        assert_eq!(all.len(), 8);
     }
 }
