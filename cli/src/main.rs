@@ -6,13 +6,16 @@
 mod bench;
 mod bench_delivery;
 mod bench_delta;
+mod bench_publish;
 mod bench_sheets;
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
 mod commands;
+mod athena_standin;
 mod delivery_commands;
 mod local_deliverers;
 mod redeliver_command;
+mod standin_command;
 mod status_command;
 mod tenant_command;
 
@@ -34,6 +37,9 @@ enum Command {
     Generate(commands::GenerateArgs),
     /// Rank the catalogue into the three reports and the run manifest.
     Rank(commands::RankArgs),
+    /// Aggregate the day before --time from raw play events into plays/date=…/,
+    /// through the state machine of template.yaml with DuckDB standing in for Athena.
+    DailyPlays(standin_command::DailyPlaysArgs),
     /// List the objects under a directory or s3://bucket[/prefix], with sizes.
     List(commands::ListArgs),
     /// Benchmark `rank` on local files (generated once, then reused).
@@ -48,6 +54,12 @@ enum Command {
     /// One measured delta computation, run by bench-delta in a child process.
     #[command(hide = true)]
     BenchDeltaWorker(bench_delta::DeltaWorkerArgs),
+    /// Benchmark the publish step: a stand-in of Athena's output merged and
+    /// written as parts, against writing the same parts from memory (time, peak RSS).
+    BenchPublish(bench_publish::BenchPublishArgs),
+    /// One measured publish or baseline write, run by bench-publish in a child process.
+    #[command(hide = true)]
+    BenchPublishWorker(bench_publish::PublishWorkerArgs),
     /// Benchmark deliver-sheets against the project's Sheets double:
     /// requests, bytes, time, peak RSS per maxRows.
     BenchSheets(bench_sheets::BenchSheetsArgs),
@@ -83,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => runtime.block_on(commands::generate(args)),
         Command::Rank(args) => runtime.block_on(commands::rank(args)),
         Command::List(args) => runtime.block_on(commands::list(args)),
+        Command::DailyPlays(args) => runtime.block_on(standin_command::daily_plays(args)),
         Command::Bench(args) => bench::run(args),
         Command::BenchDelivery(args) => runtime.block_on(bench_delivery::run_delivery(args)),
         Command::BenchFanout(args) => runtime.block_on(bench_delivery::run_fanout(args)),
@@ -90,6 +103,8 @@ fn main() -> anyhow::Result<()> {
         Command::BenchDelta(args) => runtime.block_on(bench_delta::run(args)),
         Command::BenchDeltaWorker(args) => runtime.block_on(bench_delta::run_worker(args)),
         Command::BenchSheets(args) => runtime.block_on(bench_sheets::run(args)),
+        Command::BenchPublish(args) => runtime.block_on(bench_publish::run(args)),
+        Command::BenchPublishWorker(args) => runtime.block_on(bench_publish::run_worker(args)),
         Command::BenchSheetsWorker(args) => runtime.block_on(bench_sheets::run_worker(args)),
         Command::Tenant(args) => tenant_command::run(args),
         Command::Status(args) => runtime.block_on(status_command::run(args)),

@@ -27,7 +27,9 @@
 //! - [`local_stores`]: input and staging directories for tests without the
 //!   emulator, removed when dropped;
 //! - [`template_policies`]: each function's IAM policy and environment from
-//!   the transformed SAM template, resolved to a test's own names.
+//!   the transformed SAM template, resolved to a test's own names;
+//! - [`athena_output`]: Athena's output of a run (UNLOAD's files, counts,
+//!   data manifests) made from a run rank published, for the publish step.
 //!
 //! Tests of IAM enforcement run against a second server,
 //! [`moto_auth_endpoint`], because moto's enforcement switch is global to a
@@ -36,6 +38,7 @@
 //! Build S3 clients with `popularity_reports::store::s3_client`, which turns
 //! on the path-style addressing moto needs.
 
+pub mod athena_output;
 pub mod customer;
 pub mod delivery;
 pub mod fault_matrix;
