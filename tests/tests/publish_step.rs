@@ -202,6 +202,7 @@ async fn refused(spoil: impl AsyncFnOnce(&Fixture)) -> (String, Fixture) {
     let fixture = Fixture::new(50_000).await;
     spoil(&fixture).await;
     let error = fixture.publish().await.expect_err("bad output must be refused");
+    eprintln!("refused: {error}");
     fixture.assert_nothing_published().await;
     (error.to_string(), fixture)
 }
