@@ -564,6 +564,29 @@ impl FunctionPolicy {
                 statement["Action"] = Value::Array(actions);
                 with_operations.push(named.name.clone());
             }
+            // moto turns a pattern into a regular expression by replacing `*`
+            // with `.*` alone, so IAM's one-character `?` becomes a regex
+            // quantifier (`??????` is "multiple repeat": HTTP 500). `.` is
+            // what IAM's `?` means, in moto's regex.
+            if let Some(resources) = statement.get_mut("Resource") {
+                let mut rewritten = false;
+                let mut one = |value: &mut Value| {
+                    if let Some(text) = value.as_str().filter(|t| t.contains('?')) {
+                        *value = Value::String(text.replace('?', "."));
+                        rewritten = true;
+                    }
+                };
+                match resources {
+                    Value::Array(items) => items.iter_mut().for_each(&mut one),
+                    single => one(single),
+                }
+                if rewritten {
+                    adjustments.push(format!(
+                        "{}: `?` in Resource written as `.` (moto reads patterns as regular expressions)",
+                        named.name
+                    ));
+                }
+            }
             let resource_account = &statement["Condition"]["StringNotEquals"]["s3:ResourceAccount"];
             if resource_account == own_account && named.resources() == ["*"] {
                 let arns: Vec<String> = foreign_buckets

@@ -72,10 +72,8 @@ fn run() -> RunId {
 /// the same data (whose reports make Athena's output).
 struct AthenaStack {
     admin: SdkConfig,
-    names: StackNames,
     staging: S3Store,
     data_bucket: String,
-    policies: BTreeMap<&'static str, FunctionPolicy>,
     credentials: BTreeMap<&'static str, SdkConfig>,
     publish_environment: BTreeMap<String, String>,
     ranked: S3Store,
@@ -136,7 +134,7 @@ impl AthenaStack {
             .attribute("FailedEventsQueue.QueueName", &format!("{stack_name}-failed-events"));
         let template = transformed_template();
         let iam = aws_sdk_iam::Client::new(&admin);
-        let (mut policies, mut credentials) = (BTreeMap::new(), BTreeMap::new());
+        let mut credentials = BTreeMap::new();
         for logical_id in [PUBLISH, MACHINE] {
             let mut policy = if logical_id == MACHINE {
                 FunctionPolicy::of_state_machine(template, logical_id, &names)
@@ -168,11 +166,10 @@ impl AthenaStack {
             }
             let arn = role.role().expect("the role").arn().to_owned();
             credentials.insert(logical_id, assume(&admin, &arn, logical_id).await);
-            policies.insert(logical_id, policy);
         }
         let publish_environment = function_environment(template, PUBLISH, &names).unwrap();
         let staging = S3Store::new(s3, staging_bucket, "");
-        Self { admin, names, staging, data_bucket, policies, credentials, publish_environment, ranked, ranked_manifest }
+        Self { admin, staging, data_bucket, credentials, publish_environment, ranked, ranked_manifest }
     }
 
     fn output(&self) -> AthenaOutput {
@@ -435,5 +432,4 @@ async fn without_write_the_runs_folder_athenas_output_cannot_be_written_with_the
     let refused = written.expect_err("the UNLOAD's write is refused").to_string();
     assert!(refused.contains("AccessDenied"), "{refused}");
     read.expect("reading the inputs is another statement");
-    let _ = &stack.names;
 }
