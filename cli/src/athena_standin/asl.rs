@@ -530,7 +530,7 @@ mod tests {
     #[tokio::test]
     async fn states_run_in_order_with_parameters_selectors_and_result_paths() {
         let (execution, runner) = execute(vec![
-            ("plan-fn", vec![Ok(json!({"Payload": {"engine": "athena"}}))]),
+            ("plan-fn", vec![Ok(json!({"Payload": {"engine": "athena", "done": false}}))]),
             ("q", vec![Ok(json!({"id": 1})), Ok(json!({"id": 2}))]),
         ])
         .await;
@@ -539,7 +539,7 @@ mod tests {
         let Outcome::Succeeded { output } = execution.outcome else { panic!("{:?}", execution.outcome) };
         assert_eq!(
             output,
-            json!({"time": "T", "run": {"plan": {"engine": "athena"}}, "results": [{"id": 1}, {"id": 2}]})
+            json!({"time": "T", "run": {"plan": {"engine": "athena", "done": false}}, "results": [{"id": 1}, {"id": 2}]})
         );
     }
 
@@ -559,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_branch_fails_the_parallel_state_and_its_cause_picks_the_named_error() {
         let (execution, _) = execute(vec![
-            ("plan-fn", vec![Ok(json!({"Payload": {"engine": "athena"}}))]),
+            ("plan-fn", vec![Ok(json!({"Payload": {"engine": "athena", "done": false}}))]),
             ("q", vec![Ok(json!({})), Err(failure("States.TaskFailed", "{\"State\":\"CANCELLED\"}"))]),
         ])
         .await;
