@@ -12,6 +12,12 @@
 //! by deliver-s3 to a customer's bucket, and the delivered objects are
 //! identical too (`_manifest.json` but for `generatedAt`). A second start
 //! of the same run publishes nothing new.
+//!
+//! Without the emulator, on directories: `RankEngine=auto` keeps the
+//! Lambda (the rank handler, invoked by the state machine) within its
+//! memory and hands over to Athena past it, with the same reports; a day of
+//! raw play events is aggregated once by the daily state machine, a re-run
+//! writes nothing, and a half-written day is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -193,4 +199,123 @@ async fn a_million_tracks_ranked_on_the_athena_path_publish_and_deliver_the_same
             assert!(lambda == athena, "{key} differs");
         }
     }
+}
+
+/// The binary without an emulator: local directories only.
+fn run_local(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_popularity"))
+        .args(args)
+        .current_dir(checkout())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the popularity binary runs")
+}
+
+fn failed(what: &str, output: Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "{what} should have failed:\n{text}");
+    text
+}
+
+#[test]
+fn auto_keeps_the_lambda_within_its_memory_and_hands_over_to_athena_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    succeeded(
+        "generate",
+        run_local(&[
+            "generate",
+            "--tracks",
+            "20000",
+            "--days",
+            "10",
+            "--end-date",
+            "2026-11-18",
+            "--out",
+            &path("data"),
+        ]),
+    );
+    let rank = |out: &str, memory: &str| {
+        let args =
+            ["rank", "--engine", "athena-standin", "--rank-engine", "auto", "--rank-memory-mb", memory, "--data"];
+        let mut args: Vec<&str> = args.to_vec();
+        let (data, out) = (path("data"), path(out));
+        args.extend([data.as_str(), "--out", out.as_str(), "--time", RUN_TIME]);
+        succeeded("rank --rank-engine auto", run_local(&args))
+    };
+    // 20,000 tracks fit a 10,240 MB Lambda: rank, invoked by the state machine.
+    let within = rank("lambda", "10240");
+    assert!(within.contains("ChooseEngine -> RankOnLambda -> Published"), "{within}");
+    assert!(
+        within.contains(
+            "engine lambda: RankEngine=auto: 20000 catalogue tracks (footers of 1 file(s)) against 182764565"
+        ),
+        "{within}"
+    );
+    // A 1 MB Lambda holds 17,848: Athena.
+    let past = rank("athena", "1");
+    assert!(past.contains("ChooseEngine -> ScoreTracks ->") && past.contains("past the Lambda's limit"), "{past}");
+    // Either way, the same reports.
+    for kind in ["track_popularity", "artist_popularity", "product_popularity"] {
+        let part = format!("reports/{kind}/{}/part-001.json", run_id());
+        let read = |out: &str| std::fs::read(dir.path().join(out).join(&part)).unwrap();
+        assert!(read("lambda") == read("athena"), "{part}");
+    }
+}
+
+#[test]
+fn a_day_of_raw_play_events_is_written_once_and_a_half_written_day_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("data/play-events/date=2026-11-18");
+    std::fs::create_dir_all(&events).unwrap();
+    // 2,000 plays of 100 tracks on 2026-11-18, written by DuckDB.
+    let script = format!(
+        "import duckdb; db = duckdb.connect(); db.execute(\"SET TimeZone = 'UTC'\"); \
+         db.execute(\"COPY (SELECT (i % 100) + 7 AS trackId, TIMESTAMP '2026-11-18 00:00:00' + INTERVAL 1 SECOND * (i * 40) \
+         AS playedAt FROM range(2000) t(i)) TO '{}' (FORMAT parquet)\")",
+        events.join("e.parquet").display()
+    );
+    let python = checkout().join(".venv/bin/python");
+    let made = std::process::Command::new(&python).args(["-c", &script]).status().unwrap();
+    assert!(made.success(), "writing the events with {}", python.display());
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+    let staging = dir.path().join("staging").to_string_lossy().into_owned();
+    let args = ["daily-plays", "--data", &data, "--out", &staging, "--time", "2026-11-19T00:30:00Z"];
+    let day = dir.path().join("data/plays/date=2026-11-18");
+    let files = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+
+    let first = succeeded("daily-plays", run_local(&args));
+    assert!(first.contains("PlanDay -> IsTheDayWritten -> AggregateDay -> MarkDayWritten -> DayWritten"), "{first}");
+    let written = files();
+    assert!(written.contains(&"_SUCCESS".to_owned()) && written.len() > 1, "{written:?}");
+
+    let again = succeeded("daily-plays again", run_local(&args));
+    assert!(again.contains("DayAlreadyWritten") && again.contains("already written"), "{again}");
+    assert_eq!(files(), written, "a re-run does not double the day");
+
+    // What a failed attempt leaves: files without _SUCCESS.
+    std::fs::remove_file(day.join("_SUCCESS")).unwrap();
+    let refused = failed("daily-plays over leftovers", run_local(&args));
+    assert!(refused.contains("DayPartiallyWritten"), "{refused}");
+    assert_eq!(files().len(), written.len() - 1, "nothing added to the leftovers");
+
+    // rank reads the day as rank reads any day of plays: 2,000 plays of 100 tracks.
+    let out = dir.path().join("ranked").to_string_lossy().into_owned();
+    std::fs::write(day.join("_SUCCESS"), b"").unwrap();
+    let catalogue = dir.path().join("data/catalogue");
+    std::fs::create_dir_all(&catalogue).unwrap();
+    let script = format!(
+        "import duckdb; duckdb.connect().execute(\"COPY (SELECT i + 7 AS trackId, i % 10 AS masterArtistId, i % 20 AS productId \
+         FROM range(100) t(i)) TO '{}' (FORMAT parquet)\")",
+        catalogue.join("c.parquet").display()
+    );
+    assert!(std::process::Command::new(&python).args(["-c", &script]).status().unwrap().success());
+    let ranked =
+        succeeded("rank", run_local(&["rank", "--data", &data, "--out", &out, "--time", "2026-11-19T03:00:00Z"]));
+    assert!(ranked.contains("ranked 100 play rows of 1 days"), "{ranked}");
 }
