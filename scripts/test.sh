@@ -35,6 +35,13 @@ export MOTO_ENDPOINT MOTO_AUTH_ENDPOINT GCS_EMULATOR_ENDPOINT
 echo "test: moto's servers at $MOTO_ENDPOINT and (IAM enforcement) $MOTO_AUTH_ENDPOINT;" \
     "fake-gcs-server at $GCS_EMULATOR_ENDPOINT" >&2
 
+# DuckDB stands in for Athena: in the SQL test below and in the Athena path's
+# end-to-end test (cli/tests/athena_standin_against_moto.rs) that cargo test runs.
+if ! .venv/bin/python -c 'import duckdb' 2>/dev/null; then
+    echo "test: installing duckdb into .venv (once)" >&2
+    .venv/bin/python -m pip install --quiet duckdb >&2
+fi
+
 cargo fmt --all -- --check
 # One feature set for every package, so nothing is compiled twice.
 bash scripts/check-features.sh
@@ -43,10 +50,6 @@ cargo test --workspace --all-targets --locked "$@"
 # The Athena SQL of sql/ against the Rust ranking, every row, with DuckDB as
 # the stand-in engine (docs/scaling.md). It runs the debug `popularity` that
 # cargo test just built ($CARGO_TARGET_DIR/debug, or target/debug).
-if ! .venv/bin/python -c 'import duckdb' 2>/dev/null; then
-    echo "test: installing duckdb into .venv (once)" >&2
-    .venv/bin/python -m pip install --quiet duckdb >&2
-fi
 .venv/bin/python -m unittest sql/test_sql_matches_rust.py
 
 # The SAM template: both lints, the offline transform, sam validate and a
