@@ -81,9 +81,9 @@ struct Source {
 }
 
 impl Source {
-    /// The row at the head, loading the next batch when the current one is
-    /// used up; `None` at the end of the file.
-    fn head(&mut self) -> Result<Option<(ReportRow, RowPlace)>, MergeError> {
+    /// The row at the head and its row number, loading the next batch when
+    /// the current one is used up; `None` at the end of the file.
+    fn head(&mut self) -> Result<Option<(ReportRow, u64)>, MergeError> {
         while self.at >= self.batch.rows.len() {
             match self.receiver.recv() {
                 Ok(Ok(batch)) => {
@@ -94,8 +94,11 @@ impl Source {
                 Err(flume::RecvError::Disconnected) => return Ok(None),
             }
         }
-        let row = self.batch.rows[self.at];
-        Ok(Some((row, RowPlace { file: self.name.clone(), row: self.batch.first_row + self.at as u64 })))
+        Ok(Some((self.batch.rows[self.at], self.batch.first_row + self.at as u64)))
+    }
+
+    fn place(&self, row: u64) -> RowPlace {
+        RowPlace { file: self.name.clone(), row }
     }
 }
 
@@ -109,7 +112,9 @@ pub struct ReportMerge {
     started: bool,
     next_rank: u64,
     expected_rows: Option<u64>,
-    last: Option<(RowPlace, u8)>,
+    /// Where the last item handed on came from (source, row) and its
+    /// modifier; a place is spelt out only for an error, never per row.
+    last: Option<(usize, u64, u8)>,
     ids: Option<(i64, i64)>,
 }
 
@@ -155,9 +160,9 @@ impl ReportMerge {
     /// Loads the head of `index` into the heap, checking the file's order.
     fn push_head(&mut self, index: usize) -> Result<(), MergeError> {
         let source = &mut self.sources[index];
-        if let Some((row, place)) = source.head()? {
+        if let Some((row, number)) = source.head()? {
             if let Some(previous) = source.last_rank.filter(|&previous| row.rank <= previous) {
-                return Err(MergeError::OutOfOrder { place, rank: row.rank, previous });
+                return Err(MergeError::OutOfOrder { place: source.place(number), rank: row.rank, previous });
             }
             source.last_rank = Some(row.rank);
             self.heads.push(Reverse((row.rank, index)));
@@ -186,9 +191,9 @@ impl ReportMerge {
             return Ok(true);
         }
         let found = self.next_rank - 1;
-        if let (Some(expected), Some((last, _))) = (self.expected_rows, &self.last) {
+        if let (Some(expected), Some((source, row, _))) = (self.expected_rows, self.last) {
             if found < expected {
-                return Err(MergeError::TooFew { found, expected, last: last.clone() });
+                return Err(MergeError::TooFew { found, expected, last: self.sources[source].place(row) });
             }
         }
         Ok(false)
@@ -202,35 +207,39 @@ impl ReportMerge {
         let Reverse((rank, index)) = self.heads.pop().expect("has_more saw a head");
         let source = &mut self.sources[index];
         let row = source.batch.rows[source.at];
-        let place = RowPlace { file: source.name.clone(), row: source.batch.first_row + source.at as u64 };
+        let number = source.batch.first_row + source.at as u64;
         source.at += 1;
+        let place = || self.sources[index].place(number);
         // The heap hands out non-decreasing ranks, so a rank below the next
         // expected one is the rank just handed out, again.
         if rank < self.next_rank {
-            return Err(match &self.last {
-                Some((first, _)) => MergeError::Duplicate { rank, first: first.clone(), second: place },
-                None => MergeError::RankZero { place, rank },
+            return Err(match self.last {
+                Some((first, first_row, _)) => {
+                    MergeError::Duplicate { rank, first: self.sources[first].place(first_row), second: place() }
+                }
+                None => MergeError::RankZero { place: place(), rank },
             });
         }
         if rank > self.next_rank {
-            return Err(MergeError::Missing { rank: self.next_rank, next_rank: rank, next: place });
+            return Err(MergeError::Missing { rank: self.next_rank, next_rank: rank, next: place() });
         }
         if let Some(expected) = self.expected_rows.filter(|&expected| rank > expected) {
-            return Err(MergeError::TooMany { place, rank, expected });
+            return Err(MergeError::TooMany { place: place(), rank, expected });
         }
-        if let Some((previous_place, previous)) = self.last.as_ref().filter(|(_, previous)| row.hundredths > *previous)
+        if let Some((previous_source, previous_row, previous)) =
+            self.last.filter(|&(_, _, previous)| row.hundredths > previous)
         {
             return Err(MergeError::ModifierGrows {
-                place,
+                place: place(),
                 rank,
                 modifier: f64::from(row.hundredths) / 100.0,
-                previous: f64::from(*previous) / 100.0,
+                previous: f64::from(previous) / 100.0,
                 previous_rank: rank - 1,
-                previous_place: previous_place.clone(),
+                previous_place: self.sources[previous_source].place(previous_row),
             });
         }
         self.next_rank += 1;
-        self.last = Some((place, row.hundredths));
+        self.last = Some((index, number, row.hundredths));
         self.ids = Some(self.ids.map_or((row.id, row.id), |(min, max)| (min.min(row.id), max.max(row.id))));
         self.push_head(index)?;
         Ok(Some(ReportItem { id: row.id, search_rank: rank, modifier_hundredths: row.hundredths }))
