@@ -68,6 +68,13 @@ pub struct ReportRow {
 #[derive(Debug, Clone)]
 pub struct ReportColumns {
     id_field: &'static str,
+    /// Each column's two accepted names, as bytes: the contract's, then
+    /// Athena's lower-case one.
+    names: [[Vec<u8>; 2]; 3],
+    /// The text around the values of a line as UNLOAD writes it (lower-case
+    /// names, in the query's order, no spaces): `{"trackid":`,
+    /// `,"searchrank":`, `,"searchmodifier":`, `}`.
+    athena_layout: [Vec<u8>; 4],
 }
 
 const RANK_FIELD: &str = "searchRank";
@@ -75,14 +82,24 @@ const MODIFIER_FIELD: &str = "searchModifier";
 
 impl ReportColumns {
     pub fn of(kind: ReportKind) -> Self {
-        Self { id_field: kind.id_field() }
+        let both = |field: &str| [field.as_bytes().to_vec(), field.to_ascii_lowercase().into_bytes()];
+        let lower = |field: &str| field.to_ascii_lowercase();
+        let athena_layout = [
+            format!("{{\"{}\":", lower(kind.id_field())).into_bytes(),
+            format!(",\"{}\":", lower(RANK_FIELD)).into_bytes(),
+            format!(",\"{}\":", lower(MODIFIER_FIELD)).into_bytes(),
+            b"}".to_vec(),
+        ];
+        Self {
+            id_field: kind.id_field(),
+            names: [both(kind.id_field()), both(RANK_FIELD), both(MODIFIER_FIELD)],
+            athena_layout,
+        }
     }
 
     /// Which column `name` is: 0 the id, 1 the rank, 2 the modifier.
     fn column(&self, name: &[u8]) -> Option<usize> {
-        [self.id_field, RANK_FIELD, MODIFIER_FIELD]
-            .iter()
-            .position(|field| name == field.as_bytes() || name.eq_ignore_ascii_case(field.as_bytes()) && is_lower(name))
+        self.names.iter().position(|[contract, athena]| name == athena.as_slice() || name == contract.as_slice())
     }
 
     fn expected(&self) -> String {
@@ -93,9 +110,30 @@ impl ReportColumns {
         )
     }
 
+    /// A line exactly as UNLOAD writes it, read without the general
+    /// reader: this runs for every row of a report. `None` for anything
+    /// else (other spacing, order or names, a bad value), which the general
+    /// reader then reads or names.
+    fn parse_athena_layout(&self, line: &[u8]) -> Option<ReportRow> {
+        let [open, rank_key, modifier_key, close] = &self.athena_layout;
+        let rest = line.strip_prefix(open.as_slice())?.strip_suffix(close.as_slice())?;
+        let (id, rest) = split_number(rest);
+        let rest = rest.strip_prefix(rank_key.as_slice())?;
+        let (rank, rest) = split_number(rest);
+        let modifier = rest.strip_prefix(modifier_key.as_slice())?;
+        Some(ReportRow {
+            id: parse_integer(id)?,
+            rank: u64::try_from(parse_integer(rank)?).ok()?,
+            hundredths: parse_hundredths(modifier)?,
+        })
+    }
+
     /// Parses one line: a flat JSON object with exactly the three columns,
     /// in any order, each a number.
     pub fn parse(&self, line: &[u8]) -> Result<ReportRow, RowProblem> {
+        if let Some(row) = self.parse_athena_layout(line) {
+            return Ok(row);
+        }
         let mut values: [Option<&[u8]>; 3] = [None; 3];
         let mut cursor = Cursor { bytes: line, at: 0 };
         cursor.expect(b'{')?;
@@ -144,30 +182,65 @@ impl ReportColumns {
     }
 }
 
-fn is_lower(name: &[u8]) -> bool {
-    !name.iter().any(u8::is_ascii_uppercase)
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A whole number written as JSON writes one (`-12`, `12`; also `12.0`, as
-/// some writers print a BIGINT that passed through a DOUBLE).
+/// some writers print a BIGINT that passed through a DOUBLE). Digits are
+/// read by hand: this runs for every id and rank of a report.
 fn parse_integer(bytes: &[u8]) -> Option<i64> {
     let digits = bytes.strip_suffix(b".0").unwrap_or(bytes);
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(digit - b'0');
+        value = value.checked_mul(10)?;
+        value = if negative { value.checked_sub(digit)? } else { value.checked_add(digit)? };
+    }
+    Some(value)
 }
 
 /// A modifier `k / 100` for k in 0..=100, as any writer prints that double
-/// (`0.27`, `1.0`, `0`, `7.0E-2`): the exact f64 of `k as f64 / 100.0`.
+/// (`0.27`, `1.0`, `0`, `7.0E-2`): the exact f64 of `k as f64 / 100.0`. The
+/// usual spellings (`0.d`, `0.dd`, `1.0`) are read by hand; anything else
+/// through f64 and checked.
 fn parse_hundredths(bytes: &[u8]) -> Option<u8> {
+    let fast = match bytes {
+        [b'0', b'.', tenths] if tenths.is_ascii_digit() => Some((tenths - b'0') * 10),
+        [b'0', b'.', tenths, hundredths]
+            if tenths.is_ascii_digit() && hundredths.is_ascii_digit() && *hundredths != b'0' =>
+        {
+            Some((tenths - b'0') * 10 + (hundredths - b'0'))
+        }
+        [b'1', b'.', b'0'] => Some(100),
+        _ => None,
+    };
+    if fast.is_some() {
+        return fast;
+    }
     let value: f64 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
     let hundredths = (value * 100.0).round();
     if !(0.0..=100.0).contains(&hundredths) || hundredths / 100.0 != value {
         return None;
     }
     Some(hundredths as u8)
+}
+
+/// The number at the start of `bytes` and what follows it.
+fn split_number(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let end =
+        bytes.iter().position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')).unwrap_or(bytes.len());
+    bytes.split_at(end)
 }
 
 /// A tiny reader of one flat JSON object: keys without escapes, numbers as
@@ -325,31 +398,60 @@ impl ReportFileRows {
         &self.file
     }
 
-    /// The next row, or `None` at the end of the file.
+    /// The next row, or `None` at the end of the file. A line whole in the
+    /// decoder's buffer is parsed where it is; only one that spans two
+    /// buffers is copied.
     pub fn next_row(&mut self) -> Result<Option<ReportRow>, FileReadError> {
+        self.line.clear();
         loop {
-            self.line.clear();
-            let read = self
-                .lines
-                .read_until(b'\n', &mut self.line)
-                .map_err(|error| read_error(error, &self.file, self.rows))?;
-            if read == 0 {
-                return Ok(None);
+            let buffer = self.lines.fill_buf().map_err(|error| read_error(error, &self.file, self.rows))?;
+            if buffer.is_empty() {
+                if self.line.is_empty() {
+                    return Ok(None);
+                }
+                self.rows += 1;
+                return Err(self.row_error(RowProblem::UnfinishedRow));
             }
-            self.rows += 1;
-            let place = || RowPlace { file: self.file.clone(), row: self.rows };
-            let Some(line) = self.line.strip_suffix(b"\n") else {
-                return Err(FileReadError::Row { place: place(), problem: RowProblem::UnfinishedRow });
-            };
-            if line.iter().all(u8::is_ascii_whitespace) {
-                return Err(FileReadError::Row { place: place(), problem: RowProblem::Syntax("an empty line".into()) });
+            match memchr_newline(buffer) {
+                Some(end) if self.line.is_empty() => {
+                    self.rows += 1;
+                    let parsed = parse_line(&self.columns, &buffer[..end]);
+                    self.lines.consume(end + 1);
+                    return parsed.map(Some).map_err(|problem| self.row_error(problem));
+                }
+                Some(end) => {
+                    self.line.extend_from_slice(&buffer[..end]);
+                    self.lines.consume(end + 1);
+                    self.rows += 1;
+                    let line = std::mem::take(&mut self.line);
+                    let parsed = parse_line(&self.columns, &line);
+                    self.line = line;
+                    return parsed.map(Some).map_err(|problem| self.row_error(problem));
+                }
+                None => {
+                    let length = buffer.len();
+                    self.line.extend_from_slice(buffer);
+                    self.lines.consume(length);
+                }
             }
-            return match self.columns.parse(line) {
-                Ok(row) => Ok(Some(row)),
-                Err(problem) => Err(FileReadError::Row { place: place(), problem }),
-            };
         }
     }
+
+    fn row_error(&self, problem: RowProblem) -> FileReadError {
+        FileReadError::Row { place: RowPlace { file: self.file.clone(), row: self.rows }, problem }
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+/// One line without its end: not blank, then a row.
+fn parse_line(columns: &ReportColumns, line: &[u8]) -> Result<ReportRow, RowProblem> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(RowProblem::Syntax("an empty line".into()));
+    }
+    columns.parse(line)
 }
 
 /// A read that failed: the store's failure, or the bytes' (a gzip stream
