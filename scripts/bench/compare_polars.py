@@ -8,7 +8,7 @@ docs/benchmarks.md "Against Polars".
 Installs Polars (POLARS_VERSION, default 2.1.0) into the project's .venv the
 first time; builds the release CLI (`cargo build --release -p popularity-cli`,
 into CARGO_TARGET_DIR or target/) unless --no-build; generates the data set
-as `popularity bench` does (seed 42, ending 2026-11-18, kept in
+as `popularity-bench rank` does (seed 42, ending 2026-11-18, kept in
 <dir>/tracks-N-days-D) the first time. Each round runs both once -- ours
 first in odd rounds, Polars first in even ones -- as child processes with
 their outputs on --out (tmpfs by default, emptied before every run), and

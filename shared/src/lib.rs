@@ -23,7 +23,6 @@
 //! - [`athena`]: the Athena engine: the `sql/` queries of a run, and its publish step (Athena's output to a run);
 //! - [`delta`]: a run's changes against a base run, computed once in staging;
 //! - [`sample`]: the deterministic synthetic catalogue and plays;
-//! - [`synthetic_run`]: a published run without ranking, for tests and benchmarks;
 //! - [`tenant`]: the tenant secret's model, parsing, limits, cross-feed rules and directory;
 //! - [`delivery`]: jobs, status and claims, the deliverer, connection probes and every connector;
 //! - [`status_report`]: the table of `popularity status`;
@@ -51,6 +50,5 @@ pub mod scoring;
 pub mod sdk_config;
 pub mod status_report;
 pub mod store;
-pub mod synthetic_run;
 pub mod tenant;
 pub mod transfer;

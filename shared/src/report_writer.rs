@@ -108,7 +108,7 @@ pub struct PartWriter<W: Write> {
 }
 
 /// Lines are gathered into a buffer of about this size before each write.
-pub(crate) const LINE_BUFFER_BYTES: usize = 256 * 1024;
+pub const LINE_BUFFER_BYTES: usize = 256 * 1024;
 
 impl<W: Write> PartWriter<W> {
     /// Starts a part and writes its header (`[` or the TSV header line).

@@ -18,7 +18,8 @@ use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::domain::RunId;
 use popularity_reports::manifest::RunManifest;
 use popularity_reports::store::{ObjectStore, S3Store};
-use popularity_reports::synthetic_run::{self, SyntheticRunSize};
+
+use crate::synthetic_run::{self, SyntheticRunSize};
 
 /// The run every sample event names.
 pub const RUN_ID: &str = "20261119030000";
@@ -69,7 +70,7 @@ pub fn event_for_key(key: &str) -> S3Event {
     event
 }
 
-pub use popularity_reports::synthetic_run::synthetic_items;
+pub use crate::synthetic_run::synthetic_items;
 
 /// Writes a run of three canonical JSON reports with `rows` items each, in
 /// parts of at most `part_rows`, then its manifest; returns the manifest.

@@ -26,6 +26,8 @@
 //!   faults, the bearer-token check, query strings and JSON answers;
 //! - [`local_stores`]: input and staging directories for tests without the
 //!   emulator, removed when dropped;
+//! - [`synthetic_run`]: a published run of generated items, of a chosen
+//!   size, staged without ranking (the delivery tests and benchmarks);
 //! - [`template_policies`]: each function's IAM policy and environment from
 //!   the transformed SAM template, resolved to a test's own names;
 //! - [`athena_output`]: Athena's output of a run (UNLOAD's files, counts,
@@ -51,6 +53,7 @@ pub mod parquet_fixtures;
 pub mod reference;
 pub mod reports;
 pub mod sheets_double;
+pub mod synthetic_run;
 pub mod template_policies;
 
 use std::sync::atomic::{AtomicU64, Ordering};

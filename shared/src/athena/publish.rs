@@ -128,7 +128,7 @@ pub enum PublishError {
     WritePart {
         key: String,
         #[source]
-        source: StreamedUploadError<PartError>,
+        source: Box<StreamedUploadError<PartError>>,
     },
     #[error("could not write the run manifest: {0}")]
     WriteManifest(#[source] StoreError),
@@ -151,7 +151,7 @@ impl PublishError {
             | PublishError::WriteManifest(_)
             | PublishError::CheckPublished { .. }
             | PublishError::Report { source: MergeError::File(FileReadError::Store { .. }), .. } => true,
-            PublishError::WritePart { source, .. } => matches!(source, StreamedUploadError::Store(_)),
+            PublishError::WritePart { source, .. } => matches!(**source, StreamedUploadError::Store(_)),
             PublishError::Input(InputError::Store(_)) => true,
             _ => false,
         }
@@ -437,7 +437,7 @@ async fn publish_report<S: ObjectStore>(
         .await;
         let ((returned, more, rows, bytes, sha256), _) = written.map_err(|source| match source {
             StreamedUploadError::Produce(PartError::Merge(merge)) => report_error(merge),
-            source => PublishError::WritePart { key: key.clone(), source },
+            source => PublishError::WritePart { key: key.clone(), source: Box::new(source) },
         })?;
         merge = returned;
         parts.push(PartSummary { key, rows, bytes, sha256 });

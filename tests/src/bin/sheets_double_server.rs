@@ -1,5 +1,5 @@
 //! The project's Sheets API v4 double as a process of its own, for the
-//! Sheets benchmark (`popularity bench-sheets`), whose deliveries run in
+//! Sheets benchmark (`popularity-bench sheets`), whose deliveries run in
 //! another process so that their peak memory is theirs alone. It generates
 //! a service account, writes its key file, creates one spreadsheet shared
 //! with it (Google's write quota off: the client paces itself), prints

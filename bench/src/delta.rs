@@ -1,9 +1,10 @@
-//! `popularity bench-delta`: the delta benchmark of docs/benchmarks.md.
+//! `popularity-bench delta`: the delta benchmark of docs/benchmarks.md.
 //! Generates the sample data once, ranks it at two run times three days
-//! apart (kept for later runs), then computes the delta of every report
-//! between the two runs in a child process, several times, and reports wall
-//! time, CPU time and the child's peak resident memory, and each delta's
-//! size as a share of its full report.
+//! apart with the operator binary's `popularity rank` (kept for later runs),
+//! then computes the delta of every report between the two runs in a child
+//! process (`popularity-bench delta-worker`), several times, and reports
+//! wall time, CPU time and the child's peak resident memory, and each
+//! delta's size as a share of its full report.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -15,10 +16,11 @@ use popularity_reports::domain::{ReportKind, RunId};
 use popularity_reports::manifest::{run_manifest_key, RunManifest};
 use popularity_reports::store::{LocalDirStore, ObjectStore};
 
-use crate::bench::{ensure_sample_data, spawn_and_wait};
+use crate::measured_child::spawn_and_wait;
+use crate::rank::{ensure_sample_data, popularity_binary};
 
 #[derive(Args)]
-pub struct BenchDeltaArgs {
+pub struct DeltaBenchArgs {
     #[arg(long, default_value_t = 10_000_000)]
     pub tracks: u64,
     /// Days of plays generated; both runs look back over what there is.
@@ -32,8 +34,13 @@ pub struct BenchDeltaArgs {
     /// Where the delta's scratch files go (default: the system temp dir).
     #[arg(long)]
     pub scratch: Option<PathBuf>,
+    /// The `popularity` binary that generates and ranks the two runs
+    /// (default: the one beside this binary).
+    #[arg(long)]
+    pub popularity: Option<PathBuf>,
 }
 
+/// The hidden subcommand the benchmark runs in a child process.
 #[derive(Args)]
 pub struct DeltaWorkerArgs {
     #[arg(long)]
@@ -49,16 +56,17 @@ pub struct DeltaWorkerArgs {
 const BASE_TIME: &str = "2026-11-16T03:00:00Z";
 const RUN_TIME: &str = "2026-11-19T03:00:00Z";
 
-pub async fn run(args: BenchDeltaArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the popularity binary")?;
-    let data = ensure_sample_data(&exe, &args.dir, args.tracks, args.days)?;
+pub async fn run(args: DeltaBenchArgs) -> anyhow::Result<()> {
+    let popularity = popularity_binary(args.popularity.clone())?;
+    let bench = std::env::current_exe().context("locating the popularity-bench binary")?;
+    let data = ensure_sample_data(&popularity, &args.dir, args.tracks, args.days)?;
     let staging = args.dir.join(format!("delta-staging-{}-{}", args.tracks, args.days));
     let (base, run): (RunId, RunId) =
         ("20261116030000".parse().map_err(anyhow::Error::msg)?, "20261119030000".parse().map_err(anyhow::Error::msg)?);
     for (time, id) in [(BASE_TIME, base), (RUN_TIME, run)] {
         if !staging.join(run_manifest_key(id)).exists() {
             eprintln!("ranking {} at {time} into {} (once)", data.display(), staging.display());
-            let status = Command::new(&exe)
+            let status = Command::new(&popularity)
                 .args(["rank", "--time", time, "--data"])
                 .arg(&data)
                 .arg("--out")
@@ -73,8 +81,8 @@ pub async fn run(args: BenchDeltaArgs) -> anyhow::Result<()> {
     let mut measured = Vec::new();
     for attempt in 1..=args.runs {
         let _ = std::fs::remove_dir_all(staging.join(DELTAS_PREFIX));
-        let mut command = Command::new(&exe);
-        command.args(["bench-delta-worker", "--base", &base.to_string(), "--run", &run.to_string(), "--staging"]);
+        let mut command = Command::new(&bench);
+        command.args(["delta-worker", "--base", &base.to_string(), "--run", &run.to_string(), "--staging"]);
         command.arg(&staging);
         if let Some(scratch) = &args.scratch {
             command.arg("--scratch").arg(scratch);

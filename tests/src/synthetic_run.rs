@@ -2,8 +2,9 @@
 //! generated items by the real [`PartWriter`] and streamed into the staging
 //! store part by part, then the run manifest last — exactly what `rank`
 //! publishes, without ranking anything. The delivery tests stage small runs
-//! with it and `popularity bench-delivery` a track report of a chosen size
-//! (1 GB and more, with bounded memory).
+//! with it and the delivery benchmarks (`popularity-bench delivery`,
+//! `sheets`) a track report of a chosen size (1 GB and more, with bounded
+//! memory). Test and benchmark data only: nothing deployed uses it.
 
 use std::cell::Cell;
 use std::io::Write;
@@ -11,13 +12,13 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::domain::{part_key, Compression, Encoding, Format, ReportKind, RunId};
-use crate::manifest::{
+use popularity_reports::domain::{part_key, Compression, Encoding, Format, ReportKind, RunId};
+use popularity_reports::manifest::{
     run_manifest_key, DeliveryMode, InputSummary, ReportManifest, RunManifest, ScoringSummary, MANIFEST_SCHEMA_VERSION,
     REPORTS_PREFIX,
 };
-use crate::report_writer::{PartSummary, PartWriter, ReportItem};
-use crate::store::{upload_from_blocking, ObjectStore, StoreError, StreamedUploadError};
+use popularity_reports::report_writer::{PartSummary, PartWriter, ReportItem};
+use popularity_reports::store::{upload_from_blocking, ObjectStore, StoreError, StreamedUploadError};
 
 /// The encoding of every synthetic part: canonical JSON, uncompressed.
 const CANONICAL: Encoding = Encoding { format: Format::Json, compression: Compression::None };
@@ -185,7 +186,7 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LocalDirStore;
+    use crate::local_stores::LocalStores;
 
     fn run() -> RunId {
         "20261119030000".parse().unwrap()
@@ -193,9 +194,10 @@ mod tests {
 
     #[tokio::test]
     async fn parts_hold_the_items_in_order_and_the_manifest_describes_them() {
-        let (_dir, staging) = LocalDirStore::in_temp_dir("synthetic-run");
+        let stores = LocalStores::new("synthetic-run");
+        let staging = &stores.staging;
         let size = SyntheticRunSize { rows: 25, part_rows: 10, track_bytes: None };
-        let manifest = publish_synthetic_run(&staging, run(), size).await.unwrap();
+        let manifest = publish_synthetic_run(staging, run(), size).await.unwrap();
         let stored: RunManifest =
             serde_json::from_slice(&staging.get(&run_manifest_key(run())).await.unwrap()).unwrap();
         assert_eq!(stored.reports.len(), 3);
@@ -215,15 +217,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_byte_target_bounds_the_track_report_only() {
-        let (_dir, staging) = LocalDirStore::in_temp_dir("synthetic-run-bytes");
+        let stores = LocalStores::new("synthetic-run-bytes");
+        let staging = &stores.staging;
         let size = SyntheticRunSize { rows: 1_000, part_rows: 1_000_000, track_bytes: Some(2_000_000) };
-        let manifest = publish_synthetic_run(&staging, run(), size).await.unwrap();
+        let manifest = publish_synthetic_run(staging, run(), size).await.unwrap();
         let track = &manifest.reports[0];
         let track_bytes: u64 = track.parts.iter().map(|p| p.bytes).sum();
         assert!(track.rows > 1_000, "the byte target, not the row count, bounds the track report");
         // The writer hands its output on in blocks, so a part overshoots by
         // less than one block.
-        let block = crate::report_writer::LINE_BUFFER_BYTES as u64 + 256;
+        let block = popularity_reports::report_writer::LINE_BUFFER_BYTES as u64 + 256;
         assert!((2_000_000..2_000_000 + block).contains(&track_bytes), "{track_bytes} bytes");
         assert!(manifest.reports[1..].iter().all(|report| report.rows == 1_000));
     }

@@ -1,48 +1,40 @@
-//! `popularity bench-delivery` and `popularity bench-fanout`: the delivery
-//! and fanout benchmarks of docs/benchmarks.md (issue 3), run against a moto
-//! server. `bench-delivery` publishes a synthetic run of about N MB once,
+//! `popularity-bench delivery`: the delivery benchmark of docs/benchmarks.md,
+//! run against a moto server. It publishes a synthetic run of about N MB once,
 //! fans it out with the real `fan_out_run`, then delivers its s3 job with the
 //! real `deliver_job` in a child process (so the peak RSS measured by `wait4`
 //! is the delivery's alone) and, as the baseline, uploads the same staging
-//! bytes in another child by plain sequential 8 MiB multipart uploads.
-//! `bench-fanout` onboards N tenant secrets once and times `load_tenants`,
-//! job writing and the whole `fan_out_run`. With `--gcs-endpoint` the
-//! delivery goes to Google Cloud Storage on fake-gcs-server instead (a gcs
-//! connector, deliver-gcs), and the baseline is a plain resumable upload of
-//! the same bytes by the same crate. Measurement and wiring only: the work
-//! is done by `popularity_reports` exactly as the Lambdas do it.
+//! bytes in another child by plain sequential 8 MiB multipart uploads. With
+//! `--gcs-endpoint` the delivery goes to Google Cloud Storage on
+//! fake-gcs-server instead (a gcs connector, deliver-gcs), and the baseline
+//! is a plain resumable upload of the same bytes by the same crate.
+//! Measurement and wiring only: the work is done by `popularity_reports`
+//! exactly as the Lambdas do it.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
-
-use crate::bench::spawn_and_wait;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
-use futures_util::StreamExt;
+use integration_tests::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::delivery::connectors::gcs::{GcsDeliverer, GcsStore};
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::{
     deliver_job, job_key, parse_job_key, DeliverDeps, DeliveryOutcome, JobDisposition, JobKind,
 };
 use popularity_reports::domain::{Compression, Encoding, Format, ReportKind, RunId};
-use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps, TENANT_CONCURRENCY};
+use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::manifest::{run_manifest_key, RunManifest};
 use popularity_reports::store::{
-    s3_client, LocalDirStore, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, PutOutcome, S3Store,
-    UPLOAD_CHUNK_BYTES,
+    s3_client, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, S3Store, UPLOAD_CHUNK_BYTES,
 };
-use popularity_reports::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
-use popularity_reports::tenant::directory::{
-    put_tenant_secret, secrets_manager_client, DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory,
-    TenantEntry,
-};
+use popularity_reports::tenant::directory::{put_tenant_secret, secrets_manager_client, SecretsManagerTenants};
 
-const REGION: &str = "us-east-1";
+use crate::emulator::{delete_object, emulator_config, ensure_bucket, REGION};
+use crate::measured_child::spawn_and_wait;
+
 /// The run every benchmark publishes.
 const RUN_ID: &str = "20261119030000";
 /// Rows per track part, as `rank` writes them (≈ 300 MB of JSON).
@@ -56,12 +48,9 @@ const DELIVERY_FEED: &str = "lake";
 /// accepts any keys and acts as its default account.
 const BENCH_ACCESS_KEY_ID: &str = "AKIABENCHMARK0000001";
 const BENCH_SECRET_ACCESS_KEY: &str = "benchmarkbenchmarkbenchmarkbenchmark0000";
-/// Concurrent CreateSecret calls while onboarding (NOTES.md: one at a time is slow).
-const SECRET_CREATION_CONCURRENCY: usize = 8;
-const SECRET_CREATION_ATTEMPTS: u64 = 5;
 
 #[derive(Args)]
-pub struct BenchDeliveryArgs {
+pub struct DeliveryBenchArgs {
     /// The moto server, e.g. http://127.0.0.1:5000.
     #[arg(long, env = "MOTO_ENDPOINT")]
     pub endpoint: String,
@@ -86,22 +75,6 @@ pub struct BenchDeliveryArgs {
     /// (`python scripts/local/google_key.py EMAIL` makes one).
     #[arg(long)]
     pub gcs_key_file: Option<PathBuf>,
-}
-
-#[derive(Args)]
-pub struct BenchFanoutArgs {
-    /// The moto server, e.g. http://127.0.0.1:5000.
-    #[arg(long, env = "MOTO_ENDPOINT")]
-    pub endpoint: String,
-    #[arg(long, default_value_t = 10_000)]
-    pub tenants: usize,
-    /// Secret-name prefix of the benchmark tenants, ending with '/'. Secrets
-    /// already there from an earlier run are reused. Default:
-    /// bench-fanout-<tenants>/tenants/.
-    #[arg(long)]
-    pub prefix: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    pub runs: usize,
 }
 
 /// What a measured child process does.
@@ -151,28 +124,14 @@ struct Measured {
     cpu_seconds: f64,
 }
 
-fn run_id() -> RunId {
+/// The run the delivery and fanout benchmarks publish.
+pub(crate) fn run_id() -> RunId {
     RUN_ID.parse().expect("RUN_ID is a run id")
 }
 
-/// SDK configuration for the emulator: its endpoint, test credentials and
-/// region, so nothing of the developer's own AWS profile is used.
-pub(crate) async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint.trim_end_matches('/'))
-        .region(aws_config::Region::new(REGION))
-        .test_credentials()
-        .load()
-        .await
-}
-
-// ---------------------------------------------------------------------------
-// bench-delivery
-// ---------------------------------------------------------------------------
-
-pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
+pub async fn run(args: DeliveryBenchArgs) -> anyhow::Result<()> {
     ensure!(args.size_mb > 0 && args.runs > 0, "--size-mb and --runs must be at least 1");
-    let exe = std::env::current_exe().context("locating the popularity binary")?;
+    let bench = std::env::current_exe().context("locating the popularity-bench binary")?;
     let config = emulator_config(&args.endpoint).await;
     let client = s3_client(&config);
     let staging_bucket = format!("bench-delivery-staging-{}mb", args.size_mb);
@@ -261,8 +220,8 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         clear(destination_bucket.clone()).await?;
         // A delivered status would make the next delivery a no-op.
         delete_object(&config, &staging_bucket, &status).await?;
-        let mut worker = Command::new(&exe);
-        worker.args(["bench-delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
+        let mut worker = Command::new(&bench);
+        worker.args(["delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
         worker.args(["--staging-bucket", &staging_bucket, "--tenant-prefix", &tenant_prefix, "--feed", &feed]);
         worker.args(&gcs_args);
         let delivery = run_measured(&mut worker).context("the delivery child failed")?;
@@ -270,8 +229,8 @@ pub async fn run_delivery(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         deliveries.push(delivery);
 
         clear(destination_bucket.clone()).await?;
-        let mut worker = Command::new(&exe);
-        worker.args(["bench-delivery-worker", "--task", "baseline", "--endpoint", &args.endpoint]);
+        let mut worker = Command::new(&bench);
+        worker.args(["delivery-worker", "--task", "baseline", "--endpoint", &args.endpoint]);
         worker.args(["--staging-bucket", &staging_bucket, "--destination-bucket", &destination_bucket]);
         worker.args(&gcs_args);
         let baseline = run_measured(&mut worker).context("the baseline child failed")?;
@@ -412,28 +371,6 @@ async fn gcs_clear_bucket(endpoint: &str, bucket: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates `bucket` unless this account already has it. (Helpers take the
-/// configuration, not a client: the CLI does not depend on the SDK crates,
-/// so it cannot name their client types.)
-pub(crate) async fn ensure_bucket(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<()> {
-    match s3_client(config).create_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("creating bucket {bucket}"))),
-    }
-}
-
-pub(crate) async fn delete_object(config: &aws_config::SdkConfig, bucket: &str, key: &str) -> anyhow::Result<()> {
-    s3_client(config)
-        .delete_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .with_context(|| format!("deleting s3://{bucket}/{key}"))?;
-    Ok(())
-}
-
 /// Deletes everything in the destination, so each run writes fresh objects
 /// and the emulator's disk holds one copy at a time.
 async fn clear_destination(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<()> {
@@ -460,13 +397,17 @@ async fn existing_manifest(staging: &S3Store, run: RunId) -> Option<RunManifest>
 /// Stages a canonical JSON run whose track report holds about `track_bytes`
 /// in parts of at most [`PART_ROWS`] rows (streamed: no part is held whole),
 /// with small artist and product reports, and the run manifest last.
-async fn publish_run<S: ObjectStore>(staging: &S, run: RunId, track_bytes: u64) -> anyhow::Result<RunManifest> {
+pub(crate) async fn publish_run<S: ObjectStore>(
+    staging: &S,
+    run: RunId,
+    track_bytes: u64,
+) -> anyhow::Result<RunManifest> {
     let size = SyntheticRunSize { rows: SMALL_REPORT_ROWS, part_rows: PART_ROWS, track_bytes: Some(track_bytes) };
     Ok(publish_synthetic_run(staging, run, size).await?)
 }
 
 /// Runs the command to completion; its stdout is `{"seconds", "bytes"}`. Peak
-/// RSS comes from `wait4`'s rusage, as in `popularity bench`.
+/// RSS comes from `wait4`'s rusage, as in `popularity-bench rank`.
 fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
     // The report is one short line: it fits in the pipe while we wait.
     let (mut child, usage) = spawn_and_wait(command.stdout(Stdio::piped()), "benchmark child")?;
@@ -583,224 +524,4 @@ async fn upload_parts_plainly<D: ObjectSink>(staging: &S3Store, destination: &D,
         upload.finish().await?;
     }
     Ok(total)
-}
-
-// ---------------------------------------------------------------------------
-// bench-fanout
-// ---------------------------------------------------------------------------
-
-pub async fn run_fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
-    ensure!(args.tenants > 0 && args.runs > 0, "--tenants and --runs must be at least 1");
-    let prefix = args.prefix.clone().unwrap_or_else(|| format!("bench-fanout-{}/tenants/", args.tenants));
-    let config = emulator_config(&args.endpoint).await;
-    let secrets = secrets_manager_client(&config);
-    let directory = SecretsManagerTenants::new(secrets.clone(), prefix.as_str())?;
-
-    let started = Instant::now();
-    let existing = directory.load_tenants().await?;
-    let first_load = started.elapsed().as_secs_f64();
-    let present: std::collections::BTreeSet<String> =
-        existing.iter().filter(|e| e.config.is_ok()).map(|e| e.tenant_id_from_name.clone()).collect();
-    let missing: Vec<usize> = (0..args.tenants).filter(|&i| !present.contains(&fanout_tenant_id(i))).collect();
-    eprintln!(
-        "{} tenant secrets under {prefix} ({first_load:.1} s to load); creating {}",
-        present.len(),
-        missing.len()
-    );
-    if !missing.is_empty() {
-        let started = Instant::now();
-        create_tenants(&config, &prefix, missing).await?;
-        eprintln!(
-            "  created in {:.1} s ({SECRET_CREATION_CONCURRENCY} CreateSecret at once)",
-            started.elapsed().as_secs_f64()
-        );
-    }
-
-    let run = run_id();
-    let now = run.time() + chrono::Duration::minutes(5);
-    let in_process_seconds = fan_out_in_process(args.tenants, run, now).await?;
-    println!(
-        "| Run | Tenants | load_tenants s | Job writing s (preloaded tenants) | Plain conditional PutObjects s | \
-         Job writing / plain | fan_out_run s | Tenants/s | Jobs created |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for round in 1..=args.runs {
-        let started = Instant::now();
-        let entries = directory.load_tenants().await?;
-        let load_seconds = started.elapsed().as_secs_f64();
-        ensure!(entries.len() >= args.tenants, "only {} tenants under {prefix}", entries.len());
-
-        let preloaded = FanoutDeps {
-            staging: fresh_staging(&config, &format!("bench-fanout-jobs-{round}")).await?,
-            tenants: Preloaded(Arc::new(entries)),
-            own_buckets: Vec::new(),
-        };
-        let started = Instant::now();
-        let jobs_only = fan_out_run(&preloaded, run, now).await?;
-        let writing_seconds = started.elapsed().as_secs_f64();
-        let plain_seconds = plain_conditional_puts(&config, &preloaded.staging, round).await?;
-
-        let whole = FanoutDeps {
-            staging: fresh_staging(&config, &format!("bench-fanout-run-{round}")).await?,
-            tenants: directory.clone(),
-            own_buckets: Vec::new(),
-        };
-        let started = Instant::now();
-        let response = fan_out_run(&whole, run, now).await?;
-        let whole_seconds = started.elapsed().as_secs_f64();
-        ensure!(
-            jobs_only.jobs_created == response.jobs_created,
-            "the two fanouts disagree: {} and {} jobs",
-            jobs_only.jobs_created,
-            response.jobs_created
-        );
-        println!(
-            "| {round} | {} | {load_seconds:.1} | {writing_seconds:.1} | {plain_seconds:.1} | {:.0}% | {whole_seconds:.1} \
-             | {:.0} | {} |",
-            response.tenants,
-            100.0 * writing_seconds / plain_seconds,
-            response.tenants as f64 / whole_seconds,
-            response.jobs_created
-        );
-    }
-    println!(
-        "(in process, without moto: {} tenants parsed from their secret JSON and fanned out into a local \
-         directory in {in_process_seconds:.2} s)",
-        args.tenants
-    );
-    Ok(())
-}
-
-/// The emulator's floor for writing the jobs: the same number of
-/// conditional PutObjects, of the same keys and bodies, with the same
-/// concurrency, into a fresh bucket — and nothing else.
-async fn plain_conditional_puts(
-    config: &aws_config::SdkConfig,
-    written: &S3Store,
-    round: usize,
-) -> anyhow::Result<f64> {
-    let jobs = written.list("jobs/").await?;
-    let mut bodies = Vec::with_capacity(jobs.len());
-    for job in &jobs {
-        bodies.push((job.key.clone(), written.get(&job.key).await?));
-    }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
-    let bucket = format!("bench-fanout-plain-{round}-{}-{nanos}", std::process::id());
-    ensure_bucket(config, &bucket).await?;
-    let target = S3Store::new(s3_client(config), bucket, "");
-    let started = Instant::now();
-    let created: Vec<_> = futures_util::stream::iter(bodies)
-        .map(|(key, body)| {
-            let target = &target;
-            async move { target.put_if_absent(&key, body, "application/json").await }
-        })
-        .buffer_unordered(TENANT_CONCURRENCY)
-        .collect()
-        .await;
-    let seconds = started.elapsed().as_secs_f64();
-    for outcome in created {
-        ensure!(outcome? == PutOutcome::Created, "a plain PutObject found its key taken in a fresh bucket");
-    }
-    Ok(seconds)
-}
-
-/// Our own share of a fanout: `tenants` secrets parsed and validated from
-/// JSON (an in-memory directory) and fanned out into a local directory,
-/// with no emulator in the way.
-async fn fan_out_in_process(tenants: usize, run: RunId, now: chrono::DateTime<Utc>) -> anyhow::Result<f64> {
-    let prefix = "bench-fanout/tenants/";
-    let directory = (0..tenants).fold(InMemoryTenants::new(prefix), |directory, index| {
-        directory.with_secret(&fanout_tenant_id(index), fanout_tenant_secret(index))
-    });
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
-    let root = std::env::temp_dir().join(format!("bench-fanout-{}-{nanos}", std::process::id()));
-    let deps = FanoutDeps { staging: LocalDirStore::new(&root), tenants: directory, own_buckets: Vec::new() };
-    publish_run(&deps.staging, run, 1).await?;
-    let started = Instant::now();
-    let fanned = fan_out_run(&deps, run, now).await;
-    let seconds = started.elapsed().as_secs_f64();
-    std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
-    ensure!(fanned?.jobs_created == tenants as u64, "the in-process fanout should make one job per tenant");
-    Ok(seconds)
-}
-
-/// `tenant-00042`.
-fn fanout_tenant_id(index: usize) -> String {
-    format!("tenant-{index:05}")
-}
-
-/// Even tenants get one email feed, odd ones one s3 feed (bucket policy).
-fn fanout_tenant_secret(index: usize) -> String {
-    let tenant_id = fanout_tenant_id(index);
-    let (connector, feed) = if index.is_multiple_of(2) {
-        (serde_json::json!({"type": "email", "recipients": [format!("{tenant_id}@bench.example")]}), "mail")
-    } else {
-        (
-            serde_json::json!({"type": "s3-bucket-policy", "bucketArn": "arn:aws:s3:::bench-fanout-destination",
-                               "region": REGION, "prefix": format!("{tenant_id}/")}),
-            "lake",
-        )
-    };
-    serde_json::json!({
-        "schemaVersion": 1, "tenantId": tenant_id, "plan": "standard", "enabled": true,
-        "connectors": {"out": connector},
-        "feeds": [{"id": feed, "connector": "out"}]
-    })
-    .to_string()
-}
-
-async fn create_tenants(config: &aws_config::SdkConfig, prefix: &str, missing: Vec<usize>) -> anyhow::Result<()> {
-    let secrets = secrets_manager_client(config);
-    let missing = Arc::new(missing);
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..SECRET_CREATION_CONCURRENCY {
-        let (secrets, prefix, missing) = (secrets.clone(), prefix.to_owned(), missing.clone());
-        workers.spawn(async move {
-            for &index in missing.iter().skip(worker).step_by(SECRET_CREATION_CONCURRENCY) {
-                let (secret, tenant_id) = (fanout_tenant_secret(index), fanout_tenant_id(index));
-                // moto's CreateSecret is not thread-safe: under concurrent
-                // calls it sometimes answers HTTP 500 ("dictionary changed
-                // size during iteration") and the SDK's own retries can all
-                // land in that window. Creating is idempotent here (an
-                // existing secret gets a new version), so try again.
-                let mut attempt = 1;
-                while let Err(error) = put_tenant_secret(&secrets, &prefix, &secret, &tenant_id).await {
-                    if attempt == SECRET_CREATION_ATTEMPTS {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                    attempt += 1;
-                }
-            }
-            Ok::<_, DirectoryError>(())
-        });
-    }
-    while let Some(done) = workers.join_next().await {
-        done??;
-    }
-    Ok(())
-}
-
-/// A staging bucket of its own holding a small published run.
-async fn fresh_staging(config: &aws_config::SdkConfig, hint: &str) -> anyhow::Result<S3Store> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
-    let bucket = format!("{hint}-{}-{nanos}", std::process::id());
-    ensure_bucket(config, &bucket).await?;
-    let staging = S3Store::new(s3_client(config), bucket, "");
-    publish_run(&staging, run_id(), 1).await?;
-    Ok(staging)
-}
-
-/// Tenants read once, so a fanout can be timed without reading secrets.
-#[derive(Clone)]
-struct Preloaded(Arc<Vec<TenantEntry>>);
-
-impl TenantDirectory for Preloaded {
-    async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
-        Ok(self.0.as_ref().clone())
-    }
-
-    async fn load_tenant(&self, tenant_id: &str) -> Result<Option<TenantEntry>, DirectoryError> {
-        Ok(self.0.iter().find(|e| e.tenant_id_from_name == tenant_id).cloned())
-    }
 }

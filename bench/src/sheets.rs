@@ -1,4 +1,4 @@
-//! `popularity bench-sheets`: the Google Sheets benchmark of
+//! `popularity-bench sheets`: the Google Sheets benchmark of
 //! docs/benchmarks.md. It starts the project's Sheets API double in a
 //! process of its own (`sheets-double-server`, built from the tests crate),
 //! publishes a synthetic run into a staging bucket on moto, and for each
@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context};
 use clap::Args;
+use integration_tests::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
 use popularity_reports::delivery::{
     deliver_job, job_key, parse_job_key, DeliverDeps, DeliveryOutcome, JobDisposition, JobKind,
@@ -21,13 +22,12 @@ use popularity_reports::delivery::{
 use popularity_reports::domain::RunId;
 use popularity_reports::handlers::fanout::{fan_out_run, FanoutDeps};
 use popularity_reports::store::{s3_client, ObjectStore, S3Store};
-use popularity_reports::synthetic_run::{publish_synthetic_run, SyntheticRunSize};
 use popularity_reports::tenant::directory::{
     put_secret, put_tenant_secret, secrets_manager_client, SecretsManagerTenants,
 };
 
-use crate::bench::spawn_and_wait;
-use crate::bench_delivery::{delete_object, emulator_config, ensure_bucket};
+use crate::emulator::{delete_object, emulator_config, ensure_bucket};
+use crate::measured_child::spawn_and_wait;
 
 const TENANT: &str = "bench-sheets";
 const STAGING_BUCKET: &str = "bench-sheets-staging";
@@ -37,7 +37,7 @@ const SPREADSHEET: &str = "1BenchSheetsSpreadsheet0000";
 const RUN_ID: &str = "20261119030000";
 
 #[derive(Args)]
-pub struct BenchSheetsArgs {
+pub struct SheetsBenchArgs {
     /// The moto server (staging bucket, tenant and key secrets).
     #[arg(long, env = "MOTO_ENDPOINT")]
     pub endpoint: String,
@@ -111,9 +111,9 @@ impl Drop for DoubleServer {
     }
 }
 
-pub async fn run(args: BenchSheetsArgs) -> anyhow::Result<()> {
+pub async fn run(args: SheetsBenchArgs) -> anyhow::Result<()> {
     ensure!(!args.max_rows.is_empty(), "--max-rows needs at least one value");
-    let exe = std::env::current_exe()?;
+    let bench = std::env::current_exe().context("locating the popularity-bench binary")?;
     let config = emulator_config(&args.endpoint).await;
     ensure_bucket(&config, STAGING_BUCKET).await?;
     let staging = S3Store::new(s3_client(&config), STAGING_BUCKET, "");
@@ -159,8 +159,8 @@ pub async fn run(args: BenchSheetsArgs) -> anyhow::Result<()> {
         )
         .await?;
         double.stats()?;
-        let mut worker = Command::new(&exe);
-        worker.args(["bench-sheets-worker", "--endpoint", &args.endpoint, "--sheets-endpoint", &double.endpoint]);
+        let mut worker = Command::new(&bench);
+        worker.args(["sheets-worker", "--endpoint", &args.endpoint, "--sheets-endpoint", &double.endpoint]);
         worker.args(["--feed", &feed, "--writes-per-minute", &args.writes_per_minute.to_string()]);
         let started = Instant::now();
         let (mut child, usage) = spawn_and_wait(worker.stdout(Stdio::piped()), "sheets delivery")?;

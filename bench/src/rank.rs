@@ -1,18 +1,20 @@
-//! `popularity bench`: the ranking benchmark of docs/benchmarks.md. Generates
-//! the sample data once (kept for later runs), then runs `popularity rank`
-//! on local files in a child process several times and reports wall time,
-//! input rows per second and the child's peak resident memory (from
-//! `wait4`'s rusage, so the generator's memory is not counted).
+//! `popularity-bench rank`: the ranking benchmark of docs/benchmarks.md.
+//! Generates the sample data once (kept for later runs), then runs the
+//! operator binary's `popularity rank` on local files in a child process
+//! several times and reports wall time, input rows per second and the
+//! child's peak resident memory (from `wait4`'s rusage, so the generator's
+//! memory is not counted).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
 
+use crate::measured_child::spawn_and_wait;
+
 #[derive(Args)]
-pub struct BenchArgs {
+pub struct RankBenchArgs {
     #[arg(long, default_value_t = 10_000_000)]
     pub tracks: u64,
     #[arg(long, default_value_t = 14)]
@@ -32,6 +34,11 @@ pub struct BenchArgs {
     /// Passed to `rank --format`.
     #[arg(long, default_value = "json")]
     pub format: String,
+    /// The `popularity` binary to measure (default: the one beside this
+    /// binary, as `cargo build --release -p popularity-cli -p popularity-bench`
+    /// puts them).
+    #[arg(long)]
+    pub popularity: Option<PathBuf>,
 }
 
 const END_DATE: &str = "2026-11-18";
@@ -42,14 +49,14 @@ struct Measured {
     peak_rss_bytes: u64,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the popularity binary")?;
-    let data = ensure_sample_data(&exe, &args.dir, args.tracks, args.days)?;
+pub fn run(args: RankBenchArgs) -> anyhow::Result<()> {
+    let popularity = popularity_binary(args.popularity.clone())?;
+    let data = ensure_sample_data(&popularity, &args.dir, args.tracks, args.days)?;
     let out = args.out.clone().unwrap_or_else(|| args.dir.join("rank-output"));
     let mut results = Vec::new();
     for run in 1..=args.runs {
         let _ = std::fs::remove_dir_all(&out);
-        let mut command = Command::new(&exe);
+        let mut command = Command::new(&popularity);
         command
             .args(["rank", "--time", RUN_TIME, "--format", &args.format, "--data"])
             .arg(&data)
@@ -78,14 +85,35 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The operator binary: `given`, or `popularity` beside this binary. Fails
+/// when it is not there, rather than measuring something else.
+pub(crate) fn popularity_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(path) => path,
+        None => {
+            let bench = std::env::current_exe().context("locating the popularity-bench binary")?;
+            bench.with_file_name(format!("popularity{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build the operator binary beside this one (cargo build --release -p popularity-cli \
+             -p popularity-bench) or pass --popularity PATH",
+            path.display()
+        );
+    }
+    eprintln!("measuring {}", path.display());
+    Ok(path)
+}
+
 /// The sample data set of `tracks` x `days` under `dir`, generated (seed
 /// 42, ending on END_DATE) the first time it is asked for.
-pub(crate) fn ensure_sample_data(exe: &Path, dir: &Path, tracks: u64, days: u32) -> anyhow::Result<PathBuf> {
+pub(crate) fn ensure_sample_data(popularity: &Path, dir: &Path, tracks: u64, days: u32) -> anyhow::Result<PathBuf> {
     let data = dir.join(format!("tracks-{tracks}-days-{days}"));
     let ready_marker = data.join(".complete");
     if !ready_marker.exists() {
         eprintln!("generating {tracks} tracks x {days} days into {} (once)", data.display());
-        let status = Command::new(exe)
+        let status = Command::new(popularity)
             .args(["generate", "--tracks", &tracks.to_string(), "--days", &days.to_string()])
             .args(["--end-date", END_DATE, "--seed", "42", "--out"])
             .arg(&data)
@@ -102,42 +130,4 @@ pub(crate) fn ensure_sample_data(exe: &Path, dir: &Path, tracks: u64, days: u32)
 fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
     let (_, usage) = spawn_and_wait(command.stdout(std::process::Stdio::null()), "rank")?;
     Ok(Measured { seconds: usage.seconds, peak_rss_bytes: usage.peak_rss_bytes })
-}
-
-/// What `wait4` reports of a finished child process.
-pub(crate) struct ChildUsage {
-    /// From spawn to exit.
-    pub seconds: f64,
-    pub peak_rss_bytes: u64,
-    /// User plus system CPU time.
-    pub cpu_seconds: f64,
-}
-
-/// Spawns the command, waits for it with `wait4` (so the peak RSS and CPU
-/// time are the child's own) and fails unless it exited with status 0. The
-/// child is returned so a piped stdout can still be read; output that must
-/// be read must fit in the pipe, as nothing reads it while waiting.
-pub(crate) fn spawn_and_wait(command: &mut Command, what: &str) -> anyhow::Result<(std::process::Child, ChildUsage)> {
-    let started = Instant::now();
-    let child = command.spawn().with_context(|| format!("starting the {what} process"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let seconds = started.elapsed().as_secs_f64();
-    if waited != pid {
-        bail!("waiting for the {what} process failed: {}", std::io::Error::last_os_error());
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("the {what} process failed (wait status {status})");
-    }
-    let seconds_of = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    // ru_maxrss is in kilobytes on Linux.
-    let usage = ChildUsage {
-        seconds,
-        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
-        cpu_seconds: seconds_of(usage.ru_utime) + seconds_of(usage.ru_stime),
-    };
-    Ok((child, usage))
 }

@@ -1,14 +1,16 @@
-//! `popularity bench-publish`: the publish step's benchmark of
+//! `popularity-bench publish`: the publish step's benchmark of
 //! docs/benchmarks.md ("The publish step"). Writes, once, a stand-in of
 //! Athena's output for a track report of `--rows` ranks in `--files` gzip
 //! JSON-lines files (blocks of ranks round-robin across files, lower-case
 //! columns, a data manifest; small artist and product reports beside it),
-//! then, in child processes measured with `wait4`:
+//! then, in child processes (`popularity-bench publish-worker`) measured
+//! with `wait4`:
 //! - `publish`: the real publish step (`publish_run`) from that output into
 //!   a local staging directory;
 //! - `memory`: the same parts written from items already in memory, the
 //!   way rank writes its parts (every part through `PartWriter`, as many
 //!   at once as there are cores) — the baseline.
+//!
 //! Both write the same bytes (checked through the parts' SHA-256); each
 //! prints its own time for the work itself, and the parent adds each
 //! child's peak RSS.
@@ -31,10 +33,10 @@ use popularity_reports::report_writer::{PartSummary, PartWriter, ReportItem};
 use popularity_reports::scoring::ScoringRules;
 use popularity_reports::store::{upload_from_blocking, LocalDirStore, ObjectSink};
 
-use crate::bench::spawn_and_wait;
+use crate::measured_child::spawn_and_wait;
 
 #[derive(Args)]
-pub struct BenchPublishArgs {
+pub struct PublishBenchArgs {
     /// Ranks of the track report.
     #[arg(long, default_value_t = 10_000_000)]
     pub rows: u64,
@@ -183,8 +185,8 @@ fn write_manifest(staging: &Path, query: RunQuery, keys: &[String]) -> anyhow::R
     Ok(())
 }
 
-pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the popularity binary")?;
+pub async fn run(args: PublishBenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the popularity-bench binary")?;
     let root = args.dir.join(format!("publish-{}-{}", args.rows, args.files));
     ensure_output(&root, args.rows, args.files)?;
     let mut measured: Vec<(String, f64, f64, f64, u64, String)> = Vec::new();
@@ -194,7 +196,7 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(root.join(folder));
             }
             let mut command = Command::new(&exe);
-            command.args(["bench-publish-worker", "--mode", mode, "--rows", &args.rows.to_string()]);
+            command.args(["publish-worker", "--mode", mode, "--rows", &args.rows.to_string()]);
             command.args(["--part-rows", &args.part_rows.to_string(), "--root"]).arg(&root);
             let (mut child, usage) = spawn_and_wait(command.stdout(Stdio::piped()), mode)?;
             let mut printed = String::new();
