@@ -69,8 +69,9 @@ echo "test: moto's servers at $MOTO_ENDPOINT and (IAM enforcement) $MOTO_AUTH_EN
     "fake-gcs-server at $GCS_EMULATOR_ENDPOINT" >&2
 
 # DuckDB and Polars: the Parquet delivery tests read every delivered Parquet
-# file back with both (tests/python/check_parquet.py), and the SQL test below
-# runs on DuckDB.
+# file back with both (tests/python/check_parquet.py); DuckDB also stands in
+# for Athena in the SQL test below and in the Athena path's end-to-end test
+# (cli/tests/athena_standin_against_moto.rs) that cargo test runs.
 if ! .venv/bin/python -c 'import duckdb, polars' 2>/dev/null; then
     echo "test: installing duckdb and polars into .venv (once)" >&2
     .venv/bin/python -m pip install --quiet duckdb polars >&2

@@ -12,6 +12,7 @@ mod delta;
 mod emulator;
 mod fanout;
 mod measured_child;
+mod publish;
 mod rank;
 mod sheets;
 
@@ -39,6 +40,8 @@ enum Command {
     Fanout(fanout::FanoutBenchArgs),
     /// Benchmark delta computation: two runs three days apart, every report's delta (time, CPU, peak RSS, size).
     Delta(delta::DeltaBenchArgs),
+    /// Benchmark the publish step: a stand-in of Athena's output merged and written as parts, against writing the same parts from memory (time, peak RSS).
+    Publish(publish::PublishBenchArgs),
     /// Benchmark deliver-sheets against the project's Sheets double: requests, bytes, time, peak RSS per maxRows.
     Sheets(sheets::SheetsBenchArgs),
     /// Benchmark the self-service API against moto: p50/p99 of the feed list and a feed's deliveries, start-up.
@@ -49,6 +52,9 @@ enum Command {
     /// One measured delta computation, run by `delta` in a child process.
     #[command(hide = true)]
     DeltaWorker(delta::DeltaWorkerArgs),
+    /// One measured publish or baseline write, run by `publish` in a child process.
+    #[command(hide = true)]
+    PublishWorker(publish::PublishWorkerArgs),
     /// One measured sheets delivery, run by `sheets` in a child process.
     #[command(hide = true)]
     SheetsWorker(sheets::SheetsWorkerArgs),
@@ -67,9 +73,11 @@ fn main() -> anyhow::Result<()> {
         Command::Delivery(args) => runtime.block_on(delivery::run(args)),
         Command::Fanout(args) => runtime.block_on(fanout::run(args)),
         Command::Delta(args) => runtime.block_on(delta::run(args)),
+        Command::Publish(args) => runtime.block_on(publish::run(args)),
         Command::Sheets(args) => runtime.block_on(sheets::run(args)),
         Command::DeliveryWorker(args) => runtime.block_on(delivery::run_worker(args)),
         Command::DeltaWorker(args) => runtime.block_on(delta::run_worker(args)),
+        Command::PublishWorker(args) => runtime.block_on(publish::run_worker(args)),
         Command::SheetsWorker(args) => runtime.block_on(sheets::run_worker(args)),
     }
 }

@@ -8,11 +8,13 @@
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
 mod commands;
+mod athena_standin;
 mod console_command;
 mod delivery_commands;
 mod local_deliverers;
 mod portal_command;
 mod redeliver_command;
+mod standin_command;
 mod status_command;
 mod tenant_command;
 
@@ -55,6 +57,9 @@ enum Command {
     Generate(commands::GenerateArgs),
     /// Rank the catalogue into the three reports and the run manifest.
     Rank(commands::RankArgs),
+    /// Aggregate the day before --time from raw play events into plays/date=…/,
+    /// through the state machine of template.yaml with DuckDB standing in for Athena.
+    DailyPlays(standin_command::DailyPlaysArgs),
     /// List the objects under a directory or s3://bucket[/prefix], with sizes.
     List(commands::ListArgs),
 }
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => runtime.block_on(commands::generate(args)),
         Command::Rank(args) => runtime.block_on(commands::rank(args)),
         Command::List(args) => runtime.block_on(commands::list(args)),
+        Command::DailyPlays(args) => runtime.block_on(standin_command::daily_plays(args)),
     }
 }
 

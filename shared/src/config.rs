@@ -394,6 +394,63 @@ impl SweeperConfig {
     }
 }
 
+/// The default of `RANK_MEMORY_MB`: the template's `RankMemorySize`.
+pub const DEFAULT_RANK_MEMORY_MB: u32 = 10_240;
+
+/// Configuration of the `publish` function: the steps of the state machines
+/// that plan a run (or a day of raw plays) and publish Athena's output
+/// (docs/scaling.md, "The Athena engine"). It ranks with the same settings
+/// as `rank`, so it reads rank's variables too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishConfig {
+    pub rank: RankConfig,
+    /// `RANK_ENGINE`: the template's `RankEngine`.
+    pub engine: crate::engine::RankEngineSetting,
+    /// `RANK_MEMORY_MB`: the rank function's memory, which `auto` compares
+    /// the catalogue with.
+    pub rank_memory_mb: u32,
+}
+
+impl PublishConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let rank = RankConfig::from_lookup(&lookup)?;
+        let vars = Variables(lookup);
+        let engine = match vars.optional("RANK_ENGINE") {
+            None => crate::engine::RankEngineSetting::default(),
+            Some(value) => crate::engine::RankEngineSetting::parse(&value).ok_or(ConfigError::Malformed {
+                name: "RANK_ENGINE",
+                value,
+                expected: crate::engine::RankEngineSetting::EXPECTED,
+            })?,
+        };
+        let rank_memory_mb = vars.parsed(
+            "RANK_MEMORY_MB",
+            DEFAULT_RANK_MEMORY_MB,
+            "the rank function's memory in MB, from 128 to 10240",
+            |mb| (128..=10_240).contains(mb),
+        )?;
+        Ok(Self { rank, engine, rank_memory_mb })
+    }
+
+    /// How runs are planned with this configuration.
+    pub fn plan_settings(&self) -> crate::athena::plan::PlanSettings {
+        crate::athena::plan::PlanSettings {
+            rules: self.rank.rules,
+            engine: self.engine,
+            rank_memory_mb: self.rank_memory_mb,
+        }
+    }
+
+    /// How Athena's output is published with this configuration.
+    pub fn publish_settings(&self) -> crate::athena::publish::PublishSettings {
+        crate::athena::publish::PublishSettings { rules: self.rank.rules, part_rows: self.rank.part_rows }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,6 +591,27 @@ mod tests {
         for (pairs, name) in cases {
             let err = EmailConfig::from_lookup(lookup(&pairs)).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn publish_reads_ranks_settings_and_refuses_an_unknown_engine_or_memory() {
+        let base = [("STAGING_BUCKET", "staging"), ("DATA_BUCKET", "data")];
+        let config = PublishConfig::from_lookup(lookup(&base)).unwrap();
+        assert_eq!(config.engine, crate::engine::RankEngineSetting::Lambda);
+        assert_eq!(config.rank_memory_mb, DEFAULT_RANK_MEMORY_MB);
+        assert_eq!(config.publish_settings().part_rows, 5_000_000);
+        let auto = PublishConfig::from_lookup(lookup(&[
+            base[0],
+            base[1],
+            ("RANK_ENGINE", "auto"),
+            ("RANK_MEMORY_MB", "3008"),
+        ]))
+        .unwrap();
+        assert_eq!((auto.engine, auto.plan_settings().rank_memory_mb), (crate::engine::RankEngineSetting::Auto, 3008));
+        for (name, value) in [("RANK_ENGINE", "spark"), ("RANK_MEMORY_MB", "20000"), ("RANK_MEMORY_MB", "big")] {
+            let error = PublishConfig::from_lookup(lookup(&[base[0], base[1], (name, value)])).unwrap_err();
+            assert!(matches!(&error, ConfigError::Malformed { name: n, .. } if *n == name), "{error}");
         }
     }
 }

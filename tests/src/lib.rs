@@ -33,7 +33,9 @@
 //! - [`synthetic_run`]: a published run of generated items, of a chosen
 //!   size, staged without ranking (the delivery tests and benchmarks);
 //! - [`template_policies`]: each function's IAM policy and environment from
-//!   the transformed SAM template, resolved to a test's own names.
+//!   the transformed SAM template, resolved to a test's own names;
+//! - [`athena_output`]: Athena's output of a run (UNLOAD's files, counts,
+//!   data manifests) made from a run rank published, for the publish step.
 //!
 //! Tests of IAM enforcement run against a second server,
 //! [`moto_auth_endpoint`], because moto's enforcement switch is global to a
@@ -42,6 +44,7 @@
 //! Build S3 clients with `popularity_reports::store::s3_client`, which turns
 //! on the path-style addressing moto needs.
 
+pub mod athena_output;
 pub mod console;
 pub mod customer;
 pub mod delivery;

@@ -35,7 +35,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
 use popularity_reports::config::{
-    ConsoleConfig, DeliveryConfig, EmailConfig, GcsConfig, RankConfig, SheetsConfig, SweeperConfig,
+    ConsoleConfig, DeliveryConfig, EmailConfig, GcsConfig, PublishConfig, RankConfig, SheetsConfig, SweeperConfig,
 };
 use popularity_reports::connector_registry::DELIVERER_FUNCTIONS;
 use popularity_reports::console::auth::{CognitoSettings, OPERATORS_GROUP, TENANT_ATTRIBUTE};
@@ -45,6 +45,7 @@ use popularity_reports::console::users::{
 };
 use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
 use popularity_reports::tenant::is_safe_id;
+use popularity_reports::handlers::publish::RunStepEvent;
 use yaml::Yaml;
 
 /// Stack name, account and region the sample events were written for
@@ -472,7 +473,22 @@ fn every_sample_event_parses_and_is_routed_to_the_function_of_its_folder() {
         for path in files {
             let text = read(&path);
             let shown = path.strip_prefix(workspace_root()).unwrap_or(&path).display().to_string();
-            if folder == "rank" || folder == "sweeper" {
+            if folder == "publish" {
+                // The steps of the state machines, which invoke it
+                // synchronously: no event source routes to it.
+                // Parsing it as the function does is the check.
+                let _step: RunStepEvent =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not a step of publish: {e}"));
+                let invoked = template.resources().iter().any(|(_, r)| {
+                    Template::resource_type(r) == "AWS::Serverless::StateMachine"
+                        && r.get("Properties")
+                            .and_then(|p| p.get("DefinitionSubstitutions"))
+                            .and_then(|s| s.get("PublishFunctionArn"))
+                            .and_then(Yaml::as_str)
+                            == Some(&format!("!GetAtt {}.Arn", function.logical_id))
+                });
+                assert!(invoked, "{shown}: no state machine of template.yaml invokes {}", function.logical_id);
+            } else if folder == "rank" || folder == "sweeper" {
                 let event: EventBridgeEvent<serde_json::Value> =
                     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not an EventBridge event: {e}"));
                 assert_eq!(event.detail_type, "Scheduled Event", "{shown}: not a scheduled event");
@@ -631,6 +647,9 @@ fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<S
         }
         "console" => {
             ("ConsoleConfig", |lookup| ConsoleConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
+        "publish" => {
+            ("PublishConfig", |lookup| PublishConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
         }
         other => panic!("functions/{other}: add its configuration type to configuration_of in this test"),
     };

@@ -4,5 +4,6 @@
 
 pub mod deliver;
 pub mod fanout;
+pub mod publish;
 pub mod rank;
 pub mod sweeper;
