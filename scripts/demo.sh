@@ -15,8 +15,13 @@
 # cargo-lambda cannot be installed, it runs the same stages in-process
 # through the `popularity` CLI with the Lambdas' handlers instead.
 #
+# After the deliveries it starts the self-service console (`popularity
+# console` on a free 127.0.0.1 port, users in moto's Cognito: see
+# scripts/demo/console.sh), prints its address and how to sign in, and
+# writes .emulator/console.json.
+#
 # TRACKS (default 100000) and DAYS (default 35) set the scale; KEEP_EMULATOR=1
-# leaves the emulators running afterwards for a look around.
+# leaves the emulators and the console running afterwards for a look around.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -63,3 +68,5 @@ echo "== delivering run $RUN_ID" >&2
 "$POPULARITY" deliver "$RUN_ID"
 
 demo_report
+demo_console_start
+demo_console_report

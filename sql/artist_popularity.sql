@@ -1,11 +1,34 @@
 -- artist_popularity: one row per masterArtistId of the catalogue,
 --   masterArtistId, searchRank, searchModifier
 -- ranked by the exact integer score (the sum of its tracks' S) descending,
--- then masterArtistId ascending (docs/design.md, "Scores and ranks" and
--- "Reports and layouts"). The ranking itself is the view popularity_ranks
--- (sql/popularity_ranks.sql), which a runner creates with the run's
--- parameters before running this.
-SELECT id AS masterArtistId, search_rank AS searchRank, search_modifier AS searchModifier
-FROM popularity_ranks
-WHERE report = 'artist_popularity'
+-- then masterArtistId ascending (docs/design.md, "Scores and ranks" and "Reports
+-- and layouts"), from the run's rows of track_scores.sql (the table
+-- run_scores, partition run_id and attempt below: a runner replaces both
+-- values). Items are in rank order; on Athena, UNLOAD writes them as several
+-- files, each in rank order.
+WITH
+items AS (
+    SELECT masterArtistId AS id, sum(score) AS score
+    FROM run_scores
+    WHERE run_id = '20261119030000' AND attempt = 'local' AND in_catalogue
+    GROUP BY masterArtistId
+),
+ranked AS (
+    SELECT
+        id,
+        score,
+        row_number() OVER (ORDER BY score DESC, id ASC) AS search_rank,
+        max(score) OVER () AS max_score
+    FROM items
+)
+SELECT
+    id AS masterArtistId,
+    search_rank AS searchRank,
+    CASE
+        WHEN max_score = 0 THEN 0E0
+        ELSE round(
+            ln(1E0 + CAST(score AS DOUBLE) / 4294967296E0) / ln(1E0 + CAST(max_score AS DOUBLE) / 4294967296E0) * 1E2
+        ) / 1E2
+    END AS searchModifier
+FROM ranked
 ORDER BY search_rank

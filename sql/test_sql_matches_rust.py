@@ -1,12 +1,15 @@
 """The Athena SQL of sql/ against the Rust ranking, row for row, in DuckDB.
 
 DuckDB stands in for Athena (Trino): the .sql files are run as they are,
-with only the run's parameters filled in (`with_parameters`, the same
-substitution a runner does for Athena): first popularity_ranks.sql, which
-creates the view holding the ranking, then each report's file, which selects
-its rows from it. Every row of every report -- id, searchRank,
-searchModifier -- must equal what `popularity rank` wrote for the same
-Parquet inputs, or the test fails naming the first rows that differ.
+with only the run's parameters filled in (`with_parameters`, `with_run_key`:
+the same substitutions the plan step makes for Athena, shared/src/athena/
+sql.rs): first track_scores.sql, the one scan of catalogue and plays, whose
+rows become the table run_scores (on Athena: UNLOAD into the run's folder,
+read through the Glue table of that name); then each report's file and
+run_inputs.sql, which read run_scores only. Every row of every report --
+id, searchRank, searchModifier -- must equal what `popularity rank` wrote for
+the same Parquet inputs, and run_inputs' counts what its run manifest says,
+or the test fails naming the first rows that differ.
 
 Cases:
 - the project's generator (20,000 tracks x 10 days; unplayed tracks and
@@ -30,6 +33,7 @@ import collections
 import csv
 import datetime
 import glob
+import json
 import math
 import os
 import random
@@ -76,7 +80,7 @@ def substitute_once(text, pattern, replacement):
 
 
 def with_parameters(sql, run_time, lookback_days, half_life_days):
-    """The run's parameters in popularity_ranks.sql (its `run` CTE)."""
+    """The run's parameters in track_scores.sql (its `run` CTE)."""
     sql = substitute_once(
         sql,
         r"TIMESTAMP '[^']*' AS run_time",
@@ -87,6 +91,15 @@ def with_parameters(sql, run_time, lookback_days, half_life_days):
         sql,
         r"CAST\([0-9.]+ AS DOUBLE\) AS half_life_days",
         f"CAST({float(half_life_days)!r} AS DOUBLE) AS half_life_days",
+    )
+
+
+def with_run_key(sql, run_id, attempt):
+    """The run's partition of run_scores in a report file or run_inputs.sql."""
+    return substitute_once(
+        sql,
+        r"run_id = '[^']*' AND attempt = '[^']*'",
+        f"run_id = '{run_id}' AND attempt = '{attempt}'",
     )
 
 
@@ -131,7 +144,8 @@ def run_quietly(command, env=None):
 
 
 def rank_with_rust(data_dir, out_dir, run_time, lookback_days, half_life_days):
-    """`popularity rank` as TSV in parts of 7,000 rows; rows per report."""
+    """`popularity rank` as TSV in parts of 7,000 rows; rows per report, and
+    the run manifest."""
     binary = popularity_binary()
     env = dict(os.environ, PART_ROWS="7000", LOOKBACK_DAYS=str(lookback_days), HALF_LIFE_DAYS=str(half_life_days))
     run_quietly(
@@ -154,18 +168,41 @@ def rank_with_rust(data_dir, out_dir, run_time, lookback_days, half_life_days):
                     raise AssertionError(f"{part}: unexpected header {header}")
                 rows.extend((int(i), int(r), float(m)) for i, r, m in reader)
         reports[data_type] = rows
+    with open(os.path.join(out_dir, "manifests", f"{run_id}.json"), encoding="utf-8") as f:
+        reports["manifest"] = json.load(f)
     return reports
+
+
+RUN_KEY = ("20261119030000", "test")
+
+
+def score_tracks(db, run_time, lookback_days, half_life_days):
+    """track_scores.sql with the run's parameters, its rows kept as the table
+    run_scores of one run (the partition columns the Glue table adds)."""
+    sql = with_parameters(read_sql("track_scores.sql"), run_time, lookback_days, half_life_days)
+    db.execute(f"CREATE OR REPLACE TABLE track_scores_rows AS {sql}")
+    run_id, attempt = RUN_KEY
+    db.execute(f"CREATE OR REPLACE VIEW run_scores AS SELECT *, '{run_id}' AS run_id, '{attempt}' AS attempt "
+               "FROM track_scores_rows")
+
+
+def run_inputs(db):
+    """run_inputs.sql's one row, as a dict."""
+    cursor = db.execute(with_run_key(read_sql("run_inputs.sql"), *RUN_KEY))
+    names = [d[0] for d in cursor.description]
+    return dict(zip(names, cursor.fetchone()))
 
 
 def rank_with_sql(db, run_time, lookback_days, half_life_days, edit=None, scores=None):
     """Every report's rows (id, searchRank, searchModifier); with `scores`
     (a dict), also each report's exact scores by id, into it. `edit`, if
-    given, changes the view's text before it is created."""
-    view = with_parameters(read_sql("popularity_ranks.sql"), run_time, lookback_days, half_life_days)
-    db.execute(edit(view) if edit else view)
+    given, changes each report file's text before it runs."""
+    score_tracks(db, run_time, lookback_days, half_life_days)
     reports = {}
     for data_type in REPORTS:
-        sql = read_sql(f"{data_type}.sql")
+        sql = with_run_key(read_sql(f"{data_type}.sql"), *RUN_KEY)
+        if edit:
+            sql = edit(sql)
         if scores is None:
             reports[data_type] = [(int(i), int(r), float(m)) for i, r, m in db.execute(sql).fetchall()]
         else:
@@ -178,7 +215,7 @@ def rank_with_sql(db, run_time, lookback_days, half_life_days, edit=None, scores
 def with_score_column(sql):
     """The report query with its exact score as a fourth column (test only)."""
     return substitute_once(
-        sql, r"search_modifier AS searchModifier\n", "search_modifier AS searchModifier, CAST(score AS VARCHAR) AS score\n"
+        sql, r"END AS searchModifier\nFROM ranked", "END AS searchModifier, CAST(score AS VARCHAR) AS score\nFROM ranked"
     )
 
 
@@ -238,7 +275,7 @@ class SqlMatchesRust(unittest.TestCase):
         self.scratch.cleanup()
 
     def assert_same_reports(self, rust, sql):
-        self.assertEqual(sorted(rust), sorted(sql))
+        self.assertEqual(sorted(sql), sorted(REPORTS))
         for data_type in REPORTS:
             problems = differences(rust[data_type], sql[data_type])
             if problems:
@@ -269,7 +306,20 @@ class SqlMatchesRust(unittest.TestCase):
             wrong = [(i, s, scores[data_type].get(i)) for i, s in expected[data_type].items() if scores[data_type].get(i) != s]
             if wrong or len(scores[data_type]) != len(expected[data_type]):
                 self.fail(f"{data_type}: {len(wrong)} exact scores differ (id, expected, SQL), first: {wrong[:3]}")
+        self.assert_inputs_match_the_manifest(run_inputs(db), rust)
         return rust, sql
+
+    def assert_inputs_match_the_manifest(self, inputs, rust):
+        """run_inputs.sql counts what `popularity rank`'s manifest says it read."""
+        manifest = rust["manifest"]["inputs"]
+        for column, field in [("catalogue_rows", "catalogueRows"), ("play_rows", "playRows"),
+                              ("unknown_track_play_rows", "unknownTrackPlayRows"),
+                              ("unknown_track_plays", "unknownTrackPlays")]:
+            self.assertEqual(inputs[column], manifest[field], f"run_inputs.{column} against the manifest's {field}")
+        self.assertEqual(inputs["catalogue_tracks"], inputs["catalogue_rows"], "no duplicate trackId")
+        self.assertEqual(inputs["artists"], len(rust["artist_popularity"]))
+        self.assertEqual(inputs["products"], len(rust["product_popularity"]))
+        self.assertEqual(inputs["negative_play_rows"], 0)
 
     def test_generated_catalogue_ranks_identically_in_every_row(self):
         data = self.generated
@@ -369,22 +419,31 @@ class SqlMatchesRust(unittest.TestCase):
 class SqlFiles(unittest.TestCase):
     """The files themselves, without running anything."""
 
-    def test_each_report_selects_its_rows_from_the_one_view_and_computes_nothing_itself(self):
-        for name, id_field in REPORTS.items():
-            code = "\n".join(line for line in read_sql(f"{name}.sql").splitlines() if not line.startswith("--"))
-            self.assertEqual(
-                code,
-                f"SELECT id AS {id_field}, search_rank AS searchRank, search_modifier AS searchModifier\n"
-                f"FROM popularity_ranks\nWHERE report = '{name}'\nORDER BY search_rank",
-                name,
-            )
+    def test_the_reports_rank_the_run_scores_alike_and_differ_only_in_their_id(self):
+        # The artist and product files are one text with the id field
+        # swapped; the track file ranks tracks as they are (a duplicate
+        # trackId stays two items, which run_inputs counts), without GROUP BY.
+        code = {name: "\n".join(line for line in read_sql(f"{name}.sql").splitlines() if not line.startswith("--"))
+                for name in REPORTS}
+        self.assertEqual(code["artist_popularity"].replace("masterArtistId", "productId"), code["product_popularity"])
+        artist_as_track = (code["artist_popularity"].replace("masterArtistId", "trackId")
+                           .replace("sum(score) AS score", "score").replace("\n    GROUP BY trackId", ""))
+        self.assertEqual(artist_as_track, code["track_popularity"])
+        for name in list(REPORTS) + ["run_inputs"]:
+            text = read_sql(f"{name}.sql")
+            self.assertIn("FROM run_scores\n", text, name)
+            self.assertNotIn("FROM catalogue", text, name)
+            self.assertNotIn("FROM plays", text, name)
 
     def test_parameters_are_replaced_once_each_and_a_missing_one_is_an_error(self):
-        sql = with_parameters(read_sql("popularity_ranks.sql"), datetime.datetime(2027, 1, 2, 3, 4, 5), 366, 3.5)
+        sql = with_parameters(read_sql("track_scores.sql"), datetime.datetime(2027, 1, 2, 3, 4, 5), 366, 3.5)
         self.assertIn("TIMESTAMP '2027-01-02 03:04:05' AS run_time", sql)
         self.assertIn("366 AS lookback_days", sql)
         self.assertIn("CAST(3.5 AS DOUBLE) AS half_life_days", sql)
         self.assertIn("e.\"date\" = '2027-01-02'", with_day(read_sql("daily_plays.sql"), datetime.date(2027, 1, 2)))
+        for name in list(REPORTS) + ["run_inputs"]:
+            keyed = with_run_key(read_sql(f"{name}.sql"), "20270102030405", "exec-1")
+            self.assertIn("run_id = '20270102030405' AND attempt = 'exec-1'", keyed, name)
         with self.assertRaises(AssertionError):
             with_parameters("SELECT 1", datetime.datetime(2027, 1, 2), 28, 7.0)
 

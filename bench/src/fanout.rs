@@ -258,4 +258,8 @@ impl TenantDirectory for Preloaded {
     async fn load_tenant(&self, tenant_id: &str) -> Result<Option<TenantEntry>, DirectoryError> {
         Ok(self.0.iter().find(|e| e.tenant_id_from_name == tenant_id).cloned())
     }
+
+    async fn load_tenant_version(&self, _: &str, _: &str) -> Result<Option<TenantEntry>, DirectoryError> {
+        Ok(None)
+    }
 }

@@ -6,11 +6,13 @@
 //! measured is done by `popularity_reports` exactly as the Lambdas and the
 //! CLI do it; this crate only prepares, spawns and reports. Not deployed.
 
+mod console;
 mod delivery;
 mod delta;
 mod emulator;
 mod fanout;
 mod measured_child;
+mod publish;
 mod rank;
 mod sheets;
 
@@ -38,14 +40,21 @@ enum Command {
     Fanout(fanout::FanoutBenchArgs),
     /// Benchmark delta computation: two runs three days apart, every report's delta (time, CPU, peak RSS, size).
     Delta(delta::DeltaBenchArgs),
+    /// Benchmark the publish step: a stand-in of Athena's output merged and written as parts, against writing the same parts from memory (time, peak RSS).
+    Publish(publish::PublishBenchArgs),
     /// Benchmark deliver-sheets against the project's Sheets double: requests, bytes, time, peak RSS per maxRows.
     Sheets(sheets::SheetsBenchArgs),
+    /// Benchmark the self-service API against moto: p50/p99 of the feed list and a feed's deliveries, start-up.
+    Console(console::ConsoleBenchArgs),
     /// One measured delivery or baseline upload, run by `delivery` in a child process.
     #[command(hide = true)]
     DeliveryWorker(delivery::DeliveryWorkerArgs),
     /// One measured delta computation, run by `delta` in a child process.
     #[command(hide = true)]
     DeltaWorker(delta::DeltaWorkerArgs),
+    /// One measured publish or baseline write, run by `publish` in a child process.
+    #[command(hide = true)]
+    PublishWorker(publish::PublishWorkerArgs),
     /// One measured sheets delivery, run by `sheets` in a child process.
     #[command(hide = true)]
     SheetsWorker(sheets::SheetsWorkerArgs),
@@ -60,12 +69,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Rank(args) => rank::run(args),
+        Command::Console(args) => runtime.block_on(console::run(args)),
         Command::Delivery(args) => runtime.block_on(delivery::run(args)),
         Command::Fanout(args) => runtime.block_on(fanout::run(args)),
         Command::Delta(args) => runtime.block_on(delta::run(args)),
+        Command::Publish(args) => runtime.block_on(publish::run(args)),
         Command::Sheets(args) => runtime.block_on(sheets::run(args)),
         Command::DeliveryWorker(args) => runtime.block_on(delivery::run_worker(args)),
         Command::DeltaWorker(args) => runtime.block_on(delta::run_worker(args)),
+        Command::PublishWorker(args) => runtime.block_on(publish::run_worker(args)),
         Command::SheetsWorker(args) => runtime.block_on(sheets::run_worker(args)),
     }
 }

@@ -62,6 +62,14 @@ pub struct RankArgs {
     /// ranged GETs of their row groups.
     #[arg(long, default_value_t = popularity_reports::input::WHOLE_READ_MAX_BYTES >> 20)]
     pub whole_read_max_mib: u64,
+    /// The engine: `lambda` ranks in this process with the rank Lambda's
+    /// code; `athena-standin` executes the state machine of template.yaml
+    /// with DuckDB standing in for Athena, then the real publish step
+    /// (docs/scaling.md, "Running the Athena path locally"; JSON parts only).
+    #[arg(long, value_enum, default_value_t = crate::standin_command::LocalEngine::Lambda)]
+    pub engine: crate::standin_command::LocalEngine,
+    #[command(flatten)]
+    pub standin: crate::standin_command::StandinArgs,
 }
 
 #[derive(Args)]
@@ -161,6 +169,9 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
         .check()
         .map_err(|e| anyhow::anyhow!("--lookback-days / --half-life-days (or LOOKBACK_DAYS / HALF_LIFE_DAYS): {e}"))?;
     check_run_time(args.time, Utc::now()).map_err(|e| anyhow::anyhow!("--time: {e}"))?;
+    if args.engine == crate::standin_command::LocalEngine::AthenaStandin {
+        return crate::standin_command::rank(&args, settings).await;
+    }
     let data = AnyStore::open(&args.data).await;
     let out = AnyStore::open(&args.out).await;
     let started = Instant::now();
@@ -170,8 +181,12 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     if !published.newly_published {
         eprintln!("run {} is already published there; nothing was written", published.manifest.run_id);
     }
-    let manifest = published.manifest;
-    let elapsed = started.elapsed().as_secs_f64();
+    print_published(&published.manifest, &out, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The summary `popularity rank` prints of a published run.
+pub fn print_published(manifest: &popularity_reports::manifest::RunManifest, out: &AnyStore, elapsed: f64) {
     for report in &manifest.reports {
         let bytes: u64 = report.parts.iter().map(|p| p.bytes).sum();
         println!(
@@ -183,7 +198,7 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
         );
     }
     let manifest_key = popularity_reports::manifest::run_manifest_key(manifest.run_id);
-    let described = with_store!(&out, s => s.describe(&manifest_key));
+    let described = with_store!(out, s => s.describe(&manifest_key));
     println!(
         "run {} ranked {} play rows of {} days in {:.2} s; manifest {}",
         manifest.run_id,
@@ -195,7 +210,9 @@ pub async fn rank(args: RankArgs) -> anyhow::Result<()> {
     if manifest.inputs.unknown_track_play_rows > 0 {
         println!("ignored {} play rows of tracks not in the catalogue", manifest.inputs.unknown_track_play_rows);
     }
-    Ok(())
+    if let (Some(engine), Some(reason)) = (manifest.engine, &manifest.engine_reason) {
+        println!("engine {engine}: {reason}");
+    }
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {

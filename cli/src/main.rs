@@ -8,9 +8,13 @@
 // `with_store!` is shared with the subcommands declared after this one.
 #[macro_use]
 mod commands;
+mod athena_standin;
+mod console_command;
 mod delivery_commands;
 mod local_deliverers;
+mod portal_command;
 mod redeliver_command;
+mod standin_command;
 mod status_command;
 mod tenant_command;
 
@@ -34,6 +38,10 @@ struct Cli {
 enum Command {
     /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id, webhook-secret.
     Tenant(tenant_command::TenantArgs),
+    /// The self-service console's users in Cognito: invite a customer or an operator.
+    Portal(portal_command::PortalArgs),
+    /// Serve the self-service API and web console on 127.0.0.1 (a local run).
+    Console(console_command::ConsoleArgs),
     /// Print the address customers share their Google Sheets with (our
     /// service account's client_email, from GOOGLE_SERVICE_ACCOUNT_SECRET).
     SheetsIdentity(delivery_commands::SheetsIdentityArgs),
@@ -49,6 +57,9 @@ enum Command {
     Generate(commands::GenerateArgs),
     /// Rank the catalogue into the three reports and the run manifest.
     Rank(commands::RankArgs),
+    /// Aggregate the day before --time from raw play events into plays/date=…/,
+    /// through the state machine of template.yaml with DuckDB standing in for Athena.
+    DailyPlays(standin_command::DailyPlaysArgs),
     /// List the objects under a directory or s3://bucket[/prefix], with sizes.
     List(commands::ListArgs),
 }
@@ -62,6 +73,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Tenant(args) => tenant_command::run(args),
+        Command::Portal(args) => runtime.block_on(portal_command::portal(args)),
+        Command::Console(args) => runtime.block_on(console_command::console(args)),
         Command::SheetsIdentity(args) => runtime.block_on(delivery_commands::sheets_identity(args)),
         Command::Status(args) => runtime.block_on(status_command::run(args)),
         Command::Redeliver(args) => runtime.block_on(redeliver_command::run(args)),
@@ -70,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => runtime.block_on(commands::generate(args)),
         Command::Rank(args) => runtime.block_on(commands::rank(args)),
         Command::List(args) => runtime.block_on(commands::list(args)),
+        Command::DailyPlays(args) => runtime.block_on(standin_command::daily_plays(args)),
     }
 }
 

@@ -83,19 +83,13 @@ pub fn run(args: TenantArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `pr-<tenantId>-<32 random hex digits>`: 128 bits from the operating
-/// system's generator, in the characters an ExternalId may hold.
+/// `pr-<tenantId>-<32 random hex digits>`, as the self-service API gives.
 fn external_id(tenant_id: &str) -> anyhow::Result<String> {
-    use std::io::Read;
     if !popularity_reports::tenant::is_safe_id(tenant_id) {
         anyhow::bail!("{tenant_id:?} is not a tenant id (lowercase letters, digits and '-')");
     }
-    let mut random = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut source| source.read_exact(&mut random))
-        .context("reading /dev/urandom")?;
-    let hex: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
-    Ok(format!("pr-{tenant_id}-{hex}"))
+    popularity_reports::tenant::new_external_id(tenant_id)
+        .map_err(|_| anyhow::anyhow!("the system's random generator failed"))
 }
 
 /// A runtime for the subcommands that talk to AWS; validation stays synchronous.

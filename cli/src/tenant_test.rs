@@ -110,6 +110,7 @@ pub async fn run_tests(
             tenant_id: tenant_id.to_owned(),
             connector: name.clone(),
             requested_at: chrono::Utc::now(),
+            secret_version_stage: None,
         };
         let body = Bytes::from(serde_json::to_vec_pretty(&request)?);
         staging.put(&parts.request_key(), body, "application/json").await?;

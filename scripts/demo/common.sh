@@ -31,6 +31,10 @@ RECEIVER_PID="" WEBHOOK_URL="" WEBHOOK_SECRET=""
 DEMO="${CARGO_TARGET_DIR:-target}/demo"
 RUN_ID="$(date -u -d "$RUN_TIME" +%Y%m%d%H%M%S)"
 
+# The self-service console, started after the deliveries.
+# shellcheck source=console.sh
+source scripts/demo/console.sh
+
 # The CLI and the Sheets double, in one cargo invocation.
 demo_build_cli() {
     echo "== building the popularity CLI and the local Sheets double" >&2
@@ -76,7 +80,7 @@ demo_generate() {
 
 # Both emulators: moto (ENDPOINT) and fake-gcs-server (GCS_ENDPOINT, which
 # deliver-gcs reaches as STORAGE_EMULATOR_HOST); KEEP_EMULATOR=1 leaves them
-# running afterwards.
+# (and the console) running afterwards.
 demo_start_emulators() {
     bash scripts/emulator.sh install
     ENDPOINT="$(bash scripts/emulator.sh start)"
@@ -91,6 +95,7 @@ demo_stop_emulators() {
     fi
     [[ -n "$SHEETS_PID" ]] && kill "$SHEETS_PID" 2>/dev/null || true
     [[ -n "$RECEIVER_PID" ]] && kill "$RECEIVER_PID" 2>/dev/null || true
+    demo_console_stop
     [[ "${KEEP_EMULATOR:-0}" == 1 ]] && return 0
     local endpoint
     for endpoint in "${ENDPOINT:-}" "${GCS_ENDPOINT:-}"; do

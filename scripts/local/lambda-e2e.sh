@@ -10,7 +10,8 @@
 #
 # Environment: TRACKS, DAYS (as scripts/demo.sh); RANK_EVENT (default
 # events/rank/scheduled-thursday.json; its `time` names the run);
-# TEMPLATE (default template.yaml); KEEP_EMULATOR=1 leaves the emulators running.
+# TEMPLATE (default template.yaml); KEEP_EMULATOR=1 leaves the emulators
+# and the self-service console (started at the end) running.
 # Exit codes: 0 every routed invocation succeeded; 1 something failed;
 # 3 cargo-lambda is missing and could not be installed (a caller may fall
 # back to the in-process CLI path).
@@ -199,4 +200,6 @@ if ! grep -Eq '^[1-9][0-9]* delivered, 0 failed, 0 pending, 0 in-progress, [0-9]
     say "not every due feed was delivered: $counts"
     (( router_rc != 0 )) || router_rc=1
 fi
+demo_console_start
+demo_console_report
 exit "$router_rc"

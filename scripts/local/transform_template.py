@@ -1,6 +1,8 @@
 """Transforms the SAM template offline, as CloudFormation would on deploy,
 and writes the result as JSON: AWS::Serverless::Function resources become
-AWS::Lambda::Function plus an AWS::IAM::Role holding the function's policies.
+AWS::Lambda::Function plus an AWS::IAM::Role holding the function's policies,
+and AWS::Serverless::StateMachine resources an AWS::StepFunctions::StateMachine
+(its local definition file read in) plus its role.
 Used by scripts/check-template.sh (which lints the result) and by the
 least-privilege test (tests/tests/least_privilege_against_moto.rs, which
 attaches each role's policies to a principal on moto). It only reads the
@@ -46,10 +48,20 @@ def transformed(source):
     transform, yaml_parse = samtranslator_modules()
     with open(source) as f:
         template = json.loads(json.dumps(yaml_parse(f.read())))
+    root = os.path.dirname(os.path.abspath(source))
     for resource in template.get("Resources", {}).values():
         # Local code paths are replaced by what `sam package` would upload.
         if resource.get("Type") == "AWS::Serverless::Function":
             resource.setdefault("Properties", {})["CodeUri"] = "s3://placeholder-bucket/function.zip"
+        # A state machine's local definition file is read in, as `sam
+        # package` uploads it: the transform then writes the definition with
+        # its substitutions, which cfn-lint checks and the tests read.
+        properties = resource.get("Properties", {})
+        uri = properties.get("DefinitionUri")
+        if resource.get("Type") == "AWS::Serverless::StateMachine" and isinstance(uri, str) and "://" not in uri:
+            with open(os.path.join(root, uri)) as f:
+                properties["Definition"] = json.load(f)
+            del properties["DefinitionUri"]
     return transform(template, {}, OfflineManagedPolicies())
 
 

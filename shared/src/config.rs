@@ -144,6 +144,77 @@ impl DeliveryConfig {
     }
 }
 
+/// Configuration of the `console` function (the self-service API) and of
+/// `popularity console`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// The staging bucket and tenant secrets, as the deliverers see them.
+    pub delivery: DeliveryConfig,
+    /// The Cognito user pool whose ID tokens the API accepts.
+    pub user_pool_id: String,
+    /// Its app client: the tokens' audience.
+    pub client_id: String,
+    /// `https://cognito-idp.<region>.amazonaws.com/<userPoolId>` unless set
+    /// (`COGNITO_ISSUER`).
+    pub issuer: String,
+    /// `<issuer>/.well-known/jwks.json` unless set (`COGNITO_JWKS_URL`;
+    /// locally, the emulator's).
+    pub jwks_url: String,
+    /// The AWS principal customers' roles and bucket policies trust: our
+    /// deliver-s3 role (`DELIVERY_PRINCIPAL_ARN`), shown in setup instructions.
+    pub delivery_principal: Option<String>,
+    /// The Google address customers share spreadsheets with
+    /// (`GOOGLE_SHARE_ADDRESS`), shown in setup instructions.
+    pub google_share_address: Option<String>,
+    /// How long a create or update waits for its connection test
+    /// (`CONNECTION_TEST_WAIT_SECONDS`, 1 to 28: API Gateway answers in 30).
+    pub connection_test_wait_seconds: u64,
+}
+
+impl ConsoleConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let delivery = DeliveryConfig::from_lookup(&lookup)?;
+        let vars = Variables(lookup);
+        let user_pool_id =
+            vars.required("COGNITO_USER_POOL_ID", "name the Cognito user pool whose users may sign in")?;
+        let client_id = vars.required("COGNITO_CLIENT_ID", "name the user pool's app client (the tokens' audience)")?;
+        let issuer = match vars.optional("COGNITO_ISSUER") {
+            Some(issuer) => issuer,
+            None => {
+                let region = vars.required("AWS_REGION", "name the region of the user pool (for its issuer)")?;
+                crate::console::auth::CognitoSettings::issuer_of(&region, &user_pool_id)
+            }
+        };
+        if !issuer.starts_with("https://") && !issuer.starts_with("http://127.0.0.1") {
+            return Err(ConfigError::Malformed {
+                name: "COGNITO_ISSUER",
+                value: issuer,
+                expected: "https://cognito-idp.<region>.amazonaws.com/<userPoolId>",
+            });
+        }
+        let jwks_url = vars.optional("COGNITO_JWKS_URL").unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+        Ok(Self {
+            delivery,
+            user_pool_id,
+            client_id,
+            issuer,
+            jwks_url,
+            delivery_principal: vars.optional("DELIVERY_PRINCIPAL_ARN"),
+            google_share_address: vars.optional("GOOGLE_SHARE_ADDRESS"),
+            connection_test_wait_seconds: vars.parsed(
+                "CONNECTION_TEST_WAIT_SECONDS",
+                25,
+                "a whole number of seconds from 1 to 28",
+                |s| (1..=28).contains(s),
+            )?,
+        })
+    }
+}
+
 /// Configuration of the `deliver-email` function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailConfig {
@@ -371,6 +442,63 @@ impl NotifyConfig {
     }
 }
 
+/// The default of `RANK_MEMORY_MB`: the template's `RankMemorySize`.
+pub const DEFAULT_RANK_MEMORY_MB: u32 = 10_240;
+
+/// Configuration of the `publish` function: the steps of the state machines
+/// that plan a run (or a day of raw plays) and publish Athena's output
+/// (docs/scaling.md, "The Athena engine"). It ranks with the same settings
+/// as `rank`, so it reads rank's variables too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishConfig {
+    pub rank: RankConfig,
+    /// `RANK_ENGINE`: the template's `RankEngine`.
+    pub engine: crate::engine::RankEngineSetting,
+    /// `RANK_MEMORY_MB`: the rank function's memory, which `auto` compares
+    /// the catalogue with.
+    pub rank_memory_mb: u32,
+}
+
+impl PublishConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let rank = RankConfig::from_lookup(&lookup)?;
+        let vars = Variables(lookup);
+        let engine = match vars.optional("RANK_ENGINE") {
+            None => crate::engine::RankEngineSetting::default(),
+            Some(value) => crate::engine::RankEngineSetting::parse(&value).ok_or(ConfigError::Malformed {
+                name: "RANK_ENGINE",
+                value,
+                expected: crate::engine::RankEngineSetting::EXPECTED,
+            })?,
+        };
+        let rank_memory_mb = vars.parsed(
+            "RANK_MEMORY_MB",
+            DEFAULT_RANK_MEMORY_MB,
+            "the rank function's memory in MB, from 128 to 10240",
+            |mb| (128..=10_240).contains(mb),
+        )?;
+        Ok(Self { rank, engine, rank_memory_mb })
+    }
+
+    /// How runs are planned with this configuration.
+    pub fn plan_settings(&self) -> crate::athena::plan::PlanSettings {
+        crate::athena::plan::PlanSettings {
+            rules: self.rank.rules,
+            engine: self.engine,
+            rank_memory_mb: self.rank_memory_mb,
+        }
+    }
+
+    /// How Athena's output is published with this configuration.
+    pub fn publish_settings(&self) -> crate::athena::publish::PublishSettings {
+        crate::athena::publish::PublishSettings { rules: self.rank.rules, part_rows: self.rank.part_rows }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,6 +658,27 @@ mod tests {
         for (pairs, name) in cases {
             let err = EmailConfig::from_lookup(lookup(&pairs)).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn publish_reads_ranks_settings_and_refuses_an_unknown_engine_or_memory() {
+        let base = [("STAGING_BUCKET", "staging"), ("DATA_BUCKET", "data")];
+        let config = PublishConfig::from_lookup(lookup(&base)).unwrap();
+        assert_eq!(config.engine, crate::engine::RankEngineSetting::Lambda);
+        assert_eq!(config.rank_memory_mb, DEFAULT_RANK_MEMORY_MB);
+        assert_eq!(config.publish_settings().part_rows, 5_000_000);
+        let auto = PublishConfig::from_lookup(lookup(&[
+            base[0],
+            base[1],
+            ("RANK_ENGINE", "auto"),
+            ("RANK_MEMORY_MB", "3008"),
+        ]))
+        .unwrap();
+        assert_eq!((auto.engine, auto.plan_settings().rank_memory_mb), (crate::engine::RankEngineSetting::Auto, 3008));
+        for (name, value) in [("RANK_ENGINE", "spark"), ("RANK_MEMORY_MB", "20000"), ("RANK_MEMORY_MB", "big")] {
+            let error = PublishConfig::from_lookup(lookup(&[base[0], base[1], (name, value)])).unwrap_err();
+            assert!(matches!(&error, ConfigError::Malformed { name: n, .. } if *n == name), "{error}");
         }
     }
 }

@@ -41,6 +41,12 @@ pub struct ConnectorType {
     pub type_name: &'static str,
     /// Every field a connector of this type may have, `type` included.
     pub fields: &'static [&'static str],
+    /// The fields that are credentials: write-only in the self-service API,
+    /// shown as set or not with a fingerprint, never as a value.
+    pub credentials: &'static [&'static str],
+    /// The fields naming where data goes whose change needs the credentials
+    /// given again, so that stored keys never follow a new destination.
+    pub destination: &'static [&'static str],
     pub job_kind: JobKind,
 }
 
@@ -64,12 +70,16 @@ pub const CONNECTOR_TYPES: [ConnectorType; 6] = [
         kind: ConnectorKind::Email,
         type_name: "email",
         fields: &["type", "recipients"],
+        credentials: &[],
+        destination: &[],
         job_kind: JobKind::Email,
     },
     ConnectorType {
         kind: ConnectorKind::S3Role,
         type_name: "s3-role",
         fields: &[S3_FIELDS[0], S3_FIELDS[1], S3_FIELDS[2], S3_FIELDS[3], S3_FIELDS[4], "roleArn", "externalId"],
+        credentials: &[],
+        destination: &[],
         job_kind: JobKind::S3,
     },
     ConnectorType {
@@ -83,25 +93,34 @@ pub const CONNECTOR_TYPES: [ConnectorType; 6] = [
             S3_FIELDS[4],
             "accessKeyId",
             "secretAccessKey",
+            "credentialsUpdatedAt",
         ],
+        credentials: &["accessKeyId", "secretAccessKey"],
+        destination: &["bucketArn"],
         job_kind: JobKind::S3,
     },
     ConnectorType {
         kind: ConnectorKind::S3BucketPolicy,
         type_name: "s3-bucket-policy",
         fields: &S3_FIELDS,
+        credentials: &[],
+        destination: &[],
         job_kind: JobKind::S3,
     },
     ConnectorType {
         kind: ConnectorKind::Gcs,
         type_name: "gcs",
-        fields: &["type", "bucket", "prefix", "serviceAccountJson"],
+        fields: &["type", "bucket", "prefix", "serviceAccountJson", "credentialsUpdatedAt"],
+        credentials: &["serviceAccountJson"],
+        destination: &["bucket"],
         job_kind: JobKind::Gcs,
     },
     ConnectorType {
         kind: ConnectorKind::GoogleSheets,
         type_name: "google-sheets",
         fields: &["type", "spreadsheetUrl", "maxRows"],
+        credentials: &[],
+        destination: &[],
         job_kind: JobKind::Sheets,
     },
 ];
@@ -140,6 +159,16 @@ impl ConnectorKind {
     /// Every field a connector of this type may have, `type` included.
     pub fn fields(self) -> &'static [&'static str] {
         self.spec().fields
+    }
+
+    /// The fields that are credentials (write-only).
+    pub fn credentials(self) -> &'static [&'static str] {
+        self.spec().credentials
+    }
+
+    /// The fields whose change needs the credentials again.
+    pub fn destination_fields(self) -> &'static [&'static str] {
+        self.spec().destination
     }
 
     /// The deliverer of this connector type.

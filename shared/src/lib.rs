@@ -20,21 +20,27 @@
 //! - [`scoring`]: day weights and exact integer scores (docs/design.md, "Scores and ranks");
 //! - [`ranking`]: id indexes, score sums and the radix ranking;
 //! - [`rank`]: one run, its reports and the manifest last;
+//! - [`engine`]: which engine ranks a run (`RankEngine`: lambda, athena, auto), from the catalogue's footers;
+//! - [`athena`]: the Athena engine: the `sql/` queries of a run, and its publish step (Athena's output to a run);
 //! - [`delta`]: a run's changes against a base run, computed once in staging;
 //! - [`sample`]: the deterministic synthetic catalogue and plays;
 //! - [`tenant`]: the tenant secret's model, parsing, limits, cross-feed rules and directory;
 //! - [`delivery`]: jobs, status and claims, the deliverer, connection probes and every connector;
 //! - [`notify`]: arrival events sent to webhooks and EventBridge buses, their re-drives;
 //! - [`status_report`]: the table of `popularity status`;
+//! - [`console`]: the self-service API and web console (Cognito identity, tenant documents, views, router);
 //! - [`config`]: each function's typed configuration, read once (docs/design.md, "Environment variables");
 //! - [`handlers`]: the Lambda handlers (rank, fanout, every deliverer, notify, the sweeper).
 
+pub mod athena;
 pub mod aws_errors;
 pub mod config;
 pub mod connector_registry;
+pub mod console;
 pub mod delivery;
 pub mod delta;
 pub mod domain;
+pub mod engine;
 pub mod handlers;
 pub mod input;
 pub mod manifest;

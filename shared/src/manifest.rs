@@ -79,6 +79,31 @@ pub struct InputSummary {
     pub unknown_track_plays: u64,
 }
 
+/// The engine that ranked a run (docs/scaling.md, "Choosing the engine"):
+/// the `rank` Lambda, or the `sql/` queries on Athena turned into the run by
+/// the publish step. Either writes the same reports, byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Lambda,
+    Athena,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Lambda => "lambda",
+            Engine::Athena => "athena",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// `manifests/<runId>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,6 +112,14 @@ pub struct RunManifest {
     pub run_id: RunId,
     pub run_time: DateTime<Utc>,
     pub generated_at: DateTime<Utc>,
+    /// Which engine ranked the run (absent in manifests written before the
+    /// engine was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+    /// Why that engine: the `RankEngine` setting and, for `auto`, the
+    /// catalogue's size against the Lambda's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_reason: Option<String>,
     pub mode: DeliveryMode,
     pub format: Format,
     pub compression: Compression,

@@ -26,6 +26,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::{info, warn};
 
 use crate::domain::{part_key, Encoding, ReportKind, RunId};
+use crate::engine::EngineChoice;
 use crate::input::{self, InputError, InputFile, InputPlace, CATALOGUE_COLUMNS, PLAYS_COLUMNS};
 use crate::manifest::{
     run_manifest_key, DeliveryMode, IdRange, InputSummary, ReportManifest, RunManifest, ScoringSummary,
@@ -161,7 +162,10 @@ pub struct PublishedRun {
 }
 
 /// The published manifest of `run`, if there is one.
-async fn published_manifest<O: ObjectStore>(output: &O, run: RunId) -> Result<Option<RunManifest>, RankError> {
+pub(crate) async fn published_manifest<O: ObjectStore>(
+    output: &O,
+    run: RunId,
+) -> Result<Option<RunManifest>, RankError> {
     let key = run_manifest_key(run);
     match output.get(&key).await {
         Ok(body) => serde_json::from_slice(&body).map(Some).map_err(|e| RankError::PublishedManifestUnreadable {
@@ -174,6 +178,9 @@ async fn published_manifest<O: ObjectStore>(output: &O, run: RunId) -> Result<Op
     }
 }
 
+/// What the manifest of a run ranked by [`rank_run`] says about its engine.
+pub const LAMBDA_ENGINE_REASON: &str = "ranked in one process by the rank Lambda's code (RankEngine=lambda)";
+
 /// Ranks the catalogue in `input` as of `run_time` and publishes the reports
 /// and the run manifest into `output`, unless that run is already published.
 pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
@@ -182,11 +189,24 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
     settings: &RankSettings,
     run_time: DateTime<Utc>,
 ) -> Result<PublishedRun, RankError> {
+    rank_run_as(input, output, settings, run_time, EngineChoice::lambda(LAMBDA_ENGINE_REASON)).await
+}
+
+/// [`rank_run`], recording `engine` (always the Lambda engine, with the
+/// reason it was chosen) in the run manifest.
+pub async fn rank_run_as<I: ObjectStore, O: ObjectStore>(
+    input: &I,
+    output: &O,
+    settings: &RankSettings,
+    run_time: DateTime<Utc>,
+    engine: EngineChoice,
+) -> Result<PublishedRun, RankError> {
     settings.rules.check()?;
     check_run_time(run_time, Utc::now())?;
     let started = std::time::Instant::now();
     let elapsed_ms = || started.elapsed().as_millis() as u64;
     let run = RunId::from_time(run_time);
+    info!(run_id = %run, engine = %engine.engine, engine_reason = %engine.reason, "engine chosen");
     if let Some(manifest) = published_manifest(output, run).await? {
         info!(run_id = %run, "run already published; nothing is written again");
         return Ok(PublishedRun { manifest, newly_published: false });
@@ -237,6 +257,8 @@ pub async fn rank_run<I: ObjectStore, O: ObjectStore>(
         run_id: run,
         run_time,
         generated_at: Utc::now(),
+        engine: Some(engine.engine),
+        engine_reason: Some(engine.reason),
         mode: DeliveryMode::Full,
         format: settings.encoding.format,
         compression: settings.encoding.compression,

@@ -9,6 +9,8 @@
 //! - [`parquet_fixtures`]: small Parquet inputs, valid and malformed;
 //! - [`reference`]: a slow, obviously correct ranking to compare against;
 //! - [`reports`]: reading published reports back and checking invariants;
+//! - [`console`]: the self-service console on moto: user pools, users,
+//!   the router on a loopback port, a client checking answers against OpenAPI;
 //! - [`parquet_readers`]: delivered Parquet files read back by the parquet
 //!   crate, and by DuckDB and Polars from `.venv`;
 //! - [`customer`]: a customer's side of a delivery (another account, its
@@ -32,6 +34,8 @@
 //!   size, staged without ranking (the delivery tests and benchmarks);
 //! - [`template_policies`]: each function's IAM policy and environment from
 //!   the transformed SAM template, resolved to a test's own names;
+//! - [`athena_output`]: Athena's output of a run (UNLOAD's files, counts,
+//!   data manifests) made from a run rank published, for the publish step;
 //! - [`webhook_receiver`]: a customer's webhook endpoint on 127.0.0.1 that
 //!   checks signatures with Python's `hmac`, failing the first requests on demand.
 //!
@@ -42,6 +46,8 @@
 //! Build S3 clients with `popularity_reports::store::s3_client`, which turns
 //! on the path-style addressing moto needs.
 
+pub mod athena_output;
+pub mod console;
 pub mod customer;
 pub mod delivery;
 pub mod fault_matrix;

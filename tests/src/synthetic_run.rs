@@ -118,6 +118,8 @@ fn synthetic_manifest(run: RunId, reports: Vec<ReportManifest>) -> RunManifest {
         run_id: run,
         run_time: run.time(),
         generated_at: run.time() + chrono::Duration::minutes(4),
+        engine: None,
+        engine_reason: None,
         mode: DeliveryMode::Full,
         format: CANONICAL.format,
         compression: CANONICAL.compression,

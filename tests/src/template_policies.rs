@@ -28,7 +28,11 @@ use serde_json::{json, Map, Value};
 
 /// Services whose requests moto authorises against resource `*` (it knows
 /// no resource ARN for them), so statements scoped to an ARN never match.
-pub const SERVICES_MOTO_AUTHORISES_AGAINST_STAR: [&str; 3] = ["secretsmanager", "ses", "kms"];
+/// Athena, Glue, Lambda and CloudWatch Logs are the state machines' (moto
+/// 5.2.5's `BaseResponse.call_action` names a resource only for IAM, STS and
+/// SQS besides S3).
+pub const SERVICES_MOTO_AUTHORISES_AGAINST_STAR: [&str; 7] =
+    ["secretsmanager", "ses", "kms", "athena", "glue", "lambda", "logs"];
 
 /// The S3 API operations each IAM action authorises, as AWS documents them
 /// (for the operations this project's code calls). moto 5.2.6 authorises an
@@ -405,6 +409,26 @@ impl FunctionPolicy {
             .as_str()
             .ok_or_else(|| format!("{function}'s Role is not a Fn::GetAtt of a role of the template"))?
             .to_owned();
+        Self::of_role(template, function, role, names)
+    }
+
+    /// The role of the state machine `machine` (a logical id such as
+    /// `RankStateMachine`), resolved as [`FunctionPolicy::of`] resolves a
+    /// function's; `function` then names the state machine.
+    pub fn of_state_machine(template: &Value, machine: &str, names: &StackNames) -> Result<Self, String> {
+        let resource = &template["Resources"][machine];
+        if resource["Type"] != "AWS::StepFunctions::StateMachine" {
+            return Err(format!("{machine} is not an AWS::StepFunctions::StateMachine of the transformed template"));
+        }
+        let role = resource["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+            .as_str()
+            .ok_or_else(|| format!("{machine}'s RoleArn is not a Fn::GetAtt of a role of the template"))?
+            .to_owned();
+        Self::of_role(template, machine, role, names)
+    }
+
+    fn of_role(template: &Value, function: &str, role: String, names: &StackNames) -> Result<Self, String> {
+        let resources = &template["Resources"];
         let resolver = Resolver::new(template, names);
         let properties = resolver.resolve(&resources[&role]["Properties"]).map_err(|e| format!("{role}: {e}"))?;
         let mut statements = Vec::new();
@@ -539,6 +563,29 @@ impl FunctionPolicy {
                 actions.extend(operations.iter().map(|op| json!(op)));
                 statement["Action"] = Value::Array(actions);
                 with_operations.push(named.name.clone());
+            }
+            // moto turns a pattern into a regular expression by replacing `*`
+            // with `.*` alone, so IAM's one-character `?` becomes a regex
+            // quantifier (`??????` is "multiple repeat": HTTP 500). `.` is
+            // what IAM's `?` means, in moto's regex.
+            if let Some(resources) = statement.get_mut("Resource") {
+                let mut rewritten = false;
+                let mut one = |value: &mut Value| {
+                    if let Some(text) = value.as_str().filter(|t| t.contains('?')) {
+                        *value = Value::String(text.replace('?', "."));
+                        rewritten = true;
+                    }
+                };
+                match resources {
+                    Value::Array(items) => items.iter_mut().for_each(&mut one),
+                    single => one(single),
+                }
+                if rewritten {
+                    adjustments.push(format!(
+                        "{}: `?` in Resource written as `.` (moto reads patterns as regular expressions)",
+                        named.name
+                    ));
+                }
             }
             let resource_account = &statement["Condition"]["StringNotEquals"]["s3:ResourceAccount"];
             if resource_account == own_account && named.resources() == ["*"] {

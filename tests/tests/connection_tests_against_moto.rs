@@ -38,6 +38,7 @@ async fn run_probe<D: Deliverer>(
         tenant_id: "acme".into(),
         connector: connector.into(),
         requested_at: pinned_now(),
+        secret_version_stage: None,
     };
     deps.staging.put(&key, serde_json::to_vec(&request).unwrap().into(), "application/json").await.unwrap();
     let event = integration_tests::delivery::event_for_key(&key);

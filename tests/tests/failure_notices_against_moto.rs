@@ -102,7 +102,7 @@ async fn a_denied_delivery_user_gets_one_notice_a_day_and_one_when_it_works_agai
     assert!(!deliver_under_iam(morning).await);
     let status: DeliveryStatus =
         serde_json::from_slice(&staging.get(&format!("status/{morning}/acme/lake.json")).await.unwrap()).unwrap();
-    assert_eq!((status.outcome, status.attempts[0].blame), (DeliveryOutcome::Failed, Some(Blame::Customer)));
+    assert_eq!((status.outcome, status.blame), (DeliveryOutcome::Failed, Some(Blame::Customer)));
     let failed = event_parts(morning, "lake", EventType::Failed);
     let deps = notify_deps(&admin, &staging, &prefix, || "2026-11-19T03:10:00Z".parse().unwrap());
     handle_notify_event(&deps, event_for_key(&failed.event_key())).await.unwrap();

@@ -305,6 +305,7 @@ async fn the_connection_test_creates_one_object_and_says_it_stays() {
         tenant_id: "acme".into(),
         connector: "lake".into(),
         requested_at: pinned_now(),
+        secret_version_stage: None,
     };
     let key = connection_test_key(JobKind::Gcs, "req-1", "acme", "lake");
     scene.staging.put(&key, serde_json::to_vec(&request("req-1")).unwrap().into(), "application/json").await.unwrap();

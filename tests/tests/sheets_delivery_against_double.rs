@@ -352,6 +352,7 @@ async fn the_connection_test_opens_the_sheet_and_writes_without_leaving_anything
         tenant_id: "acme".into(),
         connector: "sheet".into(),
         requested_at: pinned_now(),
+        secret_version_stage: None,
     };
     scene.staging.put(&key, serde_json::to_vec(&request).unwrap().into(), "application/json").await.unwrap();
     let outcome = run_connection_test(&scene.deps(), &parse_connection_test_key(&key).unwrap()).await.unwrap();

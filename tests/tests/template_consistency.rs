@@ -13,7 +13,14 @@
 //! the functions that read tenant secrets and the onboarding role decrypt;
 //! DKIM and the bounce and complaint topic sit behind their conditions;
 //! the metrics that need a person (runs without plays, re-drives exhausted)
-//! have alarms on exactly what the code emits.
+//! have alarms on exactly what the code emits. The self-service console:
+//! its user pool, app client and `operators` group are the ones
+//! `shared/src/console/users.rs` creates on an emulator; its HTTP API's JWT
+//! authorizer checks tokens of that pool and client, and API Gateway would
+//! send every `/v1/` route of the router through it but the OpenAPI
+//! document (the page, its assets and the sign-in helpers stay public);
+//! the API is throttled; the function's role may touch only what the
+//! console's code calls.
 //!
 //! The workspace has no YAML crate, and these checks need only the block
 //! structure of the template, so [`yaml`] is a small reader of that subset
@@ -24,19 +31,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
 use popularity_reports::config::{
-    DeliveryConfig, EmailConfig, GcsConfig, NotifyConfig, RankConfig, SheetsConfig, SweeperConfig,
+    ConsoleConfig, DeliveryConfig, EmailConfig, GcsConfig, NotifyConfig, PublishConfig, RankConfig, SheetsConfig,
+    SweeperConfig,
 };
 use popularity_reports::connector_registry::DELIVERER_FUNCTIONS;
+use popularity_reports::console::auth::{CognitoSettings, OPERATORS_GROUP, TENANT_ATTRIBUTE};
+use popularity_reports::console::routes::openapi_json;
+use popularity_reports::console::users::{
+    APP_CLIENT_AUTH_FLOWS, APP_CLIENT_READ_ATTRIBUTES, APP_CLIENT_WRITE_ATTRIBUTES, TENANT_ATTRIBUTE_NAME,
+};
 use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
+use popularity_reports::tenant::is_safe_id;
+use popularity_reports::handlers::publish::RunStepEvent;
 use yaml::Yaml;
 
 /// Stack name, account and region the sample events were written for
 /// (samconfig.toml's default stack name, the documentation account id).
 const SAMPLE_STACK_NAME: &str = "popularity-reports";
 const SAMPLE_ACCOUNT_ID: &str = "123456789012";
+const SAMPLE_REGION: &str = "us-east-1";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root").to_path_buf()
@@ -83,7 +100,130 @@ impl S3Route {
     }
 }
 
+/// A route of an HTTP API event (`Type: HttpApi`) of the template.
+#[derive(Debug, Clone)]
+struct HttpRoute {
+    event: String,
+    method: String,
+    path: String,
+    /// The authorizer API Gateway runs first: the API's default unless
+    /// the event says `Auth: Authorizer: NONE`.
+    authorizer: Option<String>,
+}
+
+impl HttpRoute {
+    /// `GET /v1/me`, as API Gateway names routes (and payloads' `routeKey`).
+    fn key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    fn segments(path: &str) -> Vec<&str> {
+        path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect()
+    }
+
+    /// Whether API Gateway would match `method` `path` (a concrete path)
+    /// with this route: `{name}` is one segment, a final `{name+}` one or
+    /// more, anything else literal.
+    fn matches(&self, method: &str, path: &str) -> bool {
+        if self.method != "ANY" && !self.method.eq_ignore_ascii_case(method) {
+            return false;
+        }
+        let (pattern, concrete) = (Self::segments(&self.path), Self::segments(path));
+        for (i, part) in pattern.iter().enumerate() {
+            if part.starts_with('{') && part.ends_with("+}") {
+                return i + 1 == pattern.len() && concrete.len() > i;
+            }
+            match concrete.get(i) {
+                Some(given) if part.starts_with('{') || part == given => {}
+                _ => return false,
+            }
+        }
+        pattern.len() == concrete.len()
+    }
+
+    /// How specific the route is, as API Gateway ranks matching routes:
+    /// literal segments before path variables, those before a greedy one,
+    /// a named method before `ANY`.
+    fn specificity(&self) -> (bool, usize, bool) {
+        let segments = Self::segments(&self.path);
+        let greedy = segments.last().is_some_and(|s| s.ends_with("+}"));
+        let literal = segments.iter().filter(|s| !s.starts_with('{')).count();
+        (!greedy, literal, self.method != "ANY")
+    }
+}
+
+/// The route API Gateway would choose for `method` `path`, if any.
+fn route_for<'r>(routes: &'r [HttpRoute], method: &str, path: &str) -> Option<&'r HttpRoute> {
+    routes.iter().filter(|route| route.matches(method, path)).max_by_key(|route| route.specificity())
+}
+
+/// A sample event of a function behind an HTTP API: an API Gateway
+/// payload (version 2.0) of one of its routes, through the authorizer
+/// exactly when the route has one.
+fn check_http_event(template: &Template, function: &Function<'_>, shown: &str, text: &str) {
+    let event: ApiGatewayV2httpRequest =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{shown} is not an API Gateway HTTP API event: {e}"));
+    let routes = template.http_routes(function);
+    let context = &event.request_context;
+    let method = context.http.method.as_str();
+    let path = event.raw_path.as_deref().unwrap_or_else(|| panic!("{shown}: no rawPath"));
+    let route = route_for(&routes, method, path)
+        .unwrap_or_else(|| panic!("{shown}: no route of {} takes {method} {path}", function.logical_id));
+    assert_eq!(event.route_key.as_deref(), Some(route.key().as_str()), "{shown}: the route API Gateway would choose");
+    assert_eq!(context.route_key.as_deref(), Some(route.key().as_str()), "{shown}: requestContext.routeKey");
+    assert_eq!(context.stage.as_deref(), Some("$default"), "{shown}: the HTTP API's one stage");
+    let claims = context.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|jwt| &jwt.claims);
+    match (&route.authorizer, claims) {
+        (Some(_), Some(claims)) => {
+            assert_eq!(claims.get("token_use").map(String::as_str), Some("id"), "{shown}: an ID token's claims");
+            let issuer = claims.get("iss").map(String::as_str).unwrap_or_default();
+            assert!(issuer.starts_with("https://cognito-idp."), "{shown}: issuer {issuer:?}");
+            assert!(claims.contains_key(TENANT_ATTRIBUTE), "{shown}: an ID token carries {TENANT_ATTRIBUTE}");
+        }
+        (Some(authorizer), None) => {
+            panic!("{shown}: route {} passes {authorizer}, so its events carry the token's claims", route.key())
+        }
+        (None, Some(_)) => panic!("{shown}: route {} is public, so no authorizer's claims", route.key()),
+        (None, None) => {}
+    }
+}
+
 impl Template {
+    /// The routes of `function`'s `HttpApi` events.
+    fn http_routes(&self, function: &Function<'_>) -> Vec<HttpRoute> {
+        let mut routes = Vec::new();
+        for (name, event) in self.events_of(function) {
+            if event.get("Type").and_then(Yaml::as_str) != Some("HttpApi") {
+                continue;
+            }
+            let properties =
+                event.get("Properties").unwrap_or_else(|| panic!("HttpApi event {name} has no Properties"));
+            let text = |key: &str| properties.get(key).and_then(Yaml::as_str).map(str::to_owned);
+            let api = text("ApiId").and_then(|id| id.strip_prefix("!Ref ").map(|id| id.trim().to_owned()));
+            let api = api.unwrap_or_else(|| panic!("HttpApi event {name}: ApiId must be a !Ref of the template's API"));
+            let default = self
+                .resource(&api)
+                .get("Properties")
+                .and_then(|p| p.get("Auth"))
+                .and_then(|a| a.get("DefaultAuthorizer"))
+                .and_then(Yaml::as_str)
+                .map(str::to_owned);
+            let named = properties.get("Auth").and_then(|a| a.get("Authorizer")).and_then(Yaml::as_str);
+            let authorizer = match named {
+                Some("NONE") => None,
+                Some(other) => Some(other.to_owned()),
+                None => default,
+            };
+            routes.push(HttpRoute {
+                event: name.clone(),
+                method: text("Method").unwrap_or_else(|| panic!("HttpApi event {name} has no Method")).to_uppercase(),
+                path: text("Path").unwrap_or_else(|| panic!("HttpApi event {name} has no Path")),
+                authorizer,
+            });
+        }
+        routes
+    }
+
     fn load() -> Self {
         let path = workspace_root().join("template.yaml");
         let root = yaml::parse(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -171,10 +311,38 @@ impl Template {
             }
             return format!("resolved-{name}");
         }
+        if let Some(text) = value.strip_prefix("!Sub ") {
+            return self.substitute_with_defaults(text.trim(), fallback);
+        }
         if value.starts_with('!') {
             return "resolved-by-cloudformation".to_owned();
         }
         value.to_owned()
+    }
+
+    /// A `!Sub` string with the sample stack, account and region, parameter
+    /// defaults, and placeholder names for resources and their attributes.
+    fn substitute_with_defaults(&self, text: &str, fallback: &BTreeMap<&str, &str>) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').unwrap_or_else(|| panic!("unclosed ${{ in {text}")) + start;
+            let name = &rest[start + 2..end];
+            let value = match name {
+                "AWS::StackName" => SAMPLE_STACK_NAME.to_owned(),
+                "AWS::AccountId" => SAMPLE_ACCOUNT_ID.to_owned(),
+                "AWS::Region" => SAMPLE_REGION.to_owned(),
+                "AWS::Partition" => "aws".to_owned(),
+                "AWS::URLSuffix" => "amazonaws.com".to_owned(),
+                _ if self.is_parameter(name) => self.resolve_with_defaults(&format!("!Ref {name}"), fallback),
+                _ => format!("resolved-{name}"),
+            };
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
     }
 
     fn events_of<'a>(&self, function: &Function<'a>) -> &'a [(String, Yaml)] {
@@ -306,7 +474,22 @@ fn every_sample_event_parses_and_is_routed_to_the_function_of_its_folder() {
         for path in files {
             let text = read(&path);
             let shown = path.strip_prefix(workspace_root()).unwrap_or(&path).display().to_string();
-            if folder == "rank" || folder == "sweeper" {
+            if folder == "publish" {
+                // The steps of the state machines, which invoke it
+                // synchronously: no event source routes to it.
+                // Parsing it as the function does is the check.
+                let _step: RunStepEvent =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not a step of publish: {e}"));
+                let invoked = template.resources().iter().any(|(_, r)| {
+                    Template::resource_type(r) == "AWS::Serverless::StateMachine"
+                        && r.get("Properties")
+                            .and_then(|p| p.get("DefinitionSubstitutions"))
+                            .and_then(|s| s.get("PublishFunctionArn"))
+                            .and_then(Yaml::as_str)
+                            == Some(&format!("!GetAtt {}.Arn", function.logical_id))
+                });
+                assert!(invoked, "{shown}: no state machine of template.yaml invokes {}", function.logical_id);
+            } else if folder == "rank" || folder == "sweeper" {
                 let event: EventBridgeEvent<serde_json::Value> =
                     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not an EventBridge event: {e}"));
                 assert_eq!(event.detail_type, "Scheduled Event", "{shown}: not a scheduled event");
@@ -321,6 +504,8 @@ fn every_sample_event_parses_and_is_routed_to_the_function_of_its_folder() {
                     "{shown}: function {} has no `Schedule` event to send it (ScheduleV2 sends no envelope)",
                     function.logical_id
                 );
+            } else if !template.http_routes(&function).is_empty() {
+                check_http_event(&template, &function, &shown, &text);
             } else {
                 let event: S3Event =
                     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not an S3 event: {e}"));
@@ -408,9 +593,24 @@ fn every_asynchronously_invoked_function_has_bounded_retries_and_an_on_failure_d
         .filter_map(|(_, r)| r.get("Properties"))
         .collect();
     for function in template.functions() {
+        let events: Vec<&str> =
+            template.events_of(&function).iter().filter_map(|(_, e)| e.get("Type").and_then(Yaml::as_str)).collect();
+        assert!(!events.is_empty(), "{} has no event: nothing invokes it", function.logical_id);
+        let find =
+            |c: &&&Yaml| c.get("FunctionName").and_then(Yaml::as_str) == Some(&format!("!Ref {}", function.logical_id));
+        if events.iter().all(|kind| *kind == "HttpApi") {
+            // API Gateway invokes it synchronously: a failure is the
+            // caller's answer (a 5xx), never retried or queued.
+            assert!(
+                configs.iter().find(find).is_none(),
+                "{} is invoked only by its HTTP API (synchronously): an EventInvokeConfig would never apply",
+                function.logical_id
+            );
+            continue;
+        }
         let config = configs
             .iter()
-            .find(|c| c.get("FunctionName").and_then(Yaml::as_str) == Some(&format!("!Ref {}", function.logical_id)))
+            .find(find)
             .unwrap_or_else(|| panic!("function {} has no AWS::Lambda::EventInvokeConfig", function.logical_id));
         let retries = config.get("MaximumRetryAttempts").and_then(Yaml::as_str);
         assert!(matches!(retries, Some("0" | "1" | "2")), "{}: MaximumRetryAttempts {retries:?}", function.logical_id);
@@ -447,6 +647,12 @@ fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<S
             ("SweeperConfig", |lookup| SweeperConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
         }
         "notify" => ("NotifyConfig", |lookup| NotifyConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string())),
+        "console" => {
+            ("ConsoleConfig", |lookup| ConsoleConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
+        "publish" => {
+            ("PublishConfig", |lookup| PublishConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
         other => panic!("functions/{other}: add its configuration type to configuration_of in this test"),
     };
     let main = read(&workspace_root().join("functions").join(binary).join("src/main.rs"));
@@ -936,6 +1142,367 @@ fn every_metric_that_needs_a_person_has_an_alarm_on_what_the_code_emits_notifyin
             "!If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]",
             "{metric}: notifies the operator's topic when one is given"
         );
+    }
+}
+
+// ------------------------------------------------------------------ console
+
+/// The console's resources, by logical id.
+const CONSOLE_USER_POOL: &str = "ConsoleUserPool";
+const CONSOLE_APP_CLIENT: &str = "ConsoleUserPoolClient";
+const CONSOLE_API: &str = "ConsoleApi";
+
+/// The text at `path` below `node`.
+fn text_at<'a>(node: &'a Yaml, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(node, |node, key| node.get(key))?.as_str()
+}
+
+/// The scalar items of the list at `key` of `node`, sorted.
+fn sorted_items<'a>(node: &'a Yaml, key: &str) -> Vec<&'a str> {
+    let mut items: Vec<&str> =
+        node.get(key).and_then(Yaml::items).unwrap_or(&[]).iter().filter_map(Yaml::as_str).collect();
+    items.sort_unstable();
+    items
+}
+
+fn sorted<'a>(items: &[&'a str]) -> Vec<&'a str> {
+    let mut items = items.to_vec();
+    items.sort_unstable();
+    items
+}
+
+impl Template {
+    fn properties(&self, logical_id: &str) -> &Yaml {
+        self.resource(logical_id).get("Properties").unwrap_or_else(|| panic!("{logical_id} has no Properties"))
+    }
+
+    fn output_value(&self, name: &str) -> Option<&str> {
+        self.root.get("Outputs")?.get(name)?.get("Value")?.as_str()
+    }
+}
+
+/// The string argument of the first `call` (`min_length(`) in `source`.
+fn quoted_argument<'a>(source: &'a str, call: &str) -> &'a str {
+    let start = source.find(call).unwrap_or_else(|| panic!("no {call} in the source")) + call.len();
+    let argument = source[start..].strip_prefix('"').unwrap_or_else(|| panic!("{call} takes no string literal"));
+    &argument[..argument.find('"').expect("a closed string literal")]
+}
+
+#[test]
+fn the_console_user_pool_app_client_and_operators_group_are_the_ones_users_rs_creates() {
+    let template = Template::load();
+    assert_eq!(Template::resource_type(template.resource(CONSOLE_USER_POOL)), "AWS::Cognito::UserPool");
+    let pool = template.properties(CONSOLE_USER_POOL);
+    // Users are invited (AdminCreateUser), named by their email address.
+    assert_eq!(sorted_items(pool, "UsernameAttributes"), ["email"]);
+    assert_eq!(text_at(pool, &["AdminCreateUserConfig", "AllowAdminCreateUserOnly"]), Some("true"), "no sign-up");
+    let minimum = text_at(pool, &["Policies", "PasswordPolicy", "MinimumLength"]).and_then(|m| m.parse::<u32>().ok());
+    assert!(minimum.is_some_and(|m| m >= 8), "a password policy of at least 8 characters, not {minimum:?}");
+
+    // The schema's one custom attribute: the tenant, immutable, with
+    // the bounds users.rs gives it and a tenant id has.
+    let schema = pool.get("Schema").and_then(Yaml::items).expect("ConsoleUserPool declares a Schema");
+    let names: Vec<&str> = schema.iter().filter_map(|a| text_at(a, &["Name"])).collect();
+    assert_eq!(names, [TENANT_ATTRIBUTE_NAME], "the attributes users.rs declares");
+    assert_eq!(format!("custom:{TENANT_ATTRIBUTE_NAME}"), TENANT_ATTRIBUTE, "the claim auth.rs reads");
+    let tenant = &schema[0];
+    assert_eq!(text_at(tenant, &["AttributeDataType"]), Some("String"));
+    assert_eq!(text_at(tenant, &["Mutable"]), Some("false"), "a user's tenant never changes");
+    let users_rs = read(&workspace_root().join("shared/src/console/users.rs"));
+    let (min, max) = (quoted_argument(&users_rs, "min_length("), quoted_argument(&users_rs, "max_length("));
+    assert_eq!(text_at(tenant, &["StringAttributeConstraints", "MinLength"]), Some(min));
+    assert_eq!(text_at(tenant, &["StringAttributeConstraints", "MaxLength"]), Some(max));
+    let longest: usize = max.parse().expect("a number");
+    assert!(is_safe_id(&"a".repeat(longest)) && !is_safe_id(&"a".repeat(longest + 1)), "a tenant id's bounds");
+
+    // The app client: public, password sign-in and refresh, reads the
+    // tenant but can never write it.
+    assert_eq!(Template::resource_type(template.resource(CONSOLE_APP_CLIENT)), "AWS::Cognito::UserPoolClient");
+    let client = template.properties(CONSOLE_APP_CLIENT);
+    assert_eq!(text_at(client, &["UserPoolId"]), Some("!Ref ConsoleUserPool"));
+    assert_eq!(text_at(client, &["GenerateSecret"]), Some("false"), "the page and scripts cannot keep a secret");
+    assert_eq!(sorted_items(client, "ExplicitAuthFlows"), sorted(&APP_CLIENT_AUTH_FLOWS));
+    assert_eq!(sorted_items(client, "ReadAttributes"), sorted(&APP_CLIENT_READ_ATTRIBUTES));
+    assert_eq!(sorted_items(client, "WriteAttributes"), sorted(&APP_CLIENT_WRITE_ATTRIBUTES));
+    assert!(sorted_items(client, "ReadAttributes").contains(&TENANT_ATTRIBUTE));
+    assert!(!sorted_items(client, "WriteAttributes").contains(&TENANT_ATTRIBUTE), "the client may not set the tenant");
+
+    let groups: Vec<&Yaml> = template
+        .resources()
+        .iter()
+        .filter(|(_, r)| Template::resource_type(r) == "AWS::Cognito::UserPoolGroup")
+        .filter_map(|(_, r)| r.get("Properties"))
+        .collect();
+    assert_eq!(groups.len(), 1, "one group: the operators");
+    assert_eq!(text_at(groups[0], &["GroupName"]), Some(OPERATORS_GROUP), "the group auth.rs lets act on any tenant");
+    assert_eq!(text_at(groups[0], &["UserPoolId"]), Some("!Ref ConsoleUserPool"));
+
+    assert_eq!(template.output_value("ConsoleUserPoolId"), Some("!Ref ConsoleUserPool"));
+    assert_eq!(template.output_value("ConsoleUserPoolClientId"), Some("!Ref ConsoleUserPoolClient"));
+    assert_eq!(
+        template.output_value("ConsoleUrl"),
+        Some("!Sub https://${ConsoleApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/")
+    );
+}
+
+#[test]
+fn the_console_api_and_the_function_accept_id_tokens_of_that_pool_and_client_only() {
+    let template = Template::load();
+    assert_eq!(Template::resource_type(template.resource(CONSOLE_API)), "AWS::Serverless::HttpApi");
+    let auth = template.properties(CONSOLE_API).get("Auth").expect("ConsoleApi has Auth");
+    let default = text_at(auth, &["DefaultAuthorizer"]).expect("a default authorizer: routes are closed unless opened");
+    let authorizer = auth.get("Authorizers").and_then(|a| a.get(default)).expect("the default authorizer is declared");
+    assert_eq!(text_at(authorizer, &["IdentitySource"]), Some("$request.header.Authorization"));
+    let jwt = authorizer.get("JwtConfiguration").expect("a JWT authorizer");
+    let issuer = text_at(jwt, &["issuer"]).expect("an issuer");
+    let none = BTreeMap::new();
+    assert_eq!(
+        template.resolve_with_defaults(issuer, &none),
+        CognitoSettings::issuer_of(SAMPLE_REGION, &format!("resolved-{CONSOLE_USER_POOL}")),
+        "the issuer of ConsoleUserPool's tokens, as auth.rs writes it"
+    );
+    assert_eq!(sorted_items(jwt, "audience"), ["!Ref ConsoleUserPoolClient"], "tokens issued to our app client");
+
+    // The function checks the same pool, client and issuer again.
+    let function = template.function_by_binary("console");
+    let environment = template.environment(&function);
+    let variable = |name: &str| environment.get(name).map(String::as_str);
+    assert_eq!(variable("COGNITO_USER_POOL_ID"), Some("!Ref ConsoleUserPool"));
+    assert_eq!(variable("COGNITO_CLIENT_ID"), Some("!Ref ConsoleUserPoolClient"));
+    assert_eq!(variable("COGNITO_ISSUER"), Some(issuer), "the authorizer's issuer");
+    assert_eq!(variable("COGNITO_JWKS_URL"), Some("!Ref AWS::NoValue"), "deployed: <issuer>/.well-known/jwks.json");
+    let samples = BTreeMap::from([("DataBucketName", "example-data")]);
+    let resolved: BTreeMap<String, String> =
+        environment.iter().map(|(k, v)| (k.clone(), template.resolve_with_defaults(v, &samples))).collect();
+    let config = ConsoleConfig::from_lookup(|name| resolved.get(name).filter(|v| !v.is_empty()).cloned())
+        .expect("the console starts with the template's environment");
+    assert_eq!(config.issuer, template.resolve_with_defaults(issuer, &none));
+    assert_eq!(config.jwks_url, format!("{}/.well-known/jwks.json", config.issuer), "the pool's own keys");
+    assert_eq!(config.client_id, format!("resolved-{CONSOLE_APP_CLIENT}"));
+    assert_eq!(config.user_pool_id, format!("resolved-{CONSOLE_USER_POOL}"));
+    // The principal the setup instructions name is the one customers trust.
+    assert_eq!(variable("DELIVERY_PRINCIPAL_ARN"), template.output_value("CustomerTrustPrincipal"));
+    assert_eq!(
+        variable("GOOGLE_SHARE_ADDRESS"),
+        Some("!If [HasGoogleShareAddress, !Ref GoogleShareAddress, !Ref AWS::NoValue]")
+    );
+}
+
+#[test]
+fn the_console_api_is_throttled_and_the_function_answers_before_api_gateway_gives_up() {
+    let template = Template::load();
+    let settings =
+        template.properties(CONSOLE_API).get("DefaultRouteSettings").expect("ConsoleApi has DefaultRouteSettings");
+    for setting in ["ThrottlingBurstLimit", "ThrottlingRateLimit"] {
+        let value =
+            text_at(settings, &[setting]).unwrap_or_else(|| panic!("DefaultRouteSettings.{setting} is not set"));
+        let parameter =
+            value.strip_prefix("!Ref ").unwrap_or_else(|| panic!("{setting} {value:?} is not a !Ref of a parameter"));
+        assert_eq!(template.parameter_field(parameter, "Type"), Some("Number"), "{parameter}");
+        let number = |field: &str| template.parameter_field(parameter, field).and_then(|v| v.parse::<f64>().ok());
+        assert!(number("MinValue").is_some_and(|m| m >= 1.0), "{parameter}: 0 would refuse every request");
+        assert!(number("MaxValue").is_some(), "{parameter}: bounded");
+        assert!(number("Default").is_some_and(|d| d >= 1.0), "{parameter}: a default that lets requests in");
+    }
+
+    // API Gateway waits 30 s for the function; the function waits for a
+    // connection test at most the parameter's maximum.
+    let function = template.function_by_binary("console");
+    let timeout = function.properties.get("Timeout").and_then(Yaml::as_str).and_then(|t| t.parse::<u64>().ok());
+    let timeout = timeout.expect("the console function has a Timeout");
+    assert!(timeout < 30, "Timeout {timeout}: API Gateway answers 503 after 30 s, whatever the function does");
+    let variable = template.environment(&function).get("CONNECTION_TEST_WAIT_SECONDS").cloned();
+    let parameter = variable.as_deref().and_then(|v| v.strip_prefix("!Ref ")).expect("a parameter sets the wait");
+    let longest = template.parameter_field(parameter, "MaxValue").and_then(|v| v.parse::<u64>().ok());
+    assert!(longest.is_some_and(|l| l < timeout), "{parameter} MaxValue {longest:?} against Timeout {timeout}");
+    // One default: the parameter's is the configuration's.
+    let required = BTreeMap::from([
+        ("STAGING_BUCKET", "b"),
+        ("COGNITO_USER_POOL_ID", "us-east-1_x"),
+        ("COGNITO_CLIENT_ID", "c"),
+        ("AWS_REGION", SAMPLE_REGION),
+    ]);
+    let unset = ConsoleConfig::from_lookup(|name| required.get(name).map(|v| (*v).to_owned())).unwrap();
+    assert_eq!(
+        template.parameter_default(parameter).and_then(|d| d.parse::<u64>().ok()),
+        Some(unset.connection_test_wait_seconds),
+        "{parameter}'s default is CONNECTION_TEST_WAIT_SECONDS's"
+    );
+}
+
+/// The router's routes, read from its source (`.route("PATH", get(..).post(..))`
+/// in shared/src/console/routes.rs and pages.rs): (method, path).
+fn router_routes() -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    for file in ["shared/src/console/routes.rs", "shared/src/console/pages.rs"] {
+        let source = read(&workspace_root().join(file));
+        for (at, _) in source.match_indices(".route(") {
+            // The call's arguments: up to the parenthesis that closes it.
+            let arguments = &source[at + ".route(".len()..];
+            let mut depth = 1;
+            let end = arguments
+                .char_indices()
+                .find(|(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .unwrap_or_else(|| panic!("{file}: an unclosed .route("));
+            let arguments = &arguments[..end];
+            let path = arguments.split('"').nth(1).unwrap_or_else(|| panic!("{file}: a route without a path"));
+            let methods: Vec<&str> = ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|method| {
+                    arguments.match_indices(&format!("{method}(")).any(|(i, _)| {
+                        i == 0 || !arguments[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    })
+                })
+                .collect();
+            assert!(!methods.is_empty(), "{file}: route {path} has no method this test reads");
+            routes.extend(methods.into_iter().map(|m| (m.to_uppercase(), path.to_owned())));
+        }
+    }
+    routes
+}
+
+/// `/v1/feeds/{id}` with every path variable given a value.
+fn concrete(path: &str) -> String {
+    path.split('/').map(|s| if s.starts_with('{') { "x1" } else { s }).collect::<Vec<_>>().join("/")
+}
+
+#[test]
+fn every_v1_route_of_the_router_is_behind_the_authorizer_but_the_openapi_document_and_the_page_is_public() {
+    let template = Template::load();
+    let function = template.function_by_binary("console");
+    let routes = template.http_routes(&function);
+    let router = router_routes();
+
+    // The reading of the source is checked against the OpenAPI document:
+    // every documented operation is a route read from the router.
+    let document: serde_json::Value = serde_json::from_str(&openapi_json()).expect("the OpenAPI document is JSON");
+    let shape = |path: &str| concrete(path);
+    let mut documented = 0;
+    for (path, operations) in document["paths"].as_object().expect("the document has paths") {
+        for method in operations.as_object().expect("operations").keys() {
+            let method = method.to_uppercase();
+            assert!(
+                router.iter().any(|(m, p)| *m == method && shape(p) == shape(path)),
+                "{method} {path} is documented but not read from the router's source: {router:?}"
+            );
+            documented += 1;
+        }
+    }
+    assert!(documented >= 15 && router.len() > documented, "{documented} documented, {} routed", router.len());
+
+    for (method, path) in &router {
+        let sample = concrete(path);
+        let route = route_for(&routes, method, &sample)
+            .unwrap_or_else(|| panic!("API Gateway has no route for {method} {path}: it would answer 404"));
+        let public = !path.starts_with("/v1/") || path == "/v1/openapi.json";
+        match (&route.authorizer, public) {
+            (Some(_), false) | (None, true) => {}
+            (Some(authorizer), true) => {
+                panic!("{method} {path} must be reachable without a token, but {} passes {authorizer}", route.key())
+            }
+            (None, false) => panic!("{method} {path} reaches the function without a token through {}", route.key()),
+        }
+    }
+    // A /v1/ route added later is closed until the template opens it.
+    let later = route_for(&routes, "DELETE", "/v1/a/route/added/later").expect("the /v1/ catch-all");
+    assert!(later.authorizer.is_some(), "{} is public", later.key());
+    assert!(route_for(&routes, "GET", "/v1").is_none_or(|r| r.authorizer.is_some()), "/v1 itself is not public");
+    // No route of the template leads nowhere.
+    for route in &routes {
+        assert!(
+            router.iter().any(|(m, p)| route.matches(m, &concrete(p))),
+            "event {} ({}) matches no route of the router",
+            route.event,
+            route.key()
+        );
+    }
+}
+
+/// What the console's role may do, and why (shared/src/console/service.rs,
+/// dispatch.rs, document.rs and delivery/redrive.rs's `redrive_job`).
+#[test]
+fn the_console_may_touch_only_what_its_code_calls() {
+    let template = Template::load();
+    let function = template.function_by_binary("console");
+    let staging = "arn:${AWS::Partition}:s3:::${AWS::StackName}-staging-${AWS::AccountId}-${AWS::Region}";
+    let secrets =
+        "!Sub arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${TenantSecretPrefix}*";
+    let keys = "!Sub arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*";
+    let under =
+        |prefixes: &[&str]| -> Vec<String> { prefixes.iter().map(|p| format!("!Sub {staging}/{p}*")).collect() };
+    let mut seen = BTreeSet::new();
+    let managed = function.properties.get("Policies").and_then(Yaml::items).unwrap_or(&[]);
+    assert!(
+        managed.iter().all(|policy| policy.get("Statement").is_some()),
+        "the console has inline statements only (no SQS: API Gateway invokes it synchronously)"
+    );
+    for statement in policy_statements(&function) {
+        assert_eq!(statement.get("Effect").and_then(Yaml::as_str), Some("Allow"));
+        for action in actions(statement) {
+            seen.insert(action);
+            let allowed: Vec<String> = match action {
+                "s3:ListBucket" => vec![format!("!Sub {staging}")],
+                "s3:GetObject" => under(&["feed-index/", "status/", "jobs/", "connection-test-results/"]),
+                "s3:PutObject" => under(&["connection-tests/", "jobs/", "status/"]),
+                "secretsmanager:GetSecretValue"
+                | "secretsmanager:DescribeSecret"
+                | "secretsmanager:PutSecretValue"
+                | "secretsmanager:UpdateSecretVersionStage" => vec![secrets.to_owned()],
+                "secretsmanager:ListSecrets" | "secretsmanager:BatchGetSecretValue" => vec!["*".to_owned()],
+                "kms:Decrypt" | "kms:GenerateDataKey" => {
+                    let condition = statement.get("Condition").expect("the key only through Secrets Manager");
+                    assert!(
+                        text_at(condition, &["StringEquals", "kms:ViaService"]).is_some()
+                            && text_at(condition, &["ForAnyValue:StringEquals", "kms:ResourceAliases"]).is_some(),
+                        "{action}: only through Secrets Manager and only the tenant secrets key"
+                    );
+                    vec![keys.to_owned()]
+                }
+                other => panic!("the console may not {other}: no call of its code needs it"),
+            };
+            for resource in resources_of(statement) {
+                assert!(
+                    allowed.iter().any(|a| a == resource),
+                    "the console may {action} on {resource}, beyond {allowed:?}"
+                );
+            }
+        }
+    }
+    let needed = [
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+        "secretsmanager:ListSecrets",
+        "secretsmanager:BatchGetSecretValue",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    ];
+    assert_eq!(seen, needed.into_iter().collect::<BTreeSet<_>>(), "what the console's code calls");
+
+    // Its writes start the deliverer of their kind and nothing else: a
+    // connection test or a job by its kind, a status nothing.
+    let s3_routes = template.s3_routes();
+    let routed = |key: &str| -> Vec<String> {
+        s3_routes.iter().filter(|r| r.matches(key)).map(|r| r.logical_id.clone()).collect()
+    };
+    assert!(routed("status/20261119030000/acme/feed.json").is_empty());
+    for deliverer in DELIVERER_FUNCTIONS.iter().filter(|d| d.supported) {
+        let expected = [template.function_by_binary(deliverer.function).logical_id.to_owned()];
+        let kind = deliverer.job_kind;
+        assert_eq!(routed(&format!("{CONNECTION_TESTS_PREFIX}{kind}/console-1/acme/lake.json")), expected);
+        assert_eq!(routed(&format!("{JOBS_PREFIX}{kind}/20261119030000/acme/feed.json")), expected);
     }
 }
 

@@ -186,14 +186,12 @@ fn one_line(text: &str) -> String {
     }
 }
 
-/// A fresh event id, `evt_` and 32 hex digits of aws-lc-rs's generator
+/// A fresh event id, `evt_` and 32 hex digits of the random source
 /// (the clock and process when the generator fails, which it does not).
 pub fn new_event_id(now: DateTime<Utc>) -> String {
-    let mut random = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut random).is_err() {
-        let fallback = u128::from(std::process::id()) << 64 | now.timestamp_nanos_opt().unwrap_or_default() as u128;
-        random = fallback.to_be_bytes();
-    }
+    let random: [u8; 16] = crate::tenant::random_bytes().unwrap_or_else(|_| {
+        (u128::from(std::process::id()) << 64 | now.timestamp_nanos_opt().unwrap_or_default() as u128).to_be_bytes()
+    });
     format!("evt_{}", hex::encode(random))
 }
 
@@ -277,10 +275,9 @@ impl ArrivalEvent {
                 .map(|object| object.key.clone())
                 .collect();
         } else {
-            let last = status.attempts.iter().rev().find(|attempt| attempt.error.is_some());
             event.cause = status.last_error.as_deref().map(one_line);
             event.retryable = Some(status.outcome == DeliveryOutcome::Failed);
-            event.blame = Some(last.and_then(|attempt| attempt.blame).unwrap_or(Blame::Provider));
+            event.blame = Some(status.blame.unwrap_or(Blame::Provider));
             event.attempts = Some(u32::try_from(status.attempts.len()).unwrap_or(u32::MAX));
         }
         event
@@ -367,7 +364,7 @@ mod tests {
             at("2026-11-19T03:21:00Z"),
             AttemptResult::Failed("AccessDenied: not authorized\nto assume the role".into()),
         );
-        status.attempts[0].blame = Some(Blame::Customer);
+        status.blame = Some(Blame::Customer);
         let event = ArrivalEvent::for_status(&status, None, "evt_2".into()).unwrap();
         assert_eq!(event.event_type, EventType::Failed);
         assert_eq!(event.cause.as_deref(), Some("AccessDenied: not authorized to assume the role"));

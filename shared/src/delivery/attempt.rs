@@ -206,7 +206,9 @@ where
     if plan.is_some() {
         claimed.status.plan = plan;
     }
-    claimed.blame = blame;
+    if blame.is_some() {
+        claimed.status.blame = blame;
+    }
     let finished_at = (deps.now)();
     let failure = match &result {
         AttemptResult::Failed(reason) => Some(reason.clone()),
@@ -311,7 +313,7 @@ where
         Err(error) => return summary(Err(error.into()), plan, destination),
     };
     let (tenant, connector) =
-        match load_connector(&deps.tenants, &job.tenant_id, &job.connector, Some(&job.connector_type)).await {
+        match load_connector(&deps.tenants, &job.tenant_id, &job.connector, Some(&job.connector_type), None).await {
             Ok(found) => found,
             Err(Ok(reason)) => {
                 return AttemptSummary { result: AttemptResult::Skipped(reason), plan, blame: None, destination }
@@ -491,8 +493,7 @@ mod tests {
         assert_eq!(succeeded["objects"][0]["key"], "sent/weekly");
         assert_ne!(succeeded["id"], failed["id"], "each event has its own id");
         let status = status(&store, &parts).await;
-        assert_eq!(status.attempts[0].blame, Some(Blame::Provider));
-        assert_eq!(status.attempts[2].blame, None);
+        assert_eq!(status.blame, Some(Blame::Provider), "the latest failure's, kept after the success");
     }
 
     #[tokio::test]

@@ -21,6 +21,11 @@ pub struct ConnectionTestRequest {
     pub tenant_id: String,
     pub connector: String,
     pub requested_at: DateTime<Utc>,
+    /// The version of the tenant secret to probe, by its label, when it is
+    /// not the current one: the self-service API tests a connector before
+    /// it stores it, and stores exactly the version that passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version_stage: Option<String>,
 }
 
 /// One thing a probe checked.

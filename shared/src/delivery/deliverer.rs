@@ -59,22 +59,33 @@ pub struct DeliverDeps<S, T, D> {
 }
 
 /// The tenant and connector a job or a connection test names, re-read from
-/// the tenant's secret, or why there is nothing to do: `Err(Ok(reason))` to
-/// skip (the secret is gone or the tenant disabled), `Err(Err(error))` when
-/// it fails.
+/// the tenant's secret — its current version, or the draft version labelled
+/// `version_stage` that a connection test of the self-service API names —
+/// or why there is nothing to do: `Err(Ok(reason))` to skip (the secret is
+/// gone or the tenant disabled), `Err(Err(error))` when it fails.
 pub async fn load_connector<T: TenantDirectory>(
     tenants: &T,
     tenant_id: &str,
     connector_name: &str,
     expected_type: Option<&str>,
+    version_stage: Option<&str>,
 ) -> Result<(TenantConfig, Connector), Result<String, DeliveryError>> {
-    let entry = match tenants.load_tenant(tenant_id).await {
+    let loaded = match version_stage {
+        None => tenants.load_tenant(tenant_id).await,
+        Some(stage) => tenants.load_tenant_version(tenant_id, stage).await,
+    };
+    let entry = match loaded {
         Ok(Some(entry)) => entry,
         Ok(None) => {
-            return Err(Ok(format!(
-                "the secret of tenant {tenant_id:?} no longer exists (deleted, or scheduled for deletion); \
-                 nothing was delivered"
-            )))
+            return Err(Ok(match version_stage {
+                None => format!(
+                    "the secret of tenant {tenant_id:?} no longer exists (deleted, or scheduled for deletion); \
+                     nothing was delivered"
+                ),
+                Some(stage) => format!(
+                    "the secret of tenant {tenant_id:?} has no version labelled {stage:?} (the draft was discarded)"
+                ),
+            }))
         }
         Err(error) => return Err(Err(error.into())),
     };

@@ -87,6 +87,7 @@ pub fn delivered_object(location: String, bytes: u64, sha256: String, receipt: U
         md5: receipt.md5,
         already_existed: receipt.already_existed,
         skipped: false,
+        rows: None,
     }
 }
 
@@ -198,7 +199,8 @@ pub async fn deliver_report_files<S: ObjectStore, D: ObjectSink, L: PartLedger>(
             source: SourcePart { key: file.part.key.clone(), bytes: file.part.bytes, sha256: file.part.sha256.clone() },
         };
         let summary = if let Some(earlier) = ledger.skip(&origin) {
-            let mut object = DeliveredObject::new(origin.key, earlier.bytes, earlier.sha256.clone());
+            let mut object =
+                DeliveredObject::new(origin.key, earlier.bytes, earlier.sha256.clone()).with_rows(earlier.rows);
             object.skipped = true;
             delivered.push(object);
             PartSummary { key: target_key.clone(), rows: earlier.rows, bytes: earlier.bytes, sha256: earlier.sha256 }
@@ -218,7 +220,10 @@ pub async fn deliver_report_files<S: ObjectStore, D: ObjectSink, L: PartLedger>(
             .await?;
             let summary = moved.summary;
             ledger.record(origin.clone(), &summary).await?;
-            delivered.push(delivered_object(origin.key, summary.bytes, summary.sha256.clone(), moved.receipt));
+            delivered.push(
+                delivered_object(origin.key, summary.bytes, summary.sha256.clone(), moved.receipt)
+                    .with_rows(summary.rows),
+            );
             summary
         };
         let delta_kind = source.base_run_id.map(|_| file.kind);

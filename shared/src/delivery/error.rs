@@ -94,19 +94,18 @@ impl ConnectorFailure {
         ConnectorFailure { permanent, blame: Blame::Provider, source: Box::new(source) }
     }
 
-    /// The customer can fix it (a spreadsheet no longer shared, a key they
-    /// revoked): their move, not ours.
-    pub fn fixable_by_customer(mut self) -> Self {
+    /// The same failure, as the customer's to fix (ours by default).
+    pub fn customers(mut self) -> Self {
         self.blame = Blame::Customer;
         self
     }
 
-    pub fn blame(&self) -> Blame {
-        self.blame
-    }
-
     pub fn is_permanent(&self) -> bool {
         self.permanent
+    }
+
+    pub fn blame(&self) -> Blame {
+        self.blame
     }
 
     /// The connector's own error, for a caller that knows its type.
@@ -150,55 +149,55 @@ impl DeliveryError {
     }
 }
 
-/// Error codes with which a customer's S3 side refuses us in a way its
-/// owner can change: access (role, bucket or key policy), a bucket deleted
-/// or moved to another region, keys revoked or rotated.
-const CUSTOMER_FIXABLE_S3_CODES: &[&str] = &[
-    "AccessDenied",
-    "AllAccessDisabled",
-    "NoSuchBucket",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "PermanentRedirect",
-    "AuthorizationHeaderMalformed",
-    "InvalidClientTokenId",
-];
-
-/// Whether a failure at a customer's destination is theirs to fix: the
-/// service refused us (codes above; for Google, HTTP 401, 403 or 404), or
-/// the customer's role could not be assumed (the credentials of the
-/// destination client failed to load). Timeouts, throttling and 5xx are
-/// nobody's to fix: retries handle them.
-fn refused_by_customer(source: &StoreError) -> bool {
-    match source {
-        StoreError::S3 { detail, .. } => {
-            CUSTOMER_FIXABLE_S3_CODES
-                .iter()
-                .any(|code| detail.strip_prefix(code).is_some_and(|rest| rest.starts_with(':')))
-                || detail.contains("failed to load credentials")
-                || detail.contains("an error occurred while loading credentials")
+impl DeliveryError {
+    /// Whose move it is: the customer's when their destination or their
+    /// settings refused (access denied, a bucket or spreadsheet missing,
+    /// an invalid connector, data that cannot fit), ours otherwise.
+    pub fn blame(&self) -> Blame {
+        match self {
+            DeliveryError::InvalidTenant(_)
+            | DeliveryError::InvalidConnector { .. }
+            | DeliveryError::CannotFit { .. } => Blame::Customer,
+            DeliveryError::Destination { source, .. } => destination_blame(source),
+            DeliveryError::Transfer(TransferError::Write(source)) => destination_blame(source),
+            DeliveryError::Connector(failure) => failure.blame(),
+            DeliveryError::InvalidJob { .. }
+            | DeliveryError::InvalidManifest { .. }
+            | DeliveryError::MissingReport { .. }
+            | DeliveryError::Staging { .. }
+            | DeliveryError::ClaimLost { .. }
+            | DeliveryError::Directory(_)
+            | DeliveryError::Transfer(_)
+            | DeliveryError::Delta(_) => Blame::Provider,
         }
-        StoreError::Gcs { status: Some(401 | 403 | 404), .. } => true,
-        _ => false,
     }
 }
 
-impl DeliveryError {
-    /// Whose move it is: the customer's when their destination refused us
-    /// in a way they can change (the role, its trust or bucket policy, a
-    /// missing bucket, revoked keys, a spreadsheet no longer shared), ours
-    /// for everything else — staging, our secrets and settings, the run,
-    /// timeouts and throttling.
-    pub fn blame(&self) -> Blame {
-        match self {
-            DeliveryError::Destination { source, .. } | DeliveryError::Transfer(TransferError::Write(source))
-                if refused_by_customer(source) =>
-            {
-                Blame::Customer
-            }
-            DeliveryError::Connector(failure) => failure.blame(),
-            _ => Blame::Provider,
-        }
+/// A destination's refusal is the customer's to fix when the destination
+/// says so (the error codes S3, STS and GCS give for access, identity, keys,
+/// a missing or moved bucket, and a role of theirs we could not assume); a
+/// timeout, throttling or a server error is ours to wait out.
+fn destination_blame(error: &StoreError) -> Blame {
+    const CUSTOMER_CODES: [&str; 14] = [
+        "AccessDenied",
+        "NoSuchBucket",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidBucketState",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "KMS.",
+        "AssumeRole",
+        "ExpiredToken",
+        "failed to load credentials",
+    ];
+    match error {
+        StoreError::S3 { detail, .. } if CUSTOMER_CODES.iter().any(|code| detail.contains(code)) => Blame::Customer,
+        StoreError::Gcs { status: Some(401 | 403 | 404), .. } => Blame::Customer,
+        _ => Blame::Provider,
     }
 }
 
@@ -255,7 +254,8 @@ mod tests {
                 connector: "gcs".into(),
                 source: StoreError::Gcs { operation: "upload", location: "gs://b/x".into(), status: Some(403), detail: "x".into() },
             },
-            DeliveryError::Connector(ConnectorFailure::transient(std::io::Error::other("not shared")).fixable_by_customer()),
+            DeliveryError::Connector(ConnectorFailure::transient(std::io::Error::other("not shared")).customers()),
+            DeliveryError::InvalidTenant("plan: required".into()),
         ];
         for error in &customers {
             assert_eq!(error.blame(), Blame::Customer, "{error}");
@@ -263,10 +263,8 @@ mod tests {
         let ours = [
             at_destination("SlowDown: Please reduce your request rate (HTTP 503)"),
             at_destination("request has timed out"),
-            at_destination("AccessDeniedButNotReally: x"),
             DeliveryError::Transfer(TransferError::Read(s3("AccessDenied: staging (HTTP 403)"))),
             DeliveryError::Staging { action: "read", location: "status/x".into(), source: s3("AccessDenied: x") },
-            DeliveryError::InvalidTenant("plan: required".into()),
             DeliveryError::Connector(ConnectorFailure::transient(std::io::Error::other("SES throttled"))),
         ];
         for error in &ours {

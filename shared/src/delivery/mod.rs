@@ -12,6 +12,7 @@
 //! - [`arrival_event`]: the `notifications/…` event a feed's outcome calls for, and its keys;
 //! - [`error`]: delivery errors that say permanent or transient, and the
 //!   [`ConnectorFailure`](error::ConnectorFailure) a connector maps its own errors into;
+//! - [`feed_index`]: each feed's recent deliveries, one object a feed, kept beside its status objects;
 //! - [`staging`]: the staging bucket as deliveries see it (the one status reader);
 //! - [`resume`]: the parts earlier attempts of a job delivered, and when a retry skips them;
 //! - [`destination_files`]: a run's reports (or their deltas) as files at a
@@ -35,6 +36,7 @@ pub mod connectors;
 pub mod deliverer;
 pub mod destination_files;
 pub mod error;
+pub mod feed_index;
 pub mod job;
 pub mod keys;
 pub mod probe_runner;

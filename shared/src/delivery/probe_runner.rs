@@ -116,7 +116,15 @@ where
         );
         return Ok((None, ConnectionTestReport::failing("request", detail)));
     }
-    let (tenant, connector) = match load_connector(&deps.tenants, &parts.tenant_id, &parts.connector, None).await {
+    let (tenant, connector) = match load_connector(
+        &deps.tenants,
+        &parts.tenant_id,
+        &parts.connector,
+        None,
+        request.secret_version_stage.as_deref(),
+    )
+    .await
+    {
         Ok(found) => found,
         Err(Ok(reason)) => return Ok((None, ConnectionTestReport::failing("tenant secret", reason))),
         Err(Err(error)) => return Ok((None, ConnectionTestReport::failing("tenant secret", error.to_string()))),

@@ -258,7 +258,7 @@ fn last_activity(status: &DeliveryStatus) -> DateTime<Utc> {
     status.last_redrive_at.map_or(activity, |at| activity.max(at))
 }
 
-async fn redrive_job<S: ObjectStore>(
+pub async fn redrive_job<S: ObjectStore>(
     store: &S,
     parts: JobKeyParts,
     policy: &RedrivePolicy,

@@ -14,11 +14,10 @@ use chrono::{DateTime, Utc};
 
 use crate::delivery::arrival_event::ArrivalEvent;
 use crate::delivery::error::DeliveryError;
+use crate::delivery::feed_index::index_status;
 use crate::delivery::job::{decode_job, DeliveryJob};
 use crate::delivery::keys::{echoed_key, status_key, JobKeyParts};
-use crate::delivery::status::{
-    AttemptResult, Blame, DeliveredPart, DeliveryOutcome, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION,
-};
+use crate::delivery::status::{AttemptResult, DeliveredPart, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION};
 use crate::domain::RunId;
 use crate::manifest::{run_manifest_key, RunManifest, MANIFESTS_PREFIX, MANIFEST_SCHEMA_VERSION};
 use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, PutOutcome, StoreError, WriteCondition};
@@ -53,8 +52,6 @@ pub struct ClaimedJob {
     /// Parts this attempt skipped because an earlier one delivered them;
     /// recorded on the attempt with its outcome.
     pub skipped_parts: u32,
-    /// Whose move it is when the attempt failed; recorded on the attempt.
-    pub blame: Option<Blame>,
 }
 
 impl ClaimedJob {
@@ -300,7 +297,8 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         };
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
             ConditionalPut::Written(version) => {
-                Ok(Some(ClaimedJob { status, version, key, skipped_parts: 0, blame: None }))
+                index_status(self.store, &status).await;
+                Ok(Some(ClaimedJob { status, version, key, skipped_parts: 0 }))
             }
             ConditionalPut::ConditionFailed => Ok(None),
         }
@@ -385,17 +383,17 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
         finished_at: DateTime<Utc>,
         result: AttemptResult,
     ) -> Result<Recorded, StoreError> {
-        let ClaimedJob { mut status, version, key, skipped_parts, blame } = claimed;
+        let ClaimedJob { mut status, version, key, skipped_parts } = claimed;
         status.record_attempt(started_at, finished_at, result);
         if let Some(attempt) = status.attempts.last_mut() {
             attempt.skipped_parts = skipped_parts;
-            if attempt.error.is_some() && attempt.outcome != DeliveryOutcome::Skipped {
-                attempt.blame = blame;
-            }
         }
         let condition = WriteCondition::Unchanged(&version);
         match self.store.put_conditional(&key, to_json(&status), JSON, condition).await? {
-            ConditionalPut::Written(_) => Ok(Recorded::Written(status)),
+            ConditionalPut::Written(_) => {
+                index_status(self.store, &status).await;
+                Ok(Recorded::Written(status))
+            }
             ConditionalPut::ConditionFailed => self.recorded_by_a_lost_answer(&key, &status).await,
         }
     }

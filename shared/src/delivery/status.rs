@@ -50,12 +50,11 @@ impl DeliveryOutcome {
     }
 }
 
-/// Whose move it is after a failure (docs/design.md, "Events"): the
-/// customer's when their side refused us in a way they can change (their
-/// role or its trust policy, their bucket policy, a bucket they deleted,
-/// keys they revoked, a spreadsheet no longer shared); ours otherwise.
+/// Whose move it is after a failed delivery: the customer's (their role,
+/// bucket policy, keys, spreadsheet sharing — only they can fix it) or
+/// ours (staging, our services, our configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "lowercase")]
 pub enum Blame {
     Customer,
     Provider,
@@ -96,9 +95,6 @@ pub struct Attempt {
     /// job had delivered them (`deliveredParts`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_parts: u32,
-    /// Whose move it is, for an attempt that failed (`failed` or `invalid`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blame: Option<Blame>,
 }
 
 /// The attempt that holds the job. It expires when the invocation that
@@ -144,11 +140,30 @@ pub struct DeliveredObject {
     /// `deliveredParts` says which), so this attempt did not upload it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// Rows the object holds, where the deliverer counts them (a report
+    /// file, a spreadsheet tab); `None` for a manifest or a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 impl DeliveredObject {
     pub fn new(key: String, bytes: u64, sha256: String) -> DeliveredObject {
-        DeliveredObject { key, bytes, sha256, crc32c: None, md5: None, already_existed: false, skipped: false }
+        DeliveredObject {
+            key,
+            bytes,
+            sha256,
+            crc32c: None,
+            md5: None,
+            already_existed: false,
+            skipped: false,
+            rows: None,
+        }
+    }
+
+    /// The same object, holding `rows` rows.
+    pub fn with_rows(mut self, rows: u64) -> DeliveredObject {
+        self.rows = Some(rows);
+        self
     }
 }
 
@@ -236,6 +251,10 @@ pub struct DeliveryStatus {
     /// attempt may skip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delivered_parts: Vec<DeliveredPart>,
+    /// Whose move the latest failure was; kept after a later success, as
+    /// `lastError` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blame: Option<Blame>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -259,6 +278,7 @@ impl DeliveryStatus {
             redrives: 0,
             last_redrive_at: None,
             delivered_parts: Vec::new(),
+            blame: None,
         }
     }
 
@@ -342,7 +362,7 @@ impl DeliveryStatus {
         if error.is_some() {
             self.last_error.clone_from(&error);
         }
-        self.attempts.push(Attempt { number, started_at, finished_at, outcome, error, skipped_parts: 0, blame: None });
+        self.attempts.push(Attempt { number, started_at, finished_at, outcome, error, skipped_parts: 0 });
         self.outcome = outcome;
         self.updated_at = finished_at;
     }

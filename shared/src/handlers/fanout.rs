@@ -224,7 +224,11 @@ struct TenantCounts {
 /// What fanout decided for one feed.
 enum FeedDecision {
     Deliver(DeliveryJob),
+    /// Recorded in the feed's status and its delivery index.
     NotDelivered(AttemptResult),
+    /// Not due this run: recorded in a status, but not in the delivery
+    /// index, which lists the runs that concerned the feed.
+    NotDue(AttemptResult),
 }
 
 async fn fan_out_tenant<S: ObjectStore>(
@@ -238,7 +242,7 @@ async fn fan_out_tenant<S: ObjectStore>(
             let message = error.describe(&entry.secret_name);
             warn!(%message, "this tenant is not delivered");
             let segment = tenant_key_segment(&entry.tenant_id_from_name);
-            record_once(context, &segment, TENANT_STATUS_FEED_ID, AttemptResult::Invalid(message)).await?;
+            record_once(context, &segment, TENANT_STATUS_FEED_ID, AttemptResult::Invalid(message), false).await?;
             counts.invalid = 1;
             return Ok(counts);
         }
@@ -251,7 +255,11 @@ async fn fan_out_tenant<S: ObjectStore>(
                 Err(source) => return Err(FanoutError::Write { what: format!("job {}", job.job_key()), source }),
             },
             FeedDecision::NotDelivered(result) => {
-                record_once(context, &tenant.tenant_id, &feed.id, result).await?;
+                record_once(context, &tenant.tenant_id, &feed.id, result, true).await?;
+                counts.not_delivered += 1;
+            }
+            FeedDecision::NotDue(result) => {
+                record_once(context, &tenant.tenant_id, &feed.id, result, false).await?;
                 counts.not_delivered += 1;
             }
         }
@@ -268,6 +276,9 @@ async fn decide<S: ObjectStore>(
     let not_delivered = |reason: String| Ok(FeedDecision::NotDelivered(AttemptResult::Skipped(reason)));
     if !tenant.enabled {
         return not_delivered("the tenant is disabled (\"enabled\": false)".to_owned());
+    }
+    if feed.paused {
+        return not_delivered("the feed is paused (\"paused\": true)".to_owned());
     }
     let Some(connector) = tenant.connector_of(feed) else {
         return Ok(FeedDecision::NotDelivered(AttemptResult::Invalid(format!(
@@ -296,10 +307,10 @@ async fn decide<S: ObjectStore>(
     if let Some(interval) = feed.interval_seconds {
         if let Some(last) = last_delivery_within(context, tenant, feed, interval).await? {
             let due = last.time() + chrono::Duration::seconds(interval as i64);
-            return not_delivered(format!(
+            return Ok(FeedDecision::NotDue(AttemptResult::Skipped(format!(
                 "not due: delivered in run {last}, and intervalSeconds {interval} makes it due again from {}",
                 due.format("%Y-%m-%dT%H:%M:%SZ")
-            ));
+            ))));
         }
     }
     let target = feed_target(connector, feed);
@@ -449,13 +460,18 @@ async fn record_once<S: ObjectStore>(
     tenant_segment: &str,
     feed_id: &str,
     result: AttemptResult,
+    index: bool,
 ) -> Result<(), FanoutError> {
     let run = context.manifest.run_id;
     let status = DeliveryStatus::first_record(run, tenant_segment, feed_id, context.now, context.now, result);
-    context.staging.record_once(&status).await.map(|_| ()).map_err(|source| FanoutError::Write {
+    let written = context.staging.record_once(&status).await.map_err(|source| FanoutError::Write {
         what: format!("status {}", crate::delivery::status_key(run, tenant_segment, feed_id)),
         source,
-    })
+    })?;
+    if index && written == PutOutcome::Created {
+        crate::delivery::feed_index::index_status(context.staging.store(), &status).await;
+    }
+    Ok(())
 }
 
 /// The key fanout gives the job of `feed`; exposed for tests and tools.

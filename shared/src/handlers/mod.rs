@@ -5,5 +5,6 @@
 pub mod deliver;
 pub mod fanout;
 pub mod notify;
+pub mod publish;
 pub mod rank;
 pub mod sweeper;

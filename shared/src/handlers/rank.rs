@@ -12,10 +12,11 @@ use serde::Serialize;
 use tracing::{info, instrument};
 
 use crate::domain::RunId;
+use crate::engine::EngineChoice;
 use crate::manifest::run_manifest_key;
 use crate::manifest::RunManifest;
 use crate::metrics::emit_metrics;
-use crate::rank::{check_run_time, rank_run, window_has_plays, RankError, RankSettings, RunTimeError};
+use crate::rank::{check_run_time, rank_run_as, window_has_plays, RankError, RankSettings, RunTimeError};
 use crate::store::ObjectStore;
 
 /// What the rank handler needs: where inputs are, where reports go, how to rank.
@@ -73,7 +74,7 @@ pub async fn handle_schedule_event<I: ObjectStore, O: ObjectStore>(
     check_run_time(time, chrono::Utc::now()).map_err(RankHandlerError::EventTime)?;
     let run = RunId::from_time(time);
     tracing::Span::current().record("run_id", tracing::field::display(run));
-    let published = rank_run(&deps.data, &deps.staging, &deps.settings, time).await?;
+    let published = rank_run_as(&deps.data, &deps.staging, &deps.settings, time, engine_of(&event.detail)).await?;
     let manifest = published.manifest;
     emit_metrics("PopularityReports", &[("Function", "rank")], &run_metrics(&manifest));
     let rows = |i: usize| manifest.reports.get(i).map_or(0, |r| r.rows);
@@ -87,6 +88,16 @@ pub async fn handle_schedule_event<I: ObjectStore, O: ObjectStore>(
     };
     info!(tracks = response.tracks, artists = response.artists, products = response.products, "run published");
     Ok(response)
+}
+
+/// The engine choice of this run: the one the state machine made and passes
+/// in the event's `detail` (`engineReason`) when `RankEngine` is `auto`, or
+/// that of a run started by rank's own schedule (`RankEngine=lambda`).
+pub fn engine_of(detail: &serde_json::Value) -> EngineChoice {
+    match detail.get("engineReason").and_then(serde_json::Value::as_str) {
+        Some(reason) => EngineChoice::lambda(reason),
+        None => EngineChoice::lambda("RankEngine=lambda: started by rank's own schedule"),
+    }
 }
 
 /// The metrics of a run: its input counts, and `RunsWithoutPlays` = 1 when
@@ -105,6 +116,13 @@ pub fn run_metrics(manifest: &RunManifest) -> [(&'static str, f64); 4] {
 mod tests {
     use super::*;
     use crate::scoring::ScoringRulesError;
+
+    #[test]
+    fn the_state_machines_reason_reaches_the_manifest_and_a_direct_start_says_so() {
+        let passed = serde_json::json!({"engine": "lambda", "engineReason": "RankEngine=auto: 10 tracks"});
+        assert_eq!(engine_of(&passed), EngineChoice::lambda("RankEngine=auto: 10 tracks"));
+        assert!(engine_of(&serde_json::json!({})).reason.contains("rank's own schedule"));
+    }
 
     #[test]
     fn refused_times_and_settings_have_error_types_and_messages_naming_them() {

@@ -117,6 +117,11 @@ impl ParquetObject {
         self.metadata.num_row_groups()
     }
 
+    /// The rows the footer says the object holds.
+    pub fn rows(&self) -> u64 {
+        u64::try_from(self.metadata.file_metadata().num_rows()).unwrap_or(0)
+    }
+
     /// Whether the object is read by ranged GETs (it is larger than the
     /// whole-read limit).
     pub fn is_ranged(&self) -> bool {

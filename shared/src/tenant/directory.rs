@@ -58,6 +58,16 @@ pub trait TenantDirectory: Send + Sync {
     /// delivery time; `Ok(None)` when no such secret exists (any more), or it
     /// is scheduled for deletion.
     fn load_tenant(&self, tenant_id: &str) -> impl Future<Output = Result<Option<TenantEntry>, DirectoryError>> + Send;
+
+    /// The version of `<prefix><tenant_id>` labelled `version_stage`, not
+    /// the current one: a draft the self-service API wrote for a connection
+    /// test before it makes the draft current. `Ok(None)` when the secret or
+    /// the label does not exist.
+    fn load_tenant_version(
+        &self,
+        tenant_id: &str,
+        version_stage: &str,
+    ) -> impl Future<Output = Result<Option<TenantEntry>, DirectoryError>> + Send;
 }
 
 /// One tenant secret and what came of parsing it.
@@ -399,8 +409,42 @@ impl SecretsManagerTenants {
 
 impl TenantDirectory for SecretsManagerTenants {
     async fn load_tenant(&self, tenant_id: &str) -> Result<Option<TenantEntry>, DirectoryError> {
+        self.load_one(tenant_id, None).await
+    }
+
+    async fn load_tenant_version(
+        &self,
+        tenant_id: &str,
+        version_stage: &str,
+    ) -> Result<Option<TenantEntry>, DirectoryError> {
+        self.load_one(tenant_id, Some(version_stage)).await
+    }
+
+    async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
+        let names: Vec<String> = self.list_names().await?.into_iter().collect();
+        let batches: Vec<Vec<String>> = names.chunks(BATCH_GET_SIZE).map(<[String]>::to_vec).collect();
+        let mut entries: Vec<TenantEntry> = stream::iter(batches)
+            .map(|batch| self.fetch_batch(batch))
+            .buffer_unordered(BATCH_GET_CONCURRENCY)
+            .try_concat()
+            .await?;
+        entries.sort_by(|a, b| a.secret_name.cmp(&b.secret_name));
+        Ok(entries)
+    }
+}
+
+impl SecretsManagerTenants {
+    /// The current value of `<prefix><tenant_id>`, or its version labelled
+    /// `version_stage`.
+    async fn load_one(
+        &self,
+        tenant_id: &str,
+        version_stage: Option<&str>,
+    ) -> Result<Option<TenantEntry>, DirectoryError> {
         let secret_name = format!("{}{tenant_id}", self.prefix);
-        let output = match self.client.get_secret_value().secret_id(&secret_name).send().await {
+        let request =
+            self.client.get_secret_value().secret_id(&secret_name).set_version_stage(version_stage.map(str::to_owned));
+        let output = match request.send().await {
             Ok(output) => output,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
                 return Ok(None);
@@ -425,18 +469,6 @@ impl TenantDirectory for SecretsManagerTenants {
             })
         });
         Ok(Some(entry_from_value(&self.prefix, secret_name, json)))
-    }
-
-    async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
-        let names: Vec<String> = self.list_names().await?.into_iter().collect();
-        let batches: Vec<Vec<String>> = names.chunks(BATCH_GET_SIZE).map(<[String]>::to_vec).collect();
-        let mut entries: Vec<TenantEntry> = stream::iter(batches)
-            .map(|batch| self.fetch_batch(batch))
-            .buffer_unordered(BATCH_GET_CONCURRENCY)
-            .try_concat()
-            .await?;
-        entries.sort_by(|a, b| a.secret_name.cmp(&b.secret_name));
-        Ok(entries)
     }
 }
 
@@ -563,6 +595,8 @@ pub struct InMemoryTenants {
     prefix: String,
     /// Secret name → value (`None` for a secret without a SecretString).
     secrets: BTreeMap<String, Option<String>>,
+    /// (secret name, version stage) → value of a version that is not current.
+    versions: BTreeMap<(String, String), String>,
     failure: Option<DirectoryError>,
 }
 
@@ -575,6 +609,13 @@ impl InMemoryTenants {
     /// Adds (or replaces) the secret `<prefix><name_suffix>` with value `json`.
     pub fn with_secret(mut self, name_suffix: &str, json: impl Into<String>) -> Self {
         self.secrets.insert(format!("{}{name_suffix}", self.prefix), Some(json.into()));
+        self
+    }
+
+    /// Adds a version of `<prefix><name_suffix>` labelled `version_stage`
+    /// that is not the current one.
+    pub fn with_version(mut self, name_suffix: &str, version_stage: &str, json: impl Into<String>) -> Self {
+        self.versions.insert((format!("{}{name_suffix}", self.prefix), version_stage.to_owned()), json.into());
         self
     }
 
@@ -614,6 +655,21 @@ impl TenantDirectory for InMemoryTenants {
                 value.as_deref().ok_or_else(|| TenantEntryError::unreadable("the secret has no SecretString value"));
             entry_from_value(&self.prefix, name.clone(), json)
         }))
+    }
+
+    async fn load_tenant_version(
+        &self,
+        tenant_id: &str,
+        version_stage: &str,
+    ) -> Result<Option<TenantEntry>, DirectoryError> {
+        if let Some(error) = &self.failure {
+            return Err(error.clone());
+        }
+        let name = format!("{}{tenant_id}", self.prefix);
+        Ok(self
+            .versions
+            .get(&(name.clone(), version_stage.to_owned()))
+            .map(|json| entry_from_value(&self.prefix, name.clone(), Ok(json.as_str()))))
     }
 
     async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {

@@ -2,8 +2,9 @@
 //! bucket and role ARNs, AWS regions, access keys, external ids, email
 //! addresses, spreadsheet URLs, webhook URLs and signing secrets, event bus
 //! ARNs. Predicates only; the parser turns a `false` into a message naming
-//! the field and the rule. The one generator here, [`new_webhook_signing_secret`],
-//! makes a value of the form it checks, from the system's random source.
+//! the field and the rule. The generators here, [`new_webhook_signing_secret`]
+//! and [`new_external_id`], make values of the forms checked, from one random
+//! source ([`random_bytes`]).
 
 /// Whether `id` is a valid tenant, feed or connector id: `[a-z0-9][a-z0-9-]{0,62}`,
 /// safe as one segment of an S3 key.
@@ -163,12 +164,20 @@ pub fn webhook_signing_key(secret: &str) -> Option<Vec<u8>> {
 #[error("the system's random number generator failed; no secret was made")]
 pub struct RandomUnavailable;
 
-/// A fresh `whsec_` + base64 of 32 random bytes (aws-lc-rs's generator,
-/// seeded by the operating system), for a tenant's webhook.
+/// `N` bytes from the operating system's generator, through aws-lc-rs: the
+/// one random source of the values made for tenants (signing secrets,
+/// external ids) and of event ids.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomUnavailable> {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| RandomUnavailable)?;
+    Ok(bytes)
+}
+
+/// A fresh `whsec_` + base64 of 32 random bytes ([`random_bytes`]), for a
+/// tenant's webhook.
 pub fn new_webhook_signing_secret() -> Result<String, RandomUnavailable> {
     use base64::Engine as _;
-    let mut key = [0u8; WEBHOOK_SECRET_BYTES];
-    aws_lc_rs::rand::fill(&mut key).map_err(|_| RandomUnavailable)?;
+    let key: [u8; WEBHOOK_SECRET_BYTES] = random_bytes()?;
     Ok(format!("{WEBHOOK_SECRET_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(key)))
 }
 
@@ -222,4 +231,20 @@ pub(super) fn event_bus_region(arn: &str) -> Option<&str> {
     let name_ok =
         (1..=256).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-_/".contains(c));
     (is_aws_region(region) && is_account_id(account) && name_ok).then_some(region)
+}
+
+/// A new external id for `tenant_id`: `pr-<tenantId>-<32 lowercase hex>`,
+/// 128 bits from [`random_bytes`]. Ours, never the customer's: the tenant
+/// id in it binds it to one tenant.
+pub fn new_external_id(tenant_id: &str) -> Result<String, RandomUnavailable> {
+    let random: [u8; 16] = random_bytes()?;
+    Ok(format!("pr-{tenant_id}-{}", hex::encode(random)))
+}
+
+/// Whether `id` has the form of an external id generated for `tenant_id`.
+pub fn is_external_id_of(tenant_id: &str, id: &str) -> bool {
+    id.strip_prefix("pr-")
+        .and_then(|rest| rest.strip_prefix(tenant_id))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }

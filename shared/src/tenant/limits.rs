@@ -18,6 +18,9 @@ pub const DEFAULT_FEED_ID: &str = "default";
 /// Bounds of a google-sheets connector's `maxRows`: one report tab of that
 /// many rows (a header, three columns) must fit Google's 10,000,000 cells.
 pub const MAX_SHEET_ROWS: u64 = MAX_ROWS_ONE_REPORT;
+/// Feeds a tenant may keep, paused ones included (the plan bounds the active
+/// ones); it keeps a secret well under Secrets Manager's 64 KB.
+pub const MAX_FEEDS: usize = 100;
 /// SES accepts at most 50 recipients per message.
 pub const MAX_EMAIL_RECIPIENTS: usize = 50;
 /// Most arrival-event targets (`notifications`) one tenant may declare.

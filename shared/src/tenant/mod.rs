@@ -40,7 +40,10 @@ pub use crate::connector_registry::ConnectorKind;
 pub use crate::store::normalise_prefix;
 pub use directory::{DirectoryError, InMemoryTenants, SecretsManagerTenants, TenantDirectory, TenantEntry};
 pub use errors::{FieldError, TenantErrors};
-pub use formats::{is_email_address, is_safe_id, new_webhook_signing_secret, webhook_signing_key, GOOGLE_TOKEN_URI};
+pub use formats::{
+    is_email_address, is_external_id_of, is_safe_id, new_external_id, new_webhook_signing_secret, random_bytes,
+    webhook_signing_key, RandomUnavailable, GOOGLE_TOKEN_URI,
+};
 pub use limits::*;
 pub use model::{
     Connector, EmailConnector, EventBridgeTarget, Feed, GcsConnector, GcsServiceAccount, NotificationTarget, Plan,

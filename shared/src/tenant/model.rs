@@ -116,6 +116,9 @@ pub struct Feed {
     /// A delta feed's longest time between two full deliveries (between
     /// run times); `None` for a full feed.
     pub full_every_seconds: Option<u64>,
+    /// A paused feed is kept but not delivered, and does not count against
+    /// the plan's limit.
+    pub paused: bool,
 }
 
 /// A destination and the credentials to reach it.

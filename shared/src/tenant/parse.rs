@@ -39,7 +39,7 @@ const ROOT: &str = "(root)";
 const ROOT_FIELDS: &[&str] =
     &["schemaVersion", "tenantId", "plan", "enabled", "connectors", "feeds", "notifications", "contacts"];
 const FEED_FIELDS: &[&str] =
-    &["id", "connector", "reports", "format", "compression", "mode", "intervalSeconds", "fullEverySeconds"];
+    &["id", "connector", "reports", "format", "compression", "mode", "intervalSeconds", "fullEverySeconds", "paused"];
 pub(super) const SAFE_ID_RULE: &str =
     "lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters";
 
@@ -140,18 +140,26 @@ fn parse(secret_name_suffix: Option<&str>, json: &str) -> Result<TenantConfig, T
                     parse_feed(&mut problems, &format!("feeds[{i}]"), item, &declared, &mut seen_ids)
                 })
                 .collect();
+            // The plan bounds the feeds that deliver; paused ones wait.
+            let active = items.iter().filter(|item| item.get("paused") != Some(&Value::Bool(true))).count();
             if let Some(plan) = plan {
-                if items.len() > plan.feed_limit() {
+                if active > plan.feed_limit() {
                     problems.add(
                         "feeds",
                         format!(
-                            "{} feeds exceed the {} plan's limit of {}",
-                            items.len(),
+                            "{active} active feeds exceed the {} plan's limit of {} (pause or remove {})",
                             plan.name(),
-                            plan.feed_limit()
+                            plan.feed_limit(),
+                            active - plan.feed_limit()
                         ),
                     );
                 }
+            }
+            if items.len() > MAX_FEEDS {
+                problems.add(
+                    "feeds",
+                    format!("{} feeds exceed the limit of {MAX_FEEDS}, paused ones included", items.len()),
+                );
             }
             feeds
         }),
@@ -280,6 +288,11 @@ fn parse_feed(
         }),
     };
 
+    let paused = match fields.get("paused") {
+        None => Some(false),
+        Some(v) => expect_bool(problems, &child_path(path, "paused"), v),
+    };
+
     fields.reject_unknown(problems, FEED_FIELDS, |_| None);
 
     if problems.0.len() != before {
@@ -293,6 +306,7 @@ fn parse_feed(
         mode: mode??,
         interval_seconds,
         full_every_seconds,
+        paused: paused?,
     })
 }
 

@@ -203,6 +203,17 @@ pub(super) fn parse_connector(
         }
     };
 
+    // When the self-service API last set the credentials: shown beside
+    // their fingerprint, never used for delivery.
+    if let Some(value) = fields.get("credentialsUpdatedAt") {
+        let at_path = child_path(path, "credentialsUpdatedAt");
+        if let Some(text) = expect_str(problems, &at_path, value, false) {
+            if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+                problems.add(&at_path, format!("{text:?} is not an RFC 3339 time (like 2026-12-07T10:00:00Z)"));
+            }
+        }
+    }
+
     fields.reject_unknown(problems, kind.fields(), |field| {
         // A field of another connector type is the likeliest mistake: say so.
         ConnectorKind::ALL.into_iter().any(|k| k.fields().contains(&field)).then(|| {

@@ -179,7 +179,7 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
         Ok(reports
             .iter()
             .flat_map(|(_, parts)| parts.iter())
-            .map(|p| DeliveredObject::new(self.staging.describe(&p.key), p.bytes, p.sha256.clone()))
+            .map(|p| DeliveredObject::new(self.staging.describe(&p.key), p.bytes, p.sha256.clone()).with_rows(p.rows))
             .collect())
     }
 

@@ -113,7 +113,7 @@ impl From<SheetsError> for DeliveryError {
     fn from(error: SheetsError) -> Self {
         let customers = matches!(error, SheetsError::NotFound { .. } | SheetsError::NotShared { .. });
         let failure = ConnectorFailure::classified(error.is_permanent(), error);
-        DeliveryError::Connector(if customers { failure.fixable_by_customer() } else { failure })
+        DeliveryError::Connector(if customers { failure.customers() } else { failure })
     }
 }
 

@@ -81,11 +81,14 @@ impl<S: ObjectStore> SheetsDeliverer<S> {
                 .expect("every planned report tab is a report");
             let header = [kind.id_field(), "searchRank", "searchModifier"];
             let written = write_tab(&mut batches, tab, &header, RowsSource::Items(items)).await?;
-            delivered.push(DeliveredObject::new(
-                format!("{}#{}!A1:C{}", sheet.spreadsheet_url, tab.title, tab.rows),
-                written.bytes,
-                written.sha256,
-            ));
+            delivered.push(
+                DeliveredObject::new(
+                    format!("{}#{}!A1:C{}", sheet.spreadsheet_url, tab.title, tab.rows),
+                    written.bytes,
+                    written.sha256,
+                )
+                .with_rows(tab.rows.saturating_sub(1)),
+            );
         }
         batches.flush().await?;
         let written_at = (self.now)().format("%Y-%m-%dT%H:%M:%SZ").to_string();
