@@ -44,8 +44,8 @@ use popularity_reports::console::users::{
     APP_CLIENT_AUTH_FLOWS, APP_CLIENT_READ_ATTRIBUTES, APP_CLIENT_WRITE_ATTRIBUTES, TENANT_ATTRIBUTE_NAME,
 };
 use popularity_reports::delivery::{decode_s3_event_key, CONNECTION_TESTS_PREFIX, JOBS_PREFIX};
-use popularity_reports::tenant::is_safe_id;
 use popularity_reports::handlers::publish::RunStepEvent;
+use popularity_reports::tenant::is_safe_id;
 use yaml::Yaml;
 
 /// Stack name, account and region the sample events were written for
