@@ -595,10 +595,24 @@ fn every_asynchronously_invoked_function_has_bounded_retries_and_an_on_failure_d
     for function in template.functions() {
         let events: Vec<&str> =
             template.events_of(&function).iter().filter_map(|(_, e)| e.get("Type").and_then(Yaml::as_str)).collect();
-        assert!(!events.is_empty(), "{} has no event: nothing invokes it", function.logical_id);
+        // A function without events must be invoked by a state machine
+        // (its ARN among a state machine's DefinitionSubstitutions).
+        let arn = format!("!GetAtt {}.Arn", function.logical_id);
+        let by_a_state_machine = template.resources().iter().any(|(_, r)| {
+            Template::resource_type(r) == "AWS::Serverless::StateMachine"
+                && r.get("Properties")
+                    .and_then(|p| p.get("DefinitionSubstitutions"))
+                    .and_then(Yaml::entries)
+                    .is_some_and(|entries| entries.iter().any(|(_, value)| value.as_str() == Some(arn.as_str())))
+        });
+        assert!(
+            !events.is_empty() || by_a_state_machine,
+            "{} has no event and no state machine invokes it: nothing invokes it",
+            function.logical_id
+        );
         let find =
             |c: &&&Yaml| c.get("FunctionName").and_then(Yaml::as_str) == Some(&format!("!Ref {}", function.logical_id));
-        if events.iter().all(|kind| *kind == "HttpApi") {
+        if !events.is_empty() && events.iter().all(|kind| *kind == "HttpApi") {
             // API Gateway invokes it synchronously: a failure is the
             // caller's answer (a 5xx), never retried or queued.
             assert!(

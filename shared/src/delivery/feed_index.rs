@@ -285,6 +285,6 @@ mod tests {
         }
         assert_eq!(index.deliveries.len(), FEED_INDEX_RUNS);
         assert!(index.deliveries.windows(2).all(|pair| pair[0].run_id > pair[1].run_id));
-        assert_eq!(index.deliveries.last().unwrap().run_id.to_string(), "20260221030000");
+        assert_eq!(index.deliveries.last().unwrap().run_id.to_string(), "20260220030000");
     }
 }

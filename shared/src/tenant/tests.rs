@@ -328,7 +328,7 @@ fn malformed_secrets_are_rejected_with_the_path_and_reason() {
             "more feeds than the trial plan allows",
             |v| v["plan"] = "trial".into(),
             "feeds",
-            "2 feeds exceed the trial plan's limit of 1",
+            "2 active feeds exceed the trial plan's limit of 1",
         ),
         (
             "unknown connector type",
@@ -634,18 +634,29 @@ fn a_feed_naming_a_broken_connector_gets_no_second_error() {
 }
 
 #[test]
-fn plan_limits_count_every_feed() {
+fn plan_limits_count_every_active_feed() {
     let feeds: Vec<Value> = (0..7).map(|i| serde_json::json!({"id": format!("f{i}"), "connector": "inbox"})).collect();
     let value = design_example_with(|v| v["feeds"] = Value::Array(feeds.clone()));
     let errors = errors_of(&value);
     assert_eq!(
         errors,
-        [FieldError { path: "feeds".into(), message: "7 feeds exceed the standard plan's limit of 5".into() }]
+        [FieldError {
+            path: "feeds".into(),
+            message: "7 active feeds exceed the standard plan's limit of 5 (pause or remove 2)".into()
+        }]
     );
 
     let value = design_example_with(|v| {
         v["plan"] = "enterprise".into();
-        v["feeds"] = Value::Array(feeds);
+        v["feeds"] = Value::Array(feeds.clone());
+    });
+    assert_eq!(parse_tenant_secret("acme", &value.to_string()).unwrap().feeds.len(), 7);
+    // Paused feeds wait outside the limit: 7 feeds, 2 paused, fit in 5.
+    let value = design_example_with(|v| {
+        let mut some_paused = feeds.clone();
+        some_paused[0]["paused"] = true.into();
+        some_paused[1]["paused"] = true.into();
+        v["feeds"] = Value::Array(some_paused);
     });
     assert_eq!(parse_tenant_secret("acme", &value.to_string()).unwrap().feeds.len(), 7);
     assert_eq!(Plan::Trial.feed_limit(), 1);
