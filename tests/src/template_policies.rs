@@ -28,11 +28,11 @@ use serde_json::{json, Map, Value};
 
 /// Services whose requests moto authorises against resource `*` (it knows
 /// no resource ARN for them), so statements scoped to an ARN never match.
-/// Athena, Glue, Lambda and CloudWatch Logs are the state machines' (moto
-/// 5.2.5's `BaseResponse.call_action` names a resource only for IAM, STS and
-/// SQS besides S3).
-pub const SERVICES_MOTO_AUTHORISES_AGAINST_STAR: [&str; 7] =
-    ["secretsmanager", "ses", "kms", "athena", "glue", "lambda", "logs"];
+/// Athena, Glue, Lambda and CloudWatch Logs are the state machines',
+/// EventBridge notify's (moto 5.2.5's `BaseResponse.call_action` names a
+/// resource only for IAM, STS and SQS besides S3).
+pub const SERVICES_MOTO_AUTHORISES_AGAINST_STAR: [&str; 8] =
+    ["secretsmanager", "ses", "kms", "athena", "glue", "lambda", "logs", "events"];
 
 /// The S3 API operations each IAM action authorises, as AWS documents them
 /// (for the operations this project's code calls). moto 5.2.6 authorises an
@@ -510,10 +510,12 @@ impl FunctionPolicy {
     /// requests against its own re-encoding, and a space fails it), and what
     /// was changed for moto. Everything moto evaluates is kept as written.
     /// Two rewrites, each the narrowest moto can express:
-    /// - a statement whose actions are all of a service moto authorises
-    ///   against `*` ([`SERVICES_MOTO_AUTHORISES_AGAINST_STAR`]) gets
-    ///   `Resource: "*"` — its action is still checked by moto, its
-    ///   resource only by [`Self::allows`];
+    /// - an `Allow` statement whose actions are all of a service moto
+    ///   authorises against `*` ([`SERVICES_MOTO_AUTHORISES_AGAINST_STAR`])
+    ///   gets `Resource: "*"` — its action is still checked by moto, its
+    ///   resource only by [`Self::allows`]; a `Deny` of such a service is
+    ///   left as written (widened, it would deny every request), so moto
+    ///   never matches it and only [`Self::allows`] checks it;
     /// - a statement allowing `Resource: "*"` only where
     ///   `s3:ResourceAccount` is not `own_account` (a condition moto
     ///   ignores, which would leave it allowing every bucket, the staging
@@ -538,9 +540,16 @@ impl FunctionPolicy {
             let mut statement = named.statement.clone();
             let services: Vec<String> =
                 named.actions().iter().map(|a| a.split(':').next().unwrap_or_default().to_owned()).collect();
-            if !services.is_empty()
-                && services.iter().all(|s| SERVICES_MOTO_AUTHORISES_AGAINST_STAR.contains(&s.as_str()))
-            {
+            let authorised_against_star = !services.is_empty()
+                && services.iter().all(|s| SERVICES_MOTO_AUTHORISES_AGAINST_STAR.contains(&s.as_str()));
+            if authorised_against_star && !named.is_allow() {
+                adjustments.push(format!(
+                    "{}: a Deny of {} left as written: moto authorises those requests against \"*\", which it \
+                     never matches (checked by `allows` only)",
+                    named.name,
+                    services.join(", ")
+                ));
+            } else if authorised_against_star {
                 if named.resources() != ["*"] {
                     adjustments.push(format!(
                         "{}: Resource {:?} widened to \"*\" (moto authorises {} against \"*\")",
