@@ -9,7 +9,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -57,19 +58,34 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok())
 }
 
-fn if_match(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::IF_MATCH).and_then(|value| value.to_str().ok())
+/// Who a `/v1/` request comes from and which tenant it acts on: its bearer
+/// token checked against the pool's keys, `?tenantId=` for operators, and
+/// the `If-Match` a change carries. Every tenant-scoped handler takes it,
+/// so none can skip the check.
+struct ActingOn {
+    caller: super::auth::Caller,
+    tenant: String,
+    if_match: Option<String>,
 }
 
-/// The tenant the request acts on, after checking its token.
-async fn tenant<P: ConsolePorts>(
-    app: &App<P>,
-    headers: &HeaderMap,
-    query: &TenantQuery,
-) -> Result<(super::auth::Caller, String), ApiError> {
-    let caller = app.console.caller(authorization(headers)).await?;
-    let tenant = app.console.tenant_of(&caller, query.tenant_id.as_deref())?;
-    Ok((caller, tenant))
+impl ActingOn {
+    fn if_match(&self) -> Option<&str> {
+        self.if_match.as_deref()
+    }
+}
+
+impl<P: ConsolePorts> FromRequestParts<Arc<App<P>>> for ActingOn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App<P>>) -> Result<Self, ApiError> {
+        let Query(query) = Query::<TenantQuery>::from_request_parts(parts, app)
+            .await
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        let caller = app.console.caller(authorization(&parts.headers)).await?;
+        let tenant = app.console.tenant_of(&caller, query.tenant_id.as_deref())?;
+        let if_match = parts.headers.get(header::IF_MATCH).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        Ok(ActingOn { caller, tenant, if_match })
+    }
 }
 
 /// A JSON answer with the tenant document's version as its ETag.
@@ -91,13 +107,8 @@ fn json_body(body: Result<Json<Value>, axum::extract::rejection::JsonRejection>)
 #[utoipa::path(get, path = "/v1/me", params(TenantQuery), tag = "tenant",
     responses((status = 200, body = MeView, description = "The tenant, its plan and its use"),
               (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn me<P: ConsolePorts>(
-    State(app): Shared<P>,
-    headers: HeaderMap,
-    Query(query): Query<TenantQuery>,
-) -> Result<Response, ApiError> {
-    let (caller, tenant) = tenant(&app, &headers, &query).await?;
-    let view = app.console.me(&caller, &tenant).await?;
+async fn me<P: ConsolePorts>(State(app): Shared<P>, acting: ActingOn) -> Result<Response, ApiError> {
+    let view = app.console.me(&acting.caller, &acting.tenant).await?;
     let version = view.version.clone();
     Ok(with_etag(StatusCode::OK, view, &version))
 }
@@ -105,24 +116,14 @@ async fn me<P: ConsolePorts>(
 #[utoipa::path(get, path = "/v1/setup", params(TenantQuery), tag = "connectors",
     responses((status = 200, body = SetupView, description = "What to set up before creating a connector, with a fresh external id"),
               (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn setup<P: ConsolePorts>(
-    State(app): Shared<P>,
-    headers: HeaderMap,
-    Query(query): Query<TenantQuery>,
-) -> Result<Json<SetupView>, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    Ok(Json(app.console.setup(&tenant)?))
+async fn setup<P: ConsolePorts>(State(app): Shared<P>, acting: ActingOn) -> Result<Json<SetupView>, ApiError> {
+    Ok(Json(app.console.setup(&acting.tenant)?))
 }
 
 #[utoipa::path(get, path = "/v1/connectors", params(TenantQuery), tag = "connectors",
     responses((status = 200, body = ConnectorList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn list_connectors<P: ConsolePorts>(
-    State(app): Shared<P>,
-    headers: HeaderMap,
-    Query(query): Query<TenantQuery>,
-) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (list, version) = app.console.connectors(&tenant).await?;
+async fn list_connectors<P: ConsolePorts>(State(app): Shared<P>, acting: ActingOn) -> Result<Response, ApiError> {
+    let (list, version) = app.console.connectors(&acting.tenant).await?;
     Ok(with_etag(StatusCode::OK, list, &version))
 }
 
@@ -134,12 +135,10 @@ async fn list_connectors<P: ConsolePorts>(
               (status = 428, body = Problem), (status = 504, body = Problem)))]
 async fn create_connector<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
-    Query(query): Query<TenantQuery>,
+    acting: ActingOn,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (view, version) = app.console.create_connector(&tenant, if_match(&headers), json_body(body)?).await?;
+    let (view, version) = app.console.create_connector(&acting.tenant, acting.if_match(), json_body(body)?).await?;
     Ok(with_etag(StatusCode::CREATED, view, &version))
 }
 
@@ -147,12 +146,10 @@ async fn create_connector<P: ConsolePorts>(
     responses((status = 200, body = ConnectorView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn get_connector<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(name): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (view, version) = app.console.connector(&tenant, &name).await?;
+    let (view, version) = app.console.connector(&acting.tenant, &name).await?;
     Ok(with_etag(StatusCode::OK, view, &version))
 }
 
@@ -163,13 +160,12 @@ async fn get_connector<P: ConsolePorts>(
               (status = 422, body = Problem), (status = 428, body = Problem), (status = 504, body = Problem)))]
 async fn update_connector<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(name): Path<String>,
-    Query(query): Query<TenantQuery>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (view, version) = app.console.update_connector(&tenant, &name, if_match(&headers), json_body(body)?).await?;
+    let (view, version) =
+        app.console.update_connector(&acting.tenant, &name, acting.if_match(), json_body(body)?).await?;
     Ok(with_etag(StatusCode::OK, view, &version))
 }
 
@@ -178,12 +174,10 @@ async fn update_connector<P: ConsolePorts>(
               (status = 409, body = Problem, description = "A feed uses it"), (status = 412, body = Problem), (status = 428, body = Problem)))]
 async fn delete_connector<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(name): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let version = app.console.delete_connector(&tenant, &name, if_match(&headers)).await?;
+    let version = app.console.delete_connector(&acting.tenant, &name, acting.if_match()).await?;
     Ok(with_etag(StatusCode::NO_CONTENT, (), &version))
 }
 
@@ -192,23 +186,16 @@ async fn delete_connector<P: ConsolePorts>(
               (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 504, body = Problem)))]
 async fn test_connector<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(name): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Json<ConnectionTestView>, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    Ok(Json(app.console.test_connector(&tenant, &name).await?))
+    Ok(Json(app.console.test_connector(&acting.tenant, &name).await?))
 }
 
 #[utoipa::path(get, path = "/v1/feeds", params(TenantQuery), tag = "feeds",
     responses((status = 200, body = FeedList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn list_feeds<P: ConsolePorts>(
-    State(app): Shared<P>,
-    headers: HeaderMap,
-    Query(query): Query<TenantQuery>,
-) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (list, version) = app.console.feeds(&tenant).await?;
+async fn list_feeds<P: ConsolePorts>(State(app): Shared<P>, acting: ActingOn) -> Result<Response, ApiError> {
+    let (list, version) = app.console.feeds(&acting.tenant).await?;
     Ok(with_etag(StatusCode::OK, list, &version))
 }
 
@@ -218,12 +205,10 @@ async fn list_feeds<P: ConsolePorts>(
               (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 async fn create_feed<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
-    Query(query): Query<TenantQuery>,
+    acting: ActingOn,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (view, version) = app.console.create_feed(&tenant, if_match(&headers), json_body(body)?).await?;
+    let (view, version) = app.console.create_feed(&acting.tenant, acting.if_match(), json_body(body)?).await?;
     Ok(with_etag(StatusCode::CREATED, view, &version))
 }
 
@@ -231,12 +216,10 @@ async fn create_feed<P: ConsolePorts>(
     responses((status = 200, body = FeedView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn get_feed<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (view, version) = app.console.feed(&tenant, &id).await?;
+    let (view, version) = app.console.feed(&acting.tenant, &id).await?;
     Ok(with_etag(StatusCode::OK, view, &version))
 }
 
@@ -246,13 +229,11 @@ async fn get_feed<P: ConsolePorts>(
               (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 async fn update_feed<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let (view, version) = app.console.update_feed(&tenant, &id, if_match(&headers), json_body(body)?).await?;
+    let (view, version) = app.console.update_feed(&acting.tenant, &id, acting.if_match(), json_body(body)?).await?;
     Ok(with_etag(StatusCode::OK, view, &version))
 }
 
@@ -261,12 +242,10 @@ async fn update_feed<P: ConsolePorts>(
               (status = 412, body = Problem), (status = 428, body = Problem)))]
 async fn delete_feed<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    let version = app.console.delete_feed(&tenant, &id, if_match(&headers)).await?;
+    let version = app.console.delete_feed(&acting.tenant, &id, acting.if_match()).await?;
     Ok(with_etag(StatusCode::NO_CONTENT, (), &version))
 }
 
@@ -274,12 +253,10 @@ async fn delete_feed<P: ConsolePorts>(
     responses((status = 200, body = DeliveryList, description = "Newest run first"), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 async fn deliveries<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path(id): Path<String>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    Ok(Json(app.console.deliveries(&tenant, &id).await?))
+    Ok(Json(app.console.deliveries(&acting.tenant, &id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/feeds/{id}/deliveries/{runId}/retry", params(("id" = String, Path), ("runId" = String, Path), TenantQuery), tag = "deliveries",
@@ -287,12 +264,10 @@ async fn deliveries<P: ConsolePorts>(
               (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem, description = "Delivered, invalid, or being delivered")))]
 async fn retry<P: ConsolePorts>(
     State(app): Shared<P>,
-    headers: HeaderMap,
+    acting: ActingOn,
     Path((id, run_id)): Path<(String, String)>,
-    Query(query): Query<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    let (_, tenant) = tenant(&app, &headers, &query).await?;
-    Ok((StatusCode::ACCEPTED, Json(app.console.retry(&tenant, &id, &run_id).await?)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(app.console.retry(&acting.tenant, &id, &run_id).await?)).into_response())
 }
 
 #[utoipa::path(post, path = "/auth/sign-in", tag = "sign-in", request_body = SignInRequest,
