@@ -245,6 +245,8 @@ pub async fn run_worker(args: PublishWorkerArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let parts: Vec<PartSummary> = match args.mode.as_str() {
         "publish" => {
+            // As the publish function's main does.
+            popularity_reports::memory::limit_malloc_arenas(popularity_reports::memory::PUBLISH_MALLOC_ARENAS);
             let data = LocalDirStore::new(args.root.join("data"));
             let run = AthenaRun {
                 run_time: RUN_TIME.parse()?,

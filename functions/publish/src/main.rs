@@ -15,6 +15,9 @@ use popularity_reports::store::{s3_client, S3Store};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Before the step's threads allocate (docs/benchmarks.md, "The publish
+    // step": peak RSS).
+    popularity_reports::memory::limit_malloc_arenas(popularity_reports::memory::PUBLISH_MALLOC_ARENAS);
     tracing::init_default_subscriber();
     let config = PublishConfig::from_env()?;
     let aws = load_sdk_config().await;

@@ -116,8 +116,16 @@ impl Source {
 /// thread.
 pub struct ReportMerge {
     sources: Vec<Source>,
-    /// (rank, source) of the head of every source with rows left.
+    /// (rank, source) of the head of every source with rows left, but for
+    /// `first`.
     heads: BinaryHeap<Reverse<(u64, usize)>>,
+    /// (rank, source) of a head that comes before every head in `heads`,
+    /// kept out of the heap: the source of the row just handed on usually
+    /// has the next rank too (files hold runs of consecutive ranks), and
+    /// then one comparison with the heap's top replaces a push and a pop.
+    first: Option<(u64, usize)>,
+    /// Every source's first head is loaded (until then all go to the heap).
+    started_all: bool,
     started: bool,
     next_rank: u64,
     expected_rows: Option<u64>,
@@ -160,7 +168,9 @@ impl ReportMerge {
         Ok(Self {
             sources,
             heads: BinaryHeap::new(),
+            first: None,
             started: false,
+            started_all: false,
             next_rank: 1,
             expected_rows,
             last: None,
@@ -168,7 +178,9 @@ impl ReportMerge {
         })
     }
 
-    /// Loads the head of `index` into the heap, checking the file's order.
+    /// Loads the head of `index` into the heap, checking the file's order;
+    /// into `first` instead when it comes before every head in the heap
+    /// and `first` is free.
     fn push_head(&mut self, index: usize) -> Result<(), MergeError> {
         let source = &mut self.sources[index];
         if let Some((row, number)) = source.head()? {
@@ -176,7 +188,13 @@ impl ReportMerge {
                 return Err(MergeError::OutOfOrder { place: source.place(number), rank: row.rank, previous });
             }
             source.last_rank = Some(row.rank);
-            self.heads.push(Reverse((row.rank, index)));
+            let head = (row.rank, index);
+            match self.heads.peek() {
+                // What the heap would hand out next anyway.
+                Some(Reverse(top)) if head > *top => self.heads.push(Reverse(head)),
+                _ if self.first.is_none() && self.started_all => self.first = Some(head),
+                _ => self.heads.push(Reverse(head)),
+            }
         }
         Ok(())
     }
@@ -187,7 +205,8 @@ impl ReportMerge {
             for index in 0..self.sources.len() {
                 self.push_head(index)?;
             }
-            if self.heads.is_empty() {
+            self.started_all = true;
+            if self.heads.is_empty() && self.first.is_none() {
                 let names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
                 return Err(MergeError::Empty { files: names.len(), names: names.join(", ") });
             }
@@ -198,7 +217,7 @@ impl ReportMerge {
     /// Whether items are left (every check of the end passed when not).
     pub fn has_more(&mut self) -> Result<bool, MergeError> {
         self.start()?;
-        if !self.heads.is_empty() {
+        if self.first.is_some() || !self.heads.is_empty() {
             return Ok(true);
         }
         let found = self.next_rank - 1;
@@ -215,7 +234,10 @@ impl ReportMerge {
         if !self.has_more()? {
             return Ok(None);
         }
-        let Reverse((rank, index)) = self.heads.pop().expect("has_more saw a head");
+        let (rank, index) = match self.first.take() {
+            Some(head) => head,
+            None => self.heads.pop().expect("has_more saw a head").0,
+        };
         let source = &mut self.sources[index];
         let row = source.batch.rows[source.at];
         let number = source.batch.first_row + source.at as u64;
@@ -289,29 +311,20 @@ fn decode_file<R: crate::store::ObjectReader>(
             return;
         }
     };
-    let mut batch = Batch { first_row: 1, rows: Vec::with_capacity(BATCH_ROWS) };
+    let mut first_row = 1;
     loop {
-        match rows.next_row() {
-            Ok(Some(row)) => {
-                batch.rows.push(row);
-                if batch.rows.len() == BATCH_ROWS {
-                    let first_row = batch.first_row + BATCH_ROWS as u64;
-                    let full = std::mem::replace(&mut batch, Batch { first_row, rows: fresh() });
-                    if sender.send(Ok(full)).is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => {
-                if !batch.rows.is_empty() {
-                    let _ = sender.send(Ok(batch));
-                }
-                return;
-            }
+        let mut batch = fresh();
+        let read = rows.read_batch(&mut batch, BATCH_ROWS);
+        let full = batch.len() == BATCH_ROWS;
+        let count = batch.len() as u64;
+        if !batch.is_empty() && sender.send(Ok(Batch { first_row, rows: batch })).is_err() {
+            return;
+        }
+        first_row += count;
+        match read {
+            Ok(()) if full => {}
+            Ok(()) => return,
             Err(error) => {
-                if !batch.rows.is_empty() && sender.send(Ok(batch)).is_err() {
-                    return;
-                }
                 let _ = sender.send(Err(error));
                 return;
             }
