@@ -51,6 +51,7 @@ trap demo_stop_emulators EXIT
 demo_start_emulators
 export AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
 export STAGING_BUCKET TENANT_SECRET_PREFIX SES_SENDER LINK_SIGNER_SECRET DATA_BUCKET
+demo_stack_key
 
 demo_build_cli
 demo_start_sheets_double

@@ -131,6 +131,7 @@ fn tenant_document(tenant_id: &str, feeds: usize) -> serde_json::Value {
                 "bucketArn": "arn:aws:s3:::bench-console-destination",
                 "region": "us-east-1",
                 "prefix": format!("{}/", feed_id(n)),
+                "bucketOwnerAccountId": "444455556666",
             });
             (format!("dest-{n:02}"), connector)
         })

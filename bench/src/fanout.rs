@@ -192,7 +192,8 @@ fn fanout_tenant_secret(index: usize) -> String {
     } else {
         (
             serde_json::json!({"type": "s3-bucket-policy", "bucketArn": "arn:aws:s3:::bench-fanout-destination",
-                               "region": REGION, "prefix": format!("{tenant_id}/")}),
+                               "region": REGION, "prefix": format!("{tenant_id}/"),
+                               "bucketOwnerAccountId": "444455556666"}),
             "lake",
         )
     };

@@ -58,7 +58,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let aws = popularity_reports::sdk_config::load_sdk_config().await;
     let deps = FanoutDeps {
         staging: S3Store::new(s3_client(&aws), config.staging_bucket.clone(), ""),
-        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?
+            .requiring_kms_key(config.tenant_secrets_kms_key_id.clone()),
         own_buckets: config.own_buckets(),
     };
     let response = fan_out_run(&deps, args.run_id, chrono::Utc::now())

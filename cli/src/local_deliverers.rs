@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use aws_config::SdkConfig;
-use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, SheetsConfig};
+use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, S3WriterConfig, SheetsConfig};
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
@@ -52,7 +52,8 @@ impl LocalDeliverers {
     }
 
     pub fn tenants(&self) -> anyhow::Result<SecretsManagerTenants> {
-        Ok(SecretsManagerTenants::new(secrets_manager_client(&self.aws), self.config.tenant_secret_prefix.clone())?)
+        Ok(SecretsManagerTenants::new(secrets_manager_client(&self.aws), self.config.tenant_secret_prefix.clone())?
+            .requiring_kms_key(self.config.tenant_secrets_kms_key_id.clone()))
     }
 
     /// Handles `keys`, all of `kind`, as the deliverer function of that kind would.
@@ -60,7 +61,9 @@ impl LocalDeliverers {
         let staging = self.staging.clone();
         match kind {
             JobKind::S3 => {
-                let destinations = S3Destinations::new(self.aws.clone(), self.config.own_buckets());
+                let writer = S3WriterConfig::from_env().context("S3 delivery")?;
+                let destinations =
+                    S3Destinations::new(self.aws.clone(), self.config.own_buckets()).with_writer_settings(&writer);
                 self.run(S3Deliverer { staging, destinations }, keys).await
             }
             JobKind::Email => {

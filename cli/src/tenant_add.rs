@@ -1,12 +1,12 @@
 //! `popularity tenant add FILE`: onboards a tenant by storing its secret
 //! (docs/design.md, "Tenants") as `<prefix><tenantId>` in Secrets Manager. The file goes
 //! through the same checks as `tenant validate` first, then is compared
-//! with every other tenant (no shared destination, no shared externalId),
-//! and nothing is written unless both pass. Then, unless `--no-test`, it tests every connector as
+//! with every other tenant (no shared destination), and nothing is
+//! written unless both pass. Then, unless `--no-test`, it tests every connector as
 //! `popularity tenant test` does (docs/design.md, "Connection tests"). Prints the secret's name,
-//! never its value. With `--kms-key-id` (or `TENANT_SECRET_KMS_KEY`) the
-//! secret is encrypted under that KMS key — the stack's tenant secrets key,
-//! output `TenantSecretsKeyArn` — instead of the account's default key.
+//! never its value. The secret is always encrypted under the stack's tenant
+//! secrets key (`TENANT_SECRETS_KMS_KEY_ID`, output `TenantSecretsKeyArn`),
+//! the only key the functions accept: without it nothing is stored.
 
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use popularity_reports::tenant::conflicts::conflicts_across;
 use popularity_reports::tenant::directory::{
-    put_tenant_secret_under_key, secrets_manager_client, SecretsManagerTenants, TenantDirectory,
+    put_tenant_secret_under_key, secrets_manager_client, valid_by_seniority, SecretsManagerTenants, TenantDirectory,
     DEFAULT_TENANT_SECRET_PREFIX,
 };
 use popularity_reports::tenant::TenantConfig;
@@ -30,11 +30,10 @@ pub struct AddArgs {
     /// The secret name prefix, ending with '/'.
     #[arg(long, env = "TENANT_SECRET_PREFIX", default_value = DEFAULT_TENANT_SECRET_PREFIX)]
     pub prefix: String,
-    /// The KMS key to encrypt the secret under: the stack's output
-    /// TenantSecretsKeyArn (a key id, key ARN, alias/NAME or alias ARN).
-    /// Without it a new secret gets the account's default key
-    /// (aws/secretsmanager) and an existing one keeps its key.
-    #[arg(long, env = "TENANT_SECRET_KMS_KEY")]
+    /// The stack's tenant secrets key, its ARN (output TenantSecretsKeyArn):
+    /// the secret is created, or moved, under it. Required: the functions
+    /// refuse a tenant secret under any other key.
+    #[arg(long, env = "TENANT_SECRETS_KMS_KEY_ID")]
     pub kms_key_id: Option<String>,
     /// Store the secret without testing its connectors.
     #[arg(long)]
@@ -51,8 +50,10 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
         .block_on(async {
             let sdk_config = popularity_reports::sdk_config::load_sdk_config().await;
             let client = secrets_manager_client(&sdk_config);
-            refuse_conflicts(&SecretsManagerTenants::new(client.clone(), &args.prefix)?, &config).await?;
-            put_tenant_secret_under_key(&client, &args.prefix, &json, &config.tenant_id, kms_key_id)
+            let others = SecretsManagerTenants::new(client.clone(), &args.prefix)?
+                .requiring_kms_key(Some(kms_key_id.to_owned()));
+            refuse_conflicts(&others, &config).await?;
+            put_tenant_secret_under_key(&client, &args.prefix, &json, &config.tenant_id, Some(kms_key_id))
                 .await
                 .map_err(anyhow::Error::from)
         })
@@ -71,25 +72,28 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The KMS key given, if any (an empty `TENANT_SECRET_KMS_KEY` is none),
-/// checked for the shapes Secrets Manager accepts so that a typo is named
-/// here rather than as a service error after the conflict checks.
-fn kms_key_id(given: Option<&str>) -> anyhow::Result<Option<&str>> {
-    let Some(key) = given.map(str::trim).filter(|key| !key.is_empty()) else { return Ok(None) };
-    let well_formed = if let Some(alias) = key.strip_prefix("alias/") {
-        !alias.is_empty() && !alias.starts_with("aws/")
-    } else if key.starts_with("arn:") {
-        key.split(':').nth(2) == Some("kms") && (key.contains(":key/") || key.contains(":alias/"))
-    } else {
-        is_key_id(key)
+/// The stack's key, required and checked for its shape (a KMS key ARN), so
+/// that a missing or mistyped key is named here rather than as a service
+/// error after the conflict checks, or as a secret every function refuses.
+fn kms_key_id(given: Option<&str>) -> anyhow::Result<&str> {
+    let Some(key) = given.map(str::trim).filter(|key| !key.is_empty()) else {
+        anyhow::bail!(
+            "nothing was stored: tenant secrets are stored only under the stack's tenant secrets key, which the \
+             functions require; set TENANT_SECRETS_KMS_KEY_ID (or --kms-key-id) to the stack's \
+             TenantSecretsKeyArn output"
+        )
     };
+    let key_id = key
+        .strip_prefix("arn:")
+        .filter(|rest| rest.split(':').nth(1) == Some("kms"))
+        .and_then(|rest| rest.rsplit_once(":key/"))
+        .map(|(_, id)| id);
     anyhow::ensure!(
-        well_formed,
-        "--kms-key-id (TENANT_SECRET_KMS_KEY) {key:?} is not a customer managed KMS key: give the stack's \
-         TenantSecretsKeyArn output (arn:aws:kms:REGION:ACCOUNT:key/ID), a key id, alias/NAME or an alias ARN; \
-         leave it unset for the account's default key"
+        key_id.is_some_and(is_key_id),
+        "nothing was stored: --kms-key-id (TENANT_SECRETS_KMS_KEY_ID) {key:?} is not a KMS key ARN: give the \
+         stack's TenantSecretsKeyArn output (arn:aws:kms:REGION:ACCOUNT:key/ID)"
     );
-    Ok(Some(key))
+    Ok(key)
 }
 
 /// A KMS key id: a UUID (`1234abcd-12ab-34cd-56ef-1234567890ab`) or a
@@ -103,19 +107,19 @@ fn is_key_id(key: &str) -> bool {
     groups.len() == 5 && groups.iter().zip([8, 4, 4, 4, 12]).all(|(group, length)| hex(group, length))
 }
 
-/// Refuses a tenant whose feeds would write where another tenant's do, or
-/// whose s3-role connectors share an externalId with another tenant's
-/// (docs/design.md, "Delivery rules"): fanout would refuse both tenants'
-/// feeds, so nothing is stored.
+/// Refuses a tenant whose feeds would write where an older tenant's
+/// already do (docs/design.md, "Delivery rules"): fanout would refuse its
+/// feeds, so nothing is stored. A tenant stored again keeps its place among
+/// the others (oldest first); a new one comes last.
 async fn refuse_conflicts(directory: &SecretsManagerTenants, config: &TenantConfig) -> anyhow::Result<()> {
     let entries = directory.load_tenants().await.context("reading the other tenants to compare destinations")?;
-    let others: Vec<&TenantConfig> = entries
-        .iter()
-        .filter_map(|entry| entry.config.as_ref().ok())
-        .filter(|other| other.tenant_id != config.tenant_id)
+    let mut all: Vec<&TenantConfig> = valid_by_seniority(&entries)
+        .into_iter()
+        .map(|other| if other.tenant_id == config.tenant_id { config } else { other })
         .collect();
-    let mut all = others;
-    all.push(config);
+    if !all.iter().any(|other| other.tenant_id == config.tenant_id) {
+        all.push(config);
+    }
     let conflicts: Vec<String> = conflicts_across(&all)
         .into_iter()
         .filter(|((tenant, _), _)| *tenant == config.tenant_id)
@@ -147,19 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn kms_key_ids_of_every_accepted_shape_pass_and_typos_are_named() {
+    fn only_a_kms_key_arn_is_accepted_and_without_one_nothing_is_stored() {
         for key in [
             "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-            "arn:aws:kms:eu-west-1:123456789012:alias/popularity-reports-tenant-secrets",
-            "1234abcd-12ab-34cd-56ef-1234567890ab",
-            "mrk-1234abcd12ab34cd56ef1234567890ab",
-            "alias/popularity-reports-tenant-secrets",
+            "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
         ] {
-            assert_eq!(kms_key_id(Some(key)).unwrap(), Some(key));
+            assert_eq!(kms_key_id(Some(key)).unwrap(), key);
         }
-        assert_eq!(kms_key_id(None).unwrap(), None);
-        assert_eq!(kms_key_id(Some("  ")).unwrap(), None, "an empty variable means the default key");
-        for typo in ["popularity-reports-tenant-secrets", "alias/", "alias/aws/secretsmanager", "arn:aws:s3:::bucket"] {
+        for missing in [None, Some("  ")] {
+            let message = kms_key_id(missing).unwrap_err().to_string();
+            assert!(
+                message.contains("nothing was stored") && message.contains("TENANT_SECRETS_KMS_KEY_ID"),
+                "{message}"
+            );
+        }
+        for typo in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "alias/popularity-reports-tenant-secrets",
+            "arn:aws:kms:eu-west-1:123456789012:alias/popularity-reports-tenant-secrets",
+            "arn:aws:s3:::bucket",
+        ] {
             let message = kms_key_id(Some(typo)).unwrap_err().to_string();
             assert!(message.contains(typo) && message.contains("TenantSecretsKeyArn"), "{message}");
         }

@@ -3,17 +3,27 @@
 //! (here in this process, `--local`), printing each check; `test` can test
 //! one connector; a connector that cannot work fails with exit status 1 and
 //! names why; without a deployed deliverer the wait ends with a clear
-//! message instead of hanging; `add --kms-key-id` (or
-//! `TENANT_SECRET_KMS_KEY`) encrypts the secret under that key.
+//! message instead of hanging; `add` stores under the stack's KMS key
+//! (`TENANT_SECRETS_KMS_KEY_ID` or `--kms-key-id`) and stores nothing
+//! without one.
 
 use std::process::{Command, Output};
 
 use integration_tests::delivery::{staging_store, unique_tenant_prefix};
-use integration_tests::{fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
+use integration_tests::{create_kms_key, fresh_bucket, moto_endpoint, sdk_config, unique_bucket_name};
 use popularity_reports::store::s3_client;
 use serde_json::json;
 
 const SENDER: &str = "reports@popularity.example";
+
+/// The stack's tenant secrets key of these tests, made on moto once.
+static STACK_KEY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// The key's ARN; call before [`popularity_command`], which passes it as
+/// `TENANT_SECRETS_KMS_KEY_ID` as a deployed operator's shell would.
+async fn stack_key() -> &'static str {
+    STACK_KEY.get_or_init(|| async { create_kms_key(&moto_endpoint()).await }).await
+}
 
 /// `popularity <args>` with the deliverers' environment pointed at moto.
 fn popularity_command(staging_bucket: &str, prefix: &str, args: &[&str]) -> Command {
@@ -28,7 +38,10 @@ fn popularity_command(staging_bucket: &str, prefix: &str, args: &[&str]) -> Comm
         .env("TENANT_SECRET_PREFIX", prefix)
         .env("SES_SENDER", SENDER)
         .env_remove("LINK_SIGNER_SECRET")
-        .env_remove("TENANT_SECRET_KMS_KEY");
+        .env_remove("TENANT_SECRETS_KMS_KEY_ID");
+    if let Some(key) = STACK_KEY.get() {
+        command.env("TENANT_SECRETS_KMS_KEY_ID", key);
+    }
     command
 }
 
@@ -42,6 +55,7 @@ fn text(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_stores_the_tenant_and_tests_each_connector_and_test_names_a_failure() {
+    stack_key().await;
     let admin = sdk_config(&moto_endpoint()).await;
     aws_sdk_ses::Client::new(&admin).verify_email_identity().email_address(SENDER).send().await.unwrap();
     let staging = staging_store(&admin, "cli-tenant").await;
@@ -106,6 +120,7 @@ async fn sheets_identity_prints_our_service_accounts_address_and_never_the_key()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_ids_are_fresh_and_a_second_tenant_reusing_one_or_a_destination_is_refused_storing_nothing() {
+    stack_key().await;
     let admin = sdk_config(&moto_endpoint()).await;
     let staging = staging_store(&admin, "cli-conflicts").await;
     let prefix = unique_tenant_prefix("cli-conflicts");
@@ -139,13 +154,14 @@ async fn external_ids_are_fresh_and_a_second_tenant_reusing_one_or_a_destination
     let copycat = add(role("beta", "beta-data", &first));
     let out = text(&copycat);
     assert!(!copycat.status.success());
-    assert!(out.contains("nothing was stored") && out.contains("same externalId") && out.contains("\"acme\""), "{out}");
+    assert!(out.contains("connectors.lake.externalId") && out.contains("is not one of ours"), "{out}");
     assert!(!out.contains(&first), "the externalId itself is not printed: {out}");
 
     let overlapping = add(role("gamma", "acme-data", &external_id("gamma")));
     let out = text(&overlapping);
     assert!(!overlapping.status.success());
-    assert!(out.contains("feed \"all\" of tenant \"acme\" writes to s3://acme-data/"), "{out}");
+    assert!(out.contains("writes to s3://acme-data/, where another tenant's feed already delivers"), "{out}");
+    assert!(!out.contains("acme\""), "the first tenant is not named: {out}");
 
     let client = popularity_reports::tenant::directory::secrets_manager_client(&admin);
     for refused in ["beta", "gamma"] {
@@ -154,47 +170,23 @@ async fn external_ids_are_fresh_and_a_second_tenant_reusing_one_or_a_destination
     }
 }
 
-/// A customer managed KMS key created on the emulator, as the stack's
-/// TenantSecretsKey would be; returns its ARN. KMS `CreateKey` over its JSON
-/// protocol (the workspace has no KMS SDK crate): moto reads the service and
-/// region from the credential scope and checks no signature.
-async fn create_kms_key(endpoint: &str) -> String {
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("an HTTP client without TLS builds")
-        .post(endpoint)
-        .header("Content-Type", "application/x-amz-json-1.1")
-        .header("X-Amz-Target", "TrentService.CreateKey")
-        .header(
-            "Authorization",
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .body(r#"{"Description": "popularity reports tenant secrets (test)"}"#)
-        .send()
-        .await
-        .expect("KMS CreateKey reaches the emulator");
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    assert!(status.is_success(), "KMS CreateKey answered {status}: {body}");
-    let key: serde_json::Value = serde_json::from_str(&body).expect("CreateKey answers JSON");
-    key["KeyMetadata"]["Arn"].as_str().expect("CreateKey returns the key's ARN").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_encrypts_the_secret_under_the_given_kms_key_and_otherwise_under_the_accounts_default() {
+async fn add_stores_only_under_the_stacks_kms_key_and_moves_an_older_secret_under_it() {
     let admin = sdk_config(&moto_endpoint()).await;
     let staging = staging_store(&admin, "cli-kms").await;
     let prefix = unique_tenant_prefix("cli-kms");
     let bucket = staging.bucket().to_owned();
-    let key_arn = create_kms_key(&moto_endpoint()).await;
+    let key_arn = stack_key().await.to_owned();
     let client = popularity_reports::tenant::directory::secrets_manager_client(&admin);
-    let tenant_file = |tenant: &str, plan: &str| {
-        let secret = json!({"schemaVersion": 1, "tenantId": tenant, "plan": plan,
+    let tenant_json = |tenant: &str, plan: &str| {
+        json!({"schemaVersion": 1, "tenantId": tenant, "plan": plan,
             "connectors": {"inbox": {"type": "email", "recipients": [format!("data@{tenant}.example")]}},
-            "feeds": [{"id": "all", "connector": "inbox"}]});
+            "feeds": [{"id": "all", "connector": "inbox"}]})
+        .to_string()
+    };
+    let tenant_file = |tenant: &str, plan: &str| {
         let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
-        std::fs::write(file.path(), secret.to_string()).unwrap();
+        std::fs::write(file.path(), tenant_json(tenant, plan)).unwrap();
         file
     };
     let stored = |tenant: &str| {
@@ -216,45 +208,51 @@ async fn add_encrypts_the_secret_under_the_given_kms_key_and_otherwise_under_the
         text(&output)
     };
 
-    // With the flag: created under the key.
+    // From the variable, as an operator's shell has it: created under the key.
     let keyed = tenant_file("keyed", "trial");
-    let path = keyed.path().to_str().unwrap();
     let out =
-        run(&mut popularity_command(&bucket, &prefix, &["tenant", "add", path, "--no-test", "--kms-key-id", &key_arn]));
+        run(&mut popularity_command(&bucket, &prefix, &["tenant", "add", keyed.path().to_str().unwrap(), "--no-test"]));
     assert!(out.contains(&format!("created secret {prefix}keyed")), "{out}");
     assert_eq!(stored("keyed").await, (Some(key_arn.clone()), "trial".to_owned()));
 
-    // Without it: the account's default key (DescribeSecret names none).
+    // Without a key: refused before anything is written.
     let plain = tenant_file("plain", "trial");
-    run(&mut popularity_command(&bucket, &prefix, &["tenant", "add", plain.path().to_str().unwrap(), "--no-test"]));
-    assert_eq!(stored("plain").await, (None, "trial".to_owned()));
-
-    // An existing secret moves under the key given by the variable (UpdateSecret) ...
-    let plain_again = tenant_file("plain", "standard");
     let mut command =
-        popularity_command(&bucket, &prefix, &["tenant", "add", plain_again.path().to_str().unwrap(), "--no-test"]);
-    let out = run(command.env("TENANT_SECRET_KMS_KEY", &key_arn));
-    assert!(out.contains(&format!("updated secret {prefix}plain")), "{out}");
-    assert_eq!(stored("plain").await, (Some(key_arn.clone()), "standard".to_owned()));
+        popularity_command(&bucket, &prefix, &["tenant", "add", plain.path().to_str().unwrap(), "--no-test"]);
+    let refused = command.env_remove("TENANT_SECRETS_KMS_KEY_ID").output().unwrap();
+    let out = text(&refused);
+    assert!(!refused.status.success(), "{out}");
+    assert!(out.contains("nothing was stored") && out.contains("TENANT_SECRETS_KMS_KEY_ID"), "{out}");
+    assert!(client.describe_secret().secret_id(format!("{prefix}plain")).send().await.is_err(), "plain was stored");
 
-    // ... and an update without a key keeps the key it has.
-    let keyed_again = tenant_file("keyed", "enterprise");
-    run(&mut popularity_command(
+    // A secret stored before the key was required (the account's default
+    // key) moves under it with the next add (UpdateSecret with the key).
+    client
+        .create_secret()
+        .name(format!("{prefix}older"))
+        .secret_string(tenant_json("older", "trial"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored("older").await, (None, "trial".to_owned()));
+    let older_again = tenant_file("older", "standard");
+    let out = run(&mut popularity_command(
         &bucket,
         &prefix,
-        &["tenant", "add", keyed_again.path().to_str().unwrap(), "--no-test"],
+        &["tenant", "add", older_again.path().to_str().unwrap(), "--no-test", "--kms-key-id", &key_arn],
     ));
-    assert_eq!(stored("keyed").await, (Some(key_arn.clone()), "enterprise".to_owned()));
+    assert!(out.contains(&format!("updated secret {prefix}older")), "{out}");
+    assert_eq!(stored("older").await, (Some(key_arn.clone()), "standard".to_owned()));
 
-    // A key id that is none of the shapes KMS accepts: named, nothing stored.
+    // A key that is not a KMS key ARN: named, nothing stored.
     let typo = tenant_file("typo", "trial");
     let refused = popularity(
         &bucket,
         &prefix,
-        &["tenant", "add", typo.path().to_str().unwrap(), "--no-test", "--kms-key-id", "tenant-secrets"],
+        &["tenant", "add", typo.path().to_str().unwrap(), "--no-test", "--kms-key-id", "alias/tenant-secrets"],
     );
     let out = text(&refused);
     assert!(!refused.status.success(), "{out}");
-    assert!(out.contains("\"tenant-secrets\"") && out.contains("TenantSecretsKeyArn"), "{out}");
+    assert!(out.contains("\"alias/tenant-secrets\"") && out.contains("TenantSecretsKeyArn"), "{out}");
     assert!(client.describe_secret().secret_id(format!("{prefix}typo")).send().await.is_err(), "typo was stored");
 }

@@ -103,6 +103,22 @@ demo_stop_emulators() {
     done
 }
 
+# The stack's tenant secrets key (TenantSecretsKey), made on moto's KMS:
+# `tenant add` stores every tenant secret under it and the functions refuse
+# a tenant secret under any other key. Exports TENANT_SECRETS_KMS_KEY_ID.
+# Needs ENDPOINT.
+demo_stack_key() {
+    TENANT_SECRETS_KMS_KEY_ID="$("$ROOT_PYTHON" - "$ENDPOINT" <<'PY'
+import sys, boto3
+kms = boto3.client("kms", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="demo", aws_secret_access_key="demo")
+print(kms.create_key(Description="popularity-reports tenant secrets (demo)")["KeyMetadata"]["Arn"])
+PY
+)"
+    export TENANT_SECRETS_KMS_KEY_ID
+    echo "== tenant secrets are stored under the stack's KMS key $TENANT_SECRETS_KMS_KEY_ID" >&2
+}
+
 # beta-music's webhook endpoint, with a signing secret made as an operator
 # makes one (`popularity tenant webhook-secret`); sets WEBHOOK_URL.
 demo_start_webhook_receiver() {
@@ -131,15 +147,19 @@ demo_onboard() {
     mkdir -p "$DEMO"
     demo_start_webhook_receiver
     echo "== onboarding example tenants (customer accounts 222222222222 and 333333333333 on moto, a GCS bucket on fake-gcs-server)" >&2
+    # acme's externalId is ours, generated for it; acme puts it in the
+    # trust policy of the role it creates for deliver-s3's role.
+    local acme_external_id
+    acme_external_id="$("$POPULARITY" tenant external-id acme)"
     "$ROOT_PYTHON" scripts/demo/customers.py "$ENDPOINT" 123456789012 "$GCS_ENDPOINT" \
-        "$DEMO/our-google-key.json" "$GOOGLE_SERVICE_ACCOUNT_SECRET" >"$DEMO/customers.json"
+        "$DEMO/our-google-key.json" "$GOOGLE_SERVICE_ACCOUNT_SECRET" "$acme_external_id" >"$DEMO/customers.json"
     field() { "$ROOT_PYTHON" -c 'import json,sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if isinstance(v, str) else json.dumps(v))' "$DEMO/customers.json" "$1"; }
     cat >"$DEMO/acme.json" <<JSON
 {"schemaVersion": 1, "tenantId": "acme", "plan": "standard", "enabled": true,
  "connectors": {
    "inbox": {"type": "email", "recipients": ["data@acme.example"]},
    "lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::acme-data-demo", "region": "us-east-1",
-            "prefix": "massive/", "roleArn": "$(field acmeRoleArn)", "externalId": "mm-acme-7f3c"}},
+            "prefix": "massive/", "roleArn": "$(field acmeRoleArn)", "externalId": "$acme_external_id"}},
  "feeds": [
    {"id": "all", "connector": "lake"},
    {"id": "weekly-tracks", "connector": "inbox", "reports": ["track"], "format": "tsv", "intervalSeconds": 604800}]}

@@ -6,7 +6,8 @@ sender and link-signing user. Not part of the product: our system only ever
 writes into these buckets. Prints one JSON object with what the tenant
 secrets need.
 
-Usage: python customers.py ENDPOINT OUR_ACCOUNT_ID GCS_ENDPOINT
+Usage: python customers.py ENDPOINT OUR_ACCOUNT_ID GCS_ENDPOINT OUR_GOOGLE_KEY_FILE
+       OUR_GOOGLE_SECRET ACME_EXTERNAL_ID
 """
 import json
 import sys
@@ -23,6 +24,8 @@ endpoint, our_account, gcs_endpoint = sys.argv[1], sys.argv[2], sys.argv[3]
 # Our Google service account's key file (written by the local Sheets double)
 # and the secret deliver-sheets reads it from.
 our_google_key_file, our_google_secret = sys.argv[4], sys.argv[5]
+# The externalId we generated for acme (`popularity tenant external-id acme`).
+acme_external_id = sys.argv[6]
 common = dict(endpoint_url=endpoint, region_name="us-east-1")
 
 
@@ -48,7 +51,7 @@ def write_only_policy(bucket):
         "Statement": [
             {"Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
              "Resource": f"arn:aws:s3:::{bucket}/*"},
-            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+            {"Effect": "Allow", "Action": "s3:ListBucketMultipartUploads",
              "Resource": f"arn:aws:s3:::{bucket}"},
         ],
     })
@@ -61,15 +64,18 @@ def ensure_bucket(s3, name):
         pass
 
 
-# acme (account 222222222222): a role we assume with an external id.
+# acme (account 222222222222): a role we assume with an external id. Its
+# trust names deliver-s3's role (the stack output DeliverS3RoleArn), never
+# our whole account, and requires the externalId we generated for acme.
 acme = account("222222222222")
 ensure_bucket(client("s3", acme), "acme-data-demo")
 iam = client("iam", acme)
+deliver_s3_role = f"arn:aws:iam::{our_account}:role/popularity-reports-DeliverS3FunctionRole"
 trust = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{our_account}:root"},
+    "Statement": [{"Effect": "Allow", "Principal": {"AWS": deliver_s3_role},
                    "Action": "sts:AssumeRole",
-                   "Condition": {"StringEquals": {"sts:ExternalId": "mm-acme-7f3c"}}}],
+                   "Condition": {"StringEquals": {"sts:ExternalId": acme_external_id}}}],
 }
 role = iam.create_role(RoleName="popularity-delivery", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
 iam.put_role_policy(RoleName="popularity-delivery", PolicyName="popularity-delivery",

@@ -112,12 +112,30 @@ fn tenant_secret_prefix<F: Fn(&str) -> Option<String>>(vars: &Variables<F>) -> R
     }
 }
 
+/// `TENANT_SECRETS_KMS_KEY_ID`: the stack's tenant secrets key (its ARN),
+/// the only key a tenant secret may be encrypted under. Unset (local runs
+/// without a stack): any key is accepted.
+fn tenant_secrets_kms_key_id<F: Fn(&str) -> Option<String>>(
+    vars: &Variables<F>,
+) -> Result<Option<String>, ConfigError> {
+    match vars.optional("TENANT_SECRETS_KMS_KEY_ID") {
+        Some(key) if !(key.starts_with("arn:") && key.contains(":key/")) => Err(ConfigError::Malformed {
+            name: "TENANT_SECRETS_KMS_KEY_ID",
+            value: key,
+            expected: "the ARN of the stack's tenant secrets key (arn:aws:kms:<region>:<account>:key/<id>)",
+        }),
+        key => Ok(key),
+    }
+}
+
 /// Configuration of the `fanout` function and of `deliver-s3`: the staging
 /// bucket and where tenant secrets live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
     pub staging_bucket: String,
     pub tenant_secret_prefix: String,
+    /// `TENANT_SECRETS_KMS_KEY_ID`, see [`tenant_secrets_kms_key_id`].
+    pub tenant_secrets_kms_key_id: Option<String>,
     /// `DATA_BUCKET`, when the function is told it: another of the stack's
     /// own buckets, never a destination.
     pub data_bucket: Option<String>,
@@ -134,6 +152,7 @@ impl DeliveryConfig {
             staging_bucket: vars
                 .required("STAGING_BUCKET", "name the bucket holding manifests/, reports/, jobs/ and status/")?,
             tenant_secret_prefix: tenant_secret_prefix(&vars)?,
+            tenant_secrets_kms_key_id: tenant_secrets_kms_key_id(&vars)?,
             data_bucket: vars.optional("DATA_BUCKET"),
         })
     }
@@ -141,6 +160,67 @@ impl DeliveryConfig {
     /// The stack's own buckets, which no connector may name (docs/design.md, "Tenants").
     pub fn own_buckets(&self) -> Vec<String> {
         std::iter::once(self.staging_bucket.clone()).chain(self.data_bucket.clone()).collect()
+    }
+}
+
+/// How `deliver-s3` writes beyond a tenant's own credentials: the role its
+/// `s3-bucket-policy` sessions assume, tagged with the tenant
+/// (`BUCKET_POLICY_WRITER_ROLE_ARN`; unset in local runs, where such writes
+/// use our own credentials, untagged), and our AWS organization, whose
+/// buckets no session may write (`OWN_ORGANIZATION_ID`, optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3WriterConfig {
+    pub bucket_policy_writer_role_arn: Option<String>,
+    pub own_organization_id: Option<String>,
+}
+
+impl S3WriterConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Variables(lookup);
+        let role = vars.optional("BUCKET_POLICY_WRITER_ROLE_ARN");
+        if let Some(role) = role.as_ref().filter(|role| !crate::tenant::formats::is_iam_role_arn(role)) {
+            return Err(ConfigError::Malformed {
+                name: "BUCKET_POLICY_WRITER_ROLE_ARN",
+                value: role.clone(),
+                expected: "the ARN of the stack's BucketPolicyWriterRole (arn:aws:iam::<account>:role/<name>)",
+            });
+        }
+        let organization = vars.optional("OWN_ORGANIZATION_ID");
+        let is_org_id = |id: &str| {
+            id.strip_prefix("o-").is_some_and(|rest| {
+                (10..=32).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+        };
+        if let Some(organization) = organization.as_ref().filter(|id| !is_org_id(id)) {
+            return Err(ConfigError::Malformed {
+                name: "OWN_ORGANIZATION_ID",
+                value: organization.clone(),
+                expected: "an AWS Organizations id (o- and 10 to 32 lowercase letters or digits), or unset",
+            });
+        }
+        Ok(Self { bucket_policy_writer_role_arn: role, own_organization_id: organization })
+    }
+}
+
+/// Configuration of the `deliver-s3` function: [`DeliveryConfig`] and how it
+/// writes ([`S3WriterConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverS3Config {
+    pub delivery: DeliveryConfig,
+    pub writer: S3WriterConfig,
+}
+
+impl DeliverS3Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self { delivery: DeliveryConfig::from_lookup(&lookup)?, writer: S3WriterConfig::from_lookup(&lookup)? })
     }
 }
 
@@ -163,6 +243,9 @@ pub struct ConsoleConfig {
     /// The AWS principal customers' roles and bucket policies trust: our
     /// deliver-s3 role (`DELIVERY_PRINCIPAL_ARN`), shown in setup instructions.
     pub delivery_principal: Option<String>,
+    /// The role s3-bucket-policy customers' bucket policies name, on the
+    /// condition of their tenant's session tag (`BUCKET_POLICY_WRITER_ROLE_ARN`).
+    pub bucket_policy_writer: Option<String>,
     /// The Google address customers share spreadsheets with
     /// (`GOOGLE_SHARE_ADDRESS`), shown in setup instructions.
     pub google_share_address: Option<String>,
@@ -204,6 +287,7 @@ impl ConsoleConfig {
             issuer,
             jwks_url,
             delivery_principal: vars.optional("DELIVERY_PRINCIPAL_ARN"),
+            bucket_policy_writer: vars.optional("BUCKET_POLICY_WRITER_ROLE_ARN"),
             google_share_address: vars.optional("GOOGLE_SHARE_ADDRESS"),
             connection_test_wait_seconds: vars.parsed(
                 "CONNECTION_TEST_WAIT_SECONDS",
@@ -399,6 +483,8 @@ impl SweeperConfig {
 pub struct NotifyConfig {
     pub staging_bucket: String,
     pub tenant_secret_prefix: String,
+    /// `TENANT_SECRETS_KMS_KEY_ID`, see [`tenant_secrets_kms_key_id`].
+    pub tenant_secrets_kms_key_id: Option<String>,
     /// `WEBHOOKS_ALLOW_LOOPBACK=true`: webhooks may reach loopback
     /// addresses, and `http://127.0.0.1`; for local runs only (the template
     /// never sets it). Default `false`.
@@ -435,6 +521,7 @@ impl NotifyConfig {
             staging_bucket: vars
                 .required("STAGING_BUCKET", "name the bucket holding notifications/ and notification-status/")?,
             tenant_secret_prefix: tenant_secret_prefix(&vars)?,
+            tenant_secrets_kms_key_id: tenant_secrets_kms_key_id(&vars)?,
             webhooks_allow_loopback: allow_loopback,
             sender,
             configuration_set: ses_configuration_set(&vars)?,

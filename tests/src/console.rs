@@ -45,6 +45,7 @@ pub fn console_config(endpoint: &str, pool: &UserPool, staging_bucket: &str, ten
         delivery: DeliveryConfig {
             staging_bucket: staging_bucket.to_owned(),
             tenant_secret_prefix: tenant_prefix.to_owned(),
+            tenant_secrets_kms_key_id: None,
             data_bucket: None,
         },
         user_pool_id: pool.user_pool_id.clone(),
@@ -53,6 +54,9 @@ pub fn console_config(endpoint: &str, pool: &UserPool, staging_bucket: &str, ten
         jwks_url: format!("{endpoint}/{}/.well-known/jwks.json", pool.user_pool_id),
         delivery_principal: Some(
             "arn:aws:iam::123456789012:role/popularity-reports-DeliverS3FunctionRole-TEST".to_owned(),
+        ),
+        bucket_policy_writer: Some(
+            "arn:aws:iam::123456789012:role/popularity-reports-BucketPolicyWriterRole-TEST".to_owned(),
         ),
         google_share_address: Some("popularity-delivery@our-project.iam.gserviceaccount.com".to_owned()),
         connection_test_wait_seconds: 20,

@@ -177,7 +177,7 @@ pub async fn tenant_whose_bucket_is_missing(
     let prefix = unique_tenant_prefix(hint);
     let secret = serde_json::json!({"schemaVersion": 1, "tenantId": "acme", "plan": "trial",
         "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
-            "region": "us-east-1", "prefix": "in/"}},
+            "region": "us-east-1", "prefix": "in/", "bucketOwnerAccountId": "444444444444"}},
         "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]});
     create_raw_secret(admin, &format!("{prefix}acme"), &secret.to_string()).await;
     let tenants = SecretsManagerTenants::new(secrets_manager_client(admin), prefix.as_str()).unwrap();

@@ -135,6 +135,18 @@ pub struct SeenRequest {
     pub path: String,
     /// The fault this request was given, if any.
     pub fault: Option<Fault>,
+    /// The form body of a query-API request (STS, SES), as sent
+    /// (URL-encoded), when it was read; see [`SeenRequest::form_value`].
+    pub form: Option<String>,
+}
+
+impl SeenRequest {
+    /// The value of form parameter `name` (`Policy`, `Tags.member.1.Key`,
+    /// …), URL-decoded.
+    pub fn form_value(&self, name: &str) -> Option<String> {
+        let form = self.form.as_deref()?;
+        url::form_urlencoded::parse(form.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+    }
 }
 
 /// An armed request fault: requests `nth ..= nth + times - 1` of `kind`,
@@ -204,7 +216,7 @@ impl Shared {
 
     /// Counts a request of `kind` against every armed rule and records it;
     /// returns the fault it gets, if any (the first rule that fires).
-    fn decide(&self, kind: CallKind, method: &str, path: &str) -> Option<Fault> {
+    fn decide(&self, kind: CallKind, method: &str, path: &str, form: Option<&[u8]>) -> Option<Fault> {
         let mut fault = None;
         for rule in lock(&self.rules).iter_mut().filter(|rule| rule.kind == kind) {
             rule.seen += 1;
@@ -213,7 +225,8 @@ impl Shared {
                 fault = Some(rule.fault);
             }
         }
-        lock(&self.seen).push(SeenRequest { kind, method: method.to_owned(), path: path.to_owned(), fault });
+        let form = form.map(|form| String::from_utf8_lossy(form).into_owned());
+        lock(&self.seen).push(SeenRequest { kind, method: method.to_owned(), path: path.to_owned(), fault, form });
         fault
     }
 }
@@ -847,7 +860,7 @@ fn forward_http(
         };
         let kind = head.call_kind(form.as_deref());
         let protocol = head.protocol(&kind);
-        match shared.decide(kind, &head.method, &head.path) {
+        match shared.decide(kind, &head.method, &head.path, form.as_deref()) {
             None => {
                 if send_upstream(&head_bytes, client, server, shared)? == Sent::Cut {
                     return Ok(());

@@ -196,3 +196,30 @@ mod tests {
         assert!(names[0].starts_with("s3-store-"), "{}", names[0]);
     }
 }
+
+/// A customer managed KMS key created on the emulator at `endpoint`, as the
+/// stack's TenantSecretsKey would be; returns its ARN. KMS `CreateKey` over
+/// its JSON protocol (the workspace has no KMS SDK crate): moto reads the
+/// service and region from the credential scope and checks no signature.
+pub async fn create_kms_key(endpoint: &str) -> String {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client without TLS builds")
+        .post(endpoint)
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("X-Amz-Target", "TrentService.CreateKey")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(r#"{"Description": "popularity reports tenant secrets (test)"}"#)
+        .send()
+        .await
+        .expect("KMS CreateKey reaches the emulator");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "KMS CreateKey answered {status}: {body}");
+    let key: serde_json::Value = serde_json::from_str(&body).expect("CreateKey answers JSON");
+    key["KeyMetadata"]["Arn"].as_str().expect("CreateKey returns the key's ARN").to_owned()
+}

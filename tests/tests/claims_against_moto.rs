@@ -42,7 +42,7 @@ async fn scene(hint: &str) -> Scene {
     let recipient = format!("{}@acme.example", unique_bucket_name("claims"));
     let customer = account_config(&admin, "222222222222").await;
     let bucket = fresh_bucket(&s3_client(&customer), "claims-dest").await;
-    let external_id = format!("mm-{}", unique_bucket_name("x"));
+    let external_id = popularity_reports::tenant::new_external_id("acme").unwrap();
     let role =
         create_delivery_role(&customer, &unique_bucket_name("role"), "123456789012", &external_id, &bucket).await;
     let secret = json!({"schemaVersion": 1, "tenantId": "acme", "plan": "standard",

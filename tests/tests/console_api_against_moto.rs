@@ -88,7 +88,8 @@ fn globex_secret() -> Value {
     json!({
         "schemaVersion": 1, "tenantId": "globex", "plan": "trial",
         "connectors": {"globex-lake": {"type": "s3-bucket-policy", "bucketArn": "arn:aws:s3:::globex-data",
-                                        "region": "eu-west-1", "prefix": "popularity/"}},
+                                        "region": "eu-west-1", "prefix": "popularity/",
+                                        "bucketOwnerAccountId": "555566667777"}},
         "feeds": [{"id": "globex-all", "connector": "globex-lake"}]
     })
 }

@@ -52,7 +52,7 @@ struct Customer {
 async fn onboard_acme(admin: &aws_config::SdkConfig, prefix: &str, recipient: &str) -> Customer {
     let account = account_config(admin, ROLE_ACCOUNT).await;
     let bucket = fresh_bucket(&s3_client(&account), "acme-data").await;
-    let external_id = format!("mm-acme-{}", unique_bucket_name("x"));
+    let external_id = popularity_reports::tenant::new_external_id("acme").unwrap();
     let role_name = unique_bucket_name("popularity-delivery");
     let role_arn = create_delivery_role(&account, &role_name, OUR_ACCOUNT, &external_id, &bucket).await;
     let secret = json!({
@@ -425,7 +425,7 @@ fn malformed_secrets() -> Vec<(&'static str, serde_json::Value, &'static str)> {
                 "inbox": {"type": "email", "recipients": ["ops@tenant.example"]},
                 "lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::tenant-data", "region": "eu-west-1",
                          "prefix": "massive/", "roleArn": "arn:aws:iam::111122223333:role/popularity-delivery",
-                         "externalId": "mm-tenant-7f3c"}
+                         "externalId": format!("pr-{tenant}-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b")}
             },
             "feeds": [{"id": "all", "connector": "lake"}]
         })
@@ -540,7 +540,7 @@ async fn each_malformed_tenant_secret_gets_a_status_naming_its_field_and_a_valid
         assert_eq!(status.outcome, DeliveryOutcome::Invalid, "{name}");
         let error = status.last_error.unwrap();
         assert!(error.contains(&format!("{field}:")), "{name}: expected {field} in {error}");
-        assert!(!error.contains("mm-tenant-7f3c"), "{name}: the external id leaked into the status");
+        assert!(!error.contains("7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b"), "{name}: the external id leaked into the status");
     }
     let deps = s3_deps(&admin, &admin, &staging, &prefix);
     let delivered =
@@ -548,7 +548,7 @@ async fn each_malformed_tenant_secret_gets_a_status_naming_its_field_and_a_valid
     assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     assert_eq!(keys_under(&beta.config, &beta.bucket, "").await.len(), 6);
     let mut secrets: Vec<&str> = beta.secrets.iter().map(String::as_str).collect();
-    secrets.push("mm-tenant-7f3c");
+    secrets.push("7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b");
     assert_logs_hold_none_of(&logs, &secrets);
 }
 
@@ -720,7 +720,7 @@ async fn s3_bucket_policy_writes_with_our_own_credentials_into_the_customers_buc
     let secret = json!({
         "schemaVersion": 1, "tenantId": "delta-co", "plan": "trial", "enabled": true,
         "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
-            "region": "us-east-1", "prefix": "from-massive/"}},
+            "region": "us-east-1", "prefix": "from-massive/", "bucketOwnerAccountId": "444444444444"}},
         "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]
     });
     create_raw_secret(&admin, &format!("{prefix}delta-co"), &secret.to_string()).await;
@@ -761,7 +761,7 @@ async fn the_next_attempt_aborts_uploads_a_killed_attempt_left_open_in_the_custo
     let secret = json!({
         "schemaVersion": 1, "tenantId": "echo-co", "plan": "trial", "enabled": true,
         "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
-            "region": "us-east-1", "prefix": "in/"}},
+            "region": "us-east-1", "prefix": "in/", "bucketOwnerAccountId": "444444444444"}},
         "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]
     });
     create_raw_secret(&admin, &format!("{prefix}echo-co"), &secret.to_string()).await;
@@ -807,7 +807,7 @@ async fn the_next_attempt_aborts_uploads_a_killed_attempt_left_open_in_the_custo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn feeds_of_two_tenants_into_one_folder_are_refused_naming_each_other_and_others_are_delivered() {
+async fn of_two_tenants_into_one_folder_the_first_keeps_delivering_and_the_newcomer_is_refused_without_naming_it() {
     let endpoint = moto_endpoint();
     let admin = sdk_config(&endpoint).await;
     let staging = staging_store(&admin, "staging-collide").await;
@@ -831,15 +831,19 @@ async fn feeds_of_two_tenants_into_one_folder_are_refused_naming_each_other_and_
     };
     let response =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
-    assert_eq!(response.jobs_created, 1, "gamma only");
+    // acme's secret was created first (and, within one second, sorts first).
+    assert_eq!(response.jobs_created, 2, "acme and gamma");
     assert!(staging.get(&format!("jobs/s3/{RUN_ID}/gamma/all.json")).await.is_ok());
-    for (tenant, other) in [("acme", "beta"), ("beta", "acme")] {
-        let status = status_of(&staging, tenant, "all").await;
-        assert_eq!(status.outcome, DeliveryOutcome::Invalid, "{tenant}");
-        let error = status.last_error.unwrap();
-        assert!(error.contains(&format!("feed \"all\" of tenant \"{other}\" writes to s3://shared-lake/")), "{error}");
-        assert!(staging.get(&format!("jobs/s3/{RUN_ID}/{tenant}/all.json")).await.is_err(), "{tenant} got a job");
-    }
+    assert!(staging.get(&format!("jobs/s3/{RUN_ID}/acme/all.json")).await.is_ok(), "the first tenant keeps its place");
+    let status = status_of(&staging, "beta", "all").await;
+    assert_eq!(status.outcome, DeliveryOutcome::Invalid);
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains("writes to s3://shared-lake/feeds/beta/, where another tenant's feed already delivers"),
+        "{error}"
+    );
+    assert!(!error.contains("acme"), "the other tenant is not named: {error}");
+    assert!(staging.get(&format!("jobs/s3/{RUN_ID}/beta/all.json")).await.is_err(), "beta got a job");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -852,7 +856,7 @@ async fn the_stacks_own_buckets_are_never_a_destination_at_fanout_or_at_delivery
     let policy = |bucket: &str| {
         json!({"schemaVersion": 1, "tenantId": "sneaky", "plan": "trial",
             "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
-                "region": "us-east-1", "prefix": "reports/"}},
+                "region": "us-east-1", "prefix": "reports/", "bucketOwnerAccountId": "123456789012"}},
             "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}]})
     };
     create_raw_secret(&admin, &format!("{prefix}sneaky"), &policy(staging.bucket()).to_string()).await;

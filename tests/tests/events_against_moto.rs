@@ -153,7 +153,7 @@ async fn a_webhook_failing_twice_gets_the_event_once_the_sweeper_redrives_it_and
     let prefix = unique_tenant_prefix("events-webhook");
     let secret = json!({"schemaVersion": 1, "tenantId": "acme", "plan": "trial",
         "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{destination}"),
-            "region": "us-east-1", "prefix": "in/"}},
+            "region": "us-east-1", "prefix": "in/", "bucketOwnerAccountId": "123456789012"}},
         "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}],
         "notifications": [
             {"type": "webhook", "url": receiver.url("/hooks/popularity"), "signingSecret": SECRET},

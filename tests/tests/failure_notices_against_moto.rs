@@ -151,7 +151,7 @@ async fn a_failure_that_is_ours_sends_no_notice() {
     let prefix = unique_tenant_prefix("notice-ours");
     let secret = json!({"schemaVersion": 1, "tenantId": "acme", "plan": "trial",
         "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{destination}"),
-            "region": "us-east-1"}},
+            "region": "us-east-1", "bucketOwnerAccountId": "123456789012"}},
         "feeds": [{"id": "lake", "connector": "lake", "reports": ["artist"]}],
         "contacts": [contact]});
     create_raw_secret(&admin, &format!("{prefix}acme"), &secret.to_string()).await;

@@ -218,7 +218,7 @@ async fn run_cell(
     let (recipient, bucket) = match function {
         Function::DeliverS3 => {
             let bucket = fresh_bucket(&s3_client(&world.customer), "fm-dest").await;
-            let external_id = format!("pr-{tenant}-{}", unique_bucket_name("x"));
+            let external_id = popularity_reports::tenant::new_external_id(&tenant).unwrap();
             let role_arn = create_delivery_role(
                 &world.customer,
                 &unique_bucket_name("fm-role"),

@@ -161,13 +161,13 @@ async fn fanout_world() -> Arc<FanoutWorld> {
         json!({
             "schemaVersion": 1, "tenantId": "lake", "plan": "standard", "enabled": true,
             "connectors": {"lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::fm-fanout-lake",
-                "region": "us-east-1", "prefix": "in/", "roleArn": role("lake"), "externalId": "pr-fm-lake-0001"}},
+                "region": "us-east-1", "prefix": "in/", "roleArn": role("lake"), "externalId": "pr-lake-0123456789abcdef0123456789abcdef"}},
             "feeds": [{"id": "lake", "connector": "lake", "reports": ["track", "artist"]}]
         }),
         json!({
             "schemaVersion": 1, "tenantId": "deltas", "plan": "standard", "enabled": true,
             "connectors": {"lake": {"type": "s3-role", "bucketArn": "arn:aws:s3:::fm-fanout-deltas",
-                "region": "us-east-1", "prefix": "in/", "roleArn": role("deltas"), "externalId": "pr-fm-deltas-01"}},
+                "region": "us-east-1", "prefix": "in/", "roleArn": role("deltas"), "externalId": "pr-deltas-0123456789abcdef0123456789abcdef"}},
             "feeds": [{"id": "changes", "connector": "lake", "reports": ["track"], "mode": "delta"}]
         }),
         json!({

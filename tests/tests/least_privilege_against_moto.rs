@@ -81,7 +81,7 @@ use integration_tests::google_keys::TestServiceAccount;
 use integration_tests::sheets_double::{SheetsDouble, TabSpec};
 use integration_tests::template_policies::{function_environment, transformed_template, FunctionPolicy, StackNames};
 use integration_tests::webhook_receiver::WebhookReceiver;
-use integration_tests::{fresh_bucket, gcs_emulator_endpoint, moto_auth_endpoint, unique_bucket_name};
+use integration_tests::{create_kms_key, fresh_bucket, gcs_emulator_endpoint, moto_auth_endpoint, unique_bucket_name};
 use popularity_reports::config::{
     ConsoleConfig, DeliveryConfig, EmailConfig, GcsConfig, NotifyConfig, RankConfig, SheetsConfig, SweeperConfig,
 };
@@ -201,10 +201,17 @@ struct Stack {
 
 /// Creates secret `name` holding `value`; returns its ARN.
 async fn create_secret(admin: &SdkConfig, name: &str, value: &str) -> String {
+    create_secret_under(admin, name, value, None).await
+}
+
+/// [`create_secret`] under the KMS key `kms_key` (a tenant secret: the
+/// stack's key, which the functions require).
+async fn create_secret_under(admin: &SdkConfig, name: &str, value: &str, kms_key: Option<&str>) -> String {
     let created = aws_sdk_secretsmanager::Client::new(admin)
         .create_secret()
         .name(name)
         .secret_string(value)
+        .set_kms_key_id(kms_key.map(str::to_owned))
         .send()
         .await
         .unwrap_or_else(|e| panic!("CreateSecret {name}: {}", DisplayErrorContext(&e)));
@@ -260,7 +267,7 @@ impl Stack {
         let customer = account_config(&admin, CUSTOMER_ACCOUNT).await;
         let customer_admin = account_admin(&customer).await;
         let customer_bucket = fresh_bucket(&s3_client(&customer_admin), "lp-acme").await;
-        let external_id = format!("pr-acme-{}", unique_bucket_name("x").replace('-', ""));
+        let external_id = popularity_reports::tenant::new_external_id("acme").unwrap();
         let role_arn = create_delivery_role(
             &customer_admin,
             &unique_bucket_name("lp-delivery"),
@@ -294,7 +301,7 @@ impl Stack {
                 {"type": "eventbridge", "eventBusArn": bus_arn}]});
         let late = json!({"schemaVersion": 1, "tenantId": "late-co", "plan": "trial", "enabled": true,
             "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{late_bucket}"),
-                                    "region": REGION, "prefix": "in/"}},
+                                    "region": REGION, "prefix": "in/", "bucketOwnerAccountId": CUSTOMER_ACCOUNT}},
             "feeds": [{"id": "default", "connector": "lake", "reports": ["artist"]}],
             "contacts": [late_contact]});
         // sheet-co: a spreadsheet shared with our service account, whose key
@@ -323,11 +330,15 @@ impl Stack {
             "connectors": {"bucket": {"type": "gcs", "bucket": gcs_bucket, "prefix": "feeds/",
                                       "serviceAccountJson": gcs_account.key_json()}},
             "feeds": [{"id": "top", "connector": "bucket", "reports": ["artist"]}]});
+        // The stack's tenant secrets key: every function refuses a tenant
+        // secret under another one (TENANT_SECRETS_KMS_KEY_ID).
+        let tenant_key = create_kms_key(endpoint).await;
+        let key = Some(tenant_key.as_str());
         let tenant_secret_arns = vec![
-            create_secret(&admin, &format!("{prefix}gcs-co"), &gcs_co.to_string()).await,
-            create_secret(&admin, &format!("{prefix}acme"), &acme.to_string()).await,
-            create_secret(&admin, &format!("{prefix}late-co"), &late.to_string()).await,
-            create_secret(&admin, &format!("{prefix}sheet-co"), &sheet_co.to_string()).await,
+            create_secret_under(&admin, &format!("{prefix}gcs-co"), &gcs_co.to_string(), key).await,
+            create_secret_under(&admin, &format!("{prefix}acme"), &acme.to_string(), key).await,
+            create_secret_under(&admin, &format!("{prefix}late-co"), &late.to_string(), key).await,
+            create_secret_under(&admin, &format!("{prefix}sheet-co"), &sheet_co.to_string(), key).await,
         ];
 
         // SES: the sender, and the configuration set the stack creates
@@ -362,6 +373,11 @@ impl Stack {
             .resource("ConsoleUserPool", &console_pool.user_pool_id)
             .resource("ConsoleUserPoolClient", &console_pool.client_id)
             .attribute("DeliverS3FunctionRole.Arn", &deliver_s3_role_arn)
+            .attribute("TenantSecretsKey.Arn", &tenant_key)
+            .attribute(
+                "BucketPolicyWriterRole.Arn",
+                &format!("arn:aws:iam::{OUR_ACCOUNT}:role/{stack_name}-BucketPolicyWriterRole"),
+            )
             .attribute("FailedEventsQueue.QueueName", &format!("{stack_name}-failed-events"));
         let template = transformed_template();
         let link_signer_secret_arn = create_link_signer(&admin, template, &names).await;
@@ -478,6 +494,7 @@ impl Stack {
     fn tenants(&self, function: &str, config: &DeliveryConfig) -> SecretsManagerTenants {
         SecretsManagerTenants::new(secrets_manager_client(self.role(function)), config.tenant_secret_prefix.clone())
             .unwrap()
+            .requiring_kms_key(config.tenant_secrets_kms_key_id.clone())
     }
 
     async fn fanout(&self) -> Result<FanoutResponse, String> {
@@ -704,7 +721,7 @@ impl Stack {
             None => console.call("GET", "/v1/connectors", acme.as_deref(), None, None).await.etag.or(read),
         };
         let partner = json!({"name": "partner", "type": "s3-bucket-policy", "region": REGION, "prefix": "console/",
-            "bucketArn": format!("arn:aws:s3:::{}", self.customer_bucket)});
+            "bucketArn": format!("arn:aws:s3:::{}", self.customer_bucket), "bucketOwnerAccountId": CUSTOMER_ACCOUNT});
         let create_connector =
             console.call("POST", "/v1/connectors", acme.as_deref(), current.as_deref(), Some(&partner)).await;
         let test_connector = console.call("POST", "/v1/connectors/lake/test", acme.as_deref(), None, None).await;
@@ -1274,7 +1291,7 @@ async fn without_its_statement_the_sweeper_fails_and_the_failed_delivery_is_left
 /// the role's ARN and the bucket.
 async fn onboard_a_tenant_naming_a_role_of_our_own(stack: &Stack) -> (String, String) {
     let bucket = fresh_bucket(&s3_client(&stack.admin), "lp-ours").await;
-    let external_id = format!("pr-ours-{}", unique_bucket_name("x").replace('-', ""));
+    let external_id = popularity_reports::tenant::new_external_id("ours").unwrap();
     let deliver_s3_session =
         format!("arn:aws:sts::{OUR_ACCOUNT}:assumed-role/{}-{DELIVER_S3}/{DELIVER_S3}", stack.names.stack_name);
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
@@ -1698,7 +1715,7 @@ async fn first_failing_step(stack: &Stack) -> Option<&'static str> {
 /// statement fails a step. A statement that becomes unnecessary (or a new
 /// one this run does not use) changes this list and fails the test, so an
 /// excess permission cannot slip in unnoticed.
-const NOT_EXERCISED_BY_A_RUN: [(&str, &str, &str); 32] = [
+const NOT_EXERCISED_BY_A_RUN: [(&str, &str, &str); 33] = [
     (RANK, "RankFunctionRolePolicy0", SQS),
     (RANK, "ListStaging", MOTO_404),
     (FANOUT, "FanoutFunctionRolePolicy0", SQS),
@@ -1715,6 +1732,11 @@ const NOT_EXERCISED_BY_A_RUN: [(&str, &str, &str); 32] = [
     (DELIVER_S3, "ComputeAndReadDeltas", NO_DELTA),
     (DELIVER_S3, "DecryptTenantSecretsThroughSecretsManager", NO_KMS),
     (DELIVER_S3, "NeverAssumeOurOwnRoles", "a Deny: its own two tests show what it refuses"),
+    (
+        DELIVER_S3,
+        "AssumeTheBucketPolicyWriterWithTheTenantTag",
+        "no s3-bucket-policy tenant in this run; bucket_policy_sessions_against_moto shows the tagged session",
+    ),
     (DELIVER_EMAIL, "DeliverEmailFunctionRolePolicy0", SQS),
     (DELIVER_EMAIL, "DeliverEmailFunctionRolePolicy1", SAME_FOR_MOTO),
     (DELIVER_EMAIL, "ListStaging", MOTO_404),

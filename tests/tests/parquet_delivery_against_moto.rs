@@ -121,7 +121,7 @@ async fn every_aws_connector_kind_delivers_parquet_that_duckdb_and_polars_read_a
     // A customer per S3 connector kind, each in an account of its own.
     let role_account = account_config(&admin, "222222222222").await;
     let role_bucket = fresh_bucket(&s3_client(&role_account), "pq-role").await;
-    let external_id = format!("pr-acme-{}", unique_bucket_name("x"));
+    let external_id = popularity_reports::tenant::new_external_id("acme").unwrap();
     let role_arn = create_delivery_role(
         &role_account,
         &unique_bucket_name("popularity-delivery"),
@@ -146,7 +146,7 @@ async fn every_aws_connector_kind_delivers_parquet_that_duckdb_and_polars_read_a
             "keys": {"type": "s3-keys", "bucketArn": arn(&keys_bucket), "region": "us-east-1",
                      "accessKeyId": access_key_id, "secretAccessKey": secret_access_key},
             "policy": {"type": "s3-bucket-policy", "bucketArn": arn(&policy_bucket), "region": "us-east-1",
-                       "prefix": "in/"},
+                       "prefix": "in/", "bucketOwnerAccountId": "444444444444"},
             "inbox": {"type": "email", "recipients": [recipient]}
         },
         "feeds": [

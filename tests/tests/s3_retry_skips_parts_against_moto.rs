@@ -77,7 +77,7 @@ impl Scene {
     fn secret(&self, prefix: &str) -> serde_json::Value {
         json!({"schemaVersion": 1, "tenantId": TENANT, "plan": "trial",
             "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{}", self.bucket),
-                "region": "us-east-1", "prefix": prefix}},
+                "region": "us-east-1", "prefix": prefix, "bucketOwnerAccountId": CUSTOMER_ACCOUNT}},
             "feeds": [{"id": FEED, "connector": "lake", "reports": ["track", "artist"]}]})
     }
 

@@ -370,3 +370,47 @@ async fn the_connection_test_opens_the_sheet_and_writes_without_leaving_anything
     let outcome = run_connection_test(&scene.deps(), &parse_connection_test_key(&key).unwrap()).await.unwrap();
     assert_eq!(outcome.ok, Some(false));
 }
+
+/// Answers every request on its own listener with a redirect to `target`;
+/// returns its endpoint.
+fn redirector(target: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = [0_u8; 8192];
+            let _ = std::io::Read::read(&mut stream, &mut head);
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {target}/v4/spreadsheets/elsewhere\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sheets_client_never_follows_a_redirect_with_our_token() {
+    let scene = Scene::new("redirect", &[]).await;
+    // Where the redirect points: counts every connection made to it.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}", elsewhere.local_addr().unwrap());
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    std::thread::spawn(move || {
+        for stream in elsewhere.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let identity = SheetsIdentity::from_key_file("test/our-google-key", &scene.key_json).unwrap();
+    let retry = RetryPolicy { first_backoff: std::time::Duration::from_millis(20), budget: std::time::Duration::ZERO };
+    let client = SheetsClient::new(identity, &redirector(target), 6_000, retry);
+
+    let error = client.tabs(&scene.spreadsheet).await.expect_err("a redirect is an error, not followed");
+    assert!(error.to_string().contains("302"), "{error}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was sent where the redirect pointed");
+}

@@ -35,8 +35,8 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::s3::S3Event;
 use popularity_reports::config::{
-    ConsoleConfig, DeliveryConfig, EmailConfig, GcsConfig, NotifyConfig, PublishConfig, RankConfig, SheetsConfig,
-    SweeperConfig,
+    ConsoleConfig, DeliverS3Config, DeliveryConfig, EmailConfig, GcsConfig, NotifyConfig, PublishConfig, RankConfig,
+    SheetsConfig, SweeperConfig,
 };
 use popularity_reports::connector_registry::DELIVERER_FUNCTIONS;
 use popularity_reports::console::auth::{CognitoSettings, OPERATORS_GROUP, TENANT_ATTRIBUTE};
@@ -313,6 +313,20 @@ impl Template {
         }
         if let Some(text) = value.strip_prefix("!Sub ") {
             return self.substitute_with_defaults(text.trim(), fallback);
+        }
+        // An ARN the configuration can check the shape of: a KMS key's or a role's.
+        if let Some(attribute) = value.strip_prefix("!GetAtt ") {
+            let (resource, _) = attribute.trim().split_once('.').unwrap_or((attribute.trim(), ""));
+            let kind = self.resources().iter().find(|(id, _)| id == resource).map(|(_, r)| Self::resource_type(r));
+            match kind {
+                Some("AWS::KMS::Key") if attribute.ends_with(".Arn") => {
+                    return "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000".to_owned()
+                }
+                Some("AWS::IAM::Role") if attribute.ends_with(".Arn") => {
+                    return format!("arn:aws:iam::123456789012:role/{resource}")
+                }
+                _ => {}
+            }
         }
         if value.starts_with('!') {
             return "resolved-by-cloudformation".to_owned();
@@ -647,8 +661,11 @@ fn every_asynchronously_invoked_function_has_bounded_retries_and_an_on_failure_d
 fn configuration_of(binary: &str) -> (&'static str, fn(&dyn Fn(&str) -> Option<String>) -> Result<(), String>) {
     let (name, load): (&'static str, fn(&dyn Fn(&str) -> Option<String>) -> Result<(), String>) = match binary {
         "rank" => ("RankConfig", |lookup| RankConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string())),
-        "fanout" | "deliver-s3" => {
+        "fanout" => {
             ("DeliveryConfig", |lookup| DeliveryConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
+        }
+        "deliver-s3" => {
+            ("DeliverS3Config", |lookup| DeliverS3Config::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))
         }
         "deliver-email" => {
             ("EmailConfig", |lookup| EmailConfig::from_lookup(lookup).map(drop).map_err(|e| e.to_string()))

@@ -255,3 +255,48 @@ async fn a_secret_scheduled_for_deletion_counts_as_deleted_when_listed_and_when_
     let names: Vec<&str> = entries.iter().map(|e| e.tenant_id_from_name.as_str()).collect();
     assert_eq!(names, ["acme"], "fanout does not see it");
 }
+
+#[tokio::test]
+async fn with_the_stacks_key_required_a_secret_under_any_other_key_is_refused_unread_naming_both_keys() {
+    let client = secrets_client().await;
+    let prefix = format!("{}tenants/", unique_root());
+    let stack_key = integration_tests::create_kms_key(&moto_endpoint()).await;
+    let other_key = integration_tests::create_kms_key(&moto_endpoint()).await;
+    client
+        .create_secret()
+        .name(format!("{prefix}acme"))
+        .secret_string(email_tenant("acme", "standard"))
+        .kms_key_id(&stack_key)
+        .send()
+        .await
+        .unwrap();
+    create_secret(&client, &format!("{prefix}defaulted"), &email_tenant("defaulted", "standard")).await;
+    client
+        .create_secret()
+        .name(format!("{prefix}elsewhere"))
+        .secret_string(email_tenant("elsewhere", "standard"))
+        .kms_key_id(&other_key)
+        .send()
+        .await
+        .unwrap();
+
+    let directory =
+        SecretsManagerTenants::new(client.clone(), &prefix).unwrap().requiring_kms_key(Some(stack_key.clone()));
+    let entries = directory.load_tenants().await.unwrap();
+    let by_name = |tenant: &str| entries.iter().find(|e| e.tenant_id_from_name == tenant).unwrap().clone();
+    assert!(by_name("acme").config.is_ok(), "under the stack's key: read");
+    let defaulted = by_name("defaulted").config.unwrap_err().describe("defaulted");
+    assert!(defaulted.contains("default key aws/secretsmanager") && defaulted.contains(&stack_key), "{defaulted}");
+    let elsewhere = by_name("elsewhere").config.unwrap_err().describe("elsewhere");
+    assert!(elsewhere.contains(&other_key) && elsewhere.contains("TENANT_SECRETS_KMS_KEY_ID"), "{elsewhere}");
+
+    // One tenant, as a deliverer reads it (DescribeSecret, then the value).
+    assert!(directory.load_tenant("acme").await.unwrap().unwrap().config.is_ok());
+    let refused = directory.load_tenant("defaulted").await.unwrap().unwrap().config.unwrap_err().describe("d");
+    assert!(refused.contains("popularity tenant add"), "{refused}");
+    assert_eq!(directory.load_tenant("nobody").await.unwrap(), None);
+
+    // Without the requirement (local runs), every key is read.
+    let any_key = SecretsManagerTenants::new(client, &prefix).unwrap().load_tenants().await.unwrap();
+    assert!(any_key.iter().all(|entry| entry.config.is_ok()), "{any_key:?}");
+}

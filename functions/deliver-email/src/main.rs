@@ -26,7 +26,8 @@ async fn main() -> Result<(), Error> {
         tenants: SecretsManagerTenants::new(
             secrets_manager_client(&aws),
             config.delivery.tenant_secret_prefix.clone(),
-        )?,
+        )?
+        .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone()),
         deliverer: EmailDeliverer {
             staging,
             signer: S3LinkSigner::new(aws.clone(), bucket, config.link_signer_secret.clone(), config.link_ttl_seconds),

@@ -26,7 +26,8 @@ async fn main() -> Result<(), Error> {
         tenants: SecretsManagerTenants::new(
             secrets_manager_client(&aws),
             config.delivery.tenant_secret_prefix.clone(),
-        )?,
+        )?
+        .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone()),
         deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone() },
         now: chrono::Utc::now,
     };

@@ -8,7 +8,7 @@
 
 use aws_lambda_events::s3::S3Event;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
-use popularity_reports::config::DeliveryConfig;
+use popularity_reports::config::DeliverS3Config;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
 use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
@@ -19,13 +19,15 @@ use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManag
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
-    let config = DeliveryConfig::from_env()?;
+    let DeliverS3Config { delivery: config, writer } = DeliverS3Config::from_env()?;
     let aws = load_sdk_config().await;
     let staging = S3Store::new(s3_client(&aws), config.staging_bucket.clone(), "");
+    let destinations = S3Destinations::new(aws.clone(), config.own_buckets()).with_writer_settings(&writer);
     let deps = DeliverDeps {
         staging: staging.clone(),
-        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
-        deliverer: S3Deliverer { staging, destinations: S3Destinations::new(aws.clone(), config.own_buckets()) },
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?
+            .requiring_kms_key(config.tenant_secrets_kms_key_id.clone()),
+        deliverer: S3Deliverer { staging, destinations },
         now: chrono::Utc::now,
     };
     run(service_fn(|event: LambdaEvent<S3Event>| {

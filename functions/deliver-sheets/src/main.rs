@@ -27,7 +27,8 @@ async fn main() -> Result<(), Error> {
     let client = SheetsClient::new(identity, &config.sheets_endpoint, config.writes_per_minute, RetryPolicy::default());
     let deps = DeliverDeps {
         staging: staging.clone(),
-        tenants: SecretsManagerTenants::new(secrets, config.delivery.tenant_secret_prefix.clone())?,
+        tenants: SecretsManagerTenants::new(secrets, config.delivery.tenant_secret_prefix.clone())?
+            .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone()),
         deliverer: SheetsDeliverer { staging, client, now: chrono::Utc::now },
         now: chrono::Utc::now,
     };

@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
     let aws = load_sdk_config().await;
     let deps = FanoutDeps {
         staging: S3Store::new(s3_client(&aws), config.staging_bucket.clone(), ""),
-        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?
+            .requiring_kms_key(config.tenant_secrets_kms_key_id.clone()),
         own_buckets: config.own_buckets(),
     };
     run(service_fn(|event: LambdaEvent<S3Event>| handle_manifest_event(&deps, event.payload, chrono::Utc::now()))).await

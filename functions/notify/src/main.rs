@@ -22,7 +22,8 @@ async fn main() -> Result<(), Error> {
     let aws = load_sdk_config().await;
     let deps = NotifyDeps {
         staging: S3Store::new(s3_client(&aws), config.staging_bucket.clone(), ""),
-        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?,
+        tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?
+            .requiring_kms_key(config.tenant_secrets_kms_key_id.clone()),
         webhooks: HttpWebhooks::new(config.webhooks_allow_loopback),
         buses: EventBridgeBuses::new(&aws),
         mailer: SesMailer::new(&aws).with_configuration_set(config.configuration_set.clone()),

@@ -41,7 +41,8 @@ pub fn aws_app<E: StagingEvents + 'static>(
     let prefix = config.delivery.tenant_secret_prefix.clone();
     let console = Console::new(
         SecretsManagerDocuments::new(secrets.clone(), prefix.clone()),
-        SecretsManagerTenants::new(secrets, prefix)?,
+        SecretsManagerTenants::new(secrets, prefix)?
+            .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone()),
         S3Store::new(s3_client(aws), config.delivery.staging_bucket.clone(), ""),
         events,
         TokenVerifier::new(CognitoSettings {
@@ -53,6 +54,7 @@ pub fn aws_app<E: StagingEvents + 'static>(
             own_buckets: config.delivery.own_buckets(),
             ours: OurIdentities {
                 delivery_principal: config.delivery_principal.clone(),
+                bucket_policy_writer: config.bucket_policy_writer.clone(),
                 google_share_with: config.google_share_address.clone(),
             },
             probe_wait: Duration::from_secs(config.connection_test_wait_seconds),

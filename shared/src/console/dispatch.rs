@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::connector_registry::JobKind;
 use crate::delivery::connection_probe::{ConnectionTestRequest, ConnectionTestResult};
 use crate::delivery::keys::{connection_test_key, connection_test_result_key};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{ObjectStore, StoreError, CONTROL_OBJECT_MAX_BYTES};
 
 /// What happens after the console writes an object that starts a deliverer.
 pub trait StagingEvents: Send + Sync {
@@ -93,7 +93,7 @@ pub async fn run_probe<S: ObjectStore, E: StagingEvents>(
     let result_key = connection_test_result_key(request.request_id, request.tenant_id, request.connector);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        match staging.get(&result_key).await {
+        match staging.get_at_most(&result_key, CONTROL_OBJECT_MAX_BYTES).await {
             Ok(body) => {
                 return serde_json::from_slice(&body)
                     .map_err(|error| ProbeError::Unreadable { key: result_key, reason: error.to_string() })

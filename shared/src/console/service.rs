@@ -32,7 +32,7 @@ use crate::delivery::redrive::{redrive_job, RedriveDecision, RedrivePolicy};
 use crate::domain::{ReportKind, RunId};
 use crate::store::ObjectStore;
 use crate::tenant::conflicts::{conflicts_across, own_bucket_refusal};
-use crate::tenant::directory::TenantDirectory;
+use crate::tenant::directory::{valid_by_seniority, TenantDirectory};
 use crate::tenant::{
     is_external_id_of, is_safe_id, new_external_id, parse_tenant_secret, Connector, TenantConfig, TenantErrors,
     MAX_FEEDS,
@@ -277,7 +277,10 @@ impl<P: ConsolePorts> Console<P> {
         let instructions: BTreeMap<String, Value> = ConnectorKind::ALL
             .into_iter()
             .map(|kind| {
-                (kind.type_name().to_owned(), setup_instructions(kind, ours, "<BUCKET>", "<PREFIX>", None, None))
+                (
+                    kind.type_name().to_owned(),
+                    setup_instructions(kind, ours, tenant_id, "<BUCKET>", "<PREFIX>", None, None),
+                )
             })
             .collect();
         let external_id = new_external_id(tenant_id)
@@ -290,12 +293,13 @@ impl<P: ConsolePorts> Console<P> {
         })
     }
 
-    fn connector_setup(&self, connector: &Connector) -> Value {
+    fn connector_setup(&self, tenant_id: &str, connector: &Connector) -> Value {
         let ours = &self.settings.ours;
         match connector {
             Connector::S3Role(role) => setup_instructions(
                 connector.kind(),
                 ours,
+                tenant_id,
                 &role.destination.bucket,
                 &role.destination.prefix,
                 Some(role.external_id.expose_secret()),
@@ -304,24 +308,32 @@ impl<P: ConsolePorts> Console<P> {
             Connector::S3Keys(keys) => setup_instructions(
                 connector.kind(),
                 ours,
+                tenant_id,
                 &keys.destination.bucket,
                 &keys.destination.prefix,
                 None,
                 None,
             ),
-            Connector::S3BucketPolicy(destination) => {
-                setup_instructions(connector.kind(), ours, &destination.bucket, &destination.prefix, None, None)
-            }
+            Connector::S3BucketPolicy(destination) => setup_instructions(
+                connector.kind(),
+                ours,
+                tenant_id,
+                &destination.bucket,
+                &destination.prefix,
+                None,
+                None,
+            ),
             Connector::Gcs(gcs) => setup_instructions(
                 connector.kind(),
                 ours,
+                tenant_id,
                 &gcs.bucket,
                 &gcs.prefix,
                 None,
                 Some(&gcs.service_account.client_email),
             ),
             Connector::GoogleSheets(_) | Connector::Email(_) => {
-                setup_instructions(connector.kind(), ours, "", "", None, None)
+                setup_instructions(connector.kind(), ours, tenant_id, "", "", None, None)
             }
         }
     }
@@ -332,7 +344,11 @@ impl<P: ConsolePorts> Console<P> {
             .iter()
             .filter_map(|(name, value)| {
                 let object = value.as_object()?;
-                let setup = config.connectors.get(name).map(|c| self.connector_setup(c)).unwrap_or(Value::Null);
+                let setup = config
+                    .connectors
+                    .get(name)
+                    .map(|c| self.connector_setup(&config.tenant_id, c))
+                    .unwrap_or(Value::Null);
                 Some(connector_view(name, object, config, setup))
             })
             .collect()
@@ -728,20 +744,21 @@ impl<P: ConsolePorts> Console<P> {
     }
 
     /// Every other valid tenant, for the collision check (cached a minute).
-    async fn other_tenants(&self, tenant_id: &str) -> Result<Vec<TenantConfig>, ApiError> {
+    /// Every enabled tenant, oldest first (cached briefly).
+    async fn tenants_by_seniority(&self) -> Result<Vec<TenantConfig>, ApiError> {
         {
             let cached = self.others.lock().expect("not poisoned");
             if let Some((at, tenants)) = cached.as_ref() {
                 if at.elapsed() < OTHER_TENANTS_TTL {
-                    return Ok(tenants.iter().filter(|t| t.tenant_id != tenant_id).cloned().collect());
+                    return Ok(tenants.clone());
                 }
             }
         }
         let entries = self.tenants.load_tenants().await.map_err(|error| ApiError::Internal(error.to_string()))?;
         let tenants: Vec<TenantConfig> =
-            entries.into_iter().filter_map(|entry| entry.config.ok()).filter(|config| config.enabled).collect();
+            valid_by_seniority(&entries).into_iter().filter(|config| config.enabled).cloned().collect();
         *self.others.lock().expect("not poisoned") = Some((Instant::now(), tenants.clone()));
-        Ok(tenants.into_iter().filter(|t| t.tenant_id != tenant_id).collect())
+        Ok(tenants)
     }
 
     /// Validates `value` as the tenant's new document, checks it against
@@ -773,9 +790,14 @@ impl<P: ConsolePorts> Console<P> {
             return Err(validation(problems));
         }
         if config.enabled {
-            let others = self.other_tenants(tenant_id).await?;
-            let mut all: Vec<&TenantConfig> = others.iter().collect();
-            all.push(&config);
+            // The tenant keeps its place among the others: it is a newcomer
+            // only to destinations another tenant already had.
+            let tenants = self.tenants_by_seniority().await?;
+            let mut all: Vec<&TenantConfig> =
+                tenants.iter().map(|other| if other.tenant_id == tenant_id { &config } else { other }).collect();
+            if !all.iter().any(|other| other.tenant_id == tenant_id) {
+                all.push(&config);
+            }
             let refused: Vec<String> = conflicts_across(&all)
                 .into_keys()
                 .filter(|(tenant, _)| tenant == tenant_id)
@@ -785,8 +807,8 @@ impl<P: ConsolePorts> Console<P> {
                 // Never says whose destination it is.
                 return Err(ApiError::Validation {
                     detail: format!(
-                        "feed(s) {} would write where another customer's delivery writes (or use an external id \
-                         already in use): choose another bucket or prefix",
+                        "feed(s) {} would write where another customer's delivery already writes: choose another \
+                         bucket or prefix",
                         refused.join(", ")
                     ),
                     errors: refused

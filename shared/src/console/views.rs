@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use super::problem::{CheckResult, FieldProblem};
 use crate::connector_registry::ConnectorKind;
 use crate::delivery::connection_probe::ConnectionTestResult;
+use crate::delivery::connectors::s3::TENANT_SESSION_TAG;
 use crate::delivery::feed_index::IndexedDelivery;
 use crate::delivery::status::{Blame, DeliveryOutcome};
 use crate::domain::{Compression, Format};
@@ -379,16 +380,22 @@ pub struct SetupView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OurIdentities {
     pub delivery_principal: Option<String>,
+    /// The role `s3-bucket-policy` writes come from, in sessions tagged
+    /// with the tenant (`BUCKET_POLICY_WRITER_ROLE_ARN`).
+    pub bucket_policy_writer: Option<String>,
     pub google_share_with: Option<String>,
 }
 
 const PRINCIPAL_PLACEHOLDER: &str = "<OUR_DELIVERY_ROLE_ARN>";
+const WRITER_PLACEHOLDER: &str = "<OUR_BUCKET_POLICY_WRITER_ROLE_ARN>";
 
-/// What the customer creates for a connector of `kind` writing to `bucket`
-/// under `prefix` (placeholders when unknown).
+/// What the customer creates for a connector of `kind` of tenant
+/// `tenant_id` writing to `bucket` under `prefix` (placeholders when
+/// unknown).
 pub fn setup_instructions(
     kind: ConnectorKind,
     ours: &OurIdentities,
+    tenant_id: &str,
     bucket: &str,
     prefix: &str,
     external_id: Option<&str>,
@@ -409,13 +416,21 @@ pub fn setup_instructions(
             "permissionsPolicy": {"Version": "2012-10-17", "Statement": [writes, lists]},
         }),
         ConnectorKind::S3BucketPolicy => {
+            // Our writer role, only in sessions tagged with this tenant: no
+            // other tenant's deliveries can write here.
+            let writer = ours.bucket_policy_writer.as_deref().unwrap_or(WRITER_PLACEHOLDER);
+            let only_this_tenant =
+                json!({"StringEquals": {format!("aws:PrincipalTag/{TENANT_SESSION_TAG}"): tenant_id}});
             let mut writes = writes;
             let mut lists = lists;
-            writes["Principal"] = json!({"AWS": principal});
-            lists["Principal"] = json!({"AWS": principal});
+            for statement in [&mut writes, &mut lists] {
+                statement["Principal"] = json!({"AWS": writer});
+                statement["Condition"] = only_this_tenant.clone();
+            }
             json!({
-                "steps": "Add these statements to your bucket's policy; keep Object Ownership at \"Bucket owner \
-                          enforced\".",
+                "steps": "Add these statements to your bucket's policy, with the condition as shown (it admits our \
+                          deliveries for you and no one else's); keep Object Ownership at \"Bucket owner \
+                          enforced\"; give the connector the 12-digit account id that owns the bucket.",
                 "bucketPolicy": {"Version": "2012-10-17", "Statement": [writes, lists]},
             })
         }

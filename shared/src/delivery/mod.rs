@@ -39,6 +39,7 @@ pub mod error;
 pub mod feed_index;
 pub mod job;
 pub mod keys;
+pub mod probe_limit;
 pub mod probe_runner;
 pub mod redrive;
 pub mod resume;

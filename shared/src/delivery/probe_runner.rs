@@ -2,6 +2,8 @@
 //! tenant secret (a request names no credential), let the connector kind's
 //! [`Deliverer`] probe the connector, and write the result once — a
 //! repeated event for an answered request does nothing (no second email).
+//! A test over the rate limit ([`crate::delivery::probe_limit`]) is answered
+//! with a refusal and reaches nothing.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -12,7 +14,8 @@ use crate::delivery::connection_probe::{
 };
 use crate::delivery::deliverer::{load_connector, DeliverDeps, Deliverer};
 use crate::delivery::keys::ConnectionTestKeyParts;
-use crate::store::{ObjectStore, PutOutcome, StoreError};
+use crate::delivery::probe_limit::{admit_test, ledger_key, Admission};
+use crate::store::{ObjectStore, PutOutcome, StoreError, CONTROL_OBJECT_MAX_BYTES};
 use crate::tenant::directory::TenantDirectory;
 
 /// What a connection-test event did.
@@ -54,7 +57,21 @@ where
         Err(StoreError::NotFound { .. }) => {}
         Err(source) => return Err(ConnectionTestError::Read { location: deps.staging.describe(&result_key), source }),
     }
-    let (connector_type, report) = probe(deps, parts).await?;
+    let admission =
+        admit_test(&deps.staging, &parts.tenant_id, &parts.connector, (deps.now)()).await.map_err(|source| {
+            ConnectionTestError::Read {
+                location: deps.staging.describe(&ledger_key(&parts.tenant_id, &parts.connector)),
+                source,
+            }
+        })?;
+    let (connector_type, report) = match admission {
+        Admission::Allowed => probe(deps, parts).await?,
+        Admission::Refused { next_allowed_at } => {
+            warn!(%next_allowed_at, "connection test refused: the connector's tests in the last hour are at the limit");
+            let refusal = Admission::refusal(&parts.tenant_id, &parts.connector, next_allowed_at);
+            (None, ConnectionTestReport::failing("rate limit", refusal))
+        }
+    };
     let result = ConnectionTestResult {
         schema_version: CONNECTION_TEST_SCHEMA_VERSION,
         request_id: parts.request_id.clone(),
@@ -91,10 +108,13 @@ where
 {
     let request_key = parts.request_key();
     let location = deps.staging.describe(&request_key);
-    let body = match deps.staging.get(&request_key).await {
+    let body = match deps.staging.get_at_most(&request_key, CONTROL_OBJECT_MAX_BYTES).await {
         Ok(body) => body,
         Err(StoreError::NotFound { .. }) => {
             return Ok((None, ConnectionTestReport::failing("request", format!("{location} does not exist"))))
+        }
+        Err(too_large @ StoreError::TooLarge { .. }) => {
+            return Ok((None, ConnectionTestReport::failing("request", too_large.to_string())))
         }
         Err(source) => return Err(ConnectionTestError::Read { location, source }),
     };

@@ -20,7 +20,10 @@ use crate::delivery::keys::{echoed_key, status_key, JobKeyParts};
 use crate::delivery::status::{AttemptResult, DeliveredPart, DeliveryStatus, DELIVERY_STATUS_SCHEMA_VERSION};
 use crate::domain::RunId;
 use crate::manifest::{run_manifest_key, RunManifest, MANIFESTS_PREFIX, MANIFEST_SCHEMA_VERSION};
-use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, PutOutcome, StoreError, WriteCondition};
+use crate::store::{
+    ConditionalPut, ObjectStore, ObjectVersion, PutOutcome, StoreError, WriteCondition, CONTROL_OBJECT_MAX_BYTES,
+    MANIFEST_MAX_BYTES,
+};
 
 const JSON: &str = "application/json";
 
@@ -187,9 +190,12 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
     pub async fn read_manifest(&self, run: RunId) -> Result<RunManifest, ManifestError> {
         let key = run_manifest_key(run);
         let location = self.store.describe(&key);
-        let body = match self.store.get(&key).await {
+        let body = match self.store.get_at_most(&key, MANIFEST_MAX_BYTES).await {
             Ok(body) => body,
             Err(StoreError::NotFound { .. }) => return Err(ManifestError::Missing { location }),
+            Err(too_large @ StoreError::TooLarge { .. }) => {
+                return Err(ManifestError::Invalid { location, reason: too_large.to_string() })
+            }
             Err(source) => return Err(ManifestError::Unreadable { location, source }),
         };
         let invalid = |reason: String| ManifestError::Invalid { location: location.clone(), reason };
@@ -228,10 +234,13 @@ impl<'a, S: ObjectStore> DeliveryStaging<'a, S> {
     pub async fn read_job(&self, parts: &JobKeyParts) -> Result<DeliveryJob, DeliveryError> {
         let key = parts.job_key();
         let location = self.store.describe(&key);
-        let body = match self.store.get(&key).await {
+        let body = match self.store.get_at_most(&key, CONTROL_OBJECT_MAX_BYTES).await {
             Ok(body) => body,
             Err(StoreError::NotFound { .. }) => {
                 return Err(DeliveryError::InvalidJob { location, reason: "it does not exist".to_owned() })
+            }
+            Err(too_large @ StoreError::TooLarge { .. }) => {
+                return Err(DeliveryError::InvalidJob { location, reason: too_large.to_string() })
             }
             Err(source) => return Err(DeliveryError::Staging { action: "read", location, source }),
         };

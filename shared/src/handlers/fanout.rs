@@ -30,7 +30,7 @@ use crate::manifest::{DeliveryMode, RunManifest, MANIFESTS_PREFIX, REPORTS_PREFI
 use crate::metrics::emit_metrics;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
 use crate::tenant::conflicts::{conflicts_across, own_bucket_refusal, FeedDestination};
-use crate::tenant::directory::{DirectoryError, TenantDirectory, TenantEntry};
+use crate::tenant::directory::{valid_by_seniority, DirectoryError, TenantDirectory, TenantEntry};
 use crate::tenant::{Feed, TenantConfig, DEFAULT_FULL_EVERY_SECONDS};
 
 /// Tenants processed at once; each does a few small requests.
@@ -151,8 +151,9 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     } else {
         Vec::new()
     };
+    // Oldest tenant first: of two naming one destination, the first keeps it.
     let serving: Vec<&TenantConfig> =
-        entries.iter().filter_map(|entry| entry.config.as_ref().ok()).filter(|tenant| tenant.enabled).collect();
+        valid_by_seniority(&entries).into_iter().filter(|tenant| tenant.enabled).collect();
     let conflicts = conflicts_across(&serving);
     let context = RunContext {
         staging,

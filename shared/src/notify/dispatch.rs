@@ -24,7 +24,7 @@ use super::targets::{EventBusSender, SendFailure, WebhookSender};
 use crate::delivery::arrival_event::{ArrivalEvent, EventKeyParts, ARRIVAL_EVENT_SCHEMA_VERSION};
 use crate::delivery::connectors::email::MailSender;
 use crate::metrics::emit_metrics;
-use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, StoreError, WriteCondition};
+use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, StoreError, WriteCondition, CONTROL_OBJECT_MAX_BYTES};
 use crate::tenant::directory::{DirectoryError, TenantDirectory};
 use crate::tenant::NotificationTarget;
 
@@ -125,8 +125,13 @@ where
     let event_key = parts.event_key();
     let status_key = parts.status_key();
     let mut report = EventReport { event_key: event_key.clone(), status_key: status_key.clone(), ..Default::default() };
-    let body = match deps.staging.get(&event_key).await {
+    let body = match deps.staging.get_at_most(&event_key, CONTROL_OBJECT_MAX_BYTES).await {
         Ok(body) => body,
+        Err(too_large @ StoreError::TooLarge { .. }) => {
+            warn!(%event_key, error = %too_large, "the event object is too large to be one of ours; nothing to send");
+            report.skipped = Some(too_large.to_string());
+            return Ok(report);
+        }
         Err(StoreError::NotFound { .. }) => {
             warn!(%event_key, "the event object is gone (expired?); nothing to send");
             report.skipped = Some("the event object no longer exists".to_owned());

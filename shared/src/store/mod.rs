@@ -21,7 +21,8 @@ pub use local::{LocalDirStore, LocalReader, LocalUpload};
 pub use location::{normalise_prefix, StoreLocation, StoreLocationError};
 pub use ports::{
     ByteRange, ConditionalPut, ObjectEntry, ObjectReader, ObjectSink, ObjectStore, ObjectUpload, ObjectVersion,
-    PutOutcome, RangeRead, StoreError, UploadReceipt, VersionedObject, WriteCondition, UPLOAD_CHUNK_BYTES,
+    PutOutcome, RangeRead, StoreError, UploadReceipt, VersionedObject, WriteCondition, CONTROL_OBJECT_MAX_BYTES,
+    MANIFEST_MAX_BYTES, UPLOAD_CHUNK_BYTES,
 };
 pub use s3::{s3_client, S3Reader, S3Store, S3Upload};
 pub use streaming::{upload_from_blocking, ChunkWriter, StreamedUploadError};

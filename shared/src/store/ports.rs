@@ -144,6 +144,15 @@ pub trait ObjectSink: Send + Sync {
     fn describe(&self, key: &str) -> String;
 }
 
+/// The most bytes a control object read whole may have: a delivery job, a
+/// connection-test request or result, an arrival event. Ours are a few KB;
+/// anything near this was not written by us.
+pub const CONTROL_OBJECT_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The most bytes a run manifest read whole may have (a 100M-track run's
+/// is well under 1 MB).
+pub const MANIFEST_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 /// A place objects are read from and written to.
 pub trait ObjectStore: ObjectSink {
     type Reader: ObjectReader;
@@ -153,6 +162,23 @@ pub trait ObjectStore: ObjectSink {
 
     /// The whole object.
     fn get(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+
+    /// The whole object, refused with [`StoreError::TooLarge`] when it is
+    /// longer than `limit` bytes: for objects others may write (jobs,
+    /// connection-test requests, events), so that a huge one is a clear,
+    /// permanent refusal rather than memory exhausted and retried. The
+    /// default reads it and then checks; stores that know an object's
+    /// length first (S3's Content-Length) refuse it unread.
+    fn get_at_most(&self, key: &str, limit: u64) -> impl Future<Output = Result<Bytes, StoreError>> + Send {
+        async move {
+            let body = self.get(key).await?;
+            let size = body.len() as u64;
+            if size > limit {
+                return Err(StoreError::TooLarge { location: self.describe(key), size, limit });
+            }
+            Ok(body)
+        }
+    }
 
     /// The whole object and the version it is, for a later
     /// [`ObjectStore::put_conditional`] that must not overwrite a change
@@ -280,6 +306,13 @@ pub enum StoreError {
     /// since that version was read.
     #[error("{location} changed while it was being read ({detail}); it was not read further, so that no two versions of it are mixed")]
     Changed { location: String, detail: String },
+    /// An object read whole is longer than its limit
+    /// ([`ObjectStore::get_at_most`]); it was not read.
+    #[error(
+        "{location} is {size} bytes, above the limit of {limit} bytes for an object of its kind, so it was not \
+         read; it is refused as invalid (a retry would not change that)"
+    )]
+    TooLarge { location: String, size: u64, limit: u64 },
     /// A ranged read asked for bytes the object does not have.
     #[error("{location} has no bytes in range {range}: it is {size} bytes long")]
     RangeNotSatisfiable { location: String, range: String, size: u64 },

@@ -282,6 +282,33 @@ impl ObjectStore for S3Store {
         self.get_versioned(key).await.map(|object| object.body)
     }
 
+    async fn get_at_most(&self, key: &str, limit: u64) -> Result<Bytes, StoreError> {
+        let output = match self.get_object(key).customize().config_override(without_checksum_validation()).send().await
+        {
+            Ok(output) => output,
+            Err(e) if is_missing_key(&e) => return Err(StoreError::NotFound { location: self.describe(key) }),
+            Err(e) => return Err(self.error("GetObject", key, e)),
+        };
+        // Refused from the headers: the body is dropped unread, which
+        // closes the connection instead of downloading it.
+        let size = output.content_length().and_then(|length| u64::try_from(length).ok()).unwrap_or(0);
+        if size > limit {
+            return Err(StoreError::TooLarge { location: self.describe(key), size, limit });
+        }
+        let body = output.body.collect().await.map_err(|e| StoreError::S3 {
+            operation: "GetObject",
+            location: self.describe(key),
+            detail: cut(&display_chain(&e)),
+        })?;
+        let body = body.into_bytes();
+        // A server that sent no Content-Length (or a wrong one) is checked
+        // after all.
+        if body.len() as u64 > limit {
+            return Err(StoreError::TooLarge { location: self.describe(key), size: body.len() as u64, limit });
+        }
+        Ok(body)
+    }
+
     async fn get_versioned(&self, key: &str) -> Result<VersionedObject, StoreError> {
         let output = match self.get_object(key).customize().config_override(without_checksum_validation()).send().await
         {

@@ -1,14 +1,14 @@
 //! Feeds that must not both be delivered (docs/design.md, "Delivery rules"): two feeds that would
 //! write the same destination folder — same storage (S3 or GCS) and bucket,
 //! one prefix equal to or inside the other, a report in common — or the same
-//! spreadsheet (whose `_popularity` tab both would claim); and `s3-role`
-//! connectors of two tenants that share an `externalId`, which would let
-//! one tenant's secret reach the other's role (AWS's confused-deputy
-//! guidance wants one external id per customer). Within one tenant
-//! validation refuses these ([`collisions_within`]); across tenants fanout
-//! refuses the feeds concerned ([`conflicts_across`]), each status naming
-//! the other tenant and feed. And the stack's own buckets are never a
-//! destination ([`own_bucket_refusal`]). Pure functions, no I/O.
+//! spreadsheet (whose `_popularity` tab both would claim). (Two tenants
+//! can never share an `s3-role` externalId: validation accepts only ids
+//! generated for the secret's own tenant, `pr-<tenantId>-<hex>`.) Within one tenant
+//! validation refuses these ([`collisions_within`]); across tenants the one
+//! that was there first keeps delivering and fanout refuses the newcomer's
+//! feed alone, without naming the other tenant ([`conflicts_across`]). And
+//! the stack's own buckets are never a destination
+//! ([`own_bucket_refusal`]). Pure functions, no I/O.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -92,8 +92,12 @@ pub fn collisions_within(connectors: &BTreeMap<String, Connector>, feeds: &[Feed
 
 /// Why each (tenant id, feed id) that conflicts with another tenant's feed
 /// is refused. Only the tenants given are compared (fanout gives the valid,
-/// enabled ones). Feeds are grouped by bucket first, so the work grows with
-/// the feeds sharing a bucket, not with every pair.
+/// enabled ones), **oldest first**: of two tenants' feeds into one place the
+/// newcomer's is refused and the tenant that was there first keeps
+/// delivering, so a new tenant can neither block nor take over an existing
+/// customer's destination. The refusal does not say whose the place is.
+/// Feeds are grouped by bucket first, so the work grows with the feeds
+/// sharing a bucket, not with every pair.
 pub fn conflicts_across(tenants: &[&TenantConfig]) -> BTreeMap<(String, String), String> {
     let mut refused: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut refuse = |tenant: &str, feed: &str, reason: String| {
@@ -114,54 +118,28 @@ pub fn conflicts_across(tenants: &[&TenantConfig]) -> BTreeMap<(String, String),
         }
     }
     for feeds in by_place.values() {
-        for (i, (tenant_a, feed_a, a)) in feeds.iter().enumerate() {
+        for (i, (tenant_a, _, a)) in feeds.iter().enumerate() {
             for (tenant_b, feed_b, b) in &feeds[i + 1..] {
                 if tenant_a == tenant_b || !a.overlaps(b) {
                     continue;
                 }
-                let reason = |other_tenant: &str, other_feed: &str, other: &FeedDestination, own: &FeedDestination| {
-                    format!(
-                        "feed writes to {} and feed {other_feed:?} of tenant {other_tenant:?} writes to {}: two \
-                         feeds would write the same objects, so neither is delivered until one of them moves \
-                         (another bucket or a prefix that does not contain the other)",
-                        own.describe(),
-                        other.describe()
-                    )
-                };
-                refuse(tenant_a, feed_a, reason(tenant_b, feed_b, b, a));
-                refuse(tenant_b, feed_b, reason(tenant_a, feed_a, a, b));
-            }
-        }
-    }
-
-    let mut by_external_id: HashMap<&str, Vec<(&TenantConfig, &str)>> = HashMap::new();
-    for tenant in tenants {
-        for (name, connector) in &tenant.connectors {
-            if let Connector::S3Role(role) = connector {
-                by_external_id.entry(role.external_id.expose_secret()).or_default().push((tenant, name.as_str()));
-            }
-        }
-    }
-    for users in by_external_id.values() {
-        for (tenant, connector) in users {
-            let Some((other, other_connector)) = users.iter().find(|(other, _)| other.tenant_id != tenant.tenant_id)
-            else {
-                continue;
-            };
-            for feed in tenant.feeds.iter().filter(|feed| feed.connector == *connector) {
+                // `a` comes from an older tenant (the order given): `b` is
+                // the newcomer. The other tenant is not named.
                 refuse(
-                    &tenant.tenant_id,
-                    &feed.id,
+                    tenant_b,
+                    feed_b,
                     format!(
-                        "connector {connector:?} has the same externalId as connector {other_connector:?} of tenant \
-                         {:?}: each tenant needs its own (generate one with `popularity tenant external-id`), so \
-                         neither tenant's s3-role feeds are delivered until one changes",
-                        other.tenant_id
+                        "feed writes to {}, where another tenant's feed already delivers ({}): it is not \
+                         delivered until it moves to another bucket, or a prefix that neither contains nor is \
+                         inside the other",
+                        b.describe(),
+                        a.describe()
                     ),
                 );
             }
         }
     }
+
     refused
 }
 
@@ -179,11 +157,6 @@ mod tests {
     fn s3_keys(bucket: &str, prefix: &str) -> serde_json::Value {
         serde_json::json!({"type": "s3-keys", "bucketArn": format!("arn:aws:s3:::{bucket}"), "region": "eu-west-1",
             "prefix": prefix, "accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": "x".repeat(40)})
-    }
-
-    fn role(bucket: &str, external_id: &str) -> serde_json::Value {
-        serde_json::json!({"type": "s3-role", "bucketArn": format!("arn:aws:s3:::{bucket}"), "region": "eu-west-1",
-            "roleArn": "arn:aws:iam::111122223333:role/popularity-delivery", "externalId": external_id})
     }
 
     #[test]
@@ -226,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn across_tenants_both_feeds_are_refused_each_naming_the_other_and_unrelated_feeds_pass() {
+    fn across_tenants_the_newcomers_feed_is_refused_without_naming_the_first_and_unrelated_feeds_pass() {
         let acme = tenant(
             "acme",
             serde_json::json!({"lake": s3_keys("shared", "")}),
@@ -238,40 +211,18 @@ mod tests {
             serde_json::json!([{"id": "tracks", "connector": "lake", "reports": ["track"]},
                 {"id": "mine", "connector": "own"}]),
         );
+        // acme was there first.
         let refused = conflicts_across(&[&acme, &beta]);
-        assert_eq!(refused.len(), 2, "{refused:?}");
-        let acme_reason = &refused[&("acme".to_owned(), "all".to_owned())];
-        assert!(
-            acme_reason.contains("feed \"tracks\" of tenant \"beta\" writes to s3://shared/beta/"),
-            "{acme_reason}"
-        );
-        let beta_reason = &refused[&("beta".to_owned(), "tracks".to_owned())];
-        assert!(beta_reason.contains("feed \"all\" of tenant \"acme\" writes to s3://shared/"), "{beta_reason}");
-    }
-
-    #[test]
-    fn a_shared_external_id_refuses_both_tenants_role_feeds_without_showing_it() {
-        let acme = tenant(
-            "acme",
-            serde_json::json!({"lake": role("acme-data", "mm-shared-0001")}),
-            serde_json::json!([{"id": "all", "connector": "lake"}]),
-        );
-        let beta = tenant(
-            "beta",
-            serde_json::json!({"lake": role("beta-data", "mm-shared-0001")}),
-            serde_json::json!([{"id": "all", "connector": "lake"}]),
-        );
-        let gamma = tenant(
-            "gamma",
-            serde_json::json!({"lake": role("gamma-data", "mm-gamma-0002")}),
-            serde_json::json!([{"id": "all", "connector": "lake"}]),
-        );
-        let refused = conflicts_across(&[&acme, &beta, &gamma]);
         let keys: Vec<_> = refused.keys().cloned().collect();
-        assert_eq!(keys, [("acme".to_owned(), "all".to_owned()), ("beta".to_owned(), "all".to_owned())]);
-        for reason in refused.values() {
-            assert!(reason.contains("same externalId") && !reason.contains("mm-shared-0001"), "{reason}");
-        }
-        assert!(refused[&("acme".to_owned(), "all".to_owned())].contains("tenant \"beta\""));
+        assert_eq!(keys, [("beta".to_owned(), "tracks".to_owned())], "acme keeps delivering");
+        let reason = &refused[&("beta".to_owned(), "tracks".to_owned())];
+        assert!(
+            reason.contains("writes to s3://shared/beta/, where another tenant's feed already delivers"),
+            "{reason}"
+        );
+        assert!(!reason.contains("acme") && !reason.contains("\"all\""), "the first tenant is not revealed: {reason}");
+        // The other way round, beta first: acme's feed is the newcomer.
+        let refused = conflicts_across(&[&beta, &acme]);
+        assert_eq!(refused.keys().cloned().collect::<Vec<_>>(), [("acme".to_owned(), "all".to_owned())]);
     }
 }

@@ -13,7 +13,11 @@
 //! scheduled for deletion counts as deleted: it is not listed, and reading it
 //! (Secrets Manager answers `InvalidRequestException`, "marked for
 //! deletion") gives no entry rather than an error, so its tenant is skipped,
-//! not retried. This module must never let a secret value escape: values are
+//! not retried. With a required KMS key (`TENANT_SECRETS_KMS_KEY_ID`, the
+//! stack's key) a secret encrypted under any other key is refused unread:
+//! its entry says which key it is under and which one it must be, from
+//! `ListSecrets` (every tenant) or `DescribeSecret` (one tenant), before
+//! any value is fetched. This module must never let a secret value escape: values are
 //! parsed and dropped, `Debug` and errors carry names, field paths and SDK
 //! error codes only, and nothing here logs.
 
@@ -79,6 +83,24 @@ pub struct TenantEntry {
     pub tenant_id_from_name: String,
     /// The validated config, or why this tenant cannot be delivered.
     pub config: Result<TenantConfig, TenantEntryError>,
+    /// When the secret was created (`ListSecrets`' `CreatedDate`), when
+    /// known: which of two tenants naming one destination was there first.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl TenantEntry {
+    /// Oldest first: by creation time (unknown last), then by name.
+    fn seniority(&self) -> (bool, Option<chrono::DateTime<chrono::Utc>>, &str) {
+        (self.created_at.is_none(), self.created_at, &self.secret_name)
+    }
+}
+
+/// The valid configs of `entries`, oldest tenant first: the order
+/// [`crate::tenant::conflicts::conflicts_across`] takes.
+pub fn valid_by_seniority(entries: &[TenantEntry]) -> Vec<&TenantConfig> {
+    let mut valid: Vec<&TenantEntry> = entries.iter().filter(|entry| entry.config.is_ok()).collect();
+    valid.sort_by(|a, b| a.seniority().cmp(&b.seniority()));
+    valid.into_iter().filter_map(|entry| entry.config.as_ref().ok()).collect()
 }
 
 /// Why one tenant's secret gave no config. Both variants are lists of
@@ -186,7 +208,7 @@ fn entry_from_value(prefix: &str, secret_name: String, value: Result<&str, Tenan
     let tenant_id_from_name = secret_name.strip_prefix(prefix).unwrap_or(&secret_name).to_owned();
     let config =
         value.and_then(|json| parse_tenant_secret(&tenant_id_from_name, json).map_err(TenantEntryError::Invalid));
-    TenantEntry { secret_name, tenant_id_from_name, config }
+    TenantEntry { secret_name, tenant_id_from_name, config, created_at: None }
 }
 
 /// What an entry of `BatchGetSecretValue`'s `Errors` list means for a read
@@ -292,12 +314,45 @@ pub fn secrets_manager_client(config: &aws_config::SdkConfig) -> Client {
     Client::new(config)
 }
 
+/// What `ListSecrets` says of one secret.
+#[derive(Debug, Clone)]
+struct ListedSecret {
+    /// `None`: the default key `aws/secretsmanager`.
+    kms_key_id: Option<String>,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// The tenant secrets named `<prefix><tenantId>` in one account and region.
 #[derive(Debug, Clone)]
 pub struct SecretsManagerTenants {
     client: Client,
     prefix: String,
     list_page_size: i32,
+    /// The only KMS key a tenant secret may be encrypted under, when set.
+    required_kms_key: Option<String>,
+}
+
+/// Whether a secret's `KmsKeyId` (as `ListSecrets` or `DescribeSecret`
+/// report it: absent for the default `aws/secretsmanager` key, otherwise
+/// the key id or ARN it was created with) is the key `required`, given as
+/// a key ARN or key id. Aliases are not resolved: a secret stored under an
+/// alias of the right key is refused with a message saying to re-store it
+/// under the key ARN (as `popularity tenant add` does).
+pub fn is_required_kms_key(required: &str, reported: Option<&str>) -> bool {
+    let key_id = |key: &str| key.rsplit_once(":key/").map_or(key, |(_, id)| id).to_owned();
+    reported.is_some_and(|reported| reported == required || key_id(reported) == key_id(required))
+}
+
+/// Why a secret under the wrong key is refused, naming both keys (key ids
+/// are not secret) and how to fix it.
+fn wrong_kms_key(required: &str, reported: Option<&str>) -> TenantEntryError {
+    let actual = reported
+        .map_or_else(|| "the account's default key aws/secretsmanager".to_owned(), |key| format!("KMS key {key:?}"));
+    TenantEntryError::unreadable(format!(
+        "the secret is encrypted under {actual}, not the stack's tenant secrets key {required:?} \
+         (TENANT_SECRETS_KMS_KEY_ID), so it is not read: store it again with `popularity tenant add`, which \
+         uses that key"
+    ))
 }
 
 impl SecretsManagerTenants {
@@ -306,7 +361,15 @@ impl SecretsManagerTenants {
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, DirectoryError> {
         let prefix = prefix.into();
         check_prefix(&prefix)?;
-        Ok(Self { client, prefix, list_page_size: LIST_PAGE_SIZE })
+        Ok(Self { client, prefix, list_page_size: LIST_PAGE_SIZE, required_kms_key: None })
+    }
+
+    /// Refuses, unread, every tenant secret not encrypted under `key` (the
+    /// stack's key ARN, `TENANT_SECRETS_KMS_KEY_ID`); `None` accepts any key
+    /// (local runs without a stack).
+    pub fn requiring_kms_key(mut self, key: Option<String>) -> Self {
+        self.required_kms_key = key.filter(|key| !key.is_empty());
+        self
     }
 
     /// Lists `size` names a page (1..=100) instead of 100; tests use a small
@@ -330,7 +393,8 @@ impl SecretsManagerTenants {
     /// Every secret name that really starts with the prefix. The service's
     /// name filter is a prefix match, case-insensitive on AWS and
     /// case-sensitive on moto, so the names are filtered again here.
-    async fn list_names(&self) -> Result<BTreeSet<String>, DirectoryError> {
+    /// Each name comes with what the listing says of the secret.
+    async fn list_names(&self) -> Result<BTreeMap<String, ListedSecret>, DirectoryError> {
         let filter = Filter::builder().key(FilterNameStringType::Name).values(&self.prefix).build();
         let mut pages = self
             .client
@@ -340,7 +404,7 @@ impl SecretsManagerTenants {
             .into_paginator()
             .page_size(self.list_page_size)
             .send();
-        let mut names = BTreeSet::new();
+        let mut names = BTreeMap::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.read_error("ListSecrets", e))?;
             // Secrets scheduled for deletion are left out by default; should
@@ -348,7 +412,13 @@ impl SecretsManagerTenants {
             // left out here too.
             for secret in page.secret_list().iter().filter(|secret| secret.deleted_date().is_none()) {
                 if let Some(name) = secret.name().filter(|name| name.starts_with(&self.prefix)) {
-                    names.insert(name.to_owned());
+                    let created_at = secret
+                        .created_date()
+                        .and_then(|date| chrono::DateTime::from_timestamp(date.secs(), date.subsec_nanos()));
+                    names.insert(
+                        name.to_owned(),
+                        ListedSecret { kms_key_id: secret.kms_key_id().map(str::to_owned), created_at },
+                    );
                 }
             }
         }
@@ -421,13 +491,28 @@ impl TenantDirectory for SecretsManagerTenants {
     }
 
     async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
-        let names: Vec<String> = self.list_names().await?.into_iter().collect();
+        let listed = self.list_names().await?;
+        let mut names = Vec::new();
+        let mut refused = Vec::new();
+        for (name, secret) in &listed {
+            let key = secret.kms_key_id.as_deref();
+            match &self.required_kms_key {
+                Some(required) if !is_required_kms_key(required, key) => {
+                    refused.push(entry_from_value(&self.prefix, name.clone(), Err(wrong_kms_key(required, key))));
+                }
+                _ => names.push(name.clone()),
+            }
+        }
         let batches: Vec<Vec<String>> = names.chunks(BATCH_GET_SIZE).map(<[String]>::to_vec).collect();
         let mut entries: Vec<TenantEntry> = stream::iter(batches)
             .map(|batch| self.fetch_batch(batch))
             .buffer_unordered(BATCH_GET_CONCURRENCY)
             .try_concat()
             .await?;
+        entries.extend(refused);
+        for entry in &mut entries {
+            entry.created_at = listed.get(&entry.secret_name).and_then(|secret| secret.created_at);
+        }
         entries.sort_by(|a, b| a.secret_name.cmp(&b.secret_name));
         Ok(entries)
     }
@@ -442,6 +527,28 @@ impl SecretsManagerTenants {
         version_stage: Option<&str>,
     ) -> Result<Option<TenantEntry>, DirectoryError> {
         let secret_name = format!("{}{tenant_id}", self.prefix);
+        if let Some(required) = &self.required_kms_key {
+            let described = match self.client.describe_secret().secret_id(&secret_name).send().await {
+                Ok(described) => described,
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                    return Ok(None);
+                }
+                Err(error) => {
+                    return Err(DirectoryError::ReadOne {
+                        operation: "DescribeSecret",
+                        secret_name,
+                        detail: crate::aws_errors::one_line(&error),
+                    })
+                }
+            };
+            if described.deleted_date().is_some() {
+                return Ok(None);
+            }
+            if !is_required_kms_key(required, described.kms_key_id()) {
+                let refused = wrong_kms_key(required, described.kms_key_id());
+                return Ok(Some(entry_from_value(&self.prefix, secret_name, Err(refused))));
+            }
+        }
         let request =
             self.client.get_secret_value().secret_id(&secret_name).set_version_stage(version_stage.map(str::to_owned));
         let output = match request.send().await {

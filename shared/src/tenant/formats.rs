@@ -68,7 +68,7 @@ pub(super) fn is_account_id(id: &str) -> bool {
 /// tenant secret never steers our requests elsewhere.
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
-pub(super) fn is_iam_role_arn(arn: &str) -> bool {
+pub fn is_iam_role_arn(arn: &str) -> bool {
     let Some(rest) = ARN_PARTITIONS
         .iter()
         .find_map(|partition| arn.strip_prefix("arn:")?.strip_prefix(partition)?.strip_prefix(":iam::"))
@@ -87,8 +87,13 @@ pub(super) fn is_iam_role_arn(arn: &str) -> bool {
 }
 
 /// AWS's rule for `sts:ExternalId`.
-pub(super) fn is_external_id(id: &str) -> bool {
-    (2..=1224).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c))
+/// Whether `id` has the shape of one of our external ids for *some* tenant
+/// (`pr-<safe id>-<32 lowercase hex>`): what is checked when the tenant id
+/// itself could not be read.
+pub(super) fn is_external_id_shape(id: &str) -> bool {
+    id.strip_prefix("pr-")
+        .and_then(|rest| rest.rsplit_once('-'))
+        .is_some_and(|(tenant_id, _)| is_safe_id(tenant_id) && is_external_id_of(tenant_id, id))
 }
 
 pub(super) fn is_long_term_access_key_id(id: &str) -> bool {

@@ -116,7 +116,7 @@ fn parse(secret_name_suffix: Option<&str>, json: &str) -> Result<TenantConfig, T
                 if !is_safe_id(name) {
                     problems.add(&path, format!("{name:?} is not a valid connector name ({SAFE_ID_RULE})"));
                 }
-                let (kind, connector) = parse_connector(&mut problems, &path, value);
+                let (kind, connector) = parse_connector(&mut problems, &path, value, tenant_id.as_deref());
                 declared.insert(name.clone(), kind);
                 if let Some(connector) = connector {
                     connectors.insert(name.clone(), connector);

@@ -38,10 +38,14 @@ pub fn parse_service_account_key(json: &str) -> Result<GcsServiceAccount, Tenant
 
 /// Returns the connector's type when it could be read, and the connector
 /// when the whole of it is valid.
+///
+/// `tenant_id` is the secret's own id when that could be read: an
+/// `externalId` must have been generated for it.
 pub(super) fn parse_connector(
     problems: &mut Problems,
     path: &str,
     value: &Value,
+    tenant_id: Option<&str>,
 ) -> (Option<ConnectorKind>, Option<Connector>) {
     let Some(map) = expect_object(problems, path, value) else { return (None, None) };
     let fields = Fields { map, path };
@@ -61,7 +65,7 @@ pub(super) fn parse_connector(
         ConnectorKind::Email => parse_recipients(problems, &fields, &required)
             .map(|recipients| Connector::Email(EmailConnector { recipients })),
         ConnectorKind::S3Role => {
-            let destination = parse_s3_destination(problems, &fields, &required);
+            let destination = parse_s3_destination(problems, &fields, &required, OwnerAccount::Optional);
             let role_arn = fields.required_str(problems, "roleArn", &required, false).and_then(|arn| {
                 if is_iam_role_arn(arn) {
                     Some(arn.to_owned())
@@ -81,12 +85,24 @@ pub(super) fn parse_connector(
                     true,
                 )
                 .and_then(|id| {
-                    if is_external_id(id) {
+                    // Only our own ids are accepted: one bound to this
+                    // tenant, so no two tenants (and no guessable value)
+                    // can open the same role. The value is never echoed.
+                    let shape_ok = match tenant_id {
+                        Some(tenant_id) => is_external_id_of(tenant_id, id),
+                        None => is_external_id_shape(id),
+                    };
+                    if shape_ok {
                         Some(SecretString::new(id))
                     } else {
+                        let tenant = tenant_id.unwrap_or("<tenantId>");
                         problems.add(
                             &child_path(path, "externalId"),
-                            "is not valid (2 to 1,224 characters: letters, digits and +=,.@:/-)",
+                            format!(
+                                "is not one of ours: it must be pr-{tenant}-<32 lowercase hex>; generate one with \
+                                 `popularity tenant external-id {tenant}` and put it in the role's trust policy \
+                                 (sts:ExternalId) before replacing the old one"
+                            ),
                         );
                         None
                     }
@@ -99,7 +115,7 @@ pub(super) fn parse_connector(
             }
         }
         ConnectorKind::S3Keys => {
-            let destination = parse_s3_destination(problems, &fields, &required);
+            let destination = parse_s3_destination(problems, &fields, &required, OwnerAccount::Optional);
             let access_key_id = fields.required_str(problems, "accessKeyId", &required, true).and_then(|id| {
                 let message = if id.starts_with("ASIA") {
                     "is not valid: it is a temporary (ASIA…) key that expires; give a long-term IAM user key (AKIA…)"
@@ -130,7 +146,7 @@ pub(super) fn parse_connector(
             }
         }
         ConnectorKind::S3BucketPolicy => {
-            parse_s3_destination(problems, &fields, &required).map(Connector::S3BucketPolicy)
+            parse_s3_destination(problems, &fields, &required, OwnerAccount::Required).map(Connector::S3BucketPolicy)
         }
         ConnectorKind::Gcs => {
             let bucket = fields.required_str(problems, "bucket", &required, false).and_then(|bucket| {
@@ -253,10 +269,20 @@ pub(super) fn parse_recipients(problems: &mut Problems, fields: &Fields<'_>, req
     (problems.0.len() == before).then_some(recipients)
 }
 
+/// Whether an S3 destination must name the account that owns its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OwnerAccount {
+    Optional,
+    /// `s3-bucket-policy`: our own credentials do the writing, so a bucket
+    /// of that name re-created in another account must never receive it.
+    Required,
+}
+
 pub(super) fn parse_s3_destination(
     problems: &mut Problems,
     fields: &Fields<'_>,
     required: &str,
+    owner: OwnerAccount,
 ) -> Option<S3Destination> {
     let bucket = fields.required_str(problems, "bucketArn", required, false).and_then(|arn| {
         let message = match s3_bucket_of_arn(arn) {
@@ -285,6 +311,18 @@ pub(super) fn parse_s3_destination(
     let prefix = parse_prefix(problems, fields);
     let owner_path = child_path(fields.path, "bucketOwnerAccountId");
     let bucket_owner = match fields.get("bucketOwnerAccountId") {
+        None if owner == OwnerAccount::Required => {
+            problems.add(
+                &owner_path,
+                format!(
+                    "{required}: add \"bucketOwnerAccountId\": \"<the 12-digit account that owns the bucket>\" \
+                     (it is sent as ExpectedBucketOwner, so our writer never writes into a bucket of the same \
+                     name in another account; tenants onboarded before it was required must add it to keep \
+                     delivering)"
+                ),
+            );
+            None
+        }
         None => Some(None),
         Some(value) => expect_str(problems, &owner_path, value, false).and_then(|id| {
             if is_account_id(id) {

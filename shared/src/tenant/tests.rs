@@ -21,7 +21,7 @@ const CONTRACT_EXAMPLE: &str = r#"{
     "lake":  {"type": "s3-role", "bucketArn": "arn:aws:s3:::acme-data",
               "region": "eu-west-1", "prefix": "massive/",
               "roleArn": "arn:aws:iam::111122223333:role/popularity-delivery",
-              "externalId": "mm-acme-7f3c"}
+              "externalId": "pr-acme-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b"}
   },
   "feeds": [
     {"id": "all", "connector": "lake"},
@@ -32,7 +32,7 @@ const CONTRACT_EXAMPLE: &str = r#"{
 
 const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-const EXTERNAL_ID: &str = "mm-acme-7f3c";
+const EXTERNAL_ID: &str = "pr-acme-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b";
 const PRIVATE_KEY_MARKER: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
 
 fn service_account_key() -> Value {
@@ -60,7 +60,7 @@ fn every_connector_type() -> Value {
             "keys": {"type": "s3-keys", "bucketArn": "arn:aws:s3:::acme-keys", "region": "us-east-1",
                      "accessKeyId": ACCESS_KEY_ID, "secretAccessKey": SECRET_ACCESS_KEY},
             "policy": {"type": "s3-bucket-policy", "bucketArn": "arn:aws:s3:::acme-open", "region": "us-gov-west-1",
-                       "prefix": "/in/bound/"},
+                       "prefix": "/in/bound/", "bucketOwnerAccountId": "444455556666"},
             "gcs": {"type": "gcs", "bucket": "acme-feeds", "prefix": "popularity/",
                     "serviceAccountJson": service_account_key()},
             "sheet": {"type": "google-sheets",
@@ -116,7 +116,7 @@ fn design_example_parses_with_the_documented_defaults() {
     assert_eq!(lake.destination.region, "eu-west-1");
     assert_eq!(lake.destination.prefix, "massive/");
     assert_eq!(lake.role_arn, "arn:aws:iam::111122223333:role/popularity-delivery");
-    assert_eq!(lake.external_id.expose_secret(), "mm-acme-7f3c");
+    assert_eq!(lake.external_id.expose_secret(), EXTERNAL_ID);
     let suggestions = config.suggestions();
     assert_eq!(suggestions.len(), 1, "{suggestions:?}");
     assert!(suggestions[0].starts_with("connectors.lake.bucketOwnerAccountId is not set"), "{suggestions:?}");
@@ -544,6 +544,26 @@ fn malformed_connectors_of_every_type_are_rejected_with_the_path_and_reason() {
             "required for s3-keys",
         ),
         (
+            "bucket-policy without its owner account",
+            |v| {
+                v["connectors"]["policy"].as_object_mut().unwrap().remove("bucketOwnerAccountId");
+            },
+            "connectors.policy.bucketOwnerAccountId",
+            "required for s3-bucket-policy: add \"bucketOwnerAccountId\"",
+        ),
+        (
+            "an externalId made by hand",
+            |v| v["connectors"]["lake"]["externalId"] = "mm-acme-7f3c".into(),
+            "connectors.lake.externalId",
+            "must be pr-acme-<32 lowercase hex>; generate one with `popularity tenant external-id acme`",
+        ),
+        (
+            "another tenant's externalId",
+            |v| v["connectors"]["lake"]["externalId"] = "pr-globex-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b".into(),
+            "connectors.lake.externalId",
+            "is not one of ours",
+        ),
+        (
             "bucket-policy without region",
             |v| {
                 v["connectors"]["policy"].as_object_mut().unwrap().remove("region");
@@ -773,7 +793,16 @@ fn field_formats_accept_real_values_and_reject_near_misses() {
         spreadsheet_id("https://docs.google.com/spreadsheets/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms").is_some()
     );
     assert!(is_long_term_access_key_id(ACCESS_KEY_ID) && is_secret_access_key(SECRET_ACCESS_KEY));
-    assert!(is_external_id(EXTERNAL_ID) && !is_external_id("x"));
+    assert!(is_external_id_shape(EXTERNAL_ID) && !is_external_id_shape("x"));
+    assert!(is_external_id_shape("pr-a-b-0123456789abcdef0123456789abcdef"), "a tenant id may hold '-'");
+    for not_ours in [
+        "pr-acme-7F3C9A2B5E1D4C6F8A0B1C2D3E4F5A6B",
+        "pr-acme-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6",
+        "pr--7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b",
+        "mm-acme-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b",
+    ] {
+        assert!(!is_external_id_shape(not_ours), "{not_ours}");
+    }
 }
 
 #[test]

@@ -601,7 +601,10 @@
             { name: 'accessKeyId', label: 'Access key id', credential: true, placeholder: 'AKIA…', hint: 'The IAM user\'s access key id (AKIA…).' },
             { name: 'secretAccessKey', label: 'Secret access key', credential: true, type: 'password', hint: 'The key\'s 40-character secret.' },
         ]),
-        's3-bucket-policy': S3_FIELDS,
+        // Our own role writes here, so the bucket's owner is required.
+        's3-bucket-policy': S3_FIELDS.map((field) => field.name === 'bucketOwnerAccountId'
+            ? Object.assign({}, field, { optional: false })
+            : field),
         'gcs': [
             { name: 'bucket', label: 'Bucket', placeholder: 'your-bucket', destination: true },
             { name: 'prefix', label: 'Prefix', optional: true, placeholder: 'popularity/', hint: 'The folder the reports go to; empty for the bucket\'s top.' },

@@ -10,6 +10,16 @@
 //! `s3:ListBucketMultipartUploads` and `s3:AbortMultipartUpload`: nothing
 //! here reads their bucket, and only `s3:PutObject` is required. Every call
 //! carries `ExpectedBucketOwner` when the connector names the owner.
+//!
+//! Every assumed session is scoped to its destination by an inline session
+//! policy ([`destination_session_policy`]): whatever the customer's role
+//! grants, the session can only put, list uploads of and abort uploads in
+//! that bucket under that prefix, and, when the stack knows its AWS
+//! organization, nothing in it (`aws:ResourceOrgID`). `s3-bucket-policy`
+//! deliveries write through a session of our bucket-policy writer role
+//! tagged `popularity-tenant=<tenantId>`, on which the customer's bucket
+//! policy conditions, so a tenant can never make us write into another
+//! tenant's bucket: the tag would not match.
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{Region, SdkConfig};
@@ -35,6 +45,49 @@ use crate::tenant::{Connector, S3Destination, TenantConfig};
 /// Where connection-test probes write, under the connector's prefix.
 pub const CONNECTION_TEST_FOLDER: &str = "_connection-test/";
 
+/// The session tag of `s3-bucket-policy` writes: its value is the tenant id,
+/// and customers' bucket policies condition on `aws:PrincipalTag/<this>`.
+pub const TENANT_SESSION_TAG: &str = "popularity-tenant";
+
+/// `text` as literal characters of an IAM resource ARN: `*`, `?` and `$`
+/// would otherwise be wildcards or a policy variable.
+fn iam_literal(text: &str) -> String {
+    let mut literal = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '*' | '?' | '$' => {
+                literal.push_str("${");
+                literal.push(c);
+                literal.push('}');
+            }
+            c => literal.push(c),
+        }
+    }
+    literal
+}
+
+/// The inline session policy of every session deliver-s3 assumes: only
+/// `s3:PutObject` and `s3:AbortMultipartUpload` under the destination's
+/// prefix and `s3:ListBucketMultipartUploads` on its bucket; with
+/// `own_organization`, a Deny of anything in a bucket of that AWS
+/// organization (`aws:ResourceOrgID`), so a role or bucket that trusts our
+/// whole organization is still never written. The effective permissions are
+/// the intersection with the role's own, so this can only narrow them.
+pub fn destination_session_policy(destination: &S3Destination, own_organization: Option<&str>) -> String {
+    let bucket = iam_literal(&destination.bucket_arn);
+    let objects = format!("{bucket}/{}*", iam_literal(&destination.prefix));
+    let mut statements = vec![
+        serde_json::json!({"Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": objects}),
+        serde_json::json!({"Effect": "Allow", "Action": "s3:ListBucketMultipartUploads", "Resource": bucket}),
+    ];
+    if let Some(organization) = own_organization {
+        statements.push(serde_json::json!({"Effect": "Deny", "Action": "s3:*", "Resource": "*",
+            "Condition": {"StringEquals": {"aws:ResourceOrgID": organization}}}));
+    }
+    serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
 /// `popularity-<tenantId>`, cut to STS's 64-character limit. Shows in the
 /// customer's CloudTrail, so they can tell which tenant a session served.
 pub fn role_session_name(tenant_id: &str) -> String {
@@ -50,6 +103,13 @@ pub struct S3Destinations {
     base: SdkConfig,
     /// The stack's own buckets (staging, data): never opened as a destination.
     own_buckets: Vec<String>,
+    /// Our role for `s3-bucket-policy` writes (`BUCKET_POLICY_WRITER_ROLE_ARN`),
+    /// assumed with the tenant's session tag. `None` (local runs): such
+    /// writes use our own credentials, untagged.
+    bucket_policy_writer: Option<String>,
+    /// Our AWS organization (`OWN_ORGANIZATION_ID`), whose buckets no
+    /// session may touch.
+    own_organization: Option<String>,
 }
 
 /// A customer's bucket opened with the connector's credentials.
@@ -64,7 +124,15 @@ struct OpenedBucket<'c> {
 impl S3Destinations {
     /// Destinations reached through `base`, refusing `own_buckets`.
     pub fn new(base: SdkConfig, own_buckets: Vec<String>) -> Self {
-        Self { base, own_buckets }
+        Self { base, own_buckets, bucket_policy_writer: None, own_organization: None }
+    }
+
+    /// `s3-bucket-policy` writes go through sessions of `role` tagged with
+    /// the tenant, and every session denies `organization`'s buckets.
+    pub fn with_writer_settings(mut self, settings: &crate::config::S3WriterConfig) -> Self {
+        self.bucket_policy_writer = settings.bucket_policy_writer_role_arn.clone();
+        self.own_organization = settings.own_organization_id.clone();
+        self
     }
 
     /// A store rooted at the connector's bucket and prefix, with the
@@ -86,11 +154,13 @@ impl S3Destinations {
         }
         let region = Region::new(destination.region.clone());
         let mut role = None;
+        let session_policy = destination_session_policy(destination, self.own_organization.as_deref());
         let credentials = match connector {
             Connector::S3Role(role_connector) => {
                 let provider = AssumeRoleProvider::builder(role_connector.role_arn.clone())
                     .external_id(role_connector.external_id.expose_secret())
                     .session_name(role_session_name(tenant_id))
+                    .policy(session_policy)
                     .region(region.clone())
                     .configure(&self.base)
                     .build()
@@ -99,6 +169,22 @@ impl S3Destinations {
                 role = Some(shared.clone());
                 Some(shared)
             }
+            Connector::S3BucketPolicy(_) => match &self.bucket_policy_writer {
+                Some(writer) => {
+                    let provider = AssumeRoleProvider::builder(writer.clone())
+                        .session_name(role_session_name(tenant_id))
+                        .tags([(TENANT_SESSION_TAG, tenant_id)])
+                        .policy(session_policy)
+                        .region(region.clone())
+                        .configure(&self.base)
+                        .build()
+                        .await;
+                    let shared = SharedCredentialsProvider::new(provider);
+                    role = Some(shared.clone());
+                    Some(shared)
+                }
+                None => None,
+            },
             Connector::S3Keys(keys) => Some(SharedCredentialsProvider::new(Credentials::new(
                 keys.access_key_id.expose_secret(),
                 keys.secret_access_key.expose_secret(),
@@ -195,17 +281,27 @@ impl<S: ObjectStore> Deliverer for S3Deliverer<S> {
 async fn probe_bucket(opened: &OpenedBucket<'_>, connector: &Connector, request_id: &str) -> ConnectionTestReport {
     let mut report = ConnectionTestReport::default();
     if let Some(role) = &opened.role {
+        let ours = matches!(connector, Connector::S3BucketPolicy(_));
         match role.provide_credentials().await {
+            Ok(_) if ours => report.passed(
+                "sts:AssumeRole",
+                format!("our bucket-policy writer role was assumed with the session tag {TENANT_SESSION_TAG}"),
+            ),
             Ok(_) => report.passed("sts:AssumeRole", "the role was assumed with the tenant's external id"),
             Err(error) => {
-                report.failed(
-                    "sts:AssumeRole",
+                let cause = crate::aws_errors::cut(&crate::aws_errors::display_chain(&error));
+                let detail = if ours {
                     format!(
-                        "the role could not be assumed: {}; check that its trust policy trusts our delivery role with \
-                         sts:ExternalId equal to the connector's externalId",
-                        crate::aws_errors::cut(&crate::aws_errors::display_chain(&error))
-                    ),
-                );
+                        "our bucket-policy writer role could not be assumed: {cause}; this is on our side (the \
+                         stack's BucketPolicyWriterRole must trust deliver-s3's role with sts:TagSession)"
+                    )
+                } else {
+                    format!(
+                        "the role could not be assumed: {cause}; check that its trust policy trusts our delivery \
+                         role with sts:ExternalId equal to the connector's externalId"
+                    )
+                };
+                report.failed("sts:AssumeRole", detail);
                 return report;
             }
         }

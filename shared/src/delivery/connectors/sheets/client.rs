@@ -168,6 +168,9 @@ impl SheetsClient {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(120))
+                // Google's API never redirects; a redirect would carry our
+                // bearer token somewhere else.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("a TLS client can be built"),
             endpoint: endpoint.trim_end_matches('/').to_owned(),
