@@ -414,3 +414,32 @@ async fn the_sheets_client_never_follows_a_redirect_with_our_token() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was sent where the redirect pointed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_spreadsheet_holds_the_job_no_longer_than_its_budget_and_is_left_to_a_re_drive() {
+    let scene = Scene::new("stalled", &[TabSpec::new("Sheet1", 10, 10)]).await;
+    scene.onboard(ROWS, &["track"]).await;
+    // Google throttles every write and asks to wait 30 s each time: without
+    // a budget the job would wait for minutes.
+    scene.double.set_retry_after_secs(Some(30));
+    scene.double.fail_next(1_000, 429);
+    let identity = SheetsIdentity::from_key_file("test/our-google-key", &scene.key_json).unwrap();
+    let retry =
+        RetryPolicy { first_backoff: std::time::Duration::from_secs(5), budget: std::time::Duration::from_secs(600) };
+    let client = SheetsClient::new(identity, &scene.double.endpoint(), 6_000, retry)
+        .with_job_budget(std::time::Duration::from_secs(2));
+    let deps = DeliverDeps {
+        staging: scene.staging.clone(),
+        tenants: scene.tenants(),
+        deliverer: SheetsDeliverer { staging: scene.staging.clone(), client, now: pinned_now },
+        now: pinned_now,
+    };
+    let started = std::time::Instant::now();
+    let disposition = scene.deliver_with(run_id(), deps).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(disposition, JobDisposition::Attempted(DeliveryOutcome::Failed), "transient: re-driven later");
+    assert!(took < std::time::Duration::from_secs(10), "held the worker for {took:?}");
+    let status = scene.status(run_id()).await;
+    let error = status.last_error.unwrap();
+    assert!(error.contains("time budget of 2 s") && error.contains("re-drives"), "{error}");
+}

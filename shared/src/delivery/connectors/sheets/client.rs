@@ -150,7 +150,14 @@ pub struct SheetsClient {
     pub(super) retry: RetryPolicy,
     /// The largest `batchUpdate` body to send.
     pub(super) max_request_bytes: usize,
+    /// How long one delivery job may take ([`JOB_BUDGET`] unless set).
+    pub(super) job_budget: Duration,
 }
+
+/// How long one Sheets delivery job may hold the function: past it the job
+/// is a transient failure the sweeper re-drives later, so one slow or
+/// throttled spreadsheet cannot keep every other tenant's waiting.
+pub const JOB_BUDGET: Duration = Duration::from_secs(120);
 
 /// A random fraction of `limit`, for jitter.
 fn jitter(limit: Duration) -> Duration {
@@ -178,7 +185,18 @@ impl SheetsClient {
             pacer: Pacer { interval, last: Mutex::new(None) },
             retry,
             max_request_bytes: MAX_REQUEST_BYTES,
+            job_budget: JOB_BUDGET,
         }
+    }
+
+    /// A job budget other than [`JOB_BUDGET`] (tests use a short one).
+    pub fn with_job_budget(mut self, budget: Duration) -> SheetsClient {
+        self.job_budget = budget;
+        self
+    }
+
+    pub fn job_budget(&self) -> Duration {
+        self.job_budget
     }
 
     /// Requests of at most `bytes` instead of Google's recommended ~2 MB

@@ -7,7 +7,7 @@ use tracing::info;
 use crate::connector_registry::JobKind;
 use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
 use crate::delivery::deliverer::Deliverer;
-use crate::delivery::error::DeliveryError;
+use crate::delivery::error::{ConnectorFailure, DeliveryError};
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::resume::PartLedger;
 use crate::delivery::status::DeliveredObject;
@@ -27,6 +27,17 @@ pub struct SheetsDeliverer<S> {
     pub client: SheetsClient,
     /// The clock for the `_popularity` tab; tests pin it.
     pub now: fn() -> chrono::DateTime<chrono::Utc>,
+}
+
+/// A job that did not finish within its time budget.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "spreadsheet {spreadsheet} was not written within this job's time budget of {seconds} s (Google slow or \
+     throttling it); the job stops here so other tenants' jobs go first, and the sweeper re-drives it later"
+)]
+pub struct OverBudget {
+    spreadsheet: String,
+    seconds: f64,
 }
 
 fn sheets_connector<'c>(name: &str, connector: &'c Connector) -> Result<&'c SheetsConnector, DeliveryError> {
@@ -126,7 +137,14 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
         _ledger: &L,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let sheet = sheets_connector(&job.connector, connector)?;
-        self.write(job, sheet, manifest).await
+        let budget = self.client.job_budget();
+        match tokio::time::timeout(budget, self.write(job, sheet, manifest)).await {
+            Ok(written) => written,
+            Err(_) => Err(DeliveryError::Connector(ConnectorFailure::transient(OverBudget {
+                spreadsheet: sheet.spreadsheet_id.clone(),
+                seconds: budget.as_secs_f64(),
+            }))),
+        }
     }
 
     /// Opens the spreadsheet, then proves write access without leaving

@@ -35,7 +35,7 @@ mod tab_writer;
 
 pub use client::{
     IdentityError, RetryPolicy, SheetsClient, SheetsError, SheetsIdentity, Tab, DEFAULT_WRITES_PER_MINUTE,
-    GOOGLE_SHEETS_ENDPOINT, MAX_REQUEST_BYTES, SHEETS_SCOPE,
+    GOOGLE_SHEETS_ENDPOINT, JOB_BUDGET, MAX_REQUEST_BYTES, SHEETS_SCOPE,
 };
-pub use deliverer::SheetsDeliverer;
+pub use deliverer::{OverBudget, SheetsDeliverer};
 pub use tab_plan::STATUS_TAB;
