@@ -305,7 +305,7 @@ pub async fn find_catalogue<S: ObjectStore>(store: &S) -> Result<Vec<InputFile>,
         .await?
         .into_iter()
         .filter(|entry| is_parquet_data_file(entry, &entry.key[CATALOGUE_PREFIX.len()..]))
-        .map(|ObjectEntry { key, size }| InputFile { key, size })
+        .map(|ObjectEntry { key, size, .. }| InputFile { key, size })
         .collect();
     if files.is_empty() {
         return Err(InputError::NoCatalogue { location: store.describe(CATALOGUE_PREFIX) });
@@ -398,8 +398,9 @@ mod tests {
 
     #[test]
     fn marker_files_are_not_data() {
-        let data =
-            |below: &str| is_parquet_data_file(&ObjectEntry { key: format!("catalogue/{below}"), size: 1 }, below);
+        let data = |below: &str| {
+            is_parquet_data_file(&ObjectEntry { key: format!("catalogue/{below}"), size: 1, version: None }, below)
+        };
         assert!(data("part-0.parquet"));
         assert!(!data("_SUCCESS"));
         assert!(!data(".part-0.parquet.crc"));
@@ -412,8 +413,9 @@ mod tests {
         assert!(!data("sub/.hive-staging/part-00000"));
         assert!(data("sub/part-00000.parquet"));
         // Empty extension-less objects are folder markers (EMR's `x_$folder$`).
-        let empty =
-            |below: &str| is_parquet_data_file(&ObjectEntry { key: format!("catalogue/{below}"), size: 0 }, below);
+        let empty = |below: &str| {
+            is_parquet_data_file(&ObjectEntry { key: format!("catalogue/{below}"), size: 0, version: None }, below)
+        };
         assert!(!empty("sub_$folder$"));
         assert!(!empty("sub"));
         // What Athena's UNLOAD writes: the query id and a uuid, no extension.

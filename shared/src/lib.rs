@@ -11,7 +11,7 @@
 //! - [`sdk_config`]: the AWS SDK configuration with its timeouts;
 //! - [`metrics`]: CloudWatch embedded-metric-format lines;
 //! - [`memory`]: the system allocator with a transparent-huge-page hint on large blocks;
-//! - [`store`]: the `ObjectStore`/`ObjectSink` ports, their S3 and local-directory adapters;
+//! - [`store`]: the `ObjectStore`/`ObjectSink` ports, their S3, local-directory and in-memory adapters;
 //! - [`report_writer`]: JSON / JSONL / TSV report parts, written streaming;
 //! - [`parquet_writer`]: Parquet report parts (typed columns, zstd or snappy), written a row group at a time;
 //! - [`manifest`]: the run manifest and the delivery mode;

@@ -20,7 +20,10 @@ use popularity_reports::console::routes::App;
 use popularity_reports::delivery::connection_probe::{
     ConnectionCheck, ConnectionTestResult, CONNECTION_TEST_SCHEMA_VERSION,
 };
+use popularity_reports::delivery::feed_index::index_status;
+use popularity_reports::delivery::status::{AttemptResult, DeliveredObject, DeliveryStatus};
 use popularity_reports::delivery::{parse_deliverer_key, DelivererKey};
+use popularity_reports::domain::RunId;
 use popularity_reports::store::{ObjectSink, S3Store};
 use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants, TenantDirectory};
 use popularity_reports::tenant::parse_tenant_secret;
@@ -534,6 +537,43 @@ async fn the_api_and_the_secret_agree_both_ways() {
         .call("PATCH", "/v1/feeds/weekly", Some(&f.acme), Some(&created.etag.unwrap()), Some(&json!({"paused": true})))
         .await;
     assert_eq!(stale.status, 412, "{}", stale.text);
+}
+
+/// The feed list keeps the indexes it read between requests: a delivery
+/// recorded by another process (a deliverer, here the test) is in the very
+/// next list, which says what the single feed, read without the cache, says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_recorded_elsewhere_is_in_the_next_feed_list() {
+    let f = fixture("fresh-list", true).await;
+    let list = || async {
+        let answer = f.client.call("GET", "/v1/feeds", Some(&f.acme), None, None).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer.json()["feeds"][0].clone()
+    };
+    let single = || async { f.client.call("GET", "/v1/feeds/weekly", Some(&f.acme), None, None).await.json() };
+    let before = list().await;
+    assert_eq!(before["id"], json!("weekly"));
+    assert_eq!(before["lastDelivery"], Value::Null);
+
+    let runs = [
+        ("20261119030000", AttemptResult::Failed("AccessDenied".into())),
+        (
+            "20261126030000",
+            AttemptResult::Delivered(vec![DeliveredObject::new("r/part-001.json".into(), 9, "00".repeat(32))]),
+        ),
+        ("20261203030000", AttemptResult::Failed("NoSuchBucket".into())),
+    ];
+    for (run_id, result) in runs {
+        let run: RunId = run_id.parse().unwrap();
+        let at = run.time() + chrono::Duration::minutes(5);
+        index_status(&f.staging, &DeliveryStatus::first_record(run, "acme", "weekly", at, at, result)).await;
+        let listed = list().await;
+        assert_eq!(listed["lastDelivery"]["runId"], json!(run_id));
+        assert_eq!(listed, single().await);
+        assert_eq!(list().await, listed, "nothing changed in between");
+    }
+    // The delivered run, behind the newest failed one, still sets when the feed is due.
+    assert_eq!(list().await["nextDueFrom"], json!("2026-12-03T03:00:00Z"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,7 +103,9 @@ async fn objects_put_without_a_prefix_read_back_and_list_under_a_key_prefix() {
     assert_eq!(keys(&all), ["manifests/x.json", "reports/a/part-001.json", "reports/b/part-001.json"]);
     assert_eq!(all[2].size, 4);
     let reports = store.list("reports/a").await.unwrap();
-    assert_eq!(reports, vec![ObjectEntry { key: "reports/a/part-001.json".into(), size: 3 }]);
+    // A listing's version is the one a read answers with.
+    let version = Some(store.get_versioned("reports/a/part-001.json").await.unwrap().version);
+    assert_eq!(reports, vec![ObjectEntry { key: "reports/a/part-001.json".into(), size: 3, version }]);
     assert!(store.list("nothing/").await.unwrap().is_empty());
 }
 
@@ -120,7 +122,8 @@ async fn keys_and_listings_are_relative_to_the_store_prefix() {
 
     assert!(raw_keys(&client, &bucket).await.contains(&"tenants/acme/track/part-001.tsv".to_owned()));
     let listed = store.list("").await.unwrap();
-    assert_eq!(listed, vec![ObjectEntry { key: "track/part-001.tsv".into(), size: 8 }]);
+    let version = Some(store.get_versioned("track/part-001.tsv").await.unwrap().version);
+    assert_eq!(listed, vec![ObjectEntry { key: "track/part-001.tsv".into(), size: 8, version }]);
     assert_eq!(keys(&store.list("track/").await.unwrap()), ["track/part-001.tsv"]);
     assert_eq!(&store.get("track/part-001.tsv").await.unwrap()[..], b"trackId\n");
     assert_eq!(store.describe("track/part-001.tsv"), format!("s3://{bucket}/tenants/acme/track/part-001.tsv"));
@@ -242,7 +245,8 @@ async fn an_empty_upload_publishes_an_empty_object() {
     let upload = store.start_upload("empty.json", "application/json").await.unwrap();
     upload.finish().await.unwrap();
     assert!(store.get("empty.json").await.unwrap().is_empty());
-    assert_eq!(store.list("").await.unwrap(), vec![ObjectEntry { key: "empty.json".into(), size: 0 }]);
+    let version = Some(store.get_versioned("empty.json").await.unwrap().version);
+    assert_eq!(store.list("").await.unwrap(), vec![ObjectEntry { key: "empty.json".into(), size: 0, version }]);
 }
 
 #[tokio::test]

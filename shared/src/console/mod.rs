@@ -14,6 +14,7 @@
 //! - [`document`]: the tenant secret as an editable document with a version, drafts for tests;
 //! - [`dispatch`]: how a connection test or a retry reaches a deliverer, and waiting for a test;
 //! - [`views`]: what the API answers with, credentials shown only as set or not;
+//! - [`feed_list_cache`]: the feed list's delivery indexes kept between requests, revalidated by one listing;
 //! - [`service`]: what each request does, every change validated, tested and stored in one place;
 //! - [`pages`]: the console's page, script and style sheet;
 //! - [`routes`]: the HTTP router and its OpenAPI document;
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod aws;
 pub mod dispatch;
 pub mod document;
+pub mod feed_list_cache;
 pub mod pages;
 pub mod problem;
 pub mod routes;

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::auth::{AuthError, Caller, TokenVerifier};
 use super::dispatch::{run_probe, ProbeError, ProbeRequest, StagingEvents};
 use super::document::{draft_stage, DocumentError, TenantDocument, TenantDocuments};
+use super::feed_list_cache::FeedListCache;
 use super::problem::{ApiError, CheckResult, FieldProblem};
 use super::views::{
     connector_view, is_masked_credential, setup_instructions, ConnectionTestView, ConnectorList, ConnectorView,
@@ -73,6 +74,8 @@ pub struct Console<P: ConsolePorts> {
     /// The clock; tests pin it.
     pub now: fn() -> DateTime<Utc>,
     others: Mutex<Option<(Instant, Vec<TenantConfig>)>>,
+    /// What the feed list keeps of the delivery indexes between requests.
+    feed_lists: FeedListCache,
 }
 
 /// A credential-free one-line rendering of a document error.
@@ -195,7 +198,17 @@ impl<P: ConsolePorts> Console<P> {
         verifier: TokenVerifier,
         settings: ConsoleSettings,
     ) -> Self {
-        Console { documents, tenants, staging, events, verifier, settings, now: Utc::now, others: Mutex::new(None) }
+        Console {
+            documents,
+            tenants,
+            staging,
+            events,
+            verifier,
+            settings,
+            now: Utc::now,
+            others: Mutex::new(None),
+            feed_lists: FeedListCache::default(),
+        }
     }
 
     /// The same console with its clock replaced.
@@ -588,18 +601,26 @@ impl<P: ConsolePorts> Console<P> {
         })
     }
 
+    /// Every feed with its latest delivery: the tenant document and, at the
+    /// same time, one listing of the feeds' indexes; each index read only
+    /// when it changed since this function last read it ([`FeedListCache`]).
     pub async fn feeds(&self, tenant_id: &str) -> Result<(FeedList, String), ApiError> {
-        let document = self.document(tenant_id).await?;
+        let (document, listed) = tokio::join!(self.document(tenant_id), FeedListCache::list(&self.staging, tenant_id));
+        let document = document?;
         let config = Self::config_of(&document)?;
-        let indexes = futures_util::future::join_all(
-            config.feeds.iter().map(|feed| read_feed_index(&self.staging, tenant_id, &feed.id)),
-        )
-        .await;
-        let mut feeds = Vec::with_capacity(config.feeds.len());
-        for (feed, index) in config.feeds.iter().zip(indexes) {
-            let deliveries = index.map_err(|error| ApiError::Internal(error.to_string()))?.deliveries;
-            feeds.push(FeedView::of(feed, &config, &deliveries));
-        }
+        let listed = listed.map_err(|error| ApiError::Internal(error.to_string()))?;
+        let feed_ids: Vec<&str> = config.feeds.iter().map(|feed| feed.id.as_str()).collect();
+        let deliveries = self
+            .feed_lists
+            .deliveries(&self.staging, listed, &feed_ids)
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        let feeds = config
+            .feeds
+            .iter()
+            .zip(&deliveries)
+            .map(|(feed, deliveries)| FeedView::of(feed, &config, deliveries))
+            .collect();
         Ok((FeedList { feeds }, document.version))
     }
 

@@ -303,6 +303,19 @@ impl FeedView {
             next_due_from,
         }
     }
+
+    /// Of a feed's deliveries (newest run first), the ones [`FeedView::of`]
+    /// reads: the newest, and the newest delivered one when that is another.
+    /// Its view of these is its view of all of them, so the feed list keeps
+    /// no more of an index between requests.
+    pub fn deliveries_read(deliveries: &[IndexedDelivery]) -> Vec<IndexedDelivery> {
+        let mut read: Vec<IndexedDelivery> = deliveries.first().cloned().into_iter().collect();
+        match deliveries.iter().position(|entry| entry.outcome == DeliveryOutcome::Delivered) {
+            Some(newest_delivered) if newest_delivered > 0 => read.push(deliveries[newest_delivered].clone()),
+            _ => {}
+        }
+        read
+    }
 }
 
 /// The feeds of a tenant.

@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::delivery::status::{Blame, DeliveryOutcome, DeliveryStatus};
 use crate::domain::RunId;
 use crate::manifest::DeliveryMode;
-use crate::store::{ConditionalPut, ObjectStore, StoreError, WriteCondition};
+use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, StoreError, WriteCondition};
 
 /// Where every feed's index lives in the staging bucket.
 pub const FEED_INDEX_PREFIX: &str = "feed-index/";
@@ -29,6 +29,12 @@ const WRITES: u32 = 5;
 /// `feed-index/<tenantId>/<feedId>.json`.
 pub fn feed_index_key(tenant_id: &str, feed_id: &str) -> String {
     format!("{FEED_INDEX_PREFIX}{tenant_id}/{feed_id}.json")
+}
+
+/// `feed-index/<tenantId>/`: where every index of the tenant's feeds is,
+/// and no other tenant's.
+pub fn tenant_feed_index_prefix(tenant_id: &str) -> String {
+    format!("{FEED_INDEX_PREFIX}{tenant_id}/")
 }
 
 /// The index of one feed.
@@ -158,6 +164,21 @@ pub async fn read_feed_index<S: ObjectStore>(
     match store.get(&key).await {
         Ok(body) => decode(&key, &body),
         Err(StoreError::NotFound { .. }) => Ok(FeedIndex::empty(tenant_id, feed_id)),
+        Err(source) => Err(FeedIndexError::Read { key, source }),
+    }
+}
+
+/// The index of a feed and the version of it read; `None` when the feed
+/// has none yet.
+pub async fn read_versioned_feed_index<S: ObjectStore>(
+    store: &S,
+    tenant_id: &str,
+    feed_id: &str,
+) -> Result<Option<(FeedIndex, ObjectVersion)>, FeedIndexError> {
+    let key = feed_index_key(tenant_id, feed_id);
+    match store.get_versioned(&key).await {
+        Ok(object) => Ok(Some((decode(&key, &object.body)?, object.version))),
+        Err(StoreError::NotFound { .. }) => Ok(None),
         Err(source) => Err(FeedIndexError::Read { key, source }),
     }
 }

@@ -8,7 +8,8 @@
 //! version compares and replaces under one lock per process, so it is atomic
 //! between the tasks of one process (the CLI, tests), not between processes.
 //! A ranged read's version is the file's length and modification time
-//! instead: hashing a large file for every range would read it whole.
+//! instead: hashing a large file for every range would read it whole. A
+//! listing gives no version at all, for the same reason.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,7 +175,8 @@ impl ObjectStore for LocalDirStore {
                     }
                 } else if key.starts_with(prefix) && !is_temporary(&key) {
                     let size = entry.metadata().await.map_err(|e| self.io_error("list", &key, e))?.len();
-                    found.push(ObjectEntry { key, size });
+                    // A version is a hash of the bytes: not for a listing to read.
+                    found.push(ObjectEntry { key, size, version: None });
                 }
             }
         }
@@ -408,7 +410,7 @@ mod tests {
         upload.write(Bytes::from_static(b"]\n")).await.unwrap();
         upload.finish().await.unwrap();
         let listed = store.list("reports/").await.unwrap();
-        assert_eq!(listed, vec![ObjectEntry { key: "reports/a/part-001.json".into(), size: 4 }]);
+        assert_eq!(listed, vec![ObjectEntry { key: "reports/a/part-001.json".into(), size: 4, version: None }]);
         assert_eq!(&store.get("reports/a/part-001.json").await.unwrap()[..], b"[\n]\n");
     }
 

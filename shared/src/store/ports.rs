@@ -17,6 +17,12 @@ pub struct ObjectEntry {
     /// Key relative to the store root.
     pub key: String,
     pub size: u64,
+    /// The version [`ObjectStore::get_versioned`] would read now, where the
+    /// listing says it (S3's ETag): a caller holding an object read at this
+    /// version knows it unchanged without reading it again. `None` where a
+    /// listing cannot say it cheaply (a local file's version hashes its
+    /// bytes); such an object must be read to know it.
+    pub version: Option<ObjectVersion>,
 }
 
 /// What [`ObjectStore::put_if_absent`] did.

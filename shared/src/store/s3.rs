@@ -269,7 +269,9 @@ impl ObjectStore for S3Store {
                     continue;
                 }
                 let size = object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-                found.push(ObjectEntry { key: key.to_owned(), size });
+                // The ETag GetObject answers with too: the same version.
+                let version = object.e_tag().filter(|tag| !tag.is_empty()).map(|tag| ObjectVersion(tag.to_owned()));
+                found.push(ObjectEntry { key: key.to_owned(), size, version });
             }
         }
         // S3 already lists in UTF-8 byte order; sorting keeps the port's
