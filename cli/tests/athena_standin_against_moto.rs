@@ -82,7 +82,7 @@ async fn deliver(admin: &aws_config::SdkConfig, staging: &S3Store, bucket: &str,
     let prefix = unique_tenant_prefix(hint);
     let secret = serde_json::json!({"schemaVersion": 1, "tenantId": "acme", "plan": "standard",
         "connectors": {"lake": {"type": "s3-bucket-policy", "bucketArn": format!("arn:aws:s3:::{bucket}"),
-            "region": "us-east-1", "prefix": "in/"}},
+            "region": "us-east-1", "prefix": "in/", "bucketOwnerAccountId": "123456789012"}},
         "feeds": [{"id": "all", "connector": "lake"}]});
     create_raw_secret(admin, &format!("{prefix}acme"), &secret.to_string()).await;
     let tenants = || SecretsManagerTenants::new(secrets_manager_client(admin), prefix.as_str()).unwrap();

@@ -464,6 +464,15 @@ impl FunctionPolicy {
         })
     }
 
+    /// The same policy with the statements of the template's role `role`
+    /// (a logical id) added after its own: for a role whose sessions the
+    /// function opens, when moto cannot open them as AWS would.
+    pub fn with_statements_of_role(mut self, template: &Value, role: &str, names: &StackNames) -> Result<Self, String> {
+        let other = Self::of_role(template, &self.function.clone(), role.to_owned(), names)?;
+        self.statements.extend(other.statements);
+        Ok(self)
+    }
+
     /// The names of its statements, in the template's order.
     pub fn statement_names(&self) -> Vec<&str> {
         self.statements.iter().map(|s| s.name.as_str()).collect()

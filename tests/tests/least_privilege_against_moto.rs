@@ -193,6 +193,8 @@ struct Stack {
     sheets: SheetsDouble,
     spreadsheet: String,
     google_key_secret_arn: String,
+    /// The stack's tenant secrets key (`TENANT_SECRETS_KMS_KEY_ID`).
+    tenant_key: String,
     tenant_secret_arns: Vec<String>,
     link_signer_secret_arn: String,
     /// What [`FunctionPolicy::moto_document`] changed, per function.
@@ -389,6 +391,18 @@ impl Stack {
             (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for function in FUNCTIONS {
             let mut policy = FunctionPolicy::of(template, function, &names).unwrap_or_else(|e| panic!("{e}"));
+            if function == DELIVER_S3 {
+                // moto can open no session of BucketPolicyWriterRole as AWS
+                // would (its trust is the account root with an
+                // aws:PrincipalArn condition, and NeverAssumeOurOwnRoles
+                // spares it by a tag condition: moto evaluates neither), so
+                // deliver-s3 runs without BUCKET_POLICY_WRITER_ROLE_ARN and
+                // its role gets the writer's statements: the permissions an
+                // s3-bucket-policy write has, checked the same way.
+                policy = policy
+                    .with_statements_of_role(template, "BucketPolicyWriterRole", &names)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
             for (_, statement) in removed.iter().filter(|(f, _)| *f == function) {
                 policy = policy.without(statement);
             }
@@ -428,6 +442,10 @@ impl Stack {
             if function == NOTIFY {
                 environment.insert("WEBHOOKS_ALLOW_LOOPBACK".to_owned(), "true".to_owned());
             }
+            // See the writer's statements above: its own credentials write.
+            if function == DELIVER_S3 {
+                environment.remove("BUCKET_POLICY_WRITER_ROLE_ARN");
+            }
             // In AWS the keys are at the issuer's own address; moto's are here.
             if function == CONSOLE {
                 let jwks = format!("{endpoint}/{}/.well-known/jwks.json", console_pool.user_pool_id);
@@ -457,6 +475,7 @@ impl Stack {
             sheets,
             spreadsheet,
             google_key_secret_arn,
+            tenant_key,
             tenant_secret_arns,
             link_signer_secret_arn,
             moto_adjustments,
@@ -1086,8 +1105,17 @@ async fn each_function_runs_a_whole_run_with_exactly_its_template_policy_under_i
     }
     // Only the console (and the onboarding role) may change tenant secrets,
     // and only those: not our Google key, not the link signer's.
-    let edits =
-        ["secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"];
+    let edits = ["secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"];
+    // DescribeSecret (which key a secret is under) is read-only: the
+    // readers of one tenant have it, fanout (ListSecrets) and the sweeper not.
+    for arn in &stack.tenant_secret_arns {
+        for function in [DELIVER_S3, DELIVER_EMAIL, DELIVER_GCS, DELIVER_SHEETS, NOTIFY, CONSOLE] {
+            assert!(stack.policies[function].allows("secretsmanager:DescribeSecret", arn), "{function} {arn}");
+        }
+        for function in [FANOUT, SWEEPER] {
+            assert!(!stack.policies[function].allows("secretsmanager:DescribeSecret", arn), "{function} {arn}");
+        }
+    }
     for edit in edits {
         for arn in &stack.tenant_secret_arns {
             assert!(stack.policies[CONSOLE].allows(edit, arn), "{edit} {arn}");
@@ -1318,7 +1346,7 @@ async fn onboard_a_tenant_naming_a_role_of_our_own(stack: &Stack) -> (String, St
         "connectors": {"lake": {"type": "s3-role", "bucketArn": format!("arn:aws:s3:::{bucket}"), "region": REGION,
                                 "prefix": "", "roleArn": role_arn, "externalId": external_id}},
         "feeds": [{"id": "lake", "connector": "lake", "reports": ["artist"]}]});
-    create_secret(&stack.admin, &format!("{prefix}ours"), &ours.to_string()).await;
+    create_secret_under(&stack.admin, &format!("{prefix}ours"), &ours.to_string(), Some(&stack.tenant_key)).await;
     (role_arn, bucket)
 }
 

@@ -226,7 +226,8 @@ mod tests {
             .iter()
             .map(|id| {
                 let connector = serde_json::json!({"type": "s3-bucket-policy", "bucketArn": "arn:aws:s3:::acme-reports",
-                                                   "region": "us-east-1", "prefix": format!("{id}/")});
+                                                   "region": "us-east-1", "prefix": format!("{id}/"),
+                                                   "bucketOwnerAccountId": "444455556666"});
                 (format!("to-{id}"), connector)
             })
             .collect();

@@ -206,7 +206,7 @@ pub(crate) mod tests {
 
     pub const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
     pub const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-    const EXTERNAL_ID: &str = "mm-acme-7f3c";
+    const EXTERNAL_ID: &str = "pr-acme-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b";
 
     pub fn run() -> RunId {
         "20261119030000".parse().unwrap()

@@ -180,7 +180,7 @@ fn every_connector_type_parses_and_maps_to_its_job_kind() {
     assert_eq!(config.connectors["lake"].s3_destination().unwrap().prefix, "massive/");
     assert_eq!(config.connectors["lake"].s3_destination().unwrap().bucket_owner.as_deref(), Some("111122223333"));
     assert_eq!(config.connectors["policy"].s3_destination().unwrap().prefix, "in/bound/");
-    assert_eq!(config.connectors["policy"].s3_destination().unwrap().bucket_owner, None);
+    assert_eq!(config.connectors["policy"].s3_destination().unwrap().bucket_owner.as_deref(), Some("444455556666"));
     let Connector::Gcs(gcs) = &config.connectors["gcs"] else { panic!("gcs") };
     assert_eq!(gcs.service_account.client_email, "feeds@acme-analytics.iam.gserviceaccount.com");
     let key: Value = serde_json::from_str(gcs.service_account.key_json.expose_secret()).unwrap();
@@ -694,7 +694,10 @@ fn two_feeds_without_an_id_collide_on_default() {
 
 #[test]
 fn a_document_without_a_secret_name_skips_only_the_name_check() {
-    let value = design_example_with(|v| v["tenantId"] = "other".into());
+    let value = design_example_with(|v| {
+        v["tenantId"] = "other".into();
+        v["connectors"]["lake"]["externalId"] = "pr-other-7f3c9a2b5e1d4c6f8a0b1c2d3e4f5a6b".into();
+    });
     assert_eq!(parse_tenant_document(&value.to_string()).unwrap().tenant_id, "other");
     assert!(parse_tenant_secret("acme", &value.to_string()).is_err());
 }
