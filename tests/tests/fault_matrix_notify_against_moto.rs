@@ -38,9 +38,10 @@
 //!   notification status;
 //! - the notification-status object is valid JSON, and a status this build
 //!   reads, after every cell;
-//! - a notify event whose invocations all failed, and a failed sweep, name
-//!   the fault, and only a fault that lasts beyond Lambda's retries makes
-//!   all of an event's invocations fail.
+//! - a notify event whose invocations all failed, a failed sweep and a
+//!   failed send to the bus (recorded in the status; the invocation
+//!   succeeds) name the fault, and only a fault that lasts beyond Lambda's
+//!   retries makes all of an event's invocations fail.
 //!
 //! The table is printed (shown on failure, or with `--nocapture`) and
 //! recorded in docs/reliability.md.
@@ -360,6 +361,7 @@ async fn notify_cell(world: Arc<World>, _index: usize, cell: Option<Cell>) -> (C
     }
     // The notification status: valid JSON, both targets accepted, no secret.
     let secret_body = setup.secret.trim_start_matches("whsec_").trim_end_matches('=').to_owned();
+    let mut bus_failures = Vec::new();
     match setup.staging.get(&setup.parts.status_key()).await {
         Err(error) => problems.push(format!("no notification status: {error}")),
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
@@ -371,6 +373,9 @@ async fn notify_cell(world: Arc<World>, _index: usize, cell: Option<Cell>) -> (C
                     if states != [TargetState::Accepted, TargetState::Accepted] {
                         problems.push(format!("targets {states:?} in the notification status"));
                     }
+                    let bus = status.targets.iter().filter(|t| t.target_type == "eventbridge");
+                    bus_failures =
+                        bus.flat_map(|t| &t.attempts).filter(|a| !a.accepted).map(|a| a.detail.clone()).collect();
                     let text = String::from_utf8_lossy(&bytes);
                     if text.contains(&setup.secret) || text.contains(&secret_body) {
                         problems.push("the signing secret is in the notification status".to_owned());
@@ -419,7 +424,14 @@ async fn notify_cell(world: Arc<World>, _index: usize, cell: Option<Cell>) -> (C
     if runs.failed_sweeps > 0 && !runs.sweep_error.as_deref().is_some_and(|error| cell.is_named_in(error)) {
         result.problems.push("the sweep's error does not name the fault".to_owned());
     }
-    if cell.permanent() && runs.exhausted == 0 && runs.failed_sweeps == 0 {
+    // A bus that did not take the event is a failed send, recorded naming the fault.
+    if !bus_failures.is_empty() {
+        if bus_failures.iter().all(|detail| cell.is_named_in(detail)) {
+            result.notes.push(format!("bus: {} failed sends recorded, re-driven", bus_failures.len()));
+        } else {
+            result.problems.push(format!("a failed send to the bus does not name the fault: {}", bus_failures[0]));
+        }
+    } else if cell.permanent() && runs.exhausted == 0 && runs.failed_sweeps == 0 {
         result.notes.push("not needed: notify and the sweeper did without it".to_owned());
     }
     result.seconds = started.elapsed().as_secs_f64();
