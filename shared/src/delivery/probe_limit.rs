@@ -22,8 +22,9 @@ pub const TESTS_PER_WINDOW: usize = 10;
 pub const WINDOW_SECONDS: i64 = 3_600;
 /// Where the ledgers live in staging.
 pub const LEDGER_PREFIX: &str = "connection-test-ledger/";
-/// Conditional writes lost to a concurrent test before giving up.
-const MAX_CONFLICTS: usize = 8;
+/// Conditional writes lost to a concurrent test before giving up (each
+/// loss waits a little longer, with jitter, before reading again).
+const MAX_CONFLICTS: u32 = 24;
 
 /// The ledger of one tenant's connector.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,16 @@ const MAX_CONFLICTS: usize = 8;
 struct Ledger {
     /// When each test in the window was admitted, oldest first.
     tested_at: Vec<DateTime<Utc>>,
+}
+
+/// The wait after the `conflicts`-th lost write: 10 ms a loss so far, up to
+/// 200 ms, plus random jitter of as much again, so that concurrent tests
+/// stop colliding.
+fn conflict_backoff(conflicts: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = std::time::Duration::from_millis(u64::from(conflicts.min(20)) * 10);
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    base + base.mul_f64((random % 1000) as f64 / 1000.0)
 }
 
 /// Whether a test may run now.
@@ -67,7 +78,10 @@ pub async fn admit_test<S: ObjectStore>(
 ) -> Result<Admission, StoreError> {
     let key = ledger_key(tenant_id, connector);
     let window_start = now - Duration::seconds(WINDOW_SECONDS);
-    for _ in 0..MAX_CONFLICTS {
+    for conflicts in 0..MAX_CONFLICTS {
+        if conflicts > 0 {
+            tokio::time::sleep(conflict_backoff(conflicts)).await;
+        }
         let (mut ledger, version) = match staging.get_versioned(&key).await {
             Ok(object) if object.body.len() as u64 <= CONTROL_OBJECT_MAX_BYTES => {
                 // A ledger that does not parse is started afresh rather than
