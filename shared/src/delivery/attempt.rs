@@ -88,6 +88,14 @@ pub enum JobError {
     Claim { job_key: String, status_key: String, source: StoreError },
     #[error("could not record the outcome of {job_key} in {status_key}: {source}")]
     RecordStatus { job_key: String, status_key: String, source: StoreError },
+    /// The delivery is done and recorded, but its arrival event could not be
+    /// created: the invocation fails so that Lambda retries it, and the
+    /// retry (which finds the job delivered) creates the event.
+    #[error(
+        "{job_key} is delivered (recorded in {status_key}) but its arrival event {event_key} could not be created; \
+         the invocation is retried to create it: {source}"
+    )]
+    CreateEvent { job_key: String, status_key: String, event_key: String, source: StoreError },
 }
 
 /// A token no other attempt has: the clock, the process and a random value
@@ -174,7 +182,13 @@ where
     if let Some(record) = &current {
         match &record.status {
             Ok(status) if status.is_delivered() => {
-                info!(%job_key, "already delivered; nothing to do");
+                info!(%job_key, "already delivered; nothing to do but make sure its arrival event exists");
+                // A retry after the event could not be created: create it
+                // now (a conditional create: nothing if it exists). The job
+                // is not read again, so this event names no destination.
+                if let Err((event_key, source)) = create_arrival_event(&staging, status, None, now).await {
+                    return Err(JobError::CreateEvent { job_key, status_key, event_key, source });
+                }
                 return Ok(report(JobDisposition::AlreadyDelivered, status.objects.len(), status.total_bytes()));
             }
             Ok(status) => {
@@ -226,7 +240,23 @@ where
         }
     };
     let done = report(JobDisposition::Attempted(status.outcome), status.objects.len(), status.total_bytes());
-    create_arrival_event(&staging, &status, destination, finished_at).await;
+    let event = create_arrival_event(&staging, &status, destination, finished_at).await;
+    match (failure, event) {
+        (None, Err((event_key, source))) if status.is_delivered() => {
+            Err(JobError::CreateEvent { job_key, status_key, event_key, source })
+        }
+        (failure, _) => job_result(job_key, status_key, failure, status, done),
+    }
+}
+
+/// What an attempt whose outcome and event are recorded returns.
+fn job_result(
+    job_key: String,
+    status_key: String,
+    failure: Option<String>,
+    status: DeliveryStatus,
+    done: JobReport,
+) -> Result<JobReport, JobError> {
     match failure {
         Some(reason) => {
             warn!(%job_key, attempt = status.attempts.len(), %reason, "delivery failed; the invocation will be retried");
@@ -240,22 +270,27 @@ where
 }
 
 /// Creates the event a recorded outcome calls for (docs/design.md,
-/// "Events"). Never fails the delivery: the data is delivered (or its
-/// failure recorded) whatever becomes of its notice, so a write that fails
-/// is logged for the operator and the delivery goes on.
+/// "Events"). Never undoes the delivery: the data is delivered (or its
+/// failure recorded) whatever becomes of its notice. A write that fails is
+/// logged and returned (the event's key and the error), so that a delivered
+/// job's invocation fails and its retry creates the event: at least once.
 async fn create_arrival_event<S: ObjectStore>(
     staging: &DeliveryStaging<'_, S>,
     status: &DeliveryStatus,
     destination: Option<EventDestination>,
     now: DateTime<Utc>,
-) {
-    let Some(event) = ArrivalEvent::for_status(status, destination, new_event_id(now)) else { return };
+) -> Result<(), (String, StoreError)> {
+    let Some(event) = ArrivalEvent::for_status(status, destination, new_event_id(now)) else { return Ok(()) };
     let key = event.key_parts().event_key();
     match staging.create_event(&event).await {
         Ok(crate::store::PutOutcome::Created) => info!(event_key = %key, event_id = %event.id, "arrival event created"),
         Ok(crate::store::PutOutcome::AlreadyExists) => info!(event_key = %key, "arrival event already created"),
-        Err(error) => error!(event_key = %key, %error, "could not create the arrival event; the delivery stands"),
+        Err(error) => {
+            error!(event_key = %key, %error, "could not create the arrival event; the delivery stands");
+            return Err((key, error));
+        }
     }
+    Ok(())
 }
 
 /// A delivery's result as the status records it, and whose move it is when it failed.
@@ -497,16 +532,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_event_that_cannot_be_written_neither_blocks_nor_fails_the_delivery() {
+    async fn an_event_that_cannot_be_written_fails_the_invocation_not_the_delivery_and_the_retry_creates_it() {
         let (dir, store, parts) = scene("event-unwritable").await;
         // A file where the event's folder should be: creating the event fails.
         let folder = dir.path().join(format!("notifications/{}/{}", parts.run_id, parts.tenant_id));
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::write(folder.join(&parts.feed_id), b"in the way").unwrap();
         let deps = deps(&store, acme(), 0);
-        let report = deliver_job(&deps, &parts, None).await.unwrap();
-        assert_eq!(report.disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
-        assert!(status(&store, &parts).await.is_delivered());
+        let error = deliver_job(&deps, &parts, None).await.unwrap_err();
+        assert!(matches!(error, JobError::CreateEvent { .. }), "{error}");
+        assert!(error.to_string().contains("is delivered") && error.to_string().contains("retried"), "{error}");
+        assert!(status(&store, &parts).await.is_delivered(), "the delivery stands");
+        assert!(event(&store, &parts, "delivery.succeeded").await.is_none());
+
+        // Lambda's retry, once the write can succeed: nothing is delivered
+        // again, and the event is created.
+        std::fs::remove_file(folder.join(&parts.feed_id)).unwrap();
+        let again = deliver_job(&deps, &parts, None).await.unwrap();
+        assert_eq!(again.disposition, JobDisposition::AlreadyDelivered);
+        assert_eq!(deps.deliverer.calls.load(Ordering::SeqCst), 1, "delivered once");
+        let created = event(&store, &parts, "delivery.succeeded").await.expect("the retry created the event");
+        assert_eq!(created["type"], "delivery.succeeded");
+        // A further duplicate invocation finds it and writes nothing.
+        assert_eq!(deliver_job(&deps, &parts, None).await.unwrap().disposition, JobDisposition::AlreadyDelivered);
+        assert_eq!(event(&store, &parts, "delivery.succeeded").await.unwrap(), created);
     }
 
     #[tokio::test]

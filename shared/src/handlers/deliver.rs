@@ -56,6 +56,7 @@ impl DeliverError {
             }
             DeliverError::Job(JobError::Failed { .. }) | DeliverError::Several(_) => "DeliveryFailed",
             DeliverError::Job(JobError::RecordStatus { .. }) => "StatusNotRecorded",
+            DeliverError::Job(JobError::CreateEvent { .. }) => "EventNotCreated",
             DeliverError::Job(JobError::ReadStatus { .. } | JobError::Claim { .. }) => "StatusNotRead",
             DeliverError::ConnectionTest(_) => "ConnectionTestFailed",
         }
