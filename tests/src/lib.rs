@@ -50,6 +50,7 @@ pub mod athena_output;
 pub mod console;
 pub mod customer;
 pub mod delivery;
+pub mod event_bus;
 pub mod fault_matrix;
 pub mod fault_proxy;
 pub mod gcs_guard;

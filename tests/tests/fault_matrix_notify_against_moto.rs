@@ -51,18 +51,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aws_config::SdkConfig;
-use aws_sdk_eventbridge::types::Target;
 use chrono::{DateTime, Duration, Utc};
 use integration_tests::delivery::{
     capture_logs, create_raw_secret, event_for_key, pinned_now, publish_synthetic_run, run_id, staging_store,
     unique_tenant_prefix, LogCapture,
 };
+use integration_tests::event_bus::{bus_with_queue, Queue};
 use integration_tests::fault_matrix::{
     cells_from, counts_of, faulted_proxy, invoke_as_lambda, run_matrix, shorten, Cell, CellResult, OutcomeColumns,
 };
 use integration_tests::fault_proxy::{CallKind, FaultProxy};
 use integration_tests::webhook_receiver::WebhookReceiver;
-use integration_tests::{moto_endpoint, sdk_config, unique_bucket_name};
+use integration_tests::{moto_endpoint, sdk_config};
 use popularity_reports::delivery::arrival_event::new_event_id;
 use popularity_reports::delivery::connectors::email::SesMailer;
 use popularity_reports::delivery::{
@@ -109,85 +109,6 @@ fn sweeps_after_the_fault() -> [fn() -> DateTime<Utc>; 4] {
 }
 
 // ------------------------------------------------------- the customer's bus
-
-/// An SQS queue on moto over its query API (the tests have no SQS client):
-/// where the bus's rule sends what it receives. As in `events_against_moto.rs`.
-struct Queue {
-    endpoint: String,
-    url: String,
-    arn: String,
-}
-
-impl Queue {
-    async fn create(endpoint: &str, name: &str) -> Queue {
-        let created = sqs(endpoint, &[("Action", "CreateQueue"), ("QueueName", name)]).await;
-        let url = between(&created, "<QueueUrl>", "</QueueUrl>").expect("CreateQueue answers a QueueUrl");
-        Queue { endpoint: endpoint.to_owned(), url, arn: format!("arn:aws:sqs:us-east-1:123456789012:{name}") }
-    }
-
-    async fn bodies(&self) -> Vec<Value> {
-        let answer = sqs(
-            &self.endpoint,
-            &[("Action", "ReceiveMessage"), ("QueueUrl", &self.url), ("MaxNumberOfMessages", "10")],
-        )
-        .await;
-        answer
-            .split("<Body>")
-            .skip(1)
-            .filter_map(|rest| rest.split("</Body>").next())
-            .map(|body| body.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
-            .map(|body| serde_json::from_str(&body).expect("an EventBridge message"))
-            .collect()
-    }
-}
-
-async fn sqs(endpoint: &str, params: &[(&str, &str)]) -> String {
-    let mut form: Vec<(&str, &str)> = params.to_vec();
-    form.push(("Version", "2012-11-05"));
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{endpoint}/"))
-        // moto routes a request to a service by the credential scope of its
-        // Authorization header; it checks no signature.
-        .header(
-            "Authorization",
-            "AWS4-HMAC-SHA256 Credential=testing/20261119/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "SQS {params:?}: {status} {text}");
-    text
-}
-
-fn between(text: &str, start: &str, end: &str) -> Option<String> {
-    Some(text.split(start).nth(1)?.split(end).next()?.to_owned())
-}
-
-/// A bus on moto whose one rule sends every event of ours to a fresh queue.
-async fn bus_with_queue(admin: &SdkConfig, hint: &str) -> (String, Queue) {
-    let events = aws_sdk_eventbridge::Client::new(admin);
-    let name = unique_bucket_name(hint);
-    let bus = events.create_event_bus().name(&name).send().await.unwrap();
-    let arn = bus.event_bus_arn().unwrap().to_owned();
-    let queue = Queue::create(&moto_endpoint(), &name).await;
-    events
-        .put_rule()
-        .name("arrivals")
-        .event_bus_name(&name)
-        .event_pattern(r#"{"source": ["popularity-reports"]}"#)
-        .send()
-        .await
-        .unwrap();
-    let target = Target::builder().id("queue").arn(&queue.arn).build().unwrap();
-    events.put_targets().rule("arrivals").event_bus_name(&name).targets(target).send().await.unwrap();
-    (arn, queue)
-}
 
 // ------------------------------------------------------------------ a cell
 

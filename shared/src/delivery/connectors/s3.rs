@@ -153,38 +153,34 @@ impl S3Destinations {
             return Err(DeliveryError::InvalidConnector { connector: connector_name.to_owned(), reason });
         }
         let region = Region::new(destination.region.clone());
-        let mut role = None;
         let session_policy = destination_session_policy(destination, self.own_organization.as_deref());
-        let credentials = match connector {
-            Connector::S3Role(role_connector) => {
-                let provider = AssumeRoleProvider::builder(role_connector.role_arn.clone())
-                    .external_id(role_connector.external_id.expose_secret())
+        // The session to open, if any: a customer's role with its external
+        // id, or our writer with the tenant's tag; both scoped by the policy.
+        let session = match connector {
+            Connector::S3Role(role_connector) => Some(
+                AssumeRoleProvider::builder(role_connector.role_arn.clone())
+                    .external_id(role_connector.external_id.expose_secret()),
+            ),
+            Connector::S3BucketPolicy(_) => self
+                .bucket_policy_writer
+                .as_ref()
+                .map(|writer| AssumeRoleProvider::builder(writer.clone()).tags([(TENANT_SESSION_TAG, tenant_id)])),
+            _ => None,
+        };
+        let role = match session {
+            Some(builder) => Some(SharedCredentialsProvider::new(
+                builder
                     .session_name(role_session_name(tenant_id))
                     .policy(session_policy)
                     .region(region.clone())
                     .configure(&self.base)
                     .build()
-                    .await;
-                let shared = SharedCredentialsProvider::new(provider);
-                role = Some(shared.clone());
-                Some(shared)
-            }
-            Connector::S3BucketPolicy(_) => match &self.bucket_policy_writer {
-                Some(writer) => {
-                    let provider = AssumeRoleProvider::builder(writer.clone())
-                        .session_name(role_session_name(tenant_id))
-                        .tags([(TENANT_SESSION_TAG, tenant_id)])
-                        .policy(session_policy)
-                        .region(region.clone())
-                        .configure(&self.base)
-                        .build()
-                        .await;
-                    let shared = SharedCredentialsProvider::new(provider);
-                    role = Some(shared.clone());
-                    Some(shared)
-                }
-                None => None,
-            },
+                    .await,
+            )),
+            None => None,
+        };
+        let credentials = match connector {
+            Connector::S3Role(_) | Connector::S3BucketPolicy(_) => role.clone(),
             Connector::S3Keys(keys) => Some(SharedCredentialsProvider::new(Credentials::new(
                 keys.access_key_id.expose_secret(),
                 keys.secret_access_key.expose_secret(),
