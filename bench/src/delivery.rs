@@ -441,7 +441,7 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
             let deps = DeliverDeps {
                 staging: staging.clone(),
                 tenants: SecretsManagerTenants::new(secrets_manager_client(&config), args.tenant_prefix.as_str())?,
-                deliverer: GcsDeliverer { staging: staging.clone(), endpoint },
+                deliverer: GcsDeliverer { staging: staging.clone(), endpoint, identities: None },
                 now: Utc::now,
             };
             let parts = parse_job_key(&job_key(JobKind::Gcs, run, DELIVERY_TENANT, &args.feed))?;
@@ -463,7 +463,7 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
             let Some(popularity_reports::tenant::Connector::Gcs(connector)) = tenant.connectors.get("lake") else {
                 bail!("the baseline tenant has no gcs connector");
             };
-            let destination = GcsStore::open("lake", connector, endpoint).await?;
+            let destination = GcsStore::open("lake", connector, endpoint, "bench", None).await?;
             upload_parts_plainly(&staging, &destination, run).await?
         }
         WorkerTask::Deliver => {

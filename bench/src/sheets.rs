@@ -195,7 +195,7 @@ pub async fn run_worker(args: SheetsWorkerArgs) -> anyhow::Result<()> {
     let deps = DeliverDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets, TENANT_PREFIX)?,
-        deliverer: SheetsDeliverer { staging, client, now: chrono::Utc::now },
+        deliverer: SheetsDeliverer { staging, clients: client.into(), now: chrono::Utc::now },
         now: chrono::Utc::now,
     };
     let parts = parse_job_key(&job_key(JobKind::Sheets, run_id(), TENANT, &args.feed))?;

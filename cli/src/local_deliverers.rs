@@ -11,9 +11,10 @@ use popularity_reports::config::{DeliveryConfig, EmailConfig, GcsConfig, S3Write
 use popularity_reports::delivery::connectors::email::{EmailDeliverer, S3LinkSigner, SesMailer};
 use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::connectors::s3::{S3Deliverer, S3Destinations};
-use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
+use popularity_reports::delivery::connectors::sheets::{load_sheets_clients, RetryPolicy, SheetsDeliverer};
 use popularity_reports::delivery::probe_runner::{run_connection_test, ConnectionTestOutcome};
 use popularity_reports::delivery::{deliver_job, DeliverDeps, Deliverer, DelivererKey, JobKind, JobReport};
+use popularity_reports::google_identity::tenant_identities;
 use popularity_reports::store::{s3_client, S3Store};
 use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
 
@@ -80,19 +81,14 @@ impl LocalDeliverers {
             }
             JobKind::Gcs => {
                 let gcs = GcsConfig::from_env().context("GCS delivery")?;
-                self.run(GcsDeliverer { staging, endpoint: gcs.storage_endpoint.clone() }, keys).await
+                let identities = gcs.google.as_ref().map(|google| tenant_identities(google, &self.aws)).transpose()?;
+                self.run(GcsDeliverer { staging, endpoint: gcs.storage_endpoint.clone(), identities }, keys).await
             }
             JobKind::Sheets => {
                 let sheets = SheetsConfig::from_env().context("Google Sheets delivery")?;
                 let secrets = secrets_manager_client(&self.aws);
-                let identity = SheetsIdentity::load(&secrets, &sheets.service_account_secret).await?;
-                let client = SheetsClient::new(
-                    identity,
-                    &sheets.sheets_endpoint,
-                    sheets.writes_per_minute,
-                    RetryPolicy::default(),
-                );
-                self.run(SheetsDeliverer { staging, client, now: chrono::Utc::now }, keys).await
+                let clients = load_sheets_clients(&sheets, &self.aws, &secrets, RetryPolicy::default()).await?;
+                self.run(SheetsDeliverer { staging, clients, now: chrono::Utc::now }, keys).await
             }
         }
     }

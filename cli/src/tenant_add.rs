@@ -6,7 +6,10 @@
 //! `popularity tenant test` does (docs/design.md, "Connection tests"). Prints the secret's name,
 //! never its value. The secret is always encrypted under the stack's tenant
 //! secrets key (`TENANT_SECRETS_KMS_KEY_ID`, output `TenantSecretsKeyArn`),
-//! the only key the functions accept: without it nothing is stored.
+//! the only key the functions accept: without it nothing is stored. A tenant
+//! with a keyless `gcs` or a `google-sheets` connector first gets its own
+//! Google identity ([`super::tenant_google`]); if that fails, nothing is
+//! stored.
 
 use std::path::PathBuf;
 
@@ -19,6 +22,7 @@ use popularity_reports::tenant::directory::{
 };
 use popularity_reports::tenant::TenantConfig;
 
+use super::tenant_google::{ensure_google_identity, GoogleOnboardingOptions};
 use super::tenant_test::{run_tests, TestOptions};
 use super::{read_tenant_file, runtime};
 use crate::local_deliverers::LocalDeliverers;
@@ -40,6 +44,8 @@ pub struct AddArgs {
     pub no_test: bool,
     #[command(flatten)]
     pub test: TestOptions,
+    #[command(flatten)]
+    pub google: GoogleOnboardingOptions,
 }
 
 pub fn add(args: AddArgs) -> anyhow::Result<()> {
@@ -53,11 +59,17 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
             let others = SecretsManagerTenants::new(client.clone(), &args.prefix)?
                 .requiring_kms_key(Some(kms_key_id.to_owned()));
             refuse_conflicts(&others, &config).await?;
-            put_tenant_secret_under_key(&client, &args.prefix, &json, &config.tenant_id, Some(kms_key_id))
+            let google = ensure_google_identity(&args.google, &config, &sdk_config).await?;
+            let stored = put_tenant_secret_under_key(&client, &args.prefix, &json, &config.tenant_id, Some(kms_key_id))
                 .await
-                .map_err(anyhow::Error::from)
+                .map_err(anyhow::Error::from)?;
+            anyhow::Ok((stored, google))
         })
         .with_context(|| format!("cannot store tenant {} from {}", config.tenant_id, args.file.display()))?;
+    let (outcome, google) = outcome;
+    if let Some(address) = google {
+        println!("google identity {address} (the customer grants this address; only our deliverers can act as it)");
+    }
     println!("{} secret {}", if outcome.created { "created" } else { "updated" }, outcome.secret_name);
     if args.no_test {
         return Ok(());
@@ -145,6 +157,7 @@ mod tests {
             kms_key_id: None,
             no_test: true,
             test: TestOptions { connector: None, local: false, timeout_seconds: 1 },
+            google: GoogleOnboardingOptions::default(),
         });
         let message = result.unwrap_err().to_string();
         assert!(message.contains("is not a valid tenant secret"), "{message}");

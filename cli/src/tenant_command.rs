@@ -2,7 +2,8 @@
 //! operator's machine (`validate`), store it in Secrets Manager (`add`, in
 //! [`tenant_add`]), test its connectors (`test`, in [`tenant_test`]) and
 //! generate an s3-role externalId (`external-id`) or a webhook signing
-//! secret (`webhook-secret`).
+//! secret (`webhook-secret`), and print a tenant's Google address
+//! (`google-identity`, in [`tenant_google`]).
 //! `validate` and `add` run the same checks, so nothing invalid is ever
 //! stored; none prints a secret value.
 
@@ -14,6 +15,8 @@ use popularity_reports::tenant::{parse_tenant_document, parse_tenant_secret, Ten
 
 #[path = "tenant_add.rs"]
 mod tenant_add;
+#[path = "tenant_google.rs"]
+pub mod tenant_google;
 #[path = "tenant_test.rs"]
 pub mod tenant_test;
 
@@ -43,6 +46,11 @@ pub enum TenantCommand {
     /// customer chose (AWS's confused-deputy guidance): the customer puts it
     /// in their role's trust policy and you put it in the tenant secret.
     ExternalId(ExternalIdArgs),
+    /// Print the address of the tenant's own Google identity of ours
+    /// (keyless Google): what its customer grants Storage Object Creator on
+    /// a bucket, or shares a spreadsheet with as Editor. Derived from the
+    /// tenantId and GOOGLE_PROJECT_ID; `tenant add` creates the account.
+    GoogleIdentity(tenant_google::GoogleIdentityArgs),
     /// Print a fresh webhook signing secret (`whsec_` and the base64 of 32
     /// random bytes; one line, the value alone). Show it to the customer
     /// once, for verifying our signatures, and put it in the tenant secret as
@@ -74,6 +82,10 @@ pub fn run(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Test(args) => runtime()?.block_on(tenant_test::test(args)),
         TenantCommand::ExternalId(args) => {
             println!("{}", external_id(&args.tenant_id)?);
+            Ok(())
+        }
+        TenantCommand::GoogleIdentity(args) => {
+            println!("{}", tenant_google::google_identity(&args)?);
             Ok(())
         }
         TenantCommand::WebhookSecret => {

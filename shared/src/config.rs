@@ -16,6 +16,9 @@ pub enum ConfigError {
     Missing { name: &'static str, purpose: &'static str },
     #[error("environment variable {name}={value:?} is malformed: expected {expected}")]
     Malformed { name: &'static str, value: String, expected: &'static str },
+    /// A variable whose value is not repeated (it may be long): the reason.
+    #[error("environment variable {name} is not usable: {reason}")]
+    Unusable { name: &'static str, reason: String },
 }
 
 /// `main` returning this error prints its `Debug`: make that the message.
@@ -249,6 +252,9 @@ pub struct ConsoleConfig {
     /// The Google address customers share spreadsheets with
     /// (`GOOGLE_SHARE_ADDRESS`), shown in setup instructions.
     pub google_share_address: Option<String>,
+    /// Keyless Google: our project (`GOOGLE_PROJECT_ID`), so the setup
+    /// instructions show each tenant its own Google address.
+    pub google_project_id: Option<String>,
     /// How long a create or update waits for its connection test
     /// (`CONNECTION_TEST_WAIT_SECONDS`, 1 to 28: API Gateway answers in 30).
     pub connection_test_wait_seconds: u64,
@@ -289,6 +295,7 @@ impl ConsoleConfig {
             delivery_principal: vars.optional("DELIVERY_PRINCIPAL_ARN"),
             bucket_policy_writer: vars.optional("BUCKET_POLICY_WRITER_ROLE_ARN"),
             google_share_address: vars.optional("GOOGLE_SHARE_ADDRESS"),
+            google_project_id: vars.optional("GOOGLE_PROJECT_ID"),
             connection_test_wait_seconds: vars.parsed(
                 "CONNECTION_TEST_WAIT_SECONDS",
                 25,
@@ -358,12 +365,29 @@ fn ses_configuration_set<F: Fn(&str) -> Option<String>>(vars: &Variables<F>) -> 
     Ok(Some(value))
 }
 
+/// Keyless Google (`GOOGLE_EXTERNAL_ACCOUNT_CONFIG`, `GOOGLE_PROJECT_ID`,
+/// `GOOGLE_IAM_ENDPOINT`, `GOOGLE_IAM_CREDENTIALS_ENDPOINT`): `None` when
+/// the first is unset.
+fn federation<F: Fn(&str) -> Option<String>>(
+    vars: &Variables<F>,
+) -> Result<Option<crate::google_identity::FederationConfig>, ConfigError> {
+    crate::google_identity::FederationConfig::from_values(
+        vars.optional("GOOGLE_EXTERNAL_ACCOUNT_CONFIG").as_deref(),
+        vars.optional("GOOGLE_PROJECT_ID").as_deref(),
+        vars.optional("GOOGLE_IAM_ENDPOINT").as_deref(),
+        vars.optional("GOOGLE_IAM_CREDENTIALS_ENDPOINT").as_deref(),
+    )
+    .map_err(|error| ConfigError::Unusable { name: "GOOGLE_EXTERNAL_ACCOUNT_CONFIG", reason: error.to_string() })
+}
+
 /// Configuration of the `deliver-gcs` function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcsConfig {
     pub delivery: DeliveryConfig,
     /// Where GCS requests go: Google, or `STORAGE_EMULATOR_HOST` over plain HTTP.
     pub storage_endpoint: String,
+    /// Keyless Google, when configured.
+    pub google: Option<crate::google_identity::FederationConfig>,
 }
 
 impl GcsConfig {
@@ -386,7 +410,11 @@ impl GcsConfig {
                 });
             }
         }
-        Ok(Self { delivery, storage_endpoint: crate::delivery::connectors::gcs::storage_endpoint(emulator.as_deref()) })
+        Ok(Self {
+            delivery,
+            storage_endpoint: crate::delivery::connectors::gcs::storage_endpoint(emulator.as_deref()),
+            google: federation(&vars)?,
+        })
     }
 }
 
@@ -394,8 +422,12 @@ impl GcsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SheetsConfig {
     pub delivery: DeliveryConfig,
-    /// Name or ARN of the secret holding our Google service account's key file.
-    pub service_account_secret: String,
+    /// Name or ARN of the secret holding our common Google service
+    /// account's key file: the older keyed path, required unless keyless
+    /// Google is configured.
+    pub service_account_secret: Option<String>,
+    /// Keyless Google, when configured: each tenant's own identity.
+    pub google: Option<crate::google_identity::FederationConfig>,
     /// The Sheets API v4 base URL (`SHEETS_API_ENDPOINT`).
     pub sheets_endpoint: String,
     /// Write requests a minute, for our one service account
@@ -421,12 +453,19 @@ impl SheetsConfig {
                 expected: "the base URL of the Sheets API v4, such as https://sheets.googleapis.com",
             });
         }
+        let google = federation(&vars)?;
+        let service_account_secret = match google {
+            Some(_) => vars.optional("GOOGLE_SERVICE_ACCOUNT_SECRET"),
+            None => Some(vars.required(
+                "GOOGLE_SERVICE_ACCOUNT_SECRET",
+                "name the secret holding our Google service account's key file, or configure keyless Google \
+                 (GOOGLE_EXTERNAL_ACCOUNT_CONFIG and GOOGLE_PROJECT_ID)",
+            )?),
+        };
         Ok(Self {
             delivery,
-            service_account_secret: vars.required(
-                "GOOGLE_SERVICE_ACCOUNT_SECRET",
-                "name the secret holding our Google service account's key file",
-            )?,
+            service_account_secret,
+            google,
             sheets_endpoint,
             writes_per_minute: vars.parsed(
                 "SHEETS_WRITES_PER_MINUTE",

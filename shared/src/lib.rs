@@ -41,6 +41,7 @@ pub mod delivery;
 pub mod delta;
 pub mod domain;
 pub mod engine;
+pub mod google_identity;
 pub mod handlers;
 pub mod input;
 pub mod manifest;

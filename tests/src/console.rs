@@ -59,6 +59,7 @@ pub fn console_config(endpoint: &str, pool: &UserPool, staging_bucket: &str, ten
             "arn:aws:iam::123456789012:role/popularity-reports-BucketPolicyWriterRole-TEST".to_owned(),
         ),
         google_share_address: Some("popularity-delivery@our-project.iam.gserviceaccount.com".to_owned()),
+        google_project_id: None,
         connection_test_wait_seconds: 20,
     }
 }

@@ -329,6 +329,7 @@ async fn run_cell(
                 let deliverer = GcsDeliverer {
                     staging: S3Store::new(s3_client(&config), world.staging.bucket(), ""),
                     endpoint: world.gcs.as_ref().unwrap().0.endpoint(),
+                    identities: None,
                 };
                 deliver_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await
             }
@@ -338,7 +339,7 @@ async fn run_cell(
                 let retry = RetryPolicy { first_backoff: Duration::from_millis(20), budget: Duration::from_secs(30) };
                 let deliverer = SheetsDeliverer {
                     staging: S3Store::new(s3_client(&config), world.staging.bucket(), ""),
-                    client: SheetsClient::new(identity, &double.endpoint(), 6_000, retry),
+                    clients: SheetsClient::new(identity, &double.endpoint(), 6_000, retry).into(),
                     now,
                 };
                 deliver_as_lambda(&deps_through(&config, &world, &prefix, deliverer, now), &job_key).await

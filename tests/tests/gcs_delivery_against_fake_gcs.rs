@@ -93,7 +93,11 @@ impl Scene {
         DeliverDeps {
             staging: self.staging.clone(),
             tenants: self.tenants(),
-            deliverer: GcsDeliverer { staging: self.staging.clone(), endpoint: self.guard.endpoint() },
+            deliverer: GcsDeliverer {
+                staging: self.staging.clone(),
+                endpoint: self.guard.endpoint(),
+                identities: None,
+            },
             now: pinned_now,
         }
     }

@@ -579,7 +579,7 @@ impl Stack {
         let deps = DeliverDeps {
             staging: staging.clone(),
             tenants: self.tenants(DELIVER_GCS, &config.delivery),
-            deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone() },
+            deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone(), identities: None },
             now: after_run,
         };
         let event = event_for_key(&format!("jobs/gcs/{RUN}/gcs-co/top.json"));
@@ -593,15 +593,15 @@ impl Stack {
         let config = SheetsConfig::from_lookup(self.lookup(DELIVER_SHEETS)).unwrap();
         let role = self.role(DELIVER_SHEETS);
         let secrets = secrets_manager_client(role);
-        let identity =
-            SheetsIdentity::load(&secrets, &config.service_account_secret).await.map_err(|e| e.to_string())?;
+        let secret = config.service_account_secret.as_deref().expect("the least-privilege world uses the keyed path");
+        let identity = SheetsIdentity::load(&secrets, secret).await.map_err(|e| e.to_string())?;
         let staging = S3Store::new(s3_client(role), config.delivery.staging_bucket.clone(), "");
         let client =
             SheetsClient::new(identity, &config.sheets_endpoint, config.writes_per_minute, RetryPolicy::default());
         let deps = DeliverDeps {
             staging: staging.clone(),
             tenants: self.tenants(DELIVER_SHEETS, &config.delivery),
-            deliverer: SheetsDeliverer { staging, client, now: chrono::Utc::now },
+            deliverer: SheetsDeliverer { staging, clients: client.into(), now: chrono::Utc::now },
             now: after_run,
         };
         let event = event_for_key(&format!("jobs/sheets/{RUN}/sheet-co/top.json"));
@@ -1412,7 +1412,7 @@ async fn without_its_secrets_statement_deliver_sheets_cannot_load_our_google_key
     let config = SheetsConfig::from_lookup(stack.lookup(DELIVER_SHEETS)).unwrap();
     let denied = secrets_manager_client(stack.role(DELIVER_SHEETS))
         .get_secret_value()
-        .secret_id(&config.service_account_secret)
+        .secret_id(config.service_account_secret.as_deref().unwrap())
         .send()
         .await;
     stop_enforcing_iam(&endpoint).await;
@@ -1422,7 +1422,7 @@ async fn without_its_secrets_statement_deliver_sheets_cannot_load_our_google_key
     // Like STS's and SES's, this denial's body does not parse in the SDK:
     // the error names the secret and HTTP 403, the raw answer the denial.
     let error = delivered.expect_err("deliver-sheets may not read its key: its cold start fails");
-    assert!(error.contains(&config.service_account_secret) && error.contains("HTTP 403"), "{error}");
+    assert!(error.contains(config.service_account_secret.as_deref().unwrap()) && error.contains("HTTP 403"), "{error}");
     let denial = denial_answered(denied);
     assert!(denial.contains("AccessDenied") && denial.contains("secretsmanager:GetSecretValue"), "{denial}");
     assert_eq!(stack.sheet_tabs(), vec!["Notes".to_owned()], "nothing was written to the spreadsheet");

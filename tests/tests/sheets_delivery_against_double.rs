@@ -105,7 +105,7 @@ impl Scene {
         DeliverDeps {
             staging: self.staging.clone(),
             tenants: self.tenants(),
-            deliverer: SheetsDeliverer { staging: self.staging.clone(), client, now: pinned_now },
+            deliverer: SheetsDeliverer { staging: self.staging.clone(), clients: client.into(), now: pinned_now },
             now: pinned_now,
         }
     }
@@ -431,7 +431,7 @@ async fn a_stalled_spreadsheet_holds_the_job_no_longer_than_its_budget_and_is_le
     let deps = DeliverDeps {
         staging: scene.staging.clone(),
         tenants: scene.tenants(),
-        deliverer: SheetsDeliverer { staging: scene.staging.clone(), client, now: pinned_now },
+        deliverer: SheetsDeliverer { staging: scene.staging.clone(), clients: client.into(), now: pinned_now },
         now: pinned_now,
     };
     let started = std::time::Instant::now();

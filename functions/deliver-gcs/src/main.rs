@@ -1,6 +1,8 @@
 //! The `deliver-gcs` Lambda: an S3 event for `jobs/gcs/…` streams the run's
-//! reports into the tenant's Google Cloud Storage bucket as the tenant's
-//! service account and records the outcome under `status/`; one for
+//! reports into the tenant's Google Cloud Storage bucket — as the tenant's
+//! own Google identity of ours (keyless, by workload identity federation
+//! from this function's role) or as the service account whose key the
+//! tenant secret holds — and records the outcome under `status/`; one for
 //! `connection-tests/gcs/…` probes the connector. Wiring only; the logic
 //! lives in `popularity_reports::delivery`.
 #![recursion_limit = "256"]
@@ -10,6 +12,7 @@ use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::GcsConfig;
 use popularity_reports::delivery::connectors::gcs::GcsDeliverer;
 use popularity_reports::delivery::DeliverDeps;
+use popularity_reports::google_identity::tenant_identities;
 use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
 use popularity_reports::sdk_config::load_sdk_config;
 use popularity_reports::store::{s3_client, S3Store};
@@ -21,6 +24,7 @@ async fn main() -> Result<(), Error> {
     let config = GcsConfig::from_env()?;
     let aws = load_sdk_config().await;
     let staging = S3Store::new(s3_client(&aws), config.delivery.staging_bucket.clone(), "");
+    let identities = config.google.as_ref().map(|google| tenant_identities(google, &aws)).transpose()?;
     let deps = DeliverDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(
@@ -28,7 +32,7 @@ async fn main() -> Result<(), Error> {
             config.delivery.tenant_secret_prefix.clone(),
         )?
         .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone()),
-        deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone() },
+        deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone(), identities },
         now: chrono::Utc::now,
     };
     run(service_fn(|event: LambdaEvent<S3Event>| {

@@ -1,7 +1,9 @@
 //! The `deliver-sheets` Lambda: an S3 event for `jobs/sheets/…` writes the
-//! top rows of the run's reports into the tenant's Google Sheet as our
-//! service account (its key read once, at cold start, from the secret
-//! `GOOGLE_SERVICE_ACCOUNT_SECRET` names) and records the outcome under
+//! top rows of the run's reports into the tenant's Google Sheet as the
+//! tenant's own Google identity of ours (keyless, by workload identity
+//! federation from this function's role) or, on the older keyed path, as our
+//! common service account (its key read once, at cold start, from the
+//! secret `GOOGLE_SERVICE_ACCOUNT_SECRET` names), and records the outcome under
 //! `status/`; one for `connection-tests/sheets/…` probes the spreadsheet.
 //! Wiring only; the logic lives in `popularity_reports::delivery`.
 #![recursion_limit = "256"]
@@ -9,7 +11,7 @@
 use aws_lambda_events::s3::S3Event;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use popularity_reports::config::SheetsConfig;
-use popularity_reports::delivery::connectors::sheets::{RetryPolicy, SheetsClient, SheetsDeliverer, SheetsIdentity};
+use popularity_reports::delivery::connectors::sheets::{load_sheets_clients, RetryPolicy, SheetsDeliverer};
 use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
 use popularity_reports::sdk_config::load_sdk_config;
@@ -22,14 +24,13 @@ async fn main() -> Result<(), Error> {
     let config = SheetsConfig::from_env()?;
     let aws = load_sdk_config().await;
     let secrets = secrets_manager_client(&aws);
-    let identity = SheetsIdentity::load(&secrets, &config.service_account_secret).await?;
+    let clients = load_sheets_clients(&config, &aws, &secrets, RetryPolicy::default()).await?;
     let staging = S3Store::new(s3_client(&aws), config.delivery.staging_bucket.clone(), "");
-    let client = SheetsClient::new(identity, &config.sheets_endpoint, config.writes_per_minute, RetryPolicy::default());
     let deps = DeliverDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets, config.delivery.tenant_secret_prefix.clone())?
             .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone()),
-        deliverer: SheetsDeliverer { staging, client, now: chrono::Utc::now },
+        deliverer: SheetsDeliverer { staging, clients, now: chrono::Utc::now },
         now: chrono::Utc::now,
     };
     run(service_fn(|event: LambdaEvent<S3Event>| {

@@ -56,6 +56,7 @@ pub fn aws_app<E: StagingEvents + 'static>(
                 delivery_principal: config.delivery_principal.clone(),
                 bucket_policy_writer: config.bucket_policy_writer.clone(),
                 google_share_with: config.google_share_address.clone(),
+                google_project: config.google_project_id.clone(),
             },
             probe_wait: Duration::from_secs(config.connection_test_wait_seconds),
         },

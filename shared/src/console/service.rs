@@ -301,7 +301,7 @@ impl<P: ConsolePorts> Console<P> {
         Ok(SetupView {
             external_id,
             delivery_principal: ours.delivery_principal.clone(),
-            google_share_with: ours.google_share_with.clone(),
+            google_share_with: ours.google_address(tenant_id),
             instructions,
         })
     }
@@ -343,7 +343,7 @@ impl<P: ConsolePorts> Console<P> {
                 &gcs.bucket,
                 &gcs.prefix,
                 None,
-                Some(&gcs.service_account.client_email),
+                gcs.service_account.as_ref().map(|key| key.client_email.as_str()),
             ),
             Connector::GoogleSheets(_) | Connector::Email(_) => {
                 setup_instructions(connector.kind(), ours, tenant_id, "", "", None, None)

@@ -396,7 +396,22 @@ pub struct OurIdentities {
     /// The role `s3-bucket-policy` writes come from, in sessions tagged
     /// with the tenant (`BUCKET_POLICY_WRITER_ROLE_ARN`).
     pub bucket_policy_writer: Option<String>,
+    /// Our common Google address (the older keyed path).
     pub google_share_with: Option<String>,
+    /// Keyless Google: our project, where each tenant's own identity lives
+    /// (`GOOGLE_PROJECT_ID`).
+    pub google_project: Option<String>,
+}
+
+impl OurIdentities {
+    /// The Google address `tenant_id` grants: its own identity with keyless
+    /// Google, else our common one.
+    pub fn google_address(&self, tenant_id: &str) -> Option<String> {
+        match &self.google_project {
+            Some(project) => Some(crate::google_identity::tenant_service_account(tenant_id, project)),
+            None => self.google_share_with.clone(),
+        }
+    }
 }
 
 const PRINCIPAL_PLACEHOLDER: &str = "<OUR_DELIVERY_ROLE_ARN>";
@@ -452,15 +467,26 @@ pub fn setup_instructions(
                       secret.",
             "userPolicy": {"Version": "2012-10-17", "Statement": [writes, lists]},
         }),
-        ConnectorKind::Gcs => json!({
-            "steps": "Grant the service account of the key you give us the role Storage Object Creator on the bucket, \
-                      and nothing else.",
-            "grant": {"role": "roles/storage.objectCreator", "bucket": format!("gs://{bucket}"),
-                      "member": service_account.map(|email| format!("serviceAccount:{email}"))},
-        }),
+        ConnectorKind::Gcs => match (service_account, &ours.google_project) {
+            (None, Some(project)) => json!({
+                "steps": "Grant this address, our Google identity for you alone, the role Storage Object Creator \
+                          on the bucket, and nothing else. No key changes hands. (If you prefer, give us a key file \
+                          of a service account of yours instead, and grant that account.)",
+                "grant": {"role": "roles/storage.objectCreator", "bucket": format!("gs://{bucket}"),
+                          "member": format!("serviceAccount:{}",
+                              crate::google_identity::tenant_service_account(tenant_id, project))},
+            }),
+            _ => json!({
+                "steps": "Grant the service account of the key you give us the role Storage Object Creator on the \
+                          bucket, and nothing else.",
+                "grant": {"role": "roles/storage.objectCreator", "bucket": format!("gs://{bucket}"),
+                          "member": service_account.map(|email| format!("serviceAccount:{email}"))},
+            }),
+        },
         ConnectorKind::GoogleSheets => json!({
-            "steps": "Share the spreadsheet as Editor with this address.",
-            "shareWith": ours.google_share_with,
+            "steps": "Share the spreadsheet as Editor with this address (our Google identity for you alone when \
+                      it starts with pr-).",
+            "shareWith": ours.google_address(tenant_id),
         }),
         ConnectorKind::Email => json!({
             "steps": "Nothing to set up: allow mail from our sender through your filters.",

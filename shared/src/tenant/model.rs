@@ -202,13 +202,17 @@ impl fmt::Debug for S3KeysConnector {
     }
 }
 
-/// Uploads into a Google Cloud Storage bucket as the customer's service account.
+/// Uploads into a Google Cloud Storage bucket: keyless, as the tenant's own
+/// Google identity of ours (the customer grants its address Object
+/// Creator), or, when the secret holds a key file, as the customer's
+/// service account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcsConnector {
     pub bucket: String,
     /// Empty, or ending with exactly one `/`.
     pub prefix: String,
-    pub service_account: GcsServiceAccount,
+    /// `None`: keyless (docs/design.md, "Tenants").
+    pub service_account: Option<GcsServiceAccount>,
 }
 
 /// A service account key file (`"type": "service_account"`).

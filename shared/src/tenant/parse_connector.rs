@@ -164,12 +164,11 @@ pub(super) fn parse_connector(
                 }
             });
             let prefix = parse_prefix(problems, &fields);
+            // Without a key file the connector is keyless: we write as the
+            // tenant's own Google identity.
             let service_account = match fields.get("serviceAccountJson") {
-                None => {
-                    problems.add(&child_path(path, "serviceAccountJson"), required.clone());
-                    None
-                }
-                Some(v) => parse_service_account(problems, &child_path(path, "serviceAccountJson"), v),
+                None => Some(None),
+                Some(v) => parse_service_account(problems, &child_path(path, "serviceAccountJson"), v).map(Some),
             };
             match (bucket, prefix, service_account) {
                 (Some(bucket), Some(prefix), Some(service_account)) => {

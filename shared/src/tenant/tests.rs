@@ -182,8 +182,8 @@ fn every_connector_type_parses_and_maps_to_its_job_kind() {
     assert_eq!(config.connectors["policy"].s3_destination().unwrap().prefix, "in/bound/");
     assert_eq!(config.connectors["policy"].s3_destination().unwrap().bucket_owner.as_deref(), Some("444455556666"));
     let Connector::Gcs(gcs) = &config.connectors["gcs"] else { panic!("gcs") };
-    assert_eq!(gcs.service_account.client_email, "feeds@acme-analytics.iam.gserviceaccount.com");
-    let key: Value = serde_json::from_str(gcs.service_account.key_json.expose_secret()).unwrap();
+    assert_eq!(gcs.service_account.as_ref().unwrap().client_email, "feeds@acme-analytics.iam.gserviceaccount.com");
+    let key: Value = serde_json::from_str(gcs.service_account.as_ref().unwrap().key_json.expose_secret()).unwrap();
     assert_eq!(key, service_account_key());
     let Connector::GoogleSheets(sheet) = &config.connectors["sheet"] else { panic!("sheet") };
     assert_eq!(sheet.spreadsheet_id, "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms");
@@ -199,7 +199,19 @@ fn a_service_account_key_given_as_a_json_string_is_accepted() {
     value["connectors"]["gcs"]["serviceAccountJson"] = Value::String(service_account_key().to_string());
     let config = parse_tenant_secret("acme", &value.to_string()).unwrap();
     let Connector::Gcs(gcs) = &config.connectors["gcs"] else { panic!("gcs") };
-    assert_eq!(gcs.service_account.key_json.expose_secret(), service_account_key().to_string());
+    assert_eq!(gcs.service_account.as_ref().unwrap().key_json.expose_secret(), service_account_key().to_string());
+}
+
+#[test]
+fn a_gcs_connector_without_a_key_is_keyless() {
+    let mut value = every_connector_type();
+    value["connectors"]["gcs"].as_object_mut().unwrap().remove("serviceAccountJson");
+    let config = parse_tenant_secret("acme", &value.to_string()).unwrap();
+    let Connector::Gcs(gcs) = &config.connectors["gcs"] else { panic!("gcs") };
+    assert!(gcs.service_account.is_none());
+    // A key that is there must still be a valid one.
+    value["connectors"]["gcs"]["serviceAccountJson"] = serde_json::json!({"type": "service_account"});
+    assert!(parse_tenant_secret("acme", &value.to_string()).is_err());
 }
 
 /// Each case: the edit that breaks a valid secret, the exact path of the

@@ -1,10 +1,12 @@
 //! The `gcs` connector and the `deliver-gcs` deliverer (docs/design.md,
 //! "Reports and layouts", "Tenants" and "Delivery rules"): each report's
 //! parts are streamed from staging into the customer's Google Cloud Storage
-//! bucket, written as the customer's own service account (its key file is in
-//! the tenant secret), then `_manifest.json` last.
+//! bucket, then `_manifest.json` last. A keyless connector writes as the
+//! tenant's own Google identity of ours ([`crate::google_identity`]: short
+//! tokens by federation and impersonation, no key anywhere); one with a key
+//! file in the tenant secret writes as the customer's service account.
 //!
-//! That account holds only "Storage Object Creator" (`storage.objects.create`)
+//! Either account holds only "Storage Object Creator" (`storage.objects.create`)
 //! on the bucket, so nothing here reads, lists, deletes or overwrites an
 //! object or reads bucket metadata: every upload — a multi-gigabyte part or
 //! the small manifest — is a JSON-API resumable upload with
@@ -14,9 +16,9 @@
 //! as written and the status says so. Requests go to Google, or, when
 //! `STORAGE_EMULATOR_HOST` is set, to that address over plain HTTP; nothing
 //! else differs. The client is Google's own `google-cloud-storage` crate;
-//! tokens are the self-signed JWTs `google-cloud-auth` makes from the key,
-//! so no token endpoint is contacted and a key's `token_uri` (validated to
-//! be Google's) is never followed.
+//! with a key, tokens are the self-signed JWTs `google-cloud-auth` makes
+//! from it, so no token endpoint is contacted and a key's `token_uri`
+//! (validated to be Google's) is never followed.
 //!
 //! The crate retries a chunk that failed in transport (a cut connection)
 //! without asking the session where it stands, which can finalize an object
@@ -42,10 +44,11 @@ use crate::connector_registry::JobKind;
 use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
 use crate::delivery::deliverer::Deliverer;
 use crate::delivery::destination_files::deliver_report_files;
-use crate::delivery::error::DeliveryError;
+use crate::delivery::error::{ConnectorFailure, DeliveryError};
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::resume::{NoResume, PartLedger};
 use crate::delivery::status::DeliveredObject;
+use crate::google_identity::TenantIdentities;
 use crate::manifest::RunManifest;
 use crate::store::{
     normalise_prefix, ObjectSink, ObjectStore, ObjectUpload, StoreError, UploadReceipt, UPLOAD_CHUNK_BYTES,
@@ -101,17 +104,42 @@ impl RetryPolicy for NoTransportRetries {
 /// A failed GCS call as a [`StoreError`]: the HTTP status when Google
 /// answered, what it means for the customer, and Google's message (which
 /// names a missing permission).
-fn gcs_error(operation: &'static str, location: String, error: &google_cloud_storage::Error) -> StoreError {
+fn gcs_error(
+    operation: &'static str,
+    location: String,
+    writer: &Writer,
+    error: &google_cloud_storage::Error,
+) -> StoreError {
     let status = error.http_status_code();
-    let hint = match status {
-        Some(401) => "the key was refused (deleted or disabled? create a new key and update the secret): ",
-        Some(403) => {
-            "the service account may not create objects here (grant it Storage Object Creator on the bucket): "
+    let hint = match (status, writer) {
+        (Some(401), Writer::CustomerKey) => {
+            "the key was refused (deleted or disabled? create a new key and update the secret): ".to_owned()
         }
-        Some(404) => "the bucket does not exist (check its name): ",
-        _ => "",
+        (Some(401), Writer::TenantIdentity(_)) => {
+            "Google refused our tenant identity's token (our side to fix): ".to_owned()
+        }
+        (Some(403), Writer::CustomerKey) => {
+            "the service account may not create objects here (grant it Storage Object Creator on the bucket): "
+                .to_owned()
+        }
+        (Some(403), Writer::TenantIdentity(address)) => format!(
+            "{address} may not create objects here: grant it roles/storage.objectCreator on the bucket (if your \
+             organization restricts IAM members to its own domains with iam.allowedPolicyMemberDomains, your \
+             administrator must allow our address's domain or use a key file instead): "
+        ),
+        (Some(404), _) => "the bucket does not exist (check its name): ".to_owned(),
+        _ => String::new(),
     };
     StoreError::Gcs { operation, location, status, detail: format!("{hint}{}", cut(&error.to_string())) }
+}
+
+/// Who a [`GcsStore`] writes as, for error messages.
+#[derive(Debug, Clone)]
+enum Writer {
+    /// The customer's service account, from the key file in the secret.
+    CustomerKey,
+    /// The tenant's Google identity of ours, by this address.
+    TenantIdentity(String),
 }
 
 /// Google's own base64 of a CRC32C (big-endian bytes) and of an MD5.
@@ -144,24 +172,53 @@ pub struct GcsStore {
     client: Storage,
     bucket: String,
     prefix: String,
+    writer: Writer,
+}
+
+/// A keyless connector in a deployment without keyless Google.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "connector {connector} is keyless (no serviceAccountJson), but keyless Google is not configured in this \
+     deployment (GOOGLE_EXTERNAL_ACCOUNT_CONFIG and GOOGLE_PROJECT_ID; our side to fix)"
+)]
+pub struct KeylessNotConfigured {
+    pub connector: String,
 }
 
 impl GcsStore {
-    /// The client for a connector's key, talking to `endpoint`. A key the
-    /// library refuses is a permanent error naming the connector.
+    /// The client for a connector, talking to `endpoint`: as the customer's
+    /// key when the connector has one, otherwise as `tenant_id`'s identity
+    /// of ours. A key the library refuses is a permanent error naming the
+    /// connector.
     pub async fn open(
         connector_name: &str,
         connector: &GcsConnector,
         endpoint: &str,
+        tenant_id: &str,
+        identities: Option<&TenantIdentities>,
     ) -> Result<GcsStore, DeliveryError> {
         let invalid = |reason: String| DeliveryError::InvalidConnector { connector: connector_name.to_owned(), reason };
-        let key: serde_json::Value = serde_json::from_str(connector.service_account.key_json.expose_secret())
-            .map_err(|_| invalid("serviceAccountJson is not JSON".to_owned()))?;
-        let credentials = ServiceAccountBuilder::new(key)
-            .with_access_specifier(AccessSpecifier::from_scopes([STORAGE_SCOPE]))
-            .build()
-            // The error names the field the library refused, never the key.
-            .map_err(|e| invalid(format!("the service account key cannot be used: {}", cut(&e.to_string()))))?;
+        let (credentials, writer) = match (&connector.service_account, identities) {
+            (Some(key), _) => {
+                let key: serde_json::Value = serde_json::from_str(key.key_json.expose_secret())
+                    .map_err(|_| invalid("serviceAccountJson is not JSON".to_owned()))?;
+                let credentials = ServiceAccountBuilder::new(key)
+                    .with_access_specifier(AccessSpecifier::from_scopes([STORAGE_SCOPE]))
+                    .build()
+                    // The error names the field the library refused, never the key.
+                    .map_err(|e| invalid(format!("the service account key cannot be used: {}", cut(&e.to_string()))))?;
+                (credentials, Writer::CustomerKey)
+            }
+            (None, Some(identities)) => (
+                identities.credentials(tenant_id, &[STORAGE_SCOPE]),
+                Writer::TenantIdentity(identities.address(tenant_id)),
+            ),
+            (None, None) => {
+                return Err(DeliveryError::Connector(ConnectorFailure::permanent(KeylessNotConfigured {
+                    connector: connector_name.to_owned(),
+                })))
+            }
+        };
         let client = Storage::builder()
             .with_endpoint(endpoint)
             .with_credentials(credentials)
@@ -179,7 +236,7 @@ impl GcsStore {
                     detail: cut(&e.to_string()),
                 },
             })?;
-        Ok(GcsStore { client, bucket: connector.bucket.clone(), prefix: normalise_prefix(&connector.prefix) })
+        Ok(GcsStore { client, bucket: connector.bucket.clone(), prefix: normalise_prefix(&connector.prefix), writer })
     }
 }
 
@@ -202,7 +259,13 @@ impl ObjectSink for GcsStore {
             .with_resumable_upload_threshold(0_usize)
             .with_resumable_upload_buffer_size(UPLOAD_CHUNK_BYTES);
         let task = tokio::spawn(async move { request.send_buffered().await });
-        Ok(GcsUpload { sender: Some(sender), task: Some(task), location: self.describe(key), already_existed: false })
+        Ok(GcsUpload {
+            sender: Some(sender),
+            task: Some(task),
+            location: self.describe(key),
+            writer: self.writer.clone(),
+            already_existed: false,
+        })
     }
 
     fn describe(&self, key: &str) -> String {
@@ -218,6 +281,7 @@ pub struct GcsUpload {
     sender: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
     task: Option<JoinHandle<google_cloud_storage::Result<Object>>>,
     location: String,
+    writer: Writer,
     /// The object already exists (412): the rest of the bytes are discarded.
     already_existed: bool,
 }
@@ -232,7 +296,7 @@ impl GcsUpload {
                 self.already_existed = true;
                 Ok(())
             }
-            Ok(Err(error)) => Err(gcs_error("upload", self.location.clone(), &error)),
+            Ok(Err(error)) => Err(gcs_error("upload", self.location.clone(), &self.writer, &error)),
             Ok(Ok(_)) => Err(StoreError::Gcs {
                 operation: "upload",
                 location: self.location.clone(),
@@ -298,7 +362,7 @@ impl ObjectUpload for GcsUpload {
             Ok(Err(error)) if error.http_status_code() == Some(412) => {
                 Ok(UploadReceipt { already_existed: true, ..UploadReceipt::default() })
             }
-            Ok(Err(error)) => Err(gcs_error("upload", self.location.clone(), &error)),
+            Ok(Err(error)) => Err(gcs_error("upload", self.location.clone(), &self.writer, &error)),
             Err(join) => Err(StoreError::Gcs {
                 operation: "upload",
                 location: self.location.clone(),
@@ -325,6 +389,8 @@ pub struct GcsDeliverer<S> {
     pub staging: S,
     /// [`storage_endpoint`] of the configuration.
     pub endpoint: String,
+    /// The tenants' Google identities, when keyless Google is configured.
+    pub identities: Option<TenantIdentities>,
 }
 
 fn gcs_connector<'c>(name: &str, connector: &'c Connector) -> Result<&'c GcsConnector, DeliveryError> {
@@ -353,7 +419,8 @@ impl<S: ObjectStore> Deliverer for GcsDeliverer<S> {
         _ledger: &L,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let gcs = gcs_connector(&job.connector, connector)?;
-        let store = GcsStore::open(&job.connector, gcs, &self.endpoint).await?;
+        let store =
+            GcsStore::open(&job.connector, gcs, &self.endpoint, &job.tenant_id, self.identities.as_ref()).await?;
         let mut delivered = Vec::new();
         for &kind in &job.reports {
             delivered.extend(
@@ -376,16 +443,21 @@ impl<S: ObjectStore> Deliverer for GcsDeliverer<S> {
             Ok(gcs) => gcs,
             Err(error) => return ConnectionTestReport::failing("connector", error.to_string()),
         };
-        let store = match GcsStore::open(&request.connector, gcs, &self.endpoint).await {
+        let identities = self.identities.as_ref();
+        let store = match GcsStore::open(&request.connector, gcs, &self.endpoint, &request.tenant_id, identities).await
+        {
             Ok(store) => store,
-            Err(error) => return ConnectionTestReport::failing("service account key", error.to_string()),
+            Err(error) => return ConnectionTestReport::failing("credentials", error.to_string()),
         };
+        let mut report = ConnectionTestReport::default();
+        if let Writer::TenantIdentity(address) = &store.writer {
+            report.passed("identity", format!("writing as {address}, the identity this tenant grants Object Creator"));
+        }
         let key = format!("{CONNECTION_TEST_FOLDER}{}.txt", request.request_id);
         let body = format!(
             "Connection test {} of the popularity reports delivery to tenant {}. This object can be deleted.\n",
             request.request_id, request.tenant_id
         );
-        let mut report = ConnectionTestReport::default();
         match store.put(&key, Bytes::from(body), "text/plain").await {
             Ok(receipt) => {
                 let what = if receipt.already_existed { "already existed (an earlier probe)" } else { "was created" };

@@ -48,6 +48,12 @@ pub struct IdentityError {
 }
 
 impl SheetsIdentity {
+    /// A tenant's own Google identity of ours (keyless): `client_email` is
+    /// its address, `credentials` its impersonated tokens.
+    pub fn tenant(client_email: String, credentials: Credentials) -> SheetsIdentity {
+        SheetsIdentity { client_email, credentials }
+    }
+
     /// From the key file (JSON text) stored in `secret_name`. Errors name
     /// what is wrong, never a value.
     pub fn from_key_file(secret_name: &str, json: &str) -> Result<SheetsIdentity, IdentityError> {

@@ -1,8 +1,16 @@
 //! The `deliver-sheets` deliverer: a job's reports, each read from staging
 //! up to the connector's `maxRows`, planned into tabs and written, the
 //! `_popularity` tab last; and the probe of a google-sheets connector.
+//! [`SheetsClients`] says who writes: with keyless Google, each tenant's own
+//! identity (a client per tenant, kept across a warm function's
+//! invocations, each paced to the per-user quota); otherwise, or for a
+//! spreadsheet still shared only with it during the transition, our one
+//! common account.
 
-use tracing::info;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
 
 use crate::connector_registry::JobKind;
 use crate::delivery::connection_probe::{ConnectionTestReport, ConnectionTestRequest};
@@ -17,14 +25,94 @@ use crate::store::ObjectStore;
 use crate::tenant::{Connector, SheetsConnector, TenantConfig};
 use crate::transfer::read_top_items;
 
-use super::client::SheetsClient;
+use super::client::{SheetsClient, SheetsError, SheetsIdentity, SHEETS_SCOPE};
 use super::tab_plan::{new_sheet_id, plan_tabs, STATUS_TAB};
 use super::tab_writer::{write_tab, Batches, RowsSource};
+use crate::google_identity::TenantIdentities;
+
+/// Makes the client of one identity (endpoint, pacing, budgets).
+pub type MakeSheetsClient = Box<dyn Fn(SheetsIdentity) -> SheetsClient + Send + Sync>;
+
+/// Who writes a tenant's spreadsheets.
+pub struct SheetsClients {
+    /// Our one common account (the older keyed path).
+    common: Option<Arc<SheetsClient>>,
+    keyless: Option<KeylessSheets>,
+}
+
+struct KeylessSheets {
+    identities: TenantIdentities,
+    make: MakeSheetsClient,
+    clients: Mutex<HashMap<String, Arc<SheetsClient>>>,
+}
+
+impl SheetsClients {
+    /// Every spreadsheet written as our common account.
+    pub fn common(client: SheetsClient) -> SheetsClients {
+        SheetsClients { common: Some(Arc::new(client)), keyless: None }
+    }
+
+    /// Each tenant's spreadsheets written as its own identity.
+    pub fn keyless(identities: TenantIdentities, make: MakeSheetsClient) -> SheetsClients {
+        SheetsClients {
+            common: None,
+            keyless: Some(KeylessSheets { identities, make, clients: Mutex::new(HashMap::new()) }),
+        }
+    }
+
+    /// During the move to keyless: a spreadsheet that refuses the tenant's
+    /// identity is tried as `client` (our common account) too.
+    pub fn with_common_fallback(mut self, client: SheetsClient) -> SheetsClients {
+        self.common = Some(Arc::new(client));
+        self
+    }
+
+    /// The address `tenant_id`'s spreadsheets are shared with.
+    pub fn address(&self, tenant_id: &str) -> Option<String> {
+        match (&self.keyless, &self.common) {
+            (Some(keyless), _) => Some(keyless.identities.address(tenant_id)),
+            (None, Some(common)) => Some(common.identity().client_email().to_owned()),
+            (None, None) => None,
+        }
+    }
+
+    /// The client to write as, and the common one to fall back on.
+    fn for_tenant(&self, tenant_id: &str) -> (Arc<SheetsClient>, Option<Arc<SheetsClient>>) {
+        let Some(keyless) = &self.keyless else {
+            let common = self.common.clone().expect("a SheetsClients has a common client or keyless identities");
+            return (common, None);
+        };
+        let mut clients = keyless.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let client = clients
+            .entry(tenant_id.to_owned())
+            .or_insert_with(|| {
+                let identity = SheetsIdentity::tenant(
+                    keyless.identities.address(tenant_id),
+                    keyless.identities.credentials(tenant_id, &[SHEETS_SCOPE]),
+                );
+                Arc::new((keyless.make)(identity))
+            })
+            .clone();
+        (client, self.common.clone())
+    }
+}
+
+impl From<SheetsClient> for SheetsClients {
+    fn from(client: SheetsClient) -> SheetsClients {
+        SheetsClients::common(client)
+    }
+}
+
+/// Whether `error` is a spreadsheet refusing the identity that wrote.
+fn is_not_shared(error: &DeliveryError) -> bool {
+    matches!(error, DeliveryError::Connector(failure)
+        if matches!(failure.source_error().downcast_ref::<SheetsError>(), Some(SheetsError::NotShared { .. })))
+}
 
 /// Delivers `jobs/sheets/` jobs and tests google-sheets connectors.
 pub struct SheetsDeliverer<S> {
     pub staging: S,
-    pub client: SheetsClient,
+    pub clients: SheetsClients,
     /// The clock for the `_popularity` tab; tests pin it.
     pub now: fn() -> chrono::DateTime<chrono::Utc>,
 }
@@ -53,6 +141,7 @@ fn sheets_connector<'c>(name: &str, connector: &'c Connector) -> Result<&'c Shee
 impl<S: ObjectStore> SheetsDeliverer<S> {
     async fn write(
         &self,
+        client: &SheetsClient,
         job: &DeliveryJob,
         sheet: &SheetsConnector,
         manifest: &RunManifest,
@@ -72,13 +161,13 @@ impl<S: ObjectStore> SheetsDeliverer<S> {
             let items = read_top_items(&self.staging, &report.parts, canonical, kind, rows).await?;
             reports.push((kind, rows, items));
         }
-        let tabs = self.client.tabs(spreadsheet).await?;
+        let tabs = client.tabs(spreadsheet).await?;
         let sizes: Vec<(ReportKind, u64)> = reports.iter().map(|(kind, rows, _)| (*kind, *rows)).collect();
         let plan = plan_tabs(&tabs, &sizes, reports.len() as u64 + 1)?;
         let mut batches = Batches {
-            client: &self.client,
+            client,
             spreadsheet,
-            limit: self.client.max_request_bytes,
+            limit: client.max_request_bytes,
             pending: Vec::new(),
             bytes: 0,
             sent: 0,
@@ -137,8 +226,25 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
         _ledger: &L,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let sheet = sheets_connector(&job.connector, connector)?;
-        let budget = self.client.job_budget();
-        match tokio::time::timeout(budget, self.write(job, sheet, manifest)).await {
+        let (client, common) = self.clients.for_tenant(&job.tenant_id);
+        let budget = client.job_budget();
+        let written = async {
+            match (self.write(&client, job, sheet, manifest).await, common) {
+                (Err(error), Some(common)) if is_not_shared(&error) => {
+                    warn!(
+                        spreadsheet = %sheet.spreadsheet_id,
+                        tenant = %job.tenant_id,
+                        shared_with = %common.identity().client_email(),
+                        share_with = %client.identity().client_email(),
+                        "the spreadsheet refuses the tenant's own identity; writing as our common account until \
+                         the customer shares it with the tenant's address"
+                    );
+                    self.write(&common, job, sheet, manifest).await
+                }
+                (written, _) => written,
+            }
+        };
+        match tokio::time::timeout(budget, written).await {
             Ok(written) => written,
             Err(_) => Err(DeliveryError::Connector(ConnectorFailure::transient(OverBudget {
                 spreadsheet: sheet.spreadsheet_id.clone(),
@@ -160,9 +266,36 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
             Err(error) => return ConnectionTestReport::failing("connector", error.to_string()),
         };
         let mut report = ConnectionTestReport::default();
-        let tabs = match self.client.tabs(&sheet.spreadsheet_id).await {
+        let (mut client, common) = self.clients.for_tenant(&request.tenant_id);
+        let tabs = match client.tabs(&sheet.spreadsheet_id).await {
             Ok(tabs) => {
                 report.passed("open", format!("{} opened ({} tabs)", sheet.spreadsheet_url, tabs.len()));
+                tabs
+            }
+            Err(error @ SheetsError::NotShared { .. }) => {
+                let opened_as_common = match &common {
+                    Some(common) => common.tabs(&sheet.spreadsheet_id).await.ok().map(|tabs| (common, tabs)),
+                    None => None,
+                };
+                let Some((common, tabs)) = opened_as_common else {
+                    report.failed("open", error.to_string());
+                    return report;
+                };
+                report.failed(
+                    "tenant identity",
+                    format!(
+                        "the spreadsheet is shared with our common address {} but not with this tenant's own, {}: \
+                         share it with {} as Editor (the common address stops being used later)",
+                        common.identity().client_email(),
+                        client.identity().client_email(),
+                        client.identity().client_email()
+                    ),
+                );
+                report.passed(
+                    "open",
+                    format!("{} opened as the common address ({} tabs)", sheet.spreadsheet_url, tabs.len()),
+                );
+                client = Arc::clone(common);
                 tabs
             }
             Err(error) => {
@@ -179,12 +312,12 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
             .to_string(),
             serde_json::json!({"deleteSheet": {"sheetId": probe_id}}).to_string(),
         ];
-        match self.client.batch_update(&sheet.spreadsheet_id, &requests).await {
+        match client.batch_update(&sheet.spreadsheet_id, &requests).await {
             Ok(_) => report.passed(
                 "write",
                 format!(
                     "a tab was added and deleted in one batchUpdate as {}; nothing is left",
-                    self.client.identity().client_email()
+                    client.identity().client_email()
                 ),
             ),
             Err(error) => report.failed("write", error.to_string()),

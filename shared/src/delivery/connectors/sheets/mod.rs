@@ -1,9 +1,11 @@
 //! The `google-sheets` connector and the `deliver-sheets` deliverer
 //! (docs/design.md, "Reports and layouts" and "Tenants"): the top
 //! `min(maxRows, n)` items of each report of the feed,
-//! written into a customer's spreadsheet by *our* Google service account
-//! (the customer shares the spreadsheet with it as Editor), through the
-//! Sheets API v4 over plain HTTP.
+//! written into a customer's spreadsheet by a Google identity of ours that
+//! the customer shares the spreadsheet with as Editor — the tenant's own
+//! (keyless Google, [`crate::google_identity`]) or, on the older keyed
+//! path, our one common service account — through the Sheets API v4 over
+//! plain HTTP.
 //!
 //! One tab per report, titled by its `data_type`, created when missing and
 //! otherwise kept (same sheetId, so links and formulas to it survive); other
@@ -21,8 +23,8 @@
 //! tab whose resize and rows fit one request is replaced by one batchUpdate,
 //! which Google applies atomically; a larger tab is resized and its first
 //! rows written in one, the rest in the following ones (docs/delivery.md says
-//! what a reader sees meanwhile). One service account writes for every
-//! customer, and Google allows it 60 write requests a minute: writes are
+//! what a reader sees meanwhile). Google allows each identity 60 write
+//! requests a minute: writes are
 //! paced to that, and a 429 / `RESOURCE_EXHAUSTED` (or a 5xx) is retried with
 //! exponential backoff and jitter, honouring `Retry-After`, within a time
 //! budget.
@@ -30,6 +32,7 @@
 mod client;
 mod deliverer;
 mod pacing;
+mod setup;
 mod tab_plan;
 mod tab_writer;
 
@@ -37,5 +40,6 @@ pub use client::{
     IdentityError, RetryPolicy, SheetsClient, SheetsError, SheetsIdentity, Tab, DEFAULT_WRITES_PER_MINUTE,
     GOOGLE_SHEETS_ENDPOINT, JOB_BUDGET, MAX_REQUEST_BYTES, SHEETS_SCOPE,
 };
-pub use deliverer::{OverBudget, SheetsDeliverer};
+pub use deliverer::{MakeSheetsClient, OverBudget, SheetsClients, SheetsDeliverer};
+pub use setup::{load_sheets_clients, SheetsSetupError};
 pub use tab_plan::STATUS_TAB;
