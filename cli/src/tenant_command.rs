@@ -116,6 +116,11 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     for suggestion in config.suggestions() {
         println!("{file}: suggestion: {suggestion}");
     }
+    let project = std::env::var("GOOGLE_PROJECT_ID").ok().filter(|p| !p.trim().is_empty());
+    if let Some(project) = project.filter(|_| tenant_google::needs_google_identity(&config)) {
+        let address = popularity_reports::google_identity::tenant_service_account(&config.tenant_id, project.trim());
+        println!("{file}: google identity: {address} (the customer grants this address; `tenant add` creates it)");
+    }
     Ok(())
 }
 

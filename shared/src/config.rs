@@ -423,8 +423,7 @@ impl GcsConfig {
 pub struct SheetsConfig {
     pub delivery: DeliveryConfig,
     /// Name or ARN of the secret holding our common Google service
-    /// account's key file: the older keyed path, required unless keyless
-    /// Google is configured.
+    /// account's key file: the older keyed path.
     pub service_account_secret: Option<String>,
     /// Keyless Google, when configured: each tenant's own identity.
     pub google: Option<crate::google_identity::FederationConfig>,
@@ -453,15 +452,10 @@ impl SheetsConfig {
                 expected: "the base URL of the Sheets API v4, such as https://sheets.googleapis.com",
             });
         }
+        // Neither set is a deployment without Google Sheets: each Sheets job
+        // then fails, saying so.
         let google = federation(&vars)?;
-        let service_account_secret = match google {
-            Some(_) => vars.optional("GOOGLE_SERVICE_ACCOUNT_SECRET"),
-            None => Some(vars.required(
-                "GOOGLE_SERVICE_ACCOUNT_SECRET",
-                "name the secret holding our Google service account's key file, or configure keyless Google \
-                 (GOOGLE_EXTERNAL_ACCOUNT_CONFIG and GOOGLE_PROJECT_ID)",
-            )?),
-        };
+        let service_account_secret = vars.optional("GOOGLE_SERVICE_ACCOUNT_SECRET");
         Ok(Self {
             delivery,
             service_account_secret,
@@ -748,13 +742,28 @@ mod tests {
     }
 
     #[test]
-    fn sheets_needs_our_key_secret_and_defaults_to_google_and_its_quota() {
+    fn sheets_defaults_to_google_and_its_quota_and_reads_either_identity() {
         let config =
             SheetsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("GOOGLE_SERVICE_ACCOUNT_SECRET", "k")]))
                 .unwrap();
         assert_eq!((config.sheets_endpoint.as_str(), config.writes_per_minute), ("https://sheets.googleapis.com", 60));
-        let error = SheetsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s")])).unwrap_err();
-        assert!(error.to_string().contains("GOOGLE_SERVICE_ACCOUNT_SECRET"), "{error}");
+        assert_eq!((config.service_account_secret.as_deref(), config.google.is_some()), (Some("k"), false));
+        // Neither: a deployment without Sheets, whose jobs fail saying so.
+        let none = SheetsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s")])).unwrap();
+        assert_eq!((none.service_account_secret, none.google), (None, None));
+        // Keyless needs our project, and names the variable when it is wrong.
+        let external = r#"{"type":"external_account","audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/aws","subject_token_type":"urn:ietf:params:aws:token-type:aws4_request","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"environment_id":"aws1"}}"#;
+        let error =
+            SheetsConfig::from_lookup(lookup(&[("STAGING_BUCKET", "s"), ("GOOGLE_EXTERNAL_ACCOUNT_CONFIG", external)]))
+                .unwrap_err();
+        assert!(error.to_string().contains("GOOGLE_PROJECT_ID"), "{error}");
+        let keyless = SheetsConfig::from_lookup(lookup(&[
+            ("STAGING_BUCKET", "s"),
+            ("GOOGLE_EXTERNAL_ACCOUNT_CONFIG", external),
+            ("GOOGLE_PROJECT_ID", "our-reports"),
+        ]))
+        .unwrap();
+        assert_eq!(keyless.google.unwrap().project_id, "our-reports");
         for (name, value) in [("SHEETS_API_ENDPOINT", "sheets.example"), ("SHEETS_WRITES_PER_MINUTE", "0")] {
             let error = SheetsConfig::from_lookup(lookup(&[
                 ("STAGING_BUCKET", "s"),

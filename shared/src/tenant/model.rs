@@ -55,6 +55,13 @@ impl TenantConfig {
                         role.destination.bucket
                     ))
                 }
+                Connector::GoogleSheets(_) => Some(format!(
+                    "connectors.{name}: with keyless Google the spreadsheet is written as this tenant's own Google \
+                     address (`popularity tenant google-identity {}` prints it): the customer shares the \
+                     spreadsheet with it as Editor; one shared only with our older common address keeps working \
+                     until the operator turns the common account off",
+                    self.tenant_id
+                )),
                 _ => None,
             })
             .collect()

@@ -203,6 +203,16 @@ fn a_service_account_key_given_as_a_json_string_is_accepted() {
 }
 
 #[test]
+fn a_sheets_connector_is_told_to_share_with_the_tenants_own_address() {
+    let config = parse_tenant_secret("acme", &every_connector_type().to_string()).unwrap();
+    let suggestions = config.suggestions();
+    assert!(
+        suggestions.iter().any(|s| s.starts_with("connectors.sheet:") && s.contains("tenant google-identity acme")),
+        "{suggestions:?}"
+    );
+}
+
+#[test]
 fn a_gcs_connector_without_a_key_is_keyless() {
     let mut value = every_connector_type();
     value["connectors"]["gcs"].as_object_mut().unwrap().remove("serviceAccountJson");

@@ -47,6 +47,11 @@ struct KeylessSheets {
 }
 
 impl SheetsClients {
+    /// No Google identity at all: every job fails, saying so.
+    pub fn none() -> SheetsClients {
+        SheetsClients { common: None, keyless: None }
+    }
+
     /// Every spreadsheet written as our common account.
     pub fn common(client: SheetsClient) -> SheetsClients {
         SheetsClients { common: Some(Arc::new(client)), keyless: None }
@@ -77,10 +82,12 @@ impl SheetsClients {
     }
 
     /// The client to write as, and the common one to fall back on.
-    fn for_tenant(&self, tenant_id: &str) -> (Arc<SheetsClient>, Option<Arc<SheetsClient>>) {
+    fn for_tenant(
+        &self,
+        tenant_id: &str,
+    ) -> Result<(Arc<SheetsClient>, Option<Arc<SheetsClient>>), SheetsNotConfigured> {
         let Some(keyless) = &self.keyless else {
-            let common = self.common.clone().expect("a SheetsClients has a common client or keyless identities");
-            return (common, None);
+            return self.common.clone().map(|common| (common, None)).ok_or(SheetsNotConfigured);
         };
         let mut clients = keyless.clients.lock().unwrap_or_else(|p| p.into_inner());
         let client = clients
@@ -93,7 +100,7 @@ impl SheetsClients {
                 Arc::new((keyless.make)(identity))
             })
             .clone();
-        (client, self.common.clone())
+        Ok((client, self.common.clone()))
     }
 }
 
@@ -102,6 +109,14 @@ impl From<SheetsClient> for SheetsClients {
         SheetsClients::common(client)
     }
 }
+
+/// A deployment with neither keyless Google nor our common account.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Google Sheets is not configured in this deployment: neither keyless Google (GOOGLE_EXTERNAL_ACCOUNT_CONFIG \
+     and GOOGLE_PROJECT_ID) nor our common account (GOOGLE_SERVICE_ACCOUNT_SECRET) is set (our side to fix)"
+)]
+pub struct SheetsNotConfigured;
 
 /// Whether `error` is a spreadsheet refusing the identity that wrote.
 fn is_not_shared(error: &DeliveryError) -> bool {
@@ -226,7 +241,10 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
         _ledger: &L,
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let sheet = sheets_connector(&job.connector, connector)?;
-        let (client, common) = self.clients.for_tenant(&job.tenant_id);
+        let (client, common) = self
+            .clients
+            .for_tenant(&job.tenant_id)
+            .map_err(|missing| DeliveryError::Connector(ConnectorFailure::permanent(missing)))?;
         let budget = client.job_budget();
         let written = async {
             match (self.write(&client, job, sheet, manifest).await, common) {
@@ -266,7 +284,10 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
             Err(error) => return ConnectionTestReport::failing("connector", error.to_string()),
         };
         let mut report = ConnectionTestReport::default();
-        let (mut client, common) = self.clients.for_tenant(&request.tenant_id);
+        let (mut client, common) = match self.clients.for_tenant(&request.tenant_id) {
+            Ok(clients) => clients,
+            Err(missing) => return ConnectionTestReport::failing("identity", missing.to_string()),
+        };
         let tabs = match client.tabs(&sheet.spreadsheet_id).await {
             Ok(tabs) => {
                 report.passed("open", format!("{} opened ({} tabs)", sheet.spreadsheet_url, tabs.len()));

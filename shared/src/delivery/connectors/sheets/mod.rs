@@ -40,6 +40,6 @@ pub use client::{
     IdentityError, RetryPolicy, SheetsClient, SheetsError, SheetsIdentity, Tab, DEFAULT_WRITES_PER_MINUTE,
     GOOGLE_SHEETS_ENDPOINT, JOB_BUDGET, MAX_REQUEST_BYTES, SHEETS_SCOPE,
 };
-pub use deliverer::{MakeSheetsClient, OverBudget, SheetsClients, SheetsDeliverer};
+pub use deliverer::{MakeSheetsClient, OverBudget, SheetsClients, SheetsDeliverer, SheetsNotConfigured};
 pub use setup::{load_sheets_clients, SheetsSetupError};
 pub use tab_plan::STATUS_TAB;
