@@ -281,7 +281,10 @@ fn claimed_account(failure: &AuthFailure) -> Option<String> {
         | AuthFailure::IssuedInFuture(email)
         | AuthFailure::LifetimeTooLong(email)
         | AuthFailure::WrongScope { client_email: email, .. } => Some(email.clone()),
-        AuthFailure::MissingCredentials | AuthFailure::Malformed(_) | AuthFailure::UnsupportedAlgorithm(_) => None,
+        AuthFailure::MissingCredentials
+        | AuthFailure::Malformed(_)
+        | AuthFailure::UnknownAccessToken
+        | AuthFailure::UnsupportedAlgorithm(_) => None,
     }
 }
 
