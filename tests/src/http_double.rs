@@ -1,5 +1,5 @@
 //! What the crate's HTTP doubles of Google APIs ([`crate::gcs_guard`],
-//! [`crate::sheets_double`]) have in common: a server on `127.0.0.1:<free
+//! [`crate::sheets_double`], [`crate::google_identity_double`]) have in common: a server on `127.0.0.1:<free
 //! port>` with a thread and tokio runtime of its own (so a double starts
 //! synchronously and works from any test runtime), the log of the requests it
 //! answered, the queue of faults a test armed, the bearer-token check of
