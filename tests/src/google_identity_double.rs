@@ -641,7 +641,8 @@ async fn serve(state: Arc<IdentityState>, request: Request<Incoming>) -> Result<
 }
 
 async fn handle(state: &IdentityState, request: Request<Incoming>, note: &mut RequestNote) -> Response<Full<Bytes>> {
-    let route = Route::parse(request.uri().path());
+    let path = request.uri().path().to_owned();
+    let route = Route::parse(&path);
     if let Route::Account { email, .. } = &route {
         note.service_account = Some(email.clone());
     }
@@ -707,7 +708,7 @@ async fn handle(state: &IdentityState, request: Request<Incoming>, note: &mut Re
             }
             _ => unmodelled("POST", &format!("serviceAccounts/{email}:{action}")),
         },
-        (route, method) => unmodelled(method.as_str(), &format!("{route:?}")),
+        (_, method) => unmodelled(method.as_str(), &path),
     }
 }
 
@@ -1011,9 +1012,10 @@ async fn exchange(
     }
     let audience = field("audience").ok_or_else(|| StsRefusal::invalid_request("audience is required"))?;
     if audience != state.audience {
-        return Err(StsRefusal::new(
+        // `invalid_grant`, as for every refused credential in the contract
+        // the deliverers are written against.
+        return Err(StsRefusal::invalid_grant(
             StatusCode::BAD_REQUEST,
-            "invalid_target",
             format!(
                 "The target service indicated by the \"audience\" parameter ({audience}) is not the workload \
                  identity provider {} (audience mismatch).",

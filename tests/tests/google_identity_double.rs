@@ -305,7 +305,7 @@ async fn an_exchange_for_another_provider_or_with_a_mismatched_target_resource_i
 
     let other_provider = AUDIENCE.replace("/providers/aws", "/providers/other");
     let refused = federated_token(&double, &moto, &other_provider, &session, false).await.expect_err("other audience");
-    assert!(refused.contains("invalid_target") && refused.contains("audience mismatch"), "{refused}");
+    assert!(refused.contains("invalid_grant") && refused.contains("audience mismatch"), "{refused}");
 
     // Form audience right, but the signed request was made for another one.
     let subject_token = aws_subject_token(&caller_identity_url(&moto), &other_provider, &session.credentials, false);
