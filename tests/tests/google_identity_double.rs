@@ -606,8 +606,10 @@ async fn fake_instance_metadata(role_name: String, credentials: AwsCredentials) 
     format!("http://{address}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn google_cloud_auths_own_aws_source_federates_and_impersonates_through_the_double() {
+/// google-cloud-auth's AWS source reads credentials from the environment
+/// before the instance metadata; the tests that serve them from a fake
+/// metadata server need the environment free of them.
+fn assert_no_aws_credentials_in_the_environment() {
     for variable in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
         assert!(
             std::env::var_os(variable).is_none(),
@@ -615,6 +617,64 @@ async fn google_cloud_auths_own_aws_source_federates_and_impersonates_through_th
              this test serves from its fake instance metadata; unset it to run this test"
         );
     }
+}
+
+/// The external-account configuration of an AWS workload whose credentials
+/// the metadata server at `metadata` serves, verified at `moto`.
+fn aws_external_account(double: &GoogleIdentityDouble, metadata: &str, moto: &str) -> Value {
+    json!({
+        "type": "external_account",
+        "audience": AUDIENCE,
+        "subject_token_type": AWS4_REQUEST_TOKEN_TYPE,
+        "token_url": double.token_url(),
+        "credential_source": {
+            "environment_id": "aws1",
+            "region_url": format!("{metadata}/latest/meta-data/placement/availability-zone"),
+            "url": format!("{metadata}/latest/meta-data/iam/security-credentials"),
+            "regional_cred_verification_url": caller_identity_url(moto),
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_cloud_auths_own_signature_passes_the_iam_enforcing_server() {
+    assert_no_aws_credentials_in_the_environment();
+    let moto = moto_auth_endpoint();
+    let _serial = lock_auth_server(&moto).await;
+    let admin = admin_user(&moto).await;
+    let session = role_session(&admin, "wif-crate-signed").await;
+    let double = GoogleIdentityDouble::start(&moto, AUDIENCE, Vec::new());
+    double.allow_aws_role(&session.role_arn);
+    let role_name = session.role_arn.rsplit('/').next().unwrap().to_owned();
+    let metadata = fake_instance_metadata(role_name.clone(), session.credentials.clone()).await;
+    let wrong_secret = AwsCredentials::new(
+        session.credentials.access_key_id(),
+        "not-the-secret-moto-issued",
+        session.credentials.session_token().map(str::to_owned),
+        None,
+        "wrong secret",
+    );
+    let wrong_metadata = fake_instance_metadata(role_name, wrong_secret).await;
+    enforce_iam(&moto, 0).await;
+
+    let build = |metadata: &str| {
+        ExternalAccountBuilder::new(aws_external_account(&double, metadata, &moto))
+            .with_scopes([SCOPE_CLOUD_PLATFORM])
+            .build()
+            .expect("the external account configuration builds")
+    };
+    let signed = bearer_of(&build(&metadata)).await;
+    let wrongly_signed = bearer_of(&build(&wrong_metadata)).await;
+    stop_enforcing_iam(&moto).await;
+
+    assert!(signed.is_ok(), "the crate's own signature passes: {signed:?}");
+    let refused = wrongly_signed.expect_err("a signature with the wrong secret is refused");
+    assert!(refused.contains("signature was refused by AWS"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_cloud_auths_own_aws_source_federates_and_impersonates_through_the_double() {
+    assert_no_aws_credentials_in_the_environment();
     let scene = scene("wif-crate").await;
     let double = &scene.double;
     let email = double.create_service_account(PROJECT, "tenant-umbrella");
@@ -622,19 +682,8 @@ async fn google_cloud_auths_own_aws_source_federates_and_impersonates_through_th
 
     let role_name = scene.deliverer.role_arn.rsplit('/').next().unwrap().to_owned();
     let metadata = fake_instance_metadata(role_name, scene.deliverer.credentials.clone()).await;
-    let config = json!({
-        "type": "external_account",
-        "audience": AUDIENCE,
-        "subject_token_type": AWS4_REQUEST_TOKEN_TYPE,
-        "token_url": double.token_url(),
-        "service_account_impersonation_url": double.impersonation_url(&email),
-        "credential_source": {
-            "environment_id": "aws1",
-            "region_url": format!("{metadata}/latest/meta-data/placement/availability-zone"),
-            "url": format!("{metadata}/latest/meta-data/iam/security-credentials"),
-            "regional_cred_verification_url": caller_identity_url(&moto_endpoint()),
-        },
-    });
+    let mut config = aws_external_account(double, &metadata, &moto_endpoint());
+    config["service_account_impersonation_url"] = json!(double.impersonation_url(&email));
     let credentials = ExternalAccountBuilder::new(config)
         .with_scopes([SHEETS_SCOPE])
         .build()
