@@ -9,6 +9,15 @@
 //! an [`AccountRegistry`] of the accounts a test has registered, the way
 //! Google would: signature, key id, lifetime, scope.
 //!
+//! A registry also holds the short-lived opaque OAuth access tokens (`ya29.…`)
+//! a double issued to an account, as IAM Credentials' `generateAccessToken`
+//! does when a deliverer impersonates one of our service accounts
+//! ([`AccountRegistry::issue_access_token`], and
+//! [`crate::google_identity_double`]). [`verify_bearer`] accepts such a token
+//! while it is live, its account known and not revoked, and one of its scopes
+//! accepted. The registry keeps only a SHA-256 digest of each token, never the
+//! token itself.
+//!
 //! This is test infrastructure: the keys are throwaway and live in memory
 //! only. It must never be given a real key, must not reach Google, and must not
 //! print or log a token or a private key (errors name the account and the
@@ -17,11 +26,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256};
@@ -202,16 +211,51 @@ impl fmt::Debug for TestServiceAccount {
 /// clone, safe to use from any thread). An account absent from it is unknown,
 /// as a deleted account would be; a revoked one is known but refused, as an
 /// account whose key was deleted or disabled would be.
+///
+/// It also holds the opaque access tokens issued to its accounts
+/// ([`Self::issue_access_token`], [`Self::accept_access_token`]), by digest.
 #[derive(Clone, Default)]
 pub struct AccountRegistry {
     accounts: Arc<Mutex<HashMap<String, RegisteredAccount>>>,
+    /// Issued access tokens by the hex SHA-256 digest of the token.
+    access_tokens: Arc<Mutex<HashMap<String, IssuedAccessToken>>>,
 }
 
 #[derive(Clone)]
 struct RegisteredAccount {
+    /// `None` for an account known without a key (made through IAM; its only
+    /// credentials are access tokens issued for it).
+    key: Option<AccountKey>,
+    revoked: bool,
+}
+
+#[derive(Clone)]
+struct AccountKey {
     private_key_id: String,
     public_key_der: Arc<[u8]>,
-    revoked: bool,
+}
+
+#[derive(Clone)]
+struct IssuedAccessToken {
+    client_email: String,
+    scopes: Vec<String>,
+    expires_at: SystemTime,
+}
+
+/// The longest lifetime [`AccountRegistry::issue_access_token`] grants, as
+/// `generateAccessToken` without the organisation policy that extends it.
+pub const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A new opaque access token in the shape of Google's: `ya29.` and 48
+/// base64url characters (36 random bytes) — no dots after the prefix, so
+/// never three dot-separated parts like a JWT.
+///
+/// # Panics
+/// When the system's random source fails (aws-lc-rs).
+pub fn new_access_token() -> String {
+    let mut bytes = [0u8; 36];
+    SystemRandom::new().fill(&mut bytes).expect("aws-lc-rs could not read random bytes");
+    format!("ya29.{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 impl AccountRegistry {
@@ -221,10 +265,45 @@ impl AccountRegistry {
         lock(&self.accounts).insert(
             account.client_email.clone(),
             RegisteredAccount {
-                private_key_id: account.private_key_id.clone(),
-                public_key_der: Arc::clone(&account.public_key_der),
+                key: Some(AccountKey {
+                    private_key_id: account.private_key_id.clone(),
+                    public_key_der: Arc::clone(&account.public_key_der),
+                }),
                 revoked: false,
             },
+        );
+    }
+
+    /// Makes `client_email` known without a key, as an account created
+    /// through IAM is before anyone makes a key for it: only access tokens
+    /// issued for it authenticate it. An account already known keeps its key
+    /// and its revocation.
+    pub fn register_without_key(&self, client_email: &str) {
+        lock(&self.accounts).entry(client_email.to_owned()).or_insert(RegisteredAccount { key: None, revoked: false });
+    }
+
+    /// Issues a new opaque access token (see [`new_access_token`]) for
+    /// `client_email` carrying `scopes`, valid for `lifetime` (at most
+    /// [`MAX_ACCESS_TOKEN_LIFETIME`]; longer is cut to it), and returns it.
+    /// An unknown email becomes known without a key
+    /// ([`Self::register_without_key`]); a revoked one stays revoked, so the
+    /// token is refused until the account is registered again.
+    pub fn issue_access_token(&self, client_email: &str, scopes: &[String], lifetime: Duration) -> String {
+        let token = new_access_token();
+        let expires_at = SystemTime::now() + lifetime.min(MAX_ACCESS_TOKEN_LIFETIME);
+        self.accept_access_token(&token, client_email, scopes, expires_at);
+        token
+    }
+
+    /// Makes `token`, issued elsewhere (e.g. by another registry or a double
+    /// issuing one token into several registries), valid here for
+    /// `client_email` with `scopes` until `expires_at`. An unknown email
+    /// becomes known without a key, as for [`Self::issue_access_token`].
+    pub fn accept_access_token(&self, token: &str, client_email: &str, scopes: &[String], expires_at: SystemTime) {
+        self.register_without_key(client_email);
+        lock(&self.access_tokens).insert(
+            token_digest(token),
+            IssuedAccessToken { client_email: client_email.to_owned(), scopes: scopes.to_vec(), expires_at },
         );
     }
 
@@ -245,6 +324,15 @@ impl AccountRegistry {
     fn lookup(&self, client_email: &str) -> Option<RegisteredAccount> {
         lock(&self.accounts).get(client_email).cloned()
     }
+
+    fn lookup_access_token(&self, token: &str) -> Option<IssuedAccessToken> {
+        lock(&self.access_tokens).get(&token_digest(token)).cloned()
+    }
+}
+
+/// The hex SHA-256 digest under which a registry files a token.
+fn token_digest(token: &str) -> String {
+    hex(digest::digest(&digest::SHA256, token.as_bytes()).as_ref())
 }
 
 /// Why a bearer credential was refused. The text names the account and the
@@ -253,15 +341,20 @@ impl AccountRegistry {
 pub enum AuthFailure {
     /// No `Authorization` header.
     MissingCredentials,
-    /// Not `Bearer <header>.<claims>.<signature>` with base64url JSON parts.
+    /// Not `Bearer <header>.<claims>.<signature>` with base64url JSON parts,
+    /// nor `Bearer <opaque token>`.
     Malformed(String),
+    /// An opaque (non-JWT) token the registry never issued (or issued in
+    /// another registry only).
+    UnknownAccessToken,
     /// A signature algorithm other than RS256.
     UnsupportedAlgorithm(String),
     /// `iss` is no registered account.
     UnknownAccount(String),
     /// The account was revoked.
     Revoked(String),
-    /// `kid` is not the account's current key id (missing, or an old key).
+    /// `kid` is not the account's current key id (missing, or an old key),
+    /// or the account has no key.
     KeyIdMismatch(String),
     /// The signature does not verify with the account's key.
     BadSignature(String),
@@ -281,6 +374,7 @@ impl fmt::Display for AuthFailure {
         match self {
             Self::MissingCredentials => write!(f, "no Authorization header"),
             Self::Malformed(why) => write!(f, "malformed bearer token: {why}"),
+            Self::UnknownAccessToken => write!(f, "the access token was never issued here"),
             Self::UnsupportedAlgorithm(alg) => write!(f, "unsupported JWT algorithm {alg:?} (only RS256)"),
             Self::UnknownAccount(email) => write!(f, "unknown service account {email}"),
             Self::Revoked(email) => write!(f, "service account {email} is revoked"),
@@ -306,6 +400,12 @@ impl std::error::Error for AuthFailure {}
 /// with that key; `exp` is in the future, `iat` not beyond clock skew ahead,
 /// and the lifetime at most an hour; and at least one of `accepted_scopes` is
 /// among the token's `scope` claim (or, when it has none, is its `aud`).
+///
+/// Or when it is `Bearer <opaque token>` (anything but three dot-separated
+/// parts) that `registry` issued ([`AccountRegistry::issue_access_token`] /
+/// [`AccountRegistry::accept_access_token`]), not yet expired, for an account
+/// of `registry` that is not revoked, with at least one of `accepted_scopes`
+/// among the scopes it was issued with.
 pub fn verify_bearer(
     registry: &AccountRegistry,
     authorization: Option<&str>,
@@ -316,11 +416,14 @@ pub fn verify_bearer(
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
         _ => return Err(malformed("not a Bearer credential")),
     };
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(malformed("no token after Bearer"));
+    }
     let mut parts = token.split('.');
     let (Some(header_part), Some(claims_part), Some(signature_part), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(malformed("not three dot-separated parts"));
+        return verify_access_token(registry, token, accepted_scopes);
     };
     let header = decode_json_part(header_part, "header")?;
     let claims = decode_json_part(claims_part, "claims")?;
@@ -335,11 +438,12 @@ pub fn verify_bearer(
     if account.revoked {
         return Err(AuthFailure::Revoked(email));
     }
-    if header.get("kid").and_then(Value::as_str) != Some(account.private_key_id.as_str()) {
+    let Some(key) = account.key.filter(|key| header.get("kid").and_then(Value::as_str) == Some(&key.private_key_id))
+    else {
         return Err(AuthFailure::KeyIdMismatch(email));
-    }
+    };
     let signing_input = &token[..header_part.len() + 1 + claims_part.len()];
-    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &*account.public_key_der)
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &*key.public_key_der)
         .verify(signing_input.as_bytes(), &signature)
         .map_err(|_| AuthFailure::BadSignature(email.clone()))?;
 
@@ -375,6 +479,28 @@ pub fn verify_bearer(
         Ok(email)
     } else {
         Err(AuthFailure::WrongScope { client_email: email, granted })
+    }
+}
+
+/// The opaque-token half of [`verify_bearer`].
+fn verify_access_token(
+    registry: &AccountRegistry,
+    token: &str,
+    accepted_scopes: &[&str],
+) -> Result<String, AuthFailure> {
+    let issued = registry.lookup_access_token(token).ok_or(AuthFailure::UnknownAccessToken)?;
+    let email = issued.client_email;
+    let account = registry.lookup(&email).ok_or_else(|| AuthFailure::UnknownAccount(email.clone()))?;
+    if account.revoked {
+        return Err(AuthFailure::Revoked(email));
+    }
+    if issued.expires_at <= SystemTime::now() {
+        return Err(AuthFailure::Expired(email));
+    }
+    if issued.scopes.iter().any(|g| accepted_scopes.contains(&g.as_str())) {
+        Ok(email)
+    } else {
+        Err(AuthFailure::WrongScope { client_email: email, granted: issued.scopes })
     }
 }
 
@@ -530,14 +656,20 @@ mod tests {
             format!("Basic {token}"),
             token.clone(),
             "Bearer ".to_owned(),
-            "Bearer a.b".to_owned(),
+            "Bearer a b".to_owned(),
             "Bearer !!!.b.c".to_owned(),
-            format!("Bearer {token}.extra"),
         ] {
             assert!(
                 matches!(verify_bearer(&registry, Some(&header), ACCEPTED), Err(AuthFailure::Malformed(_))),
                 "{header:.20}"
             );
+        }
+        // Not three parts: taken for an opaque access token, which this
+        // registry never issued.
+        for header in
+            ["Bearer a.b".to_owned(), format!("Bearer {token}.extra"), format!("Bearer {}", new_access_token())]
+        {
+            assert_eq!(verify_bearer(&registry, Some(&header), ACCEPTED), Err(AuthFailure::UnknownAccessToken));
         }
     }
 
@@ -678,5 +810,120 @@ mod tests {
         let signature = token.rsplit('.').next().expect("signature part");
         assert!(!failure.to_string().contains(signature));
         assert!(!format!("{failure:?}").contains(signature));
+    }
+
+    fn scopes(scopes: &[&str]) -> Vec<String> {
+        scopes.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn access_tokens_have_googles_shape_and_differ() {
+        let first = new_access_token();
+        let second = new_access_token();
+        assert_ne!(first, second);
+        for token in [&first, &second] {
+            let random = token.strip_prefix("ya29.").expect("ya29. prefix");
+            assert_eq!(random.len(), 48, "{}", token.len());
+            assert!(random.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        }
+    }
+
+    #[test]
+    fn an_issued_access_token_verifies_for_its_account_with_an_accepted_scope() {
+        let registry = AccountRegistry::default();
+        let email = "deliverer@ours.iam.gserviceaccount.com";
+        let token =
+            registry.issue_access_token(email, &scopes(&[SCOPE_DEVSTORAGE_READ_WRITE]), Duration::from_secs(600));
+        assert!(registry.is_active(email), "issuing makes the account known");
+        assert_eq!(verify_bearer(&registry, Some(&bearer(&token)), ACCEPTED), Ok(email.to_owned()));
+        assert_eq!(
+            verify_bearer(&registry, Some(&bearer(&token)), &[SCOPE_DEVSTORAGE_READ_ONLY]),
+            Err(AuthFailure::WrongScope {
+                client_email: email.to_owned(),
+                granted: vec![SCOPE_DEVSTORAGE_READ_WRITE.to_owned()]
+            })
+        );
+        // Another registry (another API's front end) never saw it.
+        let other = AccountRegistry::default();
+        other.register_without_key(email);
+        assert_eq!(verify_bearer(&other, Some(&bearer(&token)), ACCEPTED), Err(AuthFailure::UnknownAccessToken));
+        // Unless the token was accepted there too, as a double issuing into
+        // several registries does.
+        other.accept_access_token(
+            &token,
+            email,
+            &scopes(&[SCOPE_CLOUD_PLATFORM]),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        assert_eq!(verify_bearer(&other, Some(&bearer(&token)), ACCEPTED), Ok(email.to_owned()));
+    }
+
+    #[test]
+    fn expired_and_revoked_access_tokens_are_refused() {
+        let registry = AccountRegistry::default();
+        let email = "expiring@ours.iam.gserviceaccount.com";
+        let granted = scopes(&[SCOPE_CLOUD_PLATFORM]);
+        let token = new_access_token();
+        registry.accept_access_token(&token, email, &granted, SystemTime::now() - Duration::from_secs(1));
+        assert_eq!(
+            verify_bearer(&registry, Some(&bearer(&token)), ACCEPTED),
+            Err(AuthFailure::Expired(email.to_owned()))
+        );
+
+        let live = registry.issue_access_token(email, &granted, Duration::from_secs(600));
+        assert!(verify_bearer(&registry, Some(&bearer(&live)), ACCEPTED).is_ok());
+        registry.revoke(email);
+        assert_eq!(
+            verify_bearer(&registry, Some(&bearer(&live)), ACCEPTED),
+            Err(AuthFailure::Revoked(email.to_owned()))
+        );
+        // Issuing again does not lift the revocation.
+        let after = registry.issue_access_token(email, &granted, Duration::from_secs(600));
+        assert_eq!(
+            verify_bearer(&registry, Some(&bearer(&after)), ACCEPTED),
+            Err(AuthFailure::Revoked(email.to_owned()))
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_capped_at_an_hour() {
+        let registry = AccountRegistry::default();
+        let email = "long@ours.iam.gserviceaccount.com";
+        let token = registry.issue_access_token(email, &scopes(&[SCOPE_CLOUD_PLATFORM]), Duration::from_secs(86_400));
+        let issued = registry.lookup_access_token(&token).expect("issued");
+        let left = issued.expires_at.duration_since(SystemTime::now()).expect("in the future");
+        assert!(left <= MAX_ACCESS_TOKEN_LIFETIME, "{left:?}");
+        assert!(left > MAX_ACCESS_TOKEN_LIFETIME - Duration::from_secs(60), "{left:?}");
+    }
+
+    #[test]
+    fn a_keyless_account_authenticates_by_access_token_only_and_keeps_a_key_it_had() {
+        let registry = AccountRegistry::default();
+        let keyless = TestServiceAccount::generate("keyless@ours.iam.gserviceaccount.com");
+        registry.register_without_key(&keyless.client_email);
+        let jwt = bearer(&keyless.self_signed_jwt(&[SCOPE_CLOUD_PLATFORM]));
+        assert_eq!(
+            verify_bearer(&registry, Some(&jwt), ACCEPTED),
+            Err(AuthFailure::KeyIdMismatch(keyless.client_email.clone()))
+        );
+        // An account with a key keeps it when issued a token.
+        let (registry, account) = registered("keyed@ours.iam.gserviceaccount.com");
+        registry.issue_access_token(&account.client_email, &scopes(&[SCOPE_CLOUD_PLATFORM]), Duration::from_secs(60));
+        let jwt = bearer(&account.self_signed_jwt(&[SCOPE_CLOUD_PLATFORM]));
+        assert!(verify_bearer(&registry, Some(&jwt), ACCEPTED).is_ok());
+    }
+
+    #[test]
+    fn the_registry_keeps_no_access_token_and_failures_do_not_print_one() {
+        let registry = AccountRegistry::default();
+        let email = "secretive@ours.iam.gserviceaccount.com";
+        let token = registry.issue_access_token(email, &scopes(&[SCOPE_DEVSTORAGE_READ_ONLY]), Duration::from_secs(60));
+        assert!(!lock(&registry.access_tokens).keys().any(|k| k.contains(&token[5..])));
+        let failure = verify_bearer(&registry, Some(&bearer(&token)), ACCEPTED).expect_err("wrong scope");
+        assert!(!failure.to_string().contains(&token[5..]));
+        assert!(!format!("{failure:?}").contains(&token[5..]));
+        let unknown = new_access_token();
+        let failure = verify_bearer(&registry, Some(&bearer(&unknown)), ACCEPTED).expect_err("unknown");
+        assert!(!failure.to_string().contains(&unknown[5..]));
     }
 }

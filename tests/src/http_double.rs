@@ -1,5 +1,5 @@
 //! What the crate's HTTP doubles of Google APIs ([`crate::gcs_guard`],
-//! [`crate::sheets_double`]) have in common: a server on `127.0.0.1:<free
+//! [`crate::sheets_double`], [`crate::google_identity_double`]) have in common: a server on `127.0.0.1:<free
 //! port>` with a thread and tokio runtime of its own (so a double starts
 //! synchronously and works from any test runtime), the log of the requests it
 //! answered, the queue of faults a test armed, the bearer-token check of
@@ -281,7 +281,10 @@ fn claimed_account(failure: &AuthFailure) -> Option<String> {
         | AuthFailure::IssuedInFuture(email)
         | AuthFailure::LifetimeTooLong(email)
         | AuthFailure::WrongScope { client_email: email, .. } => Some(email.clone()),
-        AuthFailure::MissingCredentials | AuthFailure::Malformed(_) | AuthFailure::UnsupportedAlgorithm(_) => None,
+        AuthFailure::MissingCredentials
+        | AuthFailure::Malformed(_)
+        | AuthFailure::UnknownAccessToken
+        | AuthFailure::UnsupportedAlgorithm(_) => None,
     }
 }
 

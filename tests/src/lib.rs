@@ -21,11 +21,14 @@
 //!   fault × burst), the baseline they come from, and the outcome table;
 //! - [`google_keys`]: generated service-account keys and the checks of the
 //!   self-signed JWTs Google's client libraries send;
+//! - [`google_identity_double`]: Google's STS (workload identity federation
+//!   from AWS roles, checked against moto), IAM service accounts and their
+//!   policies, and IAM Credentials' `generateAccessToken`, on one base URL;
 //! - [`gcs_guard`]: an HTTP guard in front of fake-gcs-server that adds what
 //!   it lacks — authentication and an Object-Creator-only permission model;
 //! - [`sheets_double`]: the project's Sheets API v4 double (tabs, grids,
 //!   atomic batchUpdate, the 10M-cell limit, sharing, 429s, tokens);
-//! - `http_double` (private): what those two share — the server on
+//! - `http_double` (private): what the Google doubles share — the server on
 //!   127.0.0.1 with its own thread and runtime, the request log, armed
 //!   faults, the bearer-token check, query strings and JSON answers;
 //! - [`local_stores`]: input and staging directories for tests without the
@@ -54,6 +57,7 @@ pub mod event_bus;
 pub mod fault_matrix;
 pub mod fault_proxy;
 pub mod gcs_guard;
+pub mod google_identity_double;
 pub mod google_keys;
 mod http_double;
 pub mod local_stores;
