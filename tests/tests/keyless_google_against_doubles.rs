@@ -14,8 +14,10 @@
 //! grant, with nothing written; a principal without Token Creator on a
 //! tenant's account is refused; a GetCallerIdentity signed by a role the
 //! provider does not admit is refused by the exchange; onboarding again
-//! changes nothing; tokens are cached across deliveries; and no token
-//! reaches a status object or a log line.
+//! changes nothing; tokens are cached across deliveries; no token reaches
+//! a status object or a log line; and, from the template, no Google key is
+//! in the stack on the keyless path while deliver-gcs federates with
+//! exactly its template role under moto's IAM enforcement.
 
 use std::time::Instant;
 
@@ -23,6 +25,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials as AwsCredentials;
 use aws_sdk_s3::error::DisplayErrorContext;
+use integration_tests::customer::{admin_user, enforce_iam, lock_auth_server, stop_enforcing_iam};
 use integration_tests::delivery::{
     assert_logs_hold_none_of, capture_logs, create_raw_secret, pinned_now, publish_synthetic_run, run_id,
     staging_store, unique_tenant_prefix,
@@ -30,7 +33,9 @@ use integration_tests::delivery::{
 use integration_tests::gcs_guard::GcsGuard;
 use integration_tests::google_identity_double::{principal_set_member, GoogleIdentityDouble, TOKEN_CREATOR_ROLE};
 use integration_tests::sheets_double::{SheetsDouble, TabSpec};
-use integration_tests::{gcs_emulator_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
+use integration_tests::template_policies::{function_environment, transformed_template, FunctionPolicy, StackNames};
+use integration_tests::{gcs_emulator_endpoint, moto_auth_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
+use popularity_reports::config::GcsConfig;
 use popularity_reports::delivery::connectors::gcs::{GcsDeliverer, STORAGE_SCOPE};
 use popularity_reports::delivery::connectors::sheets::{
     RetryPolicy, SheetsClient, SheetsClients, SheetsDeliverer, SheetsIdentity,
@@ -456,4 +461,122 @@ async fn a_spreadsheet_still_shared_with_the_common_address_is_written_as_it_unt
     assert_eq!(deliver(&deps, "sheets", "acme").await.unwrap(), JobDisposition::Attempted(DeliveryOutcome::Delivered));
     let writes: Vec<_> = world.sheets.requests().into_iter().filter(|r| r.is_write && r.status == 200).collect();
     assert!(writes.iter().all(|r| r.client_email.as_deref() == Some(common.client_email.as_str())), "{writes:?}");
+}
+
+/// The stack's names for resolving the template, keyless Google on and
+/// the older Google key secret left at its default (none).
+fn keyless_stack_names(external_account: &str) -> StackNames {
+    StackNames::new("keyless", ACCOUNT, "us-east-1")
+        .parameter("DataBucketName", "example-data")
+        .parameter("SesSender", "reports@example.com")
+        .parameter("GoogleProjectId", PROJECT)
+        .parameter("GoogleExternalAccountConfig", external_account)
+        .resource("StagingBucket", "keyless-staging-123456789012-us-east-1")
+        .attribute(
+            "TenantSecretsKey.Arn",
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .attribute("FailedEventsQueue.QueueName", "keyless-failed-events")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_keyless_path_the_stack_holds_no_google_key_and_deliver_gcs_federates_with_its_template_role_alone() {
+    let template = transformed_template();
+    let external_account = json!({"type": "external_account", "audience": AUDIENCE,
+        "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request", "token_url": "https://sts.googleapis.com/v1/token",
+        "credential_source": {"environment_id": "aws1",
+            "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"}})
+    .to_string();
+    let names = keyless_stack_names(&external_account);
+
+    // No secret of the stack holds a Google key, and neither Google
+    // deliverer may read any secret but the tenants'.
+    let resources = template["Resources"].as_object().unwrap();
+    let secrets: Vec<&String> =
+        resources.iter().filter(|(_, r)| r["Type"] == "AWS::SecretsManager::Secret").map(|(id, _)| id).collect();
+    assert_eq!(secrets, ["LinkSignerSecret"], "the only secret the stack creates is the link signer's");
+    for function in ["DeliverGcsFunction", "DeliverSheetsFunction"] {
+        let environment = function_environment(template, function, &names).unwrap();
+        assert!(!environment.contains_key("GOOGLE_SERVICE_ACCOUNT_SECRET"), "{function}: {environment:?}");
+        assert_eq!(environment.get("GOOGLE_PROJECT_ID").map(String::as_str), Some(PROJECT), "{function}");
+        assert_eq!(environment.get("GOOGLE_EXTERNAL_ACCOUNT_CONFIG"), Some(&external_account), "{function}");
+        let policy = FunctionPolicy::of(template, function, &names).unwrap_or_else(|e| panic!("{e}"));
+        let readable = |secret: &str| {
+            policy.allows(
+                "secretsmanager:GetSecretValue",
+                &format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{secret}"),
+            )
+        };
+        assert!(readable("popularity-reports/tenants/acme-AbC123"), "{function} reads tenant secrets");
+        assert!(!readable("popularity-reports/google-service-account-AbC123"), "{function} reads no Google key");
+    }
+
+    // deliver-gcs with exactly its template role, under IAM enforcement:
+    // federating needs no AWS permission beyond what it has (a signed
+    // GetCallerIdentity is allowed to every principal), and the double
+    // verifies the signature against the enforcing server.
+    let auth = moto_auth_endpoint();
+    let _serial = lock_auth_server(&auth).await;
+    let admin = admin_user(&auth).await;
+    let policy = FunctionPolicy::of(template, "DeliverGcsFunction", &names).unwrap();
+    let iam = aws_sdk_iam::Client::new(&admin);
+    let role_name: String = unique_bucket_name("keyless-deliver-gcs").chars().take(64).collect();
+    let created = iam
+        .create_role()
+        .role_name(&role_name)
+        .assume_role_policy_document(policy.trust_policy.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateRole: {}", DisplayErrorContext(&e)));
+    for (policy_name, document) in policy.moto_document(ACCOUNT, &[]).0 {
+        iam.put_role_policy()
+            .role_name(&role_name)
+            .policy_name(&policy_name)
+            .policy_document(document)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PutRolePolicy: {}", DisplayErrorContext(&e)));
+    }
+    let role_arn = created.role().unwrap().arn().to_owned();
+    let assumed = aws_sdk_sts::Client::new(&admin)
+        .assume_role()
+        .role_arn(&role_arn)
+        .role_session_name("deliver-gcs")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("AssumeRole: {}", DisplayErrorContext(&e)));
+    let c = assumed.credentials().unwrap();
+    let credentials = AwsCredentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "template-role",
+    );
+    let session = admin.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
+
+    let sheets = SheetsDouble::start();
+    let double = GoogleIdentityDouble::start(&auth, AUDIENCE, vec![sheets.registry()]);
+    double.allow_aws_role(&role_arn);
+    let account = double.create_service_account(PROJECT, "pr-acme");
+    double.grant(&account, TOKEN_CREATOR_ROLE, &double.member_of_role(&role_arn));
+
+    // The function's own configuration, from the template's environment
+    // (the external account pointed at the doubles, as a local run does).
+    let mut environment = function_environment(template, "DeliverGcsFunction", &names).unwrap();
+    let local = json!({"type": "external_account", "audience": AUDIENCE,
+        "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request", "token_url": double.token_url(),
+        "credential_source": {"environment_id": "aws1",
+            "regional_cred_verification_url": format!("{auth}/?Action=GetCallerIdentity&Version=2011-06-15")}});
+    environment.insert("GOOGLE_EXTERNAL_ACCOUNT_CONFIG".to_owned(), local.to_string());
+    environment.insert("GOOGLE_IAM_CREDENTIALS_ENDPOINT".to_owned(), double.endpoint());
+    let config = GcsConfig::from_lookup(|name| environment.get(name).cloned()).unwrap();
+    let google = config.google.expect("keyless Google is on");
+
+    enforce_iam(&auth, 0).await;
+    let identities = popularity_reports::google_identity::tenant_identities(&google, &session).unwrap();
+    let token = identities.access_token("acme", &[STORAGE_SCOPE]).await;
+    stop_enforcing_iam(&auth).await;
+    token.unwrap_or_else(|e| panic!("deliver-gcs's template role could not federate: {e}"));
+    assert_eq!(identities.address("acme"), account);
 }
