@@ -493,3 +493,31 @@ pub fn setup_instructions(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_keyless_google_each_tenant_is_shown_its_own_address() {
+        let common = Some("popularity@ops.iam.gserviceaccount.com".to_owned());
+        let keyed = OurIdentities { google_share_with: common.clone(), ..OurIdentities::default() };
+        let keyless = OurIdentities { google_project: Some("our-tenants".to_owned()), ..keyed.clone() };
+        let sheets =
+            |ours: &OurIdentities| setup_instructions(ConnectorKind::GoogleSheets, ours, "acme", "", "", None, None);
+        assert_eq!(sheets(&keyed)["shareWith"], json!(common));
+        assert_eq!(sheets(&keyless)["shareWith"], "pr-acme@our-tenants.iam.gserviceaccount.com");
+        let gcs = |ours: &OurIdentities, key: Option<&str>| {
+            setup_instructions(ConnectorKind::Gcs, ours, "acme", "acme-feeds", "p/", None, key)
+        };
+        assert_eq!(
+            gcs(&keyless, None)["grant"]["member"],
+            "serviceAccount:pr-acme@our-tenants.iam.gserviceaccount.com"
+        );
+        assert_eq!(gcs(&keyless, None)["grant"]["role"], "roles/storage.objectCreator");
+        // A connector with a key of the customer's own: that account.
+        let own = "feeds@acme.iam.gserviceaccount.com";
+        assert_eq!(gcs(&keyless, Some(own))["grant"]["member"], format!("serviceAccount:{own}"));
+        assert_eq!(gcs(&keyed, None)["grant"]["member"], Value::Null);
+    }
+}
