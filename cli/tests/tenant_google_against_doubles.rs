@@ -8,13 +8,12 @@
 
 use std::process::{Command, Output};
 
-use aws_sdk_iam::error::DisplayErrorContext;
+use integration_tests::customer::assumed_role;
 use integration_tests::delivery::{staging_store, unique_tenant_prefix};
 use integration_tests::google_identity_double::{principal_set_member, GoogleIdentityDouble, TOKEN_CREATOR_ROLE};
-use integration_tests::{create_kms_key, moto_endpoint, sdk_config, unique_bucket_name};
+use integration_tests::{create_kms_key, moto_endpoint, sdk_config};
 use serde_json::json;
 
-const ACCOUNT: &str = "123456789012";
 const AUDIENCE: &str =
     "//iam.googleapis.com/projects/161803398874/locations/global/workloadIdentityPools/reports/providers/aws";
 const PROJECT: &str = "popularity-tenants";
@@ -38,35 +37,6 @@ fn google_identity_prints_the_tenants_address_from_the_tenant_id_and_project() {
     assert!(!bad.status.success() && text(&bad).contains("is not a tenant id"), "{}", text(&bad));
 }
 
-/// A role on moto and the environment variables of one of its sessions.
-async fn role_session(admin: &aws_config::SdkConfig, hint: &str) -> (String, [(String, String); 3]) {
-    let name: String = unique_bucket_name(hint).chars().take(64).collect();
-    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "sts:AssumeRole"}]});
-    let created = aws_sdk_iam::Client::new(admin)
-        .create_role()
-        .role_name(&name)
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateRole: {}", DisplayErrorContext(&e)));
-    let arn = created.role().unwrap().arn().to_owned();
-    let assumed = aws_sdk_sts::Client::new(admin)
-        .assume_role()
-        .role_arn(&arn)
-        .role_session_name("operator")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("AssumeRole: {}", DisplayErrorContext(&e)));
-    let c = assumed.credentials().unwrap();
-    let env = [
-        ("AWS_ACCESS_KEY_ID".to_owned(), c.access_key_id().to_owned()),
-        ("AWS_SECRET_ACCESS_KEY".to_owned(), c.secret_access_key().to_owned()),
-        ("AWS_SESSION_TOKEN".to_owned(), c.session_token().to_owned()),
-    ];
-    (arn, env)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_add_creates_the_tenants_google_identity_for_our_deliverers_only_before_storing_the_secret() {
     let endpoint = moto_endpoint();
@@ -74,9 +44,10 @@ async fn tenant_add_creates_the_tenants_google_identity_for_our_deliverers_only_
     let key = create_kms_key(&endpoint).await;
     let staging = staging_store(&admin, "cli-keyless").await;
     let prefix = unique_tenant_prefix("cli-keyless");
-    let (deliver_gcs, _) = role_session(&admin, "cli-deliver-gcs").await;
-    let (deliver_sheets, _) = role_session(&admin, "cli-deliver-sheets").await;
-    let (operator, session) = role_session(&admin, "cli-operator").await;
+    let deliver_gcs = assumed_role(&admin, "cli-deliver-gcs").await.arn;
+    let deliver_sheets = assumed_role(&admin, "cli-deliver-sheets").await.arn;
+    let operator_role = assumed_role(&admin, "cli-operator").await;
+    let (operator, session) = (operator_role.arn.clone(), operator_role.environment());
     let double = GoogleIdentityDouble::start(&endpoint, AUDIENCE, Vec::new());
     double.allow_aws_role(&operator);
     double.allow_admin_role(&operator);
@@ -101,7 +72,7 @@ async fn tenant_add_creates_the_tenants_google_identity_for_our_deliverers_only_
             .env("STAGING_BUCKET", staging.bucket())
             .env("TENANT_SECRET_PREFIX", &prefix)
             .env("TENANT_SECRETS_KMS_KEY_ID", &key)
-            .envs(session.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(session.iter().map(|(k, v)| (*k, v.as_str())))
             .env_remove("GOOGLE_DELIVERER_ROLE_ARNS")
             .env_remove("GOOGLE_EXTERNAL_ACCOUNT_CONFIG")
             .env_remove("GOOGLE_PROJECT_ID");

@@ -365,19 +365,26 @@ fn ses_configuration_set<F: Fn(&str) -> Option<String>>(vars: &Variables<F>) -> 
     Ok(Some(value))
 }
 
-/// Keyless Google (`GOOGLE_EXTERNAL_ACCOUNT_CONFIG`, `GOOGLE_PROJECT_ID`,
-/// `GOOGLE_IAM_ENDPOINT`, `GOOGLE_IAM_CREDENTIALS_ENDPOINT`): `None` when
-/// the first is unset.
+/// Keyless Google for a deliverer (`GOOGLE_EXTERNAL_ACCOUNT_CONFIG`,
+/// `GOOGLE_PROJECT_ID`, `GOOGLE_IAM_CREDENTIALS_ENDPOINT`): `None` when the
+/// first is unset.
 fn federation<F: Fn(&str) -> Option<String>>(
     vars: &Variables<F>,
 ) -> Result<Option<crate::google_identity::FederationConfig>, ConfigError> {
     crate::google_identity::FederationConfig::from_values(
         vars.optional("GOOGLE_EXTERNAL_ACCOUNT_CONFIG").as_deref(),
         vars.optional("GOOGLE_PROJECT_ID").as_deref(),
-        vars.optional("GOOGLE_IAM_ENDPOINT").as_deref(),
+        // The deliverers call IAM Credentials only; onboarding (the CLI)
+        // reads GOOGLE_IAM_ENDPOINT itself.
+        None,
         vars.optional("GOOGLE_IAM_CREDENTIALS_ENDPOINT").as_deref(),
     )
-    .map_err(|error| ConfigError::Unusable { name: "GOOGLE_EXTERNAL_ACCOUNT_CONFIG", reason: error.to_string() })
+    .map_err(|error| {
+        let reason = error.to_string();
+        let name =
+            if reason.contains("GOOGLE_PROJECT_ID") { "GOOGLE_PROJECT_ID" } else { "GOOGLE_EXTERNAL_ACCOUNT_CONFIG" };
+        ConfigError::Unusable { name, reason }
+    })
 }
 
 /// Configuration of the `deliver-gcs` function.

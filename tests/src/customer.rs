@@ -653,3 +653,80 @@ pub fn links_in(text: &str) -> Vec<String> {
 pub fn emails_to(all: &[SentEmail], recipient: &str) -> Vec<SentEmail> {
     all.iter().filter(|m| m.is_to(recipient)).cloned().collect()
 }
+
+/// A role created in moto's default account (any principal of the account
+/// may assume it) and one session of it: what keyless Google's tests and
+/// benchmark federate as.
+pub struct AssumedRole {
+    pub arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
+impl AssumedRole {
+    /// `config` acting as the session.
+    pub fn config(&self, config: &SdkConfig) -> SdkConfig {
+        with_credentials(
+            config,
+            Credentials::new(
+                &self.access_key_id,
+                &self.secret_access_key,
+                Some(self.session_token.clone()),
+                None,
+                "assumed-role",
+            ),
+        )
+    }
+
+    /// The session as the AWS SDKs' environment variables, for a child process.
+    pub fn environment(&self) -> [(&'static str, String); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.clone()),
+            ("AWS_SESSION_TOKEN", self.session_token.clone()),
+        ]
+    }
+}
+
+/// Creates role `<hint>-<unique>` with `admin` and assumes it.
+///
+/// # Panics
+/// When moto refuses either call.
+pub async fn assumed_role(admin: &SdkConfig, hint: &str) -> AssumedRole {
+    let name: String = unique_bucket_name(hint).chars().take(64).collect();
+    let account = "123456789012";
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{account}:root")}, "Action": "sts:AssumeRole"}]});
+    let created = aws_sdk_iam::Client::new(admin)
+        .create_role()
+        .role_name(&name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateRole {name}: {}", DisplayErrorContext(&e)));
+    let arn = created.role().expect("CreateRole returns the role").arn().to_owned();
+    let session: String = hint.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    assume_role(admin, &arn, &session).await
+}
+
+/// A session of the role `arn`, assumed with `admin`.
+///
+/// # Panics
+/// When moto refuses the call.
+pub async fn assume_role(admin: &SdkConfig, arn: &str, session_name: &str) -> AssumedRole {
+    let assumed = aws_sdk_sts::Client::new(admin)
+        .assume_role()
+        .role_arn(arn)
+        .role_session_name(session_name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("AssumeRole {arn}: {}", DisplayErrorContext(&e)));
+    let c = assumed.credentials().expect("AssumeRole returns credentials");
+    AssumedRole {
+        arn: arn.to_owned(),
+        access_key_id: c.access_key_id().to_owned(),
+        secret_access_key: c.secret_access_key().to_owned(),
+        session_token: c.session_token().to_owned(),
+    }
+}

@@ -22,10 +22,10 @@
 use std::time::Instant;
 
 use aws_config::SdkConfig;
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::Credentials as AwsCredentials;
 use aws_sdk_s3::error::DisplayErrorContext;
-use integration_tests::customer::{admin_user, enforce_iam, lock_auth_server, stop_enforcing_iam};
+use integration_tests::customer::{
+    admin_user, assume_role, assumed_role, enforce_iam, lock_auth_server, stop_enforcing_iam,
+};
 use integration_tests::delivery::{
     assert_logs_hold_none_of, capture_logs, create_raw_secret, pinned_now, publish_synthetic_run, run_id,
     staging_store, unique_tenant_prefix,
@@ -65,34 +65,8 @@ struct Role {
 }
 
 async fn role(admin: &SdkConfig, hint: &str) -> Role {
-    let name: String = unique_bucket_name(hint).chars().take(64).collect();
-    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "sts:AssumeRole"}]});
-    let created = aws_sdk_iam::Client::new(admin)
-        .create_role()
-        .role_name(&name)
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateRole {name}: {}", DisplayErrorContext(&e)));
-    let arn = created.role().expect("a role").arn().to_owned();
-    let assumed = aws_sdk_sts::Client::new(admin)
-        .assume_role()
-        .role_arn(&arn)
-        .role_session_name("keyless")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("AssumeRole {arn}: {}", DisplayErrorContext(&e)));
-    let c = assumed.credentials().expect("credentials");
-    let credentials = AwsCredentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_owned()),
-        None,
-        "moto-assume-role",
-    );
-    let session = admin.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
-    Role { arn, session }
+    let assumed = assumed_role(admin, hint).await;
+    Role { session: assumed.config(admin), arn: assumed.arn }
 }
 
 /// Our side: the doubles of Google's STS, IAM and IAM Credentials, the
@@ -460,7 +434,27 @@ async fn a_spreadsheet_still_shared_with_the_common_address_is_written_as_it_unt
     let deps = world.sheets_deps(clients);
     assert_eq!(deliver(&deps, "sheets", "acme").await.unwrap(), JobDisposition::Attempted(DeliveryOutcome::Delivered));
     let writes: Vec<_> = world.sheets.requests().into_iter().filter(|r| r.is_write && r.status == 200).collect();
+    assert!(!writes.is_empty());
     assert!(writes.iter().all(|r| r.client_email.as_deref() == Some(common.client_email.as_str())), "{writes:?}");
+
+    // A Sheets tenant not yet given its own identity (keyless deployed
+    // before `tenant add` ran for it) is written as the common account too.
+    let elsewhere = unique_tenant_prefix("keyless-not-onboarded");
+    let connector = json!({"type": "google-sheets", "spreadsheetUrl": url, "maxRows": 50});
+    world.store_tenant_at(&elsewhere, "newcomer", connector).await;
+    world.fan_out_at(&elsewhere).await;
+    let identity = SheetsIdentity::from_key_file("test/common", &common.key_json_string()).unwrap();
+    let clients = world.keyless_sheets().with_common_fallback(SheetsClient::new(
+        identity,
+        &world.sheets.endpoint(),
+        6_000,
+        fast_retry(),
+    ));
+    let deps = world.sheets_deps_at(&elsewhere, clients);
+    assert_eq!(
+        deliver(&deps, "sheets", "newcomer").await.unwrap(),
+        JobDisposition::Attempted(DeliveryOutcome::Delivered)
+    );
 }
 
 /// The stack's names for resolving the template, keyless Google on and
@@ -538,22 +532,7 @@ async fn on_the_keyless_path_the_stack_holds_no_google_key_and_deliver_gcs_feder
             .unwrap_or_else(|e| panic!("PutRolePolicy: {}", DisplayErrorContext(&e)));
     }
     let role_arn = created.role().unwrap().arn().to_owned();
-    let assumed = aws_sdk_sts::Client::new(&admin)
-        .assume_role()
-        .role_arn(&role_arn)
-        .role_session_name("deliver-gcs")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("AssumeRole: {}", DisplayErrorContext(&e)));
-    let c = assumed.credentials().unwrap();
-    let credentials = AwsCredentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_owned()),
-        None,
-        "template-role",
-    );
-    let session = admin.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build();
+    let session = assume_role(&admin, &role_arn, "deliver-gcs").await.config(&admin);
 
     let sheets = SheetsDouble::start();
     let double = GoogleIdentityDouble::start(&auth, AUDIENCE, vec![sheets.registry()]);

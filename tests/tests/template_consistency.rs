@@ -272,6 +272,33 @@ impl Template {
         self.root.get("Parameters")?.get(name)?.get("Default")?.as_str()
     }
 
+    /// The condition `name` with every parameter at its default, when it is
+    /// built of `!And`, `!Or`, `!Not` and `!Equals [!Ref Parameter, value]`.
+    fn condition_with_defaults(&self, name: &str) -> Option<bool> {
+        self.evaluate_condition(self.root.get("Conditions")?.get(name)?)
+    }
+
+    fn evaluate_condition(&self, node: &Yaml) -> Option<bool> {
+        if let Some(text) = node.as_str() {
+            let text = text.trim();
+            if let Some(inner) = text.strip_prefix("!Not [").and_then(|t| t.strip_suffix(']')) {
+                return self.evaluate_condition(&Yaml::Scalar(inner.trim().to_owned())).map(|b| !b);
+            }
+            let [reference, expected] = flow_items(text, "!Equals")?.try_into().ok()?;
+            let actual = self.parameter_default(reference.strip_prefix("!Ref ")?.trim())?;
+            let unquote = |v: &str| v.trim().trim_matches('"').to_owned();
+            return Some(unquote(actual) == unquote(expected));
+        }
+        let all = |items: &[Yaml]| items.iter().map(|i| self.evaluate_condition(i)).collect::<Option<Vec<bool>>>();
+        if let Some(items) = node.get("!And").and_then(Yaml::items) {
+            return all(items).map(|v| v.iter().all(|b| *b));
+        }
+        if let Some(items) = node.get("!Or").and_then(Yaml::items) {
+            return all(items).map(|v| v.iter().any(|b| *b));
+        }
+        None
+    }
+
     fn is_parameter(&self, name: &str) -> bool {
         self.root.get("Parameters").and_then(|p| p.get(name)).is_some()
     }
@@ -313,6 +340,14 @@ impl Template {
         }
         if let Some(text) = value.strip_prefix("!Sub ") {
             return self.substitute_with_defaults(text.trim(), fallback);
+        }
+        // `!If [Condition, then, else]` whose condition the defaults decide.
+        if let Some([condition, then, otherwise]) = flow_items(value, "!If").as_deref() {
+            match self.condition_with_defaults(condition) {
+                Some(true) => return self.resolve_with_defaults(then, fallback),
+                Some(false) => return self.resolve_with_defaults(otherwise, fallback),
+                None => {}
+            }
         }
         // An ARN the configuration can check the shape of: a KMS key's or a role's.
         if let Some(attribute) = value.strip_prefix("!GetAtt ") {
@@ -1133,8 +1168,9 @@ fn the_sweeper_runs_on_its_schedule_may_touch_only_jobs_status_and_events_and_it
 
 /// The metrics that mean a person should look, and the handler that emits
 /// each (under `PopularityReports`, dimension `Function`).
-const ALARMED_METRICS: [(&str, &str, &str); 3] = [
+const ALARMED_METRICS: [(&str, &str, &str); 4] = [
     ("RunsWithoutPlays", "rank", "shared/src/handlers/rank.rs"),
+    ("GoogleIdentityFailures", "google-identity", "shared/src/google_identity/impersonation.rs"),
     ("RedrivesExhausted", "sweeper", "shared/src/handlers/sweeper.rs"),
     ("NotificationTargetsPaused", "notify", "shared/src/notify/dispatch.rs"),
 ];

@@ -196,6 +196,12 @@ fn destination_blame(error: &StoreError) -> Blame {
     ];
     match error {
         StoreError::S3 { detail, .. } if CUSTOMER_CODES.iter().any(|code| detail.contains(code)) => Blame::Customer,
+        // A keyless upload refused at 401: the token of our own identity.
+        StoreError::Gcs { status: Some(401), detail, .. }
+            if detail.starts_with(crate::delivery::connectors::gcs::TENANT_IDENTITY_REFUSED) =>
+        {
+            Blame::Provider
+        }
         StoreError::Gcs { status: Some(401 | 403 | 404), .. } => Blame::Customer,
         _ => Blame::Provider,
     }
@@ -266,6 +272,19 @@ mod tests {
             DeliveryError::Transfer(TransferError::Read(s3("AccessDenied: staging (HTTP 403)"))),
             DeliveryError::Staging { action: "read", location: "status/x".into(), source: s3("AccessDenied: x") },
             DeliveryError::Connector(ConnectorFailure::transient(std::io::Error::other("SES throttled"))),
+            // Google refusing the token of a tenant's identity of ours.
+            DeliveryError::Destination {
+                connector: "gcs".into(),
+                source: StoreError::Gcs {
+                    operation: "upload",
+                    location: "gs://b/x".into(),
+                    status: Some(401),
+                    detail: format!(
+                        "{}: invalid credentials",
+                        crate::delivery::connectors::gcs::TENANT_IDENTITY_REFUSED
+                    ),
+                },
+            },
         ];
         for error in &ours {
             assert_eq!(error.blame(), Blame::Provider, "{error}");

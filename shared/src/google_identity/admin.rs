@@ -119,9 +119,11 @@ impl GoogleIamAdmin {
 
 fn refused(operation: &'static str, account: &str, status: u16, answer: &Value) -> AdminError {
     let message = answer["error"]["message"].as_str().map(cut).unwrap_or_else(|| format!("HTTP {status}"));
+    let quota = message.to_ascii_lowercase().contains("quota") || message.contains("limit");
     let hint = match status {
         403 => " (the onboarding principal needs roles/iam.serviceAccountAdmin on our project: docs/operations.md)",
         429 => " (the project's service-account quota, 100 by default: raise it or use another project)",
+        _ if quota => " (the project's service-account quota, 100 by default: raise it or use another project)",
         _ => "",
     };
     AdminError::Refused { operation, account: account.to_owned(), status, message, hint }

@@ -11,7 +11,8 @@
 //! Failures say whose move it is: a refused impersonation is ours
 //! (onboarding did not grant it, or the account is gone), a refused
 //! federation is ours (the pool, the provider or its conditions), and
-//! neither is ever the customer's. No token is logged or put in an error.
+//! neither is ever the customer's: both emit the `GoogleIdentityFailures`
+//! metric the template alarms on. No token is logged or put in an error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,7 +135,17 @@ impl Shared {
                 return Ok(cached.token.clone());
             }
         }
-        let (token, lifetime) = self.generate(account, scopes).await?;
+        let (token, lifetime) = self.generate(account, scopes).await.inspect_err(|error| {
+            if !error.is_transient() {
+                // Ours to fix, and nothing the customer will report: alarmed.
+                crate::metrics::emit_metrics(
+                    "PopularityReports",
+                    &[("Function", "google-identity")],
+                    &[("GoogleIdentityFailures", 1.0)],
+                );
+                tracing::error!(%account, %error, "a tenant's Google identity could not be used");
+            }
+        })?;
         let fresh_until = Instant::now() + lifetime.saturating_sub(REFRESH_BEFORE_EXPIRY);
         self.cache
             .lock()

@@ -60,6 +60,9 @@ pub const GOOGLE_STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 /// The OAuth scope of the tokens: create objects (read-write is the
 /// narrowest scope that allows it; the account's IAM role is what limits it).
 pub const STORAGE_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
+/// How a 401 to a tenant's own identity begins: our token, our side to fix
+/// (`destination_blame` keeps it ours).
+pub const TENANT_IDENTITY_REFUSED: &str = "Google refused our tenant identity's token (our side to fix)";
 /// Where connection-test probes write, under the connector's prefix.
 pub const CONNECTION_TEST_FOLDER: &str = "_connection-test/";
 /// Chunks waiting between the producer and the upload task; with the
@@ -115,9 +118,7 @@ fn gcs_error(
         (Some(401), Writer::CustomerKey) => {
             "the key was refused (deleted or disabled? create a new key and update the secret): ".to_owned()
         }
-        (Some(401), Writer::TenantIdentity(_)) => {
-            "Google refused our tenant identity's token (our side to fix): ".to_owned()
-        }
+        (Some(401), Writer::TenantIdentity(_)) => format!("{TENANT_IDENTITY_REFUSED}: "),
         (Some(403), Writer::CustomerKey) => {
             "the service account may not create objects here (grant it Storage Object Creator on the bucket): "
                 .to_owned()

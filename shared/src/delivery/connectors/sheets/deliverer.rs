@@ -118,10 +118,13 @@ impl From<SheetsClient> for SheetsClients {
 )]
 pub struct SheetsNotConfigured;
 
-/// Whether `error` is a spreadsheet refusing the identity that wrote.
+/// Whether `error` is a spreadsheet refusing the identity that wrote, or
+/// that identity unusable (a tenant not yet given one): what the common
+/// account may still do during the move to keyless.
 fn is_not_shared(error: &DeliveryError) -> bool {
     matches!(error, DeliveryError::Connector(failure)
-        if matches!(failure.source_error().downcast_ref::<SheetsError>(), Some(SheetsError::NotShared { .. })))
+        if matches!(failure.source_error().downcast_ref::<SheetsError>(),
+            Some(SheetsError::NotShared { .. } | SheetsError::Unauthorized { .. })))
 }
 
 /// Delivers `jobs/sheets/` jobs and tests google-sheets connectors.
@@ -293,7 +296,7 @@ impl<S: ObjectStore> Deliverer for SheetsDeliverer<S> {
                 report.passed("open", format!("{} opened ({} tabs)", sheet.spreadsheet_url, tabs.len()));
                 tabs
             }
-            Err(error @ SheetsError::NotShared { .. }) => {
+            Err(error @ (SheetsError::NotShared { .. } | SheetsError::Unauthorized { .. })) => {
                 let opened_as_common = match &common {
                     Some(common) => common.tabs(&sheet.spreadsheet_id).await.ok().map(|tabs| (common, tabs)),
                     None => None,
