@@ -87,7 +87,9 @@ impl LocalDeliverers {
             JobKind::Sheets => {
                 let sheets = SheetsConfig::from_env().context("Google Sheets delivery")?;
                 let secrets = secrets_manager_client(&self.aws);
-                let clients = load_sheets_clients(&sheets, &self.aws, &secrets, RetryPolicy::default()).await?;
+                let clients =
+                    load_sheets_clients(sheets.identity_settings(), &self.aws, &secrets, RetryPolicy::default())
+                        .await?;
                 self.run(SheetsDeliverer { staging, clients, now: chrono::Utc::now }, keys).await
             }
         }

@@ -442,6 +442,16 @@ pub struct SheetsConfig {
 }
 
 impl SheetsConfig {
+    /// Who the deliverer writes as, for `load_sheets_clients`.
+    pub fn identity_settings(&self) -> crate::delivery::connectors::sheets::SheetsSettings<'_> {
+        crate::delivery::connectors::sheets::SheetsSettings {
+            common_key_secret: self.service_account_secret.as_deref(),
+            google: self.google.as_ref(),
+            endpoint: &self.sheets_endpoint,
+            writes_per_minute: self.writes_per_minute,
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }

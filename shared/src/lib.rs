@@ -24,6 +24,7 @@
 //! - [`athena`]: the Athena engine: the `sql/` queries of a run, and its publish step (Athena's output to a run);
 //! - [`delta`]: a run's changes against a base run, computed once in staging;
 //! - [`sample`]: the deterministic synthetic catalogue and plays;
+//! - [`google_identity`]: keyless Google: each tenant's identity of ours, federation from our AWS roles, impersonation, onboarding;
 //! - [`tenant`]: the tenant secret's model, parsing, limits, cross-feed rules and directory;
 //! - [`delivery`]: jobs, status and claims, the deliverer, connection probes and every connector;
 //! - [`notify`]: arrival events sent to webhooks and EventBridge buses, their re-drives;

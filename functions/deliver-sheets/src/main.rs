@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
     let config = SheetsConfig::from_env()?;
     let aws = load_sdk_config().await;
     let secrets = secrets_manager_client(&aws);
-    let clients = load_sheets_clients(&config, &aws, &secrets, RetryPolicy::default()).await?;
+    let clients = load_sheets_clients(config.identity_settings(), &aws, &secrets, RetryPolicy::default()).await?;
     let staging = S3Store::new(s3_client(&aws), config.delivery.staging_bucket.clone(), "");
     let deps = DeliverDeps {
         staging: staging.clone(),

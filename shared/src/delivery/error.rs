@@ -198,7 +198,7 @@ fn destination_blame(error: &StoreError) -> Blame {
         StoreError::S3 { detail, .. } if CUSTOMER_CODES.iter().any(|code| detail.contains(code)) => Blame::Customer,
         // A keyless upload refused at 401: the token of our own identity.
         StoreError::Gcs { status: Some(401), detail, .. }
-            if detail.starts_with(crate::delivery::connectors::gcs::TENANT_IDENTITY_REFUSED) =>
+            if detail.starts_with(crate::google_identity::TENANT_IDENTITY_REFUSED) =>
         {
             Blame::Provider
         }
@@ -279,10 +279,7 @@ mod tests {
                     operation: "upload",
                     location: "gs://b/x".into(),
                     status: Some(401),
-                    detail: format!(
-                        "{}: invalid credentials",
-                        crate::delivery::connectors::gcs::TENANT_IDENTITY_REFUSED
-                    ),
+                    detail: format!("{}: invalid credentials", crate::google_identity::TENANT_IDENTITY_REFUSED),
                 },
             },
         ];

@@ -17,6 +17,11 @@
 //! a warm function's invocations), and [`admin`] the onboarding side: create
 //! the account (idempotently) and let only our deliverers impersonate it.
 
+/// How a connector's error begins when Google refused the token of a
+/// tenant's identity of ours: our side to fix, whatever the HTTP status
+/// would otherwise suggest.
+pub const TENANT_IDENTITY_REFUSED: &str = "Google refused our tenant identity's token (our side to fix)";
+
 pub mod account;
 pub mod admin;
 pub mod federation;

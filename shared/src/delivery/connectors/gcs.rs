@@ -48,7 +48,7 @@ use crate::delivery::error::{ConnectorFailure, DeliveryError};
 use crate::delivery::job::DeliveryJob;
 use crate::delivery::resume::{NoResume, PartLedger};
 use crate::delivery::status::DeliveredObject;
-use crate::google_identity::TenantIdentities;
+use crate::google_identity::{TenantIdentities, TENANT_IDENTITY_REFUSED};
 use crate::manifest::RunManifest;
 use crate::store::{
     normalise_prefix, ObjectSink, ObjectStore, ObjectUpload, StoreError, UploadReceipt, UPLOAD_CHUNK_BYTES,
@@ -60,9 +60,6 @@ pub const GOOGLE_STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 /// The OAuth scope of the tokens: create objects (read-write is the
 /// narrowest scope that allows it; the account's IAM role is what limits it).
 pub const STORAGE_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
-/// How a 401 to a tenant's own identity begins: our token, our side to fix
-/// (`destination_blame` keeps it ours).
-pub const TENANT_IDENTITY_REFUSED: &str = "Google refused our tenant identity's token (our side to fix)";
 /// Where connection-test probes write, under the connector's prefix.
 pub const CONNECTION_TEST_FOLDER: &str = "_connection-test/";
 /// Chunks waiting between the producer and the upload task; with the

@@ -41,5 +41,5 @@ pub use client::{
     GOOGLE_SHEETS_ENDPOINT, JOB_BUDGET, MAX_REQUEST_BYTES, SHEETS_SCOPE,
 };
 pub use deliverer::{MakeSheetsClient, OverBudget, SheetsClients, SheetsDeliverer, SheetsNotConfigured};
-pub use setup::{load_sheets_clients, SheetsSetupError};
+pub use setup::{load_sheets_clients, SheetsSettings, SheetsSetupError};
 pub use tab_plan::STATUS_TAB;

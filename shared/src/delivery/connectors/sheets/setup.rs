@@ -5,8 +5,7 @@
 //! with neither, every Sheets job fails saying Google Sheets is not
 //! configured in this deployment.
 
-use crate::config::SheetsConfig;
-use crate::google_identity::{tenant_identities, FederationError};
+use crate::google_identity::{tenant_identities, FederationConfig, FederationError};
 
 use super::client::{IdentityError, RetryPolicy, SheetsClient, SheetsIdentity};
 use super::deliverer::SheetsClients;
@@ -20,21 +19,34 @@ pub enum SheetsSetupError {
     Federation(#[from] FederationError),
 }
 
-/// The clients of `config`, reaching Google as the AWS role of `aws`.
+/// Who `deliver-sheets` is configured to write as (from `SheetsConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct SheetsSettings<'a> {
+    /// `GOOGLE_SERVICE_ACCOUNT_SECRET`: our common account's key (older path).
+    pub common_key_secret: Option<&'a str>,
+    /// Keyless Google.
+    pub google: Option<&'a FederationConfig>,
+    /// `SHEETS_API_ENDPOINT`.
+    pub endpoint: &'a str,
+    /// `SHEETS_WRITES_PER_MINUTE`, per identity.
+    pub writes_per_minute: u32,
+}
+
+/// The clients of `settings`, reaching Google as the AWS role of `aws`.
 pub async fn load_sheets_clients(
-    config: &SheetsConfig,
+    settings: SheetsSettings<'_>,
     aws: &aws_config::SdkConfig,
     secrets: &aws_sdk_secretsmanager::Client,
     retry: RetryPolicy,
 ) -> Result<SheetsClients, SheetsSetupError> {
-    let endpoint = config.sheets_endpoint.clone();
-    let writes_per_minute = config.writes_per_minute;
+    let endpoint = settings.endpoint.to_owned();
+    let writes_per_minute = settings.writes_per_minute;
     let make = move |identity: SheetsIdentity| SheetsClient::new(identity, &endpoint, writes_per_minute, retry);
-    let common = match &config.service_account_secret {
+    let common = match settings.common_key_secret {
         Some(secret) => Some(make(SheetsIdentity::load(secrets, secret).await?)),
         None => None,
     };
-    let clients = match (&config.google, common) {
+    let clients = match (settings.google, common) {
         (Some(google), common) => {
             let keyless = SheetsClients::keyless(tenant_identities(google, aws)?, Box::new(make));
             match common {
