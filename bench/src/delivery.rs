@@ -6,7 +6,12 @@
 //! bytes in another child by plain sequential 8 MiB multipart uploads. With
 //! `--gcs-endpoint` the delivery goes to Google Cloud Storage on
 //! fake-gcs-server instead (a gcs connector, deliver-gcs), and the baseline
-//! is a plain resumable upload of the same bytes by the same crate.
+//! is a plain resumable upload of the same bytes by the same crate. With
+//! `--gcs-keyless` too, the gcs connector has no key: deliver-gcs writes as
+//! the tenant's own Google identity, federating from an AWS role session
+//! on moto through the project's Google identity double (started here), and
+//! the child also reports how long the first token (exchange and
+//! impersonation) and a cached one took.
 //! Measurement and wiring only: the work is done by `popularity_reports`
 //! exactly as the Lambdas do it.
 
@@ -76,7 +81,16 @@ pub struct DeliveryBenchArgs {
     /// (`python scripts/local/google_key.py EMAIL` makes one).
     #[arg(long)]
     pub gcs_key_file: Option<PathBuf>,
+    /// Deliver keyless, as the tenant's own Google identity (the baseline
+    /// still uploads with the key file).
+    #[arg(long, requires = "gcs_endpoint")]
+    pub gcs_keyless: bool,
 }
+
+/// The workload identity provider of the benchmark's keyless deliveries.
+const BENCH_AUDIENCE: &str =
+    "//iam.googleapis.com/projects/100000000001/locations/global/workloadIdentityPools/bench/providers/aws";
+const BENCH_GOOGLE_PROJECT: &str = "popularity-bench";
 
 /// What a measured child process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -112,6 +126,13 @@ pub struct DeliveryWorkerArgs {
     /// Baseline into GCS: the key file to upload with.
     #[arg(long)]
     pub gcs_key_file: Option<PathBuf>,
+    /// Deliver keyless: the external-account JSON (pointing at the identity
+    /// double); the AWS role session comes in the usual AWS_* variables.
+    #[arg(long)]
+    pub google_external_account: Option<String>,
+    /// Deliver keyless: the identity double's base URL (IAM Credentials).
+    #[arg(long)]
+    pub google_iam_credentials_endpoint: Option<String>,
 }
 
 struct Measured {
@@ -123,6 +144,8 @@ struct Measured {
     peak_rss_bytes: u64,
     /// User + system CPU time of the child.
     cpu_seconds: f64,
+    /// Keyless: the first token (federation and impersonation) and a cached one.
+    token_seconds: Option<(f64, f64)>,
 }
 
 /// The run the delivery and fanout benchmarks publish.
@@ -177,9 +200,16 @@ pub async fn run(args: DeliveryBenchArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let secret = match &gcs {
-        Some((_, key)) => gcs_tenant_secret(&destination_bucket, key, &feed, &args.format, &args.compression)?,
-        None => delivery_tenant_secret(&destination_bucket, &feed, &args.format, &args.compression),
+    // Keyless: the identity double, a role session of "deliver-gcs", and
+    // the tenant's account it may impersonate. Kept alive while children run.
+    let keyless = match args.gcs_keyless {
+        true => Some(keyless_identity(&config, &args.endpoint).await),
+        false => None,
+    };
+    let secret = match (&gcs, &keyless) {
+        (Some(_), Some(_)) => gcs_keyless_tenant_secret(&destination_bucket, &feed, &args.format, &args.compression),
+        (Some((_, key)), None) => gcs_tenant_secret(&destination_bucket, key, &feed, &args.format, &args.compression)?,
+        (None, _) => delivery_tenant_secret(&destination_bucket, &feed, &args.format, &args.compression),
     };
     put_tenant_secret(&secrets, &tenant_prefix, &secret, DELIVERY_TENANT).await.with_context(|| {
         format!("onboarding the benchmark tenant (format {:?}, compression {:?})", args.format, args.compression)
@@ -225,6 +255,11 @@ pub async fn run(args: DeliveryBenchArgs) -> anyhow::Result<()> {
         worker.args(["delivery-worker", "--task", "deliver", "--endpoint", &args.endpoint]);
         worker.args(["--staging-bucket", &staging_bucket, "--tenant-prefix", &tenant_prefix, "--feed", &feed]);
         worker.args(&gcs_args);
+        if let Some(keyless) = &keyless {
+            worker.args(["--google-external-account", &keyless.external_account]);
+            worker.args(["--google-iam-credentials-endpoint", &keyless.double.endpoint()]);
+            worker.envs(keyless.role.environment());
+        }
         let delivery = run_measured(&mut worker).context("the delivery child failed")?;
         print_round(round, "delivery", &delivery);
         deliveries.push(delivery);
@@ -262,6 +297,14 @@ pub async fn run(args: DeliveryBenchArgs) -> anyhow::Result<()> {
         100.0 * baseline.seconds / delivery.seconds
     );
     println!("(times, MB/s and CPU: the run of median time of {}; peak RSS: the highest of the runs)", args.runs);
+    if let Some((first, cached)) = delivery.token_seconds {
+        println!(
+            "(keyless: the delivery wrote as the tenant's own identity; its first token took {:.1} ms (federation \
+             and impersonation, once an hour per tenant in a warm function), a cached one {:.3} ms)",
+            first * 1e3,
+            cached * 1e3
+        );
+    }
     if feed != DELIVERY_FEED {
         println!(
             "(delivered as format {} with compression {}: {:.1} MB written from {:.1} MB of canonical JSON; \
@@ -332,6 +375,42 @@ fn gcs_tenant_secret(
         "feeds": [{"id": feed, "connector": "lake", "format": format, "compression": compression}]
     })
     .to_string())
+}
+
+/// The tenant of the keyless GCS benchmark: one gcs feed without a key.
+fn gcs_keyless_tenant_secret(bucket: &str, feed: &str, format: &str, compression: &str) -> String {
+    serde_json::json!({
+        "schemaVersion": 1, "tenantId": DELIVERY_TENANT, "plan": "enterprise", "enabled": true,
+        "connectors": {"lake": {"type": "gcs", "bucket": bucket, "prefix": "delivered/"}},
+        "feeds": [{"id": feed, "connector": "lake", "format": format, "compression": compression}]
+    })
+    .to_string()
+}
+
+/// The Google side of a keyless delivery, as the benchmark sets it up.
+struct KeylessIdentity {
+    double: integration_tests::google_identity_double::GoogleIdentityDouble,
+    role: integration_tests::customer::AssumedRole,
+    external_account: String,
+}
+
+/// The identity double (verifying against moto's STS at `endpoint`), a
+/// role session standing for deliver-gcs, and the tenant's account of ours
+/// that the role may impersonate.
+async fn keyless_identity(config: &aws_config::SdkConfig, endpoint: &str) -> KeylessIdentity {
+    use integration_tests::google_identity_double::{GoogleIdentityDouble, TOKEN_CREATOR_ROLE};
+    let double = GoogleIdentityDouble::start(endpoint, BENCH_AUDIENCE, Vec::new());
+    let role = integration_tests::customer::assumed_role(config, "bench-deliver-gcs").await;
+    double.allow_aws_role(&role.arn);
+    let account_id = popularity_reports::google_identity::tenant_account_id(DELIVERY_TENANT);
+    let account = double.create_service_account(BENCH_GOOGLE_PROJECT, &account_id);
+    double.grant(&account, TOKEN_CREATOR_ROLE, &double.member_of_role(&role.arn));
+    let external_account = serde_json::json!({"type": "external_account", "audience": BENCH_AUDIENCE,
+        "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request", "token_url": double.token_url(),
+        "credential_source": {"environment_id": "aws1", "regional_cred_verification_url":
+            format!("{}/?Action=GetCallerIdentity&Version=2011-06-15", endpoint.trim_end_matches('/'))}})
+    .to_string();
+    KeylessIdentity { double, role, external_account }
 }
 
 /// Creates a bucket on the GCS emulator (which checks no credentials).
@@ -419,12 +498,14 @@ fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
     let (Some(seconds), Some(bytes)) = (report["seconds"].as_f64(), report["bytes"].as_u64()) else {
         bail!("the child printed {output:?}, not {{\"seconds\": .., \"bytes\": ..}}");
     };
+    let token_seconds = report["firstTokenSeconds"].as_f64().zip(report["cachedTokenSeconds"].as_f64());
     Ok(Measured {
         seconds,
         process_seconds: usage.seconds,
         bytes,
         peak_rss_bytes: usage.peak_rss_bytes,
         cpu_seconds: usage.cpu_seconds,
+        token_seconds,
     })
 }
 
@@ -434,6 +515,36 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
     let client = s3_client(&config);
     let staging = S3Store::new(client.clone(), &args.staging_bucket, "");
     let run = run_id();
+    // Keyless: the tenant's identity as a warm deliver-gcs holds it, its
+    // first and a cached token timed before the delivery's own clock starts.
+    let mut token_seconds = None;
+    let identities = match (&args.google_external_account, &args.google_iam_credentials_endpoint) {
+        (Some(external_account), Some(iam_credentials)) => {
+            let google = popularity_reports::google_identity::FederationConfig::from_values(
+                Some(external_account),
+                Some(BENCH_GOOGLE_PROJECT),
+                None,
+                Some(iam_credentials),
+            )?
+            .context("keyless Google is configured")?;
+            // The role session, from the AWS_* variables the parent set.
+            let role = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(args.endpoint.trim_end_matches('/'))
+                .region(aws_config::Region::new(REGION))
+                .load()
+                .await;
+            let identities = popularity_reports::google_identity::tenant_identities(&google, &role)?;
+            let scope = [popularity_reports::delivery::connectors::gcs::STORAGE_SCOPE];
+            let first = Instant::now();
+            identities.access_token(DELIVERY_TENANT, &scope).await?;
+            let first = first.elapsed().as_secs_f64();
+            let cached = Instant::now();
+            identities.access_token(DELIVERY_TENANT, &scope).await?;
+            token_seconds = Some((first, cached.elapsed().as_secs_f64()));
+            Some(identities)
+        }
+        _ => None,
+    };
     let started = Instant::now();
     let bytes = match args.task {
         WorkerTask::Deliver if args.gcs_endpoint.is_some() => {
@@ -441,7 +552,7 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
             let deps = DeliverDeps {
                 staging: staging.clone(),
                 tenants: SecretsManagerTenants::new(secrets_manager_client(&config), args.tenant_prefix.as_str())?,
-                deliverer: GcsDeliverer { staging: staging.clone(), endpoint, identities: None },
+                deliverer: GcsDeliverer { staging: staging.clone(), endpoint, identities },
                 now: Utc::now,
             };
             let parts = parse_job_key(&job_key(JobKind::Gcs, run, DELIVERY_TENANT, &args.feed))?;
@@ -490,7 +601,12 @@ pub async fn run_worker(args: DeliveryWorkerArgs) -> anyhow::Result<()> {
         }
     };
     // The time of the work itself, without process start and SDK setup.
-    println!("{}", serde_json::json!({"seconds": started.elapsed().as_secs_f64(), "bytes": bytes}));
+    let mut report = serde_json::json!({"seconds": started.elapsed().as_secs_f64(), "bytes": bytes});
+    if let Some((first, cached)) = token_seconds {
+        report["firstTokenSeconds"] = first.into();
+        report["cachedTokenSeconds"] = cached.into();
+    }
+    println!("{report}");
     Ok(())
 }
 
