@@ -55,6 +55,7 @@ demo_stack_key
 
 demo_build_cli
 demo_start_sheets_double
+demo_keyless_google
 demo_create_buckets
 demo_generate
 

@@ -22,7 +22,11 @@ POPULARITY="${CARGO_TARGET_DIR:-target}/debug/popularity"
 SHEETS_DOUBLE="${CARGO_TARGET_DIR:-target}/debug/sheets-double-server"
 SHEET_ID=1DemoSpreadsheetOfSheetsCo
 OUR_GOOGLE_ACCOUNT=popularity-feeds@popularity-ops.iam.gserviceaccount.com
-GOOGLE_SERVICE_ACCOUNT_SECRET=popularity-reports/google-service-account
+# Keyless Google: our project (where each tenant's identity lives) and the
+# workload identity provider our AWS roles federate through, both served
+# by the project's Google identity double.
+GOOGLE_PROJECT_ID=popularity-tenants-demo
+GOOGLE_AUDIENCE=//iam.googleapis.com/projects/100000000042/locations/global/workloadIdentityPools/popularity/providers/aws
 SHEETS_PID="" SHEETS_FD=""
 # beta-music's webhook: tests/python/webhook_receiver.py on 127.0.0.1, which
 # checks each signature with Python's hmac (the notifier runs with
@@ -41,16 +45,20 @@ demo_build_cli() {
     cargo build --quiet -p popularity-cli -p integration-tests --bin popularity --bin sheets-double-server
 }
 
-# The Sheets double (after the build): our service account's key file into
-# $DEMO, one spreadsheet shared with it; exports SHEETS_API_ENDPOINT and
-# GOOGLE_SERVICE_ACCOUNT_SECRET for the deliverers. It serves until its
-# stdin (a pipe this shell holds) closes.
+# Google's side (after the build and the emulators): the Sheets double with
+# one spreadsheet, the Google identity double (STS verifying against moto,
+# IAM, IAM Credentials) and the GCS guard in front of fake-gcs-server;
+# exports SHEETS_API_ENDPOINT, GOOGLE_IAM_ENDPOINT,
+# GOOGLE_IAM_CREDENTIALS_ENDPOINT and STORAGE_EMULATOR_HOST (the guard) for
+# the deliverers. It serves until its stdin (a pipe this shell holds)
+# closes; lines written there stand for the customers' grants.
 demo_start_sheets_double() {
     mkdir -p "$DEMO"
     rm -f "$DEMO/sheets.in"
     mkfifo "$DEMO/sheets.in"
     "$SHEETS_DOUBLE" --key-file "$DEMO/our-google-key.json" --spreadsheet "$SHEET_ID" \
-        --client-email "$OUR_GOOGLE_ACCOUNT" <"$DEMO/sheets.in" >"$DEMO/sheets.out" 2>&1 &
+        --client-email "$OUR_GOOGLE_ACCOUNT" --identity-sts "$ENDPOINT" --audience "$GOOGLE_AUDIENCE" \
+        --gcs-upstream "$GCS_ENDPOINT" <"$DEMO/sheets.in" >"$DEMO/sheets.out" 2>&1 &
     SHEETS_PID=$!
     exec {SHEETS_FD}>"$DEMO/sheets.in"
     local deadline=$((SECONDS + 30))
@@ -59,9 +67,52 @@ demo_start_sheets_double() {
         (( SECONDS < deadline )) || { echo "the Sheets double did not start in 30 s" >&2; return 1; }
         sleep 0.1
     done
+    until grep -q '^gcs ' "$DEMO/sheets.out" 2>/dev/null; do sleep 0.1; done
     SHEETS_API_ENDPOINT="$(sed -n 's/^endpoint //p' "$DEMO/sheets.out" | head -n 1)"
-    export SHEETS_API_ENDPOINT GOOGLE_SERVICE_ACCOUNT_SECRET
-    echo "== the local Sheets API double (not Google) serves $SHEETS_API_ENDPOINT (PID $SHEETS_PID)" >&2
+    GOOGLE_IAM_ENDPOINT="$(sed -n 's/^identity //p' "$DEMO/sheets.out" | head -n 1)"
+    GOOGLE_IAM_CREDENTIALS_ENDPOINT="$GOOGLE_IAM_ENDPOINT"
+    STORAGE_EMULATOR_HOST="$(sed -n 's/^gcs //p' "$DEMO/sheets.out" | head -n 1)"
+    export SHEETS_API_ENDPOINT GOOGLE_IAM_ENDPOINT GOOGLE_IAM_CREDENTIALS_ENDPOINT STORAGE_EMULATOR_HOST
+    echo "== the local Sheets API double (not Google) serves $SHEETS_API_ENDPOINT, Google's STS, IAM and IAM Credentials doubles $GOOGLE_IAM_ENDPOINT, the GCS guard $STORAGE_EMULATOR_HOST (PID $SHEETS_PID)" >&2
+}
+
+# One line to Google's side (see demo_start_sheets_double), waiting for its "ok".
+demo_google_says() {
+    local seen
+    seen="$(grep -c '^ok ' "$DEMO/sheets.out" || true)"
+    echo "$*" >&"$SHEETS_FD"
+    local deadline=$((SECONDS + 10))
+    until (( $(grep -c '^ok ' "$DEMO/sheets.out" || true) > seen )); do
+        (( SECONDS < deadline )) || { echo "Google's side did not answer: $*" >&2; return 1; }
+        sleep 0.05
+    done
+}
+
+# Keyless Google (after the AWS settings are exported): our deliverers'
+# AWS role on moto, whose session every function and command of the demo
+# then runs as (federating from it to Google, never with a Google key); the
+# workload identity provider admits it. Exports the session and the
+# GOOGLE_* settings.
+demo_keyless_google() {
+    local session
+    session="$("$ROOT_PYTHON" - "$ENDPOINT" <<'PY'
+import json, sys
+import boto3
+c = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="demo", aws_secret_access_key="demo")
+trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+         "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]}
+arn = boto3.client("iam", **c).create_role(RoleName="popularity-demo-deliverers",
+                                           AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+creds = boto3.client("sts", **c).assume_role(RoleArn=arn, RoleSessionName="demo")["Credentials"]
+print(arn, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+PY
+)"
+    read -r GOOGLE_DELIVERER_ROLE_ARNS AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN <<<"$session"
+    GOOGLE_EXTERNAL_ACCOUNT_CONFIG="$("$ROOT_PYTHON" -c 'import json, sys; print(json.dumps({"type": "external_account", "audience": sys.argv[1], "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request", "token_url": sys.argv[2] + "/v1/token", "credential_source": {"environment_id": "aws1", "regional_cred_verification_url": sys.argv[3] + "/?Action=GetCallerIdentity&Version=2011-06-15"}}))' "$GOOGLE_AUDIENCE" "$GOOGLE_IAM_ENDPOINT" "$ENDPOINT")"
+    export GOOGLE_DELIVERER_ROLE_ARNS AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+    export GOOGLE_EXTERNAL_ACCOUNT_CONFIG GOOGLE_PROJECT_ID
+    demo_google_says allow-role "$GOOGLE_DELIVERER_ROLE_ARNS"
+    echo "== keyless Google: the functions run as $GOOGLE_DELIVERER_ROLE_ARNS and federate from it; no Google key anywhere" >&2
 }
 
 # Needs ENDPOINT (moto).
@@ -152,7 +203,7 @@ demo_onboard() {
     local acme_external_id
     acme_external_id="$("$POPULARITY" tenant external-id acme)"
     "$ROOT_PYTHON" scripts/demo/customers.py "$ENDPOINT" 123456789012 "$GCS_ENDPOINT" \
-        "$DEMO/our-google-key.json" "$GOOGLE_SERVICE_ACCOUNT_SECRET" "$acme_external_id" >"$DEMO/customers.json"
+        - - "$acme_external_id" >"$DEMO/customers.json"
     field() { "$ROOT_PYTHON" -c 'import json,sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if isinstance(v, str) else json.dumps(v))' "$DEMO/customers.json" "$1"; }
     cat >"$DEMO/acme.json" <<JSON
 {"schemaVersion": 1, "tenantId": "acme", "plan": "standard", "enabled": true,
@@ -175,8 +226,7 @@ JSON
     cat >"$DEMO/gamma.json" <<JSON
 {"schemaVersion": 1, "tenantId": "gamma", "plan": "trial", "enabled": true,
  "connectors": {
-   "feeds": {"type": "gcs", "bucket": "gamma-feeds-demo", "prefix": "popularity/",
-             "serviceAccountJson": $(field gammaServiceAccountJson)}},
+   "feeds": {"type": "gcs", "bucket": "gamma-feeds-demo", "prefix": "popularity/"}},
  "feeds": [{"id": "daily-tsv", "connector": "feeds", "format": "tsv", "compression": "gzip"}]}
 JSON
     cat >"$DEMO/sheets-co.json" <<JSON
@@ -186,10 +236,25 @@ JSON
              "maxRows": 1000}},
  "feeds": [{"id": "top-1000", "connector": "sheet", "reports": ["track", "artist"]}]}
 JSON
-    echo "   customers share Google Sheets with: $("$POPULARITY" sheets-identity --secret "$GOOGLE_SERVICE_ACCOUNT_SECRET")" >&2
     local tenant
-    for tenant in acme beta-music gamma sheets-co; do
+    for tenant in acme beta-music; do
         "$POPULARITY" tenant add "$DEMO/$tenant.json" --local
+    done
+    # Keyless Google: onboarding creates each tenant's own Google identity;
+    # the customer then grants that address (here, lines to the doubles),
+    # and the connection test runs as it.
+    local gamma_address sheets_address
+    for tenant in gamma sheets-co; do
+        "$POPULARITY" tenant add "$DEMO/$tenant.json" --no-test
+    done
+    gamma_address="$("$POPULARITY" tenant google-identity gamma)"
+    sheets_address="$("$POPULARITY" tenant google-identity sheets-co)"
+    echo "   gamma grants $gamma_address Storage Object Creator on gs://gamma-feeds-demo" >&2
+    demo_google_says gcs-grant gamma-feeds-demo "$gamma_address"
+    echo "   sheets-co shares its spreadsheet with $sheets_address as Editor" >&2
+    demo_google_says share "$sheets_address"
+    for tenant in gamma sheets-co; do
+        "$POPULARITY" tenant test "$tenant" --local
     done
     # They hold the customers' keys, and ours.
     rm -f "$DEMO/customers.json" "$DEMO/beta-music.json" "$DEMO/gamma.json" "$DEMO/our-google-key.json"
@@ -205,14 +270,14 @@ demo_report() {
     "$POPULARITY" list "s3://acme-data-demo"
     echo "-- beta-music's bucket (s3-keys, account 333333333333, Parquet with zstd columns): s3://beta-data-demo"
     "$POPULARITY" list "s3://beta-data-demo"
-    echo "-- gamma's bucket (gcs, on fake-gcs-server at $GCS_ENDPOINT): gs://gamma-feeds-demo"
+    echo "-- gamma's bucket (gcs, keyless: written as $("$POPULARITY" tenant google-identity gamma), on fake-gcs-server at $GCS_ENDPOINT behind the guard): gs://gamma-feeds-demo"
     "$ROOT_PYTHON" - "$GCS_ENDPOINT" <<'PY'
 import json, sys, urllib.request
 listing = json.load(urllib.request.urlopen(f"{sys.argv[1]}/storage/v1/b/gamma-feeds-demo/o"))
 for item in listing.get("items", []):
     print(f"{int(item['size']):>12}  gs://gamma-feeds-demo/{item['name']}")
 PY
-    echo "-- sheets-co's spreadsheet (google-sheets, on the local Sheets double at $SHEETS_API_ENDPOINT, not Google): $SHEET_ID"
+    echo "-- sheets-co's spreadsheet (google-sheets, written as $("$POPULARITY" tenant google-identity sheets-co), on the local Sheets double at $SHEETS_API_ENDPOINT, not Google): $SHEET_ID"
     if [[ -n "$SHEETS_FD" ]]; then
         echo show >&"$SHEETS_FD"
         local deadline=$((SECONDS + 10))

@@ -103,8 +103,10 @@ client("secretsmanager").create_secret(
 
 # Operator side: our Google service account, whose address Sheets customers
 # share their spreadsheets with.
-with open(our_google_key_file) as key:
-    client("secretsmanager").create_secret(Name=our_google_secret, SecretString=key.read())
+# With keyless Google (the demo's way) there is none: "-".
+if our_google_secret != "-":
+    with open(our_google_key_file) as key:
+        client("secretsmanager").create_secret(Name=our_google_secret, SecretString=key.read())
 
 # gamma (Google Cloud): a bucket and a service account key. fake-gcs-server
 # checks no credentials, but Google's client library signs with the key, so
