@@ -2,7 +2,8 @@
 //! operator's machine (`validate`), store it in Secrets Manager (`add`, in
 //! [`tenant_add`]), test its connectors (`test`, in [`tenant_test`]) and
 //! generate an s3-role externalId (`external-id`) or a webhook signing
-//! secret (`webhook-secret`).
+//! secret (`webhook-secret`), and revoke the links already emailed to a
+//! tenant (`revoke-links`).
 //! `validate` and `add` run the same checks, so nothing invalid is ever
 //! stored; none prints a secret value.
 
@@ -43,6 +44,12 @@ pub enum TenantCommand {
     /// customer chose (AWS's confused-deputy guidance): the customer puts it
     /// in their role's trust policy and you put it in the tenant secret.
     ExternalId(ExternalIdArgs),
+    /// Make every link already emailed to the tenant stop working: deletes
+    /// its link copies under links/<tenantId>/ in STAGING_BUCKET (each link
+    /// then gets 404 or 403). Other tenants' links keep working; later
+    /// deliveries send new links. `tenant add` of a disabled tenant
+    /// ("enabled": false) does the same.
+    RevokeLinks(RevokeLinksArgs),
     /// Print a fresh webhook signing secret (`whsec_` and the base64 of 32
     /// random bytes; one line, the value alone). Show it to the customer
     /// once, for verifying our signatures, and put it in the tenant secret as
@@ -55,6 +62,15 @@ pub struct ExternalIdArgs {
     /// The tenant the value is for (it becomes part of the value, so a
     /// trust policy shows whose it is).
     pub tenant_id: String,
+}
+
+#[derive(Args)]
+pub struct RevokeLinksArgs {
+    /// The tenant whose links to revoke.
+    pub tenant_id: String,
+    /// The staging bucket (the functions' STAGING_BUCKET).
+    #[arg(long, env = "STAGING_BUCKET")]
+    pub staging_bucket: String,
 }
 
 #[derive(Args)]
@@ -76,6 +92,17 @@ pub fn run(args: TenantArgs) -> anyhow::Result<()> {
             println!("{}", external_id(&args.tenant_id)?);
             Ok(())
         }
+        TenantCommand::RevokeLinks(args) => runtime()?.block_on(async {
+            let deleted = revoke_links(&args.staging_bucket, &args.tenant_id).await?;
+            println!(
+                "revoked the links of tenant {}: {deleted} link cop{} deleted from s3://{}/links/{}/",
+                args.tenant_id,
+                if deleted == 1 { "y" } else { "ies" },
+                args.staging_bucket,
+                args.tenant_id
+            );
+            Ok(())
+        }),
         TenantCommand::WebhookSecret => {
             println!("{}", popularity_reports::tenant::new_webhook_signing_secret()?);
             Ok(())
@@ -90,6 +117,18 @@ fn external_id(tenant_id: &str) -> anyhow::Result<String> {
     }
     popularity_reports::tenant::new_external_id(tenant_id)
         .map_err(|_| anyhow::anyhow!("the system's random generator failed"))
+}
+
+/// Deletes the tenant's link copies in `staging_bucket`; how many there were.
+async fn revoke_links(staging_bucket: &str, tenant_id: &str) -> anyhow::Result<usize> {
+    let config = popularity_reports::sdk_config::load_sdk_config().await;
+    let client = popularity_reports::store::s3_client(&config);
+    Ok(popularity_reports::delivery::connectors::email::link_copies::revoke_tenant_links(
+        &client,
+        staging_bucket,
+        tenant_id,
+    )
+    .await?)
 }
 
 /// A runtime for the subcommands that talk to AWS; validation stays synchronous.
