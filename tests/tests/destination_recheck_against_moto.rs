@@ -93,3 +93,78 @@ async fn a_secret_edited_after_fanout_to_an_older_tenants_destination_is_refused
     assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
     assert!(keys_under(&account, &shared, "").await.iter().any(|key| key.ends_with("_manifest.json")));
 }
+
+/// "The tenant that was there first and verified keeps delivering": a feed
+/// delivered to a place (recorded in its delivery index) keeps it against
+/// an older tenant whose secret is edited to name that place later. Fanout
+/// of the next run refuses the older tenant's feed with the newcomer
+/// message and creates the verified tenant's job; deliver-s3, re-driving
+/// the older tenant's job of the first run after the edit, refuses it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_verified_at_a_place_keeps_it_against_an_older_tenant_that_moves_there() {
+    let admin = sdk_config(&moto_endpoint()).await;
+    let staging = staging_store(&admin, "verified").await;
+    let prefix = unique_tenant_prefix("verified");
+    publish_synthetic_run(&staging, run_id(), 600, 400).await;
+    let next_run: popularity_reports::domain::RunId = "20261120030000".parse().unwrap();
+    publish_synthetic_run(&staging, next_run, 600, 400).await;
+    let account = account_config(&admin, CUSTOMER_ACCOUNT).await;
+    let shared = fresh_bucket(&s3_client(&account), "verified-shared").await;
+    let own = fresh_bucket(&s3_client(&account), "verified-own").await;
+    let own_keys = create_delivery_user(&account, &unique_bucket_name("first"), &own, true).await;
+    let shared_keys = create_delivery_user(&account, &unique_bucket_name("second"), &shared, true).await;
+    // first is the older tenant; second delivers to shared/theirs/.
+    create_raw_secret(&admin, &format!("{prefix}first"), &tenant("first", &own, "", &own_keys)).await;
+    create_raw_secret(&admin, &format!("{prefix}second"), &tenant("second", &shared, "theirs/", &shared_keys)).await;
+
+    let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), &prefix).unwrap();
+    let fanout =
+        FanoutDeps { staging: staging.clone(), tenants: tenants(), own_buckets: vec![staging.bucket().to_owned()] };
+    let deps = DeliverDeps {
+        staging: staging.clone(),
+        tenants: tenants(),
+        deliverer: S3Deliverer {
+            staging: staging.clone(),
+            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
+        },
+        now: pinned_now,
+    };
+    let fanned =
+        handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+    assert_eq!(fanned.jobs_created, 2);
+    let second_job = format!("jobs/s3/{RUN_ID}/second/all.json");
+    let delivered = handle_deliverer_event(&deps, event_for_key(&second_job), None).await.unwrap();
+    assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
+
+    // The older tenant's secret now names the whole shared bucket.
+    let first_shared_keys = create_delivery_user(&account, &unique_bucket_name("first-shared"), &shared, true).await;
+    secrets_manager_client(&admin)
+        .put_secret_value()
+        .secret_id(format!("{prefix}first"))
+        .secret_string(tenant("first", &shared, "", &first_shared_keys))
+        .send()
+        .await
+        .unwrap();
+
+    // Its job of the first run, re-driven now, is refused before writing.
+    let first_job = format!("jobs/s3/{RUN_ID}/first/all.json");
+    let refused = handle_deliverer_event(&deps, event_for_key(&first_job), None).await.unwrap();
+    assert_eq!(refused.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Invalid));
+    let shared_keys_now = keys_under(&account, &shared, "").await;
+    assert!(shared_keys_now.iter().all(|key| key.starts_with("theirs/")), "first wrote nothing: {shared_keys_now:?}");
+
+    // The next run: fanout refuses first's feed and keeps second's.
+    let next_now = next_run.time() + chrono::Duration::minutes(5);
+    popularity_reports::handlers::fanout::fan_out_run(&fanout, next_run, next_now).await.unwrap();
+    let status: DeliveryStatus =
+        serde_json::from_slice(&staging.get(&format!("status/{next_run}/first/all.json")).await.unwrap()).unwrap();
+    assert_eq!(status.outcome, DeliveryOutcome::Invalid);
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains(&format!("feed writes to s3://{shared}/, where another tenant's feed already delivers")),
+        "{error}"
+    );
+    assert!(!error.contains("second"), "the verified tenant is not named: {error}");
+    assert!(staging.get(&format!("jobs/s3/{next_run}/second/all.json")).await.is_ok(), "second keeps delivering");
+    assert!(staging.get(&format!("jobs/s3/{next_run}/first/all.json")).await.is_err(), "no job for first");
+}

@@ -355,7 +355,7 @@ where
             }
             Err(Err(error)) => return summary(Err(error), plan, destination),
         };
-    match cross_tenant_refusal(&deps.tenants, &tenant, &job.feed_id).await {
+    match cross_tenant_refusal(&deps.tenants, &deps.staging, &tenant, &job.feed_id).await {
         Ok(None) => {}
         Ok(Some(reason)) => return summary(Err(DeliveryError::InvalidTenant(reason)), plan, destination),
         Err(error) => return summary(Err(error), plan, destination),
