@@ -37,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id, webhook-secret.
+    /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id, webhook-secret,
+    /// revoke-links.
     Tenant(tenant_command::TenantArgs),
     /// The self-service console's users in Cognito: invite a customer or an operator.
     Portal(portal_command::PortalArgs),

@@ -32,7 +32,9 @@ pub enum TenantCommand {
     /// Validate a tenant secret's JSON (as `validate` does) and, only if it
     /// is valid, store it as the secret `<prefix><tenantId>`, creating it or
     /// writing a new version. AWS settings come from the usual environment
-    /// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for moto).
+    /// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for moto). A disabled
+    /// tenant ("enabled": false) also has its emailed links revoked, as
+    /// `revoke-links` does (needs STAGING_BUCKET).
     Add(tenant_add::AddArgs),
     /// Test the tenant's connectors (or one): write connection-test requests,
     /// wait for the deliverers' results and print them (exit 1 on any
