@@ -172,6 +172,7 @@ fn feed_index(tenant_id: &str, feed_id: &str, deliveries: usize) -> FeedIndex {
                 last_error: failed.then(|| "AccessDenied writing the destination".to_owned()),
                 redrives: 0,
                 blame: None,
+                target: None,
             }
         })
         .collect();

@@ -11,6 +11,7 @@ mod commands;
 mod athena_standin;
 mod console_command;
 mod delivery_commands;
+mod link_signer_command;
 mod local_deliverers;
 mod portal_command;
 mod redeliver_command;
@@ -36,12 +37,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id, webhook-secret.
+    /// Work with tenant secrets (docs/tenants.md): validate, add, test, external-id, webhook-secret,
+    /// revoke-links.
     Tenant(tenant_command::TenantArgs),
     /// The self-service console's users in Cognito: invite a customer or an operator.
     Portal(portal_command::PortalArgs),
     /// Serve the self-service API and web console on 127.0.0.1 (a local run).
     Console(console_command::ConsoleArgs),
+    /// Rotate the key that signs emailed download links, two keys
+    /// overlapping so links already sent keep working (`link-signer rotate`).
+    LinkSigner(link_signer_command::LinkSignerArgs),
     /// Print the address customers share their Google Sheets with (our
     /// service account's client_email, from GOOGLE_SERVICE_ACCOUNT_SECRET).
     SheetsIdentity(delivery_commands::SheetsIdentityArgs),
@@ -75,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::Tenant(args) => tenant_command::run(args),
         Command::Portal(args) => runtime.block_on(portal_command::portal(args)),
         Command::Console(args) => runtime.block_on(console_command::console(args)),
+        Command::LinkSigner(args) => runtime.block_on(link_signer_command::run(args)),
         Command::SheetsIdentity(args) => runtime.block_on(delivery_commands::sheets_identity(args)),
         Command::Status(args) => runtime.block_on(status_command::run(args)),
         Command::Redeliver(args) => runtime.block_on(redeliver_command::run(args)),

@@ -9,7 +9,8 @@
 //! the only key the functions accept: without it nothing is stored. A tenant
 //! with a keyless `gcs` or a `google-sheets` connector first gets its own
 //! Google identity ([`super::tenant_google`]); if that fails, nothing is
-//! stored.
+//! stored. Storing a disabled tenant (`"enabled": false`) also revokes the
+//! links already emailed to it (`tenant revoke-links`).
 
 use std::path::PathBuf;
 
@@ -39,6 +40,10 @@ pub struct AddArgs {
     /// refuse a tenant secret under any other key.
     #[arg(long, env = "TENANT_SECRETS_KMS_KEY_ID")]
     pub kms_key_id: Option<String>,
+    /// The staging bucket (the functions' STAGING_BUCKET): needed when the
+    /// tenant is disabled, whose emailed links are then revoked.
+    #[arg(long, env = "STAGING_BUCKET")]
+    pub staging_bucket: Option<String>,
     /// Store the secret without testing its connectors.
     #[arg(long)]
     pub no_test: bool,
@@ -51,6 +56,16 @@ pub struct AddArgs {
 pub fn add(args: AddArgs) -> anyhow::Result<()> {
     let (json, config) = read_tenant_file(&args.file, None)?;
     let kms_key_id = kms_key_id(args.kms_key_id.as_deref())?;
+    // Disabling a tenant revokes its links: know where before storing.
+    let revoke_in = match (config.enabled, args.staging_bucket.as_deref().map(str::trim)) {
+        (true, _) => None,
+        (false, Some(bucket)) if !bucket.is_empty() => Some(bucket.to_owned()),
+        (false, _) => anyhow::bail!(
+            "nothing was stored: tenant {} is disabled (\"enabled\": false), which also revokes the links already \
+             emailed to it; set STAGING_BUCKET (or --staging-bucket) to the staging bucket",
+            config.tenant_id
+        ),
+    };
     let runtime = runtime()?;
     let outcome = runtime
         .block_on(async {
@@ -71,6 +86,20 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
         println!("google identity {address} (the customer grants this address; only our deliverers can act as it)");
     }
     println!("{} secret {}", if outcome.created { "created" } else { "updated" }, outcome.secret_name);
+    if let Some(bucket) = revoke_in {
+        let deleted = runtime.block_on(super::revoke_links(&bucket, &config.tenant_id)).with_context(|| {
+            format!(
+                "tenant {} is disabled but its links were not revoked; run `popularity tenant revoke-links {}`",
+                config.tenant_id, config.tenant_id
+            )
+        })?;
+        println!(
+            "tenant {} is disabled: its links are revoked ({deleted} link cop{} deleted); connectors not tested",
+            config.tenant_id,
+            if deleted == 1 { "y" } else { "ies" }
+        );
+        return Ok(());
+    }
     if args.no_test {
         return Ok(());
     }
@@ -155,6 +184,7 @@ mod tests {
             file: file.path().to_owned(),
             prefix: DEFAULT_TENANT_SECRET_PREFIX.to_owned(),
             kms_key_id: None,
+            staging_bucket: None,
             no_test: true,
             test: TestOptions { connector: None, local: false, timeout_seconds: 1 },
             google: GoogleOnboardingOptions::default(),

@@ -2,8 +2,9 @@
 //! operator's machine (`validate`), store it in Secrets Manager (`add`, in
 //! [`tenant_add`]), test its connectors (`test`, in [`tenant_test`]) and
 //! generate an s3-role externalId (`external-id`) or a webhook signing
-//! secret (`webhook-secret`), and print a tenant's Google address
-//! (`google-identity`, in [`tenant_google`]).
+//! secret (`webhook-secret`), print a tenant's Google address
+//! (`google-identity`, in [`tenant_google`]), and revoke the links already
+//! emailed to a tenant (`revoke-links`).
 //! `validate` and `add` run the same checks, so nothing invalid is ever
 //! stored; none prints a secret value.
 
@@ -34,7 +35,9 @@ pub enum TenantCommand {
     /// Validate a tenant secret's JSON (as `validate` does) and, only if it
     /// is valid, store it as the secret `<prefix><tenantId>`, creating it or
     /// writing a new version. AWS settings come from the usual environment
-    /// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for moto).
+    /// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for moto). A disabled
+    /// tenant ("enabled": false) also has its emailed links revoked, as
+    /// `revoke-links` does (needs STAGING_BUCKET).
     Add(tenant_add::AddArgs),
     /// Test the tenant's connectors (or one): write connection-test requests,
     /// wait for the deliverers' results and print them (exit 1 on any
@@ -51,6 +54,12 @@ pub enum TenantCommand {
     /// a bucket, or shares a spreadsheet with as Editor. Derived from the
     /// tenantId and GOOGLE_PROJECT_ID; `tenant add` creates the account.
     GoogleIdentity(tenant_google::GoogleIdentityArgs),
+    /// Make every link already emailed to the tenant stop working: deletes
+    /// its link copies under links/<tenantId>/ in STAGING_BUCKET (each link
+    /// then gets 404 or 403). Other tenants' links keep working; later
+    /// deliveries send new links. `tenant add` of a disabled tenant
+    /// ("enabled": false) does the same.
+    RevokeLinks(RevokeLinksArgs),
     /// Print a fresh webhook signing secret (`whsec_` and the base64 of 32
     /// random bytes; one line, the value alone). Show it to the customer
     /// once, for verifying our signatures, and put it in the tenant secret as
@@ -63,6 +72,15 @@ pub struct ExternalIdArgs {
     /// The tenant the value is for (it becomes part of the value, so a
     /// trust policy shows whose it is).
     pub tenant_id: String,
+}
+
+#[derive(Args)]
+pub struct RevokeLinksArgs {
+    /// The tenant whose links to revoke.
+    pub tenant_id: String,
+    /// The staging bucket (the functions' STAGING_BUCKET).
+    #[arg(long, env = "STAGING_BUCKET")]
+    pub staging_bucket: String,
 }
 
 #[derive(Args)]
@@ -88,6 +106,17 @@ pub fn run(args: TenantArgs) -> anyhow::Result<()> {
             println!("{}", tenant_google::google_identity(&args)?);
             Ok(())
         }
+        TenantCommand::RevokeLinks(args) => runtime()?.block_on(async {
+            let deleted = revoke_links(&args.staging_bucket, &args.tenant_id).await?;
+            println!(
+                "revoked the links of tenant {}: {deleted} link cop{} deleted from s3://{}/links/{}/",
+                args.tenant_id,
+                if deleted == 1 { "y" } else { "ies" },
+                args.staging_bucket,
+                args.tenant_id
+            );
+            Ok(())
+        }),
         TenantCommand::WebhookSecret => {
             println!("{}", popularity_reports::tenant::new_webhook_signing_secret()?);
             Ok(())
@@ -102,6 +131,18 @@ fn external_id(tenant_id: &str) -> anyhow::Result<String> {
     }
     popularity_reports::tenant::new_external_id(tenant_id)
         .map_err(|_| anyhow::anyhow!("the system's random generator failed"))
+}
+
+/// Deletes the tenant's link copies in `staging_bucket`; how many there were.
+async fn revoke_links(staging_bucket: &str, tenant_id: &str) -> anyhow::Result<usize> {
+    let config = popularity_reports::sdk_config::load_sdk_config().await;
+    let client = popularity_reports::store::s3_client(&config);
+    Ok(popularity_reports::delivery::connectors::email::link_copies::revoke_tenant_links(
+        &client,
+        staging_bucket,
+        tenant_id,
+    )
+    .await?)
 }
 
 /// A runtime for the subcommands that talk to AWS; validation stays synchronous.

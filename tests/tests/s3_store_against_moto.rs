@@ -488,3 +488,40 @@ async fn reading_an_object_uploaded_in_parts_logs_no_checksum_warning() {
     assert!(streamed == body);
     assert_eq!(log.text(), "", "the store's reads log no warning");
 }
+
+/// `copy_within` copies server-side, under the store's prefix: one
+/// CopyObject for a small object, a multipart copy (UploadPartCopy) in
+/// parts for a large one (shown with 5 MiB parts, S3's smallest, instead
+/// of the 1 GiB used past 5 GiB), byte for byte, with no upload left open;
+/// a missing source is an error naming the target and leaves nothing.
+#[tokio::test]
+async fn objects_are_copied_server_side_whole_or_in_parts() {
+    let (store, client) = fresh_store("copy-within", "root/").await;
+    let small = Bytes::from_static(b"a small report part\n");
+    store.put("reports/a.json", small.clone(), "application/json").await.unwrap();
+    store.copy_within("reports/a.json", "links/acme/1/a.json", small.len() as u64).await.unwrap();
+    assert_eq!(store.get("links/acme/1/a.json").await.unwrap(), small);
+
+    let large = Bytes::from(patterned(12 * MIB + 3));
+    store.put("reports/large.json", large.clone(), "application/json").await.unwrap();
+    store
+        .copy_in_parts("reports/large.json", "links/acme/1/large.json", large.len() as u64, 5 * MIB as u64)
+        .await
+        .unwrap();
+    assert_eq!(store.get("links/acme/1/large.json").await.unwrap(), large);
+    assert!(
+        raw_keys(&client, store.bucket()).await.contains(&"root/links/acme/1/large.json".to_owned()),
+        "under the store's prefix"
+    );
+    // A multipart object's ETag ends with the number of parts: 3.
+    assert!(etag(&client, store.bucket(), "root/links/acme/1/large.json").await.ends_with("-3"), "three parts");
+    assert!(open_uploads(&client, store.bucket()).await.is_empty());
+
+    let missing =
+        store.copy_in_parts("reports/none.json", "links/acme/1/none.json", 6 * MIB as u64, 5 * MIB as u64).await;
+    let error = missing.unwrap_err().to_string();
+    assert!(error.contains("UploadPartCopy") && error.contains("links/acme/1/none.json"), "{error}");
+    assert!(open_uploads(&client, store.bucket()).await.is_empty(), "the failed copy was aborted");
+    assert!(store.copy_within("reports/none.json", "links/acme/1/none2.json", 10).await.is_err());
+    assert!(!raw_keys(&client, store.bucket()).await.iter().any(|key| key.contains("none")));
+}

@@ -16,7 +16,9 @@ use popularity_reports::google_identity::tenant_identities;
 use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
 use popularity_reports::sdk_config::load_sdk_config;
 use popularity_reports::store::{s3_client, S3Store};
-use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{
+    secrets_manager_client, SecretsManagerTenants, DESTINATION_CHECK_LISTING_LIFETIME,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -31,7 +33,11 @@ async fn main() -> Result<(), Error> {
             secrets_manager_client(&aws),
             config.delivery.tenant_secret_prefix.clone(),
         )?
-        .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone()),
+        .requiring_kms_key(config.delivery.tenant_secrets_kms_key_id.clone())
+        // Every tenant is read before each write, to check the destination
+        // against the others' (the cross-tenant check fanout runs); once
+        // a minute at most in a warm function.
+        .caching_listing_for(DESTINATION_CHECK_LISTING_LIFETIME),
         deliverer: GcsDeliverer { staging, endpoint: config.storage_endpoint.clone(), identities },
         now: chrono::Utc::now,
     };

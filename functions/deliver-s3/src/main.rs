@@ -14,7 +14,9 @@ use popularity_reports::delivery::DeliverDeps;
 use popularity_reports::handlers::deliver::{handle_deliverer_event, invocation_deadline};
 use popularity_reports::sdk_config::load_sdk_config;
 use popularity_reports::store::{s3_client, S3Store};
-use popularity_reports::tenant::directory::{secrets_manager_client, SecretsManagerTenants};
+use popularity_reports::tenant::directory::{
+    secrets_manager_client, SecretsManagerTenants, DESTINATION_CHECK_LISTING_LIFETIME,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -26,7 +28,11 @@ async fn main() -> Result<(), Error> {
     let deps = DeliverDeps {
         staging: staging.clone(),
         tenants: SecretsManagerTenants::new(secrets_manager_client(&aws), config.tenant_secret_prefix.clone())?
-            .requiring_kms_key(config.tenant_secrets_kms_key_id.clone()),
+            .requiring_kms_key(config.tenant_secrets_kms_key_id.clone())
+            // Every tenant is read before each write, to check the destination
+            // against the others' (the cross-tenant check fanout runs); once
+            // a minute at most in a warm function.
+            .caching_listing_for(DESTINATION_CHECK_LISTING_LIFETIME),
         deliverer: S3Deliverer { staging, destinations },
         now: chrono::Utc::now,
     };

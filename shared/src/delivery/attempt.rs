@@ -19,7 +19,7 @@ use serde::Serialize;
 use tracing::{error, info, instrument, warn};
 
 use crate::delivery::arrival_event::{new_event_id, ArrivalEvent, EventDestination};
-use crate::delivery::deliverer::{load_connector, DeliverDeps, Deliverer};
+use crate::delivery::deliverer::{cross_tenant_refusal, load_connector, DeliverDeps, Deliverer};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::job::DeliveryPlan;
 use crate::delivery::keys::JobKeyParts;
@@ -355,6 +355,11 @@ where
             }
             Err(Err(error)) => return summary(Err(error), plan, destination),
         };
+    match cross_tenant_refusal(&deps.tenants, &deps.staging, &tenant, &job.feed_id).await {
+        Ok(None) => {}
+        Ok(Some(reason)) => return summary(Err(DeliveryError::InvalidTenant(reason)), plan, destination),
+        Err(error) => return summary(Err(error), plan, destination),
+    }
     summary(deps.deliverer.deliver(&job, &tenant, &connector, &manifest, ledger).await, plan, destination)
 }
 

@@ -7,6 +7,9 @@
 //! into anything else. Writes are conditional and retried a few times; one
 //! that still fails is logged and given up, never failing the delivery — at
 //! worst the index lags its status objects until the run's next write.
+//! Each entry keeps where the run went, so that a feed delivered to a
+//! destination is **verified** there ([`verified_feeds`]): of two tenants'
+//! feeds into one place, a verified one keeps it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,6 +19,7 @@ use crate::delivery::status::{Blame, DeliveryOutcome, DeliveryStatus};
 use crate::domain::RunId;
 use crate::manifest::DeliveryMode;
 use crate::store::{ConditionalPut, ObjectStore, ObjectVersion, StoreError, WriteCondition};
+use crate::tenant::conflicts::feeds_in_overlaps;
 
 /// Where every feed's index lives in the staging bucket.
 pub const FEED_INDEX_PREFIX: &str = "feed-index/";
@@ -78,6 +82,11 @@ pub struct IndexedDelivery {
     /// Whose move the latest failure was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blame: Option<Blame>,
+    /// Where the run was delivered and which reports (the job's target,
+    /// `s3://bucket/prefix track,artist`): a `delivered` entry verifies the
+    /// feed at that destination ([`verified_feeds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -106,8 +115,51 @@ impl IndexedDelivery {
             last_error: status.last_error.clone(),
             redrives: status.redrives,
             blame: status.blame,
+            target: status.plan.as_ref().and_then(|plan| plan.target.clone()),
         }
     }
+}
+
+impl FeedIndex {
+    /// Whether a run of the feed was delivered to `destination` (as
+    /// `FeedDestination::describe` gives it: `s3://bucket/prefix`), among
+    /// the runs the index keeps.
+    pub fn delivered_to(&self, destination: &str) -> bool {
+        self.deliveries.iter().any(|delivery| {
+            delivery.outcome == DeliveryOutcome::Delivered
+                && delivery
+                    .target
+                    .as_deref()
+                    .and_then(|target| target.rsplit_once(' '))
+                    .is_some_and(|(place, _reports)| place == destination)
+        })
+    }
+}
+
+/// The (tenant id, feed id) of every feed, among those that overlap
+/// another tenant's ([`crate::tenant::conflicts::feeds_in_overlaps`]; usually none), that is
+/// **verified** at its current destination: its index holds a run
+/// delivered there. What [`conflicts_across_verified`] takes. Only those
+/// feeds' indexes are read. An index this build cannot read counts as not
+/// verified (and is logged); a failed read is an error.
+pub async fn verified_feeds<S: ObjectStore>(
+    store: &S,
+    tenants: &[&crate::tenant::TenantConfig],
+) -> Result<std::collections::BTreeSet<(String, String)>, FeedIndexError> {
+    let mut verified = std::collections::BTreeSet::new();
+    for (tenant_id, feed_id, destination) in feeds_in_overlaps(tenants) {
+        match read_feed_index(store, &tenant_id, &feed_id).await {
+            Ok(index) if index.delivered_to(&destination) => {
+                verified.insert((tenant_id, feed_id));
+            }
+            Ok(_) => {}
+            Err(error @ FeedIndexError::Unusable { .. }) => {
+                warn!(%error, "a delivery index that cannot be read counts as no verified delivery");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(verified)
 }
 
 impl FeedIndex {

@@ -29,7 +29,7 @@ use crate::domain::{report_run_prefix, ReportKind, RunId};
 use crate::manifest::{DeliveryMode, RunManifest, MANIFESTS_PREFIX, REPORTS_PREFIX};
 use crate::metrics::emit_metrics;
 use crate::store::{ObjectStore, PutOutcome, StoreError};
-use crate::tenant::conflicts::{conflicts_across, own_bucket_refusal, FeedDestination};
+use crate::tenant::conflicts::{conflicts_across_verified, own_bucket_refusal, FeedDestination};
 use crate::tenant::directory::{valid_by_seniority, DirectoryError, TenantDirectory, TenantEntry};
 use crate::tenant::{Feed, TenantConfig, DEFAULT_FULL_EVERY_SECONDS};
 
@@ -84,6 +84,10 @@ pub enum FanoutError {
     Directory(#[from] DirectoryError),
     #[error("could not write {what}: {source}")]
     Write { what: String, source: StoreError },
+    /// A delivery index of a feed in a cross-tenant overlap could not be
+    /// read, so which one is verified there is unknown.
+    #[error("{0} (needed to tell which of two tenants' feeds into one place was delivered there)")]
+    FeedIndex(#[from] crate::delivery::feed_index::FeedIndexError),
 }
 
 impl From<FanoutError> for Diagnostic {
@@ -95,6 +99,7 @@ impl From<FanoutError> for Diagnostic {
             | FanoutError::ListRuns(_)
             | FanoutError::ListReports { .. }
             | FanoutError::Directory(_)
+            | FanoutError::FeedIndex(_)
             | FanoutError::Write { .. } => "FanoutFailed",
         };
         Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
@@ -154,7 +159,9 @@ pub async fn fan_out_run<S: ObjectStore, T: TenantDirectory>(
     // Oldest tenant first: of two naming one destination, the first keeps it.
     let serving: Vec<&TenantConfig> =
         valid_by_seniority(&entries).into_iter().filter(|tenant| tenant.enabled).collect();
-    let conflicts = conflicts_across(&serving);
+    // Verified there first (a delivery recorded), then oldest, keeps it.
+    let verified = crate::delivery::feed_index::verified_feeds(&deps.staging, &serving).await?;
+    let conflicts = conflicts_across_verified(&serving, &verified);
     let context = RunContext {
         staging,
         manifest: &manifest,

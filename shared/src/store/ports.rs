@@ -264,6 +264,39 @@ pub trait ObjectStore: ObjectSink {
         }
     }
 
+    /// Copies the object at `source` (`size` bytes) to `target` in this
+    /// store, replacing any object there. The default streams it through
+    /// this process in chunks (memory bounded); S3 copies server-side, so
+    /// no byte leaves the bucket.
+    fn copy_within(
+        &self,
+        source: &str,
+        target: &str,
+        size: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = size;
+        async move {
+            let mut reader = self.open(source).await?;
+            let mut upload = self.start_upload(target, "application/octet-stream").await?;
+            loop {
+                match reader.next_chunk().await {
+                    Ok(Some(chunk)) => {
+                        if let Err(error) = upload.write(chunk).await {
+                            let _ = upload.abort().await;
+                            return Err(error);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let _ = upload.abort().await;
+                        return Err(error);
+                    }
+                }
+            }
+            upload.finish().await.map(|_| ())
+        }
+    }
+
     /// Aborts every unfinished streamed upload under `prefix` and returns
     /// how many there were. An upload aborts itself on any failure it sees,
     /// but not when its process is killed (a Lambda timeout): this is how

@@ -5,12 +5,13 @@
 //! can never share an `s3-role` externalId: validation accepts only ids
 //! generated for the secret's own tenant, `pr-<tenantId>-<hex>`.) Within one tenant
 //! validation refuses these ([`collisions_within`]); across tenants the one
-//! that was there first keeps delivering and fanout refuses the newcomer's
-//! feed alone, without naming the other tenant ([`conflicts_across`]). And
+//! that was there first — verified there first, then older — keeps
+//! delivering and fanout refuses the newcomer's feed alone, without naming
+//! the other tenant ([`conflicts_across`], [`conflicts_across_verified`]). And
 //! the stack's own buckets are never a destination
 //! ([`own_bucket_refusal`]). Pure functions, no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::model::{Connector, Feed, TenantConfig};
 use crate::domain::ReportKind;
@@ -90,6 +91,33 @@ pub fn collisions_within(connectors: &BTreeMap<String, Connector>, feeds: &[Feed
     pairs
 }
 
+/// Every (tenant id, feed id, destination as [`FeedDestination::describe`]
+/// gives it) of a feed that overlaps another tenant's: the only feeds whose
+/// verification [`conflicts_across_verified`] can need.
+pub fn feeds_in_overlaps(tenants: &[&TenantConfig]) -> BTreeSet<(String, String, String)> {
+    let mut found = BTreeSet::new();
+    let mut by_place: HashMap<String, Vec<(&str, &str, FeedDestination)>> = HashMap::new();
+    for tenant in tenants {
+        for feed in &tenant.feeds {
+            let Some(connector) = tenant.connectors.get(&feed.connector) else { continue };
+            if let Some(destination) = FeedDestination::of(connector, feed) {
+                by_place.entry(destination.place.clone()).or_default().push((&tenant.tenant_id, &feed.id, destination));
+            }
+        }
+    }
+    for feeds in by_place.values() {
+        for (i, (tenant_a, feed_a, a)) in feeds.iter().enumerate() {
+            for (tenant_b, feed_b, b) in &feeds[i + 1..] {
+                if tenant_a != tenant_b && a.overlaps(b) {
+                    found.insert(((*tenant_a).to_owned(), (*feed_a).to_owned(), a.describe()));
+                    found.insert(((*tenant_b).to_owned(), (*feed_b).to_owned(), b.describe()));
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Why each (tenant id, feed id) that conflicts with another tenant's feed
 /// is refused. Only the tenants given are compared (fanout gives the valid,
 /// enabled ones), **oldest first**: of two tenants' feeds into one place the
@@ -99,6 +127,20 @@ pub fn collisions_within(connectors: &BTreeMap<String, Connector>, feeds: &[Feed
 /// Feeds are grouped by bucket first, so the work grows with the feeds
 /// sharing a bucket, not with every pair.
 pub fn conflicts_across(tenants: &[&TenantConfig]) -> BTreeMap<(String, String), String> {
+    conflicts_across_verified(tenants, &BTreeSet::new())
+}
+
+/// [`conflicts_across`], where a feed that is **verified** at its
+/// destination — `verified` holds its (tenant id, feed id): it has been
+/// delivered there ([`crate::delivery::feed_index::verified_feeds`]) —
+/// goes before one that is not, whatever their ages: an older tenant whose
+/// secret is edited to name a place another tenant already delivers to is
+/// the one refused. Between two verified or two unverified feeds, the older
+/// tenant's goes first, as in [`conflicts_across`].
+pub fn conflicts_across_verified(
+    tenants: &[&TenantConfig],
+    verified: &BTreeSet<(String, String)>,
+) -> BTreeMap<(String, String), String> {
     let mut refused: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut refuse = |tenant: &str, feed: &str, reason: String| {
         refused.entry((tenant.to_owned(), feed.to_owned())).or_insert(reason);
@@ -117,14 +159,20 @@ pub fn conflicts_across(tenants: &[&TenantConfig]) -> BTreeMap<(String, String),
             }
         }
     }
+    let is_verified = |tenant: &str, feed: &str| verified.contains(&(tenant.to_owned(), feed.to_owned()));
     for feeds in by_place.values() {
-        for (i, (tenant_a, _, a)) in feeds.iter().enumerate() {
-            for (tenant_b, feed_b, b) in &feeds[i + 1..] {
+        for (i, first) in feeds.iter().enumerate() {
+            for second in &feeds[i + 1..] {
+                let ((tenant_a, _, a), (tenant_b, _, b)) = (first, second);
                 if tenant_a == tenant_b || !a.overlaps(b) {
                     continue;
                 }
-                // `a` comes from an older tenant (the order given): `b` is
-                // the newcomer. The other tenant is not named.
+                // `first` comes from an older tenant (the order given), so
+                // `second` is the newcomer, unless only `second` is
+                // verified there. The other tenant is not named.
+                let newcomer_is_first = is_verified(second.0, second.1) && !is_verified(first.0, first.1);
+                let ((tenant_b, feed_b, b), (_, _, a)) =
+                    if newcomer_is_first { (first, second) } else { (second, first) };
                 refuse(
                     tenant_b,
                     feed_b,
@@ -224,5 +272,46 @@ mod tests {
         // The other way round, beta first: acme's feed is the newcomer.
         let refused = conflicts_across(&[&beta, &acme]);
         assert_eq!(refused.keys().cloned().collect::<Vec<_>>(), [("acme".to_owned(), "all".to_owned())]);
+    }
+
+    #[test]
+    fn a_verified_feed_keeps_its_place_against_an_older_unverified_one_and_ages_decide_the_rest() {
+        let acme = tenant(
+            "acme",
+            serde_json::json!({"lake": s3_keys("shared", "")}),
+            serde_json::json!([{"id": "all", "connector": "lake"}]),
+        );
+        let beta = tenant(
+            "beta",
+            serde_json::json!({"lake": s3_keys("shared", "beta/")}),
+            serde_json::json!([{"id": "tracks", "connector": "lake"}]),
+        );
+        let key = |tenant: &str, feed: &str| (tenant.to_owned(), feed.to_owned());
+        let overlapping = feeds_in_overlaps(&[&acme, &beta]);
+        assert_eq!(
+            overlapping.into_iter().collect::<Vec<_>>(),
+            [
+                ("acme".to_owned(), "all".to_owned(), "s3://shared/".to_owned()),
+                ("beta".to_owned(), "tracks".to_owned(), "s3://shared/beta/".to_owned())
+            ]
+        );
+        // acme is older, but only beta has delivered there: acme is refused.
+        let verified = BTreeSet::from([key("beta", "tracks")]);
+        let refused = conflicts_across_verified(&[&acme, &beta], &verified);
+        assert_eq!(refused.keys().cloned().collect::<Vec<_>>(), [key("acme", "all")]);
+        let reason = &refused[&key("acme", "all")];
+        assert!(
+            reason.contains("writes to s3://shared/, where another tenant's feed already delivers (s3://shared/beta/)"),
+            "{reason}"
+        );
+        assert!(!reason.contains("beta\"") && !reason.contains("tracks"), "the other tenant is not revealed: {reason}");
+        // Both verified, or neither: the older keeps it.
+        for verified in [BTreeSet::from([key("beta", "tracks"), key("acme", "all")]), BTreeSet::new()] {
+            let refused = conflicts_across_verified(&[&acme, &beta], &verified);
+            assert_eq!(refused.keys().cloned().collect::<Vec<_>>(), [key("beta", "tracks")], "{verified:?}");
+        }
+        // Only the older verified: it keeps it too.
+        let refused = conflicts_across_verified(&[&acme, &beta], &BTreeSet::from([key("acme", "all")]));
+        assert_eq!(refused.keys().cloned().collect::<Vec<_>>(), [key("beta", "tracks")]);
     }
 }

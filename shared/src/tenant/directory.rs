@@ -330,6 +330,28 @@ pub struct SecretsManagerTenants {
     list_page_size: i32,
     /// The only KMS key a tenant secret may be encrypted under, when set.
     required_kms_key: Option<String>,
+    /// `load_tenants` answers from here while younger than its lifetime.
+    listing_cache: ListingCache,
+}
+
+/// How long a deliverer reuses its reading of every tenant for the
+/// cross-tenant destination check before writing
+/// ([`SecretsManagerTenants::caching_listing_for`]).
+pub const DESTINATION_CHECK_LISTING_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The last `load_tenants` answer of a directory and its clones, kept for a
+/// while ([`SecretsManagerTenants::caching_listing_for`]). Its `Debug`
+/// shows no entry.
+#[derive(Clone, Default)]
+struct ListingCache {
+    lifetime: Option<std::time::Duration>,
+    last: std::sync::Arc<tokio::sync::Mutex<Option<(std::time::Instant, Vec<TenantEntry>)>>>,
+}
+
+impl fmt::Debug for ListingCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListingCache").field("lifetime", &self.lifetime).finish_non_exhaustive()
+    }
 }
 
 /// Whether a secret's `KmsKeyId` (as `ListSecrets` or `DescribeSecret`
@@ -361,7 +383,23 @@ impl SecretsManagerTenants {
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, DirectoryError> {
         let prefix = prefix.into();
         check_prefix(&prefix)?;
-        Ok(Self { client, prefix, list_page_size: LIST_PAGE_SIZE, required_kms_key: None })
+        Ok(Self {
+            client,
+            prefix,
+            list_page_size: LIST_PAGE_SIZE,
+            required_kms_key: None,
+            listing_cache: ListingCache::default(),
+        })
+    }
+
+    /// Answers `load_tenants` from the previous answer while it is younger
+    /// than `lifetime` (this directory and its clones). For the
+    /// deliverers, which read every tenant before each write to check the
+    /// destination against the others': a warm function then reads the
+    /// directory once a `lifetime`, not once a job. Fanout does not cache.
+    pub fn caching_listing_for(mut self, lifetime: std::time::Duration) -> Self {
+        self.listing_cache.lifetime = Some(lifetime);
+        self
     }
 
     /// Refuses, unread, every tenant secret not encrypted under `key` (the
@@ -491,6 +529,22 @@ impl TenantDirectory for SecretsManagerTenants {
     }
 
     async fn load_tenants(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
+        let Some(lifetime) = self.listing_cache.lifetime else { return self.load_tenants_now().await };
+        let mut last = self.listing_cache.last.lock().await;
+        if let Some((at, entries)) = last.as_ref() {
+            if at.elapsed() < lifetime {
+                return Ok(entries.clone());
+            }
+        }
+        let entries = self.load_tenants_now().await?;
+        *last = Some((std::time::Instant::now(), entries.clone()));
+        Ok(entries)
+    }
+}
+
+impl SecretsManagerTenants {
+    /// Every tenant secret, read now.
+    async fn load_tenants_now(&self) -> Result<Vec<TenantEntry>, DirectoryError> {
         let listed = self.list_names().await?;
         let mut names = Vec::new();
         let mut refused = Vec::new();

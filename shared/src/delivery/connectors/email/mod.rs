@@ -9,10 +9,13 @@
 //! `downloads/<tenantId>/<runId>/<data_type>/` (Parquet in a `zstd/` or
 //! `snappy/` folder below) in the staging bucket (kept
 //! at least 8 days by the lifecycle rules), which the conversion itself
-//! checks. Its submodules are the message
-//! ([`message`]: text, HTML, MIME, the SES adapter) and the links
-//! ([`links`]: the signer).
+//! checks. The links themselves point at the tenant's own copies of those
+//! files under `links/<tenantId>/` ([`link_copies`]), which revoking the
+//! tenant's links deletes. Its submodules are the message
+//! ([`message`]: text, HTML, MIME, the SES adapter), the links
+//! ([`links`]: the signer) and the copies ([`link_copies`]).
 
+pub mod link_copies;
 pub mod links;
 pub mod message;
 
@@ -140,10 +143,18 @@ impl<S: ObjectStore, L: LinkSigner, M: MailSender> Deliverer for EmailDeliverer<
     ) -> Result<Vec<DeliveredObject>, DeliveryError> {
         let recipients = recipients_of(&job.connector, connector)?;
         let reports = self.linked_parts(job, manifest).await?;
-        let keys: Vec<String> = reports.iter().flat_map(|(_, parts)| parts.iter().map(|p| p.key.clone())).collect();
+        let sources: Vec<(String, u64)> =
+            reports.iter().flat_map(|(_, parts)| parts.iter().map(|p| (p.key.clone(), p.bytes))).collect();
         let base_run_id = job.plan.base_run_id;
+        // Whole seconds, as links are signed: a first attempt's links then
+        // last exactly the TTL from the time the message states.
         let now = (self.now)();
-        let signed = self.signer.sign(&keys, now).await?;
+        let now = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        // Links point at the tenant's own copies, which revocation deletes.
+        let folder = link_copies::link_folder(&job.tenant_id, job.run_id, &job.feed_id);
+        let copies = link_copies::prepare_link_copies(&self.staging, &folder, &sources, now).await?;
+        let keys = copies.keys;
+        let signed = self.signer.sign(&keys, copies.signed_at).await?;
         let mut urls = signed.urls.into_iter();
         let linked = reports
             .iter()
