@@ -11,6 +11,10 @@
 //! Security and pacing the lints cannot judge: every function has a
 //! concurrency cap parameter (-1 = none); the tenant secrets key lets only
 //! the functions that read tenant secrets and the onboarding role decrypt;
+//! the link signer's secret is under our own secrets key, which only
+//! deliver-email may decrypt with (the account only through Secrets Manager
+//! for that secret), and its resource policy refuses its value to every
+//! principal but deliver-email's role;
 //! DKIM and the bounce and complaint topic sit behind their conditions;
 //! the metrics that need a person (runs without plays, re-drives exhausted)
 //! have alarms on exactly what the code emits. The self-service console:
@@ -1029,6 +1033,150 @@ fn only_the_tenant_secret_readers_and_the_onboarding_role_may_decrypt_with_the_t
     for output in ["TenantSecretsKeyArn", "TenantSecretsKeyAlias", "TenantOnboardingRoleArn"] {
         assert!(outputs.get(output).is_some(), "output {output}");
     }
+}
+
+/// Every principal a key policy statement names (`Principal: {AWS: …}`).
+fn key_policy_principals(statement: &Yaml) -> Vec<String> {
+    match statement.get("Principal").and_then(|p| p.get("AWS")) {
+        Some(Yaml::Scalar(one)) => vec![one.clone()],
+        Some(Yaml::Seq(many)) => many.iter().filter_map(Yaml::as_str).map(str::to_owned).collect(),
+        other => panic!("a key policy statement names no AWS principal: {other:?}"),
+    }
+}
+
+#[test]
+fn only_deliver_email_may_read_the_link_signer_secret_under_our_own_secrets_key() {
+    let template = Template::load();
+    // The role that reads the signer's key is the role of the function
+    // LINK_SIGNER_SECRET is given to, and of no other.
+    let signers: Vec<String> = template
+        .functions()
+        .iter()
+        .filter(|function| template.environment(function).contains_key("LINK_SIGNER_SECRET"))
+        .map(|function| format!("!GetAtt {}Role.Arn", function.logical_id))
+        .collect();
+    assert_eq!(signers, ["!GetAtt DeliverEmailFunctionRole.Arn"], "the functions given LINK_SIGNER_SECRET");
+    let reader = signers[0].as_str();
+    let secret_arn = "!Sub arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${AWS::StackName}-link-signer-??????";
+
+    // The secret is under OwnSecretsKey, by the name the key policy and
+    // deliver-email's statement match.
+    let secret = template.properties("LinkSignerSecret");
+    assert_eq!(secret.get("Name").and_then(Yaml::as_str), Some("!Sub ${AWS::StackName}-link-signer"));
+    assert_eq!(secret.get("KmsKeyId").and_then(Yaml::as_str), Some("!GetAtt OwnSecretsKey.Arn"));
+    let readers: Vec<&str> = template
+        .functions()
+        .iter()
+        .filter(|function| {
+            policy_statements(function).iter().any(|statement| {
+                actions(statement).contains(&"secretsmanager:GetSecretValue")
+                    && resources_of(statement).iter().any(|r| r.contains("link-signer") || *r == "*")
+            })
+        })
+        .map(|function| function.logical_id)
+        .collect();
+    assert_eq!(readers, ["DeliverEmailFunction"], "whose policies allow reading the link signer secret");
+    let email = template.function_by_binary("deliver-email");
+    let grant = policy_statements(&email)
+        .into_iter()
+        .find(|statement| statement.get("Sid").and_then(Yaml::as_str) == Some("ReadTheLinkSignerSecret"))
+        .expect("deliver-email's ReadTheLinkSignerSecret");
+    assert_eq!(resources_of(grant), [secret_arn]);
+
+    // Who may use the key: deliver-email decrypts; the account is delegated
+    // only the writes Secrets Manager needs (through it, for that secret),
+    // besides administration. No grants, no re-encryption, no other key use.
+    let key = template.resource("OwnSecretsKey");
+    assert_eq!(Template::resource_type(key), "AWS::KMS::Key");
+    let statements = key
+        .get("Properties")
+        .and_then(|p| p.get("KeyPolicy"))
+        .and_then(|p| p.get("Statement"))
+        .and_then(Yaml::items)
+        .expect("OwnSecretsKey has a KeyPolicy");
+    const USES: [&str; 5] = ["kms:decrypt", "kms:encrypt", "kms:generatedatakey", "kms:reencrypt", "kms:creategrant"];
+    let cryptographic = |action: &str| {
+        let action = action.to_ascii_lowercase();
+        match action.strip_suffix('*') {
+            Some(stem) => USES.iter().any(|used| used.starts_with(stem)),
+            None => USES.iter().any(|used| action.starts_with(used)),
+        }
+    };
+    let root = "!Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:root";
+    let (mut decrypters, mut administered) = (BTreeSet::new(), false);
+    for statement in statements {
+        assert_eq!(statement.get("Effect").and_then(Yaml::as_str), Some("Allow"));
+        let principals = key_policy_principals(statement);
+        let acts = actions(statement);
+        let used: Vec<&str> = acts.iter().copied().filter(|a| cryptographic(a)).collect();
+        if used.is_empty() {
+            assert_eq!(principals, [root], "only the account administers the key");
+            administered |= acts.contains(&"kms:PutKeyPolicy");
+            continue;
+        }
+        let allowed: &[&str] = if principals == [root] {
+            &["kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt"]
+        } else {
+            &["kms:Decrypt"]
+        };
+        assert!(used.iter().all(|a| allowed.contains(a)), "{principals:?} may {used:?} with our own secrets key");
+        let condition = statement.get("Condition").expect("key use has conditions");
+        assert_eq!(
+            condition.get("StringEquals").and_then(|c| c.get("kms:ViaService")).and_then(Yaml::as_str),
+            Some("!Sub secretsmanager.${AWS::Region}.${AWS::URLSuffix}"),
+            "{principals:?}: only through Secrets Manager"
+        );
+        assert_eq!(
+            condition.get("StringLike").and_then(|c| c.get("kms:EncryptionContext:SecretARN")).and_then(Yaml::as_str),
+            Some(secret_arn),
+            "{principals:?}: only for the link signer secret"
+        );
+        if used.contains(&"kms:Decrypt") {
+            decrypters.extend(principals);
+        }
+    }
+    assert!(administered, "the key must stay administrable (kms:PutKeyPolicy for the account)");
+    assert_eq!(decrypters, BTreeSet::from([root.to_owned(), reader.to_owned()]), "who may decrypt");
+
+    // The resource policy: GetSecretValue denied to every principal but
+    // deliver-email's role, nothing allowed, public policies blocked.
+    let policy = template.resource("LinkSignerSecretPolicy");
+    assert_eq!(Template::resource_type(policy), "AWS::SecretsManager::ResourcePolicy");
+    let properties = template.properties("LinkSignerSecretPolicy");
+    assert_eq!(properties.get("SecretId").and_then(Yaml::as_str), Some("!Ref LinkSignerSecret"));
+    assert_eq!(properties.get("BlockPublicPolicy").and_then(Yaml::as_str), Some("true"));
+    let statements = properties
+        .get("ResourcePolicy")
+        .and_then(|p| p.get("Statement"))
+        .and_then(Yaml::items)
+        .expect("LinkSignerSecretPolicy has statements");
+    let mut denied = Vec::new();
+    for statement in statements {
+        assert_eq!(statement.get("Effect").and_then(Yaml::as_str), Some("Deny"), "the policy only denies");
+        assert_eq!(statement.get("Principal").and_then(Yaml::as_str), Some("*"), "to every principal");
+        assert_eq!(resources_of(statement), ["*"]);
+        let except = statement
+            .get("Condition")
+            .and_then(|c| c.get("StringNotEquals"))
+            .and_then(|c| c.get("aws:PrincipalArn"))
+            .and_then(Yaml::as_str);
+        assert_eq!(except, Some(reader), "every principal but deliver-email's role");
+        denied.extend(actions(statement));
+    }
+    assert_eq!(denied, ["secretsmanager:GetSecretValue"], "what the policy denies");
+    // `popularity link-signer rotate` reads the secret's tags and versions,
+    // which the policy leaves alone, never its value.
+    let rotate = read(&workspace_root().join("cli/src/link_signer_command.rs"));
+    for call in [".describe_secret()", ".list_secret_version_ids()"] {
+        assert!(rotate.contains(call), "link-signer rotate calls {call}");
+    }
+    assert!(!rotate.contains("get_secret_value"), "link-signer rotate must not need the value: the policy denies it");
+
+    let outputs = template.root.get("Outputs").expect("Outputs");
+    assert_eq!(
+        outputs.get("OwnSecretsKeyArn").and_then(|o| o.get("Value")).and_then(Yaml::as_str),
+        Some("!GetAtt OwnSecretsKey.Arn")
+    );
 }
 
 /// The items of a flow sequence written inline, such as
