@@ -1,8 +1,9 @@
 //! `popularity-bench publish`: the publish step's benchmark of
 //! docs/benchmarks.md ("The publish step"). Writes, once, a stand-in of
-//! Athena's output for a track report of `--rows` ranks in `--files` gzip
-//! JSON-lines files (blocks of ranks round-robin across files, lower-case
-//! columns, a data manifest; small artist and product reports beside it),
+//! Athena's output for a track report of `--rows` ranks in `--files` Snappy
+//! Parquet files as UNLOAD writes them (blocks of ranks round-robin across
+//! files, nullable lower-case columns, row groups of 4,194,304 rows, a data
+//! manifest; small artist and product reports beside it),
 //! then, in child processes (`popularity-bench publish-worker`) measured
 //! with `wait4`:
 //! - `publish`: the real publish step (`publish_run`) from that output into
@@ -15,7 +16,6 @@
 //! prints its own time for the work itself, and the parent adds each
 //! child's peak RSS.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -23,6 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
+use integration_tests::athena_output::{athena_names, counts_file, ReportFileWriter, ROW_GROUP_ROWS};
 use popularity_reports::athena::publish::{publish_run, AthenaRun, PublishSettings, QueryOutput};
 use popularity_reports::athena::sql::{Attempt, RunQuery};
 use popularity_reports::athena::RunFolders;
@@ -124,19 +125,23 @@ fn ensure_output(root: &Path, rows: u64, files: usize) -> anyhow::Result<()> {
         let count = if kind == ReportKind::Track { files } else { 2 };
         let folder = folders.output_folder(run, &attempt, query);
         std::fs::create_dir_all(staging.join(&folder))?;
-        let keys: Vec<String> = (0..count).map(|i| format!("{folder}q-bench_{i:03}.gz")).collect();
+        let keys: Vec<String> = (0..count).map(|i| format!("{folder}q-bench_{i:03}")).collect();
         let size = block(total, count);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = keys
-                .iter()
-                .enumerate()
-                .map(|(index, key)| {
-                    let path = staging.join(key);
-                    scope.spawn(move || write_file(&path, kind, total, size, count, index))
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| h.join().expect("a writer thread"))
-        })?;
+        // Two files at a time: each buffers a row group (~100 MB) while it
+        // is written.
+        let indexed: Vec<(usize, &String)> = keys.iter().enumerate().collect();
+        for pair in indexed.chunks(2) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = pair
+                    .iter()
+                    .map(|&(index, key)| {
+                        let path = staging.join(key);
+                        scope.spawn(move || write_file(&path, kind, total, size, count, index))
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| h.join().expect("a writer thread"))
+            })?;
+        }
         write_manifest(&staging, query, &keys)?;
     }
     let counts = serde_json::json!({"catalogue_rows": rows, "catalogue_tracks": rows, "artists": SMALL_REPORT_ROWS,
@@ -145,7 +150,7 @@ fn ensure_output(root: &Path, rows: u64, files: usize) -> anyhow::Result<()> {
     let folder = folders.output_folder(run, &attempt, RunQuery::RunInputs);
     std::fs::create_dir_all(staging.join(&folder))?;
     let key = format!("{folder}q-bench_000");
-    std::fs::write(staging.join(&key), format!("{counts}\n"))?;
+    std::fs::write(staging.join(&key), counts_file(&counts))?;
     write_manifest(&staging, RunQuery::RunInputs, &[key])?;
     std::fs::write(&marker, b"")?;
     eprintln!("  written in {:.1} s", started.elapsed().as_secs_f64());
@@ -154,26 +159,16 @@ fn ensure_output(root: &Path, rows: u64, files: usize) -> anyhow::Result<()> {
 
 fn write_file(path: &Path, kind: ReportKind, rows: u64, block: u64, files: usize, index: usize) -> anyhow::Result<()> {
     let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut out = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-    let id_field = kind.id_field().to_ascii_lowercase();
-    let mut line = String::with_capacity(128);
+    let mut out = ReportFileWriter::new(file, &athena_names(kind), ROW_GROUP_ROWS)?;
     let mut first = index as u64 * block + 1;
     while first <= rows {
         for rank in first..(first + block).min(rows + 1) {
             let item = item(rank, rows);
-            line.clear();
-            use std::fmt::Write as _;
-            let _ = writeln!(
-                line,
-                "{{\"{id_field}\":{},\"searchrank\":{rank},\"searchmodifier\":{:?}}}",
-                item.id,
-                f64::from(item.modifier_hundredths) / 100.0
-            );
-            out.write_all(line.as_bytes())?;
+            out.push((item.id, rank, f64::from(item.modifier_hundredths) / 100.0))?;
         }
         first += block * files as u64;
     }
-    out.finish()?.flush()?;
+    out.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }
 
@@ -187,7 +182,7 @@ fn write_manifest(staging: &Path, query: RunQuery, keys: &[String]) -> anyhow::R
 
 pub async fn run(args: PublishBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the popularity-bench binary")?;
-    let root = args.dir.join(format!("publish-{}-{}", args.rows, args.files));
+    let root = args.dir.join(format!("publish-parquet-{}-{}", args.rows, args.files));
     ensure_output(&root, args.rows, args.files)?;
     let mut measured: Vec<(String, f64, f64, f64, u64, String)> = Vec::new();
     for attempt in 1..=args.runs {

@@ -8,7 +8,8 @@
 //! - [`plan`]: the state machine's first step: is the run published, which
 //!   engine, and the queries of an Athena run (also a day of raw plays);
 //! - [`output`]: reading what an UNLOAD wrote: the data manifest, the rows
-//!   of JSON-lines files with Athena's lower-case column names;
+//!   of Parquet files with Athena's lower-case column names, a column
+//!   window at a time;
 //! - [`merge`]: one report's files merged by `searchRank` in one streaming
 //!   pass, with every check of a report;
 //! - [`publish`]: the publish step: parts and run manifest, manifest last.

@@ -31,7 +31,7 @@ use crate::scoring::ScoringRules;
 use crate::store::{upload_from_blocking, ObjectStore, PutOutcome, StoreError, StreamedUploadError};
 
 use super::merge::{MergeError, ReportMerge};
-use super::output::{parse_data_manifest, read_json_lines, FileReadError, RowPlace};
+use super::output::{parse_data_manifest, read_int64_rows, FileReadError, RowPlace};
 use super::sql::{Attempt, RunQuery};
 use super::RunFolders;
 
@@ -67,7 +67,7 @@ pub struct AthenaRun {
 }
 
 /// The run's counts (`sql/run_inputs.sql`), as its one row states them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunCounts {
     pub catalogue_rows: u64,
     pub catalogue_tracks: u64,
@@ -114,8 +114,8 @@ pub enum PublishError {
         #[source]
         source: MergeError,
     },
-    #[error("Athena's output of run_inputs is not usable, nothing published: {place}: {detail}")]
-    Counts { place: RowPlace, detail: String },
+    #[error("Athena's output of run_inputs is not usable, nothing published: {0}")]
+    Counts(String),
     #[error("bad input, nothing published: {0}")]
     BadInput(String),
     #[error("bad input, nothing published: {0}")]
@@ -180,7 +180,7 @@ pub enum PartError {
 /// Publishes the run of `run` from Athena's output in `staging` (whose
 /// objects `folders` locates) and the listing of `data`, unless that run is
 /// already published.
-pub async fn publish_run<D: ObjectStore, S: ObjectStore>(
+pub async fn publish_run<D: ObjectStore, S: ObjectStore + Clone + 'static>(
     data: &D,
     staging: &S,
     folders: &RunFolders,
@@ -348,6 +348,18 @@ fn is_data_file(below: &str) -> bool {
     !below.is_empty() && !below.ends_with('/') && !below.split('/').any(|p| p.starts_with('_') || p.starts_with('.'))
 }
 
+/// The columns of `sql/run_inputs.sql`'s one row, in [`RunCounts`]' order.
+const COUNT_COLUMNS: [&str; 8] = [
+    "catalogue_rows",
+    "catalogue_tracks",
+    "artists",
+    "products",
+    "play_rows",
+    "unknown_track_play_rows",
+    "unknown_track_plays",
+    "negative_play_rows",
+];
+
 async fn read_counts<S: ObjectStore>(
     staging: &S,
     folders: &RunFolders,
@@ -356,26 +368,31 @@ async fn read_counts<S: ObjectStore>(
     let files = output_files(staging, folders, run, RunQuery::RunInputs).await?;
     let mut rows = Vec::new();
     for key in &files {
-        let read = read_json_lines(staging, key).await;
-        let read = read.map_err(|error| match error {
+        let read = read_int64_rows(staging, key, &COUNT_COLUMNS).await.map_err(|error| match error {
             FileReadError::Store { source, .. } => PublishError::Read(source),
-            FileReadError::Row { place, problem } => PublishError::Counts { place, detail: problem.to_string() },
-            FileReadError::Damaged { file, rows, detail } => {
-                PublishError::Counts { place: RowPlace { file, row: rows + 1 }, detail }
-            }
+            other => PublishError::Counts(other.to_string()),
         })?;
         rows.extend(read.into_iter().enumerate().map(|(index, row)| (key.clone(), index, row)));
     }
-    let [(key, index, row)] = <[_; 1]>::try_from(rows).map_err(|rows: Vec<_>| PublishError::Counts {
-        place: RowPlace { file: files.iter().map(|k| staging.describe(k)).collect::<Vec<_>>().join(", "), row: 0 },
-        detail: format!("expected exactly one row of counts, found {}", rows.len()),
+    let [(key, index, row)] = <[_; 1]>::try_from(rows).map_err(|rows: Vec<_>| {
+        let files = files.iter().map(|k| staging.describe(k)).collect::<Vec<_>>().join(", ");
+        PublishError::Counts(format!("{files}: expected exactly one row of counts, found {}", rows.len()))
     })?;
-    // Athena names the columns in lower case already; any case is accepted.
-    let lowered: serde_json::Map<String, serde_json::Value> =
-        row.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-    serde_json::from_value(serde_json::Value::Object(lowered)).map_err(|e| PublishError::Counts {
-        place: RowPlace { file: staging.describe(&key), row: index as u64 + 1 },
-        detail: e.to_string(),
+    let count = |column: usize| {
+        u64::try_from(row[column]).map_err(|_| {
+            let place = RowPlace { file: staging.describe(&key), row: index as u64 + 1 };
+            PublishError::Counts(format!("{place}: {} is {}, not a count", COUNT_COLUMNS[column], row[column]))
+        })
+    };
+    Ok(RunCounts {
+        catalogue_rows: count(0)?,
+        catalogue_tracks: count(1)?,
+        artists: count(2)?,
+        products: count(3)?,
+        play_rows: count(4)?,
+        unknown_track_play_rows: count(5)?,
+        unknown_track_plays: count(6)?,
+        negative_play_rows: count(7)?,
     })
 }
 
@@ -405,7 +422,7 @@ fn check_counts(counts: &RunCounts) -> Result<(), PublishError> {
 }
 
 /// Merges one report's files and writes its parts, as rank writes them.
-async fn publish_report<S: ObjectStore>(
+async fn publish_report<S: ObjectStore + Clone + 'static>(
     staging: &S,
     run: RunId,
     kind: ReportKind,
