@@ -582,7 +582,12 @@ impl PublishConfig {
 
     /// How Athena's output is published with this configuration.
     pub fn publish_settings(&self) -> crate::athena::publish::PublishSettings {
-        crate::athena::publish::PublishSettings { rules: self.rank.rules, part_rows: self.rank.part_rows }
+        crate::athena::publish::PublishSettings {
+            rules: self.rank.rules,
+            part_rows: self.rank.part_rows,
+            // As rank's threads: the cores the function has.
+            format_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
     }
 }
 

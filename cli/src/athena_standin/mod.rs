@@ -234,7 +234,11 @@ impl<'a, D: ObjectStore + Clone, S: ObjectStore + Clone + 'static> StandinTasks<
             data_folders: self.data_folders.clone(),
             staging_folders: self.staging_folders.clone(),
             plan: self.plan,
-            publish: PublishSettings { rules: self.rank.rules, part_rows: self.rank.part_rows },
+            publish: PublishSettings {
+                rules: self.rank.rules,
+                part_rows: self.rank.part_rows,
+                format_threads: self.rank.threads,
+            },
         }
     }
 

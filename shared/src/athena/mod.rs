@@ -12,6 +12,8 @@
 //!   window at a time;
 //! - [`merge`]: one report's files merged by `searchRank` in one streaming
 //!   pass, with every check of a report;
+//! - [`part_formatters`]: the parts' text formatted on helper threads,
+//!   written in rank order;
 //! - [`publish`]: the publish step: parts and run manifest, manifest last.
 //!
 //! It starts no query and polls nothing: Step Functions runs the queries
@@ -19,6 +21,7 @@
 
 pub mod merge;
 pub mod output;
+pub mod part_formatters;
 pub mod plan;
 pub mod publish;
 pub mod sql;

@@ -32,6 +32,8 @@ use crate::store::{upload_from_blocking, ObjectStore, PutOutcome, StoreError, St
 
 use super::merge::{MergeError, ReportMerge};
 use super::output::{parse_data_manifest, read_int64_rows, FileReadError, RowPlace};
+pub use super::part_formatters::PartError;
+use super::part_formatters::PartFormatters;
 use super::sql::{Attempt, RunQuery};
 use super::RunFolders;
 
@@ -41,6 +43,9 @@ pub struct PublishSettings {
     pub rules: ScoringRules,
     /// At most this many items per part (`PART_ROWS`), as for rank.
     pub part_rows: u64,
+    /// Threads formatting the parts' text beside the merge (0: the merge's
+    /// thread formats them itself); rank's `threads`, the cores.
+    pub format_threads: usize,
 }
 
 /// What one of the run's queries left: its id and the data manifest Athena
@@ -167,16 +172,6 @@ impl From<InputError> for PublishError {
     }
 }
 
-/// Why one part could not be produced: the merge refused the data, or the
-/// writer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PartError {
-    #[error(transparent)]
-    Merge(MergeError),
-    #[error("formatting the part failed: {0}")]
-    Format(#[from] std::io::Error),
-}
-
 /// Publishes the run of `run` from Athena's output in `staging` (whose
 /// objects `folders` locates) and the listing of `data`, unless that run is
 /// already published.
@@ -214,7 +209,7 @@ pub async fn publish_run<D: ObjectStore, S: ObjectStore + Clone + 'static>(
             ReportKind::Artist => counts.artists,
             ReportKind::Product => counts.products,
         };
-        let report = publish_report(staging, run_id, kind, &files, expected, settings.part_rows).await?;
+        let report = publish_report(staging, run_id, kind, &files, expected, settings).await?;
         info!(run_id = %run_id, report = %kind, rows = report.rows, parts = report.parts.len(), files = files.len(),
               elapsed_ms = started.elapsed().as_millis() as u64, "report merged and written");
         reports.push(report);
@@ -428,35 +423,31 @@ async fn publish_report<S: ObjectStore + Clone + 'static>(
     kind: ReportKind,
     files: &[String],
     expected_rows: u64,
-    part_rows: u64,
+    settings: &PublishSettings,
 ) -> Result<ReportManifest, PublishError> {
     let report_error = |source| PublishError::Report { report: kind, source };
     let mut merge = ReportMerge::open(staging, kind, files, Some(expected_rows)).await.map_err(report_error)?;
     let encoding = Encoding::default();
-    let part_rows = part_rows.max(1);
+    let mut formatters = PartFormatters::start(kind, encoding, settings.format_threads);
+    let part_rows = settings.part_rows.max(1);
     let mut parts = Vec::new();
     loop {
         let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, parts.len() + 1, encoding));
         let written = upload_from_blocking(staging, &key, encoding.content_type(), move |sink| {
             let mut writer = PartWriter::new(kind, encoding, sink)?;
-            let mut rows = 0;
-            while rows < part_rows {
-                match merge.next_item().map_err(PartError::Merge)? {
-                    Some(item) => writer.push(item)?,
-                    None => break,
-                }
-                rows += 1;
-            }
+            formatters.write_part(&mut merge, &mut writer, part_rows)?;
             let more = merge.has_more().map_err(PartError::Merge)?;
             let (rows, bytes, sha256, _) = writer.finish()?;
-            Ok::<_, PartError>((merge, more, rows, bytes, sha256))
+            Ok::<_, PartError>((merge, formatters, more, rows, bytes, sha256))
         })
         .await;
-        let ((returned, more, rows, bytes, sha256), _) = written.map_err(|source| match source {
-            StreamedUploadError::Produce(PartError::Merge(merge)) => report_error(merge),
-            source => PublishError::WritePart { key: key.clone(), source: Box::new(source) },
-        })?;
+        let ((returned, returned_formatters, more, rows, bytes, sha256), _) =
+            written.map_err(|source| match source {
+                StreamedUploadError::Produce(PartError::Merge(merge)) => report_error(merge),
+                source => PublishError::WritePart { key: key.clone(), source: Box::new(source) },
+            })?;
         merge = returned;
+        formatters = returned_formatters;
         parts.push(PartSummary { key, rows, bytes, sha256 });
         if !more {
             break;
