@@ -59,7 +59,7 @@ pub struct PublishBenchArgs {
     #[arg(long)]
     pub split: bool,
     /// Threads formatting parts beside the merge (the publish function
-    /// uses the cores it has; 0: the merge's thread formats them).
+    /// uses its cores but one; 0: the merge's thread formats them).
     #[arg(long)]
     pub format_threads: Option<usize>,
 }
@@ -292,7 +292,7 @@ pub async fn run_worker(args: PublishWorkerArgs) -> anyhow::Result<()> {
                     .collect(),
             };
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let format_threads = args.format_threads.unwrap_or(cores);
+            let format_threads = args.format_threads.unwrap_or(cores - 1);
             let settings = PublishSettings { rules, part_rows: args.part_rows, format_threads };
             let published = publish_run(&data, &staging, &folders(), &settings, &run).await?;
             published.manifest.reports.into_iter().flat_map(|r| r.parts).collect()

@@ -585,8 +585,9 @@ impl PublishConfig {
         crate::athena::publish::PublishSettings {
             rules: self.rank.rules,
             part_rows: self.rank.part_rows,
-            // As rank's threads: the cores the function has.
-            format_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // One core merges and writes; the others format (measured on 2
+            // cores: docs/benchmarks.md, "The publish step").
+            format_threads: std::thread::available_parallelism().map_or(1, |n| n.get() - 1),
         }
     }
 }

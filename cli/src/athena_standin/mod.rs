@@ -237,7 +237,7 @@ impl<'a, D: ObjectStore + Clone, S: ObjectStore + Clone + 'static> StandinTasks<
             publish: PublishSettings {
                 rules: self.rank.rules,
                 part_rows: self.rank.part_rows,
-                format_threads: self.rank.threads,
+                format_threads: self.rank.threads.saturating_sub(1),
             },
         }
     }

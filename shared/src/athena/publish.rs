@@ -44,7 +44,7 @@ pub struct PublishSettings {
     /// At most this many items per part (`PART_ROWS`), as for rank.
     pub part_rows: u64,
     /// Threads formatting the parts' text beside the merge (0: the merge's
-    /// thread formats them itself); rank's `threads`, the cores.
+    /// thread formats them itself); the function's cores but one.
     pub format_threads: usize,
 }
 
