@@ -11,9 +11,10 @@
 --   unknown_track_play_rows  those of trackIds the catalogue does not hold
 --   unknown_track_plays      the sum of their plays
 --   negative_play_rows       rows with negative plays (bad input)
--- Counts of rows and of distinct ids, all BIGINT.
+-- Counts of rows and of distinct ids, all BIGINT (count_if cast: DuckDB's is
+-- HUGEINT, which its Parquet writer stores as DOUBLE; Trino's is BIGINT).
 SELECT
-    count_if(in_catalogue) AS catalogue_rows,
+    CAST(count_if(in_catalogue) AS BIGINT) AS catalogue_rows,
     count(DISTINCT CASE WHEN in_catalogue THEN trackId END) AS catalogue_tracks,
     count(DISTINCT CASE WHEN in_catalogue THEN masterArtistId END) AS artists,
     count(DISTINCT CASE WHEN in_catalogue THEN productId END) AS products,

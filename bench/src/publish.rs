@@ -1,8 +1,9 @@
 //! `popularity-bench publish`: the publish step's benchmark of
 //! docs/benchmarks.md ("The publish step"). Writes, once, a stand-in of
-//! Athena's output for a track report of `--rows` ranks in `--files` gzip
-//! JSON-lines files (blocks of ranks round-robin across files, lower-case
-//! columns, a data manifest; small artist and product reports beside it),
+//! Athena's output for a track report of `--rows` ranks in `--files` Snappy
+//! Parquet files as UNLOAD writes them (blocks of ranks round-robin across
+//! files, nullable lower-case columns, row groups of 4,194,304 rows, a data
+//! manifest; small artist and product reports beside it),
 //! then, in child processes (`popularity-bench publish-worker`) measured
 //! with `wait4`:
 //! - `publish`: the real publish step (`publish_run`) from that output into
@@ -13,9 +14,10 @@
 //!
 //! Both write the same bytes (checked through the parts' SHA-256); each
 //! prints its own time for the work itself, and the parent adds each
-//! child's peak RSS.
+//! child's peak RSS and CPU time, then the ratios of publish to memory.
+//! `--split` adds `merge`: the track report's files read and merged alone,
+//! nothing written, to see how much of publish is reading.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -23,6 +25,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
+use integration_tests::athena_output::{athena_names, counts_file, ReportFileWriter, ROW_GROUP_ROWS};
+use popularity_reports::athena::merge::ReportMerge;
 use popularity_reports::athena::publish::{publish_run, AthenaRun, PublishSettings, QueryOutput};
 use popularity_reports::athena::sql::{Attempt, RunQuery};
 use popularity_reports::athena::RunFolders;
@@ -31,7 +35,7 @@ use popularity_reports::engine::EngineChoice;
 use popularity_reports::manifest::REPORTS_PREFIX;
 use popularity_reports::report_writer::{PartSummary, PartWriter, ReportItem};
 use popularity_reports::scoring::ScoringRules;
-use popularity_reports::store::{upload_from_blocking, LocalDirStore, ObjectSink};
+use popularity_reports::store::{upload_from_blocking, LocalDirStore, ObjectSink, ObjectStore};
 
 use crate::measured_child::spawn_and_wait;
 
@@ -50,6 +54,14 @@ pub struct PublishBenchArgs {
     pub dir: PathBuf,
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Also measure the track report's read and merge alone (`merge`: the
+    /// publish step without writing parts), to split its time.
+    #[arg(long)]
+    pub split: bool,
+    /// Threads formatting parts beside the merge (the publish function
+    /// uses its cores but one; 0: the merge's thread formats them).
+    #[arg(long)]
+    pub format_threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -60,9 +72,11 @@ pub struct PublishWorkerArgs {
     pub rows: u64,
     #[arg(long)]
     pub part_rows: u64,
-    /// `publish` or `memory`.
+    /// `publish`, `memory` or `merge`.
     #[arg(long)]
     pub mode: String,
+    #[arg(long)]
+    pub format_threads: Option<usize>,
 }
 
 const RUN_TIME: &str = "2026-11-19T03:00:00Z";
@@ -124,19 +138,23 @@ fn ensure_output(root: &Path, rows: u64, files: usize) -> anyhow::Result<()> {
         let count = if kind == ReportKind::Track { files } else { 2 };
         let folder = folders.output_folder(run, &attempt, query);
         std::fs::create_dir_all(staging.join(&folder))?;
-        let keys: Vec<String> = (0..count).map(|i| format!("{folder}q-bench_{i:03}.gz")).collect();
+        let keys: Vec<String> = (0..count).map(|i| format!("{folder}q-bench_{i:03}")).collect();
         let size = block(total, count);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = keys
-                .iter()
-                .enumerate()
-                .map(|(index, key)| {
-                    let path = staging.join(key);
-                    scope.spawn(move || write_file(&path, kind, total, size, count, index))
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| h.join().expect("a writer thread"))
-        })?;
+        // Two files at a time: each buffers a row group (~100 MB) while it
+        // is written.
+        let indexed: Vec<(usize, &String)> = keys.iter().enumerate().collect();
+        for pair in indexed.chunks(2) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = pair
+                    .iter()
+                    .map(|&(index, key)| {
+                        let path = staging.join(key);
+                        scope.spawn(move || write_file(&path, kind, total, size, count, index))
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| h.join().expect("a writer thread"))
+            })?;
+        }
         write_manifest(&staging, query, &keys)?;
     }
     let counts = serde_json::json!({"catalogue_rows": rows, "catalogue_tracks": rows, "artists": SMALL_REPORT_ROWS,
@@ -145,7 +163,7 @@ fn ensure_output(root: &Path, rows: u64, files: usize) -> anyhow::Result<()> {
     let folder = folders.output_folder(run, &attempt, RunQuery::RunInputs);
     std::fs::create_dir_all(staging.join(&folder))?;
     let key = format!("{folder}q-bench_000");
-    std::fs::write(staging.join(&key), format!("{counts}\n"))?;
+    std::fs::write(staging.join(&key), counts_file(&counts))?;
     write_manifest(&staging, RunQuery::RunInputs, &[key])?;
     std::fs::write(&marker, b"")?;
     eprintln!("  written in {:.1} s", started.elapsed().as_secs_f64());
@@ -154,26 +172,16 @@ fn ensure_output(root: &Path, rows: u64, files: usize) -> anyhow::Result<()> {
 
 fn write_file(path: &Path, kind: ReportKind, rows: u64, block: u64, files: usize, index: usize) -> anyhow::Result<()> {
     let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut out = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-    let id_field = kind.id_field().to_ascii_lowercase();
-    let mut line = String::with_capacity(128);
+    let mut out = ReportFileWriter::new(file, &athena_names(kind), ROW_GROUP_ROWS)?;
     let mut first = index as u64 * block + 1;
     while first <= rows {
         for rank in first..(first + block).min(rows + 1) {
             let item = item(rank, rows);
-            line.clear();
-            use std::fmt::Write as _;
-            let _ = writeln!(
-                line,
-                "{{\"{id_field}\":{},\"searchrank\":{rank},\"searchmodifier\":{:?}}}",
-                item.id,
-                f64::from(item.modifier_hundredths) / 100.0
-            );
-            out.write_all(line.as_bytes())?;
+            out.push((item.id, rank, f64::from(item.modifier_hundredths) / 100.0))?;
         }
         first += block * files as u64;
     }
-    out.finish()?.flush()?;
+    out.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }
 
@@ -187,17 +195,21 @@ fn write_manifest(staging: &Path, query: RunQuery, keys: &[String]) -> anyhow::R
 
 pub async fn run(args: PublishBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the popularity-bench binary")?;
-    let root = args.dir.join(format!("publish-{}-{}", args.rows, args.files));
+    let root = args.dir.join(format!("publish-parquet-{}-{}", args.rows, args.files));
     ensure_output(&root, args.rows, args.files)?;
     let mut measured: Vec<(String, f64, f64, f64, u64, String)> = Vec::new();
+    let modes: &[&str] = if args.split { &["publish", "memory", "merge"] } else { &["publish", "memory"] };
     for attempt in 1..=args.runs {
-        for mode in ["publish", "memory"] {
+        for &mode in modes {
             for folder in ["staging/reports", "staging/manifests", "memory"] {
                 let _ = std::fs::remove_dir_all(root.join(folder));
             }
             let mut command = Command::new(&exe);
             command.args(["publish-worker", "--mode", mode, "--rows", &args.rows.to_string()]);
             command.args(["--part-rows", &args.part_rows.to_string(), "--root"]).arg(&root);
+            if let Some(threads) = args.format_threads {
+                command.args(["--format-threads", &threads.to_string()]);
+            }
             let (mut child, usage) = spawn_and_wait(command.stdout(Stdio::piped()), mode)?;
             let mut printed = String::new();
             std::io::Read::read_to_string(child.stdout.as_mut().expect("piped"), &mut printed)?;
@@ -213,26 +225,39 @@ pub async fn run(args: PublishBenchArgs) -> anyhow::Result<()> {
             measured.push((mode.to_owned(), work, usage.seconds, usage.cpu_seconds, usage.peak_rss_bytes, digest));
         }
     }
-    let digests: std::collections::BTreeSet<&str> = measured.iter().map(|m| m.5.as_str()).collect();
+    let digests: std::collections::BTreeSet<&str> =
+        measured.iter().filter(|m| m.0 != "merge").map(|m| m.5.as_str()).collect();
     if digests.len() != 1 {
         bail!("the publish step and the baseline wrote different parts: {digests:?}");
     }
     println!("ranks:        {} (track report; artist and product {SMALL_REPORT_ROWS} each)", args.rows);
     println!("files:        {} per report, part rows {}", args.files, args.part_rows);
-    for mode in ["publish", "memory"] {
+    // (work median, work best, CPU median) of each mode.
+    let mut summary = std::collections::BTreeMap::new();
+    for &mode in modes {
         let mut runs: Vec<_> = measured.iter().filter(|m| m.0 == mode).collect();
         runs.sort_by(|a, b| a.1.total_cmp(&b.1));
         let median = runs[runs.len() / 2];
+        let mut cpu: Vec<f64> = runs.iter().map(|m| m.3).collect();
+        cpu.sort_by(f64::total_cmp);
         let peak = runs.iter().map(|m| m.4).max().unwrap_or(0);
         println!(
-            "{mode:<8}      work median {:.2} s (best {:.2} s), process {:.2} s, CPU {:.2} s, peak RSS {} MB",
+            "{mode:<8}      work median {:.2} s (best {:.2} s), process {:.2} s, CPU {:.2} s (median), peak RSS {} MB",
             median.1,
             runs[0].1,
             median.2,
-            median.3,
+            cpu[cpu.len() / 2],
             peak / 1_000_000
         );
+        summary.insert(mode, (median.1, runs[0].1, cpu[cpu.len() / 2]));
     }
+    let (publish, memory) = (summary["publish"], summary["memory"]);
+    println!(
+        "publish / memory: work median {:.2}x, best {:.2}x, CPU {:.2}x (target: 1.2x)",
+        publish.0 / memory.0,
+        publish.1 / memory.1,
+        publish.2 / memory.2
+    );
     println!("same parts:   yes (SHA-256 of every part equal)");
     Ok(())
 }
@@ -266,7 +291,9 @@ pub async fn run_worker(args: PublishWorkerArgs) -> anyhow::Result<()> {
                     })
                     .collect(),
             };
-            let settings = PublishSettings { rules, part_rows: args.part_rows };
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let format_threads = args.format_threads.unwrap_or(cores - 1);
+            let settings = PublishSettings { rules, part_rows: args.part_rows, format_threads };
             let published = publish_run(&data, &staging, &folders(), &settings, &run).await?;
             published.manifest.reports.into_iter().flat_map(|r| r.parts).collect()
         }
@@ -285,7 +312,24 @@ pub async fn run_worker(args: PublishWorkerArgs) -> anyhow::Result<()> {
             println!("{}", digest(&parts));
             return Ok(());
         }
-        other => bail!("--mode {other}: expected publish or memory"),
+        "merge" => {
+            let folder = folders().output_folder(run_id(), &attempt(), RunQuery::Report(ReportKind::Track));
+            let mut keys: Vec<String> = staging.list(&folder).await?.into_iter().map(|e| e.key).collect();
+            keys.sort();
+            let mut merge = ReportMerge::open(&staging, ReportKind::Track, &keys, Some(args.rows)).await?;
+            let items = tokio::task::spawn_blocking(move || {
+                let mut items = 0u64;
+                while merge.next_item()?.is_some() {
+                    items += 1;
+                }
+                anyhow::Ok(items)
+            })
+            .await??;
+            println!("{:.3}", started.elapsed().as_secs_f64());
+            println!("merged {items}");
+            return Ok(());
+        }
+        other => bail!("--mode {other}: expected publish, memory or merge"),
     };
     println!("{:.3}", started.elapsed().as_secs_f64());
     println!("{}", digest(&parts));

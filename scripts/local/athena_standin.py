@@ -9,17 +9,20 @@ writes it. Two commands, each answering one JSON document on stdout:
       as written). The local orchestrator executes exactly that definition.
 
   athena_standin.py query < REQUEST.json
-      REQUEST: {"select": SQL, "format": "PARQUET"|"JSON", "compression":
-      "SNAPPY"|"GZIP"|..., "tables": {name: [file, ...]}, "hive": [table
+      REQUEST: {"select": SQL, "format": "PARQUET", "compression":
+      "SNAPPY"|"ZSTD"|..., "tables": {name: [file, ...]}, "hive": [table
       names partitioned by date=...], "constants": {table: {column: value}},
       "out": DIR, "files": K, "query_id": ID}
       Runs SELECT in DuckDB over views of the given Parquet files (a table
       of `constants` gets those columns, as a projected partition does),
       names every output column in lower case as Athena does, and writes
-      the rows into DIR as up to K files: when a column `searchrank` exists,
-      blocks of consecutive ranks go round-robin to the files, so each file
-      is in rank order and the files interleave; otherwise rows are split in
-      blocks. Answers {"files": [names], "rows": N}; a DuckDB error exits 3
+      the rows into DIR as up to K Parquet files (DuckDB marks a column
+      without nulls required; Trino writes every column optional): when a
+      column `searchrank` exists, blocks of consecutive ranks go round-robin
+      to the files, so each file is in rank order and the files interleave;
+      otherwise rows are split in blocks.
+      Every UNLOAD of the state machines writes Parquet; any other format is
+      refused. Answers {"files": [names], "rows": N}; a DuckDB error exits 3
       with the error on stderr.
 
 Only reads the files it is given and writes under DIR; no network.
@@ -90,6 +93,8 @@ def query(request):
     os.makedirs(request["out"], exist_ok=True)
     written = []
     fmt = request["format"].upper()
+    if fmt != "PARQUET":
+        raise RuntimeError(f"the stand-in writes what the state machines UNLOAD, PARQUET, not {fmt}")
     compression = request.get("compression", "").upper()
     for index in range(files):
         where = f"(({order} - 1) // {block}) % {files} = {index}"
@@ -97,18 +102,8 @@ def query(request):
             continue
         name = f"{request['query_id']}_{index:05d}"
         select = f"SELECT {', '.join(quoted(c) for c in columns)} FROM result WHERE {where} ORDER BY {order}"
-        if fmt == "PARQUET":
-            codec = compression.lower() or "snappy"
-            db.execute(f"COPY ({select}) TO '{os.path.join(request['out'], name)}' (FORMAT parquet, COMPRESSION {codec})")
-        elif fmt == "JSON":
-            if compression in ("", "GZIP"):
-                name += ".gz"
-                options = "FORMAT json, COMPRESSION gzip"
-            else:
-                options = "FORMAT json"
-            db.execute(f"COPY ({select}) TO '{os.path.join(request['out'], name)}' ({options})")
-        else:
-            raise RuntimeError(f"the stand-in writes PARQUET or JSON, not {fmt}")
+        codec = compression.lower() or "gzip"  # Athena's default for Parquet
+        db.execute(f"COPY ({select}) TO '{os.path.join(request['out'], name)}' (FORMAT parquet, COMPRESSION {codec})")
         written.append(name)
     return {"files": written, "rows": rows}
 

@@ -632,7 +632,13 @@ impl PublishConfig {
 
     /// How Athena's output is published with this configuration.
     pub fn publish_settings(&self) -> crate::athena::publish::PublishSettings {
-        crate::athena::publish::PublishSettings { rules: self.rank.rules, part_rows: self.rank.part_rows }
+        crate::athena::publish::PublishSettings {
+            rules: self.rank.rules,
+            part_rows: self.rank.part_rows,
+            // One core merges and writes; the others format (measured on 2
+            // cores: docs/benchmarks.md, "The publish step").
+            format_threads: std::thread::available_parallelism().map_or(1, |n| n.get() - 1),
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use crate::store::{ObjectEntry, ObjectStore, StoreError};
 
 mod parquet_object;
 
+pub(crate) use parquet_object::{chunk_span, read_footer};
 pub use parquet_object::{ParquetObject, RowGroupBytes, ROW_GROUPS_IN_FLIGHT, WHOLE_READ_MAX_BYTES};
 
 pub const CATALOGUE_PREFIX: &str = "catalogue/";

@@ -122,6 +122,80 @@ pub struct PartWriter<W: Write> {
 /// Lines are gathered into a buffer of about this size before each write.
 pub const LINE_BUFFER_BYTES: usize = 256 * 1024;
 
+/// Formats `items` as a part of `kind` in `format` holding `rows_before`
+/// rows before them would hold them (the separator before the first), into
+/// `out`: exactly what [`PartWriter::push`] writes for them. For parts
+/// formatted a chunk at a time on other threads.
+pub fn format_items(kind: ReportKind, format: Format, items: &[ReportItem], rows_before: u64, out: &mut Vec<u8>) {
+    let id_field = kind.id_field().as_bytes();
+    for (index, &item) in items.iter().enumerate() {
+        format_item(format, Columns::Ranked, id_field, item, rows_before + index as u64, out);
+    }
+}
+
+/// One item's text after `rows_before` rows of its part.
+#[inline]
+fn format_item(
+    format: Format,
+    columns: Columns,
+    id_field: &[u8],
+    item: ReportItem,
+    rows_before: u64,
+    line: &mut Vec<u8>,
+) {
+    let mut numbers = itoa::Buffer::new();
+    if columns == Columns::IdOnly {
+        match format {
+            Format::Json | Format::Jsonl | Format::Parquet => {
+                if format == Format::Json && rows_before > 0 {
+                    line.extend_from_slice(b",\n");
+                }
+                line.extend_from_slice(b"{\"");
+                line.extend_from_slice(id_field);
+                line.extend_from_slice(b"\":");
+                line.extend_from_slice(numbers.format(item.id).as_bytes());
+                line.push(b'}');
+                if format == Format::Jsonl {
+                    line.push(b'\n');
+                }
+            }
+            Format::Tsv => {
+                line.extend_from_slice(numbers.format(item.id).as_bytes());
+                line.push(b'\n');
+            }
+        }
+        return;
+    }
+    match format {
+        // `with_columns` refuses Parquet: the arm only completes the match.
+        Format::Json | Format::Jsonl | Format::Parquet => {
+            if format == Format::Json && rows_before > 0 {
+                line.extend_from_slice(b",\n");
+            }
+            line.extend_from_slice(b"{\"");
+            line.extend_from_slice(id_field);
+            line.extend_from_slice(b"\":");
+            line.extend_from_slice(numbers.format(item.id).as_bytes());
+            line.extend_from_slice(b",\"searchRank\":");
+            line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
+            line.extend_from_slice(b",\"searchModifier\":");
+            line.extend_from_slice(modifier_text(item.modifier_hundredths));
+            line.push(b'}');
+            if format == Format::Jsonl {
+                line.push(b'\n');
+            }
+        }
+        Format::Tsv => {
+            line.extend_from_slice(numbers.format(item.id).as_bytes());
+            line.push(b'\t');
+            line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
+            line.push(b'\t');
+            line.extend_from_slice(modifier_text(item.modifier_hundredths));
+            line.push(b'\n');
+        }
+    }
+}
+
 impl<W: Write> PartWriter<W> {
     /// Starts a part and writes its header (`[` or the TSV header line).
     pub fn new(kind: ReportKind, encoding: Encoding, inner: W) -> io::Result<Self> {
@@ -166,67 +240,36 @@ impl<W: Write> PartWriter<W> {
     /// Appends one item (its id alone in a part of [`Columns::IdOnly`]).
     #[inline]
     pub fn push(&mut self, item: ReportItem) -> io::Result<()> {
-        let mut numbers = itoa::Buffer::new();
-        let line = &mut self.line;
-        if self.columns == Columns::IdOnly {
-            match self.format {
-                Format::Json | Format::Jsonl | Format::Parquet => {
-                    if self.format == Format::Json && self.rows > 0 {
-                        line.extend_from_slice(b",\n");
-                    }
-                    line.extend_from_slice(b"{\"");
-                    line.extend_from_slice(self.id_field);
-                    line.extend_from_slice(b"\":");
-                    line.extend_from_slice(numbers.format(item.id).as_bytes());
-                    line.push(b'}');
-                    if self.format == Format::Jsonl {
-                        line.push(b'\n');
-                    }
-                }
-                Format::Tsv => {
-                    line.extend_from_slice(numbers.format(item.id).as_bytes());
-                    line.push(b'\n');
-                }
-            }
-            self.rows += 1;
-            if self.line.len() >= LINE_BUFFER_BYTES {
-                self.flush_lines()?;
-            }
-            return Ok(());
-        }
-        match self.format {
-            // `with_columns` refuses Parquet: the arm only completes the match.
-            Format::Json | Format::Jsonl | Format::Parquet => {
-                if self.format == Format::Json && self.rows > 0 {
-                    line.extend_from_slice(b",\n");
-                }
-                line.extend_from_slice(b"{\"");
-                line.extend_from_slice(self.id_field);
-                line.extend_from_slice(b"\":");
-                line.extend_from_slice(numbers.format(item.id).as_bytes());
-                line.extend_from_slice(b",\"searchRank\":");
-                line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
-                line.extend_from_slice(b",\"searchModifier\":");
-                line.extend_from_slice(modifier_text(item.modifier_hundredths));
-                line.push(b'}');
-                if self.format == Format::Jsonl {
-                    line.push(b'\n');
-                }
-            }
-            Format::Tsv => {
-                line.extend_from_slice(numbers.format(item.id).as_bytes());
-                line.push(b'\t');
-                line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
-                line.push(b'\t');
-                line.extend_from_slice(modifier_text(item.modifier_hundredths));
-                line.push(b'\n');
-            }
-        }
+        format_item(self.format, self.columns, self.id_field, item, self.rows, &mut self.line);
         self.rows += 1;
         if self.line.len() >= LINE_BUFFER_BYTES {
             self.flush_lines()?;
         }
         Ok(())
+    }
+
+    /// Appends `rows` items formatted elsewhere by [`format_items`] (with
+    /// this part's rows so far as `rows_before`): the same bytes as pushing
+    /// them one by one. Uncompressed parts only (`InvalidInput` for gzip):
+    /// deflate's output depends on how its input is cut into writes.
+    pub fn push_formatted(&mut self, bytes: &[u8], rows: u64) -> io::Result<()> {
+        if matches!(self.sink, Sink::Gzip(_)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "items formatted elsewhere go into uncompressed parts only",
+            ));
+        }
+        self.flush_lines()?;
+        if let Sink::Plain(w) = &mut self.sink {
+            w.write_all(bytes)?;
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 
     fn flush_lines(&mut self) -> io::Result<()> {
@@ -306,6 +349,28 @@ mod tests {
             let expected: String = items.iter().map(|i| serde_object(kind, i) + "\n").collect();
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn items_formatted_in_chunks_elsewhere_write_the_same_bytes() {
+        let items = sample_items();
+        for format in [Format::Json, Format::Jsonl, Format::Tsv] {
+            let encoding = Encoding { format, compression: Compression::None };
+            let whole = write_part(ReportKind::Artist, encoding, &items);
+            let mut writer = PartWriter::new(ReportKind::Artist, encoding, Vec::new()).unwrap();
+            for chunk in items.chunks(7) {
+                let mut bytes = Vec::new();
+                format_items(ReportKind::Artist, format, chunk, writer.rows(), &mut bytes);
+                writer.push_formatted(&bytes, chunk.len() as u64).unwrap();
+            }
+            let (rows, bytes, sha, out) = writer.finish().unwrap();
+            assert_eq!((out, rows, bytes, sha), whole, "{format:?}");
+        }
+        // Deflate's output depends on how its input is cut: gzip parts refuse.
+        let gzip = Encoding { format: Format::Json, compression: Compression::Gzip };
+        let mut writer = PartWriter::new(ReportKind::Artist, gzip, Vec::new()).unwrap();
+        let error = writer.push_formatted(b"{}", 1).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

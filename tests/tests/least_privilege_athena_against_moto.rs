@@ -179,6 +179,7 @@ impl AthenaStack {
             attempt: Attempt::new(ATTEMPT).unwrap(),
             files: 4,
             block: 300,
+            row_group_rows: 1_000,
         }
     }
 
@@ -360,7 +361,7 @@ fn what_moto_cannot_scope_athena_glue_and_lambda_is_scoped_to_the_runs_resources
         !machine.allows("s3:PutObject", &format!("{staging}/reports/track_popularity/20261116030000/part-001.json"))
     );
     let publish = FunctionPolicy::of(template, PUBLISH, &names).unwrap();
-    assert!(publish.allows("s3:GetObject", &format!("{staging}/athena-results/20261116030000/exec/run_inputs/f.gz")));
+    assert!(publish.allows("s3:GetObject", &format!("{staging}/athena-results/20261116030000/exec/run_inputs/f")));
     assert!(!publish.allows("s3:PutObject", &format!("{staging}/athena-results/20261116030000/exec/f")));
     assert!(!publish.allows("athena:StartQueryExecution", &workgroup), "publish starts no query");
 }

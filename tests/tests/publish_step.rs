@@ -1,15 +1,17 @@
 //! The publish step (`shared/src/athena/publish.rs`) on Athena-shaped
 //! output, without an emulator: a run ranked by `rank_run` from the
 //! generator's Parquet, its reports rewritten as UNLOAD writes them (several
-//! gzip JSON-lines files per report, ranks interleaved across files, each
-//! file in rank order, lower-case column names, a data manifest listing
-//! them), and the run's counts as `sql/run_inputs.sql` gives them.
+//! Snappy Parquet files per report, ranks interleaved across files, each
+//! file in rank order and in several row groups, nullable lower-case
+//! columns, a data manifest listing them), and the run's counts as
+//! `sql/run_inputs.sql` gives them.
 //!
 //! - Published from that output, every part is byte-identical to rank's and
 //!   the manifest equal to rank's but for `generatedAt` and the engine.
 //! - Six kinds of bad output — a missing file, a duplicate rank, a gap, a
 //!   truncated file, a renamed column, an empty report — are refused, each
-//!   naming the file and the row, and nothing is published (no manifest, no
+//!   naming the file and the row (the data manifest's row, the file's row,
+//!   or the file's schema), and nothing is published (no manifest, no
 //!   part).
 //! - Publishing twice publishes once; two at once publish once; a step
 //!   re-run after a crash mid-write publishes the same bytes.
@@ -19,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
-use integration_tests::athena_output::{athena_line, gzip, AthenaOutput};
+use integration_tests::athena_output::{read_report_file, report_file, AthenaOutput, AthenaRow};
 use popularity_reports::athena::publish::{publish_run, AthenaRun, PublishError, PublishSettings};
 use popularity_reports::athena::sql::{Attempt, RunQuery};
 use popularity_reports::athena::RunFolders;
@@ -41,6 +43,11 @@ const BUCKET: &str = "st-staging";
 /// Ranks per block; blocks go round-robin to the files of a report.
 const BLOCK: u64 = 700;
 const FILES: usize = 5;
+/// Rows per row group: each track file (4,000 rows) has several.
+const ROW_GROUP_ROWS: usize = 1_500;
+
+/// Athena's names of the track report's columns.
+const TRACK_NAMES: [&str; 3] = ["trackid", "searchrank", "searchmodifier"];
 
 fn run_time() -> DateTime<Utc> {
     RUN_TIME.parse().unwrap()
@@ -94,7 +101,14 @@ impl Fixture {
     }
 
     fn output(&self) -> AthenaOutput {
-        AthenaOutput { folders: folders(), run: run(), attempt: attempt(), files: FILES, block: BLOCK }
+        AthenaOutput {
+            folders: folders(),
+            run: run(),
+            attempt: attempt(),
+            files: FILES,
+            block: BLOCK,
+            row_group_rows: ROW_GROUP_ROWS,
+        }
     }
 
     fn file_key(&self, query: RunQuery, index: usize) -> String {
@@ -115,10 +129,10 @@ impl Fixture {
     }
 
     fn settings(&self) -> PublishSettings {
-        PublishSettings { rules: rules(), part_rows: self.part_rows }
+        PublishSettings { rules: rules(), part_rows: self.part_rows, format_threads: 2 }
     }
 
-    async fn publish_into<S: ObjectStore>(
+    async fn publish_into<S: ObjectStore + Clone + 'static>(
         &self,
         staging: &S,
     ) -> Result<popularity_reports::rank::PublishedRun, PublishError> {
@@ -130,14 +144,14 @@ impl Fixture {
     }
 
     /// Rewrites file `index` of the track report's output with `edit`
-    /// applied to its lines.
-    async fn edit_track_file(&self, index: usize, edit: impl FnOnce(&mut Vec<String>)) {
+    /// applied to its rows, its columns named `names`.
+    async fn edit_track_file(&self, index: usize, names: [&str; 3], edit: impl FnOnce(&mut Vec<AthenaRow>)) {
         let key = self.file_key(RunQuery::Report(ReportKind::Track), index);
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&self.staging.get(&key).await.unwrap()[..]).read_to_string_lossy(&mut text);
-        let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
-        edit(&mut lines);
-        self.staging.put(&key, Bytes::from(gzip(&lines.concat())), "application/gzip").await.unwrap();
+        let mut rows = read_report_file(&self.staging.get(&key).await.unwrap());
+        edit(&mut rows);
+        let names = names.map(str::to_owned);
+        let body = report_file(&names, &rows, ROW_GROUP_ROWS);
+        self.staging.put(&key, Bytes::from(body), "application/octet-stream").await.unwrap();
     }
 
     async fn keys(store: &LocalDirStore, prefix: &str) -> Vec<String> {
@@ -148,18 +162,6 @@ impl Fixture {
     async fn assert_nothing_published(&self) {
         assert_eq!(Self::keys(&self.staging, "manifests/").await, Vec::<String>::new());
         assert_eq!(Self::keys(&self.staging, "reports/").await, Vec::<String>::new());
-    }
-}
-
-trait ReadLossy {
-    fn read_to_string_lossy(self, out: &mut String);
-}
-
-impl<R: std::io::Read> ReadLossy for R {
-    fn read_to_string_lossy(mut self, out: &mut String) {
-        let mut bytes = Vec::new();
-        self.read_to_end(&mut bytes).unwrap();
-        out.push_str(&String::from_utf8(bytes).unwrap());
     }
 }
 
@@ -222,53 +224,58 @@ async fn a_missing_file_is_named_with_its_row_of_the_data_manifest_and_nothing_i
 async fn a_duplicate_rank_names_both_files_and_rows_and_nothing_is_published() {
     // File 1 starts at rank 701; rank 5 (file 0, row 5) is written again first.
     let (error, _) = refused(async |f| {
-        f.edit_track_file(1, |lines| lines.insert(0, athena_line(ReportKind::Track, 99, 5, 1.0))).await;
+        f.edit_track_file(1, TRACK_NAMES, |rows| rows.insert(0, (99, 5, 1.0))).await;
     })
     .await;
     assert!(error.contains("track_popularity") && error.contains("rank 5 appears twice"), "{error}");
-    assert!(
-        error.contains("q-track_popularity_0.gz, row 5") && error.contains("q-track_popularity_1.gz, row 1"),
-        "{error}"
-    );
+    assert!(error.contains("q-track_popularity_0, row 5") && error.contains("q-track_popularity_1, row 1"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_ranks_names_the_missing_rank_and_where_the_next_is_and_nothing_is_published() {
-    let (error, _) = refused(async |f| f.edit_track_file(0, |lines| drop(lines.remove(9))).await).await;
-    assert!(error.contains("rank 10 is missing") && error.contains("q-track_popularity_0.gz, row 10"), "{error}");
+    let (error, _) = refused(async |f| {
+        f.edit_track_file(0, TRACK_NAMES, |rows| {
+            rows.remove(9);
+        })
+        .await
+    })
+    .await;
+    assert!(error.contains("rank 10 is missing") && error.contains("q-track_popularity_0, row 10"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_truncated_file_is_named_with_the_row_it_stops_after_and_nothing_is_published() {
+async fn a_truncated_file_is_named_and_nothing_is_published() {
     let (error, fixture) = refused(async |f| {
         let key = f.file_key(RunQuery::Report(ReportKind::Track), 2);
         let body = f.staging.get(&key).await.unwrap();
-        f.staging.put(&key, body.slice(..body.len() / 2), "application/gzip").await.unwrap();
+        f.staging.put(&key, body.slice(..body.len() / 2), "application/octet-stream").await.unwrap();
     })
     .await;
+    // Parquet's footer is at its end: a cut file has none, so no row of it is used.
     let file = fixture.file_key(RunQuery::Report(ReportKind::Track), 2);
-    assert!(error.contains(&file) && error.contains("after row") && error.contains("truncated"), "{error}");
+    assert!(error.contains(&file) && error.contains("truncated") && error.contains("none of its rows"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_renamed_column_is_named_with_its_file_and_row_and_nothing_is_published() {
+async fn a_renamed_column_is_named_with_its_file_and_nothing_is_published() {
     let (error, _) = refused(async |f| {
-        f.edit_track_file(4, |lines| lines[0] = lines[0].replace("searchrank", "search_rank")).await;
+        f.edit_track_file(4, ["trackid", "search_rank", "searchmodifier"], |_| {}).await;
     })
     .await;
-    assert!(error.contains("q-track_popularity_4.gz, row 1") && error.contains("\"search_rank\""), "{error}");
+    assert!(error.contains("q-track_popularity_4: column \"search_rank\""), "{error}");
+    assert!(error.contains("in its schema, before row 1"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_report_is_named_with_its_files_and_nothing_is_published() {
     let (error, _) = refused(async |f| {
         for index in 0..FILES {
-            f.edit_track_file(index, Vec::clear).await;
+            f.edit_track_file(index, TRACK_NAMES, Vec::clear).await;
         }
     })
     .await;
     assert!(error.contains("track_popularity") && error.contains("the report is empty"), "{error}");
-    assert!(error.contains("q-track_popularity_0.gz") && error.contains("row 1"), "{error}");
+    assert!(error.contains("q-track_popularity_0") && error.contains("no row 1"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

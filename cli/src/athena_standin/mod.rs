@@ -9,8 +9,8 @@
 //! - `athena:startQueryExecution.sync`: the UNLOAD's SELECT run in DuckDB
 //!   (`scripts/local/athena_standin.py`, the project's `.venv`), its output
 //!   written into the UNLOAD's folder of the staging store as Athena writes
-//!   it (several files, each in rank order, lower-case columns, gzip JSON
-//!   lines or Parquet) with a data manifest in the query-results folder;
+//!   it (several Snappy Parquet files, each in rank order, lower-case
+//!   columns) with a data manifest in the query-results folder;
 //!   an UNLOAD into a folder that holds objects fails, as on Athena;
 //! - `aws-sdk:s3:putObject`: a put into the data store.
 //!
@@ -166,7 +166,7 @@ pub struct StandinTasks<'a, D, S> {
     queries: u32,
 }
 
-impl<'a, D: ObjectStore + Clone, S: ObjectStore + Clone> StandinTasks<'a, D, S> {
+impl<'a, D: ObjectStore + Clone, S: ObjectStore + Clone + 'static> StandinTasks<'a, D, S> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         tools: &'a StandinTools,
@@ -234,7 +234,11 @@ impl<'a, D: ObjectStore + Clone, S: ObjectStore + Clone> StandinTasks<'a, D, S> 
             data_folders: self.data_folders.clone(),
             staging_folders: self.staging_folders.clone(),
             plan: self.plan,
-            publish: PublishSettings { rules: self.rank.rules, part_rows: self.rank.part_rows },
+            publish: PublishSettings {
+                rules: self.rank.rules,
+                part_rows: self.rank.part_rows,
+                format_threads: self.rank.threads.saturating_sub(1),
+            },
         }
     }
 
@@ -416,7 +420,7 @@ impl<'a, D: ObjectStore + Clone, S: ObjectStore + Clone> StandinTasks<'a, D, S> 
     }
 }
 
-impl<D: ObjectStore + Clone, S: ObjectStore + Clone> TaskRunner for StandinTasks<'_, D, S> {
+impl<D: ObjectStore + Clone, S: ObjectStore + Clone + 'static> TaskRunner for StandinTasks<'_, D, S> {
     async fn run(&mut self, resource: &str, parameters: Value) -> Result<Value, TaskFailure> {
         match resource {
             "arn:aws:states:::lambda:invoke" => {
@@ -502,7 +506,7 @@ pub fn execution_name(prefix: &str) -> String {
 }
 
 /// Executes the state machine `logical_id` of the template with `input`.
-pub async fn execute<D: ObjectStore + Clone, S: ObjectStore + Clone>(
+pub async fn execute<D: ObjectStore + Clone, S: ObjectStore + Clone + 'static>(
     tasks: &mut StandinTasks<'_, D, S>,
     logical_id: &str,
     input: Value,
@@ -521,11 +525,11 @@ mod tests {
     #[test]
     fn an_unload_comes_apart_into_its_select_location_and_format() {
         let text = "UNLOAD (\nSELECT 1 AS x\nFROM run_scores\nWHERE run_id = '1' AND attempt = 'a'\n) TO \
-                    's3://b/athena-results/1/a/run_inputs/' WITH (format = 'JSON', compression = 'GZIP')";
+                    's3://b/athena-results/1/a/run_inputs/' WITH (format = 'PARQUET', compression = 'SNAPPY')";
         let unload = Unload::parse(text).unwrap();
         assert_eq!(unload.select, "SELECT 1 AS x\nFROM run_scores\nWHERE run_id = '1' AND attempt = 'a'");
         assert_eq!(unload.location, "s3://b/athena-results/1/a/run_inputs/");
-        assert_eq!((unload.format.as_str(), unload.compression.as_str()), ("JSON", "GZIP"));
+        assert_eq!((unload.format.as_str(), unload.compression.as_str()), ("PARQUET", "SNAPPY"));
         assert_eq!(run_key(&unload.select).unwrap(), ("1".to_owned(), "a".to_owned()));
         assert!(Unload::parse("SELECT 1").is_err());
     }

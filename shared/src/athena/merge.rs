@@ -1,15 +1,17 @@
 //! The k-way merge of one report's files by `searchRank`, in one streaming
 //! pass (docs/scaling.md, "The publish step"). UNLOAD writes a report as
-//! several files, each in rank order but not ordered among themselves; the
-//! merge reads every file at once, a batch of rows at a time on a thread of
-//! its own (decompressing and parsing), and hands the rows on in rank order
+//! several Parquet files, each in rank order but not ordered among
+//! themselves; the merge reads every file at once, a batch of rows at a time
+//! on a thread of its own (fetching, decompressing and decoding its three
+//! columns), and hands the rows on in rank order
 //! while it checks what a report must be: ranks exactly 1..n, without a gap
 //! or a repeat, in rank order within each file, modifiers that never grow
 //! with the rank, and n as the run's counts say. The first deviation stops
 //! it with an error naming the file and the row.
 //!
-//! Memory is bounded by the number of files, never by the report's size: a
-//! few batches and a decoder per file. It writes nothing; the publish step
+//! Memory is bounded by the number of files, never by the report's size or
+//! its files' row groups: a few batches, three column windows and pages per
+//! file. It writes nothing; the publish step
 //! turns what it hands on into parts.
 
 use std::cmp::Reverse;
@@ -19,7 +21,7 @@ use crate::domain::ReportKind;
 use crate::report_writer::ReportItem;
 use crate::store::ObjectStore;
 
-use super::output::{BlockingObjectRead, FileReadError, ReportFileRows, ReportRow, RowPlace};
+use super::output::{FileReadError, ReportFile, ReportFileRows, ReportRow, RowPlace};
 
 /// Rows a decoder hands the merge at once.
 const BATCH_ROWS: usize = 4096;
@@ -136,11 +138,11 @@ pub struct ReportMerge {
 }
 
 impl ReportMerge {
-    /// Starts a decoder thread for each of `files` (keys of `store`), which
-    /// must be on a blocking thread of the current Tokio runtime's pool or in
-    /// an async context of it. `expected_rows`, when known, is the number of
-    /// items the report must have.
-    pub async fn open<S: ObjectStore>(
+    /// Reads and checks the footer of each of `files` (keys of `store`), then
+    /// starts a decoder thread for each on the current Tokio runtime's
+    /// blocking pool. `expected_rows`, when known, is the number of items the
+    /// report must have.
+    pub async fn open<S: ObjectStore + Clone + 'static>(
         store: &S,
         kind: ReportKind,
         files: &[String],
@@ -148,14 +150,16 @@ impl ReportMerge {
     ) -> Result<Self, MergeError> {
         let handle = tokio::runtime::Handle::current();
         let mut sources = Vec::with_capacity(files.len());
+        let mut opened = Vec::with_capacity(files.len());
         for key in files {
-            let name = store.describe(key);
-            let reader =
-                store.open(key).await.map_err(|source| FileReadError::Store { file: name.clone(), rows: 0, source })?;
+            opened.push(ReportFile::open(store, key, kind).await?);
+        }
+        for file in opened {
+            let name = file.name().to_owned();
+            let rows = ReportFileRows::new(file, store.clone(), handle.clone());
             let (sender, receiver) = flume::bounded(BATCHES_IN_FLIGHT);
             let (spare, spares) = flume::bounded(BATCHES_IN_FLIGHT + 2);
-            let (thread_name, handle) = (name.clone(), handle.clone());
-            tokio::task::spawn_blocking(move || decode_file(reader, handle, kind, thread_name, sender, spares));
+            tokio::task::spawn_blocking(move || decode_file(rows, sender, spares));
             sources.push(Source {
                 name,
                 receiver,
@@ -291,11 +295,8 @@ impl ReportMerge {
 
 /// Reads one file on its own thread and sends its rows in batches; stops
 /// when the merge hangs up (it failed elsewhere).
-fn decode_file<R: crate::store::ObjectReader>(
-    reader: R,
-    handle: tokio::runtime::Handle,
-    kind: ReportKind,
-    name: String,
+fn decode_file<S: ObjectStore + Clone + 'static>(
+    mut rows: ReportFileRows<S>,
     sender: flume::Sender<Result<Batch, FileReadError>>,
     spares: flume::Receiver<Vec<ReportRow>>,
 ) {
@@ -303,13 +304,6 @@ fn decode_file<R: crate::store::ObjectReader>(
         let mut rows = spares.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH_ROWS));
         rows.clear();
         rows
-    };
-    let mut rows = match ReportFileRows::new(BlockingObjectRead::new(reader, handle), kind, name) {
-        Ok(rows) => rows,
-        Err(error) => {
-            let _ = sender.send(Err(error));
-            return;
-        }
     };
     let mut first_row = 1;
     loop {
@@ -338,13 +332,10 @@ mod tests {
     use crate::store::{LocalDirStore, ObjectSink};
     use bytes::Bytes;
 
-    /// Lines of a track report file: (rank, id, hundredths).
-    fn file_text(rows: &[(u64, i64, u8)]) -> String {
-        rows.iter()
-            .map(|(rank, id, h)| {
-                format!("{{\"trackid\":{id},\"searchrank\":{rank},\"searchmodifier\":{:?}}}\n", f64::from(*h) / 100.0)
-            })
-            .collect()
+    /// A track report file as Athena writes it: rows (rank, id, hundredths).
+    fn file_bytes(rows: &[(u64, i64, u8)]) -> Vec<u8> {
+        let rows: Vec<(i64, u64, u8)> = rows.iter().map(|&(rank, id, h)| (id, rank, h)).collect();
+        super::super::output::test_files::track_file(&rows, 1_000)
     }
 
     async fn merge(files: &[&[(u64, i64, u8)]], expected: Option<u64>) -> Result<Vec<ReportItem>, MergeError> {
@@ -352,7 +343,7 @@ mod tests {
         let mut keys = Vec::new();
         for (index, rows) in files.iter().enumerate() {
             let key = format!("out/f{index}");
-            store.put(&key, Bytes::from(file_text(rows)), "application/json").await.unwrap();
+            store.put(&key, Bytes::from(file_bytes(rows)), "application/octet-stream").await.unwrap();
             keys.push(key);
         }
         let mut merge = ReportMerge::open(&store, ReportKind::Track, &keys, expected).await?;

@@ -8,9 +8,12 @@
 //! - [`plan`]: the state machine's first step: is the run published, which
 //!   engine, and the queries of an Athena run (also a day of raw plays);
 //! - [`output`]: reading what an UNLOAD wrote: the data manifest, the rows
-//!   of JSON-lines files with Athena's lower-case column names;
+//!   of Parquet files with Athena's lower-case column names, a column
+//!   window at a time;
 //! - [`merge`]: one report's files merged by `searchRank` in one streaming
 //!   pass, with every check of a report;
+//! - [`part_formatters`]: the parts' text formatted on helper threads,
+//!   written in rank order;
 //! - [`publish`]: the publish step: parts and run manifest, manifest last.
 //!
 //! It starts no query and polls nothing: Step Functions runs the queries
@@ -18,6 +21,7 @@
 
 pub mod merge;
 pub mod output;
+pub mod part_formatters;
 pub mod plan;
 pub mod publish;
 pub mod sql;

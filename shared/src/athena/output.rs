@@ -1,25 +1,48 @@
 //! Reading what one UNLOAD wrote: the data manifest Athena keeps beside its
 //! query results (the S3 URIs of the files the query wrote), the files it
-//! lists, and their rows — JSON lines, gzip-compressed or not, with the
+//! lists, and their rows — Parquet (`format = 'PARQUET'`, Snappy), with the
 //! column names Athena gives them (lower case: `trackid`, `searchrank`,
-//! `searchmodifier`).
+//! `searchmodifier`) or the contract's, nullable as Athena writes them.
 //!
-//! A file is read as a stream (one chunk of the object, the decoder's window
-//! and one line at a time), so memory does not grow with the file. Every
-//! problem names the file and the row (the 1-based line), and nothing here
-//! guesses: a renamed or missing column, a value of the wrong kind, a
-//! modifier that is not a whole number of hundredths, a file that ends
-//! inside a row or inside its gzip stream are all errors.
+//! A report file is read column by column, a page at a time: its footer by a
+//! suffix range, checked before it is trusted (the columns, their types, and
+//! every column chunk inside the file), then each column chunk through a
+//! window of at most [`WINDOW_BYTES`] fetched by a ranged GET of the version
+//! the footer came from, so memory is a few windows and pages per file,
+//! whatever the size of the file or of its row groups. Rows come out in
+//! batches, each row checked (no null, a rank that is not negative, a
+//! modifier in whole hundredths). Every problem names the file, and the row
+//! (1-based, counted over the whole file) or the row group where it applies;
+//! nothing here guesses: a renamed, missing or extra column, a column of
+//! another type, a file that is not Parquet or is cut short are all errors.
 
-use std::io::{self, BufRead, Read};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use parquet::column::reader::ColumnReaderImpl;
+use parquet::data_type::{DataType, DoubleType, Int64Type};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::serialized_reader::SerializedPageReader;
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::domain::ReportKind;
-use crate::store::{ObjectReader, ObjectStore, StoreError};
+use crate::input::{self, chunk_span, read_footer, InputError};
+use crate::store::{ByteRange, ObjectStore, ObjectVersion, StoreError};
+
+/// Bytes of one column chunk fetched at once (one ranged GET): a page is
+/// fetched whole even when it is larger. A file holds a window per column
+/// (three) and the page being decoded of each.
+pub const WINDOW_BYTES: u64 = 2 * 1024 * 1024;
+
+/// At least this much of a column chunk is in the window when a page
+/// header is read from it (a header of numeric columns is ~30–60 bytes).
+const PAGE_HEADER_BYTES: u64 = 64 * 1024;
 
 /// Where in Athena's output a row is: the file (as the store describes it)
-/// and the 1-based row (line) in it.
+/// and the 1-based row in it, counted over its row groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowPlace {
     pub file: String,
@@ -33,25 +56,70 @@ impl std::fmt::Display for RowPlace {
 }
 
 /// What is wrong with one row of a report file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RowProblem {
-    #[error("not a JSON object of numbers ({0})")]
-    Syntax(String),
+    #[error("{column} is null; every row of a report has all three columns")]
+    Null { column: &'static str },
+    #[error("searchRank is {0}, not a rank (ranks are whole numbers from 1)")]
+    NotARank(i64),
+    #[error("searchModifier is {0:?}, not a number from 0 to 1 in whole hundredths")]
+    BadModifier(f64),
+}
+
+/// What is wrong with the columns of a report file (its schema, in its
+/// footer): the same for every row of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnProblem {
     #[error(
         "column {found:?} is not one of the report's columns ({expected}): a column renamed in the query, or \
          another query's output"
     )]
     UnknownColumn { found: String, expected: String },
-    #[error("column {0} is missing")]
-    MissingColumn(&'static str),
-    #[error("column {column} appears twice")]
-    RepeatedColumn { column: &'static str },
-    #[error("{column} is {value:?}, not a whole number in range")]
-    NotAnInteger { column: &'static str, value: String },
-    #[error("searchModifier is {0:?}, not a number from 0 to 1 in whole hundredths")]
-    BadModifier(String),
-    #[error("the file ends inside this row (no end of line): the file is truncated")]
-    UnfinishedRow,
+    #[error("column {column} is missing; the file has columns [{found}]")]
+    MissingColumn { column: &'static str, found: String },
+    #[error("column {column} appears twice ({names})")]
+    RepeatedColumn { column: &'static str, names: String },
+    #[error("column {name:?} is {found}, expected {expected}")]
+    WrongType { name: String, found: String, expected: &'static str },
+    #[error("column {0:?} is nested or repeated; a report's columns are plain values")]
+    Nested(String),
+}
+
+/// Why the rows of a file stopped: the file's fault, or the store's.
+#[derive(Debug, thiserror::Error)]
+pub enum FileReadError {
+    #[error("{place}: {problem}")]
+    Row { place: RowPlace, problem: RowProblem },
+    #[error("{file}: {problem} (in its schema, before row 1)")]
+    Columns { file: String, problem: ColumnProblem },
+    #[error("{file}: not a readable Parquet file ({detail}): it is truncated or damaged; none of its rows was used")]
+    Unreadable { file: String, detail: String },
+    #[error(
+        "{file}: row group {row_group}, after row {rows}: the file cannot be decoded ({detail}): it is truncated or \
+         damaged"
+    )]
+    Damaged { file: String, row_group: usize, rows: u64, detail: String },
+    /// A small file read whole (the counts): the input reader's problem,
+    /// which names the file, row group and column.
+    #[error(transparent)]
+    Input(InputError),
+    #[error("reading {file} failed after row {rows}: {source}")]
+    Store {
+        file: String,
+        rows: u64,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl FileReadError {
+    fn from_input(file: &str, error: InputError) -> Self {
+        match error {
+            InputError::Store(source) => FileReadError::Store { file: file.to_owned(), rows: 0, source },
+            InputError::Unreadable { detail, .. } => FileReadError::Unreadable { file: file.to_owned(), detail },
+            other => FileReadError::Unreadable { file: file.to_owned(), detail: other.to_string() },
+        }
+    }
 }
 
 /// One row of a report as Athena wrote it.
@@ -63,330 +131,444 @@ pub struct ReportRow {
     pub hundredths: u8,
 }
 
+const RANK_FIELD: &str = "searchRank";
+const MODIFIER_FIELD: &str = "searchModifier";
+
 /// The names a report's columns may have: the contract's (`trackId`) or
 /// Athena's lower-case one (`trackid`); nothing else.
 #[derive(Debug, Clone)]
 pub struct ReportColumns {
-    id_field: &'static str,
-    /// Each column's two accepted names, as bytes: the contract's, then
-    /// Athena's lower-case one.
-    names: [[Vec<u8>; 2]; 3],
-    /// The text around the values of a line as UNLOAD writes it (lower-case
-    /// names, in the query's order, no spaces): `{"trackid":`,
-    /// `,"searchrank":`, `,"searchmodifier":`, `}`.
-    athena_layout: [Vec<u8>; 4],
+    fields: [&'static str; 3],
 }
-
-const RANK_FIELD: &str = "searchRank";
-const MODIFIER_FIELD: &str = "searchModifier";
 
 impl ReportColumns {
     pub fn of(kind: ReportKind) -> Self {
-        let both = |field: &str| [field.as_bytes().to_vec(), field.to_ascii_lowercase().into_bytes()];
-        let lower = |field: &str| field.to_ascii_lowercase();
-        let athena_layout = [
-            format!("{{\"{}\":", lower(kind.id_field())).into_bytes(),
-            format!(",\"{}\":", lower(RANK_FIELD)).into_bytes(),
-            format!(",\"{}\":", lower(MODIFIER_FIELD)).into_bytes(),
-            b"}".to_vec(),
-        ];
-        Self {
-            id_field: kind.id_field(),
-            names: [both(kind.id_field()), both(RANK_FIELD), both(MODIFIER_FIELD)],
-            athena_layout,
-        }
+        Self { fields: [kind.id_field(), RANK_FIELD, MODIFIER_FIELD] }
     }
 
     /// Which column `name` is: 0 the id, 1 the rank, 2 the modifier.
-    fn column(&self, name: &[u8]) -> Option<usize> {
-        self.names.iter().position(|[contract, athena]| name == athena.as_slice() || name == contract.as_slice())
+    fn column(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|field| name == *field || name == field.to_ascii_lowercase())
     }
 
     fn expected(&self) -> String {
-        format!(
-            "{} or {}, searchRank or searchrank, searchModifier or searchmodifier",
-            self.id_field,
-            self.id_field.to_ascii_lowercase()
-        )
+        self.fields
+            .iter()
+            .map(|field| format!("{field} or {}", field.to_ascii_lowercase()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
-    /// A line exactly as UNLOAD writes it, read without the general
-    /// reader: this runs for every row of a report. `None` for anything
-    /// else (other spacing, order or names, a bad value), which the general
-    /// reader then reads or names.
-    fn parse_athena_layout(&self, line: &[u8]) -> Option<ReportRow> {
-        let [open, rank_key, modifier_key, close] = &self.athena_layout;
-        let rest = line.strip_prefix(open.as_slice())?.strip_suffix(close.as_slice())?;
-        let (id, rest) = split_number(rest);
-        let rest = rest.strip_prefix(rank_key.as_slice())?;
-        let (rank, rest) = split_number(rest);
-        let modifier = rest.strip_prefix(modifier_key.as_slice())?;
-        Some(ReportRow {
-            id: parse_integer(id)?,
-            rank: u64::try_from(parse_integer(rank)?).ok()?,
-            hundredths: parse_hundredths(modifier)?,
+    /// The leaf columns of `schema` holding the id, the rank and the
+    /// modifier: exactly these three, INT64, INT64 and DOUBLE, plain values
+    /// (required or optional).
+    pub fn locate(&self, schema: &SchemaDescriptor) -> Result<[usize; 3], ColumnProblem> {
+        let mut found: [Option<usize>; 3] = [None; 3];
+        for (index, descriptor) in schema.columns().iter().enumerate() {
+            let path = descriptor.path().string();
+            if descriptor.path().parts().len() != 1 || descriptor.max_rep_level() > 0 {
+                return Err(ColumnProblem::Nested(path));
+            }
+            let Some(column) = self.column(descriptor.name()) else {
+                return Err(ColumnProblem::UnknownColumn { found: path, expected: self.expected() });
+            };
+            if let Some(first) = found[column].replace(index) {
+                return Err(ColumnProblem::RepeatedColumn {
+                    column: self.fields[column],
+                    names: format!("{} and {}", schema.column(first).name(), descriptor.name()),
+                });
+            }
+            let (wanted, expected) = if column == 2 {
+                (parquet::basic::Type::DOUBLE, "DOUBLE")
+            } else {
+                (parquet::basic::Type::INT64, "INT64 (BIGINT)")
+            };
+            if descriptor.physical_type() != wanted {
+                let logical = descriptor.logical_type_ref().map(|t| format!(" ({t:?})")).unwrap_or_default();
+                return Err(ColumnProblem::WrongType {
+                    name: descriptor.name().to_owned(),
+                    found: format!("{}{logical}", descriptor.physical_type()),
+                    expected,
+                });
+            }
+        }
+        let names = || schema.columns().iter().map(|c| c.name().to_owned()).collect::<Vec<_>>().join(", ");
+        let mut located = [0; 3];
+        for (column, index) in found.into_iter().enumerate() {
+            located[column] =
+                index.ok_or_else(|| ColumnProblem::MissingColumn { column: self.fields[column], found: names() })?;
+        }
+        Ok(located)
+    }
+}
+
+/// The hundredths a modifier as Athena computes it stands for
+/// (`round(x * 1E2) / 1E2`: the double nearest a whole number of
+/// hundredths), or `None` for any other value.
+#[inline]
+pub fn modifier_hundredths(modifier: f64) -> Option<u8> {
+    let hundredths = (modifier * 100.0).round();
+    if !(0.0..=100.0).contains(&hundredths) {
+        return None;
+    }
+    let hundredths = hundredths as u8;
+    (f64::from(hundredths) / 100.0 == modifier).then_some(hundredths)
+}
+
+/// One report file, opened: its checked footer and where its columns are.
+#[derive(Debug)]
+pub struct ReportFile {
+    key: String,
+    name: String,
+    metadata: Arc<ParquetMetaData>,
+    /// Leaf indices of the id, the rank and the modifier.
+    columns: [usize; 3],
+    /// The contract's names of the id, the rank and the modifier.
+    fields: [&'static str; 3],
+    version: ObjectVersion,
+    size: u64,
+}
+
+impl ReportFile {
+    /// Reads and checks the footer of `key`: a Parquet file whose columns
+    /// are a `kind` report's and whose column chunks lie inside it.
+    pub async fn open<S: ObjectStore>(store: &S, key: &str, kind: ReportKind) -> Result<Self, FileReadError> {
+        let name = store.describe(key);
+        let footer = read_footer(store, key, &Arc::from(name.as_str()))
+            .await
+            .map_err(|e| FileReadError::from_input(&name, e))?;
+        let report_columns = ReportColumns::of(kind);
+        let columns = report_columns
+            .locate(footer.metadata.file_metadata().schema_descr())
+            .map_err(|problem| FileReadError::Columns { file: name.clone(), problem })?;
+        for (row_group, group) in footer.metadata.row_groups().iter().enumerate() {
+            for &index in &columns {
+                let column = group.column(index);
+                let span = chunk_span(column).map_err(|detail| FileReadError::Unreadable {
+                    file: name.clone(),
+                    detail: format!("row group {row_group}, column {}: {detail}", column.column_descr().name()),
+                })?;
+                if span.start < 4 || span.end > footer.data_end {
+                    return Err(FileReadError::Unreadable {
+                        file: name.clone(),
+                        detail: format!(
+                            "its footer puts row group {row_group}'s column {} at bytes {}..{}, outside the data \
+                             (bytes 4..{}): corrupt footer, or the file was cut short",
+                            column.column_descr().name(),
+                            span.start,
+                            span.end,
+                            footer.data_end
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            name,
+            metadata: Arc::new(footer.metadata),
+            columns,
+            fields: report_columns.fields,
+            version: footer.version,
+            size: footer.size,
         })
     }
 
-    /// A line exactly as UNLOAD writes it, at the start of `bytes` and
-    /// whole in it: the row and the bytes the line takes with its end of
-    /// line. This runs for every row of a report, straight on the
-    /// decoder's buffer: ids and ranks of digits alone (at most 18), the
-    /// modifier as `0.d`, `0.dd` or `1.0`. `None` for anything else, which
-    /// [`parse_line`] then reads or names; every line taken here is read by
-    /// it to the same row.
-    #[inline]
-    fn parse_athena_line(&self, bytes: &[u8]) -> Option<(ReportRow, usize)> {
-        let [open, rank_key, modifier_key, _] = &self.athena_layout;
-        let at = eat(bytes, 0, open)?;
-        let (id, at) = match bytes.get(at) {
-            Some(b'-') => digits(bytes, at + 1).map(|(value, at)| (-(value as i64), at))?,
-            _ => digits(bytes, at).map(|(value, at)| (value as i64, at))?,
-        };
-        let at = eat(bytes, at, rank_key)?;
-        let (rank, at) = digits(bytes, at)?;
-        let at = eat(bytes, at, modifier_key)?;
-        let (hundredths, at) = short_hundredths(bytes, at)?;
-        match bytes.get(at..at + 2)? {
-            [b'}', b'\n'] => Some((ReportRow { id, rank, hundredths }, at + 2)),
-            _ => None,
+    /// How the store describes the file (`s3://…`, a path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rows its footer says it holds.
+    pub fn rows(&self) -> u64 {
+        u64::try_from(self.metadata.file_metadata().num_rows()).unwrap_or(0)
+    }
+}
+
+/// The column readers of one row group, and the rows left in it.
+struct RowGroupColumns {
+    index: usize,
+    left: usize,
+    ids: ColumnReaderImpl<Int64Type>,
+    ranks: ColumnReaderImpl<Int64Type>,
+    modifiers: ColumnReaderImpl<DoubleType>,
+}
+
+/// The rows of one report file, read a batch at a time, column by column.
+/// Everything here blocks (each window is awaited on the runtime `handle`):
+/// run it on a thread of its own.
+pub struct ReportFileRows<S: ObjectStore + Clone + 'static> {
+    file: ReportFile,
+    store: S,
+    handle: tokio::runtime::Handle,
+    next_group: usize,
+    group: Option<RowGroupColumns>,
+    /// Rows handed out so far.
+    rows: u64,
+    ids: Vec<i64>,
+    ranks: Vec<i64>,
+    modifiers: Vec<f64>,
+    levels: Vec<i16>,
+    window_bytes: u64,
+}
+
+impl<S: ObjectStore + Clone + 'static> ReportFileRows<S> {
+    pub fn new(file: ReportFile, store: S, handle: tokio::runtime::Handle) -> Self {
+        Self {
+            window_bytes: WINDOW_BYTES,
+            file,
+            store,
+            handle,
+            next_group: 0,
+            group: None,
+            rows: 0,
+            ids: Vec::new(),
+            ranks: Vec::new(),
+            modifiers: Vec::new(),
+            levels: Vec::new(),
         }
     }
 
-    /// Parses one line: a flat JSON object with exactly the three columns,
-    /// in any order, each a number.
-    pub fn parse(&self, line: &[u8]) -> Result<ReportRow, RowProblem> {
-        if let Some(row) = self.parse_athena_layout(line) {
-            return Ok(row);
-        }
-        let mut values: [Option<&[u8]>; 3] = [None; 3];
-        let mut cursor = Cursor { bytes: line, at: 0 };
-        cursor.expect(b'{')?;
-        cursor.skip_space();
-        if cursor.peek() != Some(b'}') {
-            loop {
-                let key = cursor.string()?;
-                cursor.expect(b':')?;
-                let value = cursor.number()?;
-                let Some(column) = self.column(key) else {
-                    return Err(RowProblem::UnknownColumn {
-                        found: String::from_utf8_lossy(key).into_owned(),
-                        expected: self.expected(),
-                    });
+    pub fn file(&self) -> &str {
+        &self.file.name
+    }
+
+    /// Appends rows to `rows` until it holds `max` or the file ends (then
+    /// it holds fewer). On an error, `rows` keeps the rows before it.
+    pub fn read_batch(&mut self, rows: &mut Vec<ReportRow>, max: usize) -> Result<(), FileReadError> {
+        while rows.len() < max {
+            let Some(group) = self.group.as_mut().filter(|group| group.left > 0) else {
+                if self.next_group >= self.file.metadata.num_row_groups() {
+                    return Ok(());
+                }
+                self.group = Some(self.open_group(self.next_group)?);
+                self.next_group += 1;
+                continue;
+            };
+            let wanted = (max - rows.len()).min(group.left);
+            let (file, before, index) = (&self.file, self.rows, group.index);
+            let schema = file.metadata.file_metadata().schema_descr();
+            let [id, rank, modifier] = file.columns;
+            let level = |column: usize| schema.column(column).max_def_level();
+            let check = |read: Result<bool, ReadProblem>, column: usize, levels: &[i16]| {
+                let field = file.fields[file.columns.iter().position(|&c| c == column).expect("a report column")];
+                match read {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        let at = levels.iter().position(|&l| l < level(column)).unwrap_or(levels.len()) as u64;
+                        let place = RowPlace { file: file.name.clone(), row: before + at + 1 };
+                        Err(FileReadError::Row { place, problem: RowProblem::Null { column: field } })
+                    }
+                    Err(ReadProblem::Ended(records)) => Err(FileReadError::Damaged {
+                        file: file.name.clone(),
+                        row_group: index,
+                        rows: before + records as u64,
+                        detail: format!("column {field} has fewer values than the row group's rows"),
+                    }),
+                    Err(ReadProblem::Parquet(error)) => Err(parquet_error(file, index, before, error)),
+                }
+            };
+            check(read_column(&mut group.ids, wanted, level(id), &mut self.levels, &mut self.ids), id, &self.levels)?;
+            check(
+                read_column(&mut group.ranks, wanted, level(rank), &mut self.levels, &mut self.ranks),
+                rank,
+                &self.levels,
+            )?;
+            check(
+                read_column(&mut group.modifiers, wanted, level(modifier), &mut self.levels, &mut self.modifiers),
+                modifier,
+                &self.levels,
+            )?;
+            rows.reserve(wanted);
+            for (at, ((&id, &rank), &modifier)) in self.ids.iter().zip(&self.ranks).zip(&self.modifiers).enumerate() {
+                let problem = match (u64::try_from(rank), modifier_hundredths(modifier)) {
+                    (Ok(rank), Some(hundredths)) => {
+                        rows.push(ReportRow { id, rank, hundredths });
+                        continue;
+                    }
+                    (Err(_), _) => RowProblem::NotARank(rank),
+                    (_, None) => RowProblem::BadModifier(modifier),
                 };
-                if values[column].replace(value).is_some() {
-                    return Err(RowProblem::RepeatedColumn { column: self.name(column) });
-                }
-                cursor.skip_space();
-                match cursor.next() {
-                    Some(b',') => continue,
-                    Some(b'}') => break,
-                    _ => return Err(RowProblem::Syntax("expected ',' or '}' after a value".into())),
-                }
+                let place = RowPlace { file: self.file.name.clone(), row: self.rows + at as u64 + 1 };
+                return Err(FileReadError::Row { place, problem });
             }
-        } else {
-            cursor.next();
+            self.rows += wanted as u64;
+            group.left -= wanted;
         }
-        cursor.skip_space();
-        if cursor.peek().is_some() {
-            return Err(RowProblem::Syntax("text after the object".into()));
-        }
-        let value = |column: usize| values[column].ok_or(RowProblem::MissingColumn(self.name(column)));
-        let (id, rank, modifier) = (value(0)?, value(1)?, value(2)?);
-        let id =
-            parse_integer(id).ok_or_else(|| RowProblem::NotAnInteger { column: self.id_field, value: text(id) })?;
-        let rank = parse_integer(rank)
-            .and_then(|r| u64::try_from(r).ok())
-            .ok_or_else(|| RowProblem::NotAnInteger { column: RANK_FIELD, value: text(rank) })?;
-        let hundredths = parse_hundredths(modifier).ok_or_else(|| RowProblem::BadModifier(text(modifier)))?;
-        Ok(ReportRow { id, rank, hundredths })
+        Ok(())
     }
 
-    fn name(&self, column: usize) -> &'static str {
-        [self.id_field, RANK_FIELD, MODIFIER_FIELD][column]
+    /// Column readers for row group `index`, each paging through its own
+    /// window of the file.
+    fn open_group(&self, index: usize) -> Result<RowGroupColumns, FileReadError> {
+        let group = self.file.metadata.row_group(index);
+        let damaged = |detail: String| FileReadError::Damaged {
+            file: self.file.name.clone(),
+            row_group: index,
+            rows: self.rows,
+            detail,
+        };
+        let left = usize::try_from(group.num_rows())
+            .map_err(|_| damaged(format!("its footer gives the row group {} rows", group.num_rows())))?;
+        let reader = |column: usize| -> Result<Box<SerializedPageReader<ColumnChunkWindow<S>>>, FileReadError> {
+            let chunk = group.column(column);
+            let span = chunk_span(chunk).map_err(damaged)?;
+            let window = ColumnChunkWindow {
+                store: self.store.clone(),
+                key: self.file.key.clone(),
+                version: self.file.version.clone(),
+                handle: self.handle.clone(),
+                size: self.file.size,
+                chunk: span,
+                window_bytes: self.window_bytes,
+                window: Mutex::new((0, Bytes::new())),
+            };
+            SerializedPageReader::new(Arc::new(window), chunk, left, None)
+                .map(Box::new)
+                .map_err(|error| parquet_error(&self.file, index, self.rows, error))
+        };
+        let [ids, ranks, modifiers] = self.file.columns;
+        let descriptor = |column: usize| group.column(column).column_descr_ptr();
+        Ok(RowGroupColumns {
+            index,
+            left,
+            ids: ColumnReaderImpl::new(descriptor(ids), reader(ids)?),
+            ranks: ColumnReaderImpl::new(descriptor(ranks), reader(ranks)?),
+            modifiers: ColumnReaderImpl::new(descriptor(modifiers), reader(modifiers)?),
+        })
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// A decoding error: the store's, passed through the window, or the
+/// bytes'.
+fn parquet_error(file: &ReportFile, row_group: usize, rows: u64, error: ParquetError) -> FileReadError {
+    let name = file.name.clone();
+    match error {
+        ParquetError::External(inner) => match inner.downcast::<StoreError>() {
+            Ok(source) => FileReadError::Store { file: name, rows, source: *source },
+            Err(other) => FileReadError::Damaged { file: name, row_group, rows, detail: other.to_string() },
+        },
+        other => FileReadError::Damaged { file: name, row_group, rows, detail: other.to_string() },
+    }
 }
 
-/// Where `expected` ends when `bytes` has it at `at`. Compared a word at a
-/// time: the names are short, and a call to memcmp per column per row
-/// showed in profiles.
-#[inline(always)]
-fn eat(bytes: &[u8], at: usize, expected: &[u8]) -> Option<usize> {
-    let end = at.checked_add(expected.len())?;
-    let found = bytes.get(at..end)?;
-    let word = |bytes: &[u8], at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let mut i = 0;
-    while i + 8 <= expected.len() {
-        if word(found, i) != word(expected, i) {
-            return None;
-        }
-        i += 8;
-    }
-    while i < expected.len() {
-        if found[i] != expected[i] {
-            return None;
-        }
-        i += 1;
-    }
-    Some(end)
+enum ReadProblem {
+    /// The column chunk ended after this many of the rows asked for.
+    Ended(usize),
+    Parquet(ParquetError),
 }
 
-/// The digits at `at` (1 to 18 of them, so no overflow) as a number, and
-/// where they end.
-#[inline(always)]
-fn digits(bytes: &[u8], start: usize) -> Option<(u64, usize)> {
-    let mut at = start;
-    let mut value: u64 = 0;
-    while let Some(&byte) = bytes.get(at) {
-        let digit = byte.wrapping_sub(b'0');
-        if digit > 9 {
-            break;
+/// Reads exactly `rows` values of one column into `values` (cleared
+/// first); `Ok(false)` when a value is null (`levels` then holds the
+/// definition levels read, the first below `max_level` being the null).
+fn read_column<T: DataType>(
+    reader: &mut ColumnReaderImpl<T>,
+    rows: usize,
+    max_level: i16,
+    levels: &mut Vec<i16>,
+    values: &mut Vec<T::T>,
+) -> Result<bool, ReadProblem> {
+    values.clear();
+    levels.clear();
+    let mut records = 0;
+    while records < rows {
+        let definition = (max_level > 0).then_some(&mut *levels);
+        let (read, _, _) =
+            reader.read_records(rows - records, definition, None, values).map_err(ReadProblem::Parquet)?;
+        if read == 0 {
+            return Err(ReadProblem::Ended(records));
         }
-        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
-        at += 1;
+        records += read;
     }
-    (at > start && at - start <= 18).then_some((value, at))
+    Ok(values.len() == rows)
 }
 
-/// A modifier as UNLOAD prints the usual ones (`0.d`, `0.dd` without a
-/// trailing zero, `1.0`) at `at`, and where it ends; `None` for any other
-/// spelling, which [`parse_hundredths`] reads.
-#[inline(always)]
-fn short_hundredths(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
-    match *bytes.get(at..at + 4)? {
-        [b'0', b'.', tenths, hundredths] if tenths.is_ascii_digit() => {
-            let tenths = (tenths - b'0') * 10;
-            if !hundredths.is_ascii_digit() {
-                Some((tenths, at + 3))
-            } else if hundredths != b'0' {
-                Some((tenths + (hundredths - b'0'), at + 4))
+/// One column chunk of a file as the parquet reader sees the file: reads
+/// inside the chunk are served from a window of it, fetched by a ranged
+/// GET of the footer's version when a read leaves the window. The reader
+/// pages forward through the chunk, so each byte is fetched once.
+struct ColumnChunkWindow<S: ObjectStore> {
+    store: S,
+    key: String,
+    version: ObjectVersion,
+    handle: tokio::runtime::Handle,
+    /// The whole file's size.
+    size: u64,
+    chunk: Range<u64>,
+    window_bytes: u64,
+    /// Where the window starts, and its bytes.
+    window: Mutex<(u64, Bytes)>,
+}
+
+impl<S: ObjectStore> ColumnChunkWindow<S> {
+    /// The window's bytes from `start` on, with at least `length` of them.
+    fn from(&self, start: u64, length: u64) -> Result<Bytes, ParquetError> {
+        let end = start.checked_add(length).filter(|&end| start >= self.chunk.start && end <= self.chunk.end);
+        let Some(end) = end else {
+            return Err(ParquetError::General(format!(
+                "bytes {start}..{} are outside the column chunk (bytes {}..{})",
+                start.saturating_add(length),
+                self.chunk.start,
+                self.chunk.end
+            )));
+        };
+        let mut window = self.window.lock().expect("the window's lock");
+        let (window_start, bytes) = &*window;
+        let window_end = window_start + bytes.len() as u64;
+        if start < *window_start || end > window_end {
+            let fetch_end = end.max(start.saturating_add(self.window_bytes)).min(self.chunk.end);
+            // A page that begins in the window keeps its bytes there: only
+            // the rest is fetched.
+            let kept = if (*window_start..window_end).contains(&start) {
+                bytes.slice((start - window_start) as usize..)
             } else {
-                None
+                Bytes::new()
+            };
+            let fetch_start = start + kept.len() as u64;
+            let range = ByteRange::Span { start: fetch_start, end: fetch_end };
+            let read = self
+                .handle
+                .block_on(self.store.get_range(&self.key, range, Some(&self.version)))
+                .map_err(|error| ParquetError::External(Box::new(error)))?;
+            if read.start != fetch_start || (read.body.len() as u64) != fetch_end - fetch_start {
+                return Err(ParquetError::General(format!(
+                    "asked for bytes {fetch_start}..{fetch_end}, got {} bytes from {}: the file is shorter than its \
+                     footer says",
+                    read.body.len(),
+                    read.start
+                )));
             }
+            let joined = if kept.is_empty() {
+                read.body
+            } else {
+                let mut joined = Vec::with_capacity(kept.len() + read.body.len());
+                joined.extend_from_slice(&kept);
+                joined.extend_from_slice(&read.body);
+                Bytes::from(joined)
+            };
+            *window = (start, joined);
         }
-        [b'1', b'.', b'0', _] => Some((100, at + 3)),
-        _ => None,
+        let (window_start, bytes) = &*window;
+        Ok(bytes.slice((start - window_start) as usize..))
     }
 }
 
-/// A whole number written as JSON writes one (`-12`, `12`; also `12.0`, as
-/// some writers print a BIGINT that passed through a DOUBLE). Digits are
-/// read by hand: this runs for every id and rank of a report.
-fn parse_integer(bytes: &[u8]) -> Option<i64> {
-    let digits = bytes.strip_suffix(b".0").unwrap_or(bytes);
-    let (negative, digits) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
+impl<S: ObjectStore> Length for ColumnChunkWindow<S> {
+    fn len(&self) -> u64 {
+        self.size
     }
-    let mut value: i64 = 0;
-    for &digit in digits {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        let digit = i64::from(digit - b'0');
-        value = value.checked_mul(10)?;
-        value = if negative { value.checked_sub(digit)? } else { value.checked_add(digit)? };
-    }
-    Some(value)
 }
 
-/// A modifier `k / 100` for k in 0..=100, as any writer prints that double
-/// (`0.27`, `1.0`, `0`, `7.0E-2`): the exact f64 of `k as f64 / 100.0`. The
-/// usual spellings (`0.d`, `0.dd`, `1.0`) are read by hand; anything else
-/// through f64 and checked.
-fn parse_hundredths(bytes: &[u8]) -> Option<u8> {
-    let fast = match bytes {
-        [b'0', b'.', tenths] if tenths.is_ascii_digit() => Some((tenths - b'0') * 10),
-        [b'0', b'.', tenths, hundredths]
-            if tenths.is_ascii_digit() && hundredths.is_ascii_digit() && *hundredths != b'0' =>
-        {
-            Some((tenths - b'0') * 10 + (hundredths - b'0'))
-        }
-        [b'1', b'.', b'0'] => Some(100),
-        _ => None,
-    };
-    if fast.is_some() {
-        return fast;
-    }
-    let value: f64 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
-    let hundredths = (value * 100.0).round();
-    if !(0.0..=100.0).contains(&hundredths) || hundredths / 100.0 != value {
-        return None;
-    }
-    Some(hundredths as u8)
-}
+impl<S: ObjectStore> ChunkReader for ColumnChunkWindow<S> {
+    type T = bytes::buf::Reader<Bytes>;
 
-/// The number at the start of `bytes` and what follows it.
-fn split_number(bytes: &[u8]) -> (&[u8], &[u8]) {
-    let end =
-        bytes.iter().position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')).unwrap_or(bytes.len());
-    bytes.split_at(end)
-}
-
-/// A tiny reader of one flat JSON object: keys without escapes, numbers as
-/// values. Enough for UNLOAD's lines, and strict about the rest.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+    fn get_read(&self, start: u64) -> Result<Self::T, ParquetError> {
+        let header = PAGE_HEADER_BYTES.min(self.chunk.end.saturating_sub(start));
+        Ok(self.from(start, header)?.reader())
     }
 
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek()?;
-        self.at += 1;
-        Some(byte)
-    }
-
-    fn skip_space(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r')) {
-            self.at += 1;
-        }
-    }
-
-    fn expect(&mut self, byte: u8) -> Result<(), RowProblem> {
-        self.skip_space();
-        match self.next() {
-            Some(found) if found == byte => Ok(()),
-            Some(found) => Err(RowProblem::Syntax(format!("expected '{}', found '{}'", byte as char, found as char))),
-            None => Err(RowProblem::Syntax(format!("expected '{}', found the end of the line", byte as char))),
-        }
-    }
-
-    fn string(&mut self) -> Result<&'a [u8], RowProblem> {
-        self.expect(b'"')?;
-        let start = self.at;
-        while let Some(byte) = self.next() {
-            match byte {
-                b'"' => return Ok(&self.bytes[start..self.at - 1]),
-                b'\\' => return Err(RowProblem::Syntax("escaped characters in a column name".into())),
-                _ => {}
-            }
-        }
-        Err(RowProblem::Syntax("unterminated column name".into()))
-    }
-
-    fn number(&mut self) -> Result<&'a [u8], RowProblem> {
-        self.skip_space();
-        let start = self.at;
-        while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
-            self.at += 1;
-        }
-        if start == self.at {
-            let rest = String::from_utf8_lossy(&self.bytes[start..]).chars().take(20).collect::<String>();
-            return Err(RowProblem::Syntax(format!("expected a number, found {rest:?}")));
-        }
-        Ok(&self.bytes[start..self.at])
+    fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
+        Ok(self.from(start, length as u64)?.slice(..length))
     }
 }
 
@@ -396,428 +578,277 @@ pub fn parse_data_manifest(text: &str) -> Vec<String> {
     text.lines().map(|line| line.trim().trim_matches('"').to_owned()).filter(|line| !line.is_empty()).collect()
 }
 
-/// An [`ObjectReader`] as a blocking [`Read`], for a decoder running on a
-/// thread of its own: each chunk is awaited on the runtime `handle`.
-pub struct BlockingObjectRead<R: ObjectReader> {
-    reader: R,
-    handle: tokio::runtime::Handle,
-    chunk: Bytes,
-    done: bool,
-}
-
-impl<R: ObjectReader> BlockingObjectRead<R> {
-    pub fn new(reader: R, handle: tokio::runtime::Handle) -> Self {
-        Self { reader, handle, chunk: Bytes::new(), done: false }
-    }
-}
-
-impl<R: ObjectReader> BlockingObjectRead<R> {
-    /// Waits for the next chunk when the current one is used up.
-    fn load(&mut self) -> io::Result<()> {
-        while self.chunk.is_empty() && !self.done {
-            match self.handle.block_on(self.reader.next_chunk()) {
-                Ok(Some(chunk)) => self.chunk = chunk,
-                Ok(None) => self.done = true,
-                Err(error) => return Err(io::Error::other(StoreReadFailed(error))),
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<R: ObjectReader> Read for BlockingObjectRead<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        self.load()?;
-        let taken = out.len().min(self.chunk.len());
-        out[..taken].copy_from_slice(&self.chunk[..taken]);
-        let _ = self.chunk.split_to(taken);
-        Ok(taken)
-    }
-}
-
-/// The store's chunks are the buffer: the decompressor reads them where
-/// they are, without a copy.
-impl<R: ObjectReader> BufRead for BlockingObjectRead<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.load()?;
-        Ok(&self.chunk)
-    }
-
-    fn consume(&mut self, amount: usize) {
-        let _ = self.chunk.split_to(amount);
-    }
-}
-
-/// A store failure carried through `io::Error` by [`BlockingObjectRead`],
-/// so the reader can tell it from a decoding problem.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct StoreReadFailed(pub StoreError);
-
-/// Why the rows of a file stopped: the file's fault, or the store's.
-#[derive(Debug, thiserror::Error)]
-pub enum FileReadError {
-    #[error("{place}: {problem}")]
-    Row { place: RowPlace, problem: RowProblem },
-    #[error("{file}: after row {rows}, the file cannot be decompressed ({detail}): it is truncated or damaged")]
-    Damaged { file: String, rows: u64, detail: String },
-    #[error("reading {file} failed after row {rows}: {source}")]
-    Store {
-        file: String,
-        rows: u64,
-        #[source]
-        source: StoreError,
-    },
-}
-
-/// The rows of one file, read line by line (decompressed when the file
-/// starts with gzip's magic bytes).
-pub struct ReportFileRows {
-    lines: Box<dyn BufRead + Send>,
-    columns: ReportColumns,
-    file: String,
-    rows: u64,
-    line: Vec<u8>,
-}
-
-/// Bytes buffered between the (decompressed) stream and the line reader.
-const LINE_READER_BYTES: usize = 256 * 1024;
-
-impl ReportFileRows {
-    /// Reads `input`, the bytes of `file`, as rows of a `kind` report.
-    pub fn new<R: BufRead + Send + 'static>(
-        mut input: R,
-        kind: ReportKind,
-        file: String,
-    ) -> Result<Self, FileReadError> {
-        let gzip = match input.fill_buf() {
-            Ok(start) => start.starts_with(&[0x1f, 0x8b]),
-            Err(error) => return Err(read_error(error, &file, 0)),
-        };
-        let lines: Box<dyn BufRead + Send> = if gzip {
-            Box::new(io::BufReader::with_capacity(LINE_READER_BYTES, flate2::bufread::MultiGzDecoder::new(input)))
-        } else {
-            Box::new(input)
-        };
-        Ok(Self { lines, columns: ReportColumns::of(kind), file, rows: 0, line: Vec::with_capacity(128) })
-    }
-
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
-    /// Appends rows to `rows` until it holds `max` or the file ends (then
-    /// it holds fewer). Lines whole in the decoder's buffer are parsed
-    /// where they are, one after the other; only one that spans two
-    /// buffers is copied. On an error, `rows` keeps the rows before it.
-    pub fn read_batch(&mut self, rows: &mut Vec<ReportRow>, max: usize) -> Result<(), FileReadError> {
-        while rows.len() < max {
-            let buffer = self.lines.fill_buf().map_err(|error| read_error(error, &self.file, self.rows))?;
-            if buffer.is_empty() {
-                if self.line.is_empty() {
-                    return Ok(());
-                }
-                self.rows += 1;
-                return Err(self.row_error(RowProblem::UnfinishedRow));
-            }
-            if !self.line.is_empty() {
-                // The rest of a line begun in the previous buffer.
-                match memchr_newline(buffer) {
-                    Some(end) => {
-                        self.line.extend_from_slice(&buffer[..end]);
-                        self.lines.consume(end + 1);
-                        self.rows += 1;
-                        let parsed = parse_line(&self.columns, &self.line);
-                        self.line.clear();
-                        rows.push(parsed.map_err(|problem| self.row_error(problem))?);
-                    }
-                    None => {
-                        let length = buffer.len();
-                        self.line.extend_from_slice(buffer);
-                        self.lines.consume(length);
-                    }
-                }
-                continue;
-            }
-            let mut at = 0;
-            let mut failed = None;
-            while rows.len() < max {
-                let rest = &buffer[at..];
-                if let Some((row, length)) = self.columns.parse_athena_line(rest) {
-                    self.rows += 1;
-                    rows.push(row);
-                    at += length;
-                    continue;
-                }
-                match memchr_newline(rest) {
-                    Some(end) => {
-                        self.rows += 1;
-                        at += end + 1;
-                        match parse_line(&self.columns, &rest[..end]) {
-                            Ok(row) => rows.push(row),
-                            Err(problem) => {
-                                failed = Some(problem);
-                                break;
-                            }
-                        }
-                    }
-                    None => {
-                        self.line.extend_from_slice(rest);
-                        at = buffer.len();
-                        break;
-                    }
-                }
-            }
-            self.lines.consume(at);
-            if let Some(problem) = failed {
-                return Err(self.row_error(problem));
-            }
-        }
-        Ok(())
-    }
-
-    fn row_error(&self, problem: RowProblem) -> FileReadError {
-        FileReadError::Row { place: RowPlace { file: self.file.clone(), row: self.rows }, problem }
-    }
-}
-
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
-}
-
-/// One line without its end: not blank, then a row.
-fn parse_line(columns: &ReportColumns, line: &[u8]) -> Result<ReportRow, RowProblem> {
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Err(RowProblem::Syntax("an empty line".into()));
-    }
-    columns.parse(line)
-}
-
-/// A read that failed: the store's failure, or the bytes' (a gzip stream
-/// that is cut short or damaged).
-fn read_error(error: io::Error, file: &str, rows: u64) -> FileReadError {
-    let file = file.to_owned();
-    let detail = error.to_string();
-    match error.into_inner().map(|inner| inner.downcast::<StoreReadFailed>()) {
-        Some(Ok(store)) => FileReadError::Store { file, rows, source: store.0 },
-        Some(Err(other)) => FileReadError::Damaged { file, rows, detail: other.to_string() },
-        None => FileReadError::Damaged { file, rows, detail },
-    }
-}
-
-/// The rows of a small file read whole (the run's counts): each line parsed
-/// as a JSON object.
-pub async fn read_json_lines<S: ObjectStore>(
+/// The rows of a small Parquet file read whole (the run's counts): the
+/// named INT64 columns (matched ignoring case, as Athena lower-cases them)
+/// of every row, in the file's order. Problems name the file, and the row
+/// group and column where they apply.
+pub async fn read_int64_rows<S: ObjectStore>(
     store: &S,
     key: &str,
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, FileReadError> {
+    columns: &[&str],
+) -> Result<Vec<Vec<i64>>, FileReadError> {
     let file = store.describe(key);
     let body = store.get(key).await.map_err(|source| FileReadError::Store { file: file.clone(), rows: 0, source })?;
-    let mut text = Vec::new();
-    let read = if body.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut text)
-    } else {
-        text.extend_from_slice(&body);
-        Ok(body.len())
-    };
-    read.map_err(|e| FileReadError::Damaged { file: file.clone(), rows: 0, detail: e.to_string() })?;
+    let row_groups = input::inspect(&file, body.clone(), columns).map_err(FileReadError::Input)?;
     let mut rows = Vec::new();
-    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let place = RowPlace { file: file.clone(), row: index as u64 + 1 };
-        let row = serde_json::from_slice(line)
-            .map_err(|e| FileReadError::Row { place, problem: RowProblem::Syntax(e.to_string()) })?;
-        rows.push(row);
+    for row_group in 0..row_groups {
+        let decoded =
+            input::read_int64_columns(&file, body.clone(), row_group, columns).map_err(FileReadError::Input)?;
+        let count = decoded.first().map_or(0, Vec::len);
+        rows.extend((0..count).map(|row| decoded.iter().map(|column| column[row]).collect()));
     }
     Ok(rows)
 }
 
+/// Report files as UNLOAD writes them, for the tests of this module and of
+/// the merge.
+#[cfg(test)]
+pub(crate) mod test_files {
+    use std::sync::Arc;
+
+    use parquet::basic::Compression;
+    use parquet::data_type::{DoubleType, Int32Type, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    /// One column's values (`None`: null).
+    pub enum Values {
+        Long(Vec<Option<i64>>),
+        Int(Vec<Option<i32>>),
+        Double(Vec<Option<f64>>),
+    }
+
+    fn levels<T: Copy>(values: &[Option<T>]) -> (Vec<T>, Vec<i16>) {
+        (values.iter().flatten().copied().collect(), values.iter().map(|v| i16::from(v.is_some())).collect())
+    }
+
+    /// A Parquet file of `schema` (a message type) holding `columns`, in row
+    /// groups of `group_rows` and data pages of ~1 KB (many pages a group).
+    pub fn parquet_file(schema: &str, columns: &[Values], group_rows: usize) -> Vec<u8> {
+        let schema = Arc::new(parse_message_type(schema).unwrap());
+        let descriptor = parquet::schema::types::SchemaDescriptor::new(Arc::clone(&schema));
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_data_page_size_limit(1024)
+            .set_write_batch_size(64)
+            .build();
+        let mut out = Vec::new();
+        let mut writer = SerializedFileWriter::new(&mut out, schema, Arc::new(properties)).unwrap();
+        let rows = columns.first().map_or(0, |c| match c {
+            Values::Long(v) => v.len(),
+            Values::Int(v) => v.len(),
+            Values::Double(v) => v.len(),
+        });
+        let mut start = 0;
+        while start < rows {
+            let end = (start + group_rows).min(rows);
+            let mut group = writer.next_row_group().unwrap();
+            for (index, values) in columns.iter().enumerate() {
+                let mut column = group.next_column().unwrap().unwrap();
+                let optional = descriptor.column(index).max_def_level() > 0;
+                macro_rules! write {
+                    ($values:expr, $type:ty) => {{
+                        let (present, levels) = levels(&$values[start..end]);
+                        column.typed::<$type>().write_batch(&present, optional.then_some(&levels[..]), None).unwrap();
+                    }};
+                }
+                match values {
+                    Values::Long(v) => write!(v, Int64Type),
+                    Values::Int(v) => write!(v, Int32Type),
+                    Values::Double(v) => write!(v, DoubleType),
+                }
+                column.close().unwrap();
+            }
+            group.close().unwrap();
+            start = end;
+        }
+        writer.close().unwrap();
+        out
+    }
+
+    /// A track report file as Athena writes it: nullable, lower-case
+    /// columns; rows (id, rank, hundredths).
+    pub fn track_file(rows: &[(i64, u64, u8)], group_rows: usize) -> Vec<u8> {
+        parquet_file(
+            "message schema { optional int64 trackid; optional int64 searchrank; optional double searchmodifier; }",
+            &[
+                Values::Long(rows.iter().map(|r| Some(r.0)).collect()),
+                Values::Long(rows.iter().map(|r| Some(r.1 as i64)).collect()),
+                Values::Double(rows.iter().map(|r| Some(f64::from(r.2) / 100.0)).collect()),
+            ],
+            group_rows,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_files::{parquet_file, track_file, Values};
     use super::*;
-    use std::io::Write;
+    use crate::store::{LocalDirStore, ObjectSink};
 
-    fn rows_of(bytes: Vec<u8>, kind: ReportKind) -> Result<Vec<ReportRow>, FileReadError> {
-        rows_in_batches(io::Cursor::new(bytes), kind, 3)
+    const ATHENA_SCHEMA: &str =
+        "message schema { optional int64 trackid; optional int64 searchrank; optional double searchmodifier; }";
+
+    async fn store_with(body: Vec<u8>) -> (tempfile::TempDir, LocalDirStore) {
+        let (dir, store) = LocalDirStore::in_temp_dir("report-file");
+        store.put("out/f", Bytes::from(body), "application/octet-stream").await.unwrap();
+        (dir, store)
     }
 
-    fn rows_in_batches<R: BufRead + Send + 'static>(
-        input: R,
-        kind: ReportKind,
-        batch: usize,
-    ) -> Result<Vec<ReportRow>, FileReadError> {
-        let mut reader = ReportFileRows::new(input, kind, "s3://b/f.gz".into()).unwrap();
-        let mut rows = Vec::new();
-        loop {
-            let before = rows.len();
-            reader.read_batch(&mut rows, before + batch)?;
-            if rows.len() < before + batch {
-                return Ok(rows);
-            }
-        }
-    }
-
-    #[test]
-    fn lines_split_across_buffers_and_batches_read_the_same() {
-        let text: String = (1..=500u64)
-            .map(|rank| {
-                let modifier = ["1.0", "0.5", "0.07", "0.1", "7.0E-2", "0.50", "0"][rank as usize % 7];
-                let id = rank as i64 * 7919 - 100_000;
-                if rank % 11 == 0 {
-                    format!("{{ \"searchrank\":{rank}, \"trackid\":{id}, \"searchmodifier\":{modifier} }}\r\n")
-                } else {
-                    format!("{{\"trackid\":{id},\"searchrank\":{rank},\"searchmodifier\":{modifier}}}\n")
+    /// Every row of the file, read in batches of `batch` through windows of
+    /// `window` bytes.
+    async fn read_all(body: Vec<u8>, batch: usize, window: u64) -> Result<Vec<ReportRow>, FileReadError> {
+        let (_dir, store) = store_with(body).await;
+        let file = ReportFile::open(&store, "out/f", ReportKind::Track).await?;
+        let mut reader = ReportFileRows::new(file, store.clone(), tokio::runtime::Handle::current());
+        reader.window_bytes = window;
+        tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::new();
+            loop {
+                let before = rows.len();
+                reader.read_batch(&mut rows, before + batch)?;
+                if rows.len() < before + batch {
+                    return Ok(rows);
                 }
-            })
-            .collect();
-        let expected: Vec<ReportRow> = text
-            .lines()
-            .map(|line| ReportColumns::of(ReportKind::Track).parse(line.trim_end().as_bytes()).unwrap())
-            .collect();
-        assert_eq!(expected.len(), 500);
-        for (capacity, batch) in [(7, 1), (64, 5), (1000, 64), (1 << 20, 4096)] {
-            let input = io::BufReader::with_capacity(capacity, io::Cursor::new(text.clone().into_bytes()));
-            assert_eq!(rows_in_batches(input, ReportKind::Track, batch).unwrap(), expected, "{capacity} {batch}");
-        }
-        assert_eq!(rows_in_batches(io::Cursor::new(gzip(&text)), ReportKind::Track, 7).unwrap(), expected);
+            }
+        })
+        .await
+        .unwrap()
     }
 
-    #[test]
-    fn the_fast_line_reads_what_the_general_reader_reads() {
-        let columns = ReportColumns::of(ReportKind::Track);
-        let mut lines = vec![
-            "{\"trackid\":-0,\"searchrank\":1,\"searchmodifier\":0.0}".to_owned(),
-            "{\"trackid\":123456789012345678,\"searchrank\":999999999999999999,\"searchmodifier\":1.0}".into(),
-            "{\"trackid\":-123456789012345678,\"searchrank\":7,\"searchmodifier\":0.99}".into(),
-        ];
-        for hundredths in 0..=100u8 {
-            let modifier = format!("{:?}", f64::from(hundredths) / 100.0);
-            lines.push(format!("{{\"trackid\":{hundredths},\"searchrank\":2,\"searchmodifier\":{modifier}}}"));
+    fn sample(rows: u64) -> Vec<(i64, u64, u8)> {
+        (1..=rows).map(|rank| (rank as i64 * 7919 - 100_000, rank, 100 - (rank * 100 / (rows + 1)) as u8)).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_read_the_same_across_row_groups_pages_windows_and_batches() {
+        let rows = sample(10_000);
+        let expected: Vec<ReportRow> =
+            rows.iter().map(|&(id, rank, hundredths)| ReportRow { id, rank, hundredths }).collect();
+        for (group_rows, batch, window) in
+            [(3_000, 1, 4096), (3_000, 7, 100), (10_000, 4096, WINDOW_BYTES), (999, 64, 1)]
+        {
+            let read = read_all(track_file(&rows, group_rows), batch, window).await.unwrap();
+            assert_eq!(read, expected, "row groups of {group_rows}, batches of {batch}, windows of {window}");
         }
-        for line in &lines {
-            let fast = columns.parse_athena_line(format!("{line}\n").as_bytes());
-            let (row, length) = fast.unwrap_or_else(|| panic!("{line}"));
-            assert_eq!((row, length), (columns.parse(line.as_bytes()).unwrap(), line.len() + 1), "{line}");
-        }
-        // Lines the fast reader leaves to the general one.
-        for line in [
-            "{\"trackid\":1234567890123456789,\"searchrank\":1,\"searchmodifier\":1.0}",
-            "{\"trackid\":12.0,\"searchrank\":1,\"searchmodifier\":1.0}",
-            "{\"trackid\":+1,\"searchrank\":1,\"searchmodifier\":1.0}",
-            "{\"trackid\":1,\"searchrank\":-1,\"searchmodifier\":1.0}",
-            "{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":0.50}",
-            "{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":1.00}",
-            "{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":0.5}}",
-            "{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":0.5}\r",
-            "{\"trackid\":,\"searchrank\":1,\"searchmodifier\":0.5}",
-            "{\"trackId\":1,\"searchRank\":1,\"searchModifier\":0.5}",
+        // The contract's names and required columns read the same.
+        let contract = parquet_file(
+            "message schema { required int64 searchRank; required int64 trackId; required double searchModifier; }",
+            &[
+                Values::Long(rows.iter().map(|r| Some(r.1 as i64)).collect()),
+                Values::Long(rows.iter().map(|r| Some(r.0)).collect()),
+                Values::Double(rows.iter().map(|r| Some(f64::from(r.2) / 100.0)).collect()),
+            ],
+            4_000,
+        );
+        assert_eq!(read_all(contract, 512, 4096).await.unwrap(), expected);
+        // A file without rows has none.
+        assert_eq!(read_all(track_file(&[], 10), 10, WINDOW_BYTES).await.unwrap(), vec![]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_null_a_negative_rank_or_a_bad_modifier_names_its_row() {
+        let n = 5_000;
+        let ids = || (1..=n).map(Some).collect::<Vec<Option<i64>>>();
+        let ranks = || (1..=n).map(Some).collect::<Vec<Option<i64>>>();
+        let modifiers = || vec![Some(0.5); n as usize];
+        let mut with_null = ranks();
+        with_null[3_456] = None;
+        let mut negative = ranks();
+        negative[4_999] = Some(-4);
+        let mut odd = modifiers();
+        odd[0] = Some(0.123);
+        for (columns, row, expected) in [
+            ([Values::Long(ids()), Values::Long(with_null), Values::Double(modifiers())], 3_457, "searchRank is null"),
+            ([Values::Long(ids()), Values::Long(negative), Values::Double(modifiers())], 5_000, "searchRank is -4"),
+            ([Values::Long(ids()), Values::Long(ranks()), Values::Double(odd)], 1, "searchModifier is 0.123"),
         ] {
-            assert!(columns.parse_athena_line(format!("{line}\n").as_bytes()).is_none(), "{line}");
+            let error = read_all(parquet_file(ATHENA_SCHEMA, &columns, 2_000), 300, 4096).await.unwrap_err();
+            assert!(matches!(&error, FileReadError::Row { place, .. } if place.row == row), "{error}");
+            assert!(error.to_string().contains(&format!("out/f, row {row}: {expected}")), "{error}");
         }
-        // A line not whole in the buffer.
-        assert!(columns.parse_athena_line(b"{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":0.5}").is_none());
-        assert!(columns.parse_athena_line(b"{\"trackid\":1,\"searchrank\":1,\"searchmo").is_none());
     }
 
-    fn gzip(text: &str) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder.write_all(text.as_bytes()).unwrap();
-        encoder.finish().unwrap()
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn columns_renamed_missing_repeated_extra_or_mistyped_are_named_with_the_file() {
+        let long = || Values::Long(vec![Some(1)]);
+        let double = || Values::Double(vec![Some(1.0)]);
+        for (schema, columns, expected) in [
+            (
+                "message m { optional int64 trackid; optional int64 search_rank; optional double searchmodifier; }",
+                vec![long(), long(), double()],
+                "column \"search_rank\" is not one of the report's columns",
+            ),
+            (
+                "message m { optional int64 trackid; optional int64 searchrank; }",
+                vec![long(), long()],
+                "column searchModifier is missing; the file has columns [trackid, searchrank]",
+            ),
+            (
+                "message m { optional int64 trackid; optional int64 trackId; optional int64 searchrank; \
+                 optional double searchmodifier; }",
+                vec![long(), long(), long(), double()],
+                "column trackId appears twice (trackid and trackId)",
+            ),
+            (
+                "message m { optional int64 trackid; optional int64 searchrank; optional double searchmodifier; \
+                 optional int64 plays; }",
+                vec![long(), long(), double(), long()],
+                "column \"plays\" is not one of the report's columns",
+            ),
+            (
+                "message m { optional int64 trackid; optional int32 searchrank; optional double searchmodifier; }",
+                vec![long(), Values::Int(vec![Some(1)]), double()],
+                "column \"searchrank\" is INT32, expected INT64",
+            ),
+            (
+                "message m { optional int64 artistid; optional int64 searchrank; optional double searchmodifier; }",
+                vec![long(), long(), double()],
+                "column \"artistid\" is not one of the report's columns",
+            ),
+        ] {
+            let error = read_all(parquet_file(schema, &columns, 10), 10, 4096).await.unwrap_err();
+            assert!(matches!(error, FileReadError::Columns { .. }), "{error}");
+            let text = error.to_string();
+            assert!(text.contains("out/f: ") && text.contains(expected), "{text}");
+        }
     }
 
-    #[test]
-    fn athenas_lower_case_rows_and_the_contracts_names_both_parse() {
-        let text = "{\"trackid\":42,\"searchrank\":1,\"searchmodifier\":1.0}\n\
-                    {\"searchRank\":2,\"trackId\":-7,\"searchModifier\":0.07}\n\
-                    { \"trackid\" : 9 , \"searchrank\" : 3 , \"searchmodifier\" : 7.0E-2 }\n\
-                    {\"trackid\":10.0,\"searchrank\":4,\"searchmodifier\":0}\n";
-        let expected = vec![
-            ReportRow { id: 42, rank: 1, hundredths: 100 },
-            ReportRow { id: -7, rank: 2, hundredths: 7 },
-            ReportRow { id: 9, rank: 3, hundredths: 7 },
-            ReportRow { id: 10, rank: 4, hundredths: 0 },
-        ];
-        assert_eq!(rows_of(text.as_bytes().to_vec(), ReportKind::Track).unwrap(), expected);
-        assert_eq!(rows_of(gzip(text), ReportKind::Track).unwrap(), expected);
-    }
-
-    fn problem(line: &str, kind: ReportKind) -> RowProblem {
-        ReportColumns::of(kind).parse(line.as_bytes()).unwrap_err()
-    }
-
-    #[test]
-    fn a_renamed_missing_repeated_or_mistyped_column_is_named() {
-        let renamed = problem("{\"trackid\":1,\"search_rank\":1,\"searchmodifier\":1.0}", ReportKind::Track);
-        assert!(matches!(&renamed, RowProblem::UnknownColumn { found, .. } if found == "search_rank"), "{renamed}");
-        // Another report's id field is not this report's.
-        let other = problem("{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":1.0}", ReportKind::Artist);
-        assert!(matches!(&other, RowProblem::UnknownColumn { found, .. } if found == "trackid"), "{other}");
-        // Mixed case other than the contract's is not Athena's either.
-        let shouting = problem("{\"TRACKID\":1,\"searchrank\":1,\"searchmodifier\":1.0}", ReportKind::Track);
-        assert!(matches!(shouting, RowProblem::UnknownColumn { .. }));
-        assert_eq!(
-            problem("{\"trackid\":1,\"searchrank\":1}", ReportKind::Track),
-            RowProblem::MissingColumn("searchModifier")
-        );
-        assert!(matches!(
-            problem("{\"trackid\":1,\"trackid\":2,\"searchrank\":1,\"searchmodifier\":1.0}", ReportKind::Track),
-            RowProblem::RepeatedColumn { column: "trackId" }
-        ));
-        assert!(matches!(
-            problem("{\"trackid\":1.5,\"searchrank\":1,\"searchmodifier\":1.0}", ReportKind::Track),
-            RowProblem::NotAnInteger { column: "trackId", .. }
-        ));
-        assert!(matches!(
-            problem("{\"trackid\":1,\"searchrank\":-1,\"searchmodifier\":1.0}", ReportKind::Track),
-            RowProblem::NotAnInteger { column: "searchRank", .. }
-        ));
-        assert!(matches!(
-            problem("{\"trackid\":\"1\",\"searchrank\":1,\"searchmodifier\":1}", ReportKind::Track),
-            RowProblem::Syntax(_)
-        ));
-        for modifier in ["0.123", "1.01", "-0.01", "NaN"] {
-            let line = format!("{{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":{modifier}}}");
-            assert!(
-                matches!(
-                    ReportColumns::of(ReportKind::Track).parse(line.as_bytes()),
-                    Err(RowProblem::BadModifier(_) | RowProblem::Syntax(_))
-                ),
-                "{modifier}"
-            );
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_cut_short_or_not_parquet_is_unreadable_and_named() {
+        let body = track_file(&sample(5_000), 1_000);
+        for cut in [body[..body.len() / 2].to_vec(), body[..body.len() - 1].to_vec(), b"{\"trackid\":1}\n".to_vec()] {
+            let error = read_all(cut, 100, 4096).await.unwrap_err();
+            assert!(matches!(&error, FileReadError::Unreadable { file, .. } if file.ends_with("out/f")), "{error}");
+            assert!(error.to_string().contains("truncated or damaged"), "{error}");
+        }
+        // A damaged page (its bytes overwritten) is named with its row group.
+        let mut damaged = body.clone();
+        let middle = damaged.len() / 3;
+        damaged[middle..middle + 400].fill(0xff);
+        match read_all(damaged, 100, 4096).await {
+            Err(FileReadError::Damaged { file, .. }) => assert!(file.ends_with("out/f")),
+            // Bytes that still decode give rows the merge refuses instead.
+            Err(FileReadError::Row { .. }) | Ok(_) => {}
+            Err(other) => panic!("{other}"),
         }
     }
 
     #[test]
-    fn every_hundredth_parses_back_to_itself() {
+    fn every_hundredth_and_nothing_else_is_a_modifier() {
         for hundredths in 0..=100u8 {
-            let text = format!("{:?}", f64::from(hundredths) / 100.0);
-            assert_eq!(parse_hundredths(text.as_bytes()), Some(hundredths), "{text}");
+            assert_eq!(modifier_hundredths(f64::from(hundredths) / 100.0), Some(hundredths));
         }
-    }
-
-    #[test]
-    fn a_truncated_file_is_named_with_the_row_it_stopped_in() {
-        let text = "{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":1.0}\n{\"trackid\":2,\"searchrank\":2,\"search";
-        let error = rows_of(text.as_bytes().to_vec(), ReportKind::Track).unwrap_err();
-        assert!(
-            matches!(&error, FileReadError::Row { place, problem: RowProblem::UnfinishedRow } if place.row == 2),
-            "{error}"
-        );
-        let mut compressed = gzip(&"{\"trackid\":1,\"searchrank\":1,\"searchmodifier\":1.0}\n".repeat(1000));
-        compressed.truncate(compressed.len() / 2);
-        let error = rows_of(compressed, ReportKind::Track).unwrap_err();
-        assert!(matches!(&error, FileReadError::Damaged { file, .. } if file == "s3://b/f.gz"), "{error}");
-        assert!(error.to_string().contains("truncated"), "{error}");
+        for other in [0.123, 1.01, -0.01, f64::NAN, f64::INFINITY, 0.5 + f64::EPSILON] {
+            assert_eq!(modifier_hundredths(other), None, "{other}");
+        }
     }
 
     #[test]
     fn data_manifests_list_one_uri_a_line() {
-        let text = "s3://b/athena-results/1/a/track_popularity/q_1.gz\n\"s3://b/x/q_2.gz\"\r\n\n";
-        assert_eq!(
-            parse_data_manifest(text),
-            vec!["s3://b/athena-results/1/a/track_popularity/q_1.gz", "s3://b/x/q_2.gz"]
-        );
+        let text = "s3://b/athena-results/1/a/track_popularity/q_1\n\"s3://b/x/q_2\"\r\n\n";
+        assert_eq!(parse_data_manifest(text), vec!["s3://b/athena-results/1/a/track_popularity/q_1", "s3://b/x/q_2"]);
     }
 }

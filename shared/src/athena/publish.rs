@@ -31,7 +31,9 @@ use crate::scoring::ScoringRules;
 use crate::store::{upload_from_blocking, ObjectStore, PutOutcome, StoreError, StreamedUploadError};
 
 use super::merge::{MergeError, ReportMerge};
-use super::output::{parse_data_manifest, read_json_lines, FileReadError, RowPlace};
+use super::output::{parse_data_manifest, read_int64_rows, FileReadError, RowPlace};
+pub use super::part_formatters::PartError;
+use super::part_formatters::PartFormatters;
 use super::sql::{Attempt, RunQuery};
 use super::RunFolders;
 
@@ -41,6 +43,9 @@ pub struct PublishSettings {
     pub rules: ScoringRules,
     /// At most this many items per part (`PART_ROWS`), as for rank.
     pub part_rows: u64,
+    /// Threads formatting the parts' text beside the merge (0: the merge's
+    /// thread formats them itself); the function's cores but one.
+    pub format_threads: usize,
 }
 
 /// What one of the run's queries left: its id and the data manifest Athena
@@ -67,7 +72,7 @@ pub struct AthenaRun {
 }
 
 /// The run's counts (`sql/run_inputs.sql`), as its one row states them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunCounts {
     pub catalogue_rows: u64,
     pub catalogue_tracks: u64,
@@ -114,8 +119,8 @@ pub enum PublishError {
         #[source]
         source: MergeError,
     },
-    #[error("Athena's output of run_inputs is not usable, nothing published: {place}: {detail}")]
-    Counts { place: RowPlace, detail: String },
+    #[error("Athena's output of run_inputs is not usable, nothing published: {0}")]
+    Counts(String),
     #[error("bad input, nothing published: {0}")]
     BadInput(String),
     #[error("bad input, nothing published: {0}")]
@@ -167,20 +172,10 @@ impl From<InputError> for PublishError {
     }
 }
 
-/// Why one part could not be produced: the merge refused the data, or the
-/// writer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PartError {
-    #[error(transparent)]
-    Merge(MergeError),
-    #[error("formatting the part failed: {0}")]
-    Format(#[from] std::io::Error),
-}
-
 /// Publishes the run of `run` from Athena's output in `staging` (whose
 /// objects `folders` locates) and the listing of `data`, unless that run is
 /// already published.
-pub async fn publish_run<D: ObjectStore, S: ObjectStore>(
+pub async fn publish_run<D: ObjectStore, S: ObjectStore + Clone + 'static>(
     data: &D,
     staging: &S,
     folders: &RunFolders,
@@ -214,7 +209,7 @@ pub async fn publish_run<D: ObjectStore, S: ObjectStore>(
             ReportKind::Artist => counts.artists,
             ReportKind::Product => counts.products,
         };
-        let report = publish_report(staging, run_id, kind, &files, expected, settings.part_rows).await?;
+        let report = publish_report(staging, run_id, kind, &files, expected, settings).await?;
         info!(run_id = %run_id, report = %kind, rows = report.rows, parts = report.parts.len(), files = files.len(),
               elapsed_ms = started.elapsed().as_millis() as u64, "report merged and written");
         reports.push(report);
@@ -348,6 +343,18 @@ fn is_data_file(below: &str) -> bool {
     !below.is_empty() && !below.ends_with('/') && !below.split('/').any(|p| p.starts_with('_') || p.starts_with('.'))
 }
 
+/// The columns of `sql/run_inputs.sql`'s one row, in [`RunCounts`]' order.
+const COUNT_COLUMNS: [&str; 8] = [
+    "catalogue_rows",
+    "catalogue_tracks",
+    "artists",
+    "products",
+    "play_rows",
+    "unknown_track_play_rows",
+    "unknown_track_plays",
+    "negative_play_rows",
+];
+
 async fn read_counts<S: ObjectStore>(
     staging: &S,
     folders: &RunFolders,
@@ -356,26 +363,31 @@ async fn read_counts<S: ObjectStore>(
     let files = output_files(staging, folders, run, RunQuery::RunInputs).await?;
     let mut rows = Vec::new();
     for key in &files {
-        let read = read_json_lines(staging, key).await;
-        let read = read.map_err(|error| match error {
+        let read = read_int64_rows(staging, key, &COUNT_COLUMNS).await.map_err(|error| match error {
             FileReadError::Store { source, .. } => PublishError::Read(source),
-            FileReadError::Row { place, problem } => PublishError::Counts { place, detail: problem.to_string() },
-            FileReadError::Damaged { file, rows, detail } => {
-                PublishError::Counts { place: RowPlace { file, row: rows + 1 }, detail }
-            }
+            other => PublishError::Counts(other.to_string()),
         })?;
         rows.extend(read.into_iter().enumerate().map(|(index, row)| (key.clone(), index, row)));
     }
-    let [(key, index, row)] = <[_; 1]>::try_from(rows).map_err(|rows: Vec<_>| PublishError::Counts {
-        place: RowPlace { file: files.iter().map(|k| staging.describe(k)).collect::<Vec<_>>().join(", "), row: 0 },
-        detail: format!("expected exactly one row of counts, found {}", rows.len()),
+    let [(key, index, row)] = <[_; 1]>::try_from(rows).map_err(|rows: Vec<_>| {
+        let files = files.iter().map(|k| staging.describe(k)).collect::<Vec<_>>().join(", ");
+        PublishError::Counts(format!("{files}: expected exactly one row of counts, found {}", rows.len()))
     })?;
-    // Athena names the columns in lower case already; any case is accepted.
-    let lowered: serde_json::Map<String, serde_json::Value> =
-        row.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-    serde_json::from_value(serde_json::Value::Object(lowered)).map_err(|e| PublishError::Counts {
-        place: RowPlace { file: staging.describe(&key), row: index as u64 + 1 },
-        detail: e.to_string(),
+    let count = |column: usize| {
+        u64::try_from(row[column]).map_err(|_| {
+            let place = RowPlace { file: staging.describe(&key), row: index as u64 + 1 };
+            PublishError::Counts(format!("{place}: {} is {}, not a count", COUNT_COLUMNS[column], row[column]))
+        })
+    };
+    Ok(RunCounts {
+        catalogue_rows: count(0)?,
+        catalogue_tracks: count(1)?,
+        artists: count(2)?,
+        products: count(3)?,
+        play_rows: count(4)?,
+        unknown_track_play_rows: count(5)?,
+        unknown_track_plays: count(6)?,
+        negative_play_rows: count(7)?,
     })
 }
 
@@ -405,41 +417,37 @@ fn check_counts(counts: &RunCounts) -> Result<(), PublishError> {
 }
 
 /// Merges one report's files and writes its parts, as rank writes them.
-async fn publish_report<S: ObjectStore>(
+async fn publish_report<S: ObjectStore + Clone + 'static>(
     staging: &S,
     run: RunId,
     kind: ReportKind,
     files: &[String],
     expected_rows: u64,
-    part_rows: u64,
+    settings: &PublishSettings,
 ) -> Result<ReportManifest, PublishError> {
     let report_error = |source| PublishError::Report { report: kind, source };
     let mut merge = ReportMerge::open(staging, kind, files, Some(expected_rows)).await.map_err(report_error)?;
     let encoding = Encoding::default();
-    let part_rows = part_rows.max(1);
+    let mut formatters = PartFormatters::start(kind, encoding, settings.format_threads);
+    let part_rows = settings.part_rows.max(1);
     let mut parts = Vec::new();
     loop {
         let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, parts.len() + 1, encoding));
         let written = upload_from_blocking(staging, &key, encoding.content_type(), move |sink| {
             let mut writer = PartWriter::new(kind, encoding, sink)?;
-            let mut rows = 0;
-            while rows < part_rows {
-                match merge.next_item().map_err(PartError::Merge)? {
-                    Some(item) => writer.push(item)?,
-                    None => break,
-                }
-                rows += 1;
-            }
+            formatters.write_part(&mut merge, &mut writer, part_rows)?;
             let more = merge.has_more().map_err(PartError::Merge)?;
             let (rows, bytes, sha256, _) = writer.finish()?;
-            Ok::<_, PartError>((merge, more, rows, bytes, sha256))
+            Ok::<_, PartError>((merge, formatters, more, rows, bytes, sha256))
         })
         .await;
-        let ((returned, more, rows, bytes, sha256), _) = written.map_err(|source| match source {
-            StreamedUploadError::Produce(PartError::Merge(merge)) => report_error(merge),
-            source => PublishError::WritePart { key: key.clone(), source: Box::new(source) },
-        })?;
+        let ((returned, returned_formatters, more, rows, bytes, sha256), _) =
+            written.map_err(|source| match source {
+                StreamedUploadError::Produce(PartError::Merge(merge)) => report_error(merge),
+                source => PublishError::WritePart { key: key.clone(), source: Box::new(source) },
+            })?;
         merge = returned;
+        formatters = returned_formatters;
         parts.push(PartSummary { key, rows, bytes, sha256 });
         if !more {
             break;

@@ -59,14 +59,12 @@ impl RunQuery {
         }
     }
 
-    /// How UNLOAD writes its output: the scores as Parquet, for the next
-    /// queries to read through the `run_scores` table; the reports and the
-    /// counts as gzip JSON lines, which the publish step streams.
+    /// How UNLOAD writes its output: Snappy Parquet for every query — the
+    /// scores for the next queries to read through the `run_scores` table,
+    /// the reports and the counts for the publish step, which reads their
+    /// columns (docs/scaling.md, "The publish step").
     pub fn output_format(self) -> UnloadFormat {
-        match self {
-            RunQuery::TrackScores => UnloadFormat::Parquet,
-            RunQuery::Report(_) | RunQuery::RunInputs => UnloadFormat::JsonGzip,
-        }
+        UnloadFormat::Parquet
     }
 
     /// The query with the run's values, as a plain SELECT.
@@ -147,18 +145,17 @@ impl fmt::Display for Attempt {
     }
 }
 
-/// How an UNLOAD writes its files.
+/// How an UNLOAD writes its files. Parquet only: the compression is named,
+/// since Athena's default for Parquet is GZIP, slower to read than Snappy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnloadFormat {
     Parquet,
-    JsonGzip,
 }
 
 impl UnloadFormat {
     fn with_clause(self) -> &'static str {
         match self {
             UnloadFormat::Parquet => "WITH (format = 'PARQUET', compression = 'SNAPPY')",
-            UnloadFormat::JsonGzip => "WITH (format = 'JSON', compression = 'GZIP')",
         }
     }
 }
@@ -322,11 +319,14 @@ mod tests {
 
     #[test]
     fn unload_wraps_the_select_without_its_comments() {
-        let sql = unload("-- a comment\nSELECT 1 AS x -- kept\nFROM t\n", "s3://b/p/", UnloadFormat::JsonGzip);
+        let sql = unload("-- a comment\nSELECT 1 AS x -- kept\nFROM t\n", "s3://b/p/", UnloadFormat::Parquet);
         assert_eq!(
             sql,
-            "UNLOAD (\nSELECT 1 AS x -- kept\nFROM t\n) TO 's3://b/p/' WITH (format = 'JSON', compression = 'GZIP')"
+            "UNLOAD (\nSELECT 1 AS x -- kept\nFROM t\n) TO 's3://b/p/' WITH (format = 'PARQUET', compression = 'SNAPPY')"
         );
+        for query in RunQuery::ALL {
+            assert_eq!(query.output_format(), UnloadFormat::Parquet, "{query}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl From<RunStepError> for Diagnostic {
 
 /// Runs one step.
 #[instrument(skip_all, fields(step))]
-pub async fn handle_run_step<D: ObjectStore, S: ObjectStore>(
+pub async fn handle_run_step<D: ObjectStore, S: ObjectStore + Clone + 'static>(
     deps: &RunStepDeps<D, S>,
     event: RunStepEvent,
 ) -> Result<RunStepResponse, RunStepError> {
@@ -143,7 +143,7 @@ pub async fn handle_run_step<D: ObjectStore, S: ObjectStore>(
     }
 }
 
-async fn publish<D: ObjectStore, S: ObjectStore>(
+async fn publish<D: ObjectStore, S: ObjectStore + Clone + 'static>(
     deps: &RunStepDeps<D, S>,
     event: PublishEvent,
 ) -> Result<PublishResponse, RunStepError> {

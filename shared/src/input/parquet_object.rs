@@ -263,19 +263,19 @@ fn reader_properties() -> ReaderPropertiesPtr {
 }
 
 /// A decoded footer of an object read by ranges.
-struct Footer {
-    metadata: ParquetMetaData,
+pub(crate) struct Footer {
+    pub(crate) metadata: ParquetMetaData,
     /// The object's size.
-    size: u64,
+    pub(crate) size: u64,
     /// Where the footer starts: every column chunk ends at or before it.
-    data_end: u64,
+    pub(crate) data_end: u64,
     /// The version every later range must come from.
-    version: ObjectVersion,
+    pub(crate) version: ObjectVersion,
 }
 
 /// Reads the footer by a suffix range (and, for a long footer, one more
 /// range conditional on the first answer's version) and decodes it.
-async fn read_footer<S: ObjectStore>(store: &S, key: &str, name: &Arc<str>) -> Result<Footer, InputError> {
+pub(crate) async fn read_footer<S: ObjectStore>(store: &S, key: &str, name: &Arc<str>) -> Result<Footer, InputError> {
     let tail = store.get_range(key, ByteRange::Suffix(FOOTER_GUESS_BYTES), None).await?;
     let size = tail.object_size;
     let minimum = PARQUET_MAGIC.len() as u64 + FOOTER_TAIL_BYTES;
@@ -337,7 +337,7 @@ async fn read_footer<S: ObjectStore>(store: &S, key: &str, name: &Arc<str>) -> R
 
 /// A column chunk's bytes: from its dictionary page (or first data page) on,
 /// `compressed_size` long. An error for negative offsets or sizes.
-fn chunk_span(column: &parquet::file::metadata::ColumnChunkMetaData) -> Result<Range<u64>, String> {
+pub(crate) fn chunk_span(column: &parquet::file::metadata::ColumnChunkMetaData) -> Result<Range<u64>, String> {
     let start = column.dictionary_page_offset().unwrap_or_else(|| column.data_page_offset());
     let length = column.compressed_size();
     match (u64::try_from(start), u64::try_from(length)) {
