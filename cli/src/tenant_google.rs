@@ -116,9 +116,7 @@ pub async fn ensure_google_identity(
         "nothing was stored: GOOGLE_DELIVERER_ROLE_ARNS (the stack's GoogleDelivererRoleArns output) is not set, so \
          no deliverer could act as the tenant's Google identity"
     );
-    let credentials = aws.credentials_provider().context("no AWS credentials to federate with")?;
-    let region = aws.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_owned());
-    let caller = federation.federated_credentials(credentials, &region)?;
+    let caller = federation.federated_credentials_of(aws)?;
     let admin = GoogleIamAdmin::new(&federation.iam_endpoint, &federation.project_id, caller);
     let address = admin
         .ensure_tenant_identity(&config.tenant_id, &members)

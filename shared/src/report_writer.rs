@@ -144,28 +144,7 @@ fn format_item(
     line: &mut Vec<u8>,
 ) {
     let mut numbers = itoa::Buffer::new();
-    if columns == Columns::IdOnly {
-        match format {
-            Format::Json | Format::Jsonl | Format::Parquet => {
-                if format == Format::Json && rows_before > 0 {
-                    line.extend_from_slice(b",\n");
-                }
-                line.extend_from_slice(b"{\"");
-                line.extend_from_slice(id_field);
-                line.extend_from_slice(b"\":");
-                line.extend_from_slice(numbers.format(item.id).as_bytes());
-                line.push(b'}');
-                if format == Format::Jsonl {
-                    line.push(b'\n');
-                }
-            }
-            Format::Tsv => {
-                line.extend_from_slice(numbers.format(item.id).as_bytes());
-                line.push(b'\n');
-            }
-        }
-        return;
-    }
+    let ranked = columns != Columns::IdOnly;
     match format {
         // `with_columns` refuses Parquet: the arm only completes the match.
         Format::Json | Format::Jsonl | Format::Parquet => {
@@ -176,10 +155,12 @@ fn format_item(
             line.extend_from_slice(id_field);
             line.extend_from_slice(b"\":");
             line.extend_from_slice(numbers.format(item.id).as_bytes());
-            line.extend_from_slice(b",\"searchRank\":");
-            line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
-            line.extend_from_slice(b",\"searchModifier\":");
-            line.extend_from_slice(modifier_text(item.modifier_hundredths));
+            if ranked {
+                line.extend_from_slice(b",\"searchRank\":");
+                line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
+                line.extend_from_slice(b",\"searchModifier\":");
+                line.extend_from_slice(modifier_text(item.modifier_hundredths));
+            }
             line.push(b'}');
             if format == Format::Jsonl {
                 line.push(b'\n');
@@ -187,10 +168,12 @@ fn format_item(
         }
         Format::Tsv => {
             line.extend_from_slice(numbers.format(item.id).as_bytes());
-            line.push(b'\t');
-            line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
-            line.push(b'\t');
-            line.extend_from_slice(modifier_text(item.modifier_hundredths));
+            if ranked {
+                line.push(b'\t');
+                line.extend_from_slice(numbers.format(item.search_rank).as_bytes());
+                line.push(b'\t');
+                line.extend_from_slice(modifier_text(item.modifier_hundredths));
+            }
             line.push(b'\n');
         }
     }

@@ -16,7 +16,6 @@ use std::time::SystemTime;
 
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials as AwsCredentials;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -27,13 +26,13 @@ use google_cloud_auth::credentials::subject_token::{
 use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use google_cloud_auth::errors::SubjectTokenProviderError;
 use hyper::http::Extensions;
-use integration_tests::customer::{admin_user, enforce_iam, lock_auth_server, stop_enforcing_iam};
+use integration_tests::customer::{admin_user, assumed_role, enforce_iam, lock_auth_server, stop_enforcing_iam};
 use integration_tests::google_identity_double::{
     principal_set_member, GoogleIdentityDouble, AWS4_REQUEST_TOKEN_TYPE, TOKEN_CREATOR_ROLE,
 };
 use integration_tests::google_keys::{verify_bearer, AuthFailure, SCOPE_CLOUD_PLATFORM};
 use integration_tests::sheets_double::{SheetsDouble, TabSpec};
-use integration_tests::{moto_auth_endpoint, moto_endpoint, sdk_config, unique_bucket_name};
+use integration_tests::{moto_auth_endpoint, moto_endpoint, sdk_config};
 use serde_json::{json, Value};
 
 const ACCOUNT: &str = "123456789012";
@@ -51,33 +50,15 @@ struct RoleSession {
 /// Creates role `<hint>-<unique>` in moto's default account (any principal
 /// of the account may assume it) and assumes it with `admin`.
 async fn role_session(admin: &SdkConfig, hint: &str) -> RoleSession {
-    let name: String = unique_bucket_name(hint).chars().take(64).collect();
-    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "sts:AssumeRole"}]});
-    let created = aws_sdk_iam::Client::new(admin)
-        .create_role()
-        .role_name(&name)
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateRole {name}: {}", DisplayErrorContext(&e)));
-    let role_arn = created.role().expect("CreateRole returns the role").arn().to_owned();
-    let assumed = aws_sdk_sts::Client::new(admin)
-        .assume_role()
-        .role_arn(&role_arn)
-        .role_session_name("deliverer")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("AssumeRole {role_arn}: {}", DisplayErrorContext(&e)));
-    let session = assumed.credentials().expect("AssumeRole returns credentials");
+    let assumed = assumed_role(admin, hint).await;
     let credentials = AwsCredentials::new(
-        session.access_key_id(),
-        session.secret_access_key(),
-        Some(session.session_token().to_owned()),
+        &assumed.access_key_id,
+        &assumed.secret_access_key,
+        Some(assumed.session_token.clone()),
         None,
         "moto-assume-role",
     );
-    RoleSession { role_arn, credentials }
+    RoleSession { role_arn: assumed.arn, credentials }
 }
 
 /// The subject token google-cloud-auth makes for an AWS source

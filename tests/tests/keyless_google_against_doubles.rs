@@ -147,8 +147,7 @@ impl World {
             .into_iter()
             .map(|arn| deliverer_member(AUDIENCE, arn).unwrap())
             .collect();
-        let credentials = self.onboarding.session.credentials_provider().unwrap();
-        let caller = self.federation.federated_credentials(credentials, "us-east-1").unwrap();
+        let caller = self.federation.federated_credentials_of(&self.onboarding.session).unwrap();
         let admin = GoogleIamAdmin::new(&self.federation.iam_endpoint, PROJECT, caller);
         admin.ensure_tenant_identity(tenant, &members).await.unwrap_or_else(|e| panic!("{e}"))
     }

@@ -6,10 +6,7 @@
 //! role; its principal needs `roles/iam.serviceAccountAdmin` on the project
 //! (docs/operations.md gives the `gcloud` commands).
 
-use std::time::Duration;
-
-use google_cloud_auth::credentials::{CacheableResource, Credentials};
-use http::Extensions;
+use google_cloud_auth::credentials::Credentials;
 use serde_json::{json, Value};
 
 use super::account::{tenant_account_id, tenant_service_account};
@@ -42,12 +39,7 @@ pub struct GoogleIamAdmin {
 impl GoogleIamAdmin {
     pub fn new(iam_endpoint: &str, project_id: &str, caller: Credentials) -> GoogleIamAdmin {
         GoogleIamAdmin {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a TLS client can be built"),
+            http: super::google_http_client(),
             iam_endpoint: iam_endpoint.trim_end_matches('/').to_owned(),
             project_id: project_id.to_owned(),
             caller,
@@ -104,11 +96,8 @@ impl GoogleIamAdmin {
         url: &str,
         body: &Value,
     ) -> Result<(u16, Value), AdminError> {
-        let headers = match self.caller.headers(Extensions::new()).await {
-            Ok(CacheableResource::New { data, .. }) => data,
-            Ok(CacheableResource::NotModified) => return Err(AdminError::Federation("no token was produced".into())),
-            Err(error) => return Err(AdminError::Federation(cut(&error.to_string()))),
-        };
+        let headers =
+            super::authorization_headers(&self.caller).await.map_err(|(_, reason)| AdminError::Federation(reason))?;
         let response = self.http.post(url).headers(headers).json(body).send().await.map_err(|e| {
             AdminError::Unavailable { operation, account: account.to_owned(), detail: cut(&e.to_string()) }
         })?;

@@ -190,6 +190,16 @@ impl FederationConfig {
         }))
     }
 
+    /// The federated credentials of the AWS role the SDK configuration
+    /// `aws` acts as (its credentials and region).
+    pub fn federated_credentials_of(&self, aws: &aws_config::SdkConfig) -> Result<Credentials, FederationError> {
+        let credentials = aws
+            .credentials_provider()
+            .ok_or(FederationError::NotConfigured("the AWS SDK configuration has no credentials to federate with"))?;
+        let region = aws.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_owned());
+        self.federated_credentials(credentials, &region)
+    }
+
     /// The federated credentials of whatever AWS role `aws` runs as.
     pub fn federated_credentials(
         &self,

@@ -91,13 +91,7 @@ impl TenantIdentities {
         TenantIdentities {
             shared: Arc::new(Shared {
                 federated,
-                http: reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .timeout(Duration::from_secs(30))
-                    // A redirect would carry our federated token elsewhere.
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .expect("a TLS client can be built"),
+                http: super::google_http_client(),
                 iam_credentials_endpoint: config.iam_credentials_endpoint.clone(),
                 project_id: config.project_id.clone(),
                 cache: Mutex::new(HashMap::new()),
@@ -156,18 +150,15 @@ impl Shared {
 
     /// One `generateAccessToken` call: the token and how long it lives.
     async fn generate(&self, account: &str, scopes: &[&str]) -> Result<(String, Duration), ImpersonationError> {
-        let headers = match self.federated.headers(Extensions::new()).await {
-            Ok(CacheableResource::New { data, .. }) => data,
-            Ok(CacheableResource::NotModified) => {
-                return Err(ImpersonationError::Federation("no federated token was produced".to_owned()))
-            }
-            Err(error) if error.is_transient() => {
+        let headers = match super::authorization_headers(&self.federated).await {
+            Ok(headers) => headers,
+            Err((true, reason)) => {
                 return Err(ImpersonationError::Unavailable {
                     account: account.to_owned(),
-                    detail: format!("federation: {}", cut(&error.to_string())),
+                    detail: format!("federation: {reason}"),
                 })
             }
-            Err(error) => return Err(ImpersonationError::Federation(cut(&error.to_string()))),
+            Err((false, reason)) => return Err(ImpersonationError::Federation(reason)),
         };
         let url =
             format!("{}/v1/projects/-/serviceAccounts/{account}:generateAccessToken", self.iam_credentials_endpoint);
