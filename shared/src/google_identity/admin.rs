@@ -39,7 +39,7 @@ pub struct GoogleIamAdmin {
 impl GoogleIamAdmin {
     pub fn new(iam_endpoint: &str, project_id: &str, caller: Credentials) -> GoogleIamAdmin {
         GoogleIamAdmin {
-            http: super::google_http_client(),
+            http: super::http::google_http_client(),
             iam_endpoint: iam_endpoint.trim_end_matches('/').to_owned(),
             project_id: project_id.to_owned(),
             caller,
@@ -96,8 +96,9 @@ impl GoogleIamAdmin {
         url: &str,
         body: &Value,
     ) -> Result<(u16, Value), AdminError> {
-        let headers =
-            super::authorization_headers(&self.caller).await.map_err(|(_, reason)| AdminError::Federation(reason))?;
+        let headers = super::http::authorization_headers(&self.caller)
+            .await
+            .map_err(|(_, reason)| AdminError::Federation(reason))?;
         let response = self.http.post(url).headers(headers).json(body).send().await.map_err(|e| {
             AdminError::Unavailable { operation, account: account.to_owned(), detail: cut(&e.to_string()) }
         })?;

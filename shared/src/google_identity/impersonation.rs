@@ -91,7 +91,7 @@ impl TenantIdentities {
         TenantIdentities {
             shared: Arc::new(Shared {
                 federated,
-                http: super::google_http_client(),
+                http: super::http::google_http_client(),
                 iam_credentials_endpoint: config.iam_credentials_endpoint.clone(),
                 project_id: config.project_id.clone(),
                 cache: Mutex::new(HashMap::new()),
@@ -150,7 +150,7 @@ impl Shared {
 
     /// One `generateAccessToken` call: the token and how long it lives.
     async fn generate(&self, account: &str, scopes: &[&str]) -> Result<(String, Duration), ImpersonationError> {
-        let headers = match super::authorization_headers(&self.federated).await {
+        let headers = match super::http::authorization_headers(&self.federated).await {
             Ok(headers) => headers,
             Err((true, reason)) => {
                 return Err(ImpersonationError::Unavailable {
