@@ -58,10 +58,15 @@ pub struct PublishBenchArgs {
     /// publish step without writing parts), to split its time.
     #[arg(long)]
     pub split: bool,
-    /// Threads formatting parts beside the merge (the publish function
-    /// uses its cores but one; 0: the merge's thread formats them).
+    /// Threads formatting parts beside the merges, shared among the ranges
+    /// (the publish function uses its cores; 0: each merge's thread formats
+    /// its parts).
     #[arg(long)]
     pub format_threads: Option<usize>,
+    /// Ranges of parts the publish step merges and writes at once (the
+    /// publish function uses its cores).
+    #[arg(long)]
+    pub parts_at_once: Option<usize>,
 }
 
 #[derive(Args)]
@@ -77,6 +82,8 @@ pub struct PublishWorkerArgs {
     pub mode: String,
     #[arg(long)]
     pub format_threads: Option<usize>,
+    #[arg(long)]
+    pub parts_at_once: Option<usize>,
 }
 
 const RUN_TIME: &str = "2026-11-19T03:00:00Z";
@@ -210,6 +217,9 @@ pub async fn run(args: PublishBenchArgs) -> anyhow::Result<()> {
             if let Some(threads) = args.format_threads {
                 command.args(["--format-threads", &threads.to_string()]);
             }
+            if let Some(ranges) = args.parts_at_once {
+                command.args(["--parts-at-once", &ranges.to_string()]);
+            }
             let (mut child, usage) = spawn_and_wait(command.stdout(Stdio::piped()), mode)?;
             let mut printed = String::new();
             std::io::Read::read_to_string(child.stdout.as_mut().expect("piped"), &mut printed)?;
@@ -292,8 +302,9 @@ pub async fn run_worker(args: PublishWorkerArgs) -> anyhow::Result<()> {
                     .collect(),
             };
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let format_threads = args.format_threads.unwrap_or(cores - 1);
-            let settings = PublishSettings { rules, part_rows: args.part_rows, format_threads };
+            let format_threads = args.format_threads.unwrap_or(cores);
+            let parts_at_once = args.parts_at_once.unwrap_or(cores);
+            let settings = PublishSettings { rules, part_rows: args.part_rows, format_threads, parts_at_once };
             let published = publish_run(&data, &staging, &folders(), &settings, &run).await?;
             published.manifest.reports.into_iter().flat_map(|r| r.parts).collect()
         }

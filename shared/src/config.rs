@@ -635,9 +635,11 @@ impl PublishConfig {
         crate::athena::publish::PublishSettings {
             rules: self.rank.rules,
             part_rows: self.rank.part_rows,
-            // One core merges and writes; the others format (measured on 2
-            // cores: docs/benchmarks.md, "The publish step").
-            format_threads: std::thread::available_parallelism().map_or(1, |n| n.get() - 1),
+            // As many ranges of parts written at once as cores, and a
+            // formatting helper beside each (measured on 2 cores:
+            // docs/benchmarks.md, "The publish step").
+            format_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            parts_at_once: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

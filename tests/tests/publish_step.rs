@@ -129,7 +129,7 @@ impl Fixture {
     }
 
     fn settings(&self) -> PublishSettings {
-        PublishSettings { rules: rules(), part_rows: self.part_rows, format_threads: 2 }
+        PublishSettings { rules: rules(), part_rows: self.part_rows, format_threads: 2, parts_at_once: 2 }
     }
 
     async fn publish_into<S: ObjectStore + Clone + 'static>(

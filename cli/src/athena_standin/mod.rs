@@ -237,7 +237,8 @@ impl<'a, D: ObjectStore + Clone, S: ObjectStore + Clone + 'static> StandinTasks<
             publish: PublishSettings {
                 rules: self.rank.rules,
                 part_rows: self.rank.part_rows,
-                format_threads: self.rank.threads.saturating_sub(1),
+                format_threads: self.rank.threads.max(1),
+                parts_at_once: self.rank.threads.max(1),
             },
         }
     }

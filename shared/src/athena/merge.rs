@@ -9,6 +9,16 @@
 //! with the rank, and n as the run's counts say. The first deviation stops
 //! it with an error naming the file and the row.
 //!
+//! A merge may cover a range of ranks only ([`ReportMerge::over`]), so that
+//! the publish step writes several parts at once, each range merged on its
+//! own: the range's decoders start at the row groups whose statistics say
+//! they may hold its first rank and skip the rows below it, and the merge
+//! stops at the range's end. [`ReportMerge::check_followed_by`] then checks
+//! that two neighbouring ranges meet: each file's rows split exactly where
+//! one stopped and the next started, and the modifier does not grow across
+//! the seam. Together the ranges check what one merge of the whole report
+//! checks.
+//!
 //! Memory is bounded by the number of files, never by the report's size or
 //! its files' row groups: a few batches, three column windows and pages per
 //! file. It writes nothing; the publish step
@@ -21,7 +31,7 @@ use crate::domain::ReportKind;
 use crate::report_writer::ReportItem;
 use crate::store::ObjectStore;
 
-use super::output::{FileReadError, ReportFile, ReportFileRows, ReportRow, RowPlace};
+use super::output::{FileReadError, ReportFile, ReportFileRows, ReportRow, RowPlace, WINDOW_BYTES};
 
 /// Rows a decoder hands the merge at once.
 const BATCH_ROWS: usize = 4096;
@@ -68,6 +78,11 @@ pub enum MergeError {
     TooMany { place: RowPlace, rank: u64, expected: u64 },
     #[error("the decoder of {file} stopped without a result (it panicked)")]
     DecoderLost { file: String },
+    #[error(
+        "{file}: the merge of the ranks below {rank} stopped at {stopped}, but the merge from rank {rank} started at \
+         {started}: the file is not in rank order, or its row groups' statistics of the rank are wrong"
+    )]
+    SeamMismatch { file: String, rank: u64, stopped: String, started: String },
 }
 
 /// One batch of consecutive rows of a file, or the problem that ended it.
@@ -86,6 +101,9 @@ struct Source {
     batch: Batch,
     at: usize,
     last_rank: Option<u64>,
+    /// The row number of the first row this merge loaded from the file
+    /// (`None`: it had none in the merge's range).
+    first_row: Option<u64>,
 }
 
 impl Source {
@@ -113,6 +131,37 @@ impl Source {
     }
 }
 
+/// Joins the merges of consecutive ranges of one report, each run to its
+/// end: checks every seam ([`ReportMerge::check_followed_by`]) and that
+/// they hold `expected_rows` items together; returns that count and the
+/// smallest and largest id. Blocks.
+pub fn join_ranges(merges: &mut [ReportMerge], expected_rows: u64) -> Result<(u64, Option<(i64, i64)>), MergeError> {
+    for index in 1..merges.len() {
+        let (before, after) = merges.split_at_mut(index);
+        before[index - 1].check_followed_by(&after[0])?;
+    }
+    let items: u64 = merges.iter().map(ReportMerge::items_handed).sum();
+    if items != expected_rows {
+        // Only when a range before the last ran out with every file, so the
+        // last range had nothing.
+        let last = merges.iter().rev().find(|merge| merge.items_handed() > 0);
+        return Err(MergeError::TooFew {
+            found: items,
+            expected: expected_rows,
+            last: last.and_then(ReportMerge::last_place).unwrap_or(RowPlace { file: "no file".into(), row: 0 }),
+        });
+    }
+    let ids =
+        merges.iter().filter_map(ReportMerge::id_range).reduce(|(min, max), (low, high)| (min.min(low), max.max(high)));
+    Ok((items, ids))
+}
+
+/// Where a file's rows split between two ranges of ranks: the row, or the
+/// end of the file.
+fn describe_row(row: Option<u64>) -> String {
+    row.map_or_else(|| "the end of the file".to_owned(), |row| format!("row {row}"))
+}
+
 /// The merge of one report's files: [`ReportMerge::next_item`] hands the
 /// items on in rank order. Everything it does blocks: run it on a blocking
 /// thread.
@@ -129,57 +178,100 @@ pub struct ReportMerge {
     /// Every source's first head is loaded (until then all go to the heap).
     started_all: bool,
     started: bool,
+    /// The range's first rank, and its end (exclusive; `None`: the report's
+    /// end).
+    first_rank: u64,
+    end_rank: Option<u64>,
     next_rank: u64,
     expected_rows: Option<u64>,
     /// Where the last item handed on came from (source, row) and its
     /// modifier; a place is spelt out only for an error, never per row.
     last: Option<(usize, u64, u8)>,
+    /// The same of the first item handed on.
+    first_item: Option<(usize, u64, u8)>,
     ids: Option<(i64, i64)>,
 }
 
 impl ReportMerge {
     /// Reads and checks the footer of each of `files` (keys of `store`), then
-    /// starts a decoder thread for each on the current Tokio runtime's
-    /// blocking pool. `expected_rows`, when known, is the number of items the
-    /// report must have.
+    /// merges the whole report ([`ReportMerge::over`] ranks `1..`).
+    /// `expected_rows`, when known, is the number of items the report must
+    /// have.
     pub async fn open<S: ObjectStore + Clone + 'static>(
         store: &S,
         kind: ReportKind,
         files: &[String],
         expected_rows: Option<u64>,
     ) -> Result<Self, MergeError> {
-        let handle = tokio::runtime::Handle::current();
-        let mut sources = Vec::with_capacity(files.len());
+        let opened = Self::open_files(store, kind, files).await?;
+        Ok(Self::over(store, &opened, 1, None, expected_rows, WINDOW_BYTES))
+    }
+
+    /// Reads and checks the footer of each of `files`.
+    pub async fn open_files<S: ObjectStore>(
+        store: &S,
+        kind: ReportKind,
+        files: &[String],
+    ) -> Result<Vec<ReportFile>, MergeError> {
         let mut opened = Vec::with_capacity(files.len());
         for key in files {
             opened.push(ReportFile::open(store, key, kind).await?);
         }
-        for file in opened {
+        Ok(opened)
+    }
+
+    /// Merges the items of ranks `first_rank` up to `end_rank` (exclusive;
+    /// `None`: to the report's end) of the opened `files`, starting a
+    /// decoder thread for each on the current Tokio runtime's blocking pool.
+    /// `expected_rows` is the whole report's; each file's columns are
+    /// fetched through windows of `window_bytes` ([`WINDOW_BYTES`] for one
+    /// merge; ranges merged at once share that).
+    pub fn over<S: ObjectStore + Clone + 'static>(
+        store: &S,
+        files: &[ReportFile],
+        first_rank: u64,
+        end_rank: Option<u64>,
+        expected_rows: Option<u64>,
+        window_bytes: u64,
+    ) -> Self {
+        let handle = tokio::runtime::Handle::current();
+        let first_rank = first_rank.max(1);
+        let mut sources = Vec::with_capacity(files.len());
+        for file in files {
             let name = file.name().to_owned();
-            let rows = ReportFileRows::new(file, store.clone(), handle.clone());
+            let mut rows =
+                ReportFileRows::new(file.clone(), store.clone(), handle.clone()).with_window_bytes(window_bytes);
+            if first_rank > 1 {
+                rows = rows.starting_at_rank(first_rank);
+            }
+            let first_row = rows.rows_read() + 1;
             let (sender, receiver) = flume::bounded(BATCHES_IN_FLIGHT);
             let (spare, spares) = flume::bounded(BATCHES_IN_FLIGHT + 2);
-            tokio::task::spawn_blocking(move || decode_file(rows, sender, spares));
+            tokio::task::spawn_blocking(move || decode_file(rows, first_rank, sender, spares));
             sources.push(Source {
                 name,
                 receiver,
                 spare,
-                batch: Batch { first_row: 1, rows: Vec::new() },
+                batch: Batch { first_row, rows: Vec::new() },
                 at: 0,
                 last_rank: None,
+                first_row: None,
             });
         }
-        Ok(Self {
+        Self {
             sources,
             heads: BinaryHeap::new(),
             first: None,
             started: false,
             started_all: false,
-            next_rank: 1,
+            first_rank,
+            end_rank,
+            next_rank: first_rank,
             expected_rows,
             last: None,
+            first_item: None,
             ids: None,
-        })
+        }
     }
 
     /// Loads the head of `index` into the heap, checking the file's order;
@@ -192,6 +284,7 @@ impl ReportMerge {
                 return Err(MergeError::OutOfOrder { place: source.place(number), rank: row.rank, previous });
             }
             source.last_rank = Some(row.rank);
+            source.first_row.get_or_insert(number);
             let head = (row.rank, index);
             match self.heads.peek() {
                 // What the heap would hand out next anyway.
@@ -210,7 +303,7 @@ impl ReportMerge {
                 self.push_head(index)?;
             }
             self.started_all = true;
-            if self.heads.is_empty() && self.first.is_none() {
+            if self.heads.is_empty() && self.first.is_none() && self.first_rank == 1 {
                 let names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
                 return Err(MergeError::Empty { files: names.len(), names: names.join(", ") });
             }
@@ -221,8 +314,14 @@ impl ReportMerge {
     /// Whether items are left (every check of the end passed when not).
     pub fn has_more(&mut self) -> Result<bool, MergeError> {
         self.start()?;
-        if self.first.is_some() || !self.heads.is_empty() {
-            return Ok(true);
+        let lowest_head = match (self.first, self.heads.peek()) {
+            (Some((rank, _)), _) | (None, Some(&Reverse((rank, _)))) => Some(rank),
+            (None, None) => None,
+        };
+        if let Some(rank) = lowest_head {
+            // At the range's end, a head below it is a rank handed on again:
+            // next_item names it.
+            return Ok(self.end_rank.is_none_or(|end| self.next_rank < end || rank < end));
         }
         let found = self.next_rank - 1;
         if let (Some(expected), Some((source, row, _))) = (self.expected_rows, self.last) {
@@ -277,26 +376,75 @@ impl ReportMerge {
         }
         self.next_rank += 1;
         self.last = Some((index, number, row.hundredths));
+        self.first_item.get_or_insert((index, number, row.hundredths));
         self.ids = Some(self.ids.map_or((row.id, row.id), |(min, max)| (min.min(row.id), max.max(row.id))));
         self.push_head(index)?;
         Ok(Some(ReportItem { id: row.id, search_rank: rank, modifier_hundredths: row.hundredths }))
-    }
-
-    /// Items handed on so far.
-    pub fn items(&self) -> u64 {
-        self.next_rank - 1
     }
 
     /// The smallest and largest id handed on.
     pub fn id_range(&self) -> Option<(i64, i64)> {
         self.ids
     }
+
+    /// The rank after the last item handed on.
+    pub fn next_rank(&self) -> u64 {
+        self.next_rank
+    }
+
+    /// Items this merge handed on (those of its range).
+    pub fn items_handed(&self) -> u64 {
+        self.next_rank - self.first_rank
+    }
+
+    /// Where the last item handed on came from.
+    pub fn last_place(&self) -> Option<RowPlace> {
+        self.last.map(|(source, row, _)| self.sources[source].place(row))
+    }
+
+    /// Checks that `next`, the merge of the ranks that follow this one's
+    /// (both run to their ends), continues it: this one ended at `next`'s
+    /// first rank, every file's rows split exactly where this merge stopped
+    /// reading them and `next` started, and the modifier does not grow
+    /// across the seam. Blocks.
+    pub fn check_followed_by(&mut self, next: &ReportMerge) -> Result<(), MergeError> {
+        let seam = next.first_rank;
+        for (index, source) in self.sources.iter_mut().enumerate() {
+            let stopped = source.head()?.map(|(_, row)| row);
+            let started = next.sources[index].first_row;
+            if stopped != started {
+                return Err(MergeError::SeamMismatch {
+                    file: source.name.clone(),
+                    rank: seam,
+                    stopped: describe_row(stopped),
+                    started: describe_row(started),
+                });
+            }
+        }
+        if let (Some((before, before_row, previous)), Some((after, after_row, hundredths))) =
+            (self.last, next.first_item)
+        {
+            if hundredths > previous {
+                return Err(MergeError::ModifierGrows {
+                    place: next.sources[after].place(after_row),
+                    rank: seam,
+                    modifier: f64::from(hundredths) / 100.0,
+                    previous: f64::from(previous) / 100.0,
+                    previous_rank: seam - 1,
+                    previous_place: self.sources[before].place(before_row),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Reads one file on its own thread and sends its rows in batches; stops
-/// when the merge hangs up (it failed elsewhere).
+/// Reads one file on its own thread and sends its rows in batches, from
+/// its first row of rank `from` or more (the rows before it belong to the
+/// range before); stops when the merge hangs up (it failed elsewhere).
 fn decode_file<S: ObjectStore + Clone + 'static>(
     mut rows: ReportFileRows<S>,
+    from: u64,
     sender: flume::Sender<Result<Batch, FileReadError>>,
     spares: flume::Receiver<Vec<ReportRow>>,
 ) {
@@ -305,11 +453,18 @@ fn decode_file<S: ObjectStore + Clone + 'static>(
         rows.clear();
         rows
     };
-    let mut first_row = 1;
+    let mut skipping = from > 1;
+    let mut first_row = rows.rows_read() + 1;
     loop {
         let mut batch = fresh();
         let read = rows.read_batch(&mut batch, BATCH_ROWS);
         let full = batch.len() == BATCH_ROWS;
+        if skipping {
+            let below = batch.iter().position(|row| row.rank >= from).unwrap_or(batch.len());
+            skipping = below == batch.len();
+            batch.drain(..below);
+            first_row += below as u64;
+        }
         let count = batch.len() as u64;
         if !batch.is_empty() && sender.send(Ok(Batch { first_row, rows: batch })).is_err() {
             return;
@@ -356,6 +511,154 @@ mod tests {
         })
         .await
         .unwrap()
+    }
+
+    /// Merges `files` (row groups of `group_rows`) as ranges cut at
+    /// `seams`, each run to its end, then joins them as the publish step
+    /// does.
+    async fn merge_in_ranges(
+        files: &[&[(u64, i64, u8)]],
+        group_rows: usize,
+        seams: &[u64],
+        expected: u64,
+    ) -> Result<Vec<ReportItem>, MergeError> {
+        let (_dir, store) = LocalDirStore::in_temp_dir("merge");
+        let mut keys = Vec::new();
+        for (index, rows) in files.iter().enumerate() {
+            let key = format!("out/f{index}");
+            let rows: Vec<(i64, u64, u8)> = rows.iter().map(|&(rank, id, h)| (id, rank, h)).collect();
+            let body = super::super::output::test_files::track_file(&rows, group_rows);
+            store.put(&key, Bytes::from(body), "application/octet-stream").await.unwrap();
+            keys.push(key);
+        }
+        let opened = ReportMerge::open_files(&store, ReportKind::Track, &keys).await?;
+        let starts: Vec<u64> = std::iter::once(1).chain(seams.iter().copied()).collect();
+        let mut merges: Vec<ReportMerge> = starts
+            .iter()
+            .enumerate()
+            .map(|(index, &first)| {
+                ReportMerge::over(&store, &opened, first, starts.get(index + 1).copied(), Some(expected))
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut items = Vec::new();
+            for merge in &mut merges {
+                while let Some(item) = merge.next_item()? {
+                    items.push(item);
+                }
+            }
+            join_ranges(&mut merges, expected)?;
+            Ok(items)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Ranks 1..=rows dealt to `files` files in blocks of `block`, with ids
+    /// rank × 10 and modifiers falling.
+    fn dealt(rows: u64, files: u64, block: u64) -> Vec<Vec<(u64, i64, u8)>> {
+        (0..files)
+            .map(|file| {
+                (1..=rows)
+                    .filter(|rank| ((rank - 1) / block) % files == file)
+                    .map(|rank| (rank, rank as i64 * 10, (100 - rank * 100 / (rows + 1)) as u8))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ranges_merged_apart_give_the_items_of_one_merge() {
+        let files = dealt(20_000, 3, 700);
+        let files: Vec<&[(u64, i64, u8)]> = files.iter().map(Vec::as_slice).collect();
+        let whole = merge(&files, Some(20_000)).await.unwrap();
+        assert_eq!(whole.len(), 20_000);
+        // Seams inside a block, on a block's edge, inside and on the edge of
+        // a row group (of 1,000 rows of a file), and next to each other.
+        for seams in [vec![10_001], vec![701, 1_401], vec![4_000, 4_001, 19_999], vec![2_101, 15_000]] {
+            let items = merge_in_ranges(&files, 1_000, &seams, 20_000).await.unwrap();
+            assert_eq!(items, whole, "seams {seams:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_reads_only_the_row_groups_that_may_hold_its_ranks() {
+        let (_dir, store) = LocalDirStore::in_temp_dir("merge");
+        let rows: Vec<(i64, u64, u8)> = (1..=5_000).map(|rank| (rank as i64, rank, 10)).collect();
+        let body = super::super::output::test_files::track_file(&rows, 1_000);
+        store.put("out/f0", Bytes::from(body), "application/octet-stream").await.unwrap();
+        let file = ReportFile::open(&store, "out/f0", ReportKind::Track).await.unwrap();
+        let handle = tokio::runtime::Handle::current();
+        let rows_from = |rank| ReportFileRows::new(file.clone(), store.clone(), handle.clone()).starting_at_rank(rank);
+        assert_eq!(rows_from(1).rows_read(), 0);
+        assert_eq!(rows_from(3_500).rows_read(), 3_000, "row groups 1-3 end below 3,500");
+        assert_eq!(rows_from(3_001).rows_read(), 3_000);
+        assert_eq!(rows_from(3_000).rows_read(), 2_000);
+        assert_eq!(rows_from(9_000).rows_read(), 5_000, "no row group holds 9,000");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deviations_at_a_seam_are_found_as_one_merge_finds_them() {
+        let rows = 4_000u64;
+        let seam = 2_001;
+        let base = dealt(rows, 2, 500);
+        // Rank 2,000 (the last before the seam) twice.
+        let mut twice = base.clone();
+        let copy = *twice[0].iter().find(|r| r.0 == 2_000).or(twice[1].iter().find(|r| r.0 == 2_000)).unwrap();
+        let other = usize::from(twice[0].iter().any(|r| r.0 == 2_000));
+        let at = twice[other].iter().position(|r| r.0 > 2_000).unwrap_or(twice[other].len());
+        twice[other].insert(at, copy);
+        let refs: Vec<&[(u64, i64, u8)]> = twice.iter().map(Vec::as_slice).collect();
+        let error = merge_in_ranges(&refs, 300, &[seam], rows).await.unwrap_err();
+        assert!(matches!(error, MergeError::Duplicate { rank: 2_000, .. }), "{error}");
+        // Rank 2,001 (the first after it) twice.
+        let mut twice = base.clone();
+        let copy = *twice[0].iter().chain(&twice[1]).find(|r| r.0 == 2_001).unwrap();
+        let other = usize::from(twice[0].iter().any(|r| r.0 == 2_001));
+        let at = twice[other].iter().position(|r| r.0 > 2_001).unwrap_or(twice[other].len());
+        twice[other].insert(at, copy);
+        let refs: Vec<&[(u64, i64, u8)]> = twice.iter().map(Vec::as_slice).collect();
+        let error = merge_in_ranges(&refs, 300, &[seam], rows).await.unwrap_err();
+        assert!(matches!(error, MergeError::Duplicate { rank: 2_001, .. }), "{error}");
+        // Ranks 2,000 and 2,001 missing: the range before names the gap and
+        // where the next rank is.
+        let gap: Vec<Vec<(u64, i64, u8)>> =
+            base.iter().map(|f| f.iter().copied().filter(|r| r.0 != 2_000 && r.0 != 2_001).collect()).collect();
+        let refs: Vec<&[(u64, i64, u8)]> = gap.iter().map(Vec::as_slice).collect();
+        let error = merge_in_ranges(&refs, 300, &[seam], rows).await.unwrap_err();
+        assert!(matches!(error, MergeError::Missing { rank: 2_000, next_rank: 2_002, .. }), "{error}");
+        // A copy of rank 1,999 after rank 2,300 in the other file: out of
+        // order, found by the range after the seam, naming the row.
+        let mut disordered = base.clone();
+        let other = usize::from(disordered[0].iter().any(|r| r.0 == 1_999));
+        let copy = *disordered[1 - other].iter().find(|r| r.0 == 1_999).unwrap();
+        let to = disordered[other].iter().position(|r| r.0 > 2_300).unwrap();
+        disordered[other].insert(to, copy);
+        let refs: Vec<&[(u64, i64, u8)]> = disordered.iter().map(Vec::as_slice).collect();
+        let error = merge_in_ranges(&refs, 300, &[seam], rows).await.unwrap_err();
+        assert!(
+            matches!(&error, MergeError::OutOfOrder { place, rank: 1_999, previous: 2_300 } if place.row == to as u64 + 1),
+            "{error}"
+        );
+        let whole = merge(&refs, Some(rows)).await.unwrap_err();
+        let tail = |error: &MergeError| error.to_string().rsplit('/').next().unwrap_or_default().to_owned();
+        assert_eq!(tail(&whole), tail(&error), "one merge finds the same");
+        // The modifier growing exactly across the seam.
+        let mut growing = base.clone();
+        for file in &mut growing {
+            for row in file.iter_mut().filter(|r| r.0 >= 2_001) {
+                row.2 = 100;
+            }
+        }
+        let refs: Vec<&[(u64, i64, u8)]> = growing.iter().map(Vec::as_slice).collect();
+        let error = merge_in_ranges(&refs, 300, &[seam], rows).await.unwrap_err();
+        assert!(matches!(&error, MergeError::ModifierGrows { rank: 2_001, .. }), "{error}");
+        // Fewer rows than the counts say, ending before the seam.
+        let short: Vec<Vec<(u64, i64, u8)>> =
+            base.iter().map(|f| f.iter().copied().filter(|r| r.0 <= 1_500).collect()).collect();
+        let refs: Vec<&[(u64, i64, u8)]> = short.iter().map(Vec::as_slice).collect();
+        let error = merge_in_ranges(&refs, 300, &[seam], rows).await.unwrap_err();
+        assert!(matches!(&error, MergeError::TooFew { found: 1_500, expected: 4_000, .. }), "{error}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,7 +216,7 @@ pub fn modifier_hundredths(modifier: f64) -> Option<u8> {
 }
 
 /// One report file, opened: its checked footer and where its columns are.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReportFile {
     key: String,
     name: String,
@@ -331,6 +331,41 @@ impl<S: ObjectStore + Clone + 'static> ReportFileRows<S> {
 
     pub fn file(&self) -> &str {
         &self.file.name
+    }
+
+    /// Starts at the first row group that may hold `rank` or a later one,
+    /// by the row groups' statistics of the rank column (a row group without
+    /// them may hold anything). The rows before it are not read; the rows
+    /// of it below `rank` still are, so the caller skips them. Statistics
+    /// are only a hint here: the publish step checks that the merge before
+    /// `rank` stopped at the row where this one starts.
+    pub fn starting_at_rank(mut self, rank: u64) -> Self {
+        let rank_column = self.file.columns[1];
+        let groups = self.file.metadata.row_groups();
+        let start = groups
+            .iter()
+            .position(|group| match group.column(rank_column).statistics() {
+                Some(parquet::file::statistics::Statistics::Int64(values)) => {
+                    values.max_opt().is_none_or(|&max| u64::try_from(max).is_ok_and(|max| max >= rank))
+                }
+                _ => true,
+            })
+            .unwrap_or(groups.len());
+        self.next_group = start;
+        self.rows = groups[..start].iter().map(|group| u64::try_from(group.num_rows()).unwrap_or(0)).sum();
+        self
+    }
+
+    /// Fetches each column chunk through windows of `bytes` (at least a
+    /// page) instead of [`WINDOW_BYTES`].
+    pub fn with_window_bytes(mut self, bytes: u64) -> Self {
+        self.window_bytes = bytes.max(PAGE_HEADER_BYTES);
+        self
+    }
+
+    /// Rows read so far, counting those of the row groups skipped.
+    pub fn rows_read(&self) -> u64 {
+        self.rows
     }
 
     /// Appends rows to `rows` until it holds `max` or the file ends (then

@@ -30,8 +30,8 @@ use crate::report_writer::{PartSummary, PartWriter};
 use crate::scoring::ScoringRules;
 use crate::store::{upload_from_blocking, ObjectStore, PutOutcome, StoreError, StreamedUploadError};
 
-use super::merge::{MergeError, ReportMerge};
-use super::output::{parse_data_manifest, read_int64_rows, FileReadError, RowPlace};
+use super::merge::{join_ranges, MergeError, ReportMerge};
+use super::output::{parse_data_manifest, read_int64_rows, FileReadError, RowPlace, WINDOW_BYTES};
 pub use super::part_formatters::PartError;
 use super::part_formatters::PartFormatters;
 use super::sql::{Attempt, RunQuery};
@@ -43,9 +43,13 @@ pub struct PublishSettings {
     pub rules: ScoringRules,
     /// At most this many items per part (`PART_ROWS`), as for rank.
     pub part_rows: u64,
-    /// Threads formatting the parts' text beside the merge (0: the merge's
-    /// thread formats them itself); the function's cores but one.
+    /// Threads formatting the parts' text beside the merges, shared among
+    /// the ranges written at once, each getting at least one if any (0:
+    /// each merge's thread formats its parts itself); the function's cores.
     pub format_threads: usize,
+    /// Ranges of parts merged and written at once (at least 1); the
+    /// function's cores, as rank writes its parts.
+    pub parts_at_once: usize,
 }
 
 /// What one of the run's queries left: its id and the data manifest Athena
@@ -417,6 +421,13 @@ fn check_counts(counts: &RunCounts) -> Result<(), PublishError> {
 }
 
 /// Merges one report's files and writes its parts, as rank writes them.
+///
+/// The parts are cut into [`PublishSettings::parts_at_once`] ranges of
+/// consecutive parts, each merged and written on its own and all at once
+/// (rank, too, writes as many parts at once as it has cores); their seams
+/// are checked after, so the ranges together check all one merge would.
+/// The lowest range's error is the one reported: the first deviation by
+/// rank.
 async fn publish_report<S: ObjectStore + Clone + 'static>(
     staging: &S,
     run: RunId,
@@ -426,13 +437,59 @@ async fn publish_report<S: ObjectStore + Clone + 'static>(
     settings: &PublishSettings,
 ) -> Result<ReportManifest, PublishError> {
     let report_error = |source| PublishError::Report { report: kind, source };
-    let mut merge = ReportMerge::open(staging, kind, files, Some(expected_rows)).await.map_err(report_error)?;
-    let encoding = Encoding::default();
-    let mut formatters = PartFormatters::start(kind, encoding, settings.format_threads);
+    let opened = ReportMerge::open_files(staging, kind, files).await.map_err(report_error)?;
     let part_rows = settings.part_rows.max(1);
+    let planned_parts = expected_rows.div_ceil(part_rows).max(1);
+    let ranges = (settings.parts_at_once.max(1) as u64).min(planned_parts);
+    let helpers = settings.format_threads.div_ceil(ranges as usize);
+    let bounds: Vec<u64> = (0..=ranges).map(|range| range * planned_parts / ranges).collect();
+    let written = futures_util::future::join_all(bounds.windows(2).map(|parts| {
+        let last = parts[1] == planned_parts;
+        let end_rank = (!last).then_some(parts[1] * part_rows + 1);
+        let first_rank = parts[0] * part_rows + 1;
+        let window = WINDOW_BYTES / ranges;
+        let merge = ReportMerge::over(staging, &opened, first_rank, end_rank, Some(expected_rows), window);
+        write_parts(staging, run, kind, merge, parts[0], helpers, part_rows)
+    }))
+    .await;
+    let mut merges = Vec::with_capacity(written.len());
+    let mut parts = Vec::new();
+    for range in written {
+        let (merge, range_parts) = range?;
+        merges.push(merge);
+        parts.extend(range_parts);
+    }
+    let (items, id_range) = tokio::task::spawn_blocking(move || join_ranges(&mut merges, expected_rows))
+        .await
+        .expect("the seam check does not panic")
+        .map_err(report_error)?;
+    Ok(ReportManifest {
+        data_type: kind.data_type().to_owned(),
+        id_field: kind.id_field().to_owned(),
+        rows: items,
+        parts,
+        id_range: id_range.map(|(min, max)| IdRange { min, max }),
+    })
+}
+
+/// Writes the parts of one range, numbered from `first_part + 1`, until its
+/// merge ends; returns the merge (for the seam checks) and the parts.
+async fn write_parts<S: ObjectStore + Clone + 'static>(
+    staging: &S,
+    run: RunId,
+    kind: ReportKind,
+    mut merge: ReportMerge,
+    first_part: u64,
+    helpers: usize,
+    part_rows: u64,
+) -> Result<(ReportMerge, Vec<PartSummary>), PublishError> {
+    let report_error = |source| PublishError::Report { report: kind, source };
+    let encoding = Encoding::default();
+    let mut formatters = PartFormatters::start(kind, encoding, helpers);
     let mut parts = Vec::new();
     loop {
-        let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, parts.len() + 1, encoding));
+        let number = first_part as usize + parts.len() + 1;
+        let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, number, encoding));
         let written = upload_from_blocking(staging, &key, encoding.content_type(), move |sink| {
             let mut writer = PartWriter::new(kind, encoding, sink)?;
             formatters.write_part(&mut merge, &mut writer, part_rows)?;
@@ -450,14 +507,7 @@ async fn publish_report<S: ObjectStore + Clone + 'static>(
         formatters = returned_formatters;
         parts.push(PartSummary { key, rows, bytes, sha256 });
         if !more {
-            break;
+            return Ok((merge, parts));
         }
     }
-    Ok(ReportManifest {
-        data_type: kind.data_type().to_owned(),
-        id_field: kind.id_field().to_owned(),
-        rows: merge.items(),
-        parts,
-        id_range: merge.id_range().map(|(min, max)| IdRange { min, max }),
-    })
 }
