@@ -329,9 +329,13 @@ pub async fn run_worker(args: PublishWorkerArgs) -> anyhow::Result<()> {
             keys.sort();
             let mut merge = ReportMerge::open(&staging, ReportKind::Track, &keys, Some(args.rows)).await?;
             let items = tokio::task::spawn_blocking(move || {
-                let mut items = 0u64;
-                while merge.next_item()?.is_some() {
-                    items += 1;
+                let (mut items, mut batch) = (0u64, Vec::with_capacity(8192));
+                loop {
+                    batch.clear();
+                    match merge.next_items(&mut batch, 8192)? {
+                        0 => break,
+                        merged => items += merged as u64,
+                    }
                 }
                 anyhow::Ok(items)
             })

@@ -98,13 +98,20 @@ impl PartFormatters {
     ) -> Result<u64, PartError> {
         let Some(jobs) = self.jobs.clone() else {
             let mut rows = 0;
+            let mut items = self.spare_items.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK_ITEMS));
             while rows < max_rows {
-                match merge.next_item().map_err(PartError::Merge)? {
-                    Some(item) => writer.push(item)?,
-                    None => break,
+                items.clear();
+                let wanted = (max_rows - rows).min(CHUNK_ITEMS as u64) as usize;
+                let merged = merge.next_items(&mut items, wanted).map_err(PartError::Merge)?;
+                for &item in &items {
+                    writer.push(item)?;
                 }
-                rows += 1;
+                rows += merged as u64;
+                if merged < wanted {
+                    break;
+                }
             }
+            self.spare_items.push(items);
             return Ok(rows);
         };
         let mut queued = 0u64;
@@ -140,13 +147,8 @@ impl PartFormatters {
             let mut items = self.spare_items.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK_ITEMS));
             items.clear();
             let rows_before = queued;
-            while items.len() < CHUNK_ITEMS && queued < max_rows {
-                match merge.next_item().map_err(PartError::Merge)? {
-                    Some(item) => items.push(item),
-                    None => break,
-                }
-                queued += 1;
-            }
+            let wanted = (max_rows - queued).min(CHUNK_ITEMS as u64) as usize;
+            queued += merge.next_items(&mut items, wanted).map_err(PartError::Merge)? as u64;
             merged_all = items.len() < CHUNK_ITEMS || queued == max_rows;
             if items.is_empty() {
                 continue;
