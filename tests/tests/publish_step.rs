@@ -232,6 +232,38 @@ async fn a_duplicate_rank_names_both_files_and_rows_and_nothing_is_published() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rank_repeated_at_the_seam_of_two_ranges_written_at_once_is_refused_and_nothing_is_published() {
+    // Parts of 3,000: 7 parts, written as two ranges at once, parts 1-3
+    // (ranks 1..=9,000) and 4-7. Rank 9,001, the second range's first, is
+    // in file 2 (blocks of 700 dealt to 5 files); a copy goes into file 0,
+    // after its rank 7,700 (the end of its block 10), at row 2,101.
+    let fixture = Fixture::new(3_000).await;
+    let key = fixture.file_key(RunQuery::Report(ReportKind::Track), 2);
+    let holder = read_report_file(&fixture.staging.get(&key).await.unwrap());
+    let copy = *holder.iter().find(|row| row.1 == 9_001).expect("rank 9,001 in file 2");
+    let mut at = 0;
+    fixture
+        .edit_track_file(0, TRACK_NAMES, |rows| {
+            at = rows.iter().position(|row| row.1 > 9_001).unwrap();
+            assert_eq!((at, rows[at - 1].1), (2_100, 7_700));
+            rows.insert(at, copy);
+        })
+        .await;
+    let error = fixture.publish().await.expect_err("a repeated rank must be refused").to_string();
+    assert!(error.contains("track_popularity") && error.contains("rank 9001 appears twice"), "{error}");
+    assert!(
+        error.contains("q-track_popularity_0, row 2101") && error.contains("q-track_popularity_2, row 2001"),
+        "{error}"
+    );
+    assert_eq!(Fixture::keys(&fixture.staging, "manifests/").await, Vec::<String>::new(), "no manifest");
+    // Mended, the run publishes rank's bytes over whatever parts the
+    // refused attempt left.
+    fixture.edit_track_file(0, TRACK_NAMES, |rows| assert_eq!(rows.remove(at), copy)).await;
+    assert!(fixture.publish().await.unwrap().newly_published);
+    assert_same_run(&fixture.ranked, &fixture.staging).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_ranks_names_the_missing_rank_and_where_the_next_is_and_nothing_is_published() {
     let (error, _) = refused(async |f| {
         f.edit_track_file(0, TRACK_NAMES, |rows| {
