@@ -508,7 +508,8 @@ impl ReportMerge {
 
 /// Reads one file on its own thread and sends its rows in batches, from
 /// its first row of rank `from` or more (the rows before it belong to the
-/// range before); stops when the merge hangs up (it failed elsewhere).
+/// range before, and are skipped unread but for their ranks); stops when
+/// the merge hangs up (it failed elsewhere).
 fn decode_file<S: ObjectStore + Clone + 'static>(
     mut rows: ReportFileRows<S>,
     from: u64,
@@ -520,18 +521,17 @@ fn decode_file<S: ObjectStore + Clone + 'static>(
         rows.clear();
         rows
     };
-    let mut skipping = from > 1;
+    if from > 1 {
+        if let Err(error) = rows.skip_below_rank(from) {
+            let _ = sender.send(Err(error));
+            return;
+        }
+    }
     let mut first_row = rows.rows_read() + 1;
     loop {
         let mut batch = fresh();
         let read = rows.read_batch(&mut batch, BATCH_ROWS);
         let full = batch.len() == BATCH_ROWS;
-        if skipping {
-            let below = batch.iter().position(|row| row.rank >= from).unwrap_or(batch.len());
-            skipping = below == batch.len();
-            batch.drain(..below);
-            first_row += below as u64;
-        }
         let count = batch.len() as u64;
         if !batch.is_empty() && sender.send(Ok(Batch { first_row, rows: batch })).is_err() {
             return;
@@ -723,6 +723,19 @@ mod tests {
         assert_eq!(rows_from(3_001).rows_read(), 3_000);
         assert_eq!(rows_from(3_000).rows_read(), 2_000);
         assert_eq!(rows_from(9_000).rows_read(), 5_000, "no row group holds 9,000");
+        // Inside the row group, the rows below are skipped by their ranks;
+        // the next row read is the first of rank 3,500 or more.
+        let first_read = |mut rows: ReportFileRows<LocalDirStore>, rank: u64| {
+            let skipped = rows.skip_below_rank(rank).unwrap();
+            let mut batch = Vec::new();
+            rows.read_batch(&mut batch, 10).unwrap();
+            (skipped, rows.rows_read(), batch.first().map(|row| row.rank))
+        };
+        let (inside, past) = (rows_from(3_500), rows_from(9_000));
+        let (first_read, none) =
+            tokio::task::spawn_blocking(move || (first_read(inside, 3_500), first_read(past, 9_000))).await.unwrap();
+        assert_eq!(first_read, (499, 3_509, Some(3_500)));
+        assert_eq!(none, (0, 5_000, None));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,9 @@ use crate::store::{ByteRange, ObjectStore, ObjectVersion, StoreError};
 /// (three) and the page being decoded of each.
 pub const WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 
+/// Ranks read at once while counting the rows a range skips.
+const BATCH_ROWS_TO_SKIP: usize = 8192;
+
 /// At least this much of a column chunk is in the window when a page
 /// header is read from it (a header of numeric columns is ~30–60 bytes).
 const PAGE_HEADER_BYTES: u64 = 64 * 1024;
@@ -335,8 +338,8 @@ impl<S: ObjectStore + Clone + 'static> ReportFileRows<S> {
 
     /// Starts at the first row group that may hold `rank` or a later one,
     /// by the row groups' statistics of the rank column (a row group without
-    /// them may hold anything). The rows before it are not read; the rows
-    /// of it below `rank` still are, so the caller skips them. Statistics
+    /// them may hold anything). The rows before it are not read; those of
+    /// it below `rank` are skipped by [`Self::skip_below_rank`]. Statistics
     /// are only a hint here: the publish step checks that the merge before
     /// `rank` stopped at the row where this one starts.
     pub fn starting_at_rank(mut self, rank: u64) -> Self {
@@ -433,9 +436,95 @@ impl<S: ObjectStore + Clone + 'static> ReportFileRows<S> {
         Ok(())
     }
 
-    /// Column readers for row group `index`, each paging through its own
-    /// window of the file.
-    fn open_group(&self, index: usize) -> Result<RowGroupColumns, FileReadError> {
+    /// Skips the rows before the first of rank `rank` or more (or the first
+    /// that is not a rank: null or negative, which the range before reports)
+    /// from where the reader stands, a row group at a time: it reads only
+    /// the rank column to count them, then skips that many rows in all three
+    /// columns, whole pages without fetching or decompressing them. Returns
+    /// how many rows it skipped. Blocks.
+    pub fn skip_below_rank(&mut self, rank: u64) -> Result<u64, FileReadError> {
+        let mut skipped = 0;
+        while self.group.is_none() && self.next_group < self.file.metadata.num_row_groups() {
+            let index = self.next_group;
+            let rank_column = self.file.columns[1];
+            let (left, reader) = self.column_reader(index, rank_column)?;
+            let descriptor = self.file.metadata.row_group(index).column(rank_column).column_descr_ptr();
+            let max_level = descriptor.max_def_level();
+            let mut ranks = ColumnReaderImpl::<Int64Type>::new(descriptor, reader);
+            let mut below = 0;
+            let mut found = false;
+            while below < left && !found {
+                let wanted = (left - below).min(BATCH_ROWS_TO_SKIP);
+                let read = read_column(&mut ranks, wanted, max_level, &mut self.levels, &mut self.ranks);
+                // A null ends the count at its row: reading it there names it.
+                let counted = match read {
+                    Ok(_) if max_level > 0 => {
+                        self.levels.iter().position(|&level| level < max_level).unwrap_or(self.levels.len())
+                    }
+                    Ok(_) => self.ranks.len(),
+                    Err(ReadProblem::Ended(records)) => records,
+                    Err(ReadProblem::Parquet(error)) => return Err(parquet_error(&self.file, index, self.rows, error)),
+                };
+                let values = &self.ranks[..counted.min(self.ranks.len())];
+                let at = values.iter().position(|&value| u64::try_from(value).map_or(true, |value| value >= rank));
+                match at {
+                    Some(at) => {
+                        below += at;
+                        found = true;
+                    }
+                    None if counted < wanted => {
+                        below += counted;
+                        found = true;
+                    }
+                    None => below += counted,
+                }
+            }
+            if !found {
+                // The whole row group is below `rank`.
+                self.next_group += 1;
+                self.rows += left as u64;
+                skipped += left as u64;
+                continue;
+            }
+            let mut group = self.open_group(index)?;
+            self.next_group += 1;
+            for column in 0..3 {
+                let done = match column {
+                    0 => group.ids.skip_records(below),
+                    1 => group.ranks.skip_records(below),
+                    _ => group.modifiers.skip_records(below),
+                };
+                match done {
+                    Ok(done) if done == below => {}
+                    Ok(done) => {
+                        return Err(FileReadError::Damaged {
+                            file: self.file.name.clone(),
+                            row_group: index,
+                            rows: self.rows + done as u64,
+                            detail: format!(
+                                "column {} has fewer values than the row group's rows",
+                                self.file.fields[column]
+                            ),
+                        })
+                    }
+                    Err(error) => return Err(parquet_error(&self.file, index, self.rows, error)),
+                }
+            }
+            group.left -= below;
+            self.rows += below as u64;
+            skipped += below as u64;
+            self.group = Some(group);
+        }
+        Ok(skipped)
+    }
+
+    /// The page reader of one column of row group `index`, paging through
+    /// its own window of the file, and the row group's rows.
+    fn column_reader(
+        &self,
+        index: usize,
+        column: usize,
+    ) -> Result<(usize, Box<SerializedPageReader<ColumnChunkWindow<S>>>), FileReadError> {
         let group = self.file.metadata.row_group(index);
         let damaged = |detail: String| FileReadError::Damaged {
             file: self.file.name.clone(),
@@ -445,31 +534,36 @@ impl<S: ObjectStore + Clone + 'static> ReportFileRows<S> {
         };
         let left = usize::try_from(group.num_rows())
             .map_err(|_| damaged(format!("its footer gives the row group {} rows", group.num_rows())))?;
-        let reader = |column: usize| -> Result<Box<SerializedPageReader<ColumnChunkWindow<S>>>, FileReadError> {
-            let chunk = group.column(column);
-            let span = chunk_span(chunk).map_err(damaged)?;
-            let window = ColumnChunkWindow {
-                store: self.store.clone(),
-                key: self.file.key.clone(),
-                version: self.file.version.clone(),
-                handle: self.handle.clone(),
-                size: self.file.size,
-                chunk: span,
-                window_bytes: self.window_bytes,
-                window: Mutex::new((0, Bytes::new())),
-            };
-            SerializedPageReader::new(Arc::new(window), chunk, left, None)
-                .map(Box::new)
-                .map_err(|error| parquet_error(&self.file, index, self.rows, error))
+        let chunk = group.column(column);
+        let span = chunk_span(chunk).map_err(damaged)?;
+        let window = ColumnChunkWindow {
+            store: self.store.clone(),
+            key: self.file.key.clone(),
+            version: self.file.version.clone(),
+            handle: self.handle.clone(),
+            size: self.file.size,
+            chunk: span,
+            window_bytes: self.window_bytes,
+            window: Mutex::new((0, Bytes::new())),
         };
+        let reader = SerializedPageReader::new(Arc::new(window), chunk, left, None)
+            .map(Box::new)
+            .map_err(|error| parquet_error(&self.file, index, self.rows, error))?;
+        Ok((left, reader))
+    }
+
+    /// Column readers for row group `index`.
+    fn open_group(&self, index: usize) -> Result<RowGroupColumns, FileReadError> {
+        let group = self.file.metadata.row_group(index);
         let [ids, ranks, modifiers] = self.file.columns;
         let descriptor = |column: usize| group.column(column).column_descr_ptr();
+        let (left, id_pages) = self.column_reader(index, ids)?;
         Ok(RowGroupColumns {
             index,
             left,
-            ids: ColumnReaderImpl::new(descriptor(ids), reader(ids)?),
-            ranks: ColumnReaderImpl::new(descriptor(ranks), reader(ranks)?),
-            modifiers: ColumnReaderImpl::new(descriptor(modifiers), reader(modifiers)?),
+            ids: ColumnReaderImpl::new(descriptor(ids), id_pages),
+            ranks: ColumnReaderImpl::new(descriptor(ranks), self.column_reader(index, ranks)?.1),
+            modifiers: ColumnReaderImpl::new(descriptor(modifiers), self.column_reader(index, modifiers)?.1),
         })
     }
 }
