@@ -264,6 +264,26 @@ async fn a_rank_repeated_at_the_seam_of_two_ranges_written_at_once_is_refused_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modifier_growing_at_a_seam_is_reported_before_a_later_ranges_own_error() {
+    // Two ranges as above. Rank 9,001 (file 2) gets modifier 1.0, above rank
+    // 9,000's, and rank 15,000 goes missing inside the second range: one
+    // merge would stop at 9,001 first, and so must the ranges.
+    let fixture = Fixture::new(3_000).await;
+    let missing_from = usize::try_from((15_000 - 1) / BLOCK).unwrap() % FILES;
+    fixture
+        .edit_track_file(2, TRACK_NAMES, |rows| {
+            let row = rows.iter_mut().find(|row| row.1 == 9_001).unwrap();
+            row.2 = 1.0;
+        })
+        .await;
+    fixture.edit_track_file(missing_from, TRACK_NAMES, |rows| rows.retain(|row| row.1 != 15_000)).await;
+    let error = fixture.publish().await.expect_err("a growing modifier must be refused").to_string();
+    assert!(error.contains("rank 9001 has searchModifier 1, more than"), "{error}");
+    assert!(!error.contains("missing"), "{error}");
+    assert_eq!(Fixture::keys(&fixture.staging, "manifests/").await, Vec::<String>::new(), "no manifest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_ranks_names_the_missing_rank_and_where_the_next_is_and_nothing_is_published() {
     let (error, _) = refused(async |f| {
         f.edit_track_file(0, TRACK_NAMES, |rows| {

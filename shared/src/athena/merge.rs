@@ -13,7 +13,7 @@
 //! the publish step writes several parts at once, each range merged on its
 //! own: the range's decoders start at the row groups whose statistics say
 //! they may hold its first rank and skip the rows below it, and the merge
-//! stops at the range's end. [`ReportMerge::check_followed_by`] then checks
+//! stops at the range's end. [`RangeEnd::check_followed_by`] then checks
 //! that two neighbouring ranges meet: each file's rows split exactly where
 //! one stopped and the next started, and the modifier does not grow across
 //! the seam. Together the ranges check what one merge of the whole report
@@ -131,28 +131,93 @@ impl Source {
     }
 }
 
-/// Joins the merges of consecutive ranges of one report, each run to its
-/// end: checks every seam ([`ReportMerge::check_followed_by`]) and that
-/// they hold `expected_rows` items together; returns that count and the
-/// smallest and largest id. Blocks.
-pub fn join_ranges(merges: &mut [ReportMerge], expected_rows: u64) -> Result<(u64, Option<(i64, i64)>), MergeError> {
-    for index in 1..merges.len() {
-        let (before, after) = merges.split_at_mut(index);
-        before[index - 1].check_followed_by(&after[0])?;
+/// How a range's merge began: where it started reading each file, and its
+/// first item. Enough to check the seam with the range before, whether or
+/// not the range went on to fail.
+#[derive(Debug, Clone)]
+pub struct RangeStart {
+    first_rank: u64,
+    /// Every file's first row was loaded (the merge started).
+    started: bool,
+    /// Per file: its name and the row the range started at (`None`: it
+    /// had no row of the range).
+    first_rows: Vec<(String, Option<u64>)>,
+    /// The first item's place and modifier.
+    first_item: Option<(RowPlace, u8)>,
+}
+
+/// How a range's merge ended, once it had handed on all its items: where
+/// it stopped reading each file, and its last item. Its decoders are gone.
+#[derive(Debug, Clone)]
+pub struct RangeEnd {
+    pub start: RangeStart,
+    /// Per file: the row of its next head, where the range stopped (`None`:
+    /// the file ended).
+    stopped: Vec<Option<u64>>,
+    last_item: Option<(RowPlace, u8)>,
+    items: u64,
+    ids: Option<(i64, i64)>,
+}
+
+impl RangeEnd {
+    /// Checks that the range starting as `next` continues this one: every
+    /// file's rows split exactly where this range stopped reading them and
+    /// `next` started (when `next` started at all), and the modifier does
+    /// not grow across the seam.
+    pub fn check_followed_by(&self, next: &RangeStart) -> Result<(), MergeError> {
+        let seam = next.first_rank;
+        if next.started {
+            for (&stopped, (file, started)) in self.stopped.iter().zip(&next.first_rows) {
+                if stopped != *started {
+                    return Err(MergeError::SeamMismatch {
+                        file: file.clone(),
+                        rank: seam,
+                        stopped: describe_row(stopped),
+                        started: describe_row(*started),
+                    });
+                }
+            }
+        }
+        if let (Some((previous_place, previous)), Some((place, hundredths))) = (&self.last_item, &next.first_item) {
+            if hundredths > previous {
+                return Err(MergeError::ModifierGrows {
+                    place: place.clone(),
+                    rank: seam,
+                    modifier: f64::from(*hundredths) / 100.0,
+                    previous: f64::from(*previous) / 100.0,
+                    previous_rank: seam - 1,
+                    previous_place: previous_place.clone(),
+                });
+            }
+        }
+        Ok(())
     }
-    let items: u64 = merges.iter().map(ReportMerge::items_handed).sum();
+
+    /// Items the range handed on.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+}
+
+/// Joins the ends of consecutive ranges of one report: checks every seam
+/// and that they hold `expected_rows` items together; returns that count
+/// and the smallest and largest id.
+pub fn join_ranges(ends: &[RangeEnd], expected_rows: u64) -> Result<(u64, Option<(i64, i64)>), MergeError> {
+    for pair in ends.windows(2) {
+        pair[0].check_followed_by(&pair[1].start)?;
+    }
+    let items: u64 = ends.iter().map(RangeEnd::items).sum();
     if items != expected_rows {
         // Only when a range before the last ran out with every file, so the
-        // last range had nothing.
-        let last = merges.iter().rev().find(|merge| merge.items_handed() > 0);
+        // last range had nothing; that range reports it first.
+        let last = ends.iter().rev().find_map(|end| end.last_item.as_ref().map(|(place, _)| place.clone()));
         return Err(MergeError::TooFew {
             found: items,
             expected: expected_rows,
-            last: last.and_then(ReportMerge::last_place).unwrap_or(RowPlace { file: "no file".into(), row: 0 }),
+            last: last.unwrap_or(RowPlace { file: "no file".into(), row: 0 }),
         });
     }
-    let ids =
-        merges.iter().filter_map(ReportMerge::id_range).reduce(|(min, max), (low, high)| (min.min(low), max.max(high)));
+    let ids = ends.iter().filter_map(|end| end.ids).reduce(|(min, max), (low, high)| (min.min(low), max.max(high)));
     Ok((items, ids))
 }
 
@@ -454,55 +519,30 @@ impl ReportMerge {
         self.ids
     }
 
-    /// The rank after the last item handed on.
-    pub fn next_rank(&self) -> u64 {
-        self.next_rank
-    }
-
-    /// Items this merge handed on (those of its range).
-    pub fn items_handed(&self) -> u64 {
-        self.next_rank - self.first_rank
-    }
-
-    /// Where the last item handed on came from.
-    pub fn last_place(&self) -> Option<RowPlace> {
-        self.last.map(|(source, row, _)| self.sources[source].place(row))
-    }
-
-    /// Checks that `next`, the merge of the ranks that follow this one's
-    /// (both run to their ends), continues it: this one ended at `next`'s
-    /// first rank, every file's rows split exactly where this merge stopped
-    /// reading them and `next` started, and the modifier does not grow
-    /// across the seam. Blocks.
-    pub fn check_followed_by(&mut self, next: &ReportMerge) -> Result<(), MergeError> {
-        let seam = next.first_rank;
-        for (index, source) in self.sources.iter_mut().enumerate() {
-            let stopped = source.head()?.map(|(_, row)| row);
-            let started = next.sources[index].first_row;
-            if stopped != started {
-                return Err(MergeError::SeamMismatch {
-                    file: source.name.clone(),
-                    rank: seam,
-                    stopped: describe_row(stopped),
-                    started: describe_row(started),
-                });
-            }
+    /// How this merge began (see [`RangeStart`]).
+    pub fn range_start(&self) -> RangeStart {
+        RangeStart {
+            first_rank: self.first_rank,
+            started: self.started_all,
+            first_rows: self.sources.iter().map(|source| (source.name.clone(), source.first_row)).collect(),
+            first_item: self.first_item.map(|(source, row, hundredths)| (self.sources[source].place(row), hundredths)),
         }
-        if let (Some((before, before_row, previous)), Some((after, after_row, hundredths))) =
-            (self.last, next.first_item)
-        {
-            if hundredths > previous {
-                return Err(MergeError::ModifierGrows {
-                    place: next.sources[after].place(after_row),
-                    rank: seam,
-                    modifier: f64::from(hundredths) / 100.0,
-                    previous: f64::from(previous) / 100.0,
-                    previous_rank: seam - 1,
-                    previous_place: self.sources[before].place(before_row),
-                });
-            }
+    }
+
+    /// Ends a merge that has handed on all its items: notes where it
+    /// stopped in each file, then lets its decoders go. Blocks.
+    pub fn finish(mut self) -> Result<RangeEnd, MergeError> {
+        let mut stopped = Vec::with_capacity(self.sources.len());
+        for source in &mut self.sources {
+            stopped.push(source.head()?.map(|(_, row)| row));
         }
-        Ok(())
+        Ok(RangeEnd {
+            start: self.range_start(),
+            stopped,
+            last_item: self.last.map(|(source, row, hundredths)| (self.sources[source].place(row), hundredths)),
+            items: self.next_rank - self.first_rank,
+            ids: self.ids,
+        })
     }
 }
 
@@ -656,7 +696,7 @@ mod tests {
         }
         let opened = ReportMerge::open_files(&store, ReportKind::Track, &keys).await?;
         let starts: Vec<u64> = std::iter::once(1).chain(seams.iter().copied()).collect();
-        let mut merges: Vec<ReportMerge> = starts
+        let merges: Vec<ReportMerge> = starts
             .iter()
             .enumerate()
             .map(|(index, &first)| {
@@ -672,10 +712,12 @@ mod tests {
             .collect();
         tokio::task::spawn_blocking(move || {
             let mut items = Vec::new();
-            for merge in &mut merges {
+            let mut ends = Vec::new();
+            for mut merge in merges {
                 while merge.next_items(&mut items, 333)? > 0 {}
+                ends.push(merge.finish()?);
             }
-            join_ranges(&mut merges, expected)?;
+            join_ranges(&ends, expected)?;
             Ok(items)
         })
         .await

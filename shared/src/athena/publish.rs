@@ -13,6 +13,8 @@
 //! file and the row, and no manifest is written, so nothing is published.
 //! It never reads the catalogue or the plays themselves, only their listing.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,7 @@ use crate::report_writer::{PartSummary, PartWriter};
 use crate::scoring::ScoringRules;
 use crate::store::{upload_from_blocking, ObjectStore, PutOutcome, StoreError, StreamedUploadError};
 
-use super::merge::{join_ranges, MergeError, ReportMerge};
+use super::merge::{join_ranges, MergeError, RangeEnd, RangeStart, ReportMerge};
 use super::output::{parse_data_manifest, read_int64_rows, FileReadError, RowPlace, WINDOW_BYTES};
 pub use super::part_formatters::PartError;
 use super::part_formatters::PartFormatters;
@@ -420,14 +422,21 @@ fn check_counts(counts: &RunCounts) -> Result<(), PublishError> {
     Ok(())
 }
 
+/// Decoder threads the ranges of one report may take at once: each range
+/// runs one per file on the blocking pool (Tokio's default is 512 threads,
+/// which the parts' producers and the store's file reads share), so a
+/// report of many files is written in fewer ranges.
+const DECODER_THREADS: usize = 256;
+
 /// Merges one report's files and writes its parts, as rank writes them.
 ///
 /// The parts are cut into [`PublishSettings::parts_at_once`] ranges of
-/// consecutive parts, each merged and written on its own and all at once
-/// (rank, too, writes as many parts at once as it has cores); their seams
-/// are checked after, so the ranges together check all one merge would.
-/// The lowest range's error is the one reported: the first deviation by
-/// rank.
+/// consecutive parts (fewer when the files are many: [`DECODER_THREADS`]),
+/// each merged and written on its own and all at once (rank, too, writes
+/// as many parts at once as it has cores). Their seams are checked in rank
+/// order as the ranges end, a failed range's start included, so the ranges
+/// together check all one merge would and report the first deviation by
+/// rank: the lowest failing range's error, or a seam's before it.
 async fn publish_report<S: ObjectStore + Clone + 'static>(
     staging: &S,
     run: RunId,
@@ -440,7 +449,8 @@ async fn publish_report<S: ObjectStore + Clone + 'static>(
     let opened = ReportMerge::open_files(staging, kind, files).await.map_err(report_error)?;
     let part_rows = settings.part_rows.max(1);
     let planned_parts = expected_rows.div_ceil(part_rows).max(1);
-    let ranges = (settings.parts_at_once.max(1) as u64).min(planned_parts);
+    let ranges_for_files = (DECODER_THREADS / opened.len().max(1)).max(1);
+    let ranges = (settings.parts_at_once.clamp(1, ranges_for_files) as u64).min(planned_parts);
     let helpers = settings.format_threads.div_ceil(ranges as usize);
     let bounds: Vec<u64> = (0..=ranges).map(|range| range * planned_parts / ranges).collect();
     let written = futures_util::future::join_all(bounds.windows(2).map(|parts| {
@@ -452,17 +462,26 @@ async fn publish_report<S: ObjectStore + Clone + 'static>(
         write_parts(staging, run, kind, merge, parts[0], helpers, part_rows)
     }))
     .await;
-    let mut merges = Vec::with_capacity(written.len());
+    let mut ends: Vec<RangeEnd> = Vec::with_capacity(written.len());
     let mut parts = Vec::new();
     for range in written {
-        let (merge, range_parts) = range?;
-        merges.push(merge);
-        parts.extend(range_parts);
+        match range {
+            Ok((end, range_parts)) => {
+                if let Some(before) = ends.last() {
+                    before.check_followed_by(&end.start).map_err(report_error)?;
+                }
+                ends.push(end);
+                parts.extend(range_parts);
+            }
+            Err(RangeFailure { start, error }) => {
+                if let (Some(before), Some(start)) = (ends.last(), start) {
+                    before.check_followed_by(&start).map_err(report_error)?;
+                }
+                return Err(error);
+            }
+        }
     }
-    let (items, id_range) = tokio::task::spawn_blocking(move || join_ranges(&mut merges, expected_rows))
-        .await
-        .expect("the seam check does not panic")
-        .map_err(report_error)?;
+    let (items, id_range) = join_ranges(&ends, expected_rows).map_err(report_error)?;
     Ok(ReportManifest {
         data_type: kind.data_type().to_owned(),
         id_field: kind.id_field().to_owned(),
@@ -472,8 +491,16 @@ async fn publish_report<S: ObjectStore + Clone + 'static>(
     })
 }
 
+/// Why a range wrote no complete set of parts, with how it began when its
+/// merge got that far (for the seam with the range before).
+struct RangeFailure {
+    start: Option<RangeStart>,
+    error: PublishError,
+}
+
 /// Writes the parts of one range, numbered from `first_part + 1`, until its
-/// merge ends; returns the merge (for the seam checks) and the parts.
+/// merge ends; returns how the range ended (for the seam checks) and the
+/// parts.
 async fn write_parts<S: ObjectStore + Clone + 'static>(
     staging: &S,
     run: RunId,
@@ -482,32 +509,56 @@ async fn write_parts<S: ObjectStore + Clone + 'static>(
     first_part: u64,
     helpers: usize,
     part_rows: u64,
-) -> Result<(ReportMerge, Vec<PartSummary>), PublishError> {
+) -> Result<(RangeEnd, Vec<PartSummary>), RangeFailure> {
     let report_error = |source| PublishError::Report { report: kind, source };
     let encoding = Encoding::default();
     let mut formatters = PartFormatters::start(kind, encoding, helpers);
     let mut parts = Vec::new();
+    // Where a part that fails leaves how the range began.
+    let failed_start = Arc::new(Mutex::new(None));
     loop {
         let number = first_part as usize + parts.len() + 1;
         let key = format!("{REPORTS_PREFIX}{}", part_key(kind, run, number, encoding));
+        let start_slot = Arc::clone(&failed_start);
         let written = upload_from_blocking(staging, &key, encoding.content_type(), move |sink| {
-            let mut writer = PartWriter::new(kind, encoding, sink)?;
-            formatters.write_part(&mut merge, &mut writer, part_rows)?;
-            let more = merge.has_more().map_err(PartError::Merge)?;
-            let (rows, bytes, sha256, _) = writer.finish()?;
-            Ok::<_, PartError>((merge, formatters, more, rows, bytes, sha256))
+            let write = || {
+                let mut writer = PartWriter::new(kind, encoding, sink)?;
+                formatters.write_part(&mut merge, &mut writer, part_rows)?;
+                let more = merge.has_more().map_err(PartError::Merge)?;
+                let (rows, bytes, sha256, _) = writer.finish()?;
+                Ok::<_, PartError>((more, rows, bytes, sha256))
+            };
+            match write() {
+                Ok((more, rows, bytes, sha256)) => Ok((merge, formatters, more, rows, bytes, sha256)),
+                Err(error) => {
+                    *start_slot.lock().expect("not poisoned") = Some(merge.range_start());
+                    Err(error)
+                }
+            }
         })
         .await;
-        let ((returned, returned_formatters, more, rows, bytes, sha256), _) =
-            written.map_err(|source| match source {
-                StreamedUploadError::Produce(PartError::Merge(merge)) => report_error(merge),
-                source => PublishError::WritePart { key: key.clone(), source: Box::new(source) },
-            })?;
+        let ((returned, returned_formatters, more, rows, bytes, sha256), _) = match written {
+            Ok(written) => written,
+            Err(source) => {
+                let error = match source {
+                    StreamedUploadError::Produce(PartError::Merge(merge)) => report_error(merge),
+                    source => PublishError::WritePart { key: key.clone(), source: Box::new(source) },
+                };
+                let start = failed_start.lock().expect("not poisoned").take();
+                return Err(RangeFailure { start, error });
+            }
+        };
         merge = returned;
         formatters = returned_formatters;
         parts.push(PartSummary { key, rows, bytes, sha256 });
         if !more {
-            return Ok((merge, parts));
+            break;
         }
+    }
+    // Ended: note where, and let the decoders go before the other ranges end.
+    let ended = tokio::task::spawn_blocking(move || merge.finish()).await.expect("finishing a merge does not panic");
+    match ended {
+        Ok(end) => Ok((end, parts)),
+        Err(error) => Err(RangeFailure { start: None, error: report_error(error) }),
     }
 }
