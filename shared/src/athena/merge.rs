@@ -594,20 +594,24 @@ mod tests {
     use crate::store::{LocalDirStore, ObjectSink};
     use bytes::Bytes;
 
-    /// A track report file as Athena writes it: rows (rank, id, hundredths).
-    fn file_bytes(rows: &[(u64, i64, u8)]) -> Vec<u8> {
-        let rows: Vec<(i64, u64, u8)> = rows.iter().map(|&(rank, id, h)| (id, rank, h)).collect();
-        super::super::output::test_files::track_file(&rows, 1_000)
-    }
-
-    async fn merge(files: &[&[(u64, i64, u8)]], expected: Option<u64>) -> Result<Vec<ReportItem>, MergeError> {
-        let (_dir, store) = LocalDirStore::in_temp_dir("merge");
+    /// Stores each of `files` as a track report file as Athena writes it
+    /// (rows (rank, id, hundredths), row groups of `group_rows`); returns
+    /// the store and the keys.
+    async fn stored(files: &[&[(u64, i64, u8)]], group_rows: usize) -> (tempfile::TempDir, LocalDirStore, Vec<String>) {
+        let (dir, store) = LocalDirStore::in_temp_dir("merge");
         let mut keys = Vec::new();
         for (index, rows) in files.iter().enumerate() {
             let key = format!("out/f{index}");
-            store.put(&key, Bytes::from(file_bytes(rows)), "application/octet-stream").await.unwrap();
+            let rows: Vec<(i64, u64, u8)> = rows.iter().map(|&(rank, id, h)| (id, rank, h)).collect();
+            let body = super::super::output::test_files::track_file(&rows, group_rows);
+            store.put(&key, Bytes::from(body), "application/octet-stream").await.unwrap();
             keys.push(key);
         }
+        (dir, store, keys)
+    }
+
+    async fn merge(files: &[&[(u64, i64, u8)]], expected: Option<u64>) -> Result<Vec<ReportItem>, MergeError> {
+        let (_dir, store, keys) = stored(files, 1_000).await;
         let mut merge = ReportMerge::open(&store, ReportKind::Track, &keys, expected).await?;
         tokio::task::spawn_blocking(move || {
             let mut items = Vec::new();
@@ -623,13 +627,7 @@ mod tests {
         files: &[&[(u64, i64, u8)]],
         expected: Option<u64>,
     ) -> Result<Vec<ReportItem>, MergeError> {
-        let (_dir, store) = LocalDirStore::in_temp_dir("merge");
-        let mut keys = Vec::new();
-        for (index, rows) in files.iter().enumerate() {
-            let key = format!("out/f{index}");
-            store.put(&key, Bytes::from(file_bytes(rows)), "application/octet-stream").await.unwrap();
-            keys.push(key);
-        }
+        let (_dir, store, keys) = stored(files, 1_000).await;
         let mut merge = ReportMerge::open(&store, ReportKind::Track, &keys, expected).await?;
         tokio::task::spawn_blocking(move || {
             let mut items = Vec::new();
@@ -685,15 +683,7 @@ mod tests {
         seams: &[u64],
         expected: u64,
     ) -> Result<Vec<ReportItem>, MergeError> {
-        let (_dir, store) = LocalDirStore::in_temp_dir("merge");
-        let mut keys = Vec::new();
-        for (index, rows) in files.iter().enumerate() {
-            let key = format!("out/f{index}");
-            let rows: Vec<(i64, u64, u8)> = rows.iter().map(|&(rank, id, h)| (id, rank, h)).collect();
-            let body = super::super::output::test_files::track_file(&rows, group_rows);
-            store.put(&key, Bytes::from(body), "application/octet-stream").await.unwrap();
-            keys.push(key);
-        }
+        let (_dir, store, keys) = stored(files, group_rows).await;
         let opened = ReportMerge::open_files(&store, ReportKind::Track, &keys).await?;
         let starts: Vec<u64> = std::iter::once(1).chain(seams.iter().copied()).collect();
         let merges: Vec<ReportMerge> = starts
