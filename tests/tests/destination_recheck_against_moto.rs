@@ -31,49 +31,93 @@ fn tenant(tenant_id: &str, bucket: &str, prefix: &str, keys: &(String, String)) 
     .to_string()
 }
 
+/// What both tests start from: staging with the run published, a tenant
+/// prefix of their own, and two fresh buckets of the customer account.
+struct Setup {
+    admin: aws_config::SdkConfig,
+    staging: popularity_reports::store::S3Store,
+    prefix: String,
+    account: aws_config::SdkConfig,
+    shared: String,
+    own: String,
+}
+
+impl Setup {
+    async fn new(name: &str) -> Self {
+        let admin = sdk_config(&moto_endpoint()).await;
+        let staging = staging_store(&admin, name).await;
+        let prefix = unique_tenant_prefix(name);
+        publish_synthetic_run(&staging, run_id(), 600, 400).await;
+        let account = account_config(&admin, CUSTOMER_ACCOUNT).await;
+        let shared = fresh_bucket(&s3_client(&account), &format!("{name}-shared")).await;
+        let own = fresh_bucket(&s3_client(&account), &format!("{name}-own")).await;
+        Self { admin, staging, prefix, account, shared, own }
+    }
+
+    fn tenants(&self) -> SecretsManagerTenants {
+        SecretsManagerTenants::new(secrets_manager_client(&self.admin), &self.prefix).unwrap()
+    }
+
+    fn fanout(&self) -> FanoutDeps<popularity_reports::store::S3Store, SecretsManagerTenants> {
+        FanoutDeps {
+            staging: self.staging.clone(),
+            tenants: self.tenants(),
+            own_buckets: vec![self.staging.bucket().to_owned()],
+        }
+    }
+
+    fn deliver(
+        &self,
+    ) -> DeliverDeps<
+        popularity_reports::store::S3Store,
+        SecretsManagerTenants,
+        S3Deliverer<popularity_reports::store::S3Store>,
+    > {
+        DeliverDeps {
+            staging: self.staging.clone(),
+            tenants: self.tenants(),
+            deliverer: S3Deliverer {
+                staging: self.staging.clone(),
+                destinations: S3Destinations::new(self.admin.clone(), vec![self.staging.bucket().to_owned()]),
+            },
+            now: pinned_now,
+        }
+    }
+
+    /// Replaces the secret of `tenant_id` with `value`.
+    async fn edit_secret(&self, tenant_id: &str, value: String) {
+        secrets_manager_client(&self.admin)
+            .put_secret_value()
+            .secret_id(format!("{}{tenant_id}", self.prefix))
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_edited_after_fanout_to_an_older_tenants_destination_is_refused_before_writing() {
-    let admin = sdk_config(&moto_endpoint()).await;
-    let staging = staging_store(&admin, "recheck").await;
-    let prefix = unique_tenant_prefix("recheck");
-    publish_synthetic_run(&staging, run_id(), 600, 400).await;
-    let account = account_config(&admin, CUSTOMER_ACCOUNT).await;
-    let shared = fresh_bucket(&s3_client(&account), "recheck-shared").await;
-    let own = fresh_bucket(&s3_client(&account), "recheck-own").await;
-    let shared_keys = create_delivery_user(&account, &unique_bucket_name("first"), &shared, true).await;
-    let own_keys = create_delivery_user(&account, &unique_bucket_name("second"), &own, true).await;
+    let setup = Setup::new("recheck").await;
+    let Setup { admin, staging, prefix, account, shared, own } = &setup;
+    let shared_keys = create_delivery_user(account, &unique_bucket_name("first"), shared, true).await;
+    let own_keys = create_delivery_user(account, &unique_bucket_name("second"), own, true).await;
     // "first" is created first (and sorts first, should moto's dates tie).
-    create_raw_secret(&admin, &format!("{prefix}first"), &tenant("first", &shared, "", &shared_keys)).await;
-    create_raw_secret(&admin, &format!("{prefix}second"), &tenant("second", &own, "", &own_keys)).await;
+    create_raw_secret(admin, &format!("{prefix}first"), &tenant("first", shared, "", &shared_keys)).await;
+    create_raw_secret(admin, &format!("{prefix}second"), &tenant("second", own, "", &own_keys)).await;
 
-    let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), &prefix).unwrap();
-    let fanout =
-        FanoutDeps { staging: staging.clone(), tenants: tenants(), own_buckets: vec![staging.bucket().to_owned()] };
-    let fanned =
-        handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
+    let fanned = handle_manifest_event(&setup.fanout(), sample_event("fanout/manifest-created.json"), pinned_now())
+        .await
+        .unwrap();
     assert_eq!(fanned.jobs_created, 2, "no conflict at fanout: {fanned:?}");
 
     // After fanout, second's secret now names first's bucket (its keys
     // can write there: the customer gave them).
     let second_keys_for_shared =
-        create_delivery_user(&account, &unique_bucket_name("second-shared"), &shared, true).await;
-    secrets_manager_client(&admin)
-        .put_secret_value()
-        .secret_id(format!("{prefix}second"))
-        .secret_string(tenant("second", &shared, "second/", &second_keys_for_shared))
-        .send()
-        .await
-        .unwrap();
+        create_delivery_user(account, &unique_bucket_name("second-shared"), shared, true).await;
+    setup.edit_secret("second", tenant("second", shared, "second/", &second_keys_for_shared)).await;
 
-    let deps = DeliverDeps {
-        staging: staging.clone(),
-        tenants: tenants(),
-        deliverer: S3Deliverer {
-            staging: staging.clone(),
-            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
-        },
-        now: pinned_now,
-    };
+    let deps = setup.deliver();
     let second_job = format!("jobs/s3/{RUN_ID}/second/all.json");
     let refused = handle_deliverer_event(&deps, event_for_key(&second_job), None).await.unwrap();
     assert_eq!(refused.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Invalid));
@@ -102,33 +146,18 @@ async fn a_secret_edited_after_fanout_to_an_older_tenants_destination_is_refused
 /// the older tenant's job of the first run after the edit, refuses it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_verified_at_a_place_keeps_it_against_an_older_tenant_that_moves_there() {
-    let admin = sdk_config(&moto_endpoint()).await;
-    let staging = staging_store(&admin, "verified").await;
-    let prefix = unique_tenant_prefix("verified");
-    publish_synthetic_run(&staging, run_id(), 600, 400).await;
+    let setup = Setup::new("verified").await;
+    let Setup { admin, staging, prefix, account, shared, own } = &setup;
     let next_run: popularity_reports::domain::RunId = "20261120030000".parse().unwrap();
-    publish_synthetic_run(&staging, next_run, 600, 400).await;
-    let account = account_config(&admin, CUSTOMER_ACCOUNT).await;
-    let shared = fresh_bucket(&s3_client(&account), "verified-shared").await;
-    let own = fresh_bucket(&s3_client(&account), "verified-own").await;
-    let own_keys = create_delivery_user(&account, &unique_bucket_name("first"), &own, true).await;
-    let shared_keys = create_delivery_user(&account, &unique_bucket_name("second"), &shared, true).await;
+    publish_synthetic_run(staging, next_run, 600, 400).await;
+    let own_keys = create_delivery_user(account, &unique_bucket_name("first"), own, true).await;
+    let shared_keys = create_delivery_user(account, &unique_bucket_name("second"), shared, true).await;
     // first is the older tenant; second delivers to shared/theirs/.
-    create_raw_secret(&admin, &format!("{prefix}first"), &tenant("first", &own, "", &own_keys)).await;
-    create_raw_secret(&admin, &format!("{prefix}second"), &tenant("second", &shared, "theirs/", &shared_keys)).await;
+    create_raw_secret(admin, &format!("{prefix}first"), &tenant("first", own, "", &own_keys)).await;
+    create_raw_secret(admin, &format!("{prefix}second"), &tenant("second", shared, "theirs/", &shared_keys)).await;
 
-    let tenants = || SecretsManagerTenants::new(secrets_manager_client(&admin), &prefix).unwrap();
-    let fanout =
-        FanoutDeps { staging: staging.clone(), tenants: tenants(), own_buckets: vec![staging.bucket().to_owned()] };
-    let deps = DeliverDeps {
-        staging: staging.clone(),
-        tenants: tenants(),
-        deliverer: S3Deliverer {
-            staging: staging.clone(),
-            destinations: S3Destinations::new(admin.clone(), vec![staging.bucket().to_owned()]),
-        },
-        now: pinned_now,
-    };
+    let fanout = setup.fanout();
+    let deps = setup.deliver();
     let fanned =
         handle_manifest_event(&fanout, sample_event("fanout/manifest-created.json"), pinned_now()).await.unwrap();
     assert_eq!(fanned.jobs_created, 2);
@@ -137,14 +166,8 @@ async fn a_tenant_verified_at_a_place_keeps_it_against_an_older_tenant_that_move
     assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
 
     // The older tenant's secret now names the whole shared bucket.
-    let first_shared_keys = create_delivery_user(&account, &unique_bucket_name("first-shared"), &shared, true).await;
-    secrets_manager_client(&admin)
-        .put_secret_value()
-        .secret_id(format!("{prefix}first"))
-        .secret_string(tenant("first", &shared, "", &first_shared_keys))
-        .send()
-        .await
-        .unwrap();
+    let first_shared_keys = create_delivery_user(account, &unique_bucket_name("first-shared"), shared, true).await;
+    setup.edit_secret("first", tenant("first", shared, "", &first_shared_keys)).await;
 
     // Its job of the first run, re-driven now, is refused before writing.
     let first_job = format!("jobs/s3/{RUN_ID}/first/all.json");
