@@ -130,12 +130,12 @@ async fn a_secret_edited_after_fanout_to_an_older_tenants_destination_is_refused
         "{error}"
     );
     assert!(!error.contains("first"), "the older tenant is not named: {error}");
-    assert!(keys_under(&account, &shared, "second/").await.is_empty(), "nothing written for the newcomer");
+    assert!(keys_under(account, shared, "second/").await.is_empty(), "nothing written for the newcomer");
 
     let first_job = format!("jobs/s3/{RUN_ID}/first/all.json");
     let delivered = handle_deliverer_event(&deps, event_for_key(&first_job), None).await.unwrap();
     assert_eq!(delivered.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Delivered));
-    assert!(keys_under(&account, &shared, "").await.iter().any(|key| key.ends_with("_manifest.json")));
+    assert!(keys_under(account, shared, "").await.iter().any(|key| key.ends_with("_manifest.json")));
 }
 
 /// "The tenant that was there first and verified keeps delivering": a feed
@@ -173,7 +173,7 @@ async fn a_tenant_verified_at_a_place_keeps_it_against_an_older_tenant_that_move
     let first_job = format!("jobs/s3/{RUN_ID}/first/all.json");
     let refused = handle_deliverer_event(&deps, event_for_key(&first_job), None).await.unwrap();
     assert_eq!(refused.jobs[0].disposition, JobDisposition::Attempted(DeliveryOutcome::Invalid));
-    let shared_keys_now = keys_under(&account, &shared, "").await;
+    let shared_keys_now = keys_under(account, shared, "").await;
     assert!(shared_keys_now.iter().all(|key| key.starts_with("theirs/")), "first wrote nothing: {shared_keys_now:?}");
 
     // The next run: fanout refuses first's feed and keeps second's.
